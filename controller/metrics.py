@@ -1,0 +1,98 @@
+"""Prometheus metrics: the one place where the controller's metric names are defined.
+
+`monitoring/` (alerts, dashboards) refers to these names; change them here and there together.
+A fresh registry per `Metrics` keeps tests and several in-process runs independent.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
+from prometheus_client.exposition import generate_latest
+
+from controller import __version__
+
+PREFIX = "bluegreen"
+
+# Metric names (without the _total / _bucket suffixes prometheus-client adds).
+RECONCILE_RUNS = f"{PREFIX}_reconcile_runs"  # counter {app, result}
+RECONCILE_DURATION = f"{PREFIX}_reconcile_duration_seconds"  # histogram {app}
+CUTOVERS = f"{PREFIX}_cutovers"  # counter {app, result=success|failed}
+HEALTH_CHECK_FAILURES = f"{PREFIX}_health_check_failures"  # counter {app, color}
+DRIFT_REPAIRS = f"{PREFIX}_drift_repairs"  # counter {app, kind}
+LIVE_COLOR = f"{PREFIX}_live_color"  # gauge {app, color}: 1 for the color nginx really serves
+APP_CONVERGED = f"{PREFIX}_app_converged"  # gauge {app}: 1 when observed == desired
+APP_CONDITION = f"{PREFIX}_app_condition"  # gauge {app, condition}: 1 when the condition is True
+LAST_SUCCESS = f"{PREFIX}_last_success_timestamp_seconds"  # gauge {app}: last converged pass
+LAST_RUN = f"{PREFIX}_last_run_timestamp_seconds"  # gauge: last pass of any result
+BUILD_INFO = f"{PREFIX}_build"  # info -> bluegreen_build_info{version, python}
+
+# Label values, fixed sets so dashboards and alerts can rely on them.
+RESULTS = ("converged", "progressing", "degraded", "blocked", "error", "invalid")
+CUTOVER_RESULTS = ("success", "failed")
+DRIFT_KINDS = ("container", "route", "include", "marker", "standby")
+CONDITIONS = ("Ready", "Progressing", "Degraded", "RollbackReady", "SecretsStale")
+COLORS = ("blue", "green")
+
+
+class Metrics:
+    """All controller metrics on one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.reconcile_runs = Counter(
+            RECONCILE_RUNS, "Reconcile passes by result.", ["app", "result"], registry=r
+        )
+        self.reconcile_duration = Histogram(
+            RECONCILE_DURATION,
+            "Wall time of one reconcile of one app, health waits included.",
+            ["app"],
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+            registry=r,
+        )
+        self.cutovers = Counter(CUTOVERS, "Traffic switches between colors by result.", ["app", "result"], registry=r)
+        self.health_check_failures = Counter(
+            HEALTH_CHECK_FAILURES, "Health waits that ended without the container passing.", ["app", "color"], registry=r
+        )
+        self.drift_repairs = Counter(
+            DRIFT_REPAIRS, "Repairs of state that drifted from the desired state, by kind.", ["app", "kind"], registry=r
+        )
+        self.live_color = Gauge(LIVE_COLOR, "1 for the color Nginx really routes to.", ["app", "color"], registry=r)
+        self.app_converged = Gauge(APP_CONVERGED, "1 when the app's observed state equals its desired state.", ["app"], registry=r)
+        self.app_condition = Gauge(APP_CONDITION, "1 when the condition is True.", ["app", "condition"], registry=r)
+        self.last_success = Gauge(LAST_SUCCESS, "Unix time of the app's last converged reconcile.", ["app"], registry=r)
+        self.last_run = Gauge(LAST_RUN, "Unix time of the last reconcile pass of any result.", registry=r)
+        self.build_info = Info(BUILD_INFO, "Controller build.", registry=r)
+        self.build_info.info({"version": __version__, "python": platform.python_version()})
+
+    def set_live_color(self, app: str, color: str | None) -> None:
+        for c in COLORS:
+            self.live_color.labels(app=app, color=c).set(1 if c == color else 0)
+
+    def set_conditions(self, app: str, conditions: dict[str, bool]) -> None:
+        for name in CONDITIONS:
+            self.app_condition.labels(app=app, condition=name).set(1 if conditions.get(name) else 0)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def write_textfile(self, path: Path) -> None:
+        """Write atomically: node_exporter's textfile collector must never read half a file."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(self.exposition())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
+        start_http_server(port, addr=addr, registry=self.registry)
