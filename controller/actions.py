@@ -1,0 +1,67 @@
+"""Actions: the steps a plan is made of. Plain data; `apply.py` gives them effect."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controller.spec import Color
+
+
+@dataclass(frozen=True)
+class Action:
+    color: Color
+    reason: str  # why the planner wants it: shown by --plan, logged, kept in history
+
+    @property
+    def verb(self) -> str:
+        return type(self).__name__
+
+    def describe(self) -> str:
+        return f"{self.verb}({self.color}): {self.reason}"
+
+
+@dataclass(frozen=True)
+class RemoveContainer(Action):
+    pass
+
+
+@dataclass(frozen=True)
+class CreateContainer(Action):
+    revision: str = ""
+
+
+@dataclass(frozen=True)
+class StartContainer(Action):
+    pass
+
+
+@dataclass(frozen=True)
+class WaitHealthy(Action):
+    """Poll the health check; `deadline` None means timeoutSeconds from when the wait starts."""
+
+    deadline: float | None = None
+
+
+@dataclass(frozen=True)
+class SwitchRoute(Action):
+    """Point Nginx at `color`: write the include (unless already right), test, reload, confirm, or restore."""
+
+    write_include: bool = True
+
+
+@dataclass(frozen=True)
+class WriteMarker(Action):
+    pass
+
+
+@dataclass(frozen=True)
+class StopContainer(Action):
+    """Stop a color that no longer takes traffic, after its connections drain."""
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """A difference the controller will not resolve by itself; it makes the pass fail (exit 1)."""
+
+    reason: str  # CamelCase, becomes the Degraded condition's reason
+    message: str

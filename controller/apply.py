@@ -1,0 +1,234 @@
+"""The executor: gives effect to a plan's actions, in order, stopping at the first failure.
+
+It decides nothing: the planner chose the actions; here each one is done as safely as it can be
+(atomic writes, restore on a failed reload, health waits that can be interrupted).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from controller.actions import (
+    Action,
+    CreateContainer,
+    RemoveContainer,
+    StartContainer,
+    StopContainer,
+    SwitchRoute,
+    WaitHealthy,
+    WriteMarker,
+)
+from controller.errors import ControllerError, HealthCheckFailed, NginxError, RouteUnverified, TemporaryError
+from controller.facts import LABEL_APP, LABEL_COLOR, LABEL_MANAGED, LABEL_REVISION, MANAGED_BY
+from controller.routing import health_url, render_include, route_fact, route_probe_url
+from controller.spec import BlueGreenApp, Color
+from controller.world import ContainerRequest, World
+
+
+class Interrupted(TemporaryError):
+    """A stop was requested (SIGTERM) between two steps; the world is left consistent."""
+
+
+@dataclass
+class Outcome:
+    action: Action
+    ok: bool
+    seconds: float
+    error: ControllerError | None = None
+
+
+@dataclass
+class ApplyResult:
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    @property
+    def error(self) -> ControllerError | None:
+        return next((o.error for o in self.outcomes if o.error is not None), None)
+
+    @property
+    def failed(self) -> Action | None:
+        return next((o.action for o in self.outcomes if not o.ok), None)
+
+
+@dataclass
+class Context:
+    app: BlueGreenApp
+    world: World
+    log: Any  # structlog BoundLogger
+    record: Callable[[Action, bool, str], None]  # history sink
+    should_stop: Callable[[], bool] = lambda: False
+    env: dict[str, str] = field(default_factory=dict, repr=False)  # spec env + secrets, resolved by the caller
+    revision_extra: dict[str, str] = field(default_factory=dict)
+    verify_interval: float = 0.05
+
+
+def apply(ctx: Context, actions: tuple[Action, ...] | list[Action]) -> ApplyResult:
+    result = ApplyResult()
+    for action in actions:
+        if ctx.should_stop() and not isinstance(action, WriteMarker):
+            # Stop between steps only; a switch already made still gets its marker written.
+            result.outcomes.append(Outcome(action, False, 0.0, Interrupted("stop requested; the next pass resumes here")))
+            break
+        started = time.monotonic()
+        log = ctx.log.bind(color=action.color, action=action.verb)
+        log.info("action.start", reason=action.reason)
+        try:
+            _HANDLERS[type(action)](ctx, action)
+        except ControllerError as e:
+            took = time.monotonic() - started
+            log.error("action.failed", error=str(e), seconds=round(took, 3))
+            ctx.record(action, False, str(e))
+            result.outcomes.append(Outcome(action, False, took, e))
+            break
+        took = time.monotonic() - started
+        log.info("action.done", seconds=round(took, 3))
+        ctx.record(action, True, action.reason)
+        result.outcomes.append(Outcome(action, True, took))
+    return result
+
+
+def _remove(ctx: Context, a: Action) -> None:
+    ctx.world.remove_container(ctx.app.container_name(a.color))
+
+
+def _create(ctx: Context, a: Action) -> None:
+    assert isinstance(a, CreateContainer)
+    app = ctx.app
+    s = app.spec
+    labels = {
+        **s.labels,
+        LABEL_APP: app.name,
+        LABEL_COLOR: a.color,
+        LABEL_REVISION: a.revision,
+        LABEL_MANAGED: MANAGED_BY,
+    }
+    env = {**s.env, **ctx.env, "BLUEGREEN_APP": app.name, "BLUEGREEN_COLOR": a.color, "BLUEGREEN_REVISION": a.revision}
+    ctx.world.create_container(
+        ContainerRequest(
+            name=app.container_name(a.color),
+            image=s.image,
+            labels=labels,
+            env=env,
+            container_port=s.containerPort,
+            host_ip=s.bindAddress,
+            host_port=s.ports.of(a.color),
+            network=s.network,
+            restart_policy=s.restartPolicy,
+            stop_timeout=s.stopTimeoutSeconds,
+        )
+    )
+
+
+def _start(ctx: Context, a: Action) -> None:
+    ctx.world.start_container(ctx.app.container_name(a.color))
+
+
+def _wait(ctx: Context, a: Action) -> None:
+    assert isinstance(a, WaitHealthy)
+    hc = ctx.app.spec.healthCheck
+    w = ctx.world
+    name = ctx.app.container_name(a.color)
+    begun = w.now()
+    deadline = a.deadline if a.deadline is not None else begun + hc.timeoutSeconds
+    url = health_url(ctx.app, a.color)
+    last_note = begun
+    probes = 0
+    while True:
+        result = w.probe_health(url, hc.expectStatus, hc.requestTimeoutSeconds)
+        probes += 1
+        if result.ok:
+            return
+        now = w.now()
+        if probes % 5 == 0 and not _running(w, name):
+            raise HealthCheckFailed(f"{name} exited while waiting for {hc.path} (last probe: {result.detail})")
+        if now >= deadline:
+            raise HealthCheckFailed(
+                f"{name} did not pass {hc.path} within {hc.timeoutSeconds:g}s (last probe: {result.detail})"
+            )
+        if ctx.should_stop():
+            raise Interrupted(f"stop requested while waiting for {name} to become healthy; traffic untouched")
+        if now - last_note >= 5:
+            ctx.log.info("health.waiting", color=a.color, elapsed=round(now - begun, 1), left=round(deadline - now, 1), last=result.detail)
+            last_note = now
+        w.sleep(min(hc.intervalSeconds, max(0.05, deadline - now)))
+
+
+def _running(w: World, name: str) -> bool:
+    return any(c.name == name and c.running for c in w.list_containers())
+
+
+def _switch(ctx: Context, a: Action) -> None:
+    assert isinstance(a, SwitchRoute)
+    app, w = ctx.app, ctx.world
+    ng = app.spec.nginx
+    path = app.upstream_file
+    previous = w.read_file(path)
+
+    def restore() -> None:
+        if previous is None:
+            w.remove_file(path)
+        else:
+            w.write_file(path, previous)
+
+    if a.write_include:
+        w.write_file(path, render_include(app, a.color))
+    try:
+        w.run(ng.testCommand, ng.commandTimeoutSeconds)
+        w.run(ng.reloadCommand, ng.commandTimeoutSeconds)
+    except NginxError:
+        if a.write_include:
+            restore()  # the old config is still live: keep the file saying so
+        raise
+    _confirm(ctx, a.color, restore if a.write_include else None)
+
+
+def _confirm(ctx: Context, color: Color, restore: Callable[[], None] | None) -> None:
+    """A reload is asynchronous and may be rejected by the running master: ask Nginx what it serves."""
+    app, w = ctx.app, ctx.world
+    ng = app.spec.nginx
+    url = route_probe_url(app)
+    deadline = w.now() + ng.verifyTimeoutSeconds
+    while True:
+        fact = route_fact(app, w.probe_route(url, app.spec.healthCheck.requestTimeoutSeconds))
+        if fact.reachable and fact.color == color:
+            return
+        if w.now() >= deadline:
+            if restore is not None:
+                restore()
+            seen = fact.color or fact.upstream or fact.detail
+            raise RouteUnverified(
+                f"Nginx still routes {app.name} to {seen} {ng.verifyTimeoutSeconds:g}s after the reload "
+                f"(check its error log); include restored"
+            )
+        w.sleep(ctx.verify_interval)
+
+
+def _marker(ctx: Context, a: Action) -> None:
+    ctx.world.write_file(ctx.app.marker_path, f"{a.color}\n")
+
+
+def _stop(ctx: Context, a: Action) -> None:
+    assert isinstance(a, StopContainer)
+    app, w = ctx.app, ctx.world
+    port = app.spec.ports.of(a.color)
+    deadline = w.now() + app.spec.drainSeconds
+    # Let in-flight requests and open streams on the old color finish; end early once none is left.
+    while w.now() < deadline and w.connections_to(port) > 0:
+        if ctx.should_stop():
+            raise Interrupted(f"stop requested while draining {app.container_name(a.color)}")
+        w.sleep(0.2)
+    w.stop_container(app.container_name(a.color), app.spec.stopTimeoutSeconds)
+
+
+_HANDLERS: dict[type[Action], Callable[[Context, Any], None]] = {
+    RemoveContainer: _remove,
+    CreateContainer: _create,
+    StartContainer: _start,
+    WaitHealthy: _wait,
+    SwitchRoute: _switch,
+    WriteMarker: _marker,
+    StopContainer: _stop,
+}

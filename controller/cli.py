@@ -1,0 +1,281 @@
+"""Command line: `reconcile --once | --plan | --status | --watch -f PATH`.
+
+Exit codes
+  --once    0 converged; 1 could not converge; 2 invalid input (YAML, spec, arguments)
+  --plan    0 in sync; 1 changes pending (or blocked); 2 invalid input or error
+  --status  0 every app Ready; 1 some app not Ready; 2 invalid input or error
+  --watch   0 after SIGTERM/SIGINT; 2 invalid arguments or no valid spec at start
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NoReturn
+
+from controller import __version__
+from controller.errors import ControllerError, InvalidInput, SpecError
+from controller.logs import configure, redact_text
+from controller.metrics import Metrics
+from controller.planner import Plan
+from controller.reconcile import AppResult, Reconciler
+from controller.spec import BlueGreenApp, check_unique, json_schema, load_app, spec_files
+from controller.state import DEFAULT_STATE_DIR, Lock, StateStore
+
+EXIT_OK, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, like every other error of ours; `--help` has the rest.
+        self.exit(EXIT_INVALID, f"reconcile: invalid arguments: {message} (see --help)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="reconcile",
+        description="Converge blue/green Docker apps behind Nginx to the desired state in spec files.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n", 2)[2] if __doc__ else None,
+    )
+    mode = p.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--once", action="store_true", help="converge, then exit")
+    mode.add_argument("--plan", action="store_true", help="print differences and ordered actions; change nothing")
+    mode.add_argument("--status", action="store_true", help="desired against observed, per app")
+    mode.add_argument("--watch", action="store_true", help="run as a service: reconcile on changes and periodically")
+    mode.add_argument("--schema", action="store_true", help="print the JSON Schema of the spec and exit")
+    mode.add_argument("--version", action="version", version=f"bluegreen-controller {__version__}")
+    p.add_argument("-f", "--file", dest="path", type=Path, help="a spec file or a directory of *.yaml specs")
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=Path(os.environ.get("BLUEGREEN_STATE_DIR") or DEFAULT_STATE_DIR),
+        help="lock, status and history (env BLUEGREEN_STATE_DIR; default %(default)s)",
+    )
+    p.add_argument("--json", action="store_true", help="machine-readable output for --plan and --status")
+    p.add_argument("--lock-timeout", type=_nonneg, default=30.0, help="seconds to wait for another run's lock (default %(default)s)")
+    p.add_argument("--log-format", choices=("auto", "json", "console"), default="auto", help="auto: console on a terminal, else JSON lines")
+    p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
+    p.add_argument("--backoff-base", type=_positive, default=60.0, help="first retry delay after a failed deploy, seconds (doubles, capped)")
+    p.add_argument("--backoff-max", type=_positive, default=3600.0, help="cap of the retry delay, seconds")
+    p.add_argument("--metrics-textfile", type=Path, help="--once: write Prometheus metrics here (node_exporter textfile collector)")
+    p.add_argument("--metrics-port", type=_port, help="--watch: serve /metrics on this port")
+    p.add_argument("--metrics-addr", default="127.0.0.1", help="--watch: address for --metrics-port (default %(default)s)")
+    p.add_argument("--resync", type=_positive, default=60.0, help="--watch: full resync period, seconds (jittered)")
+    p.add_argument("--docker-url", default=None, help="Docker daemon URL (default: DOCKER_HOST or the local socket)")
+    return p
+
+
+def _positive(v: str) -> float:
+    try:
+        f = float(v)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a number") from None
+    if f <= 0:
+        raise argparse.ArgumentTypeError(f"{v!r} must be > 0")
+    return f
+
+
+def _nonneg(v: str) -> float:
+    f = _positive(v) if v.strip() not in ("0", "0.0") else 0.0
+    return f
+
+
+def _port(v: str) -> int:
+    if not v.isdigit() or not 1 <= int(v) <= 65535:
+        raise argparse.ArgumentTypeError(f"{v!r} is not a port (1-65535)")
+    return int(v)
+
+
+@dataclass
+class Loaded:
+    apps: list[BlueGreenApp] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def load_specs(path: Path) -> Loaded:
+    """Every valid app, and one line per invalid file: one broken spec must not stop the others."""
+    out = Loaded()
+    for f in spec_files(path):
+        try:
+            out.apps.append(load_app(f))
+        except SpecError as e:
+            out.errors.append(str(e))
+    conflicts = check_unique(out.apps)
+    if conflicts:
+        bad = {name for c in conflicts for name in c.split(" both use ")[0].removeprefix("apps ").split(" and ")}
+        out.errors += [f"{path}: {c}" for c in conflicts]
+        out.apps = [a for a in out.apps if a.name not in bad]
+    return out
+
+
+def err(message: str) -> None:
+    print(f"reconcile: {redact_text(message)}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.schema:
+        print(json.dumps(json_schema(), indent=2))
+        return EXIT_OK
+    if args.path is None:
+        err("invalid arguments: -f PATH is required")
+        return EXIT_INVALID
+    configure(args.log_format, level=args.log_level)
+    try:
+        loaded = load_specs(args.path)
+    except InvalidInput as e:
+        err(str(e))
+        return EXIT_INVALID
+    for line in loaded.errors:
+        err(line)
+    if args.watch:
+        from controller.watch import run_watch  # imported lazily: watchfiles is only needed here
+
+        if not loaded.apps:
+            err(f"{args.path}: no valid spec to watch")
+            return EXIT_INVALID
+        code: int = run_watch(args)
+        return code
+    if not loaded.apps:
+        if not loaded.errors:
+            err(f"{args.path}: no *.yaml spec found")
+        return EXIT_INVALID
+    from controller.drivers import HostWorld
+
+    world = HostWorld(args.docker_url)
+    metrics = Metrics()
+    rec = Reconciler(world, StateStore(args.state_dir), metrics, backoff_base=args.backoff_base, backoff_max=args.backoff_max)
+    try:
+        if args.plan:
+            code = _plan(rec, loaded.apps, args.json)
+        elif args.status:
+            code = _status(rec, loaded.apps, args.json)
+        else:
+            code = _once(rec, loaded.apps, args)
+    finally:
+        world.close()
+    return max(code, EXIT_INVALID if loaded.errors else EXIT_OK)
+
+
+def _containers(rec: Reconciler) -> Any:
+    from controller.observe import index_containers
+
+    return index_containers(rec.world)
+
+
+def _once(rec: Reconciler, apps: list[BlueGreenApp], args: argparse.Namespace) -> int:
+    try:
+        with Lock(args.state_dir, args.lock_timeout):
+            containers = _containers(rec)  # one Docker call for every app
+            results = _parallel(apps, lambda a: rec.reconcile(a, containers))
+    except ControllerError as e:
+        err(str(e))
+        results = []
+        code = EXIT_FAIL
+    else:
+        code = EXIT_OK
+        for r in results:
+            _summary(r)
+            if not r.converged:
+                code = EXIT_FAIL
+    if args.metrics_textfile:
+        try:
+            rec.metrics.write_textfile(args.metrics_textfile)
+        except OSError as e:
+            err(f"cannot write metrics to {args.metrics_textfile}: {e.strerror}")
+            code = max(code, EXIT_FAIL)
+    return code
+
+
+def _parallel(apps: list[BlueGreenApp], fn: Any) -> list[AppResult]:
+    # A slow health wait for one app must not hold up the others.
+    if len(apps) == 1:
+        return [fn(apps[0])]
+    with ThreadPoolExecutor(max_workers=min(8, len(apps)), thread_name_prefix="app") as pool:
+        return list(pool.map(fn, apps))
+
+
+def _summary(r: AppResult) -> None:
+    line = f"{r.app}: {r.result}"
+    if r.actions_done:
+        line += f" ({len(r.actions_done)} actions)"
+    print(line)
+    if r.error:
+        err(f"{r.app}: {r.error}")
+    elif r.plan is not None and r.plan.blockers and not r.converged:
+        for b in r.plan.blockers:
+            err(f"{r.app}: {b.reason}: {b.message}")
+
+
+def _plan(rec: Reconciler, apps: list[BlueGreenApp], as_json: bool) -> int:
+    try:
+        containers = _containers(rec)
+        plans = [(a, rec.plan_only(a, containers)[0]) for a in apps]
+    except ControllerError as e:
+        err(str(e))
+        return EXIT_INVALID
+    if as_json:
+        print(json.dumps([_plan_json(p) for _, p in plans], indent=2))
+    else:
+        for _, p in plans:
+            print(render_plan(p))
+    return EXIT_OK if all(p.converged for _, p in plans) else EXIT_FAIL
+
+
+def _plan_json(p: Plan) -> dict[str, Any]:
+    return {
+        "app": p.app,
+        "generation": p.generation,
+        "inSync": p.converged,
+        "serving": p.serving,
+        "target": p.target,
+        "diffs": list(p.diffs),
+        "actions": [{"action": a.verb, "color": a.color, "reason": a.reason} for a in p.actions],
+        "blockers": [{"reason": b.reason, "message": b.message} for b in p.blockers],
+    }
+
+
+def render_plan(p: Plan) -> str:
+    if p.converged:
+        return f"{p.app}: in sync ({p.serving} serves)"
+    lines = [f"{p.app}: {len(p.diffs)} differences, {len(p.actions)} actions"]
+    lines += [f"  ~ {d}" for d in p.diffs]
+    lines += [f"  {i}. {a.describe()}" for i, a in enumerate(p.actions, 1)]
+    lines += [f"  ! blocked: {b.reason}: {b.message}" for b in p.blockers]
+    return "\n".join(lines)
+
+
+def _status(rec: Reconciler, apps: list[BlueGreenApp], as_json: bool) -> int:
+    from controller.status import render_text
+
+    try:
+        containers = _containers(rec)
+        statuses = [rec.status_only(a, containers) for a in apps]
+    except ControllerError as e:
+        err(str(e))
+        return EXIT_INVALID
+    if as_json:
+        print(json.dumps(statuses, indent=2))
+    else:
+        print("\n\n".join(render_text(s) for s in statuses))
+    ready = all(any(c["type"] == "Ready" and c["status"] == "True" for c in s["conditions"]) for s in statuses)
+    return EXIT_OK if ready else EXIT_FAIL
+
+
+def run() -> None:
+    try:
+        code = main()
+    except KeyboardInterrupt:
+        code = 130
+    except Exception as e:  # a bug: still one line for cron mail, the traceback on request
+        if os.environ.get("BLUEGREEN_DEBUG"):
+            raise
+        err(f"internal error: {type(e).__name__}: {e} (set BLUEGREEN_DEBUG=1 for the traceback)")
+        code = EXIT_FAIL
+    sys.exit(code)

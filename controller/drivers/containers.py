@@ -1,0 +1,214 @@
+"""Docker through the SDK: thin, and the only module that knows docker-py's exceptions."""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime, timezone
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from controller.errors import DockerError, DockerUnavailable, ImageError
+from controller.facts import LABEL_APP, ContainerFact
+from controller.world import ContainerRequest
+
+T = TypeVar("T")
+# Names we consider ours even when a human created them without our labels.
+_OUR_NAME = re.compile(r"^[a-z0-9-]+-(blue|green)$")
+
+
+@contextmanager
+def _mapped(what: str) -> Iterator[None]:
+    """Map docker-py / requests errors onto the controller's tree, with one-line messages."""
+    try:
+        yield
+    except docker.errors.ImageNotFound as e:
+        raise ImageError(f"{what}: image not found: {_explain(e)}") from e
+    except docker.errors.NotFound as e:
+        raise DockerError(f"{what}: not found: {_explain(e)}") from e
+    except docker.errors.APIError as e:
+        raise DockerError(f"{what}: {_explain(e)}") from e
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
+        raise DockerUnavailable(f"{what}: Docker daemon unreachable: {_first_line(e)}") from e
+    except docker.errors.DockerException as e:
+        raise DockerUnavailable(f"{what}: Docker daemon unreachable: {_first_line(e)}") from e
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    return text.splitlines()[0][:300]
+
+
+def _explain(e: docker.errors.APIError) -> str:
+    return _first_line(e) if not getattr(e, "explanation", None) else str(e.explanation).splitlines()[0][:300]
+
+
+def _parse_time(value: str | None) -> float | None:
+    """Docker's RFC 3339 with nanoseconds; Python 3.10's fromisoformat takes neither 'Z' nor 9 digits."""
+    if not value or value.startswith("0001-"):
+        return None
+    m = re.match(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?(Z|[+-]\d\d:\d\d)$", value)
+    if not m:
+        return None
+    base = datetime.fromisoformat(m.group(1) + ("+00:00" if m.group(3) == "Z" else m.group(3)))
+    frac = float("0." + m.group(2)) if m.group(2) else 0.0
+    return base.astimezone(timezone.utc).timestamp() + frac
+
+
+class DockerDriver:
+    def __init__(self, base_url: str | None = None, timeout: float = 60.0) -> None:
+        self._base_url = base_url
+        self._timeout = timeout
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def client(self) -> Any:
+        # Connect lazily: --plan on a dead daemon must fail with our message, not at import time.
+        with self._lock:
+            if self._client is None:
+                with _mapped("connect"):
+                    if self._base_url:
+                        self._client = docker.DockerClient(base_url=self._base_url, timeout=int(self._timeout))
+                    else:
+                        self._client = docker.from_env(timeout=int(self._timeout))
+            return self._client
+
+    def reset(self) -> None:
+        """Forget the connection (after a daemon restart)."""
+        with self._lock:
+            self._client = None
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        with _mapped(what):
+            return fn()
+
+    def list_containers(self) -> list[ContainerFact]:
+        api = self.client().api
+        rows = self._call("list containers", lambda: api.containers(all=True))
+        facts = []
+        for row in rows:
+            names = [n.lstrip("/") for n in row.get("Names") or []]
+            name = names[0] if names else ""
+            labels = row.get("Labels") or {}
+            if LABEL_APP not in labels and not _OUR_NAME.match(name):
+                continue
+            state = row.get("State") or ""
+            host_ip, host_port = _published(row.get("Ports") or [])
+            if host_port is None and state != "running":
+                # Stopped containers list no ports; their bindings are in the host config.
+                host_ip, host_port = self._bound_port(row["Id"])
+            facts.append(
+                ContainerFact(
+                    name=name,
+                    id=row["Id"],
+                    image=row.get("Image") or "",
+                    image_id=row.get("ImageID") or "",
+                    labels=dict(labels),
+                    state=state,
+                    host_ip=host_ip,
+                    host_port=host_port,
+                    created=float(row.get("Created") or 0),
+                )
+            )
+        return facts
+
+    def _bound_port(self, cid: str) -> tuple[str | None, int | None]:
+        api = self.client().api
+        try:
+            info = self._call("inspect container", lambda: api.inspect_container(cid))
+        except DockerError:
+            return None, None  # removed meanwhile
+        bindings = (info.get("HostConfig") or {}).get("PortBindings") or {}
+        for binds in bindings.values():
+            for b in binds or []:
+                if b.get("HostPort"):
+                    return b.get("HostIp") or None, int(b["HostPort"])
+        return None, None
+
+    def started_at(self, name: str) -> float | None:
+        api = self.client().api
+        try:
+            info = self._call(f"inspect {name}", lambda: api.inspect_container(name))
+        except DockerError:
+            return None
+        return _parse_time((info.get("State") or {}).get("StartedAt"))
+
+    def ensure_image(self, image: str) -> None:
+        client = self.client()
+        try:
+            self._call(f"image {image}", lambda: client.images.get(image))
+            return
+        except ImageError:
+            pass
+        repo, tag = _split_ref(image)
+        try:
+            self._call(f"pull {image}", lambda: client.images.pull(repo, tag=tag))
+        except (DockerError, ImageError) as e:
+            raise ImageError(f"image {image} is not present locally and cannot be pulled: {e}") from e
+
+    def create(self, req: ContainerRequest) -> None:
+        self.ensure_image(req.image)
+        client = self.client()
+        policy: dict[str, Any] = {"Name": "" if req.restart_policy == "no" else req.restart_policy}
+        if req.restart_policy == "on-failure":
+            policy["MaximumRetryCount"] = 5
+        kwargs: dict[str, Any] = dict(
+            name=req.name,
+            detach=True,
+            labels=req.labels,
+            environment=req.env,
+            ports={f"{req.container_port}/tcp": (req.host_ip, req.host_port)},
+            restart_policy=policy,
+            stop_signal="SIGTERM",
+        )
+        if req.network:
+            kwargs["network"] = req.network
+        container = self._call(f"create {req.name}", lambda: client.containers.create(req.image, **kwargs))
+        try:
+            self._call(f"start {req.name}", container.start)
+        except DockerError as e:
+            # e.g. the host port is taken: leave nothing half-made behind.
+            self._call(f"remove {req.name}", lambda: container.remove(force=True))
+            raise e
+
+    def start(self, name: str) -> None:
+        api = self.client().api
+        self._call(f"start {name}", lambda: api.start(name))
+
+    def stop(self, name: str, timeout: int) -> None:
+        api = self.client().api
+        self._call(f"stop {name}", lambda: api.stop(name, timeout=timeout))
+
+    def remove(self, name: str) -> None:
+        api = self.client().api
+        try:
+            self._call(f"remove {name}", lambda: api.remove_container(name, force=True))
+        except DockerError as e:
+            if "not found" not in str(e).lower() and "no such container" not in str(e).lower():
+                raise
+
+
+def _published(ports: list[dict[str, Any]]) -> tuple[str | None, int | None]:
+    for p in ports:
+        if p.get("PublicPort") and p.get("Type", "tcp") == "tcp" and p.get("IP") not in ("::",):
+            return p.get("IP") or None, int(p["PublicPort"])
+    for p in ports:
+        if p.get("PublicPort"):
+            return p.get("IP") or None, int(p["PublicPort"])
+    return None, None
+
+
+def _split_ref(image: str) -> tuple[str, str | None]:
+    if "@" in image:
+        repo, digest = image.split("@", 1)
+        return repo, digest
+    last = image.rsplit("/", 1)[-1]
+    if ":" in last:
+        repo, tag = image.rsplit(":", 1)
+        return repo, tag
+    return image, "latest"

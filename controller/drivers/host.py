@@ -1,0 +1,133 @@
+"""`HostWorld`: the real `World`, composed of the Docker, probe and file drivers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from controller.drivers.containers import DockerDriver
+from controller.drivers.probes import Prober
+from controller.errors import HostError, NginxError
+from controller.facts import ContainerFact
+from controller.world import ContainerRequest, HealthResult, RouteProbe
+
+
+class HostWorld:
+    def __init__(self, docker_url: str | None = None) -> None:
+        self.docker = DockerDriver(docker_url)
+        self.probes = Prober()
+
+    def close(self) -> None:
+        self.probes.close()
+
+    # Docker
+    def list_containers(self) -> list[ContainerFact]:
+        return self.docker.list_containers()
+
+    def started_at(self, name: str) -> float | None:
+        return self.docker.started_at(name)
+
+    def create_container(self, req: ContainerRequest) -> None:
+        self.docker.create(req)
+
+    def start_container(self, name: str) -> None:
+        self.docker.start(name)
+
+    def stop_container(self, name: str, timeout: int) -> None:
+        self.docker.stop(name, timeout)
+
+    def remove_container(self, name: str) -> None:
+        self.docker.remove(name)
+
+    def connections_to(self, host_port: int) -> int:
+        return established_connections(host_port)
+
+    # HTTP
+    def probe_health(self, url: str, expect_status: int, timeout: float) -> HealthResult:
+        return self.probes.health(url, expect_status, timeout)
+
+    def probe_route(self, url: str, timeout: float) -> RouteProbe:
+        return self.probes.route(url, timeout)
+
+    # Files and commands
+    def read_file(self, path: Path) -> str | None:
+        try:
+            return path.read_text(encoding="utf-8", errors="replace")
+        except FileNotFoundError:
+            return None
+        except IsADirectoryError:
+            return ""  # garbage in place of a file: reported as different, then replaced
+        except OSError as e:
+            raise HostError(f"cannot read {path}: {e.strerror}") from e
+
+    def write_file(self, path: Path, content: str, mode: int = 0o644) -> None:
+        write_atomic(path, content, mode)
+
+    def remove_file(self, path: Path) -> None:
+        try:
+            path.unlink(missing_ok=True)
+        except OSError as e:
+            raise HostError(f"cannot remove {path}: {e.strerror}") from e
+
+    def run(self, argv: list[str], timeout: float) -> None:
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL, check=False)
+        except FileNotFoundError as e:
+            raise NginxError(f"{argv[0]}: command not found") from e
+        except subprocess.TimeoutExpired as e:
+            raise NginxError(f"{' '.join(argv)}: timed out after {timeout:g}s") from e
+        except OSError as e:
+            raise NginxError(f"{' '.join(argv)}: {e.strerror}") from e
+        if p.returncode != 0:
+            lines = [ln for ln in (p.stderr + "\n" + p.stdout).splitlines() if ln.strip()]
+            tail = next((ln for ln in reversed(lines) if "emerg" in ln or "error" in ln), lines[-1] if lines else "")
+            raise NginxError(f"{' '.join(argv)} failed (exit {p.returncode}): {tail.strip()[:300]}")
+
+    def now(self) -> float:
+        return time.time()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+def write_atomic(path: Path, content: str, mode: int = 0o644) -> None:
+    """Write beside the target, fsync, rename over it: a crash leaves the old file or the new one."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise HostError(f"cannot write {path}: {e.strerror}") from e
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(content)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError as e:
+        Path(tmp).unlink(missing_ok=True)
+        raise HostError(f"cannot write {path}: {e.strerror}") from e
+
+
+def established_connections(port: int) -> int:
+    """Count ESTABLISHED TCP connections whose local port is `port` (IPv4 and IPv6), from /proc."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table, encoding="ascii") as f:
+                next(f, None)
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 3 and fields[3] == "01" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                        count += 1
+        except FileNotFoundError:
+            continue
+    return count

@@ -1,0 +1,118 @@
+"""Facts: what observation found, as plain immutable values the planner can reason about."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from controller.spec import COLORS, Color
+
+# Labels the controller puts on every container it creates.
+LABEL_APP = "bluegreen.app"
+LABEL_COLOR = "bluegreen.color"
+LABEL_REVISION = "bluegreen.revision"
+LABEL_MANAGED = "bluegreen.managed-by"
+MANAGED_BY = "bluegreen-controller"
+
+
+@dataclass(frozen=True)
+class ContainerFact:
+    name: str
+    id: str
+    image: str  # reference the container was created from
+    image_id: str
+    labels: dict[str, str]
+    state: str  # docker state: created, running, exited, ...
+    host_ip: str | None  # where the container port is published
+    host_port: int | None
+    created: float = 0.0
+    # Filled in by observation for running containers only.
+    healthy: bool | None = None
+    health_detail: str = ""
+    started_at: float | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    @property
+    def revision(self) -> str | None:
+        return self.labels.get(LABEL_REVISION)
+
+
+@dataclass(frozen=True)
+class RouteFact:
+    """What Nginx really does, learned by sending a request through it."""
+
+    reachable: bool
+    color: Color | None = None  # color whose host port answered through Nginx
+    upstream: str = ""  # raw $upstream_addr
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class Observed:
+    app: str
+    containers: dict[Color, ContainerFact | None]
+    include: str | None  # upstream include file content; None when missing
+    route: RouteFact
+    marker: str | None  # raw marker content; None when missing
+    at: float
+
+    @property
+    def marker_color(self) -> Color | None:
+        v = (self.marker or "").strip()
+        for c in COLORS:
+            if v == c:
+                return c
+        return None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A revision whose deploy failed; remembered so cron does not retry it every minute."""
+
+    revision: str
+    color: Color
+    count: int
+    last_failed_at: float
+    reason: str
+    message: str
+
+    def next_retry_at(self, base: float, cap: float) -> float:
+        return self.last_failed_at + min(cap, base * 2.0 ** (self.count - 1))
+
+
+@dataclass(frozen=True)
+class Memory:
+    """What the controller remembers between passes (state dir). Never a copy of the world."""
+
+    failures: dict[str, Failure] = field(default_factory=dict)
+    converged_generation: str | None = None
+    backoff_base: float = 60.0
+    backoff_max: float = 3600.0
+
+
+_SERVER_RE = re.compile(r"^\s*server\s+([^\s;]+)\s*([^;]*);", re.MULTILINE)
+
+
+def include_servers(content: str | None) -> list[str]:
+    if content is None:
+        return []
+    body = "\n".join(line.split("#", 1)[0] for line in content.splitlines())
+    return [m.group(1) for m in _SERVER_RE.finditer(body) if "down" not in m.group(2).split()]
+
+
+def port_of(address: str) -> int | None:
+    """Port of `host:port`, `[v6]:port`; None for anything else (unix sockets, names)."""
+    host, sep, port = address.strip().rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return None
+    return int(port)
+
+
+def color_of_port(port: int | None, ports: dict[Color, int]) -> Color | None:
+    for c, p in ports.items():
+        if p == port:
+            return c
+    return None

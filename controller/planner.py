@@ -1,0 +1,184 @@
+"""The planner: a pure function from (desired, observed, memory, now) to an ordered list of actions.
+
+No I/O here. Every symptom of drift (container gone, include edited, marker wrong, ...) is just
+an observed state that differs from the desired one; the same rules converge all of them.
+
+Safety rules, in order of precedence:
+1. Never route to a color that has not passed its health check (in this pass or observed healthy).
+2. Never replace or stop the container that serves traffic while it works.
+3. The marker names the color Nginx really serves, never what we hoped it serves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controller.actions import (
+    Action,
+    Blocker,
+    CreateContainer,
+    RemoveContainer,
+    StartContainer,
+    StopContainer,
+    SwitchRoute,
+    WaitHealthy,
+    WriteMarker,
+)
+from controller.facts import ContainerFact, Memory, Observed
+from controller.routing import include_color, render_include
+from controller.spec import COLORS, BlueGreenApp, Color, other
+
+
+@dataclass(frozen=True)
+class Plan:
+    app: str
+    generation: str
+    revisions: dict[Color, str]
+    serving: Color | None  # the color live before this plan (Nginx's answer, else the include's)
+    target: Color | None  # the color live once the plan has run
+    actions: tuple[Action, ...]
+    blockers: tuple[Blocker, ...]
+    diffs: tuple[str, ...]
+
+    @property
+    def converged(self) -> bool:
+        return not self.actions and not self.blockers
+
+    @property
+    def in_sync(self) -> bool:
+        """Nothing to do, whether or not something blocks."""
+        return not self.actions
+
+
+def matches(app: BlueGreenApp, color: Color, c: ContainerFact | None, revision: str) -> bool:
+    """A container is the one we want when its label, image and published port all agree with the spec."""
+    return (
+        c is not None
+        and c.revision == revision
+        and c.image == app.spec.image
+        and c.host_port == app.spec.ports.of(color)
+        and (c.host_ip or "") in (app.spec.bindAddress, "")
+    )
+
+
+def describe_container(c: ContainerFact | None) -> str:
+    if c is None:
+        return "missing"
+    health = "" if c.healthy is None else (" healthy" if c.healthy else f" unhealthy ({c.health_detail})")
+    return f"{c.state}{health} image={c.image} revision={c.revision or '-'}"
+
+
+def plan(
+    app: BlueGreenApp,
+    obs: Observed,
+    mem: Memory,
+    now: float,
+    revision_extra: dict[str, str] | None = None,
+) -> Plan:
+    spec = app.spec
+    want = spec.activeColor
+    idle = other(want)
+    revisions = {c: app.revision(c, revision_extra) for c in COLORS}
+    rev = revisions[want]
+
+    serving: Color | None = obs.route.color if obs.route.reachable else include_color(app, obs.include)
+    actions: list[Action] = []
+    blockers: list[Blocker] = []
+    diffs: list[str] = []
+
+    cur = obs.containers[want]
+    good = matches(app, want, cur, rev)
+    ready = good and cur is not None and cur.running and cur.healthy is True
+    will_be_ready = ready
+
+    if not ready:
+        diffs.append(f"container {app.container_name(want)}: {describe_container(cur)}; want running healthy {spec.image} revision={rev}")
+        live_running = serving == want and cur is not None and cur.running
+        failure = mem.failures.get(rev)
+        retry_at = failure.next_retry_at(mem.backoff_base, mem.backoff_max) if failure else None
+        name = app.container_name(want)
+        wait = WaitHealthy(want, f"{spec.healthCheck.path} must answer {spec.healthCheck.expectStatus}")
+        if live_running and not good:
+            # Replacing the container that serves traffic would drop it. The blue-green way is to flip.
+            blockers.append(
+                Blocker(
+                    "LiveColorOutdated",
+                    f"{want} serves traffic and runs {cur.image if cur else '?'} (revision {cur.revision if cur else '-'}), "
+                    f"the spec wants {spec.image} (revision {rev}) on {want}: replacing the live container would drop "
+                    f"traffic; set activeColor: {idle} to deploy it there",
+                )
+            )
+        elif live_running and cur is not None:
+            # Right revision, serving, not healthy: it may be starting; never recreate what serves traffic.
+            deadline = (cur.started_at or now) + spec.healthCheck.timeoutSeconds
+            if now < deadline:
+                actions.append(WaitHealthy(want, f"{name} serves traffic but is not healthy yet ({cur.health_detail})", deadline=deadline))
+                will_be_ready = True
+            else:
+                blockers.append(
+                    Blocker(
+                        "LiveUnhealthy",
+                        f"{name} serves traffic but fails its health check ({cur.health_detail}); it is not replaced "
+                        f"while live: check its logs and dependencies, or set activeColor: {idle}",
+                    )
+                )
+        elif failure is not None and retry_at is not None and now < retry_at:
+            blockers.append(
+                Blocker(
+                    "BackingOff",
+                    f"revision {rev} failed {failure.count}x on {want} ({failure.message}); "
+                    f"next try in {int(retry_at - now)}s, or at once when the spec changes",
+                )
+            )
+        else:
+            if cur is not None and (not good or (failure is not None and not cur.healthy)):
+                why = "retry after a failed deploy" if good else f"is {describe_container(cur)}; want revision {rev}"
+                actions.append(RemoveContainer(want, f"{name} {why}"))
+                cur = None
+            if cur is None:
+                actions += [CreateContainer(want, f"{name} with {spec.image}", revision=rev), wait]
+            elif not cur.running:
+                actions += [StartContainer(want, f"{name} is {cur.state}"), wait]
+            else:
+                # Right revision, running, not healthy yet: keep waiting from when it started.
+                deadline = (cur.started_at or now) + spec.healthCheck.timeoutSeconds
+                actions.append(WaitHealthy(want, f"{name} started but is not healthy yet ({cur.health_detail})", deadline=deadline))
+            will_be_ready = True
+
+    # Where traffic goes: the desired color once it is (or will have been proven) healthy; else stay put.
+    target: Color | None = want if will_be_ready else serving
+    if target is not None:
+        desired_include = render_include(app, target)
+        if obs.include != desired_include:
+            diffs.append(f"upstream include {app.upstream_file}: {'missing' if obs.include is None else 'differs'}; want route to {target}")
+            actions.append(SwitchRoute(target, f"write {app.upstream_file} for {target}, test, reload, confirm"))
+        elif obs.route.reachable and obs.route.color != target:
+            diffs.append(f"nginx routes to {obs.route.color or obs.route.upstream or 'nothing'}; want {target}")
+            actions.append(SwitchRoute(target, "include is right but not live: test, reload, confirm", write_include=False))
+        elif not obs.route.reachable:
+            blockers.append(
+                Blocker("RouteUnverified", f"cannot confirm which color Nginx serves: {obs.route.detail}; is Nginx running with the control server?")
+            )
+            target = None  # unknown: the marker stays as it is
+
+    if target is not None and obs.marker_color != target:
+        shown = "missing" if obs.marker is None else repr(obs.marker.strip()[:40])
+        diffs.append(f"marker {app.marker_path}: {shown}; want {target}")
+        actions.append(WriteMarker(target, f"Nginx serves {target}"))
+
+    # The idle color: kept for rollback, or stopped once traffic has left it.
+    standby = obs.containers[idle]
+    if spec.standby == "stop" and target == want and standby is not None and standby.running:
+        diffs.append(f"container {app.container_name(idle)}: running; standby: stop")
+        actions.append(StopContainer(idle, f"standby: stop; drain up to {spec.drainSeconds:g}s first"))
+
+    return Plan(
+        app=app.name,
+        generation=app.generation(),
+        revisions=revisions,
+        serving=serving,
+        target=target,
+        actions=tuple(actions),
+        blockers=tuple(blockers),
+        diffs=tuple(diffs),
+    )

@@ -1,0 +1,276 @@
+"""The reconciler: observe → plan → apply for one app, repeated until the world plans nothing.
+
+Level-triggered: each pass starts from a fresh observation, so a crash, a kill -9 or a hand edit
+between two passes is simply part of what the next pass observes.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from controller.actions import (
+    Action,
+    CreateContainer,
+    RemoveContainer,
+    StartContainer,
+    StopContainer,
+    SwitchRoute,
+    WaitHealthy,
+    WriteMarker,
+)
+from controller.apply import Context, apply
+from controller.errors import ControllerError, HealthCheckFailed
+from controller.facts import ContainerFact, Failure, Memory, Observed
+from controller.logs import get_logger
+from controller.metrics import Metrics
+from controller.observe import index_containers, observe
+from controller.planner import Plan, plan
+from controller.spec import BlueGreenApp
+from controller.state import StateStore
+from controller.status import build_status, conditions, iso
+from controller.world import World
+
+MAX_PASSES = 4
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Deploy-time inputs beyond the spec: secret env values and their versions (for the revision)."""
+
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    revision_extra: dict[str, str] = field(default_factory=dict)
+    names: list[str] | None = None  # secret env names, for status
+    stale: str | None = None  # why the live color's secrets are out of date, if they are
+
+
+Resolver = Callable[[BlueGreenApp], Resolved]
+
+
+def no_secrets(app: BlueGreenApp) -> Resolved:
+    return Resolved()
+
+
+@dataclass
+class AppResult:
+    app: str
+    result: str  # one of metrics.RESULTS
+    plan: Plan | None = None
+    observed: Observed | None = None
+    status: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    actions_done: list[str] = field(default_factory=list)
+
+    @property
+    def converged(self) -> bool:
+        return self.result == "converged"
+
+
+def drift_kind(action: Action, obs: Observed) -> str:
+    if isinstance(action, (CreateContainer, RemoveContainer, StartContainer, WaitHealthy)):
+        return "container"
+    if isinstance(action, SwitchRoute):
+        return "include" if obs.route.color == action.color else "route"
+    if isinstance(action, WriteMarker):
+        return "marker"
+    if isinstance(action, StopContainer):
+        return "standby"
+    return "container"
+
+
+class Reconciler:
+    def __init__(
+        self,
+        world: World,
+        store: StateStore,
+        metrics: Metrics | None = None,
+        *,
+        backoff_base: float = 60.0,
+        backoff_max: float = 3600.0,
+        should_stop: Callable[[], bool] = lambda: False,
+        resolver: Resolver = no_secrets,
+    ) -> None:
+        self.world = world
+        self.store = store
+        self.metrics = metrics or Metrics()
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.should_stop = should_stop
+        self.resolver = resolver
+
+    # Read-only ---------------------------------------------------------------------------
+    def plan_only(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None) -> tuple[Plan, Observed, Resolved]:
+        resolved = self.resolver(app)
+        obs = observe(app, self.world, containers if containers is not None else index_containers(self.world))
+        mem = self.store.load_memory(app.name, self.backoff_base, self.backoff_max)
+        return plan(app, obs, mem, self.world.now(), resolved.revision_extra), obs, resolved
+
+    def status_only(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None) -> dict[str, Any]:
+        p, obs, resolved = self.plan_only(app, containers)
+        raw = self.store.load_memory_raw(app.name)
+        previous = self.store.load_status(app.name)
+        # Keep the last pass's error visible: status must say why the last run failed.
+        prev_error = next(
+            (c for c in previous.get("conditions") or [] if c.get("type") == "Degraded" and c.get("status") == "True"),
+            None,
+        )
+        err = prev_error["message"] if prev_error and previous.get("generation") == p.generation and not p.blockers and p.actions else None
+        conds = conditions(app, obs, p, err, prev_error["reason"] if err and prev_error else None, False, resolved.stale)
+        return build_status(app, obs, p, conds, previous, raw.get("lastDeploy"), "status", self.world.now(), resolved.names)
+
+    # Converge ----------------------------------------------------------------------------
+    def reconcile(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None) -> AppResult:
+        rid = uuid.uuid4().hex[:12]
+        log = get_logger(app=app.name, image=app.spec.image, reconcile_id=rid)
+        started = time.monotonic()
+        result = AppResult(app=app.name, result="error")
+        try:
+            result = self._converge(app, containers, rid, log)
+        except ControllerError as e:
+            log.error("reconcile.error", error=str(e), kind=type(e).__name__)
+            result = AppResult(app=app.name, result="error", error=str(e))
+        finally:
+            m = self.metrics
+            m.reconcile_runs.labels(app=app.name, result=result.result).inc()
+            m.reconcile_duration.labels(app=app.name).observe(time.monotonic() - started)
+            m.last_run.set(time.time())
+            if result.converged:
+                m.last_success.labels(app=app.name).set(time.time())
+            m.app_converged.labels(app=app.name).set(1 if result.converged else 0)
+        return result
+
+    def _converge(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None, rid: str, log: Any) -> AppResult:
+        resolved = self.resolver(app)
+        raw_memory = self.store.load_memory_raw(app.name)
+        last_deploy: dict[str, Any] | None = raw_memory.get("lastDeploy")
+        error: ControllerError | None = None
+        done: list[str] = []
+
+        def record(action: Action, ok: bool, message: str) -> None:
+            self.store.append_history(
+                {
+                    "time": iso(self.world.now()),
+                    "app": app.name,
+                    "reconcileId": rid,
+                    "action": action.verb,
+                    "color": action.color,
+                    "image": app.spec.image,
+                    "outcome": "ok" if ok else "failed",
+                    "message": message,
+                }
+            )
+
+        ctx = Context(
+            app=app,
+            world=self.world,
+            log=log,
+            record=record,
+            should_stop=self.should_stop,
+            env=resolved.env,
+            revision_extra=resolved.revision_extra,
+        )
+        for pass_no in range(MAX_PASSES):
+            index = containers if (pass_no == 0 and containers is not None) else index_containers(self.world)
+            obs = observe(app, self.world, index)
+            mem = self.store.load_memory(app.name, self.backoff_base, self.backoff_max)
+            p = plan(app, obs, mem, self.world.now(), resolved.revision_extra)
+            if pass_no == 0:
+                log.info("reconcile.plan", actions=[a.describe() for a in p.actions], blockers=[b.reason for b in p.blockers], serving=p.serving)
+            if not p.actions or error is not None:
+                break
+            self._write_status(app, obs, p, None, None, True, last_deploy, rid, resolved)
+            if mem.converged_generation == p.generation:
+                for a in p.actions:
+                    self.metrics.drift_repairs.labels(app=app.name, kind=drift_kind(a, obs)).inc()
+            outcome = apply(ctx, p.actions)
+            done += [o.action.describe() for o in outcome.outcomes if o.ok]
+            error = outcome.error
+            mem, last_deploy = self._remember(app, p, obs, outcome.failed, error, mem, last_deploy, rid)
+            if error is not None:
+                # Re-observe once so status shows the world as the failure left it, then stop.
+                continue
+
+        # `obs` and `p` are from the last observation: the world as we leave it.
+        reason = type(error).__name__ if error else None
+        if error is not None:
+            res = "error" if not isinstance(error, HealthCheckFailed) else "degraded"
+        elif p.converged:
+            res = "converged"
+            if mem.converged_generation != p.generation:
+                mem = replace(mem, converged_generation=p.generation)
+                self.store.save_memory(app.name, mem, None)
+        elif p.blockers:
+            res = "blocked" if p.blockers[0].reason in ("LiveColorOutdated",) else "degraded"
+        else:
+            res = "progressing"
+        status = self._write_status(app, obs, p, str(error) if error else None, reason, False, last_deploy, rid, resolved)
+        self._export(app, obs, status)
+        log.info("reconcile.done", result=res, actions=len(done), error=str(error) if error else None)
+        return AppResult(app=app.name, result=res, plan=p, observed=obs, status=status, error=str(error) if error else None, actions_done=done)
+
+    def _remember(
+        self,
+        app: BlueGreenApp,
+        p: Plan,
+        obs: Observed,
+        failed: Action | None,
+        error: ControllerError | None,
+        mem: Memory,
+        last_deploy: dict[str, Any] | None,
+        rid: str,
+    ) -> tuple[Memory, dict[str, Any] | None]:
+        now = self.world.now()
+        want = app.spec.activeColor
+        rev = p.revisions[want]
+        failures = dict(mem.failures)
+        cutover = any(isinstance(a, SwitchRoute) and a.color != obs.route.color for a in p.actions)
+        deploying = cutover or any(isinstance(a, (CreateContainer, StartContainer)) and a.color == want for a in p.actions)
+        if isinstance(failed, WaitHealthy) and failed.color == want:
+            old = failures.get(rev)
+            failures[rev] = Failure(rev, want, (old.count if old else 0) + 1, now, "HealthCheckFailed", str(error))
+            self.metrics.health_check_failures.labels(app=app.name, color=want).inc()
+        elif error is None:
+            failures.pop(rev, None)
+        if deploying:
+            ok = error is None
+            if cutover:
+                self.metrics.cutovers.labels(app=app.name, result="success" if ok else "failed").inc()
+            last_deploy = {
+                "at": iso(now),
+                "reconcileId": rid,
+                "from": p.serving,
+                "color": want,
+                "image": app.spec.image,
+                "revision": rev,
+                "outcome": "success" if ok else "failed",
+                "message": None if ok else str(error),
+            }
+        # Forget failures of revisions that are no longer wanted, so the file cannot grow forever.
+        failures = {r: f for r, f in failures.items() if r in p.revisions.values()}
+        mem = replace(mem, failures=failures)
+        self.store.save_memory(app.name, mem, last_deploy)
+        return mem, last_deploy
+
+    def _write_status(
+        self,
+        app: BlueGreenApp,
+        obs: Observed,
+        p: Plan,
+        error: str | None,
+        reason: str | None,
+        progressing: bool,
+        last_deploy: dict[str, Any] | None,
+        rid: str,
+        resolved: Resolved,
+    ) -> dict[str, Any]:
+        conds = conditions(app, obs, p, error, reason, progressing, resolved.stale)
+        status = build_status(app, obs, p, conds, self.store.load_status(app.name), last_deploy, rid, self.world.now(), resolved.names)
+        self.store.save_status(app.name, status)
+        return status
+
+    def _export(self, app: BlueGreenApp, obs: Observed, status: dict[str, Any]) -> None:
+        self.metrics.set_live_color(app.name, obs.route.color if obs.route.reachable else None)
+        self.metrics.set_conditions(app.name, {c["type"]: c["status"] == "True" for c in status["conditions"]})

@@ -1,0 +1,88 @@
+"""The boundary between the controller and the host: everything it reads or changes goes through `World`.
+
+`drivers.HostWorld` is the real one (Docker SDK, httpx, files, subprocess); `testing.FakeWorld` is an
+in-memory one for property tests. `tests/test_contract.py` runs the same assertions against both.
+Methods raise only `controller.errors` exceptions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from controller.facts import ContainerFact
+
+
+@dataclass(frozen=True)
+class ContainerRequest:
+    """Everything needed to create one color's container."""
+
+    name: str
+    image: str
+    labels: dict[str, str]
+    env: dict[str, str] = field(repr=False)  # may hold secrets: never printed
+    container_port: int
+    host_ip: str
+    host_port: int
+    network: str | None = None
+    restart_policy: str = "unless-stopped"
+    stop_timeout: int = 10
+
+
+@dataclass(frozen=True)
+class HealthResult:
+    ok: bool
+    detail: str  # e.g. "200 UP", "503", "connection refused"
+
+
+@dataclass(frozen=True)
+class RouteProbe:
+    reachable: bool
+    upstream: str  # $upstream_addr as Nginx reported it, "" when unknown
+    detail: str
+
+
+class World(Protocol):
+    # Docker
+    def list_containers(self) -> list[ContainerFact]:
+        """Every container carrying the bluegreen.app label, health not filled in. One daemon call."""
+        ...
+
+    def started_at(self, name: str) -> float | None: ...
+
+    def create_container(self, req: ContainerRequest) -> None:
+        """Create and start; pulls the image first when it is missing locally."""
+        ...
+
+    def start_container(self, name: str) -> None: ...
+
+    def stop_container(self, name: str, timeout: int) -> None: ...
+
+    def remove_container(self, name: str) -> None: ...
+
+    def connections_to(self, host_port: int) -> int:
+        """Established TCP connections to this local port (to know when a drain is done)."""
+        ...
+
+    # HTTP
+    def probe_health(self, url: str, expect_status: int, timeout: float) -> HealthResult: ...
+
+    def probe_route(self, url: str, timeout: float) -> RouteProbe: ...
+
+    # Files and commands
+    def read_file(self, path: Path) -> str | None: ...
+
+    def write_file(self, path: Path, content: str, mode: int = 0o644) -> None:
+        """Atomic: readers see the old content or the new, never a mix."""
+        ...
+
+    def remove_file(self, path: Path) -> None: ...
+
+    def run(self, argv: list[str], timeout: float) -> None:
+        """Run a command; raise NginxError with its output's last line when it fails."""
+        ...
+
+    def now(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
