@@ -161,9 +161,15 @@ def plan(
             )
             target = None  # unknown: the marker stays as it is
 
+    # The marker names what Nginx serves at every moment: fix it first when a switch is still to come,
+    # so a deploy that fails half-way cannot leave it naming the wrong color.
+    live = obs.route.color if obs.route.reachable else None
+    if live is not None and live != target and obs.marker_color != live:
+        diffs.append(f"marker {app.marker_path}: {_shown(obs.marker)}; Nginx serves {live}")
+        actions.insert(0, WriteMarker(live, f"Nginx serves {live} until the switch"))
+
     if target is not None and obs.marker_color != target:
-        shown = "missing" if obs.marker is None else repr(obs.marker.strip()[:40])
-        diffs.append(f"marker {app.marker_path}: {shown}; want {target}")
+        diffs.append(f"marker {app.marker_path}: {_shown(obs.marker)}; want {target}")
         actions.append(WriteMarker(target, f"Nginx serves {target}"))
 
     # The idle color: kept for rollback, or stopped once traffic has left it.
@@ -182,3 +188,7 @@ def plan(
         blockers=tuple(blockers),
         diffs=tuple(diffs),
     )
+
+
+def _shown(marker: str | None) -> str:
+    return "missing" if marker is None else repr(marker.strip()[:40])

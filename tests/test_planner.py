@@ -1,0 +1,286 @@
+"""The planner and reconciler against the in-memory world: fast, exhaustive over the rules of issue #2."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from controller.actions import CreateContainer, RemoveContainer, StartContainer, StopContainer, SwitchRoute, WaitHealthy, WriteMarker
+from controller.facts import Memory
+from controller.observe import index_containers, observe
+from controller.planner import plan
+from controller.routing import render_include
+from controller.spec import BlueGreenApp
+from controller.testing import FakeImage
+from tests.factories import make_app
+from tests.fakes import CheckedWorld, reconciler, world_for
+
+
+def verbs(app: BlueGreenApp, w: CheckedWorld, mem: Memory | None = None) -> list[str]:
+    obs = observe(app, w, index_containers(w))
+    p = plan(app, obs, mem or Memory(), w.now())
+    return [f"{a.verb}:{a.color}" for a in p.actions] + [f"!{b.reason}" for b in p.blockers]
+
+
+def converge(app: BlueGreenApp, w: CheckedWorld, tmp_path: Path, **kw: float) -> str:
+    r = reconciler(w, tmp_path / "state", **kw).reconcile(app)
+    assert w.violations == []
+    return r.result
+
+
+def test_fresh_host_plans_a_full_deploy_in_order(tmp_path: Path) -> None:
+    app = make_app()
+    w = world_for(app)
+    assert verbs(app, w) == [
+        "CreateContainer:blue",
+        "WaitHealthy:blue",
+        "SwitchRoute:blue",
+        "WriteMarker:blue",
+    ]
+    assert converge(app, w, tmp_path) == "converged"
+    assert w.files[app.marker_path] == "blue\n"
+    assert w.files[app.upstream_file] == render_include(app, "blue")
+    assert w.loaded["dialogue"] == ["127.0.0.1:18081"]
+
+
+def test_converged_world_plans_nothing_and_touches_nothing(tmp_path: Path) -> None:
+    app = make_app()
+    w = world_for(app)
+    converge(app, w, tmp_path)
+    w.mutations.clear()
+    assert verbs(app, w) == []
+    assert converge(app, w, tmp_path) == "converged"
+    assert w.mutations == []
+
+
+def test_deploy_flips_color_and_keeps_the_old_one(tmp_path: Path) -> None:
+    v1 = make_app()
+    w = world_for(v1)
+    converge(v1, w, tmp_path)
+    v2 = make_app(image="dialogue:2", activeColor="green")
+    assert verbs(v2, w) == ["CreateContainer:green", "WaitHealthy:green", "SwitchRoute:green", "WriteMarker:green"]
+    assert converge(v2, w, tmp_path) == "converged"
+    assert w.loaded["dialogue"] == ["127.0.0.1:18082"]
+    assert w.containers["dialogue-blue"].fact.state == "running"
+    assert w.files[v2.marker_path] == "green\n"
+
+
+def test_rollback_switches_without_recreating(tmp_path: Path) -> None:
+    v1 = make_app()
+    w = world_for(v1)
+    converge(v1, w, tmp_path)
+    converge(make_app(image="dialogue:2", activeColor="green"), w, tmp_path)
+    blue_id = w.containers["dialogue-blue"].fact.id
+    w.mutations.clear()
+    assert verbs(v1, w) == ["SwitchRoute:blue", "WriteMarker:blue"]
+    assert converge(v1, w, tmp_path) == "converged"
+    assert w.containers["dialogue-blue"].fact.id == blue_id
+    assert not any(m.startswith(("create", "remove", "stop")) for m in w.mutations)
+
+
+@pytest.mark.parametrize("change", [{"image": "dialogue:2"}, {"env": {"A": "b"}}])
+def test_changing_the_live_color_in_place_is_refused(tmp_path: Path, change: dict[str, object]) -> None:
+    v1 = make_app()
+    w = world_for(v1)
+    converge(v1, w, tmp_path)
+    w.mutations.clear()
+    v2 = make_app(**change)  # same activeColor
+    assert verbs(v2, w) == ["!LiveColorOutdated"]
+    r = reconciler(w, tmp_path / "state").reconcile(v2)
+    assert r.result == "blocked" and not r.converged
+    assert w.mutations == []
+    assert "set activeColor: green" in r.plan.blockers[0].message  # type: ignore[union-attr]
+
+
+def test_failed_deploy_leaves_traffic_and_backs_off(tmp_path: Path) -> None:
+    v1 = make_app()
+    w = world_for(v1)
+    converge(v1, w, tmp_path)
+    bad = make_app(image="dialogue:bad", activeColor="green")
+    t0 = w.clock
+    assert converge(bad, w, tmp_path, base=60) == "degraded"
+    assert w.clock - t0 >= 10  # waited the whole timeoutSeconds once
+    assert w.loaded["dialogue"] == ["127.0.0.1:18081"]
+    assert w.files[bad.marker_path] == "blue\n"
+    # The next run does not wait again: it backs off.
+    t1 = w.clock
+    assert verbs(bad, w, reconciler(w, tmp_path / "state").store.load_memory("dialogue", 60, 3600)) == ["!BackingOff"]
+    assert converge(bad, w, tmp_path, base=60) == "degraded"
+    assert w.clock == t1
+    # After the backoff it tries again: a fresh container.
+    w.clock += 61
+    mem = reconciler(w, tmp_path / "state").store.load_memory("dialogue", 60, 3600)
+    assert verbs(bad, w, mem)[:3] == ["RemoveContainer:green", "CreateContainer:green", "WaitHealthy:green"]
+    assert converge(bad, w, tmp_path, base=60) == "degraded"
+    mem = reconciler(w, tmp_path / "state").store.load_memory("dialogue", 60, 3600)
+    assert [f.count for f in mem.failures.values()] == [2]
+    # A spec change is tried at once.
+    good = make_app(image="dialogue:2", activeColor="green")
+    assert converge(good, w, tmp_path) == "converged"
+    assert w.loaded["dialogue"] == ["127.0.0.1:18082"]
+
+
+def _converged_v1(tmp_path: Path) -> tuple[BlueGreenApp, CheckedWorld]:
+    app = make_app()
+    w = world_for(app)
+    converge(app, w, tmp_path)
+    w.mutations.clear()
+    return app, w
+
+
+def test_drift_live_container_stopped(tmp_path: Path) -> None:
+    app, w = _converged_v1(tmp_path)
+    w.stop_container("dialogue-blue", 1)
+    assert verbs(app, w) == ["StartContainer:blue", "WaitHealthy:blue"]
+    assert converge(app, w, tmp_path) == "converged"
+
+
+def test_drift_live_container_removed(tmp_path: Path) -> None:
+    app, w = _converged_v1(tmp_path)
+    w.remove_container("dialogue-blue")
+    assert verbs(app, w) == ["CreateContainer:blue", "WaitHealthy:blue"]
+    assert converge(app, w, tmp_path) == "converged"
+
+
+def test_drift_idle_container_with_our_name_but_wrong_image_is_replaced(tmp_path: Path) -> None:
+    app = make_app(activeColor="green")
+    w = world_for(app)
+    converge(make_app(), w, tmp_path)
+    c = w.containers["dialogue-blue"]
+    # Someone ran a container called dialogue-green by hand, without our labels.
+    w.containers["dialogue-green"] = replace(c, fact=replace(c.fact, name="dialogue-green", labels={}, host_port=18082))
+    assert verbs(app, w)[:2] == ["RemoveContainer:green", "CreateContainer:green"]
+    assert converge(app, w, tmp_path) == "converged"
+    assert w.containers["dialogue-green"].fact.labels["bluegreen.revision"] == app.revision("green")
+
+
+@pytest.mark.parametrize("content", [None, "upstream dialogue { server 127.0.0.1:18082; }\n", "# hand edit\n"])
+def test_drift_include_edited_or_deleted(tmp_path: Path, content: str | None) -> None:
+    app, w = _converged_v1(tmp_path)
+    if content is None:
+        del w.files[app.upstream_file]
+    else:
+        w.files[app.upstream_file] = content
+    assert verbs(app, w) == ["SwitchRoute:blue"]
+    assert converge(app, w, tmp_path) == "converged"
+    assert w.files[app.upstream_file] == render_include(app, "blue")
+
+
+def test_drift_include_written_but_not_reloaded(tmp_path: Path) -> None:
+    app, w = _converged_v1(tmp_path)
+    w.loaded["dialogue"] = ["127.0.0.1:9999"]
+    p = plan(app, observe(app, w, index_containers(w)), Memory(), w.now())
+    assert [type(a) for a in p.actions] == [SwitchRoute] and p.actions[0].write_include is False  # type: ignore[attr-defined]
+    assert converge(app, w, tmp_path) == "converged"
+
+
+@pytest.mark.parametrize("marker", [None, "", "purple\n", "green\n", "\x00\x01garbage"])
+def test_drift_marker_always_ends_naming_the_live_color(tmp_path: Path, marker: str | None) -> None:
+    app, w = _converged_v1(tmp_path)
+    if marker is None:
+        del w.files[app.marker_path]
+    else:
+        w.files[app.marker_path] = marker
+    assert verbs(app, w) == ["WriteMarker:blue"]
+    assert converge(app, w, tmp_path) == "converged"
+    assert w.files[app.marker_path] == "blue\n"
+
+
+def test_stale_marker_after_failed_deploy_names_the_real_route(tmp_path: Path) -> None:
+    """The old script's bug: after a failed deploy the marker named the wrong color."""
+    v1 = make_app()
+    w = world_for(v1)
+    converge(v1, w, tmp_path)
+    w.files[v1.marker_path] = "green\n"  # what the old script left behind
+    bad = make_app(image="dialogue:bad", activeColor="green")
+    assert converge(bad, w, tmp_path) == "degraded"
+    assert w.files[bad.marker_path] == "blue\n"
+
+
+def test_failed_nginx_test_restores_the_include(tmp_path: Path) -> None:
+    v1 = make_app()
+    w = world_for(v1)
+    converge(v1, w, tmp_path)
+    before = w.files[v1.upstream_file]
+    w.nginx_test_fails = True
+    v2 = make_app(image="dialogue:2", activeColor="green")
+    r = reconciler(w, tmp_path / "state").reconcile(v2)
+    assert r.result == "error" and "configuration file test failed" in (r.error or "")
+    assert w.files[v1.upstream_file] == before
+    assert w.loaded["dialogue"] == ["127.0.0.1:18081"]
+    assert w.files[v1.marker_path] == "blue\n"
+
+
+def test_rejected_reload_restores_the_include_and_keeps_the_marker(tmp_path: Path) -> None:
+    v1 = make_app()
+    w = world_for(v1)
+    converge(v1, w, tmp_path)
+    before = w.files[v1.upstream_file]
+    w.reload_ignored = True
+    r = reconciler(w, tmp_path / "state").reconcile(make_app(image="dialogue:2", activeColor="green"))
+    assert r.result == "error" and "still routes" in (r.error or "")
+    assert w.files[v1.upstream_file] == before
+    assert w.files[v1.marker_path] == "blue\n"
+
+
+def test_nginx_down_is_reported_not_guessed(tmp_path: Path) -> None:
+    app, w = _converged_v1(tmp_path)
+    w.nginx_up = False
+    assert verbs(app, w) == ["!RouteUnverified"]
+    assert converge(app, w, tmp_path) == "degraded"
+    assert w.mutations == []
+
+
+def test_standby_stop_stops_the_old_color_after_the_switch(tmp_path: Path) -> None:
+    v1 = make_app(standby="stop")
+    w = world_for(v1)
+    converge(v1, w, tmp_path)
+    v2 = make_app(image="dialogue:2", activeColor="green", standby="stop")
+    assert verbs(v2, w)[-1] == "StopContainer:blue"
+    assert converge(v2, w, tmp_path) == "converged"
+    assert w.containers["dialogue-blue"].fact.state == "exited"
+    # Rollback starts it again, waits for health, then switches.
+    assert verbs(v1, w) == ["StartContainer:blue", "WaitHealthy:blue", "SwitchRoute:blue", "WriteMarker:blue", "StopContainer:green"]
+    assert converge(v1, w, tmp_path) == "converged"
+
+
+def test_live_container_unhealthy_is_never_replaced(tmp_path: Path) -> None:
+    app, w = _converged_v1(tmp_path)
+    w.containers["dialogue-blue"].broken = True
+    w.clock += 3600  # long past its health deadline
+    assert verbs(app, w) == ["!LiveUnhealthy"]
+    assert converge(app, w, tmp_path) == "degraded"
+    assert not any(m.startswith(("remove", "create", "stop")) for m in w.mutations)
+
+
+def test_docker_down_changes_nothing(tmp_path: Path) -> None:
+    app, w = _converged_v1(tmp_path)
+    w.docker_up = False
+    r = reconciler(w, tmp_path / "state").reconcile(make_app(image="dialogue:2", activeColor="green"))
+    assert r.result == "error" and "Docker daemon unreachable" in (r.error or "")
+    assert w.mutations == []
+
+
+def test_missing_image_is_a_clear_error_and_changes_nothing_live(tmp_path: Path) -> None:
+    app, w = _converged_v1(tmp_path)
+    r = reconciler(w, tmp_path / "state").reconcile(make_app(image="dialogue:404", activeColor="green"))
+    assert r.result == "error" and "dialogue:404" in (r.error or "")
+    assert w.loaded["dialogue"] == ["127.0.0.1:18081"]
+    assert "dialogue-green" not in w.containers
+
+
+def test_plan_actions_are_typed_in_order(tmp_path: Path) -> None:
+    app = make_app()
+    w = world_for(app)
+    p = plan(app, observe(app, w, index_containers(w)), Memory(), w.now())
+    assert [type(a) for a in p.actions] == [CreateContainer, WaitHealthy, SwitchRoute, WriteMarker]
+    assert not any(isinstance(a, (RemoveContainer, StartContainer, StopContainer)) for a in p.actions)
+
+
+def test_slow_image_is_waited_for(tmp_path: Path) -> None:
+    v1 = make_app()
+    w = world_for(v1, images={"dialogue:1": FakeImage(), "dialogue:slow": FakeImage("slow", 4)})
+    converge(v1, w, tmp_path)
+    assert converge(make_app(image="dialogue:slow", activeColor="green"), w, tmp_path) == "converged"

@@ -1,0 +1,183 @@
+"""Stateful property test over the in-memory world (issue #2).
+
+Hypothesis drives spec changes, perturbations of containers, include, marker, health, Nginx and
+Docker, and kills the controller between any two of its mutations. Throughout:
+- Nginx is never switched onto a container that is not healthy (CheckedWorld records violations);
+- once perturbations stop, the world reaches a fixed point within a bounded number of passes;
+- at the fixed point the marker names the color Nginx serves, and a further pass touches nothing.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import replace
+import tempfile
+from pathlib import Path
+
+import structlog
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from controller.facts import Memory
+from controller.observe import index_containers, observe
+from controller.planner import plan
+from controller.routing import route_fact, route_probe_url
+from controller.spec import BlueGreenApp
+from controller.testing import Crash, FakeImage, FakeWorld
+from tests.factories import make_app
+from tests.fakes import CheckedWorld, reconciler
+
+SPECS = [
+    make_app(image="dialogue:1", activeColor="blue"),
+    make_app(image="dialogue:2", activeColor="green"),
+    make_app(image="dialogue:2", activeColor="blue"),
+    make_app(image="dialogue:1", activeColor="green"),
+    make_app(image="dialogue:bad", activeColor="green"),
+    make_app(image="dialogue:slow", activeColor="blue"),
+    make_app(image="dialogue:1", activeColor="blue", standby="stop"),
+    make_app(image="dialogue:2", activeColor="green", env={"FEATURE": "on"}),
+]
+COLORS = ["blue", "green"]
+MAX_PASSES = 4
+
+
+class ControllerMachine(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        structlog.configure(processors=[structlog.testing.LogCapture()])
+        self.state_dir = Path(tempfile.mkdtemp(prefix="bg-prop-"))
+        self.app: BlueGreenApp = SPECS[0]
+        self.world = CheckedWorld(
+            images={
+                "dialogue:1": FakeImage(),
+                "dialogue:2": FakeImage(),
+                "dialogue:bad": FakeImage("never"),
+                "dialogue:slow": FakeImage("slow", 3),
+            }
+        )
+        self.world.include_paths.add(self.app.upstream_file)
+
+    def teardown(self) -> None:
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def _reconcile(self) -> None:
+        reconciler(self.world, self.state_dir).reconcile(self.app)
+
+    # Desired state ---------------------------------------------------------------------------
+    @rule(i=st.integers(0, len(SPECS) - 1))
+    def change_spec(self, i: int) -> None:
+        self.app = SPECS[i]
+
+    # The controller, whole or killed mid-way ------------------------------------------------------
+    @rule()
+    def reconcile(self) -> None:
+        self._reconcile()
+
+    @rule(budget=st.integers(0, 8))
+    def reconcile_killed(self, budget: int) -> None:
+        self.world.crash_after = budget
+        try:
+            self._reconcile()
+        except Crash:
+            pass
+        finally:
+            self.world.crash_after = None
+
+    # Perturbations ---------------------------------------------------------------------------
+    @rule(color=st.sampled_from(COLORS))
+    def stop_container(self, color: str) -> None:
+        c = self.world.containers.get(f"dialogue-{color}")
+        if c is not None:
+            c.fact = replace(c.fact, state="exited")
+
+    @rule(color=st.sampled_from(COLORS))
+    def remove_container(self, color: str) -> None:
+        self.world.containers.pop(f"dialogue-{color}", None)
+
+    @rule(color=st.sampled_from(COLORS), broken=st.booleans())
+    def break_app(self, color: str, broken: bool) -> None:
+        c = self.world.containers.get(f"dialogue-{color}")
+        if c is not None:
+            c.broken = broken
+
+    @rule(content=st.sampled_from([None, "", "# edited\n", "upstream dialogue { server 127.0.0.1:18082; }\n",
+                                   "upstream dialogue { server 127.0.0.1:18081; }\n", "upstream dialogue {"]))
+    def edit_include(self, content: str | None) -> None:
+        if content is None:
+            self.world.files.pop(self.app.upstream_file, None)
+        else:
+            self.world.files[self.app.upstream_file] = content
+
+    @rule()
+    def hand_reload(self) -> None:
+        # An operator's reload (logrotate, certbot): loads whatever the include says, valid or not.
+        if all(not self.world._invalid(p) for p in self.world.include_paths):
+            FakeWorld.reload(self.world)
+
+    @rule(marker=st.sampled_from([None, "", "blue\n", "green\n", "garbage"]))
+    def edit_marker(self, marker: str | None) -> None:
+        if marker is None:
+            self.world.files.pop(self.app.marker_path, None)
+        else:
+            self.world.files[self.app.marker_path] = marker
+
+    @rule(up=st.booleans())
+    def nginx_availability(self, up: bool) -> None:
+        self.world.nginx_up = up
+
+    @rule(up=st.booleans())
+    def docker_availability(self, up: bool) -> None:
+        self.world.docker_up = up
+
+    @rule(seconds=st.sampled_from([1, 30, 120, 4000]))
+    def time_passes(self, seconds: int) -> None:
+        self.world.clock += seconds
+
+    # Properties --------------------------------------------------------------------------------
+    @invariant()
+    def never_routed_to_an_unhealthy_container(self) -> None:
+        assert self.world.violations == [], self.world.violations
+
+    @precondition(lambda self: True)
+    @rule()
+    def settles_once_perturbations_stop(self) -> None:
+        w = self.world
+        w.nginx_up = w.docker_up = True
+        for c in w.containers.values():
+            c.broken = False
+        for _ in range(MAX_PASSES):
+            self._reconcile()
+            p = self._plan(Memory())
+            mem = reconciler(w, self.state_dir).store.load_memory(self.app.name, 60, 3600)
+            p = self._plan(mem)
+            if not p.actions:
+                break
+        else:
+            raise AssertionError(f"no fixed point after {MAX_PASSES} passes: {[a.describe() for a in p.actions]}")
+        assert {b.reason for b in p.blockers} <= {"LiveColorOutdated", "BackingOff"}, p.blockers
+        live = route_fact(self.app, w.probe_route(route_probe_url(self.app), 1)).color
+        assert (w.files.get(self.app.marker_path) or "").strip() == (live or (w.files.get(self.app.marker_path) or "").strip())
+        if p.converged:
+            assert live == self.app.spec.activeColor
+            w.mutations.clear()
+            self._reconcile()
+            assert w.mutations == [], "a converged world must not be touched"
+        elif self.app.spec.image != "dialogue:bad" and not any(b.reason == "LiveColorOutdated" for b in p.blockers):
+            # Only a backoff stands in the way: once it has passed, a good image converges.
+            w.clock += 4000
+            for _ in range(MAX_PASSES):
+                self._reconcile()
+            assert self._plan(reconciler(w, self.state_dir).store.load_memory(self.app.name, 60, 3600)).converged
+
+    def _plan(self, mem: Memory):  # type: ignore[no-untyped-def]
+        return plan(self.app, observe(self.app, self.world, index_containers(self.world)), mem, self.world.now())
+
+
+TestController = ControllerMachine.TestCase
+TestController.settings = settings(
+    max_examples=400,
+    stateful_step_count=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
