@@ -1,0 +1,24 @@
+#!/bin/sh
+# PID 1 of the test app container.
+. /app/lib.sh
+uptime_cs > "$STARTED_FILE"
+port=${BGTEST_PORT:-8081}
+echo "bgtest: version=$VERSION health=$HEALTH slow_seconds=$SLOW_SECONDS color=${BLUEGREEN_COLOR-} port=$port" >&2
+
+# busybox httpd cannot map an extension-less path like /actuator/health to a
+# CGI (only /cgi-bin/* and *.ext interpreters; the Debian build has no proxy
+# support), so a tiny router in front of it, one per connection, rewrites the
+# request path and hands the request to "httpd -i" (inetd mode).
+nc -ll -p "$port" -e /app/router.sh &
+server=$!
+
+# sh as PID 1 ignores SIGTERM unless trapped: make "docker stop" quick.
+trap 'kill "$server" 2>/dev/null; echo "bgtest: stopping" >&2; exit 0' TERM INT
+
+if [ "$HEALTH" = crash ]; then
+    sleep 1
+    echo "bgtest: crashing on purpose (HEALTH=crash)" >&2
+    kill "$server" 2>/dev/null
+    exit 3
+fi
+wait "$server"

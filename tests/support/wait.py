@@ -1,0 +1,34 @@
+"""Bounded polling."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+
+def wait_until(
+    predicate: Callable[[], T], timeout: float = 10.0, interval: float = 0.05, message: str = "condition"
+) -> T:
+    """Call `predicate` until it returns something truthy (returned) or `timeout` passes (TimeoutError).
+
+    Exceptions raised by `predicate` count as "not yet"; the last one is chained to the TimeoutError.
+    """
+    deadline = time.monotonic() + timeout
+    last_exc: BaseException | None = None
+    last_value: object = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+            last_value = value
+            last_exc = None
+        except Exception as e:
+            last_exc = e
+        if time.monotonic() >= deadline:
+            detail = f"last error: {last_exc!r}" if last_exc is not None else f"last value: {last_value!r}"
+            raise TimeoutError(f"{message} not met after {timeout:g}s ({detail})") from last_exc
+        time.sleep(interval)
