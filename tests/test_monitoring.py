@@ -322,7 +322,7 @@ def test_alert_rules_and_dashboard_use_only_controller_metric_names_and_label_va
 
     known = controller_metric_names()
     allowed_values = {"result": set(m.RESULTS) | set(m.CUTOVER_RESULTS), "condition": set(m.CONDITIONS), "kind": set(m.DRIFT_KINDS), "color": set(m.COLORS)}
-    for text in promql_texts() + [DOCS.read_text()]:
+    for text in [*promql_texts(), DOCS.read_text()]:
         for name in re.findall(r"\bbluegreen_[a-z_]+", text):
             assert name in known, f"{name} is not exported by controller/metrics.py (known: {sorted(known)})"
     for text in promql_texts():
@@ -883,7 +883,7 @@ while time.monotonic() < deadline:
     m.reconcile_duration.labels(app="demo").observe(random.uniform(0.1, 2.0))
     m.last_success.labels(app="demo").set(time.time())
     m.last_run.set(time.time())
-    for _ in range(20):
+    for _ in range(40):
         apps["green"].labels("None", "GET", "SUCCESS", "200", "/api/orders").observe(random.uniform(0.01, 0.3))
     apps["green"].labels("IllegalStateException", "GET", "SERVER_ERROR", "500", "/api/orders").observe(0.05)
     for color in ("blue", "green"):
