@@ -4,7 +4,7 @@ Exit codes
   --once    0 converged; 1 could not converge; 2 invalid input (YAML, spec, arguments)
   --plan    0 in sync; 1 changes pending (or blocked); 2 invalid input or error
   --status  0 every app Ready; 1 some app not Ready; 2 invalid input or error
-  --watch   0 after SIGTERM/SIGINT; 2 invalid arguments or no valid spec at start
+  --watch   0 after SIGTERM/SIGINT; 1 cannot serve --metrics-port; 2 invalid arguments or no valid spec at start
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,6 +97,7 @@ def _port(v: str) -> int:
 class Loaded:
     apps: list[BlueGreenApp] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)  # app names (or file stems) of the specs not loaded
 
 
 def load_specs(path: Path) -> Loaded:
@@ -106,12 +108,39 @@ def load_specs(path: Path) -> Loaded:
             out.apps.append(load_app(f))
         except SpecError as e:
             out.errors.append(str(e))
+            out.rejected.append(name_hint(f))
     conflicts = check_unique(out.apps)
     if conflicts:
         bad = {name for c in conflicts for name in c.split(" both use ")[0].removeprefix("apps ").split(" and ")}
         out.errors += [f"{path}: {c}" for c in conflicts]
         out.apps = [a for a in out.apps if a.name not in bad]
+        out.rejected += sorted(bad)
     return out
+
+
+def name_hint(path: Path) -> str:
+    """The app an unloadable spec file is about: its metadata.name if that much parses, else the file stem."""
+    try:
+        import yaml
+
+        name = yaml.safe_load(path.read_text(encoding="utf-8"))["metadata"]["name"]
+    except Exception:  # any way a spec can be broken: fall back to the file name
+        name = None
+    return name if isinstance(name, str) and 0 < len(name) <= 63 else path.stem
+
+
+def build_reconciler(
+    args: argparse.Namespace, world: Any, metrics: Metrics, should_stop: Callable[[], bool] = lambda: False
+) -> Reconciler:
+    """The one place a Reconciler is built from the command line (--once, --plan, --status and --watch)."""
+    return Reconciler(
+        world,
+        StateStore(args.state_dir),
+        metrics,
+        backoff_base=args.backoff_base,
+        backoff_max=args.backoff_max,
+        should_stop=should_stop,
+    )
 
 
 def err(message: str) -> None:
@@ -132,25 +161,32 @@ def main(argv: list[str] | None = None) -> int:
     except InvalidInput as e:
         err(str(e))
         return EXIT_INVALID
-    for line in loaded.errors:
-        err(line)
     if args.watch:
         from controller.watch import run_watch  # imported lazily: watchfiles is only needed here
 
         if not loaded.apps:
+            for line in loaded.errors:
+                err(line)
             err(f"{args.path}: no valid spec to watch")
             return EXIT_INVALID
-        code: int = run_watch(args)
+        code: int = run_watch(args)  # logs each invalid spec file as an event of its own
         return code
+    for line in loaded.errors:
+        err(line)
+    metrics = Metrics()
+    if args.once:
+        for name in loaded.rejected:
+            metrics.invalid_spec(name)
     if not loaded.apps:
         if not loaded.errors:
             err(f"{args.path}: no *.yaml spec found")
+        if args.once and args.metrics_textfile:
+            _write_textfile(metrics, args.metrics_textfile)
         return EXIT_INVALID
     from controller.drivers import HostWorld
 
     world = HostWorld(args.docker_url)
-    metrics = Metrics()
-    rec = Reconciler(world, StateStore(args.state_dir), metrics, backoff_base=args.backoff_base, backoff_max=args.backoff_max)
+    rec = build_reconciler(args, world, metrics)
     try:
         if args.plan:
             code = _plan(rec, loaded.apps, args.json)
@@ -178,19 +214,26 @@ def _once(rec: Reconciler, apps: list[BlueGreenApp], args: argparse.Namespace) -
         err(str(e))
         results = []
         code = EXIT_FAIL
+        for a in apps:  # Docker unreachable or lock busy: still a (failed) run for monitoring
+            rec.metrics.unreachable(a.name)
     else:
         code = EXIT_OK
         for r in results:
             _summary(r)
             if not r.converged:
                 code = EXIT_FAIL
-    if args.metrics_textfile:
-        try:
-            rec.metrics.write_textfile(args.metrics_textfile)
-        except OSError as e:
-            err(f"cannot write metrics to {args.metrics_textfile}: {e.strerror}")
-            code = max(code, EXIT_FAIL)
+    if args.metrics_textfile and not _write_textfile(rec.metrics, args.metrics_textfile):
+        code = max(code, EXIT_FAIL)
     return code
+
+
+def _write_textfile(metrics: Metrics, path: Path) -> bool:
+    try:
+        metrics.write_textfile(path)
+    except OSError as e:
+        err(f"cannot write metrics to {path}: {e.strerror}")
+        return False
+    return True
 
 
 def _parallel(apps: list[BlueGreenApp], fn: Any) -> list[AppResult]:

@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import platform
 import tempfile
+import time
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 from prometheus_client.exposition import generate_latest
@@ -30,6 +32,10 @@ APP_CONDITION = f"{PREFIX}_app_condition"  # gauge {app, condition}: 1 when the 
 LAST_SUCCESS = f"{PREFIX}_last_success_timestamp_seconds"  # gauge {app}: last converged pass
 LAST_RUN = f"{PREFIX}_last_run_timestamp_seconds"  # gauge: last pass of any result
 BUILD_INFO = f"{PREFIX}_build"  # info -> bluegreen_build_info{version, python}
+# --watch only (WatchMetrics): absent from the --once textfile.
+WATCH_TRIGGERS = f"{PREFIX}_watch_triggers"  # counter {source}: what asked for a pass
+DOCKER_EVENTS_CONNECTED = f"{PREFIX}_docker_events_connected"  # gauge: 1 while the Docker events stream is up
+SPEC_ERRORS = f"{PREFIX}_spec_errors"  # gauge: spec files whose content is invalid (their last valid spec stays in force)
 
 # Label values, fixed sets so dashboards and alerts can rely on them.
 RESULTS = ("converged", "progressing", "degraded", "blocked", "error", "invalid")
@@ -37,6 +43,7 @@ CUTOVER_RESULTS = ("success", "failed")
 DRIFT_KINDS = ("container", "route", "include", "marker", "standby")
 CONDITIONS = ("Ready", "Progressing", "Degraded", "RollbackReady", "SecretsStale")
 COLORS = ("blue", "green")
+TRIGGER_SOURCES = ("start", "spec", "docker", "resync", "retry")
 
 
 class Metrics:
@@ -94,5 +101,31 @@ class Metrics:
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
-        start_http_server(port, addr=addr, registry=self.registry)
+    def serve(self, port: int, addr: str = "127.0.0.1") -> Any:
+        """Serve /metrics in a daemon thread; returns the server (`.shutdown()` stops it). OSError if the port is taken."""
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        return server
+
+    def invalid_spec(self, app: str) -> None:
+        """A spec file of `app` (or named like it) could not be loaded: a pass with result `invalid`."""
+        self.reconcile_runs.labels(app=app, result="invalid").inc()
+        self.last_run.set(time.time())
+
+    def unreachable(self, app: str) -> None:
+        """A pass that failed before reaching the app (Docker unreachable, lock busy): result `error`."""
+        self.reconcile_runs.labels(app=app, result="error").inc()
+        self.app_converged.labels(app=app).set(0)
+        self.last_run.set(time.time())
+
+
+class WatchMetrics:
+    """Metrics of the --watch loop itself, on the same registry as `Metrics`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.triggers = Counter(WATCH_TRIGGERS, "Reconcile passes asked for, by what asked.", ["source"], registry=registry)
+        self.docker_events_connected = Gauge(
+            DOCKER_EVENTS_CONNECTED, "1 while the Docker events stream is connected.", registry=registry
+        )
+        self.spec_errors = Gauge(
+            SPEC_ERRORS, "Spec files whose current content is invalid; their last valid spec stays in force.", registry=registry
+        )

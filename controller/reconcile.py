@@ -22,7 +22,7 @@ from controller.actions import (
     WaitHealthy,
     WriteMarker,
 )
-from controller.apply import Context, apply
+from controller.apply import Context, Interrupted, apply
 from controller.errors import ControllerError, HealthCheckFailed
 from controller.facts import ContainerFact, Failure, Memory, Observed
 from controller.logs import get_logger
@@ -196,7 +196,8 @@ class Reconciler:
         # `obs` and `p` are from the last observation: the world as we leave it.
         reason = type(error).__name__ if error else None
         if error is not None:
-            res = "error" if not isinstance(error, HealthCheckFailed) else "degraded"
+            # Interrupted: stopped by SIGTERM between steps; the deploy resumes on the next run.
+            res = "degraded" if isinstance(error, HealthCheckFailed) else "progressing" if isinstance(error, Interrupted) else "error"
         elif p.converged:
             res = "converged"
             if mem.converged_generation != p.generation:
@@ -222,6 +223,13 @@ class Reconciler:
         last_deploy: dict[str, Any] | None,
         rid: str,
     ) -> tuple[Memory, dict[str, Any] | None]:
+        if isinstance(error, Interrupted):
+            # A stop between steps is no failed deploy: nothing is held against the revision.
+            if failed is None or failed not in p.actions or not any(
+                isinstance(a, SwitchRoute) for a in p.actions[: p.actions.index(failed)]
+            ):
+                return mem, last_deploy
+            error = None  # the switch and its marker were done before the stop: that cutover succeeded
         now = self.world.now()
         want = app.spec.activeColor
         rev = p.revisions[want]

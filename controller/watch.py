@@ -1,9 +1,620 @@
-"""Watch mode (issue 4): being built."""
+"""Watch mode: `reconcile --watch -f PATH`, the controller as a long-running service.
+
+What asks for a pass (a "trigger"), and how:
+
+    start    every app once, sharing one Docker list call
+    spec     watchfiles on the spec's directory (an editor's write-temp-then-rename is a change of the
+             spec's name there); the files are re-read and only the apps whose spec changed are triggered
+    docker   the daemon's events for containers labelled bluegreen.app: die, stop, destroy, health_status
+    resync   every --resync seconds (±10 % jitter): specs re-read, one Docker list call shared by every app
+    retry    after an error (Docker unreachable, lock busy, ...): 1 s, doubling, capped at 60 s, jittered
+
+Each app has one worker thread with one pending slot: triggers arriving while a pass is due or running
+collapse into one further pass (bursts are debounced by DEBOUNCE seconds), and a health wait of one app
+never holds up another. A worker runs `Reconciler.reconcile(app)`: the same level-triggered loop as --once.
+
+An invalid spec file is logged once as an error event `spec.invalid` (file and problem) and counted as a
+pass with result `invalid`; the last valid spec of that file stays in force until a valid one arrives.
+
+Lock: the state dir's flock is shared by the workers of this process and held while at least one of them
+is in a pass; an idle watch process holds nothing, so `reconcile --once` from cron or a shell interleaves
+with it (it waits --lock-timeout for passes in progress). A worker that cannot get the lock retries later.
+
+SIGTERM/SIGINT: a stop flag the executor checks between steps and inside health waits; a switch already
+made still gets its marker. Workers finish, the lock is released, exit 0. A second signal exits at once
+(exit 1): kill -9 safety still holds, the next run completes what was left.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, Protocol
+
+from controller.errors import ControllerError, LockBusy, SpecError
+from controller.facts import LABEL_APP, ContainerFact
+from controller.logs import get_logger
+from controller.metrics import Metrics, WatchMetrics
+from controller.observe import index_containers
+from controller.reconcile import AppResult, Reconciler
+from controller.spec import BlueGreenApp, check_unique, load_app, spec_files
+from controller.state import Lock
+from controller.world import World
+
+EXIT_OK, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
+
+DEBOUNCE = 0.5  # seconds a trigger waits for more of its burst
+JITTER = 0.1  # resync period ±10 %
+RETRY_BASE, RETRY_MAX = 1.0, 60.0  # error requeue: 1 s doubling, capped
+EVENTS_RETRY_MAX = 30.0  # reconnect delay cap of the Docker events stream
+SNAPSHOT_MAX_AGE = 2.0  # a shared container list older than this is not used: the worker lists itself
+DOCKER_EVENTS = ("die", "stop", "destroy", "health_status")
+RETRY_RESULTS = ("error", "progressing")
+
+
+def jittered(seconds: float, rng: random.Random, spread: float = JITTER) -> float:
+    return seconds * (1 + rng.uniform(-spread, spread))
+
+
+def retry_delay(failures: int, base: float = RETRY_BASE, cap: float = RETRY_MAX) -> float:
+    """Delay before the requeue after `failures` consecutive failed passes (1-based)."""
+    return float(min(cap, base * 2.0 ** max(0, failures - 1)))
+
+
+class PassLock:
+    """The state dir's flock, held while any worker of this process is in a pass.
+
+    flock belongs to an open file, not a thread: the workers share one holding, counted here.
+    """
+
+    def __init__(self, state_dir: Path, timeout: float, stop: threading.Event) -> None:
+        self.state_dir = state_dir
+        self.timeout = timeout
+        self.stop = stop
+        self._mutex = threading.Lock()
+        self._count = 0
+        self._lock: Lock | None = None
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+    def acquire(self) -> None:
+        with self._mutex:
+            if self._count == 0:
+                self._lock = self._take()
+            self._count += 1
+
+    def release(self) -> None:
+        with self._mutex:
+            self._count -= 1
+            if self._count == 0 and self._lock is not None:
+                self._lock.__exit__(None, None, None)
+                self._lock = None
+
+    @property
+    def holding(self) -> bool:
+        return self._lock is not None
+
+    def _take(self) -> Lock:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            lock = Lock(self.state_dir, 0)
+            try:
+                lock.__enter__()
+                return lock
+            except LockBusy as e:
+                if self.stop.is_set() or time.monotonic() >= deadline:
+                    raise LockBusy(str(e).replace("waited 0s", f"waited {self.timeout:g}s")) from None
+            self.stop.wait(0.1)
+
+
+@dataclass
+class Snapshot:
+    """One Docker list call, shared by the workers a resync triggers."""
+
+    taken: float  # monotonic
+    containers: dict[str, ContainerFact]
+
+
+class AppWorker:
+    """One thread per app: waits for a due pass, runs it, schedules a retry after an error."""
+
+    def __init__(self, watcher: Watcher, app: BlueGreenApp) -> None:
+        self.watcher = watcher
+        self.app = app
+        self.name = app.name
+        self._cond = threading.Condition()
+        self._due: float | None = None  # monotonic time of the pending pass; None: nothing pending
+        self._sources: set[str] = set()
+        self._snapshot: Snapshot | None = None
+        self._retired = False
+        self._superseded = False  # the spec changed while a pass of the old one runs
+        self._running: BlueGreenApp | None = None
+        self.failures = 0
+        self.passes = 0
+        self.last_result: AppResult | None = None
+        self.reconciler = watcher.make_reconciler(self._should_stop)
+        self.thread = threading.Thread(target=self._loop, name=f"app-{app.name}", daemon=True)
+
+    def _should_stop(self) -> bool:
+        return self.watcher.stop_event.is_set() or self._superseded or self._retired
+
+    # Called from other threads --------------------------------------------------------------
+    def trigger(self, source: str, delay: float, snapshot: Snapshot | None = None, urgent: bool = True) -> None:
+        """Ask for a pass in `delay` seconds. Not `urgent` (resync): leaves an already scheduled pass alone."""
+        with self._cond:
+            now = time.monotonic()
+            if self._due is not None and not urgent:
+                return
+            due = now + delay
+            self._due = due if self._due is None else min(self._due, due)
+            self._sources.add(source)
+            # Only a resync snapshot taken for this very pass is worth using; anything newer makes it stale.
+            self._snapshot = snapshot
+            self._cond.notify_all()
+        self.watcher.watch_metrics.triggers.labels(source=source).inc()
+
+    def set_app(self, app: BlueGreenApp) -> None:
+        with self._cond:
+            self.app = app
+            if self._running is not None and self._running != app:
+                self._superseded = True  # a health wait for the old spec ends at its next probe
+        self.trigger("spec", self.watcher.debounce)
+
+    def retire(self) -> None:
+        with self._cond:
+            self._retired = True
+            self._cond.notify_all()
+
+    def wake(self) -> None:
+        with self._cond:
+            self._cond.notify_all()
+
+    @property
+    def pending(self) -> bool:
+        return self._due is not None
+
+    # The worker thread ----------------------------------------------------------------------
+    def _loop(self) -> None:
+        stop = self.watcher.stop_event
+        while True:
+            with self._cond:
+                while True:
+                    if stop.is_set() or self._retired:
+                        return
+                    now = time.monotonic()
+                    if self._due is not None and self._due <= now:
+                        break
+                    self._cond.wait(None if self._due is None else self._due - now)
+                app, sources, snap = self.app, self._sources, self._snapshot
+                self._due, self._sources, self._snapshot = None, set(), None
+                self._running, self._superseded = app, False
+            try:
+                self._pass(app, sources, snap)
+            finally:
+                with self._cond:
+                    self._running = None
+
+    def _pass(self, app: BlueGreenApp, sources: set[str], snap: Snapshot | None) -> None:
+        log = get_logger(app=app.name)
+        containers = snap.containers if snap is not None and time.monotonic() - snap.taken <= SNAPSHOT_MAX_AGE else None
+        log.debug("watch.pass", triggers=sorted(sources), shared_list=containers is not None)
+        result: AppResult | None = None
+        problem: str | None = None
+        try:
+            with self.watcher.lock.held():
+                result = self.reconciler.reconcile(app, containers)
+        except ControllerError as e:  # the lock: the pass did not run
+            problem = str(e)
+        except Exception as e:  # a bug must not kill the worker: log it, count it, retry later
+            log.exception("watch.pass_crashed", error=f"{type(e).__name__}: {e}")
+            self.reconciler.metrics.unreachable(app.name)
+            problem = f"{type(e).__name__}: {e}"
+        self.passes += 1
+        self.last_result = result
+        if self.watcher.stop_event.is_set():
+            return
+        if result is not None and result.result not in RETRY_RESULTS:
+            self.failures = 0
+            return
+        if result is not None and result.result == "progressing" and self._superseded:
+            return  # cut short for a newer spec, whose pass is already pending
+        self.failures += 1
+        delay = jittered(retry_delay(self.failures), self.watcher.rng)
+        log.warning(
+            "watch.retry",
+            seconds=round(delay, 2),
+            failures=self.failures,
+            result=result.result if result else "not run",
+            error=(result.error if result else problem),
+        )
+        self.trigger("retry", delay, urgent=False)
+
+
+def _conflict_names(conflict: str) -> set[str]:
+    """The two app names of a `check_unique` line: "apps A and B both use ..."."""
+    return set(conflict.split(" both use ")[0].removeprefix("apps ").split(" and "))
+
+
+class EventSource(Protocol):
+    def events(self, filters: dict[str, Any]) -> Any: ...
+
+    def reset(self) -> None: ...
+
+
+class Watcher:
+    """Spec files, Docker events and the resync clock → per-app workers. `run()` blocks until stopped."""
+
+    def __init__(
+        self,
+        path: Path,
+        world: World,
+        metrics: Metrics,
+        make_reconciler: Callable[[Callable[[], bool]], Reconciler],
+        state_dir: Path,
+        *,
+        lock_timeout: float = 30.0,
+        resync: float = 60.0,
+        debounce: float = DEBOUNCE,
+        docker: EventSource | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.path = path.absolute()
+        self.world = world
+        self.metrics = metrics
+        self.watch_metrics = WatchMetrics(metrics.registry)
+        self.make_reconciler = make_reconciler
+        self.resync = resync
+        self.debounce = debounce
+        self.docker = docker
+        self.rng = rng or random.Random()
+        self.stop_event = threading.Event()
+        self.lock = PassLock(state_dir, lock_timeout, self.stop_event)
+        self.log = get_logger()
+        self.apps_by_file: dict[Path, BlueGreenApp] = {}
+        self.errors_by_file: dict[Path, str] = {}
+        self.workers: dict[str, AppWorker] = {}
+        self._specs_lock = threading.Lock()
+        self._started = False
+        self._events_stream: Any = None
+        self._threads: list[threading.Thread] = []
+
+    # Specs ------------------------------------------------------------------------------------
+    def reload(self, source: str) -> list[str]:
+        """Re-read the spec files; returns the names of the apps triggered (new or changed)."""
+        with self._specs_lock:
+            return self._reload(source)
+
+    def _reload(self, source: str) -> list[str]:
+        try:
+            files = spec_files(self.path)
+        except SpecError as e:
+            self._invalid(self.path, str(e), None)
+            return []  # the path itself is gone: every last valid spec stays in force
+        self._valid(self.path)
+        new: dict[Path, BlueGreenApp] = {}
+        parsed: list[Path] = []
+        for f in files:
+            try:
+                app = load_app(f)
+            except SpecError as e:
+                kept = self.apps_by_file.get(f)
+                self._invalid(f, str(e), kept)
+                if kept is not None:
+                    new[f] = kept
+                continue
+            new[f] = app
+            parsed.append(f)
+        new, refused = self._without_conflicts(new)
+        for f in parsed:
+            if f not in refused:
+                self._valid(f)
+        for f in list(self.errors_by_file):
+            if f != self.path and f not in files:
+                self._valid(f)  # the invalid file was removed
+        old_names = {a.name: a for a in self.apps_by_file.values()}
+        new_names = {a.name: a for a in new.values()}
+        self.apps_by_file = new
+        self.watch_metrics.spec_errors.set(len(self.errors_by_file))
+        triggered = []
+        for name in sorted(set(old_names) - set(new_names)):
+            self.log.warning("spec.removed", app=name, detail="no longer reconciled; its containers are left as they are")
+            worker = self.workers.pop(name, None)
+            if worker is not None:
+                worker.retire()
+        for name, app in sorted(new_names.items()):
+            if old_names.get(name) == app:
+                continue
+            worker = self.workers.get(name)
+            if worker is None:
+                worker = self.workers[name] = AppWorker(self, app)
+                if self._started:
+                    worker.thread.start()
+            if source != "start":
+                self.log.info("spec.changed", app=name, generation=app.generation(), file=str(self._file_of(new, name)))
+                worker.set_app(app)
+            triggered.append(name)
+        return triggered
+
+    def _without_conflicts(self, new: dict[Path, BlueGreenApp]) -> tuple[dict[Path, BlueGreenApp], set[Path]]:
+        """Two apps fighting over a port, marker or include: the changed side's edit is refused."""
+        refused: set[Path] = set()
+        for _ in range(3):
+            conflicts = check_unique(list(new.values()))
+            if not conflicts:
+                return new, refused
+            for c in conflicts:
+                for f, app in list(new.items()):
+                    if app.name in _conflict_names(c) and self.apps_by_file.get(f) != app:
+                        kept = self.apps_by_file.get(f)
+                        self._invalid(f, f"{f}: {c}", kept)
+                        refused.add(f)
+                        if kept is None:
+                            del new[f]
+                        else:
+                            new[f] = kept
+        # Still conflicting (unchanged specs were valid together, so this is only a safety net): drop them.
+        bad = {n for c in check_unique(list(new.values())) for n in _conflict_names(c)}
+        refused |= {f for f, a in new.items() if a.name in bad}
+        return {f: a for f, a in new.items() if a.name not in bad}, refused
+
+    @staticmethod
+    def _file_of(files: dict[Path, BlueGreenApp], name: str) -> Path | None:
+        return next((f for f, a in files.items() if a.name == name), None)
+
+    def _invalid(self, f: Path, message: str, kept: BlueGreenApp | None) -> None:
+        if self.errors_by_file.get(f) == message:
+            return  # reported already: one event per invalid edit, not one per re-read
+        self.errors_by_file[f] = message
+        from controller.cli import name_hint
+
+        app = kept.name if kept is not None else (name_hint(f) if f != self.path else None)
+        self.log.error(
+            "spec.invalid",
+            file=str(f),
+            error=message,
+            app=app,
+            in_force=kept.generation() if kept is not None else None,
+            detail="the last valid spec stays in force" if kept is not None else "not reconciled until valid",
+        )
+        if app is not None:
+            self.metrics.invalid_spec(app)
+        self.watch_metrics.spec_errors.set(len(self.errors_by_file))
+
+    def _valid(self, f: Path) -> None:
+        if self.errors_by_file.pop(f, None) is not None:
+            self.log.info("spec.valid", file=str(f))
+
+    # Triggers ---------------------------------------------------------------------------------
+    def snapshot(self) -> Snapshot | None:
+        try:
+            return Snapshot(time.monotonic(), index_containers(self.world))
+        except ControllerError as e:
+            self.log.warning("watch.list_failed", error=str(e))
+            return None
+
+    def trigger_all(self, source: str, delay: float, urgent: bool) -> None:
+        snap = self.snapshot() if self.workers else None
+        for worker in list(self.workers.values()):
+            worker.trigger(source, delay, snap, urgent=urgent)
+
+    def do_resync(self) -> None:
+        self.reload("resync")  # the safety net for lost file events too
+        self.trigger_all("resync", 0.0, urgent=False)
+
+    def _watch_files(self) -> None:
+        import watchfiles
+
+        target = self.path
+        delay = 1.0
+        while not self.stop_event.is_set():
+            is_dir = target.is_dir()
+            directory = target if is_dir else target.parent
+
+            def relevant(_change: Any, p: str, is_dir: bool = is_dir) -> bool:
+                q = Path(p)
+                if is_dir:
+                    return q.parent == target and q.suffix in (".yaml", ".yml") and not q.name.startswith(".")
+                return q == target  # a rename over the spec is an event for its name in the directory
+
+            try:
+                for _changes in watchfiles.watch(
+                    directory,
+                    watch_filter=relevant,
+                    debounce=int(self.debounce * 1000) or 1,
+                    step=50,
+                    stop_event=self.stop_event,
+                    recursive=False,
+                    rust_timeout=1000,
+                    raise_interrupt=False,
+                ):
+                    delay = 1.0
+                    self.reload("spec")
+                return
+            except Exception as e:  # the directory vanished, inotify limits, ...: resync still covers
+                self.log.error("watch.files_failed", path=str(directory), error=f"{type(e).__name__}: {e}", retry_in=delay)
+                if self.stop_event.wait(delay):
+                    return
+                delay = min(EVENTS_RETRY_MAX, delay * 2)
+
+    def _watch_docker(self) -> None:
+        assert self.docker is not None
+        filters = {"type": ["container"], "label": [LABEL_APP], "event": list(DOCKER_EVENTS)}
+        delay = 1.0
+        missed = False  # events may have been missed (a lost stream, a daemon restart)
+        while not self.stop_event.is_set():
+            try:
+                stream = self.docker.events(filters)
+            except Exception as e:
+                missed = True
+                self.watch_metrics.docker_events_connected.set(0)
+                self.log.warning("docker.events_unavailable", error=str(e), retry_in=round(delay, 1))
+                if self.stop_event.wait(jittered(delay, self.rng)):
+                    return
+                delay = min(EVENTS_RETRY_MAX, delay * 2)
+                continue
+            self._events_stream = stream
+            if self.stop_event.is_set():
+                stream.close()
+                return
+            self.watch_metrics.docker_events_connected.set(1)
+            self.log.info("docker.events_connected", reconnect=missed)
+            if missed:
+                # Events were missed while disconnected, and the daemon may have restarted: look at everything.
+                self.docker.reset()
+                self.trigger_all("docker", self.debounce, urgent=True)
+            missed = True
+            try:
+                for event in stream:
+                    delay = 1.0
+                    self._on_event(event)
+                error = "stream ended"
+            except Exception as e:
+                error = f"{type(e).__name__}: {e}"
+            finally:
+                stream.close()
+                self._events_stream = None
+                self.watch_metrics.docker_events_connected.set(0)
+            if self.stop_event.is_set():
+                return
+            self.log.warning("docker.events_lost", error=error, retry_in=round(delay, 1))
+            if self.stop_event.wait(jittered(delay, self.rng)):
+                return
+            delay = min(EVENTS_RETRY_MAX, delay * 2)
+
+    def _on_event(self, event: dict[str, Any]) -> None:
+        attrs = (event.get("Actor") or {}).get("Attributes") or {}
+        app = attrs.get(LABEL_APP)
+        worker = self.workers.get(app) if isinstance(app, str) else None
+        if worker is None:
+            return
+        action = str(event.get("Action") or event.get("status") or "")
+        self.log.debug("docker.event", app=app, action=action, container=attrs.get("name"))
+        worker.trigger("docker", self.debounce)
+
+    # Lifecycle --------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Load the specs, start the workers (each reconciles once) and the trigger threads."""
+        self.reload("start")
+        self._started = True
+        for worker in self.workers.values():
+            worker.thread.start()
+        self.trigger_all("start", 0.0, urgent=True)
+        for target, name in ((self._watch_files, "watch-files"), (self._watch_docker, "watch-docker")):
+            if name == "watch-docker" and self.docker is None:
+                continue
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def request_stop(self) -> None:
+        self.stop_event.set()
+        stream = self._events_stream
+        if stream is not None:
+            stream.close()
+        for worker in list(self.workers.values()):
+            worker.wake()
+
+    def wait_stopped(self, timeout: float | None = None) -> bool:
+        """Join the workers (each ends its pass at the next step boundary), then briefly the trigger threads."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for w in list(self.workers.values()):
+            if w.thread.is_alive():
+                w.thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        for t in self._threads:
+            t.join(2.0)  # daemon threads: one stuck connecting to a dead daemon must not hold the exit
+        return not any(w.thread.is_alive() for w in self.workers.values())
+
+    def serve_forever(self, stopping: Callable[[], bool]) -> None:
+        """Resync clock on the calling (main) thread until `stopping()`; polls so a signal is seen quickly."""
+        next_resync = time.monotonic() + jittered(self.resync, self.rng)
+        while not stopping() and not self.stop_event.is_set():
+            now = time.monotonic()
+            if now >= next_resync:
+                self.do_resync()
+                next_resync = time.monotonic() + jittered(self.resync, self.rng)
+                continue
+            time.sleep(min(0.2, next_resync - now))
 
 
 def run_watch(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    from controller.cli import build_reconciler, err
+    from controller.drivers import HostWorld
+
+    if args.metrics_textfile:
+        err("invalid arguments: --metrics-textfile is for --once; with --watch use --metrics-port")
+        return EXIT_INVALID
+    log = get_logger()
+    world = HostWorld(args.docker_url)
+    metrics = Metrics()
+    watcher = Watcher(
+        args.path,
+        world,
+        metrics,
+        lambda should_stop: build_reconciler(args, world, metrics, should_stop),
+        args.state_dir,
+        lock_timeout=args.lock_timeout,
+        resync=args.resync,
+        docker=world.docker,
+    )
+    server = None
+    if args.metrics_port:
+        try:
+            server = metrics.serve(args.metrics_port, args.metrics_addr)
+        except OSError as e:
+            err(f"cannot serve metrics on {args.metrics_addr}:{args.metrics_port}: {e.strerror or e}")
+            world.close()
+            return EXIT_FAIL
+
+    signals: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if signals:
+            # Second signal: leave now. A kill at any instant is safe; the next run completes the work.
+            os.write(2, b'{"event": "watch.stop_forced", "level": "warning"}\n')
+            os._exit(EXIT_FAIL)
+        signals.append(signum)
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    log.info(
+        "watch.start",
+        path=str(watcher.path),
+        state_dir=str(args.state_dir),
+        resync=args.resync,
+        metrics=f"{args.metrics_addr}:{args.metrics_port}" if args.metrics_port else None,
+        pid=os.getpid(),
+    )
+    try:
+        watcher.start()
+        watcher.serve_forever(lambda: bool(signals))
+        signame = signal.Signals(signals[0]).name if signals else None
+        busy = [w.name for w in watcher.workers.values() if w._running is not None]
+        log.info("watch.stopping", signal=signame, busy=busy)
+        watcher.request_stop()
+        watcher.wait_stopped()
+    finally:
+        watcher.request_stop()
+        if server is not None:
+            server.shutdown()
+            server.server_close()
+        world.close()
+        for s, h in previous.items():
+            signal.signal(s, h)
+    log.info("watch.stopped", lock_held=watcher.lock.holding)
+    sys.stderr.flush()
+    return EXIT_OK

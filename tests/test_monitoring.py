@@ -240,10 +240,13 @@ def substitute(expr: str, app: str = "demo", color: str = "blue|green") -> str:
 def controller_metric_names() -> set[str]:
     """Every sample name controller/metrics.py can expose (counters _total, histograms _bucket/_sum/_count, ...)."""
     sys.path.insert(0, str(ROOT))
-    from controller.metrics import Metrics
+    from controller import metrics
 
+    m = metrics.Metrics()
+    if hasattr(metrics, "WatchMetrics"):  # the --watch loop's own metrics, on the same registry
+        metrics.WatchMetrics(m.registry)
     names: set[str] = set()
-    for fam in Metrics().registry.collect():
+    for fam in m.registry.collect():
         base = fam.name
         if fam.type == "counter":
             names |= {f"{base}_total", f"{base}_created"}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
@@ -72,16 +72,29 @@ class DockerDriver:
         with self._lock:
             if self._client is None:
                 with _mapped("connect"):
-                    if self._base_url:
-                        self._client = docker.DockerClient(base_url=self._base_url, timeout=int(self._timeout))
-                    else:
-                        self._client = docker.from_env(timeout=int(self._timeout))
+                    self._client = self._new_client()
             return self._client
+
+    def _new_client(self) -> Any:
+        if self._base_url:
+            return docker.DockerClient(base_url=self._base_url, timeout=int(self._timeout))
+        return docker.from_env(timeout=int(self._timeout))
 
     def reset(self) -> None:
         """Forget the connection (after a daemon restart)."""
         with self._lock:
             self._client = None
+
+    def events(self, filters: dict[str, Any]) -> EventStream:
+        """Live daemon events (decoded dicts) on a connection of their own; `close()` ends it from any thread."""
+        with _mapped("events"):
+            client = self._new_client()
+            try:
+                stream = client.api.events(filters=filters, decode=True)
+            except BaseException:
+                client.close()
+                raise
+        return EventStream(client, stream)
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         with _mapped(what):
@@ -191,6 +204,25 @@ class DockerDriver:
         except DockerError as e:
             if "not found" not in str(e).lower() and "no such container" not in str(e).lower():
                 raise
+
+
+class EventStream:
+    """Iterates daemon events until the daemon goes away (then it simply ends) or `close()` is called."""
+
+    def __init__(self, client: Any, stream: Any) -> None:
+        self._client = client
+        self._stream = stream
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        with _mapped("events"):
+            for event in self._stream:
+                if isinstance(event, dict):
+                    yield event
+
+    def close(self) -> None:
+        for close in (self._stream.close, self._client.close):
+            with suppress(Exception):  # already closed, or the daemon is gone: nothing left to release
+                close()
 
 
 def _published(ports: list[dict[str, Any]]) -> tuple[str | None, int | None]:
