@@ -173,7 +173,9 @@ def run_container(docker_client: Any, app_name: str) -> Iterator[Callable[..., R
         **kwargs: Any,
     ) -> RunningContainer:
         labels = {LABEL_TEST: SESSION_ID, **kwargs.pop("labels", {})}
-        rc = run_test_container(docker_client, image, labels=labels, host_port=host_port, env=env, name=name, **kwargs)
+        rc = run_test_container(
+            docker_client, image, labels=labels, host_port=host_port, env=env, name=name, **kwargs
+        )
         started.append(rc)
         return rc
 

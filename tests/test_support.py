@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 import subprocess
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -73,7 +75,9 @@ def test_health_up_version_and_root(run_container: Any, test_images: dict[str, s
 
 
 def test_env_injection_is_readable(run_container: Any, test_images: dict[str, str]) -> None:
-    rc = _started(run_container(test_images["v1"], env={"FOO": "bar baz", "DB_URL": "mongodb://db:27017/x?a=1"}))
+    rc = _started(
+        run_container(test_images["v1"], env={"FOO": "bar baz", "DB_URL": "mongodb://db:27017/x?a=1"})
+    )
     assert httpx.get(rc.base_url + "/env?FOO").text == "bar baz"
     assert httpx.get(rc.base_url + "/env?name=DB_URL").text == "mongodb://db:27017/x?a=1"
     assert httpx.get(rc.base_url + "/env?NOT_SET_ANYWHERE").status_code == 404
@@ -126,7 +130,7 @@ def test_sse_streams_incrementally(run_container: Any, test_images: dict[str, st
     # 4 gaps of 400 ms: the last event is sent ~1.6 s after the first; the first must not wait for it.
     assert first < 1.0, first
     assert last - first >= 1.4, (first, last)
-    gaps = [b[0] - a[0] for a, b in zip(events, events[1:])]
+    gaps = [b[0] - a[0] for a, b in itertools.pairwise(events)]
     assert all(g >= 0.25 for g in gaps), gaps
 
 
@@ -139,9 +143,9 @@ def test_nginx_starts_with_placeholder_and_passes_t(nginx: NginxInstance, app_na
     assert nginx.upstream_file(app_name) == nginx.dir / "conf.d" / f"{app_name}.upstream.conf"
     assert f"upstream {app_name}" in nginx.upstream_file(app_name).read_text()
     assert nginx.test_command[-1] == "-t" and nginx.reload_command[-2:] == ["-s", "reload"]
-    r = subprocess.run(nginx.test_command, capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, r.stderr
-    assert "test is successful" in r.stderr
+    t = subprocess.run(nginx.test_command, capture_output=True, text=True, timeout=30)
+    assert t.returncode == 0, t.stderr
+    assert "test is successful" in t.stderr
     # Nothing routed yet: the placeholder upstream is down.
     assert httpx.get(nginx.public_url + "/").status_code == 502
     r = httpx.get(f"{nginx.control_url}/bluegreen/{app_name}/actuator/health")
@@ -169,20 +173,20 @@ def test_nginx_routes_and_reloads_between_containers(
         nginx.write_upstream(app_name, [f"127.0.0.1:{rc.host_port}"], extra="    keepalive 16;\n")
         subprocess.run(nginx.test_command, check=True, capture_output=True, timeout=30)
         subprocess.run(nginx.reload_command, check=True, capture_output=True, timeout=30)
+
         # The reload is asynchronous (an old worker may still answer for a moment): poll, like the controller.
-        wait_until(
-            lambda version=version: httpx.get(nginx.public_url + "/version").text == version,
-            timeout=10,
-            message=f"public URL serves {version!r}",
-        )
+        def serves(version: str = version) -> bool:
+            return httpx.get(nginx.public_url + "/version").text == version
+
+        wait_until(serves, timeout=10, message=f"public URL serves {version!r}")
         want = f"127.0.0.1:{rc.host_port}"
-        r = wait_until(
-            lambda want=want: (
-                lambda r: r if r.headers.get("x-bluegreen-upstream") == want else None
-            )(httpx.get(f"{nginx.control_url}/bluegreen/{app_name}/actuator/health")),
-            timeout=10,
-            message=f"control URL routes through {want}",
-        )
+
+        def routed(want: str = want) -> httpx.Response | None:
+            resp = httpx.get(f"{nginx.control_url}/bluegreen/{app_name}/actuator/health")
+            return resp if resp.headers.get("x-bluegreen-upstream") == want else None
+
+        r = wait_until(routed, timeout=10, message=f"control URL routes through {want}")
+        assert r is not None
         assert r.status_code == 200 and r.json() == {"status": "UP"}
         # Once reload() has returned, old workers no longer accept: every request sees the new route.
         nginx.reload()
@@ -210,7 +214,7 @@ def test_sse_streams_through_nginx(
     assert events[-1][0] - events[0][0] >= 1.2
 
 
-def test_nginx_stop_ends_every_process(tmp_path: Any) -> None:
+def test_nginx_stop_ends_every_process(tmp_path: Path) -> None:
     inst = NginxInstance.start(tmp_path / "ng", ["alpha", "beta-2"])
     try:
         assert inst.public_url_for("alpha") != inst.public_url_for("beta-2")
@@ -220,7 +224,7 @@ def test_nginx_stop_ends_every_process(tmp_path: Any) -> None:
     finally:
         inst.stop()
     for p in [pid, *map(int, workers)]:
-        assert not os.path.exists(f"/proc/{p}") or "zombie" in open(f"/proc/{p}/status").read().lower()
+        assert not os.path.exists(f"/proc/{p}") or "zombie" in Path(f"/proc/{p}/status").read_text().lower()
     with pytest.raises(httpx.ConnectError):
         httpx.get(inst.control_url + "/")
 
@@ -231,11 +235,18 @@ _left_behind: dict[str, str] = {}
 
 
 def test_cleanup_part1_start_containers(
-    docker_client: Any, app_name: str, run_container: Any, test_images: dict[str, str], session_labels: dict[str, str]
+    docker_client: Any,
+    app_name: str,
+    run_container: Any,
+    test_images: dict[str, str],
+    session_labels: dict[str, str],
 ) -> None:
     # As the controller would: a container carrying only bluegreen.app=<app_name>.
     c = docker_client.containers.run(
-        test_images["v1"], detach=True, labels={LABEL_APP: app_name, **session_labels}, name=f"{app_name}-blue"
+        test_images["v1"],
+        detach=True,
+        labels={LABEL_APP: app_name, **session_labels},
+        name=f"{app_name}-blue",
     )
     rc = run_container(test_images["v1"])
     _left_behind.update(app=app_name, controller_made=c.id, harness_made=rc.id)
@@ -248,7 +259,9 @@ def test_cleanup_part2_nothing_left(docker_client: Any, session_id: str) -> None
     ids = {c.id for c in docker_client.containers.list(all=True)}
     assert _left_behind["controller_made"] not in ids
     assert _left_behind["harness_made"] not in ids
-    assert not docker_client.containers.list(all=True, filters={"label": f"{LABEL_APP}={_left_behind['app']}"})
+    assert not docker_client.containers.list(
+        all=True, filters={"label": f"{LABEL_APP}={_left_behind['app']}"}
+    )
 
 
 def test_free_port_is_bindable() -> None:

@@ -39,7 +39,9 @@ class RunningContainer:
         self.container.reload()
         return str(self.container.status)
 
-    def wait_http(self, path: str = "/actuator/health", status: int = 200, timeout: float = 15.0) -> httpx.Response:
+    def wait_http(
+        self, path: str = "/actuator/health", status: int = 200, timeout: float = 15.0
+    ) -> httpx.Response:
         return wait_http(self.base_url + path, status=status, timeout=timeout)
 
 
@@ -68,7 +70,9 @@ def run_test_container(
     return RunningContainer(container, port)
 
 
-def wait_http(url: str, status: int = 200, timeout: float = 15.0, request_timeout: float = 2.0) -> httpx.Response:
+def wait_http(
+    url: str, status: int = 200, timeout: float = 15.0, request_timeout: float = 2.0
+) -> httpx.Response:
     """GET `url` until it answers `status`; TimeoutError (with the last answer or error) after `timeout`."""
     deadline = time.monotonic() + timeout
     last: str = "no attempt"

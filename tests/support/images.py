@@ -18,6 +18,7 @@ Every response but static 404s carries ``X-App-Version`` and ``X-App-Color`` hea
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import json
@@ -70,10 +71,10 @@ def _is_static_elf(path: Path) -> bool:
         is64 = head[4] == 2
         endian = "<" if head[5] == 1 else ">"
         if is64:
-            phoff, = struct.unpack_from(endian + "Q", head, 0x20)
+            (phoff,) = struct.unpack_from(endian + "Q", head, 0x20)
             phentsize, phnum = struct.unpack_from(endian + "HH", head, 0x36)
         else:
-            phoff, = struct.unpack_from(endian + "I", head, 0x1C)
+            (phoff,) = struct.unpack_from(endian + "I", head, 0x1C)
             phentsize, phnum = struct.unpack_from(endian + "HH", head, 0x2A)
         f.seek(phoff)
         table = f.read(phentsize * phnum)
@@ -97,7 +98,9 @@ def busybox_path() -> Path:
     """The static busybox to put in the image; TestImageError with the fix when it is missing or dynamic."""
     path = BUSYBOX.resolve()
     if not path.is_file():
-        raise BusyboxMissingError(f"{BUSYBOX} not found: install Debian's busybox-static (scripts/setup.sh does)")
+        raise BusyboxMissingError(
+            f"{BUSYBOX} not found: install Debian's busybox-static (scripts/setup.sh does)"
+        )
     if not _is_static_elf(path):
         raise BusyboxMissingError(
             f"{BUSYBOX} is not a static executable: install Debian's busybox-static (not busybox), "
@@ -140,7 +143,9 @@ def build_inputs_hash(version: str, health: str = "up", slow_seconds: int = 0) -
     return h.hexdigest()
 
 
-def build_test_image(client: Any, tag: str, *, version: str, health: str = "up", slow_seconds: int = 0) -> str:
+def build_test_image(
+    client: Any, tag: str, *, version: str, health: str = "up", slow_seconds: int = 0
+) -> str:
     """Build (or reuse) test image `tag` and return its image id.
 
     Reused when an image with that tag exists and carries the hash of the current build inputs; otherwise
@@ -170,7 +175,9 @@ def build_test_image(client: Any, tag: str, *, version: str, health: str = "up",
         f"{TEST_IMAGE_LABEL}.slow-seconds": str(slow_seconds),
     }
     with tempfile.TemporaryDirectory(prefix="bgtest-ctx-") as ctx:
-        shutil.copytree(IMAGES_DIR, ctx, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "busybox"))
+        shutil.copytree(
+            IMAGES_DIR, ctx, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "busybox")
+        )
         shutil.copy2(busybox_path(), Path(ctx) / "busybox")
         os.chmod(Path(ctx) / "busybox", 0o755)
         try:
@@ -182,10 +189,8 @@ def build_test_image(client: Any, tag: str, *, version: str, health: str = "up",
             raise TestImageError(f"building {tag} failed: {e.msg}\n{log[-4000:]}") from e
     if old_id and old_id != image.id:
         # The tag moved: drop the stale image unless something still uses it.
-        try:
+        with contextlib.suppress(docker.errors.APIError):
             client.images.remove(old_id, noprune=False)
-        except docker.errors.APIError:
-            pass
     return str(image.id)
 
 

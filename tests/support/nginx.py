@@ -21,6 +21,7 @@ in the shipped site templates.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -95,7 +96,9 @@ CONTROL_TEMPLATE = """\
 
 # What an include holds before the controller wrote one. nginx -t accepts an upstream whose only
 # server is marked down; requests then get 502 with $upstream_addr = the upstream's name.
-PLACEHOLDER_TEMPLATE = "# placeholder written by tests/support/nginx.py\nupstream @APP@ {\n    server 127.0.0.1:9 down;\n}\n"
+PLACEHOLDER_TEMPLATE = (
+    "# placeholder written by tests/support/nginx.py\nupstream @APP@ {\n    server 127.0.0.1:9 down;\n}\n"
+)
 
 
 class NginxError(RuntimeError):
@@ -237,7 +240,9 @@ class NginxInstance:
             except OSError:
                 pass
             if time.monotonic() >= deadline:
-                raise NginxError(f"nginx did not listen within {timeout:g}s: {self.error_log_text(offset)[-2000:]}")
+                raise NginxError(
+                    f"nginx did not listen within {timeout:g}s: {self.error_log_text(offset)[-2000:]}"
+                )
             time.sleep(0.05)
 
     @staticmethod
@@ -254,7 +259,9 @@ class NginxInstance:
             _render(self.site_template, {"APP": app, "PUBLIC_PORT": str(port), "PREFIX": str(self.dir)})
             for app, port in self.public_ports.items()
         )
-        control = _render(self.control_template, {"CONTROL_PORT": str(self.control_port), "PREFIX": str(self.dir)})
+        control = _render(
+            self.control_template, {"CONTROL_PORT": str(self.control_port), "PREFIX": str(self.dir)}
+        )
         return _render(
             self.main_template,
             {
@@ -270,7 +277,15 @@ class NginxInstance:
 
     @property
     def base_command(self) -> list[str]:
-        return [self.nginx_bin, "-p", f"{self.dir}/", "-c", str(self.conf_path), "-e", str(self.error_log_path)]
+        return [
+            self.nginx_bin,
+            "-p",
+            f"{self.dir}/",
+            "-c",
+            str(self.conf_path),
+            "-e",
+            str(self.error_log_path),
+        ]
 
     @property
     def test_command(self) -> list[str]:
@@ -364,10 +379,8 @@ class NginxInstance:
                 proc.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 # Not reaped yet, so the group id cannot have been reused: kill master and workers.
-                try:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(proc.pid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
                 proc.wait(timeout=5)
         self.process = None
 
