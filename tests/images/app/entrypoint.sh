@@ -9,7 +9,10 @@ echo "bgtest: version=$VERSION health=$HEALTH slow_seconds=$SLOW_SECONDS color=$
 # CGI (only /cgi-bin/* and *.ext interpreters; the Debian build has no proxy
 # support), so a tiny router in front of it, one per connection, rewrites the
 # request path and hands the request to "httpd -i" (inetd mode).
-nc -ll -p "$port" -e /app/router.sh &
+# "nc -ll" is busybox's persistent, forking server; its listen backlog is the number of
+# -l flags (2 would drop SYNs under a burst and cost clients a 1 s retransmit): use 64.
+listen_flags=-$(printf '%064d' 0 | tr 0 l)
+nc "$listen_flags" -p "$port" -e /app/router.sh &
 server=$!
 
 # sh as PID 1 ignores SIGTERM unless trapped: make "docker stop" quick.
