@@ -166,6 +166,7 @@ def _switch(ctx: Context, a: Action) -> None:
     ng = app.spec.nginx
     path = app.upstream_file
     previous = w.read_file(path)
+    reload = a.write_include or a.reload
 
     def restore() -> None:
         if previous is None:
@@ -176,13 +177,29 @@ def _switch(ctx: Context, a: Action) -> None:
     if a.write_include:
         w.write_file(path, render_include(app, a.color))
     try:
-        w.run(ng.testCommand, ng.commandTimeoutSeconds)
-        w.run(ng.reloadCommand, ng.commandTimeoutSeconds)
+        if reload:
+            w.run(ng.testCommand, ng.commandTimeoutSeconds)
+        if ng.switch == "flag":
+            # After the test (a rejected include leaves everything as it was), before the reload (a flag-mode
+            # include loaded under a stale flag would route to that flag's color). The flag acts at once and
+            # only ever names a color that has passed its health check, so it is never rolled back.
+            _set_flag(ctx, a.color)
+        if reload:
+            w.run(ng.reloadCommand, ng.commandTimeoutSeconds)
     except NginxError:
         if a.write_include:
             restore()  # the old config is still live: keep the file saying so
         raise
     _confirm(ctx, a.color, restore if a.write_include else None)
+
+
+def _set_flag(ctx: Context, color: Color) -> None:
+    w, flag = ctx.world, ctx.app.flag_file
+    present = w.read_file(flag) is not None
+    if color == "green" and not present:
+        w.write_file(flag, "green\n")  # atomic rename: the site's `if (-f ...)` sees it or not, never half
+    elif color == "blue" and present:
+        w.remove_file(flag)
 
 
 def _confirm(ctx: Context, color: Color, restore: Callable[[], None] | None) -> None:
@@ -200,8 +217,9 @@ def _confirm(ctx: Context, color: Color, restore: Callable[[], None] | None) -> 
                 restore()
             seen = fact.color or fact.upstream or fact.detail
             raise RouteUnverified(
-                f"Nginx still routes {app.name} to {seen} {ng.verifyTimeoutSeconds:g}s after the reload "
-                f"(check its error log); include restored"
+                f"Nginx still routes {app.name} to {seen} {ng.verifyTimeoutSeconds:g}s after the switch "
+                f"(check its error log; switch: flag needs the flag-aware site of nginx/)"
+                + ("; include restored" if restore is not None else "")
             )
         w.sleep(ctx.verify_interval)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -105,10 +106,17 @@ def load_specs(path: Path) -> Loaded:
     out = Loaded()
     for f in spec_files(path):
         try:
-            out.apps.append(load_app(f))
+            app = load_app(f)
         except SpecError as e:
             out.errors.append(str(e))
             out.rejected.append(name_hint(f))
+            continue
+        missing = missing_command(app)
+        if missing:
+            out.errors.append(f"{f}: {missing}")
+            out.rejected.append(app.name)
+            continue
+        out.apps.append(app)
     conflicts = check_unique(out.apps)
     if conflicts:
         bad = {name for c in conflicts for name in c.split(" both use ")[0].removeprefix("apps ").split(" and ")}
@@ -116,6 +124,19 @@ def load_specs(path: Path) -> Loaded:
         out.apps = [a for a in out.apps if a.name not in bad]
         out.rejected += sorted(bad)
     return out
+
+
+def missing_command(app: BlueGreenApp) -> str | None:
+    """The spec's Nginx commands must exist on this host before anything is changed for the app.
+
+    Checked up front rather than when the switch runs: otherwise a deploy would create and start the new
+    color, then fail at the switch (cron's PATH, /usr/bin:/bin, lacks /usr/sbin where nginx lives).
+    """
+    ng = app.spec.nginx
+    for name, argv in (("testCommand", ng.testCommand), ("reloadCommand", ng.reloadCommand)):
+        if shutil.which(argv[0]) is None:
+            return f"nginx.{name}: {argv[0]}: command not found (PATH={os.environ.get('PATH', '')}; use an absolute path)"
+    return None
 
 
 def name_hint(path: Path) -> str:

@@ -58,6 +58,7 @@ class Observed:
     route: RouteFact
     marker: str | None  # raw marker content; None when missing
     at: float
+    flag: str | None = None  # nginx.switch: flag: the flag file's content; None when missing (blue serves)
 
     @property
     def marker_color(self) -> Color | None:

@@ -151,7 +151,7 @@ class FakeWorld:
         port = port_of(url.split("//", 1)[-1].split("/", 1)[0])
         for c in self.containers.values():
             if c.fact.state == "running" and c.fact.host_port == port:
-                return HealthResult(True, "HTTP 200 UP") if self._health_now(c) else HealthResult(False, "HTTP 503 status=DOWN")
+                return HealthResult(True, "HTTP 200 UP") if self._health_now(c) else HealthResult(False, "HTTP 503")
         return HealthResult(False, "connection refused")
 
     def probe_route(self, url: str, timeout: float) -> RouteProbe:
@@ -160,7 +160,9 @@ class FakeWorld:
         m = _ROUTE_URL.search(url)
         servers = self.loaded.get(m.group("app"), []) if m else []
         if not servers:
-            return RouteProbe(True, "", "HTTP 502 via no upstream")
+            # Like Nginx: an upstream whose servers are all down answers 502 and names itself in $upstream_addr.
+            named = m.group("app") if m and m.group("app") in self.loaded else ""
+            return RouteProbe(True, named, f"HTTP 502 via {named or 'no upstream'}")
         return RouteProbe(True, servers[0], f"HTTP 200 via {servers[0]}")
 
     # Files and commands ------------------------------------------------------------------------

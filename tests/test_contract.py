@@ -1,0 +1,347 @@
+"""Contract: the in-memory `FakeWorld` behaves like the real `HostWorld` as far as the controller observes.
+
+`test_world_contract` is ONE scenario, run against both worlds with the same calls and the same
+assertions: the real one on a real dockerd, real test images and a private real nginx; the fake one
+configured to match (same image names, same ports, same paths). `test_same_plans_on_both_worlds`
+puts both worlds in the same situations and requires observe() + plan() to agree exactly.
+When they disagree, the fake is what gets fixed (controller/testing.py), never the assertion.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from controller.errors import DockerError, ImageError, NginxError
+from controller.facts import LABEL_APP, LABEL_COLOR, LABEL_REVISION, ContainerFact
+from controller.metrics import Metrics
+from controller.observe import index_containers, observe
+from controller.planner import Plan, plan
+from controller.reconcile import Reconciler
+from controller.routing import health_url, render_include, route_fact, route_probe_url
+from controller.spec import BlueGreenApp, Color, NginxSpec
+from controller.state import StateStore
+from controller.testing import FakeImage, FakeWorld
+from controller.world import ContainerRequest, World
+from tests.factories import make_app
+from tests.support.containers import LABEL_TEST
+from tests.support.net import free_port
+
+T = TypeVar("T")
+
+# An image reference no registry can serve: the pull fails at once (connection refused on loopback).
+MISSING_IMAGE = "127.0.0.1:9/bgtest/missing:nope"
+# The test nginx's site is a plain `proxy_pass http://<app>`: the switch that reloads Nginx.
+RELOAD_SWITCH = {"switch": "reload"} if "switch" in NginxSpec.model_fields else {}
+PLACEHOLDER = "# placeholder\nupstream {app} {{\n    server 127.0.0.1:9 down;\n}}\n"
+
+
+@dataclass
+class Rig:
+    """One world plus everything needed to drive it identically to the other one."""
+
+    kind: str  # "host" | "fake"
+    world: World
+    app: BlueGreenApp
+    images: dict[str, str]  # healthy, healthy2, never
+    labels: dict[str, str]
+    tmp: Path
+    cleanup: list[Callable[[], None]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.app.name
+
+    def request(self, color: Color, image: str, *, port: int | None = None, name: str | None = None) -> ContainerRequest:
+        return ContainerRequest(
+            name=name or self.app.container_name(color),
+            image=image,
+            labels={**self.labels, LABEL_APP: self.name, LABEL_COLOR: color, LABEL_REVISION: f"rev-{color}"},
+            env={"CONTRACT": "1"},
+            container_port=8081,
+            host_ip="127.0.0.1",
+            host_port=port if port is not None else self.app.spec.ports.of(color),
+        )
+
+    def fact(self, name: str) -> ContainerFact | None:
+        return next((c for c in self.world.list_containers() if c.name == name), None)
+
+    def eventually(self, fn: Callable[[], T], what: str, timeout: float = 20.0) -> T:
+        """Poll `fn` on the world's own clock (the fake's advances when it sleeps); bounded."""
+        deadline = self.world.now() + timeout
+        for _ in range(2000):
+            value = fn()
+            if value:
+                return value
+            if self.world.now() >= deadline:
+                break
+            self.world.sleep(0.1)
+        raise AssertionError(f"{self.kind}: {what} not met within {timeout:g}s (last: {value!r})")
+
+
+def _app(name: str, tmp: Path, blue: int, green: int, control_url: str, test_cmd: list[str], reload_cmd: list[str],
+         upstream_file: Path, labels: dict[str, str], image: str) -> BlueGreenApp:
+    return make_app(
+        name,
+        image=image,
+        ports={"blue": blue, "green": green},
+        healthCheck={"intervalSeconds": 0.2, "timeoutSeconds": 20, "requestTimeoutSeconds": 2},
+        marker=str(tmp / "marker" / name / "active"),
+        labels=labels,
+        nginx={
+            "upstreamFile": str(upstream_file),
+            "testCommand": test_cmd,
+            "reloadCommand": reload_cmd,
+            "controlUrl": control_url,
+            "verifyTimeoutSeconds": 10,
+            **RELOAD_SWITCH,
+        },
+    )
+
+
+def host_rig(request: pytest.FixtureRequest, tmp: Path, ports: tuple[int, int]) -> Rig:
+    from controller.drivers import HostWorld
+
+    images: dict[str, str] = request.getfixturevalue("test_images")
+    labels: dict[str, str] = request.getfixturevalue("session_labels")
+    name: str = request.getfixturevalue("app_name")
+    nginx = request.getfixturevalue("nginx")
+    app = _app(name, tmp, *ports, nginx.control_url, nginx.test_command, nginx.reload_command,
+               nginx.upstream_file(name), labels, images["v1"])
+    world = HostWorld()
+    rig = Rig("host", world, app, {"healthy": images["v1"], "healthy2": images["v2"], "never": images["never"]}, labels, tmp)
+    rig.cleanup.append(world.close)
+    return rig
+
+
+def fake_rig(name: str, tmp: Path, ports: tuple[int, int], labels: dict[str, str], app: BlueGreenApp | None = None) -> Rig:
+    """A FakeWorld set up like `host_rig`'s host: same image names, an nginx with a placeholder include."""
+    images = {"healthy": "bgtest:v1", "healthy2": "bgtest:v2", "never": "bgtest:never"}
+    world = FakeWorld(images={images["healthy"]: FakeImage(), images["healthy2"]: FakeImage(), images["never"]: FakeImage("never")})
+    if app is None:
+        upstream = tmp / "nginx" / "conf.d" / f"{name}.upstream.conf"
+        app = _app(name, tmp, *ports, "http://127.0.0.1:8099", ["nginx", "-t"], ["nginx", "-s", "reload"], upstream, labels, images["healthy"])
+    world.include_paths.add(app.upstream_file)
+    world.files[app.upstream_file] = PLACEHOLDER.format(app=name)
+    world.reload()  # nginx started with the placeholder, like tests/support/nginx.py does
+    return Rig("fake", world, app, images, labels, tmp)
+
+
+def make_rig(kind: str, request: pytest.FixtureRequest, tmp: Path, ports: tuple[int, int]) -> Rig:
+    if kind == "host":
+        return host_rig(request, tmp, ports)
+    return fake_rig(f"t{os.urandom(4).hex()}", tmp, ports, {LABEL_TEST: "contract"})
+
+
+@pytest.fixture(params=["host", "fake"])
+def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
+    r = make_rig(request.param, request, tmp_path / request.param, (free_port(), free_port()))
+    try:
+        yield r
+    finally:
+        for fn in r.cleanup:
+            fn()
+
+
+# --------------------------------------------------------------------------------------------- scenario
+
+
+def test_world_contract(rig: Rig) -> None:
+    w, app = rig.world, rig.app
+    blue, green = app.container_name("blue"), app.container_name("green")
+    pb, pg = app.spec.ports.blue, app.spec.ports.green
+    hc = app.spec.healthCheck
+
+    def health(color: Color) -> Any:
+        return w.probe_health(health_url(app, color), hc.expectStatus, hc.requestTimeoutSeconds)
+
+    # Nothing yet: nothing listed, nothing answers.
+    assert rig.fact(blue) is None and rig.fact(green) is None
+    refused = health("blue")
+    assert not refused.ok and refused.detail == "connection refused"
+    # Nginx runs with a placeholder upstream whose only server is down: 502, $upstream_addr = the upstream's name.
+    probe = w.probe_route(route_probe_url(app), 2)
+    assert (probe.reachable, probe.upstream, probe.detail) == (True, app.name, f"HTTP 502 via {app.name}")
+    assert route_fact(app, probe).color is None
+
+    # A healthy image: listed with every fact the planner uses, and its health check passes.
+    req = rig.request("blue", rig.images["healthy"])
+    w.create_container(req)
+    c = rig.fact(blue)
+    assert c is not None
+    assert (c.name, c.image, c.state, c.running) == (blue, rig.images["healthy"], "running", True)
+    assert (c.host_ip, c.host_port) == ("127.0.0.1", pb)
+    assert req.labels.items() <= c.labels.items()
+    assert c.revision == "rev-blue"
+    assert c.id and c.image_id.startswith("sha256:")
+    ok = rig.eventually(lambda: health("blue").ok, "blue healthy")
+    assert ok
+    assert health("blue").detail == "HTTP 200 UP"
+    started = w.started_at(blue)
+    assert started is not None and abs(started - w.now()) < 120
+
+    # A never-healthy image answers, but not healthy.
+    w.create_container(rig.request("green", rig.images["never"]))
+    answered = rig.eventually(lambda: (r := health("green")).detail.startswith("HTTP") and r, "green answers")
+    assert not answered.ok
+    assert answered.detail == "HTTP 503"
+    assert w.started_at(green) is not None
+    w.remove_container(green)
+    assert rig.fact(green) is None
+
+    # Stop: not running, but the port it is bound to is still known (the planner needs it).
+    w.stop_container(blue, 2)
+    c = rig.fact(blue)
+    assert c is not None and not c.running and c.state == "exited"
+    assert (c.host_ip, c.host_port) == ("127.0.0.1", pb)
+    assert not health("blue").ok
+
+    # Start again: running and healthy.
+    w.start_container(blue)
+    c = rig.fact(blue)
+    assert c is not None and c.running and c.host_port == pb
+    rig.eventually(lambda: health("blue").ok, "blue healthy after start")
+
+    # Remove: gone; removing what is gone is not an error.
+    w.remove_container(blue)
+    assert rig.fact(blue) is None
+    w.remove_container(blue)
+
+    # A missing image cannot be created, and nothing is left behind.
+    with pytest.raises(ImageError):
+        w.create_container(rig.request("blue", MISSING_IMAGE))
+    assert rig.fact(blue) is None
+
+    # A name in use, and a host port in use: DockerError, nothing half-made left behind.
+    w.create_container(rig.request("blue", rig.images["healthy"]))
+    with pytest.raises(DockerError):
+        w.create_container(rig.request("blue", rig.images["healthy2"], port=pg))
+    c = rig.fact(blue)
+    assert c is not None and c.image == rig.images["healthy"]
+    with pytest.raises(DockerError):
+        w.create_container(rig.request("green", rig.images["healthy2"], port=pb))
+    assert rig.fact(green) is None
+    rig.eventually(lambda: health("blue").ok, "blue healthy")
+
+    # Route: write the include, test, reload; Nginx then really routes to that port.
+    include = app.upstream_file
+    w.write_file(include, render_include(app, "blue"))
+    w.run(app.spec.nginx.testCommand, 30)
+    w.run(app.spec.nginx.reloadCommand, 30)
+    fact = rig.eventually(lambda: (f := route_fact(app, w.probe_route(route_probe_url(app), 2))).color == "blue" and f, "route to blue")
+    assert fact.reachable and fact.upstream.split(",")[-1].strip() == f"127.0.0.1:{pb}"
+
+    # An invalid include fails the test command with NginxError; the live route does not move.
+    good = w.read_file(include)
+    w.write_file(include, "upstream broken {\n    server 127.0.0.1:1;\n")
+    with pytest.raises(NginxError):
+        w.run(app.spec.nginx.testCommand, 30)
+    assert good is not None
+    w.write_file(include, good)
+    w.run(app.spec.nginx.testCommand, 30)
+    assert route_fact(app, w.probe_route(route_probe_url(app), 2)).color == "blue"
+
+    # Files: a missing file reads as None; writes replace the whole file; remove is idempotent.
+    f = rig.tmp / "files" / "sub" / "marker"
+    assert w.read_file(f) is None
+    w.write_file(f, "blue\n")
+    assert w.read_file(f) == "blue\n"
+    w.write_file(f, "green\n")
+    assert w.read_file(f) == "green\n"
+    if rig.kind == "host":
+        assert sorted(p.name for p in f.parent.iterdir()) == ["marker"], "atomic write left a temporary file"
+    w.remove_file(f)
+    assert w.read_file(f) is None
+    w.remove_file(f)
+
+    # Clock.
+    t0 = w.now()
+    w.sleep(0.05)
+    assert w.now() >= t0 + 0.04
+
+
+# --------------------------------------------------------------------------------------------- plans
+
+
+def _summary(p: Plan) -> dict[str, Any]:
+    return {
+        "actions": [(a.verb, a.color, a.reason) for a in p.actions],
+        "blockers": [(b.reason, b.message) for b in p.blockers],
+        "diffs": list(p.diffs),
+        "serving": p.serving,
+        "target": p.target,
+        "revisions": p.revisions,
+    }
+
+
+def _variant(app: BlueGreenApp, **spec: Any) -> BlueGreenApp:
+    doc = app.model_dump(mode="json")
+    doc["spec"].update(spec)
+    return BlueGreenApp.model_validate(doc)
+
+
+def test_same_plans_on_both_worlds(request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    ports = (free_port(), free_port())
+    shared = tmp_path / "shared"  # same marker path in both worlds (the fake never touches the disk)
+    host = make_rig("host", request, shared, ports)
+    # Identical desired state, so revisions, paths and messages must match byte for byte.
+    fake = fake_rig(host.name, shared, ports, host.labels, app=host.app)
+    rigs = (host, fake)
+    try:
+        stores = {r.kind: StateStore(tmp_path / f"state-{r.kind}") for r in rigs}
+
+        def plans(situation: str) -> None:
+            got = {}
+            for r in rigs:
+                obs = observe(r.app, r.world, index_containers(r.world))
+                got[r.kind] = _summary(plan(r.app, obs, stores[r.kind].load_memory(r.name, 60, 3600), r.world.now()))
+            assert got["host"] == got["fake"], situation
+
+        def converge() -> None:
+            for r in rigs:
+                res = Reconciler(r.world, stores[r.kind], Metrics()).reconcile(r.app)
+                assert res.converged, (r.kind, res.result, res.error)
+
+        plans("fresh host")
+        converge()
+        plans("converged")
+        for r in rigs:
+            r.world.stop_container(r.app.container_name("blue"), 2)
+        plans("live container stopped")
+        converge()
+        for r in rigs:
+            r.world.write_file(r.app.marker_path, "garbage\n")
+        plans("marker garbage")
+        converge()
+        plans("converged again")
+        for r in rigs:
+            r.world.remove_file(r.app.upstream_file)
+        plans("include deleted")
+        converge()
+        for r in rigs:  # a hand edit made live: Nginx routes to green, which has no container
+            r.world.write_file(r.app.upstream_file, render_include(r.app, "green"))
+            r.world.run(r.app.spec.nginx.reloadCommand, 30)
+            app = r.app
+            r.eventually(lambda app=app, w=r.world: route_fact(app, w.probe_route(route_probe_url(app), 2)).color == "green", "hand edit live")
+        plans("nginx routes to a color without a container")
+        converge()
+        deploy = _variant(host.app, image=host.images["healthy2"], activeColor="green")
+        for r in rigs:
+            r.app = deploy
+        plans("deploy v2 to green")
+        converge()
+        plans("deployed")
+        rollback = _variant(host.app, image=host.images["healthy"], activeColor="blue")
+        for r in rigs:
+            r.app = rollback
+        plans("rollback to blue")
+        converge()
+        plans("rolled back")
+    finally:
+        for fn in host.cleanup:
+            fn()
