@@ -44,9 +44,14 @@ class WaitHealthy(Action):
 
 @dataclass(frozen=True)
 class SwitchRoute(Action):
-    """Point Nginx at `color`: write the include (unless already right), test, reload, confirm, or restore."""
+    """Point Nginx at `color`: write the include (unless already right), test, reload, confirm, or restore.
+
+    With nginx.switch: flag the flag file is set for `color` first; `reload` False means the loaded config
+    already follows the files, so setting the flag is the whole switch (no reload).
+    """
 
     write_include: bool = True
+    reload: bool = True
 
 
 @dataclass(frozen=True)

@@ -40,4 +40,5 @@ def observe(app: BlueGreenApp, world: World, containers: dict[str, ContainerFact
         route=route,
         marker=world.read_file(app.marker_path),
         at=world.now(),
+        flag=world.read_file(app.flag_file) if app.spec.nginx.switch == "flag" else None,
     )

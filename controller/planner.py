@@ -25,7 +25,7 @@ from controller.actions import (
     WriteMarker,
 )
 from controller.facts import ContainerFact, Memory, Observed
-from controller.routing import include_color, render_include
+from controller.routing import configured_color, flag_color, render_include
 from controller.spec import COLORS, BlueGreenApp, Color, other
 
 
@@ -81,7 +81,7 @@ def plan(
     revisions = {c: app.revision(c, revision_extra) for c in COLORS}
     rev = revisions[want]
 
-    serving: Color | None = obs.route.color if obs.route.reachable else include_color(app, obs.include)
+    serving: Color | None = obs.route.color if obs.route.reachable else configured_color(app, obs.include, obs.flag)
     actions: list[Action] = []
     blockers: list[Blocker] = []
     diffs: list[str] = []
@@ -152,6 +152,15 @@ def plan(
         if obs.include != desired_include:
             diffs.append(f"upstream include {app.upstream_file}: {'missing' if obs.include is None else 'differs'}; want route to {target}")
             actions.append(SwitchRoute(target, f"write {app.upstream_file} for {target}, test, reload, confirm"))
+        elif app.spec.nginx.switch == "flag" and flag_color(obs.flag) != target:
+            # The flag is state like the include: wrong (deploy, rollback, hand edit) means switch it.
+            # No reload when Nginx already follows the files (it serves what the flag said until now).
+            follows = obs.route.reachable and obs.route.color == flag_color(obs.flag)
+            verb = "create" if target == "green" else "remove"
+            diffs.append(f"flag {app.flag_file}: {'present' if obs.flag is not None else 'missing'}; want route to {target}")
+            actions.append(
+                SwitchRoute(target, f"{verb} {app.flag_file}{'' if follows else ', test, reload'}, confirm", write_include=False, reload=not follows)
+            )
         elif obs.route.reachable and obs.route.color != target:
             diffs.append(f"nginx routes to {obs.route.color or obs.route.upstream or 'nothing'}; want {target}")
             actions.append(SwitchRoute(target, "include is right but not live: test, reload, confirm", write_include=False))

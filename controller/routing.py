@@ -18,16 +18,44 @@ def upstream_address(app: BlueGreenApp, color: Color) -> str:
     return f"{host}:{app.spec.ports.of(color)}"
 
 
+def _upstream(name: str, address: str) -> str:
+    # keepalive_timeout: idle pooled connections to a color that no longer serves close soon, so a drain
+    # (which counts connections to the color's port) ends early instead of waiting for nginx's 60 s default.
+    return f"upstream {name} {{\n    server {address};\n    keepalive 16;\n    keepalive_timeout 5s;\n}}\n"
+
+
 def render_include(app: BlueGreenApp, color: Color) -> str:
-    """The upstream include routing `app` to `color` (http context)."""
+    """The upstream include of `app` (http context).
+
+    reload: `<app>`, `<app>-blue` and `<app>-green` all name the live `color` (the flag-aware site of nginx/ and a
+    plain `proxy_pass http://<app>` site both follow it after a reload).
+    flag: `<app>-blue` and `<app>-green` each name their own color, whatever `color` is; the site picks one per
+    request by testing the flag file, so a switch needs no reload. No `<app>` block: a site that is not flag-aware
+    then fails `nginx -t` or the route check instead of silently serving a stale color.
+    """
+    if app.spec.nginx.switch == "flag":
+        return (
+            f"{HEADER}\n"
+            f"# app={app.name} switch=flag: {app.flag_file} present = green serves, absent = blue\n"
+            + "".join(_upstream(f"{app.name}-{c}", upstream_address(app, c)) for c in COLORS)
+        )
     return (
         f"{HEADER}\n"
         f"# app={app.name} color={color}\n"
-        f"upstream {app.name} {{\n"
-        f"    server {upstream_address(app, color)};\n"
-        f"    keepalive 16;\n"
-        f"}}\n"
+        + "".join(_upstream(n, upstream_address(app, color)) for n in (app.name, f"{app.name}-blue", f"{app.name}-green"))
     )
+
+
+def flag_color(flag: str | None) -> Color:
+    """What the flag-aware site serves: green while the flag file exists, blue otherwise."""
+    return "green" if flag is not None else "blue"
+
+
+def configured_color(app: BlueGreenApp, include: str | None, flag: str | None) -> Color | None:
+    """The color the files on disk route to once loaded (None if they do not say one color)."""
+    if app.spec.nginx.switch == "flag":
+        return flag_color(flag) if include == render_include(app, "blue") else None
+    return include_color(app, include)
 
 
 def color_ports(app: BlueGreenApp) -> dict[Color, int]:

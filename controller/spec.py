@@ -81,6 +81,16 @@ class NginxSpec(_Model):
     )
     commandTimeoutSeconds: float = Field(30.0, gt=0, le=600)
     verifyTimeoutSeconds: float = Field(10.0, gt=0, le=600, description="How long a reload may take to show the new route.")
+    switch: Literal["flag", "reload"] = Field(
+        "flag",
+        description="flag: the include holds one upstream per color and a switch creates/removes flagFile (no reload; "
+        "needs the site of nginx/); reload: the include holds the live color and a switch reloads Nginx.",
+    )
+    flagFile: Path | None = Field(
+        None,
+        description="switch: flag: present = green serves, absent = blue serves (the site tests it with `if (-f ...)`). "
+        "Default <upstreamFile's directory>/<name>.green.",
+    )
 
 
 class AppSpec(_Model):
@@ -158,6 +168,10 @@ class BlueGreenApp(_Model):
     @property
     def upstream_file(self) -> Path:
         return self.spec.nginx.upstreamFile or Path("/etc/nginx/conf.d") / f"{self.name}.upstream.conf"
+
+    @property
+    def flag_file(self) -> Path:
+        return self.spec.nginx.flagFile or self.upstream_file.parent / f"{self.name}.green"
 
     def container_name(self, color: Color) -> str:
         return f"{self.name}-{color}"
@@ -248,6 +262,7 @@ def check_unique(apps: list[BlueGreenApp]) -> list[str]:
             f"port {app.spec.bindAddress}:{app.spec.ports.green}": app.name,
             f"marker {app.marker_path}": app.name,
             f"upstreamFile {app.upstream_file}": app.name,
+            f"flagFile {app.flag_file}": app.name,
         }
         for k in keys:
             if k in seen:

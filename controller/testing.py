@@ -49,6 +49,9 @@ class FakeWorld:
     # Upstream blocks Nginx has loaded: name -> servers (the state a reload makes live).
     loaded: dict[str, list[str]] = field(default_factory=dict)
     include_paths: set[Path] = field(default_factory=set)
+    # The site is the flag-aware one of nginx/: requests for <app> go to upstream <app>-green while the
+    # flag file exists, else <app>-blue. Flag file per app; default <include dir>/<app>.green (the spec's).
+    flag_files: dict[str, Path] = field(default_factory=dict)
     crash_after: int | None = None  # mutations left before Crash
     mutations: list[str] = field(default_factory=list)
     _next_id: int = 0
@@ -92,6 +95,11 @@ class FakeWorld:
         self._docker()
         c = self.containers.get(name)
         return c.started_at if c else None
+
+    def ensure_image(self, image: str) -> None:
+        self._docker()
+        if image not in self.images:
+            raise ImageError(f"image {image} is not present locally and cannot be pulled: not found")
 
     def create_container(self, req: ContainerRequest) -> None:
         self._docker()
@@ -158,7 +166,7 @@ class FakeWorld:
         if not self.nginx_up:
             return RouteProbe(False, "", f"GET {url}: connection refused")
         m = _ROUTE_URL.search(url)
-        servers = self.loaded.get(m.group("app"), []) if m else []
+        servers = self.routed(m.group("app")) if m else []
         if not servers:
             # Like Nginx: an upstream whose servers are all down answers 502 and names itself in $upstream_addr.
             named = m.group("app") if m and m.group("app") in self.loaded else ""
@@ -192,16 +200,29 @@ class FakeWorld:
         return text is None or "upstream" not in text or text.count("{") != text.count("}")
 
     def reload(self) -> None:
-        """What a successful `nginx -s reload` does: make the include files live (unless rejected)."""
+        """What a successful `nginx -s reload` does: make the include files live (unless rejected).
+
+        The new configuration replaces the old one whole: upstream blocks no include defines any more are gone.
+        """
         if self.reload_ignored:
             return
-        for path in self.include_paths:
+        loaded: dict[str, list[str]] = {}
+        for path in sorted(self.include_paths):
             text = self.files.get(path)
             if text is None:
                 continue
-            m = re.search(r"upstream\s+([a-z0-9-]+)\s*\{", text)
-            if m:
-                self.loaded[m.group(1)] = include_servers(text)
+            for m in re.finditer(r"upstream\s+([a-z0-9-]+)\s*\{([^{}]*)\}", text):
+                loaded[m.group(1)] = include_servers(m.group(2))
+        self.loaded = loaded
+
+    def flag_present(self, app: str) -> bool:
+        if app in self.flag_files:
+            return self.flag_files[app] in self.files
+        return any(p.parent / f"{app}.green" in self.files for p in self.include_paths)
+
+    def routed(self, app: str) -> list[str]:
+        """Servers a request for `app` reaches now: the flag-aware site's `if (-f flag)` over the loaded upstreams."""
+        return self.loaded.get(f"{app}-green" if self.flag_present(app) else f"{app}-blue", [])
 
     def now(self) -> float:
         return self.clock

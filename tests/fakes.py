@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,14 +16,20 @@ from controller.testing import FakeImage, FakeWorld
 
 @dataclass
 class CheckedWorld(FakeWorld):
-    """A FakeWorld that records every reload that moved traffic onto a container that is not healthy."""
+    """A FakeWorld that records every reload or flag change of the controller that moved traffic onto a container
+    that is not healthy (perturbations change `files` directly, so they are not checked)."""
 
     violations: list[str] = field(default_factory=list)
 
-    def reload(self) -> None:
-        before = {k: list(v) for k, v in self.loaded.items()}
-        super().reload()
-        for app, servers in self.loaded.items():
+    def _apps(self) -> set[str]:
+        return {n.rsplit("-", 1)[0] if n.endswith(("-blue", "-green")) else n for n in self.loaded}
+
+    def _checked(self, change: Callable[[], None]) -> None:
+        apps = self._apps()
+        before = {app: self.routed(app) for app in apps}
+        change()
+        for app in apps | self._apps():
+            servers = self.routed(app)
             if servers == before.get(app):
                 continue
             for s in servers:
@@ -30,6 +37,15 @@ class CheckedWorld(FakeWorld):
                 healthy = any(c.fact.host_port == port and self._health_now(c) for c in self.containers.values())
                 if not healthy:
                     self.violations.append(f"{app} routed to {s} which is not healthy")
+
+    def reload(self) -> None:
+        self._checked(super().reload)
+
+    def write_file(self, path: Path, content: str, mode: int = 0o644) -> None:
+        self._checked(lambda: FakeWorld.write_file(self, path, content, mode))
+
+    def remove_file(self, path: Path) -> None:
+        self._checked(lambda: FakeWorld.remove_file(self, path))
 
 
 def world_for(*apps: BlueGreenApp, images: dict[str, FakeImage] | None = None) -> CheckedWorld:

@@ -42,7 +42,7 @@ def test_fresh_host_plans_a_full_deploy_in_order(tmp_path: Path) -> None:
     assert converge(app, w, tmp_path) == "converged"
     assert w.files[app.marker_path] == "blue\n"
     assert w.files[app.upstream_file] == render_include(app, "blue")
-    assert w.loaded["dialogue"] == ["127.0.0.1:18081"]
+    assert w.routed("dialogue") == ["127.0.0.1:18081"]
 
 
 def test_converged_world_plans_nothing_and_touches_nothing(tmp_path: Path) -> None:
@@ -62,7 +62,7 @@ def test_deploy_flips_color_and_keeps_the_old_one(tmp_path: Path) -> None:
     v2 = make_app(image="dialogue:2", activeColor="green")
     assert verbs(v2, w) == ["CreateContainer:green", "WaitHealthy:green", "SwitchRoute:green", "WriteMarker:green"]
     assert converge(v2, w, tmp_path) == "converged"
-    assert w.loaded["dialogue"] == ["127.0.0.1:18082"]
+    assert w.routed("dialogue") == ["127.0.0.1:18082"]
     assert w.containers["dialogue-blue"].fact.state == "running"
     assert w.files[v2.marker_path] == "green\n"
 
@@ -77,7 +77,7 @@ def test_rollback_switches_without_recreating(tmp_path: Path) -> None:
     assert verbs(v1, w) == ["SwitchRoute:blue", "WriteMarker:blue"]
     assert converge(v1, w, tmp_path) == "converged"
     assert w.containers["dialogue-blue"].fact.id == blue_id
-    assert not any(m.startswith(("create", "remove", "stop")) for m in w.mutations)
+    assert not any(m.startswith(("create", "remove", "stop")) and "/" not in m for m in w.mutations)  # files aside
 
 
 @pytest.mark.parametrize("change", [{"image": "dialogue:2"}, {"env": {"A": "b"}}])
@@ -102,7 +102,7 @@ def test_failed_deploy_leaves_traffic_and_backs_off(tmp_path: Path) -> None:
     t0 = w.clock
     assert converge(bad, w, tmp_path, base=60) == "degraded"
     assert w.clock - t0 >= 10  # waited the whole timeoutSeconds once
-    assert w.loaded["dialogue"] == ["127.0.0.1:18081"]
+    assert w.routed("dialogue") == ["127.0.0.1:18081"]
     assert w.files[bad.marker_path] == "blue\n"
     # The next run does not wait again: it backs off.
     t1 = w.clock
@@ -119,7 +119,7 @@ def test_failed_deploy_leaves_traffic_and_backs_off(tmp_path: Path) -> None:
     # A spec change is tried at once.
     good = make_app(image="dialogue:2", activeColor="green")
     assert converge(good, w, tmp_path) == "converged"
-    assert w.loaded["dialogue"] == ["127.0.0.1:18082"]
+    assert w.routed("dialogue") == ["127.0.0.1:18082"]
 
 
 def _converged_v1(tmp_path: Path) -> tuple[BlueGreenApp, CheckedWorld]:
@@ -170,7 +170,7 @@ def test_drift_include_edited_or_deleted(tmp_path: Path, content: str | None) ->
 
 def test_drift_include_written_but_not_reloaded(tmp_path: Path) -> None:
     app, w = _converged_v1(tmp_path)
-    w.loaded["dialogue"] = ["127.0.0.1:9999"]
+    w.loaded["dialogue-blue"] = ["127.0.0.1:9999"]  # the live color's upstream (flag absent: blue)
     p = plan(app, observe(app, w, index_containers(w)), Memory(), w.now())
     assert [type(a) for a in p.actions] == [SwitchRoute] and p.actions[0].write_include is False  # type: ignore[attr-defined]
     assert converge(app, w, tmp_path) == "converged"
@@ -200,26 +200,26 @@ def test_stale_marker_after_failed_deploy_names_the_real_route(tmp_path: Path) -
 
 
 def test_failed_nginx_test_restores_the_include(tmp_path: Path) -> None:
-    v1 = make_app()
+    v1 = make_app(nginx={"switch": "reload"})  # a switch that reloads (flag mode: see test_nginx_site.py)
     w = world_for(v1)
     converge(v1, w, tmp_path)
     before = w.files[v1.upstream_file]
     w.nginx_test_fails = True
-    v2 = make_app(image="dialogue:2", activeColor="green")
+    v2 = make_app(image="dialogue:2", activeColor="green", nginx={"switch": "reload"})
     r = reconciler(w, tmp_path / "state").reconcile(v2)
     assert r.result == "error" and "configuration file test failed" in (r.error or "")
     assert w.files[v1.upstream_file] == before
-    assert w.loaded["dialogue"] == ["127.0.0.1:18081"]
+    assert w.routed("dialogue") == ["127.0.0.1:18081"]
     assert w.files[v1.marker_path] == "blue\n"
 
 
 def test_rejected_reload_restores_the_include_and_keeps_the_marker(tmp_path: Path) -> None:
-    v1 = make_app()
+    v1 = make_app(nginx={"switch": "reload"})  # a switch that reloads (flag mode: see test_nginx_site.py)
     w = world_for(v1)
     converge(v1, w, tmp_path)
     before = w.files[v1.upstream_file]
     w.reload_ignored = True
-    r = reconciler(w, tmp_path / "state").reconcile(make_app(image="dialogue:2", activeColor="green"))
+    r = reconciler(w, tmp_path / "state").reconcile(make_app(image="dialogue:2", activeColor="green", nginx={"switch": "reload"}))
     assert r.result == "error" and "still routes" in (r.error or "")
     assert w.files[v1.upstream_file] == before
     assert w.files[v1.marker_path] == "blue\n"
@@ -267,7 +267,7 @@ def test_missing_image_is_a_clear_error_and_changes_nothing_live(tmp_path: Path)
     app, w = _converged_v1(tmp_path)
     r = reconciler(w, tmp_path / "state").reconcile(make_app(image="dialogue:404", activeColor="green"))
     assert r.result == "error" and "dialogue:404" in (r.error or "")
-    assert w.loaded["dialogue"] == ["127.0.0.1:18081"]
+    assert w.routed("dialogue") == ["127.0.0.1:18081"]
     assert "dialogue-green" not in w.containers
 
 

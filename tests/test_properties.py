@@ -37,6 +37,10 @@ SPECS = [
     make_app(image="dialogue:slow", activeColor="blue"),
     make_app(image="dialogue:1", activeColor="blue", standby="stop"),
     make_app(image="dialogue:2", activeColor="green", env={"FEATURE": "on"}),
+    # nginx.switch: reload (the default is flag); moving between modes is a change like any other.
+    make_app(image="dialogue:1", activeColor="blue", nginx={"switch": "reload"}),
+    make_app(image="dialogue:2", activeColor="green", nginx={"switch": "reload"}),
+    make_app(image="dialogue:1", activeColor="green", standby="stop", nginx={"switch": "reload"}),
 ]
 COLORS = ["blue", "green"]
 MAX_PASSES = 4
@@ -108,6 +112,14 @@ class ControllerMachine(RuleBasedStateMachine):
             self.world.files.pop(self.app.upstream_file, None)
         else:
             self.world.files[self.app.upstream_file] = content
+
+    @rule(present=st.booleans())
+    def edit_flag(self, present: bool) -> None:
+        # A hand edit of the switch: acts at once on the flag-aware site (no reload needed).
+        if present:
+            self.world.files[self.app.flag_file] = "green\n"
+        else:
+            self.world.files.pop(self.app.flag_file, None)
 
     @rule()
     def hand_reload(self) -> None:
