@@ -14,13 +14,13 @@ import pytest
 
 from tests.support.containers import LABEL_APP, LABEL_TEST, RunningContainer, wait_http
 from tests.support.images import HASH_LABEL, TEST_IMAGE_LABEL, build_inputs_hash, build_test_image
-from tests.support.net import free_port, wait_port
+from tests.support.net import free_port
 from tests.support.nginx import NginxInstance
 from tests.support.wait import wait_until
 
 
 def _started(rc: RunningContainer) -> RunningContainer:
-    wait_port("127.0.0.1", rc.host_port, timeout=15)
+    rc.wait_ready(timeout=15)
     return rc
 
 

@@ -39,6 +39,13 @@ class RunningContainer:
         self.container.reload()
         return str(self.container.status)
 
+    def wait_ready(self, timeout: float = 15.0) -> None:
+        """Wait until the app answers HTTP (GET /version -> 200), whatever its health mode.
+
+        A TCP connect is not enough: docker-proxy accepts on the host port before the app listens.
+        """
+        wait_http(self.base_url + "/version", status=200, timeout=timeout)
+
     def wait_http(
         self, path: str = "/actuator/health", status: int = 200, timeout: float = 15.0
     ) -> httpx.Response:
