@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepare this machine for the bluegreen-controller tests (idempotent; run as root on Debian/Ubuntu):
 #   - Debian packages: docker.io nginx-light busybox-static apache2-utils prometheus
-#     prometheus-alertmanager docker-compose docker-registry wrk (installed only when missing;
+#     prometheus-alertmanager docker-compose docker-registry wrk prometheus-node-exporter prometheus-nginx-exporter (installed only when missing;
 #     their services are not started: the tests run private instances on free loopback ports)
 #   - a running dockerd (started in the background when `docker info` fails: no systemd here)
 #   - .venv with the project installed editable with its [test] extra (skipped when up to date)
@@ -11,7 +11,8 @@ set -uo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PACKAGES=(docker.io nginx-light busybox-static apache2-utils prometheus prometheus-alertmanager
-          docker-compose docker-registry wrk)
+          docker-compose docker-registry wrk prometheus-node-exporter
+          prometheus-nginx-exporter)
 DOCKERD_LOG=/var/log/bluegreen-dockerd.log
 DOCKERD_TIMEOUT="${BLUEGREEN_DOCKERD_TIMEOUT:-60}"
 PYTHON="${PYTHON:-python3}"
@@ -51,7 +52,7 @@ install_packages() {
     [ "$rc" -eq 0 ] || { tail -n 20 /tmp/bluegreen-apt.log >&2; die "apt-get install failed (exit $rc; log /tmp/bluegreen-apt.log)"; }
     # Belt and braces, where an init system did start them anyway.
     local svc
-    for svc in nginx prometheus prometheus-alertmanager prometheus-node-exporter docker-registry; do
+    for svc in nginx prometheus prometheus-alertmanager prometheus-node-exporter prometheus-nginx-exporter docker-registry; do
         if command -v systemctl >/dev/null && [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ]; then
             systemctl disable --now "$svc" >/dev/null 2>&1 || true
         elif command -v service >/dev/null; then
