@@ -104,6 +104,8 @@ def _create(ctx: Context, a: Action) -> None:
         LABEL_COLOR: a.color,
         LABEL_REVISION: a.revision,
         LABEL_MANAGED: MANAGED_BY,
+        # Deploy-time revision inputs (the secrets' fingerprint: a hash of versions, never values).
+        **{f"bluegreen.{k}": v for k, v in ctx.revision_extra.items()},
     }
     env = {**s.env, **ctx.env, "BLUEGREEN_APP": app.name, "BLUEGREEN_COLOR": a.color, "BLUEGREEN_REVISION": a.revision}
     ctx.world.create_container(

@@ -26,6 +26,7 @@ from controller.logs import configure, redact_text
 from controller.metrics import Metrics
 from controller.planner import Plan
 from controller.reconcile import AppResult, Reconciler
+from controller.secrets import SecretsResolver
 from controller.spec import BlueGreenApp, check_unique, json_schema, load_app, spec_files
 from controller.state import DEFAULT_STATE_DIR, Lock, StateStore
 
@@ -161,6 +162,7 @@ def build_reconciler(
         backoff_base=args.backoff_base,
         backoff_max=args.backoff_max,
         should_stop=should_stop,
+        resolver=SecretsResolver(world.write_file),
     )
 
 
@@ -275,21 +277,26 @@ def _summary(r: AppResult) -> None:
     elif r.plan is not None and r.plan.blockers and not r.converged:
         for b in r.plan.blockers:
             err(f"{r.app}: {b.reason}: {b.message}")
+    for c in r.status.get("conditions") or []:
+        if c.get("type") == "SecretsStale" and c.get("status") == "True":
+            err(f"{r.app}: SecretsStale: {c.get('message')}")
 
 
 def _plan(rec: Reconciler, apps: list[BlueGreenApp], as_json: bool) -> int:
     try:
         containers = _containers(rec)
-        plans = [(a, rec.plan_only(a, containers)[0]) for a in apps]
+        found = [(a, rec.plan_only(a, containers)) for a in apps]
     except ControllerError as e:
         err(str(e))
         return EXIT_INVALID
+    plans = [(a, r[0]) for a, r in found]
+    stale = {a.name: r[2].stale for a, r in found if r[2].stale}  # secrets rotated since the live color started
     if as_json:
-        print(json.dumps([_plan_json(p) for _, p in plans], indent=2))
+        print(json.dumps([{**_plan_json(p), "secretsStale": stale.get(p.app)} for _, p in plans], indent=2))
     else:
         for _, p in plans:
-            print(render_plan(p))
-    return EXIT_OK if all(p.converged for _, p in plans) else EXIT_FAIL
+            print(render_plan(p, stale.get(p.app)))
+    return EXIT_OK if all(p.converged for _, p in plans) and not stale else EXIT_FAIL
 
 
 def _plan_json(p: Plan) -> dict[str, Any]:
@@ -305,11 +312,12 @@ def _plan_json(p: Plan) -> dict[str, Any]:
     }
 
 
-def render_plan(p: Plan) -> str:
-    if p.converged:
+def render_plan(p: Plan, secrets_stale: str | None = None) -> str:
+    if p.converged and not secrets_stale:
         return f"{p.app}: in sync ({p.serving} serves)"
-    lines = [f"{p.app}: {len(p.diffs)} differences, {len(p.actions)} actions"]
+    lines = [f"{p.app}: {len(p.diffs) + (1 if secrets_stale else 0)} differences, {len(p.actions)} actions"]
     lines += [f"  ~ {d}" for d in p.diffs]
+    lines += [f"  ~ secrets stale: {secrets_stale}"] if secrets_stale else []
     lines += [f"  {i}. {a.describe()}" for i, a in enumerate(p.actions, 1)]
     lines += [f"  ! blocked: {b.reason}: {b.message}" for b in p.blockers]
     return "\n".join(lines)

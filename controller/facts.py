@@ -30,6 +30,7 @@ class ContainerFact:
     healthy: bool | None = None
     health_detail: str = ""
     started_at: float | None = None
+    repo_digests: tuple[str, ...] = ()  # registry digests of the container's image (repo@sha256:...)
 
     @property
     def running(self) -> bool:

@@ -45,6 +45,13 @@ class Resolved:
     revision_extra: dict[str, str] = field(default_factory=dict)
     names: list[str] | None = None  # secret env names, for status
     stale: str | None = None  # why the live color's secrets are out of date, if they are
+    # Given an observation: the revision inputs the plan holds the desired color to, and `stale` (secrets.hold_live).
+    adjust: Callable[[Observed], Resolved] | None = field(default=None, repr=False, compare=False)
+    # Secret values, fetched only when a pass is about to create a container (raises SecretsError).
+    load_env: Callable[[], dict[str, str]] | None = field(default=None, repr=False, compare=False)
+
+    def view(self, obs: Observed) -> Resolved:
+        return self.adjust(obs) if self.adjust is not None else self
 
 
 Resolver = Callable[[BlueGreenApp], Resolved]
@@ -105,6 +112,7 @@ class Reconciler:
     def plan_only(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None) -> tuple[Plan, Observed, Resolved]:
         resolved = self.resolver(app)
         obs = observe(app, self.world, containers if containers is not None else index_containers(self.world))
+        resolved = resolved.view(obs)
         mem = self.store.load_memory(app.name, self.backoff_base, self.backoff_max)
         return plan(app, obs, mem, self.world.now(), resolved.revision_extra), obs, resolved
 
@@ -148,6 +156,7 @@ class Reconciler:
         last_deploy: dict[str, Any] | None = raw_memory.get("lastDeploy")
         error: ControllerError | None = None
         done: list[str] = []
+        prepared = False  # image present and secret values loaded
 
         def record(action: Action, ok: bool, message: str) -> None:
             self.store.append_history(
@@ -176,12 +185,24 @@ class Reconciler:
             index = containers if (pass_no == 0 and containers is not None) else index_containers(self.world)
             obs = observe(app, self.world, index)
             mem = self.store.load_memory(app.name, self.backoff_base, self.backoff_max)
-            p = plan(app, obs, mem, self.world.now(), resolved.revision_extra)
+            view = resolved.view(obs)
+            p = plan(app, obs, mem, self.world.now(), view.revision_extra)
             if pass_no == 0:
                 log.info("reconcile.plan", actions=[a.describe() for a in p.actions], blockers=[b.reason for b in p.blockers], serving=p.serving)
             if not p.actions or error is not None:
                 break
-            self._write_status(app, obs, p, None, None, True, last_deploy, rid, resolved)
+            if any(isinstance(a, CreateContainer) for a in p.actions) and not prepared:
+                # Before any action, so that a failed pull or secret read changes nothing.
+                try:
+                    self.world.ensure_image(app.spec.image)
+                    if resolved.load_env is not None:
+                        ctx.env = resolved.load_env()
+                    prepared = True
+                except ControllerError as e:
+                    error = e
+                    continue
+            ctx.revision_extra = view.revision_extra
+            self._write_status(app, obs, p, None, None, True, last_deploy, rid, view)
             if mem.converged_generation == p.generation:
                 for a in p.actions:
                     self.metrics.drift_repairs.labels(app=app.name, kind=drift_kind(a, obs)).inc()
@@ -207,7 +228,7 @@ class Reconciler:
             res = "blocked" if p.blockers[0].reason in ("LiveColorOutdated",) else "degraded"
         else:
             res = "progressing"
-        status = self._write_status(app, obs, p, str(error) if error else None, reason, False, last_deploy, rid, resolved)
+        status = self._write_status(app, obs, p, str(error) if error else None, reason, False, last_deploy, rid, view)
         self._export(app, obs, status)
         log.info("reconcile.done", result=res, actions=len(done), error=str(error) if error else None)
         return AppResult(app=app.name, result=res, plan=p, observed=obs, status=status, error=str(error) if error else None, actions_done=done)

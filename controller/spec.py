@@ -93,6 +93,68 @@ class NginxSpec(_Model):
     )
 
 
+SSM_REGION_RE = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"
+SSM_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+class SsmSecrets(_Model):
+    path: str = Field(
+        pattern=r"^/[A-Za-z0-9_./-]*$",
+        description="Parameter hierarchy, e.g. /dialogue/prod/. Every parameter directly under it becomes an env var named "
+        "after its last path segment (SecureStrings decrypted).",
+    )
+    region: str | None = Field(
+        None, pattern=SSM_REGION_RE, description="AWS region. Default: AWS_REGION / AWS_DEFAULT_REGION / the profile's region."
+    )
+    names: list[str] | None = Field(
+        None, min_length=1, description="Only these parameters (names relative to path); a missing one is an error."
+    )
+    rename: dict[str, str] = Field(default_factory=dict, description="Parameter name (relative to path) -> env var name.")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if "//" in v:
+            raise ValueError(f"{v!r} is not an SSM path (empty segment)")
+        return v if v.endswith("/") else v + "/"
+
+    @field_validator("names")
+    @classmethod
+    def _names(cls, v: list[str] | None) -> list[str] | None:
+        for n in v or []:
+            if not SSM_NAME_RE.match(n):
+                raise ValueError(f"{n!r} is not a parameter name relative to path ([A-Za-z0-9_.-])")
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("names must not repeat")
+        return v
+
+    @field_validator("rename")
+    @classmethod
+    def _rename(cls, v: dict[str, str]) -> dict[str, str]:
+        for k, env in v.items():
+            if not SSM_NAME_RE.match(k):
+                raise ValueError(f"{k!r} is not a parameter name relative to path ([A-Za-z0-9_.-])")
+            if not ENV_NAME_RE.match(env) or env.startswith("BLUEGREEN_"):
+                raise ValueError(f"{env!r} is not a usable environment variable name")
+        if len(set(v.values())) != len(v):
+            raise ValueError("rename maps two parameters to one environment variable")
+        return v
+
+
+class SecretsSpec(_Model):
+    ssm: SsmSecrets = Field(description="AWS SSM Parameter Store source.")
+    envFile: Path | None = Field(
+        None, description="Also write the resolved env (spec.env + secrets) here, mode 0600, atomically, when a color is created."
+    )
+
+    @field_validator("envFile")
+    @classmethod
+    def _abs(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.is_absolute():
+            raise ValueError(f"{v} must be an absolute path")
+        return v
+
+
 class AppSpec(_Model):
     image: str = Field(description="Image reference: name[:tag] or name@sha256:digest.")
     activeColor: Color
@@ -109,6 +171,9 @@ class AppSpec(_Model):
     restartPolicy: Literal["no", "always", "unless-stopped", "on-failure"] = "unless-stopped"
     stopTimeoutSeconds: int = Field(10, ge=0, le=600)
     labels: dict[str, str] = Field(default_factory=dict, description="Extra container labels (not part of the bluegreen.* namespace).")
+    secrets: SecretsSpec | None = Field(
+        None, description="Secret env resolved at deploy time (values never logged; versions are part of the revision)."
+    )
 
     @field_validator("image")
     @classmethod

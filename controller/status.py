@@ -163,6 +163,7 @@ def _container(app: BlueGreenApp, c: ContainerFact | None, revision: str, color:
         "id": c.id[:12],
         "image": c.image,
         "imageId": c.image_id,
+        "digest": running_digest(c),
         "state": c.state,
         "running": c.running,
         "healthy": c.healthy,
@@ -173,11 +174,21 @@ def _container(app: BlueGreenApp, c: ContainerFact | None, revision: str, color:
     }
 
 
+def running_digest(c: ContainerFact) -> str:
+    """The digest the container really runs: its registry digest (repo@sha256:...) when known, else its image id."""
+    repo = c.image.split("@", 1)[0]
+    last = repo.rsplit("/", 1)[-1]
+    repo = repo.rsplit(":", 1)[0] if ":" in last else repo
+    return next((d for d in c.repo_digests if d.split("@", 1)[0] == repo), c.repo_digests[0] if c.repo_digests else c.image_id)
+
+
 def render_text(status: dict[str, Any]) -> str:
     """Human-readable status for one app."""
     d, o = status["desired"], status["observed"]
     lines = [f"app {status['app']}  (generation {status['generation']}, reconcile {status['reconcileId']})"]
     lines.append(f"  desired   {d['activeColor']} {d['image']} revision {d['revision']} standby={d['standby']}")
+    if d.get("secrets"):
+        lines.append(f"  secrets   {', '.join(d['secrets'])}")  # names and SSM versions, never values
     for color in COLORS:
         c = o["containers"][color]
         if c is None:
@@ -186,6 +197,8 @@ def render_text(status: dict[str, Any]) -> str:
             health = "healthy" if c["healthy"] else ("-" if c["healthy"] is None else f"unhealthy ({c['health']})")
             flag = "" if c["upToDate"] else "  [differs from spec]"
             lines.append(f"  {color:<6}    {c['state']:<8} {health:<10} {c['image']} :{c['port']} revision {c['revision']}{flag}")
+            if c.get("digest"):
+                lines.append(f"  {'':<6}    digest {c['digest']}")
     r = o["route"]
     lines.append(f"  nginx     {'routes to ' + str(r['color']) if r['reachable'] else 'unreachable'}  ({r['detail']})")
     inc = o["include"]

@@ -66,6 +66,7 @@ class DockerDriver:
         self._timeout = timeout
         self._client: Any = None
         self._lock = threading.Lock()
+        self._digests: dict[str, tuple[str, ...]] = {}  # image id -> RepoDigests
 
     def client(self) -> Any:
         # Connect lazily: --plan on a dead daemon must fail with our message, not at import time.
@@ -126,9 +127,27 @@ class DockerDriver:
                     host_ip=host_ip,
                     host_port=host_port,
                     created=float(row.get("Created") or 0),
+                    repo_digests=self._repo_digests(row.get("ImageID") or ""),
                 )
             )
         return facts
+
+    def _repo_digests(self, image_id: str) -> tuple[str, ...]:
+        """RepoDigests of an image id (what a registry calls it), cached: an id's content never changes."""
+        if not image_id:
+            return ()
+        cache = self._digests
+        if image_id not in cache:
+            api = self.client().api
+            try:
+                info = self._call("inspect image", lambda: api.inspect_image(image_id))
+            except (DockerError, ImageError):
+                return ()  # removed meanwhile (the container keeps running)
+            digests = tuple(sorted(str(d) for d in info.get("RepoDigests") or []))
+            if not digests:
+                return ()  # not pulled or pushed (yet): ask again next time
+            cache[image_id] = digests
+        return cache[image_id]
 
     def _bound_port(self, cid: str) -> tuple[str | None, int | None]:
         api = self.client().api
@@ -158,11 +177,9 @@ class DockerDriver:
             return
         except ImageError:
             pass
-        repo, tag = _split_ref(image)
-        try:
-            self._call(f"pull {image}", lambda: client.images.pull(repo, tag=tag))
-        except (DockerError, ImageError) as e:
-            raise ImageError(f"image {image} is not present locally and cannot be pulled: {e}") from e
+        from controller.registry import ensure_pulled  # ECR auth through boto3, else ~/.docker/config.json
+
+        ensure_pulled(client, image)
 
     def create(self, req: ContainerRequest) -> None:
         self.ensure_image(req.image)

@@ -33,6 +33,9 @@ class HostWorld:
     def create_container(self, req: ContainerRequest) -> None:
         self.docker.create(req)
 
+    def ensure_image(self, image: str) -> None:
+        self.docker.ensure_image(image)
+
     def start_container(self, name: str) -> None:
         self.docker.start(name)
 
