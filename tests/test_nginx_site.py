@@ -138,13 +138,15 @@ class SseReader(threading.Thread):
 
     def run(self) -> None:
         try:
-            with httpx.Client(trust_env=False, timeout=httpx.Timeout(self.timeout, connect=5)) as c:
-                with c.stream("GET", self.url, auth=self.auth) as r:
-                    self.status = r.status_code
-                    for line in r.iter_lines():
-                        if line.startswith("data: "):
-                            self.events.append(line[6:])
-                            self.first.set()
+            with (
+                httpx.Client(trust_env=False, timeout=httpx.Timeout(self.timeout, connect=5)) as c,
+                c.stream("GET", self.url, auth=self.auth) as r,
+            ):
+                self.status = r.status_code
+                for line in r.iter_lines():
+                    if line.startswith("data: "):
+                        self.events.append(line[6:])
+                        self.first.set()
         except httpx.HTTPError as e:
             self.error = f"{type(e).__name__}: {e}"
         finally:
@@ -173,7 +175,8 @@ def test_sse_stream_survives_cutover_and_old_color_stops_after_drain(
     assert r.elapsed < 20, r.explain()
     state = docker_client.api.inspect_container(f"{app_name}-blue")["State"]
     assert state["Running"] is False
-    assert _parse_time(state["FinishedAt"]) >= stream.ended_at - 0.5, "blue was stopped before its stream ended"
+    finished = _parse_time(state["FinishedAt"])
+    assert finished is not None and finished >= stream.ended_at - 0.5, "blue was stopped before its stream ended"
     with _client() as c:
         assert c.get(shipped.public_url_for(app_name) + "/version", auth=AUTH).text.startswith("v2")
     stops = [e for e in r.logs() if e.get("action") == "StopContainer" and e.get("event") == "action.done"]
