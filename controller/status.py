@@ -8,7 +8,7 @@ from typing import Any
 
 from controller.facts import ContainerFact, Observed
 from controller.planner import Plan, matches
-from controller.routing import include_color, render_include
+from controller.routing import configured_color, render_include
 from controller.spec import COLORS, BlueGreenApp, other
 
 
@@ -139,7 +139,7 @@ def build_status(
             "include": {
                 "path": str(app.upstream_file),
                 "present": obs.include is not None,
-                "color": include_color(app, obs.include),
+                "color": configured_color(app, obs.include, obs.flag),  # switch: flag -> the flag decides
                 "managed": obs.include is not None and obs.include in {render_include(app, c) for c in COLORS},
             },
             "marker": {"path": str(app.marker_path), "value": (obs.marker or "").strip()[:64] if obs.marker is not None else None},
