@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from controller import __version__
-from controller.errors import ControllerError, InvalidInput, SpecError
+from controller.errors import ControllerError, InvalidInput, LockBusy, SpecError
 from controller.logs import configure, redact_text
 from controller.metrics import Metrics
 from controller.planner import Plan
@@ -237,7 +237,9 @@ def _once(rec: Reconciler, apps: list[BlueGreenApp], args: argparse.Namespace) -
         err(str(e))
         results = []
         code = EXIT_FAIL
-        for a in apps:  # Docker unreachable or lock busy: still a (failed) run for monitoring
+        if isinstance(e, LockBusy):
+            return code  # the run holding the lock writes the textfile; this one did nothing
+        for a in apps:  # Docker unreachable: still a (failed) run for monitoring
             rec.metrics.unreachable(a.name)
     else:
         code = EXIT_OK

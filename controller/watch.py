@@ -20,6 +20,8 @@ Lock: the state dir's flock is shared by the workers of this process and held wh
 is in a pass; an idle watch process holds nothing, so `reconcile --once` from cron or a shell interleaves
 with it (it waits --lock-timeout for passes in progress). A worker that cannot get the lock retries later.
 
+SIGHUP (`systemctl reload`): re-read the specs and resync every app now.
+
 SIGTERM/SIGINT: a stop flag the executor checks between steps and inside health waits; a switch already
 made still gets its marker. Workers finish, the lock is released, exit 0. A second signal exits at once
 (exit 1): kill -9 safety still holds, the next run completes what was left.
@@ -246,6 +248,17 @@ class AppWorker:
         self.trigger("retry", delay, urgent=False)
 
 
+def _load(f: Path) -> BlueGreenApp:
+    """One spec file, checked like `reconcile --once` checks it (cli.load_specs)."""
+    from controller.cli import missing_command
+
+    app = load_app(f)
+    missing = missing_command(app)
+    if missing:
+        raise SpecError(f"{f}: {missing}")
+    return app
+
+
 def _conflict_names(conflict: str) -> set[str]:
     """The two app names of a `check_unique` line: "apps A and B both use ..."."""
     return set(conflict.split(" both use ")[0].removeprefix("apps ").split(" and "))
@@ -311,7 +324,7 @@ class Watcher:
         parsed: list[Path] = []
         for f in files:
             try:
-                app = load_app(f)
+                app = _load(f)
             except SpecError as e:
                 kept = self.apps_by_file.get(f)
                 self._invalid(f, str(e), kept)
@@ -540,12 +553,12 @@ class Watcher:
             t.join(2.0)  # daemon threads: one stuck connecting to a dead daemon must not hold the exit
         return not any(w.thread.is_alive() for w in self.workers.values())
 
-    def serve_forever(self, stopping: Callable[[], bool]) -> None:
+    def serve_forever(self, stopping: Callable[[], bool], resync_now: Callable[[], bool] = lambda: False) -> None:
         """Resync clock on the calling (main) thread until `stopping()`; polls so a signal is seen quickly."""
         next_resync = time.monotonic() + jittered(self.resync, self.rng)
         while not stopping() and not self.stop_event.is_set():
             now = time.monotonic()
-            if now >= next_resync:
+            if now >= next_resync or resync_now():
                 self.do_resync()
                 next_resync = time.monotonic() + jittered(self.resync, self.rng)
                 continue
@@ -582,6 +595,17 @@ def run_watch(args: argparse.Namespace) -> int:
             return EXIT_FAIL
 
     signals: list[int] = []
+    hups: list[int] = []
+
+    def on_hup(signum: int, _frame: FrameType | None) -> None:
+        hups.append(signum)  # `systemctl reload`: re-read the specs and resync every app now
+
+    def take_hup() -> bool:
+        if not hups:
+            return False
+        hups.clear()
+        log.info("watch.sighup", detail="re-reading specs and resyncing every app")
+        return True
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if signals:
@@ -591,6 +615,7 @@ def run_watch(args: argparse.Namespace) -> int:
         signals.append(signum)
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hup)
     log.info(
         "watch.start",
         path=str(watcher.path),
@@ -601,7 +626,7 @@ def run_watch(args: argparse.Namespace) -> int:
     )
     try:
         watcher.start()
-        watcher.serve_forever(lambda: bool(signals))
+        watcher.serve_forever(lambda: bool(signals), take_hup)
         signame = signal.Signals(signals[0]).name if signals else None
         busy = [w.name for w in watcher.workers.values() if w._running is not None]
         log.info("watch.stopping", signal=signame, busy=busy)

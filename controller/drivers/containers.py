@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
@@ -18,6 +19,8 @@ from controller.facts import LABEL_APP, ContainerFact
 from controller.world import ContainerRequest
 
 T = TypeVar("T")
+# An image without RepoDigests (built locally, not pushed yet) is asked about again after this long.
+NO_DIGEST_RECHECK = 60.0
 # Names we consider ours even when a human created them without our labels.
 _OUR_NAME = re.compile(r"^[a-z0-9-]+-(blue|green)$")
 
@@ -67,6 +70,7 @@ class DockerDriver:
         self._client: Any = None
         self._lock = threading.Lock()
         self._digests: dict[str, tuple[str, ...]] = {}  # image id -> RepoDigests
+        self._no_digest: dict[str, float] = {}  # image id -> monotonic time it had none (asked again later)
 
     def client(self) -> Any:
         # Connect lazily: --plan on a dead daemon must fail with our message, not at import time.
@@ -138,6 +142,9 @@ class DockerDriver:
             return ()
         cache = self._digests
         if image_id not in cache:
+            asked = self._no_digest.get(image_id)
+            if asked is not None and time.monotonic() - asked < NO_DIGEST_RECHECK:
+                return ()  # one inspect per image a minute, not one per container per pass
             api = self.client().api
             try:
                 info = self._call("inspect image", lambda: api.inspect_image(image_id))
@@ -145,7 +152,8 @@ class DockerDriver:
                 return ()  # removed meanwhile (the container keeps running)
             digests = tuple(sorted(str(d) for d in info.get("RepoDigests") or []))
             if not digests:
-                return ()  # not pulled or pushed (yet): ask again next time
+                self._no_digest[image_id] = time.monotonic()
+                return ()  # not pulled or pushed (yet): ask again after NO_DIGEST_RECHECK
             cache[image_id] = digests
         return cache[image_id]
 

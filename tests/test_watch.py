@@ -1,0 +1,490 @@
+"""`reconcile --watch`: a real watch process (`python -m controller --watch`) on real Docker and a real nginx,
+plus fast in-process tests of its spec reloading, retry delays and shared lock.
+
+The integration tests run the watch with a long --resync (3600 s) unless they test the resync itself, so
+whatever happens within seconds was caused by the trigger under test (a file event, a Docker event).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import random
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from controller.errors import LockBusy
+from controller.metrics import Metrics
+from controller.reconcile import Reconciler
+from controller.state import Lock, StateStore
+from controller.testing import FakeWorld
+from controller.watch import PassLock, Watcher, jittered, retry_delay
+from tests.factories import app_doc
+from tests.support.controller_run import (
+    Snapshot,
+    app_spec,
+    container,
+    get,
+    read,
+    routed_color,
+    run_reconcile,
+    served_version,
+    start_reconcile,
+    with_spec,
+)
+from tests.support.net import free_port
+from tests.support.nginx import NginxInstance
+from tests.support.wait import wait_until
+
+# ------------------------------------------------------------------------------------ helpers
+
+
+def save_atomically(path: Path, doc: dict[str, Any] | str) -> None:
+    """What editors do: write a temporary file beside the spec, then rename it over the spec."""
+    text = doc if isinstance(doc, str) else yaml.safe_dump(doc, sort_keys=False)
+    tmp = path.with_name(f".{path.name}.swp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def lock_is_free(state_dir: Path) -> bool:
+    fd = os.open(state_dir / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # closing drops the flock we may have taken
+    return True
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    """GET /metrics, parsed by prometheus-client's own parser: {(sample name, sorted labels): value}."""
+    return parse_metrics(get(f"http://127.0.0.1:{port}/metrics").text)
+
+
+def parse_metrics(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
+def sample(m: dict[tuple[str, tuple[tuple[str, str], ...]], float], name: str, **labels: str) -> float | None:
+    return m.get((name, tuple(sorted(labels.items()))))
+
+
+class WatchProcess:
+    """A `reconcile --watch` subprocess; its stderr (JSON log lines) goes to a file we can poll."""
+
+    def __init__(self, spec_path: Path, state: Path, log_path: Path, *args: str) -> None:
+        self.log_path = log_path
+        self.state = state
+        self.proc = start_reconcile(spec_path, state, "--watch", "--log-format", "json", *args, stderr_path=log_path)
+
+    def logs(self) -> list[dict[str, Any]]:
+        out = []
+        for line in (read(self.log_path) or "").splitlines():
+            if line.startswith("{"):
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    continue  # a line being written
+        return out
+
+    def events(self, name: str, **match: Any) -> list[dict[str, Any]]:
+        return [e for e in self.logs() if e.get("event") == name and all(e.get(k) == v for k, v in match.items())]
+
+    def wait_event(self, name: str, timeout: float = 20.0, **match: Any) -> dict[str, Any]:
+        self.assert_alive()
+        found: list[dict[str, Any]] = wait_until(lambda: self.events(name, **match), timeout=timeout, message=f"log event {name}")
+        return found[-1]
+
+    def assert_alive(self) -> None:
+        assert self.proc.poll() is None, f"watch exited with {self.proc.returncode}:\n{self.tail()}"
+
+    def tail(self) -> str:
+        return (read(self.log_path) or "")[-5000:]
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> tuple[int, float]:
+        started = time.monotonic()
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+            raise AssertionError(f"watch did not exit {timeout:g}s after {signal.Signals(sig).name}:\n{self.tail()}") from None
+        return code, time.monotonic() - started
+
+
+class Setup:
+    """One app wired to the test's nginx; the watch process runs on its spec directory."""
+
+    def __init__(self, client: Any, app: str, nginx: NginxInstance, tmp_path: Path, session_id: str) -> None:
+        self.client, self.app, self.nginx, self.tmp = client, app, nginx, tmp_path
+        self.state = tmp_path / "state-dir"
+        self.specs = tmp_path / "specs"
+        self.specs.mkdir()
+        self.spec_path = self.specs / f"{app}.yaml"
+        self.doc = app_spec(app, nginx, tmp_path, "bgtest:v1", "blue", session_id=session_id)
+        self.ports: dict[str, int] = self.doc["spec"]["ports"]
+        self.marker = Path(self.doc["spec"]["marker"])
+        save_atomically(self.spec_path, self.doc)
+        self.watches: list[WatchProcess] = []
+
+    def set(self, **spec: Any) -> None:
+        self.doc = with_spec(self.doc, **spec)
+        save_atomically(self.spec_path, self.doc)
+
+    def watch(self, *args: str) -> WatchProcess:
+        w = WatchProcess(self.specs, self.state, self.tmp / f"watch{len(self.watches)}.log", *args)
+        self.watches.append(w)
+        return w
+
+    def served(self) -> str | None:
+        return served_version(self.nginx, self.app)
+
+    def routed(self) -> str | None:
+        return routed_color(self.nginx, self.app, self.ports)
+
+    def wait_serving(self, version: str, timeout: float = 20.0) -> None:
+        wait_until(lambda: self.served() == version, timeout=timeout, interval=0.05, message=f"nginx serving {version}")
+
+    def snapshot(self) -> Snapshot:
+        return Snapshot.take(self.client, self.app, self.nginx, self.marker, self.state)
+
+    def close(self) -> None:
+        for w in self.watches:
+            if w.proc.poll() is None:
+                w.proc.kill()
+                w.proc.wait(5)
+
+
+@pytest.fixture
+def setup(
+    docker_client: Any, test_images: dict[str, str], app_name: str, nginx: NginxInstance, tmp_path: Path, session_id: str
+) -> Iterator[Setup]:
+    s = Setup(docker_client, app_name, nginx, tmp_path, session_id)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+# ------------------------------------------------------------------------------------ real watch process
+
+
+def test_spec_edit_leads_to_cutover(setup: Setup) -> None:
+    port = free_port()
+    w = setup.watch("--resync", "3600", "--metrics-port", str(port))
+    setup.wait_serving("v1")
+    w.wait_event("reconcile.done", result="converged")
+
+    saved = time.time()
+    setup.set(image="bgtest:v2", activeColor="green")
+    setup.wait_serving("v2")
+    took = time.time() - saved
+    assert took < 10, f"cutover took {took:.1f}s after the save"
+    assert setup.routed() == "green"
+    wait_until(lambda: read(setup.marker) == "green\n", timeout=5, message="marker green")  # written right after the switch
+    changed = w.wait_event("spec.changed", app=setup.app)
+    assert changed["file"] == str(setup.spec_path)
+    blue = container(setup.client, f"{setup.app}-blue")
+    assert blue is not None and blue.status == "running"  # standby: keep
+
+    m = scrape(port)
+    assert sample(m, "bluegreen_cutovers_total", app=setup.app, result="success") == 2  # blue at start, then green
+    assert sample(m, "bluegreen_live_color", app=setup.app, color="green") == 1
+    assert sample(m, "bluegreen_live_color", app=setup.app, color="blue") == 0
+    assert (sample(m, "bluegreen_watch_triggers_total", source="spec") or 0) >= 1
+    code, _ = w.stop()
+    assert code == 0
+
+
+def test_docker_kill_of_live_container_is_repaired_from_the_event(setup: Setup) -> None:
+    w = setup.watch("--resync", "3600")
+    setup.wait_serving("v1")
+    w.wait_event("reconcile.done", result="converged")
+    live = container(setup.client, f"{setup.app}-blue")
+    assert live is not None
+
+    killed = time.monotonic()
+    live.kill()
+    wait_until(lambda: setup.served() != "v1", timeout=5, interval=0.02, message="the kill to take traffic down")
+    setup.wait_serving("v1", timeout=15)
+    took = time.monotonic() - killed
+    assert took < 10, f"serving again {took:.1f}s after the kill"
+    again = container(setup.client, f"{setup.app}-blue")
+    assert again is not None and again.status == "running"
+    assert w.events("action.done", action="StartContainer") or w.events("action.done", action="CreateContainer")
+    assert read(setup.marker) == "blue\n"
+    assert w.stop()[0] == 0
+
+
+def test_invalid_edit_changes_nothing_and_logs_one_error_event(setup: Setup) -> None:
+    port = free_port()
+    w = setup.watch("--resync", "3600", "--metrics-port", str(port))
+    setup.wait_serving("v1")
+    w.wait_event("reconcile.done", result="converged")
+    before = setup.snapshot()
+    passes = len(w.events("reconcile.done"))
+
+    # A valid document with a typo: the new image must not be deployed, nothing may change.
+    bad = with_spec(setup.doc, image="bgtest:v2", activeColor="green")
+    bad["spec"]["helthCheck"] = bad["spec"].pop("healthCheck")
+    save_atomically(setup.spec_path, bad)
+    event = w.wait_event("spec.invalid")
+    assert event["level"] == "error"
+    assert event["file"] == str(setup.spec_path)
+    assert "spec.helthCheck: unknown field" in event["error"]
+    assert event["app"] == setup.app and event["in_force"]
+    m = scrape(port)
+    assert sample(m, "bluegreen_spec_errors") == 1
+    assert sample(m, "bluegreen_reconcile_runs_total", app=setup.app, result="invalid") == 1
+
+    # Broken YAML next, then a resync (SIGHUP-free: the periodic re-read) must not repeat the event.
+    save_atomically(setup.spec_path, "spec: [unclosed\n")
+    wait_until(lambda: len(w.events("spec.invalid")) == 2, timeout=10, message="second invalid event")
+    time.sleep(1.0)  # give a wrong extra event (a re-read reporting again) the chance to show up
+    invalid = w.events("spec.invalid")
+    assert len(invalid) == 2, invalid
+    assert "invalid YAML" in invalid[1]["error"]
+    assert setup.served() == "v1"
+    assert setup.snapshot() == before
+    assert len(w.events("reconcile.done")) == passes  # an invalid edit triggers no pass
+
+    # A valid edit is applied at once.
+    setup.set(image="bgtest:v2", activeColor="green")
+    setup.wait_serving("v2")
+    w.wait_event("spec.valid", file=str(setup.spec_path))
+    assert sample(scrape(port), "bluegreen_spec_errors") == 0
+    assert w.stop()[0] == 0
+
+
+def test_sigterm_during_health_wait_exits_cleanly_without_a_half_switch(setup: Setup) -> None:
+    w = setup.watch("--resync", "3600")
+    setup.wait_serving("v1")
+    w.wait_event("reconcile.done", result="converged")
+    include_before = read(setup.nginx.upstream_file(setup.app))
+
+    setup.set(image="bgtest:never", activeColor="green", healthCheck={"timeoutSeconds": 120})
+    w.wait_event("action.start", action="WaitHealthy", color="green")
+    code, took = w.stop(signal.SIGTERM)
+    assert code == 0, w.tail()
+    assert took < 5, f"exit took {took:.1f}s"
+    # No half switch: include, Nginx's live route and the marker all still say blue.
+    assert read(setup.nginx.upstream_file(setup.app)) == include_before
+    assert setup.routed() == "blue"
+    assert read(setup.marker) == "blue\n"
+    assert setup.served() == "v1"
+    assert lock_is_free(setup.state)
+    stopped = w.events("watch.stopped")
+    assert stopped and stopped[-1]["lock_held"] is False
+    # A stop is no failed deploy: the revision is not held against (no backoff when the service comes back).
+    memory = json.loads((setup.state / "apps" / setup.app / "memory.json").read_text())
+    assert memory.get("failures") == {}
+    # The next run resumes from what it observes (and here fails fast on its own terms, not on a backoff).
+    r = run_reconcile(setup.specs, setup.state, "--plan")
+    assert r.returncode == 1 and "BackingOff" not in r.stdout, r.explain()
+
+
+def test_health_wait_of_one_app_does_not_block_another(
+    docker_client: Any, test_images: dict[str, str], app_name: str, tmp_path: Path, session_id: str
+) -> None:
+    other = f"{app_name}x"
+    ng = NginxInstance.start(tmp_path / "nginx2", [app_name, other])
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    docs = {a: app_spec(a, ng, tmp_path, "bgtest:v1", "blue", session_id=session_id) for a in (app_name, other)}
+    for a, d in docs.items():
+        save_atomically(specs / f"{a}.yaml", d)
+    w = WatchProcess(specs, tmp_path / "state", tmp_path / "watch.log", "--resync", "3600")
+    try:
+        for a in docs:
+            wait_until(lambda a=a: served_version(ng, a) == "v1", timeout=20, message=f"{a} serving v1")
+        save_atomically(specs / f"{app_name}.yaml", with_spec(docs[app_name], image="bgtest:never", activeColor="green", healthCheck={"timeoutSeconds": 120}))
+        w.wait_event("action.start", action="WaitHealthy", app=app_name)
+        save_atomically(specs / f"{other}.yaml", with_spec(docs[other], image="bgtest:v2", activeColor="green"))
+        wait_until(lambda: served_version(ng, other) == "v2", timeout=15, message=f"{other} cut over while {app_name} waits")
+        assert not w.events("action.done", action="WaitHealthy", app=app_name, color="green")  # still waiting
+        assert served_version(ng, app_name) == "v1"
+        assert w.stop()[0] == 0
+    finally:
+        if w.proc.poll() is None:
+            w.proc.kill()
+        ng.stop()
+        for c in docker_client.containers.list(all=True, filters={"label": f"bluegreen.app={other}"}):
+            c.remove(force=True)
+
+
+def test_once_interleaves_with_an_idle_watch_and_resync_repairs_file_drift(setup: Setup) -> None:
+    w = setup.watch("--resync", "1")
+    setup.wait_serving("v1")
+    w.wait_event("reconcile.done", result="converged")
+    # The idle watch holds no lock: a cron run gets it at once.
+    r = run_reconcile(setup.specs, setup.state, "--once", "--lock-timeout", "5")
+    assert r.returncode == 0, r.explain()
+    assert r.elapsed < 5
+    # The marker is not watched by anything but the resync: it repairs it within a period or two.
+    setup.marker.write_text("garbage\n")
+    wait_until(lambda: read(setup.marker) == "blue\n", timeout=10, message="marker repaired by the resync")
+    assert w.stop()[0] == 0
+
+
+def test_sighup_rereads_and_resyncs_now(setup: Setup) -> None:
+    w = setup.watch("--resync", "3600")
+    setup.wait_serving("v1")
+    w.wait_event("reconcile.done", result="converged")
+    setup.marker.write_text("green\n")  # wrong, and nothing but a resync looks at it
+    w.proc.send_signal(signal.SIGHUP)
+    wait_until(lambda: read(setup.marker) == "blue\n", timeout=10, message="marker repaired after SIGHUP")
+    w.wait_event("watch.sighup")
+    assert w.stop()[0] == 0
+
+
+def test_metrics_endpoint_values(setup: Setup) -> None:
+    port = free_port()
+    started = time.time()
+    w = setup.watch("--resync", "3600", "--metrics-port", str(port))
+    setup.wait_serving("v1")
+    w.wait_event("reconcile.done", result="converged")
+    m = wait_until(lambda: (lambda m: m if sample(m, "bluegreen_app_converged", app=setup.app) == 1 else None)(scrape(port)))
+    app = setup.app
+    assert (sample(m, "bluegreen_reconcile_runs_total", app=app, result="converged") or 0) >= 1
+    assert sample(m, "bluegreen_reconcile_duration_seconds_count", app=app) == sum(
+        v for (n, labels), v in m.items() if n == "bluegreen_reconcile_runs_total" and ("app", app) in labels
+    )
+    assert sample(m, "bluegreen_cutovers_total", app=app, result="success") == 1
+    assert sample(m, "bluegreen_live_color", app=app, color="blue") == 1
+    assert sample(m, "bluegreen_app_condition", app=app, condition="Ready") == 1
+    assert sample(m, "bluegreen_app_condition", app=app, condition="Degraded") == 0
+    assert started <= (sample(m, "bluegreen_last_success_timestamp_seconds", app=app) or 0) <= time.time()
+    assert started <= (sample(m, "bluegreen_last_run_timestamp_seconds") or 0) <= time.time()
+    assert sample(m, "bluegreen_docker_events_connected") == 1
+    assert (sample(m, "bluegreen_watch_triggers_total", source="start") or 0) >= 1
+    build = [labels for (n, labels), _ in m.items() if n == "bluegreen_build_info"]
+    assert build and dict(build[0])["version"]
+
+    # A failed deploy shows up as a health-check failure, a failed cutover and Degraded.
+    setup.set(image="bgtest:never", activeColor="green", healthCheck={"timeoutSeconds": 2})
+    w.wait_event("reconcile.done", result="degraded", timeout=30)
+    m = scrape(port)
+    assert sample(m, "bluegreen_health_check_failures_total", app=app, color="green") == 1
+    assert sample(m, "bluegreen_cutovers_total", app=app, result="failed") == 1
+    assert sample(m, "bluegreen_app_condition", app=app, condition="Degraded") == 1
+    assert sample(m, "bluegreen_app_converged", app=app) == 0
+    assert sample(m, "bluegreen_live_color", app=app, color="blue") == 1
+    assert w.stop()[0] == 0
+
+
+def test_watch_refuses_textfile_and_a_taken_metrics_port(setup: Setup) -> None:
+    r = run_reconcile(setup.specs, setup.state, "--watch", "--metrics-textfile", str(setup.tmp / "m.prom"), timeout=20)
+    assert r.returncode == 2 and "--metrics-textfile is for --once" in r.stderr, r.explain()
+    with __import__("socket").socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        r = run_reconcile(setup.specs, setup.state, "--watch", "--metrics-port", str(s.getsockname()[1]), timeout=20)
+    assert r.returncode == 1 and "cannot serve metrics" in r.stderr, r.explain()
+    assert container(setup.client, f"{setup.app}-blue") is None  # refused before doing anything
+
+
+# ------------------------------------------------------------------------------------ in-process
+
+
+def _watcher(tmp_path: Path, path: Path) -> Watcher:
+    world = FakeWorld()
+    metrics = Metrics()
+    store = StateStore(tmp_path / "state")
+    return Watcher(path, world, metrics, lambda stop: Reconciler(world, store, metrics, should_stop=stop), tmp_path / "state")
+
+
+def _write(path: Path, doc: dict[str, Any] | str) -> None:
+    path.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc))
+
+
+def test_reload_keeps_the_last_valid_spec_and_reports_each_problem_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from controller.logs import configure
+
+    configure("json")
+    d = tmp_path / "specs"
+    d.mkdir()
+    _write(d / "a.yaml", app_doc("a"))
+    _write(d / "b.yaml", app_doc("b", ports={"blue": 19001, "green": 19002}))
+    w = _watcher(tmp_path, d)
+    assert sorted(w.reload("start")) == ["a", "b"]
+    first = w.workers["a"].app
+
+    _write(d / "a.yaml", "metadata: {name: a}\nspec: [")
+    assert w.reload("spec") == []
+    assert w.reload("resync") == []  # re-read: same problem, no second event
+    assert w.workers["a"].app is first
+    assert w.errors_by_file == {d / "a.yaml": w.errors_by_file[d / "a.yaml"]}
+    assert w.watch_metrics.spec_errors._value.get() == 1
+
+    # b tries to take a's ports: refused, b keeps its last valid spec.
+    _write(d / "b.yaml", app_doc("b"))
+    assert w.reload("spec") == []
+    assert w.workers["b"].app.spec.ports.blue == 19001
+
+    _write(d / "a.yaml", app_doc("a", image="dialogue:2"))
+    _write(d / "b.yaml", app_doc("b", ports={"blue": 19001, "green": 19002}))
+    assert w.reload("spec") == ["a"]
+    assert w.workers["a"].app.spec.image == "dialogue:2"
+    assert w.errors_by_file == {}
+
+    (d / "b.yaml").unlink()
+    assert w.reload("spec") == []
+    assert "b" not in w.workers
+
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    invalid = [e for e in lines if e["event"] == "spec.invalid"]
+    assert [(Path(e["file"]).name, e["app"]) for e in invalid] == [("a.yaml", "a"), ("b.yaml", "b")]
+    assert "invalid YAML" in invalid[0]["error"] and "both use port" in invalid[1]["error"]
+    assert [e["app"] for e in lines if e["event"] == "spec.removed"] == ["b"]
+    runs = w.metrics.reconcile_runs
+    assert runs.labels(app="a", result="invalid")._value.get() == 1
+    assert runs.labels(app="b", result="invalid")._value.get() == 1
+
+
+def test_retry_delays_double_up_to_a_cap_and_resync_is_jittered() -> None:
+    assert [retry_delay(n) for n in (1, 2, 3, 4, 7, 8, 30)] == [1, 2, 4, 8, 60, 60, 60]
+    rng = random.Random(4)
+    values = [jittered(60, rng) for _ in range(200)]
+    assert all(54 <= v <= 66 for v in values) and max(values) - min(values) > 6
+
+
+def test_pass_lock_is_shared_by_workers_and_excludes_other_runs(tmp_path: Path) -> None:
+    stop = threading.Event()
+    lock = PassLock(tmp_path, 0.3, stop)
+    with lock.held():
+        with lock.held():  # a second worker of the same process
+            assert lock.holding
+            with pytest.raises(LockBusy), Lock(tmp_path, 0):  # cron --once
+                pass
+        assert lock.holding
+    assert not lock.holding
+    with Lock(tmp_path, 0):  # released: cron gets it; now the watch must wait, then give up
+        started = time.monotonic()
+        with pytest.raises(LockBusy, match=r"waited 0.3s"), lock.held():
+            pass
+        assert 0.25 < time.monotonic() - started < 2
+        stop.set()  # a stop ends the wait at once
+        started = time.monotonic()
+        with pytest.raises(LockBusy), PassLock(tmp_path, 30, stop).held():
+            pass
+        assert time.monotonic() - started < 1
+
+
