@@ -473,13 +473,32 @@ def test_boto3_is_imported_only_for_apps_with_secrets(sworld: tuple[SecretWorld,
         "sys.exit(rc)\n"
     )
     plain = {**w.doc, "spec": {k: v for k, v in w.doc["spec"].items() if k != "secrets"}}
-    from tests.support.controller_run import _env, write_spec
+    from tests.support.controller_run import write_spec
 
     for doc, expect in ((plain, "False"), (w.doc, "True")):
         write_spec(w.spec_path, doc)
         out = subprocess.run(
             [sys.executable, "-c", code, "--once", "-f", str(w.spec_path), "--state-dir", str(w.state)],
-            capture_output=True, text=True, timeout=60, env={**_env(w.env), "PYTHONPATH": str(ROOT)}, cwd=str(ROOT),
+            capture_output=True, text=True, timeout=60, env={**w.env, "PYTHONPATH": str(ROOT)}, cwd=str(ROOT),
         )
         assert out.returncode in (0, 1) and out.stdout.strip().splitlines()[-1] == expect, out.stdout + out.stderr
     assert os.path.exists(w.spec_path)
+
+
+def test_docs_iam_policy_is_valid_json_with_least_privilege() -> None:
+    import re
+
+    text = (ROOT / "docs" / "secrets.md").read_text(encoding="utf-8")
+    (block,) = re.findall(r"```json\n(.*?)```", text, re.S)
+    policy = json.loads(block)
+    actions = {a for s in policy["Statement"] for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+    assert actions == {
+        "ssm:GetParametersByPath",
+        "ssm:GetParameters",
+        "kms:Decrypt",
+        "ecr:GetAuthorizationToken",
+        "ecr:BatchGetImage",
+        "ecr:GetDownloadUrlForLayer",
+        "ecr:BatchCheckLayerAvailability",
+    }
+    assert all(s["Effect"] == "Allow" and "*" not in s["Action"] for s in policy["Statement"])

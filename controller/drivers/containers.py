@@ -188,6 +188,7 @@ class DockerDriver:
         from controller.registry import ensure_pulled  # ECR auth through boto3, else ~/.docker/config.json
 
         ensure_pulled(client, image)
+        self._no_digest.clear()  # a pull adds RepoDigests: status must show them at once
 
     def create(self, req: ContainerRequest) -> None:
         self.ensure_image(req.image)
