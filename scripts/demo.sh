@@ -35,7 +35,10 @@ cleanup() {
     rm -f "$WORKFILE"
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
 
 cd "$ROOT"
-"$PY" "$ROOT/scripts/demo.py"
+# In the background so that a signal to this script reaches demo.py at once (it cleans up, then exits).
+"$PY" "$ROOT/scripts/demo.py" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 130' INT TERM
+wait "$child"
