@@ -34,7 +34,7 @@ from controller.errors import SecretsError
 from controller.facts import Observed
 from controller.logs import redact_text, register_secret
 from controller.reconcile import Resolved
-from controller.routing import include_color
+from controller.routing import configured_color
 from controller.spec import ENV_NAME_RE, BlueGreenApp, SsmSecrets
 
 FINGERPRINT_KEY = "secrets-fingerprint"  # revision_extra key; apply labels it bluegreen.secrets-fingerprint
@@ -225,7 +225,7 @@ def hold_live(app: BlueGreenApp, resolved: Resolved, obs: Observed) -> Resolved:
     """
     want = app.spec.activeColor
     cur = obs.containers[want]
-    serving = obs.route.color if obs.route.reachable else include_color(app, obs.include)
+    serving = obs.route.color if obs.route.reachable else configured_color(app, obs.include, obs.flag)  # as the planner
     current = resolved.revision_extra.get(FINGERPRINT_KEY)
     if cur is None or not cur.running or serving != want:
         return replace(resolved, stale=None)

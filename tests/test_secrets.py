@@ -502,3 +502,105 @@ def test_docs_iam_policy_is_valid_json_with_least_privilege() -> None:
         "ecr:BatchCheckLayerAvailability",
     }
     assert all(s["Effect"] == "Allow" and "*" not in s["Action"] for s in policy["Statement"])
+
+
+# --------------------------------------------------------------------------- the reconciler's use of secrets (in-memory world)
+
+
+class FakeSsm(SsmSource):
+    """SsmSource with an in-memory store: {name: [value of version 1, value of version 2, ...]}."""
+
+    def __init__(self, params: dict[str, list[str]]) -> None:
+        super().__init__()
+        self.params = params
+        self.value_calls = 0
+        self.fail: str | None = None
+
+    def versions(self, cfg: SsmSecrets) -> list[SecretRef]:
+        if self.fail:
+            raise SecretsError(f"SSM parameters under {cfg.path}: {self.fail}")
+        return sorted(
+            (SecretRef(n.rsplit("/", 1)[-1], n, len(v), "SecureString") for n, v in self.params.items() if n.startswith(cfg.path)),
+            key=lambda r: r.env,
+        )
+
+    def values(self, cfg: SsmSecrets, refs: list[SecretRef]) -> dict[str, str]:
+        self.value_calls += 1
+        return {r.env: self.params[r.parameter][r.version - 1] for r in refs}
+
+
+def _fake_setup(tmp_path: Path, params: dict[str, list[str]]) -> tuple[Any, Any, FakeSsm, list[tuple[Path, str, int]]]:
+    from controller.metrics import Metrics
+    from controller.reconcile import Reconciler
+    from controller.secrets import SecretsResolver
+    from controller.state import StateStore
+    from tests.fakes import world_for
+
+    src = FakeSsm(params)
+    written: list[tuple[Path, str, int]] = []
+    app = _fake_app("blue")
+    w = world_for(app)
+
+    def write(path: Path, content: str, mode: int) -> None:
+        written.append((path, content, mode))
+        w.write_file(path, content, mode)
+
+    rec = Reconciler(w, StateStore(tmp_path / "state"), Metrics(), resolver=SecretsResolver(write, src))
+    return w, rec, src, written
+
+
+def _fake_app(color: str, image: str = "dialogue:1") -> Any:
+    from tests.factories import make_app
+
+    return make_app(image=image, activeColor=color, secrets={"ssm": {"path": "/d/prod/", "region": REGION}, "envFile": "/srv/d/.env"})
+
+
+def test_values_are_fetched_only_to_create_and_rotation_never_restarts_the_live_color(tmp_path: Path) -> None:
+    w, rec, src, written = _fake_setup(tmp_path, {"/d/prod/API_KEY": ["k1"], "/d/prod/MONGO_URI": ["m1"]})
+    r = rec.reconcile(_fake_app("blue"))
+    assert r.result == "converged" and src.value_calls == 1
+    blue = w.containers["dialogue-blue"]
+    assert blue.env["API_KEY"] == "k1" and blue.fact.labels[LABEL_FINGERPRINT]
+    assert written == [(Path("/srv/d/.env"), written[0][1], 0o600)] and "API_KEY=k1" in written[0][1]
+
+    # Converged: versions only, no values.
+    assert rec.reconcile(_fake_app("blue")).result == "converged" and src.value_calls == 1
+
+    src.params["/d/prod/API_KEY"].append("k2")  # rotated
+    w.mutations.clear()
+    r = rec.reconcile(_fake_app("blue"))
+    assert r.result == "converged" and w.mutations == [] and src.value_calls == 1
+    stale = next(c for c in r.status["conditions"] if c["type"] == "SecretsStale")
+    assert stale["status"] == "True" and "activeColor: green" in stale["message"]
+    assert "k1" not in json.dumps(r.status) and "k2" not in json.dumps(r.status)
+    assert "API_KEY=/d/prod/API_KEY:2" in r.status["desired"]["secrets"]
+    p, _, resolved = rec.plan_only(_fake_app("blue"))
+    assert p.converged and resolved.stale
+
+    r = rec.reconcile(_fake_app("green"))
+    assert r.result == "converged" and src.value_calls == 2
+    assert w.containers["dialogue-green"].env["API_KEY"] == "k2" and w.containers["dialogue-blue"].env["API_KEY"] == "k1"
+    assert next(c for c in r.status["conditions"] if c["type"] == "SecretsStale")["status"] == "False"
+
+
+def test_live_color_with_another_difference_is_still_refused(tmp_path: Path) -> None:
+    _w, rec, src, _ = _fake_setup(tmp_path, {"/d/prod/API_KEY": ["k1"]})
+    rec.reconcile(_fake_app("blue"))
+    src.params["/d/prod/API_KEY"].append("k2")
+    r = rec.reconcile(_fake_app("blue", image="dialogue:2"))
+    assert r.result == "blocked" and r.plan is not None and r.plan.blockers[0].reason == "LiveColorOutdated"
+    assert next(c for c in r.status["conditions"] if c["type"] == "SecretsStale")["status"] == "True"
+
+
+def test_failures_before_any_action_change_nothing(tmp_path: Path) -> None:
+    w, rec, src, written = _fake_setup(tmp_path, {"/d/prod/API_KEY": ["k1"]})
+    rec.reconcile(_fake_app("blue"))
+    w.mutations.clear()
+    src.fail = "AWS endpoint unreachable"
+    r = rec.reconcile(_fake_app("green", image="dialogue:2"))
+    assert r.result == "error" and r.error == "SSM parameters under /d/prod/: AWS endpoint unreachable" and w.mutations == []
+    src.fail = None
+    r = rec.reconcile(_fake_app("green", image="dialogue:missing"))  # a pull that fails: before values, before actions
+    assert r.result == "error" and "cannot be pulled" in (r.error or "") and w.mutations == [] and src.value_calls == 1
+    assert next(c for c in r.status["conditions"] if c["type"] == "Degraded")["reason"] == "ImageError"
+    assert len(written) == 1
