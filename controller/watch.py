@@ -7,7 +7,8 @@ What asks for a pass (a "trigger"), and how:
              spec's name there); the files are re-read and only the apps whose spec changed are triggered
     docker   the daemon's events for containers labelled bluegreen.app: die, stop, destroy, health_status
     resync   every --resync seconds (±10 % jitter): specs re-read, one Docker list call shared by every app
-    retry    after an error (Docker unreachable, lock busy, ...): 1 s, doubling, capped at 60 s, jittered
+    retry    after a pass that did not converge (Docker unreachable, lock busy, a health check that
+             failed, ...): 1 s, doubling, capped at 60 s, jittered; reset by a converged pass
 
 Each app has one worker thread with one pending slot: triggers arriving while a pass is due or running
 collapse into one further pass (bursts are debounced by DEBOUNCE seconds), and a health wait of one app
@@ -61,7 +62,6 @@ RETRY_BASE, RETRY_MAX = 1.0, 60.0  # error requeue: 1 s doubling, capped
 EVENTS_RETRY_MAX = 30.0  # reconnect delay cap of the Docker events stream
 SNAPSHOT_MAX_AGE = 2.0  # a shared container list older than this is not used: the worker lists itself
 DOCKER_EVENTS = ("die", "stop", "destroy", "health_status")
-RETRY_RESULTS = ("error", "progressing")
 
 
 def jittered(seconds: float, rng: random.Random, spread: float = JITTER) -> float:
@@ -231,9 +231,12 @@ class AppWorker:
         self.last_result = result
         if self.watcher.stop_event.is_set():
             return
-        if result is not None and result.result not in RETRY_RESULTS:
+        if result is not None and result.converged:
             self.failures = 0
             return
+        # Not converged, whatever the reason: look again later (level-triggered, like a controller's
+        # requeue). A failed revision's backoff is the Reconciler's (state dir): a retry during it only
+        # plans, and is cheap. A pass that did not run (lock) or erred backs off the same way.
         if result is not None and result.result == "progressing" and self._superseded:
             return  # cut short for a newer spec, whose pass is already pending
         self.failures += 1
