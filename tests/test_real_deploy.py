@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from tests.support.controller_run import Traffic, World, condition, history, read
+from tests.support.controller_run import Traffic, World, condition, get, history, read
 from tests.support.nginx import NginxInstance
 
 pytestmark = [pytest.mark.docker, pytest.mark.nginx]
@@ -33,7 +33,7 @@ def test_deploy_flips_color_keeps_old_and_labels_containers(world: Callable[...,
     assert w.served() is None  # the placeholder include: nothing served yet
     first = w.once()
     assert "converged" in first.stdout
-    w.assert_converged_on("blue", "v1")
+    w.assert_serving("blue", "v1")
     blue_id = w.container("blue").id
     assert w.container("green") is None
 
@@ -56,7 +56,7 @@ def test_deploy_flips_color_keeps_old_and_labels_containers(world: Callable[...,
     assert labels["bluegreen.color"] == "green"
     assert len(labels["bluegreen.revision"]) == 16
     assert labels["bluegreen.managed-by"] == "bluegreen-controller"
-    assert green.image.tags == ["bgtest:v2"]
+    assert green.attrs["Config"]["Image"] == "bgtest:v2"
     # The old color is kept for rollback (standby: keep): same container, still running, still v1.
     blue = w.container("blue")
     assert blue.id == blue_id and blue.status == "running" and blue.labels["bluegreen.color"] == "blue"
@@ -91,7 +91,7 @@ def test_standby_stop_stops_the_old_color(world: Callable[..., World]) -> None:
     w.once()
     w.set(image="bgtest:v2", activeColor="green")
     w.once()
-    w.assert_converged_on("green", "v2")
+    w.assert_serving("green", "v2")
     blue = w.container("blue")
     assert blue is not None and blue.status == "exited"  # stopped, not removed
     # Rollback with standby: stop starts the stopped color again, without recreating it.
@@ -102,17 +102,13 @@ def test_standby_stop_stops_the_old_color(world: Callable[..., World]) -> None:
     assert w.container("green").status == "exited"
 
 
-@pytest.mark.parametrize("change", ["image", "env"])
-def test_change_on_live_color_is_refused_and_touches_nothing(world: Callable[..., World], change: str) -> None:
+def test_change_on_live_color_is_refused_and_touches_nothing(world: Callable[..., World]) -> None:
     w = world(env={"GREETING": "hello"})
     w.once()
     before = w.snapshot()
     log_offset = len(w.nginx.error_log_text())
 
-    if change == "image":
-        w.set(image="bgtest:v2")  # same activeColor: blue
-    else:
-        w.set(env={"GREETING": "bonjour"})
+    w.set(image="bgtest:v2")  # same activeColor: blue
     r = w.once(expect=1)
     assert r.elapsed < 10
     text = r.stdout + "\n".join(r.messages())
@@ -135,7 +131,12 @@ def test_change_on_live_color_is_refused_and_touches_nothing(world: Callable[...
     human = w.run("--status")
     assert human.returncode == 1 and "LiveColorOutdated" in human.stdout and "activeColor: green" in human.stdout
 
-    # Nothing touched: same container, same files (mtimes), no reload, traffic still on v1.
+    # An env change on the live color is refused the same way.
+    w.set(image="bgtest:v1", env={"GREETING": "bonjour"})
+    r = w.once(expect=1)
+    assert any("LiveColorOutdated" in m and "activeColor: green" in m for m in r.messages()), r.explain()
+
+    # Nothing touched: same container, same files (mtimes), no reload, no history, traffic still on v1.
     after = w.snapshot()
     assert after.containers == before.containers
     assert (after.include, after.include_mtime) == (before.include, before.include_mtime)
@@ -145,11 +146,13 @@ def test_change_on_live_color_is_refused_and_touches_nothing(world: Callable[...
     assert after.history_lines == before.history_lines
     assert w.served() == "v1"
     assert w.container("green") is None
+    assert get(f"http://127.0.0.1:{w.ports['blue']}/env?GREETING").text == "hello"
 
     # The remedy named works: flip the color.
-    w.set(activeColor="green")
+    w.set(image="bgtest:v2", activeColor="green")
     w.once()
-    w.assert_converged_on("green", "v2" if change == "image" else "v1")
+    w.assert_converged_on("green", "v2")
+    assert get(f"http://127.0.0.1:{w.ports['green']}/env?GREETING").text == "bonjour"
 
 
 def test_failed_deploy_keeps_traffic_remembers_and_backs_off(world: Callable[..., World]) -> None:
@@ -276,3 +279,20 @@ def test_status_conditions_generation_and_history(world: Callable[..., World]) -
     assert ("WriteMarker", "green", "bgtest:v2") in deploy
     order = [a for a, _, _ in deploy]
     assert order.index("WaitHealthy") < order.index("SwitchRoute") < order.index("WriteMarker")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bgtest:crash answers UP for its first second, then exits: one passing probe lets the deploy switch "
+    "traffic to it. Needs a stability window after the first pass (e.g. healthCheck.stableSeconds, like "
+    "Kubernetes minReadySeconds / docker service --update-monitor) failing the wait when the container stops "
+    "passing or running within it.",
+)
+def test_deploy_of_a_crashing_image_fails_fast_and_keeps_traffic(world: Callable[..., World]) -> None:
+    w = world(restartPolicy="no", healthCheck={"timeoutSeconds": 8})
+    w.once()
+    w.set(image="bgtest:crash", activeColor="green")
+    r = w.once(expect=1)
+    assert r.elapsed < 8, r.explain()
+    w.assert_serving("blue", "v1")
+    assert condition(w.status(), "Degraded")["status"] == "True"

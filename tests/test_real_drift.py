@@ -95,7 +95,7 @@ def test_container_drift_is_repaired(world: Callable[..., World], run_container:
         w.once()
     w.assert_converged_on("blue", "v1")
     blue = w.container("blue")
-    assert blue.id != idle.id and blue.image.tags == ["bgtest:v1"] and blue.labels["bluegreen.color"] == "blue"
+    assert blue.id != idle.id and blue.attrs["Config"]["Image"] == "bgtest:v1" and blue.labels["bluegreen.color"] == "blue"
     assert traffic.failures() == [] and traffic.versions() <= {"v1", "v2"}
 
 
