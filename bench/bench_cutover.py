@@ -349,11 +349,11 @@ def run_mode(
         stop = threading.Event()
         lock = threading.Lock()
         kinds = {k: KindStats() for k in KINDS}
-        clients = [PythonClient(sc.url + "/", "keepalive", 30, stop, kinds["keepalive"], lock) for _ in range(2)]
-        clients += [PythonClient(sc.url + "/", "fresh", 30, stop, kinds["fresh"], lock) for _ in range(2)]
+        clients = [PythonClient(sc.url + "/", "keepalive", 40, stop, kinds["keepalive"], lock) for _ in range(2)]
+        clients += [PythonClient(sc.url + "/", "fresh", 40, stop, kinds["fresh"], lock) for _ in range(2)]
         # Long enough for every cutover; the Python clients stop when the cutovers are done.
         budget = 10 + cutovers * (gap + 12)
-        wrk = start_wrk(sc.url + "/", 4, 30, budget, sc.dir)
+        wrk = start_wrk(sc.url + "/", 4, 40, budget, sc.dir)
         for c in clients:
             c.start()
         started = time.time()

@@ -1,7 +1,7 @@
 """A short run of bench/bench_cutover.py (3 cutovers per mode, not timed): zero failed requests, every stream intact.
 
 Through the shipped site with Basic Auth, under bounded loopback load (4 wrk keep-alive connections that never
-retry, 2 retrying keep-alive clients, 2 fresh-connection clients; ~240 req/s), the real controller cuts over
+retry, 2 retrying keep-alive clients, 2 fresh-connection clients; ~250 req/s), the real controller cuts over
 with standby: stop (start the idle color, switch, drain the old one, stop it), SSE streams opened before each.
 - flag mode: no failure for any client kind.
 - reload mode: none for clients that retry an idempotent request or open fresh connections (a reload closes
