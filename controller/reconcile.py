@@ -258,9 +258,12 @@ class Reconciler:
         cutover = any(isinstance(a, SwitchRoute) and a.color != obs.route.color for a in p.actions)
         deploying = cutover or any(isinstance(a, (CreateContainer, StartContainer)) and a.color == want for a in p.actions)
         if isinstance(failed, WaitHealthy) and failed.color == want:
-            old = failures.get(rev)
-            failures[rev] = Failure(rev, want, (old.count if old else 0) + 1, now, "HealthCheckFailed", str(error))
             self.metrics.health_check_failures.labels(app=app.name, color=want).inc()
+            if deploying:
+                # Held against the revision only when this pass started it: a live container killed
+                # while a pass waited on it is restarted by the next pass, not backed off.
+                old = failures.get(rev)
+                failures[rev] = Failure(rev, want, (old.count if old else 0) + 1, now, "HealthCheckFailed", str(error))
         elif error is None:
             failures.pop(rev, None)
         if deploying:
