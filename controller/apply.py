@@ -129,6 +129,8 @@ def _start(ctx: Context, a: Action) -> None:
 
 
 def _wait(ctx: Context, a: Action) -> None:
+    """Poll until the color passes, then keep polling for `stableSeconds`: an image that answers UP and
+    crashes a second later (bad config, OOM at warm-up) must fail here, not after it took traffic."""
     assert isinstance(a, WaitHealthy)
     hc = ctx.app.spec.healthCheck
     w = ctx.world
@@ -138,15 +140,22 @@ def _wait(ctx: Context, a: Action) -> None:
     url = health_url(ctx.app, a.color)
     last_note = begun
     probes = 0
+    passing_since: float | None = None
     while True:
         result = w.probe_health(url, hc.expectStatus, hc.requestTimeoutSeconds)
         probes += 1
-        if result.ok:
-            return
         now = w.now()
-        if probes % 5 == 0 and not _running(w, name):
+        if result.ok:
+            passing_since = now if passing_since is None else passing_since
+            if now - passing_since >= hc.stableSeconds:
+                return
+        elif passing_since is not None:
+            if not _running(w, name):
+                raise HealthCheckFailed(f"{name} passed {hc.path}, then exited within stableSeconds ({hc.stableSeconds:g}s)")
+            passing_since = None  # flapping: start the stability window again
+        if not result.ok and probes % 5 == 0 and not _running(w, name):
             raise HealthCheckFailed(f"{name} exited while waiting for {hc.path} (last probe: {result.detail})")
-        if now >= deadline:
+        if now >= deadline and passing_since is None:
             raise HealthCheckFailed(
                 f"{name} did not pass {hc.path} within {hc.timeoutSeconds:g}s (last probe: {result.detail})"
             )
@@ -155,7 +164,8 @@ def _wait(ctx: Context, a: Action) -> None:
         if now - last_note >= 5:
             ctx.log.info("health.waiting", color=a.color, elapsed=round(now - begun, 1), left=round(deadline - now, 1), last=result.detail)
             last_note = now
-        w.sleep(min(hc.intervalSeconds, max(0.05, deadline - now)))
+        pause = hc.intervalSeconds if passing_since is None else min(hc.intervalSeconds, max(0.05, hc.stableSeconds / 4))
+        w.sleep(min(pause, max(0.05, deadline - now)) if passing_since is None else pause)
 
 
 def _running(w: World, name: str) -> bool:

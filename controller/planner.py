@@ -173,11 +173,13 @@ def plan(
     # The marker names what Nginx serves at every moment: fix it first when a switch is still to come,
     # so a deploy that fails half-way cannot leave it naming the wrong color.
     live = obs.route.color if obs.route.reachable else None
-    if live is not None and live != target and obs.marker_color != live:
+    marker = obs.marker_color  # what the marker will say when the step below runs
+    if live is not None and live != target and marker != live:
         diffs.append(f"marker {app.marker_path}: {_shown(obs.marker)}; Nginx serves {live}")
         actions.insert(0, WriteMarker(live, f"Nginx serves {live} until the switch"))
+        marker = live
 
-    if target is not None and obs.marker_color != target:
+    if target is not None and marker != target:
         diffs.append(f"marker {app.marker_path}: {_shown(obs.marker)}; want {target}")
         actions.append(WriteMarker(target, f"Nginx serves {target}"))
 

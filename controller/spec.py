@@ -66,6 +66,12 @@ class HealthCheck(_Model):
     intervalSeconds: float = Field(1.0, gt=0, le=60, description="Pause between probes while waiting.")
     timeoutSeconds: float = Field(60.0, gt=0, le=3600, description="How long a new container may take to pass.")
     requestTimeoutSeconds: float = Field(2.0, gt=0, le=60, description="Timeout of one probe request.")
+    stableSeconds: float = Field(
+        2.0,
+        ge=0,
+        le=600,
+        description="After its first pass a new color must keep passing (and keep running) this long before it gets traffic.",
+    )
 
 
 class NginxSpec(_Model):

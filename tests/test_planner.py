@@ -284,3 +284,17 @@ def test_slow_image_is_waited_for(tmp_path: Path) -> None:
     w = world_for(v1, images={"dialogue:1": FakeImage(), "dialogue:slow": FakeImage("slow", 4)})
     converge(v1, w, tmp_path)
     assert converge(make_app(image="dialogue:slow", activeColor="green"), w, tmp_path) == "converged"
+
+
+def test_marker_is_rewritten_after_the_switch_when_it_was_first_corrected(tmp_path: Path) -> None:
+    """Nginx serves green by a hand edit, the marker still says blue: marker -> green now, -> blue after the switch."""
+    app, w = _converged_v1(tmp_path)
+    w.loaded["dialogue"] = ["127.0.0.1:18082"]
+    green = make_app(image="dialogue:1", activeColor="green")
+    converge(green, w, tmp_path)
+    w.loaded["dialogue"] = ["127.0.0.1:18082"]
+    w.files[app.marker_path] = "blue\n"
+    w.files[app.upstream_file] = render_include(app, "blue")
+    assert verbs(app, w) == ["WriteMarker:green", "SwitchRoute:blue", "WriteMarker:blue"]
+    assert converge(app, w, tmp_path) == "converged"
+    assert w.files[app.marker_path] == "blue\n"

@@ -283,13 +283,6 @@ def test_status_conditions_generation_and_history(world: Callable[..., World]) -
     assert order.index("WaitHealthy") < order.index("SwitchRoute") < order.index("WriteMarker")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bgtest:crash answers UP for its first second, then exits: one passing probe lets the deploy switch "
-    "traffic to it. Needs a stability window after the first pass (e.g. healthCheck.stableSeconds, like "
-    "Kubernetes minReadySeconds / docker service --update-monitor) failing the wait when the container stops "
-    "passing or running within it.",
-)
 def test_deploy_of_a_crashing_image_fails_fast_and_keeps_traffic(world: Callable[..., World]) -> None:
     w = world(restartPolicy="no", healthCheck={"timeoutSeconds": 8})
     w.once()
