@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from controller.actions import CreateContainer, RemoveContainer, StartContainer, StopContainer, SwitchRoute, WaitHealthy, WriteMarker
+from controller.actions import (
+    CreateContainer,
+    RemoveContainer,
+    StartContainer,
+    StopContainer,
+    SwitchRoute,
+    WaitHealthy,
+    WriteMarker,
+)
 from controller.facts import Memory
 from controller.observe import index_containers, observe
 from controller.planner import plan
@@ -256,7 +264,7 @@ def test_live_container_unhealthy_is_never_replaced(tmp_path: Path) -> None:
 
 
 def test_docker_down_changes_nothing(tmp_path: Path) -> None:
-    app, w = _converged_v1(tmp_path)
+    _app, w = _converged_v1(tmp_path)
     w.docker_up = False
     r = reconciler(w, tmp_path / "state").reconcile(make_app(image="dialogue:2", activeColor="green"))
     assert r.result == "error" and "Docker daemon unreachable" in (r.error or "")
@@ -264,7 +272,7 @@ def test_docker_down_changes_nothing(tmp_path: Path) -> None:
 
 
 def test_missing_image_is_a_clear_error_and_changes_nothing_live(tmp_path: Path) -> None:
-    app, w = _converged_v1(tmp_path)
+    _app, w = _converged_v1(tmp_path)
     r = reconciler(w, tmp_path / "state").reconcile(make_app(image="dialogue:404", activeColor="green"))
     assert r.result == "error" and "dialogue:404" in (r.error or "")
     assert w.routed("dialogue") == ["127.0.0.1:18081"]
