@@ -10,8 +10,8 @@ Docker, and kills the controller between any two of its mutations. Throughout:
 from __future__ import annotations
 
 import shutil
-from dataclasses import replace
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import structlog
