@@ -245,6 +245,7 @@ def test_flag_switch_does_not_reload_and_flag_drift_is_repaired(tmp_path: Path) 
     assert [a.describe() for a in p.actions] == [
         "WriteMarker(blue): Nginx serves blue until the switch",  # the marker tells the truth meanwhile
         "SwitchRoute(green): create /nginx/dialogue.green, confirm",
+        "WriteMarker(green): Nginx serves green",
     ]
     w.mutations.clear()
     assert reconciler(w, tmp_path / "s").reconcile(v2).converged
