@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from controller.facts import ContainerFact, Observed
-from controller.planner import Plan, matches
+from controller.planner import Plan, describe_container, matches
 from controller.routing import configured_color, render_include
 from controller.spec import COLORS, BlueGreenApp, other
 
@@ -72,7 +72,7 @@ def conditions(
         "RollbackReady",
         rollback,
         "StandbyAvailable" if rollback else "NoStandby",
-        f"{app.container_name(idle)}: {_short(standby)}",
+        f"{app.container_name(idle)}: {describe_container(standby)}",
     )
     stale = Condition(
         "SecretsStale",
@@ -89,13 +89,6 @@ def _rollback_ready(app: BlueGreenApp, c: ContainerFact | None) -> bool:
     if app.spec.standby == "stop":
         return True  # starting it again is the rollback
     return c.running and c.healthy is True
-
-
-def _short(c: ContainerFact | None) -> str:
-    if c is None:
-        return "missing"
-    health = "" if c.healthy is None else (", healthy" if c.healthy else f", unhealthy: {c.health_detail}")
-    return f"{c.state}{health}, {c.image}"
 
 
 def build_status(
