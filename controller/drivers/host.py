@@ -62,7 +62,7 @@ class HostWorld:
         except FileNotFoundError:
             return None
         except IsADirectoryError:
-            return ""  # garbage in place of a file: reported as different, then replaced
+            return ""  # garbage in place of a file: reported as different; an empty directory is replaced
         except OSError as e:
             raise HostError(f"cannot read {path}: {e.strerror}") from e
 
@@ -100,6 +100,8 @@ def write_atomic(path: Path, content: str, mode: int = 0o644) -> None:
     """Write beside the target, fsync, rename over it: a crash leaves the old file or the new one."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        if path.is_dir() and not path.is_symlink():
+            path.rmdir()  # only an empty one: a directory with content is an operator's, not garbage
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as e:
         raise HostError(f"cannot write {path}: {e.strerror}") from e
