@@ -125,11 +125,14 @@ def kill_to_serving(base: Path, trials: int, dc: Any) -> tuple[list[float], list
         time.sleep(1)
         for _ in range(trials):
             c = dc.containers.get(f"{one.app}-blue")
+            seen = len(log_events(log))
             t0 = time.monotonic()
             c.kill()
             wait(lambda: one.served() != "v1", 5, "down")
             watch_times.append(wait(lambda: one.served() == "v1", 30, "serving again") - t0)
-            time.sleep(1.5)  # let the follow-up passes of the events settle
+            # The repairing pass must end before the next kill (or the kill lands inside its health wait).
+            wait(lambda seen=seen: any(e.get("event") == "reconcile.done" and e.get("result") == "converged" for e in log_events(log)[seen:]), 30, "pass done", 0.05)
+            time.sleep(1.0)
     finally:
         p.send_signal(signal.SIGTERM)
         p.wait(30)
