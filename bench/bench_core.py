@@ -79,7 +79,9 @@ class Side:
                 "image": IMAGES[version],
                 "activeColor": color,
                 "ports": dict(self.ports),
-                "healthCheck": {"intervalSeconds": self.interval, "timeoutSeconds": 60},
+                # stableSeconds 0: the shell steps switch on the first passing probe, so the controller does too
+                # here; its default (2 s of continued passing) would add 2 s to the deploy row.
+                "healthCheck": {"intervalSeconds": self.interval, "timeoutSeconds": 60, "stableSeconds": 0},
                 "standby": "keep",
                 "marker": str(self.marker),
                 "labels": {LABEL: "1"},
