@@ -189,3 +189,33 @@ def run_container(docker_client: Any, app_name: str) -> Iterator[Callable[..., R
             pass
         except docker.errors.APIError:
             pass
+
+
+# --------------------------------------------------------------------------- moto (SSM, ECR) for the secrets and pull tests
+
+
+@pytest.fixture(scope="module")
+def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real `moto_server` on a free loopback port (tests/support/moto.py)."""
+    from tests.support.moto import MotoServer, MotoUnavailable
+
+    try:
+        server = MotoServer.start(tmp_path_factory.mktemp("moto"))
+    except MotoUnavailable as e:
+        _unavailable(str(e))
+        raise
+    with server:
+        yield server
+
+
+@pytest.fixture
+def aws_env(moto: Any, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """Point this process's boto3 at moto (for code called in-process)."""
+    from tests.support.moto import AWS_ENV_KEYS
+
+    env: dict[str, str] = moto.env()
+    for k in AWS_ENV_KEYS:
+        monkeypatch.delenv(k, raising=False)
+        if k in env:
+            monkeypatch.setenv(k, env[k])
+    return env

@@ -32,7 +32,7 @@ from controller.registry import (
 )
 from tests.conftest import _unavailable
 from tests.support.controller_run import World, condition
-from tests.support.moto import ACCOUNT, AWS_ENV_KEYS, REGION, MotoServer, MotoUnavailable
+from tests.support.moto import ACCOUNT, REGION
 from tests.support.nginx import NginxInstance
 from tests.support.registry import Registry, RegistryUnavailable
 
@@ -78,25 +78,6 @@ def test_decode_rejects_garbage_without_echoing_it() -> None:
 # --------------------------------------------------------------------------- fixtures
 
 
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    try:
-        server = MotoServer.start(tmp_path_factory.mktemp("moto"))
-    except MotoUnavailable as e:
-        _unavailable(str(e))
-        raise
-    with server:
-        yield server
-
-
-@pytest.fixture
-def aws_env(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    env = moto.env()
-    for k in AWS_ENV_KEYS:
-        monkeypatch.delenv(k, raising=False)
-        if k in env:
-            monkeypatch.setenv(k, env[k])
-    return env
 
 
 def _start_registry(root: Path, auth: tuple[str, str] | None = None) -> Registry:

@@ -43,29 +43,6 @@ from tests.support.net import free_port
 from tests.support.nginx import NginxInstance
 
 
-@pytest.fixture(scope="module")
-def moto(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MotoServer]:
-    try:
-        server = MotoServer.start(tmp_path_factory.mktemp("moto"))
-    except MotoUnavailable as e:
-        _unavailable(str(e))
-        raise
-    with server:
-        yield server
-
-
-@pytest.fixture
-def aws_env(moto: MotoServer, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """This process talks to moto (for SsmSource called in-process)."""
-    env = moto.env()
-    for k in AWS_ENV_KEYS:
-        monkeypatch.delenv(k, raising=False)
-    for k in AWS_ENV_KEYS:
-        if k in env:
-            monkeypatch.setenv(k, env[k])
-    return env
-
-
 def _put(moto: MotoServer, name: str, value: str, kind: str = "SecureString") -> int:
     out = moto.client("ssm").put_parameter(Name=name, Value=value, Type=kind, Overwrite=True)
     return int(out["Version"])
