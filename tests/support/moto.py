@@ -135,4 +135,3 @@ class MotoServer:
             aws_access_key_id="testing",
             aws_secret_access_key="testing",
         )
-
