@@ -259,14 +259,3 @@ def _published(ports: list[dict[str, Any]]) -> tuple[str | None, int | None]:
         if p.get("PublicPort"):
             return p.get("IP") or None, int(p["PublicPort"])
     return None, None
-
-
-def _split_ref(image: str) -> tuple[str, str | None]:
-    if "@" in image:
-        repo, digest = image.split("@", 1)
-        return repo, digest
-    last = image.rsplit("/", 1)[-1]
-    if ":" in last:
-        repo, tag = image.rsplit(":", 1)
-        return repo, tag
-    return image, "latest"

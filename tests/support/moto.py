@@ -21,6 +21,7 @@ from typing import Any
 import httpx
 
 from .net import free_port
+from .procs import ServerProcess
 
 REGION = "ap-northeast-2"
 ACCOUNT = "123456789012"  # moto's default account
@@ -58,7 +59,7 @@ def moto_command() -> list[str]:
 
 
 @dataclass
-class MotoServer:
+class MotoServer(ServerProcess):
     proc: subprocess.Popen[bytes]
     port: int
     log: Path
@@ -94,20 +95,6 @@ class MotoServer:
                 raise MotoUnavailable(f"moto_server did not answer on {server.url} within {timeout:g}s")
             time.sleep(0.1)
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-    def __enter__(self) -> MotoServer:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def env(self, region: str | None = REGION, **extra: str) -> dict[str, str]:
         """Environment for a controller process: this endpoint, dummy credentials, no profile or IMDS lookups."""

@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 
 from .net import free_port
+from .procs import ServerProcess
 
 REGISTRY_BIN = os.environ.get("BLUEGREEN_REGISTRY", shutil.which("docker-registry") or "/usr/bin/docker-registry")
 
@@ -43,7 +44,7 @@ def bcrypt_hash(password: str) -> str:
 
 
 @dataclass
-class Registry:
+class Registry(ServerProcess):
     proc: subprocess.Popen[bytes]
     port: int
     root: Path
@@ -91,20 +92,6 @@ class Registry:
     def log(self) -> str:
         return (self.root / "registry.log").read_text(errors="replace")
 
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-    def __enter__(self) -> Registry:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def manifest_digest(self, repo: str, tag: str) -> str:
         r = httpx.head(
