@@ -22,6 +22,15 @@ Third-party errors (docker SDK, httpx, OSError, botocore) are mapped onto these 
 from __future__ import annotations
 
 
+def one_line(text: object, limit: int = 300) -> str:
+    """The first non-empty line of `text` (an exception: its message, else its class name), at most `limit` chars."""
+    raw = str(text).strip()
+    if not raw and isinstance(text, BaseException):
+        raw = type(text).__name__
+    first = next((ln.strip() for ln in raw.splitlines() if ln.strip()), "")
+    return first[:limit]
+
+
 class ControllerError(Exception):
     """Base class. `str(err)` is a one-line, operator-facing message."""
 
