@@ -42,12 +42,8 @@ class Plan:
 
     @property
     def converged(self) -> bool:
+        """Nothing to do and nothing blocks (`inSync` in `--plan --json`)."""
         return not self.actions and not self.blockers
-
-    @property
-    def in_sync(self) -> bool:
-        """Nothing to do, whether or not something blocks."""
-        return not self.actions
 
 
 def matches(app: BlueGreenApp, color: Color, c: ContainerFact | None, revision: str) -> bool:
