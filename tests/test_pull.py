@@ -18,18 +18,17 @@ from typing import Any
 
 import pytest
 
-from controller.errors import ImageError
-from controller.logs import MASK, redact_text
-from controller.registry import (
+from controller.drivers.registry import (
     Progress,
     auth_for,
     decode_ecr_token,
     ecr_auth_config,
     ecr_registry,
     pull_image,
-    registry_host,
-    split_ref,
 )
+from controller.errors import ImageError
+from controller.imageref import ImageRef
+from controller.logs import MASK, redact_text
 from tests.conftest import _unavailable
 from tests.support.controller_run import World, condition
 from tests.support.moto import ACCOUNT, REGION
@@ -56,8 +55,9 @@ ECR_HOST = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
     ],
 )
 def test_references(image: str, repo: str, ref: str, host: str | None) -> None:
-    assert split_ref(image) == (repo, ref)
-    assert registry_host(image) == host
+    parsed = ImageRef.parse(image)  # what pull_image and auth_for use
+    assert parsed.pull_args() == (repo, ref)
+    assert parsed.registry == host
 
 
 def test_ecr_hosts() -> None:
