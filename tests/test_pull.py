@@ -60,6 +60,15 @@ def test_references(image: str, repo: str, ref: str, host: str | None) -> None:
     assert parsed.registry == host
 
 
+def test_a_reference_the_pull_cannot_read_is_an_image_error() -> None:
+    """The spec's pattern lets `Team/x` through; the pull must say so in one line, not crash."""
+    with pytest.raises(ImageError) as e:
+        auth_for("Team/x:1")
+    assert str(e.value) == "image Team/x:1: 'Team/x:1' is not a valid image reference (upper case in the repository name)"
+    with pytest.raises(ImageError):
+        pull_image(None, "Team/x:1")  # refused before the Engine is asked
+
+
 def test_ecr_hosts() -> None:
     assert ecr_registry(ECR_HOST) == (ACCOUNT, REGION)
     assert ecr_registry(f"{ACCOUNT}.dkr.ecr-fips.us-east-1.amazonaws.com") == (ACCOUNT, "us-east-1")

@@ -25,12 +25,18 @@ from typing import Any, TextIO
 from controller.drivers.aws import aws_client, aws_errors, redacted_line
 from controller.drivers.mapping import Rule, map_exceptions
 from controller.errors import DockerUnavailable, ImageError, SecretsError
-from controller.imageref import ImageRef
+from controller.imageref import ImageRef, InvalidImageRef
 from controller.logs import get_logger, register_secret
 
 ECR_HOST_RE = re.compile(
     r"^(?P<account>[0-9]{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z]{2}(?:-[a-z]+)+-[0-9]+)\.amazonaws\.com(?:\.cn)?$"
 )
+
+
+def parse_ref(image: str) -> ImageRef:
+    """`ImageRef.parse`, with a reference it cannot read as ImageError (the spec's check is a separate pattern)."""
+    with map_exceptions([Rule(InvalidImageRef, ImageError)], f"image {image}"):
+        return ImageRef.parse(image)
 
 
 def ecr_registry(host: str | None) -> tuple[str, str] | None:
@@ -74,7 +80,7 @@ def ecr_auth_config(host: str, client_factory: Callable[[str, str | None], Any] 
 
 def auth_for(image: str, client_factory: Callable[[str, str | None], Any] | None = None) -> dict[str, str] | None:
     """auth_config for pulling `image`: an ECR token, or None to let the Docker SDK use ~/.docker/config.json."""
-    host = ImageRef.parse(image).registry
+    host = parse_ref(image).registry
     if ecr_registry(host) is not None and host is not None:
         return ecr_auth_config(host, client_factory)
     return None
@@ -159,7 +165,7 @@ def _pull_rules() -> list[Rule]:
 def pull_image(api: Any, image: str, *, auth_config: dict[str, str] | None = None, progress: Progress | None = None) -> str | None:
     """Pull `image` through the Engine API client `api` (docker.APIClient); returns the manifest digest if reported."""
     what = f"image {image} is not present locally and cannot be pulled"
-    repo, tag = ImageRef.parse(image).pull_args()
+    repo, tag = parse_ref(image).pull_args()
     prog = progress or Progress(image)
     prog.start()
     ok = False
