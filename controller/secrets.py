@@ -1,10 +1,10 @@
 """Secrets of an app, as the core sees them: references and versions (plain data), and the one loader of values.
 
 What goes where
-- Every pass, `SecretsResolver(app)` reads the parameters' *versions* through its source (SSM:
-  `controller/drivers/ssm.py`, no decryption). The result `Resolved` is plain data: the refs (names and
-  versions, never values) and their fingerprint (a hash of names and versions). The fingerprint is a
-  revision input of `planner.plan`, so a rotated secret changes the desired revision.
+- Every pass, a `SecretsResolver` called with the app reads the parameters' *versions* through its
+  source (SSM: `controller/drivers/ssm.py`, no decryption). The result `Resolved` is plain data: the refs
+  (names and versions, never values) and their fingerprint (a hash of names and versions). The
+  fingerprint is a revision input of `planner.plan`, so a rotated secret changes the desired revision.
 - `SecretsResolver.load_values(app, resolved)` is the one place values are fetched: the reconciler calls
   it only when the plan creates a container. The values are pinned to exactly the versions that were
   fingerprinted and go only into the new color's container environment (and `envFile`, mode 0600).
