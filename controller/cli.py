@@ -101,6 +101,8 @@ def build_reconciler(
     args: argparse.Namespace, world: Any, metrics: Metrics, should_stop: Callable[[], bool] = lambda: False
 ) -> Reconciler:
     """The one place a Reconciler is built from the command line (--once, --plan, --status and --watch)."""
+    from controller.drivers.ssm import SsmSource  # boto3 itself only once an app has secrets
+
     return Reconciler(
         world,
         StateStore(args.state_dir),
@@ -108,7 +110,7 @@ def build_reconciler(
         backoff_base=args.backoff_base,
         backoff_max=args.backoff_max,
         should_stop=should_stop,
-        resolver=SecretsResolver(world.write_file),
+        resolver=SecretsResolver(world.write_file, SsmSource()),
     )
 
 
@@ -240,7 +242,7 @@ def _plan(rec: Reconciler, apps: list[BlueGreenApp], as_json: bool) -> int:
         err(str(e))
         return EXIT_INVALID
     plans = [(a, r[0]) for a, r in found]
-    stale = {a.name: r[2].stale for a, r in found if r[2].stale}  # secrets rotated since the live color started
+    stale = {p.app: p.secrets_stale for _, p in plans if p.secrets_stale}  # secrets rotated since the live color started
     if as_json:
         print(json.dumps([{**_plan_json(p), "secretsStale": stale.get(p.app)} for _, p in plans], indent=2))
     else:
