@@ -340,7 +340,8 @@ def _check_spec(path: Path, depth: int) -> None:
             if depth >= MAX_LINKS:
                 raise OSError(errno.ELOOP, os.strerror(errno.ELOOP))
             target = os.readlink(path.name, dir_fd=dfd)
-            _check_spec(Path(os.path.normpath(os.path.join(path.parent, target))), depth + 1)
+            # Relative to the directory the kernel resolves it from (its real path), then walked and checked.
+            _check_spec(Path(os.path.normpath(os.path.join(os.path.realpath(path.parent), target))), depth + 1)
             return
     if not stat.S_ISREG(st.st_mode):
         raise Untrusted("read", f"{path} is {_kind(st.st_mode)}, not a regular file")
