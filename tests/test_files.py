@@ -314,11 +314,23 @@ def test_safe_read_on_real_files(arena: Path, secret: tuple[Path, str]) -> None:
 def test_reads_in_a_directory_another_user_controls_are_refused(arena: Path, intruder: Intruder, secret: tuple[Path, str]) -> None:
     d = root_dir(arena / "theirs")
     os.chown(d, intruder.uid, intruder.gid)
-    intruder.sh(f"ln -s {secret[0]} {d}/active")
-    with pytest.raises(HostError) as e:
-        files.read_text(d / "active")
-    one_line(e.value, f"directory {d} is owned by uid {intruder.uid}")
-    assert secret[1] not in str(e.value)
+    sticky = root_dir(arena / "sticky", 0o1777)
+    intruder.sh(
+        f"ln -s {secret[0]} {d}/active && mkfifo {d}/fifo && ln -s /dev/zero {d}/zero"
+        f" && mkdir {sticky}/sub && mkfifo {sticky}/sub/fifo && ln -s {d} {sticky}/link"
+    )
+    for path, why in {
+        d / "active": f"directory {d} is owned by uid {intruder.uid}",
+        d / "fifo": f"directory {d} is owned by uid {intruder.uid}",
+        d / "zero": f"directory {d} is owned by uid {intruder.uid}",
+        sticky / "fifo": f"directory {sticky} is writable by group and others (mode 1777)",
+        sticky / "sub" / "fifo": f"directory {sticky}/sub is owned by uid {intruder.uid}",
+        sticky / "link" / "active": f"{sticky}/link is a symbolic link owned by uid {intruder.uid}",
+    }.items():
+        with pytest.raises(HostError) as e:
+            bounded(partial(files.read_text, path))
+        one_line(e.value, f"cannot read {path}", why)
+        assert secret[1] not in str(e.value)
 
 
 # ------------------------------------------------------------------------------------------------ writes
