@@ -33,6 +33,7 @@ import yaml
 from controller.drivers import files
 from controller.errors import HostError, SpecError
 from controller.metrics import Metrics
+from controller.planner import describe_file
 from controller.spec import parse_app
 from controller.state import Lock, StateStore
 from tests.support.containers import LABEL_APP, LABEL_TEST, remove_containers
@@ -278,6 +279,14 @@ def test_a_hostile_marker_is_shown_as_a_classification_never_read_through_never_
     after = os.lstat(site.marker)
     assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
     assert secret[0].read_text() == secret[1] + "\n"
+
+
+def test_the_marker_is_described_never_echoed() -> None:
+    assert describe_file(None) == "missing"
+    assert describe_file(" green\n") == "green"
+    assert describe_file("root:$6$secret\n") == "garbage, 15 bytes"
+    assert describe_file("blue\nmore") == "garbage, 9 bytes"
+    assert describe_file(files.Garbage("a FIFO")) == "garbage, a FIFO"
 
 
 def test_fifo_include_and_flag_and_dev_zero_do_not_hold_a_pass(site: Site, secret: tuple[Path, str]) -> None:
