@@ -67,9 +67,10 @@ def intruder() -> Intruder:
     try:
         pw = pwd.getpwnam(INTRUDER)
     except KeyError:
+        # check=False: another session may have made it meanwhile (useradd then exits 9); getpwnam decides.
         subprocess.run(
             ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", INTRUDER],
-            check=True, capture_output=True, timeout=60,
+            check=False, capture_output=True, timeout=60,
         )
         pw = pwd.getpwnam(INTRUDER)
     assert pw.pw_uid != 0
