@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from controller.drivers.files import check_spec_file
 from controller.errors import SpecError
 
 Color = Literal["blue", "green"]
@@ -306,8 +307,6 @@ def parse_app(text: str, source: str) -> BlueGreenApp:
 
 
 def load_app(path: Path) -> BlueGreenApp:
-    from controller.drivers.files import check_spec_file  # here: controller.drivers imports this module
-
     check_spec_file(path)  # root-equivalent: refused unless only root could have written it (SpecError)
     try:
         text = path.read_text(encoding="utf-8")
