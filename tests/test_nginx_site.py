@@ -11,12 +11,14 @@
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +86,116 @@ def test_basic_auth_and_actuator(tmp_path: Path, app_name: str, shipped: NginxIn
         # The control server answers without a password, but only on loopback, with the route it took.
         r = c.get(f"{shipped.control_url}/bluegreen/{app_name}/actuator/health")
         assert r.status_code == 200 and r.headers["x-bluegreen-upstream"].startswith("127.0.0.1:")
+
+
+class _EchoBackend:
+    """A loopback HTTP backend that records the request target exactly as nginx forwarded it."""
+
+    def __init__(self) -> None:
+        seen: list[str] = []
+        self.seen = seen
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append(self.path)
+                body = f"backend saw {self.path}\n".encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _raw_get(port: int, target: str, auth: tuple[str, str] | None = AUTH) -> tuple[int, bytes]:
+    """GET with the request target sent byte for byte (an HTTP client would normalise `..` and escapes)."""
+    head = f"GET {target} HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n"
+    if auth:
+        head += "Authorization: Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode() + "\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall((head + "\r\n").encode("latin-1"))
+        data = b""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0
+    return status, data
+
+
+# Spellings that are /actuator/<endpoint> (or /actuator itself) for Spring Boot on Tomcat, which drops
+# `;params` from each segment, decodes, and resolves dot segments; and nginx variants of the same.
+ACTUATOR_SPELLINGS = [
+    "/actuator",
+    "/actuator/",
+    "/actuator/env",
+    "/actuator;/env",
+    "/actuator;x=1/heapdump",
+    "/x/..;/actuator/env",
+    "/;/actuator/env",
+    "/x;/../actuator/env",
+    "/actuator/health;/../env",
+    "/actuator/health/..;/env",
+    "/actuator/health;x",
+    "/actuator/health/",
+    "/actuator/health/../env",
+    "/actuator/health%2F..%2Fenv",
+    "/actuator%2Fenv",
+    "/actuator%2fheapdump",
+    "/actuator%3B/env",
+    "/x%3B/..%3B/actuator/env",
+    "/%61ctuator/env",
+    "/ACTUATOR/env",
+    "/Actuator;/Env",
+    "//actuator/env",
+    "/./actuator/env",
+    "/x/../actuator/env",
+    "/x\\..\\actuator\\env",
+    "/actuator\\env",
+    "/app;jsessionid=1",
+    "/actuator.json",
+]
+
+
+def test_actuator_is_unreachable_in_any_spelling(app_name: str, shipped: NginxInstance) -> None:
+    backend = _EchoBackend()
+    try:
+        include = "".join(f"upstream {app_name}-{c} {{\n    server 127.0.0.1:{backend.port};\n}}\n" for c in ("blue", "green"))
+        shipped.upstream_file(app_name).write_text(include)
+        shipped.reload()
+        port = shipped.public_ports[app_name]
+        # Normal paths still reach the app, as sent; health reaches it only as the exact path.
+        for target in ("/", "/version", "/api/items?q=a;b", "/static/app.js", "/x/../version"):
+            status, _ = _raw_get(port, target)
+            assert status == 200, target
+        assert backend.seen == ["/", "/version", "/api/items?q=a;b", "/static/app.js", "/x/../version"]
+        backend.seen.clear()
+        for target in ACTUATOR_SPELLINGS:
+            status, data = _raw_get(port, target)
+            assert status in (400, 403, 404), (target, data[:200])
+            assert backend.seen == [], f"{target!r} reached the app as {backend.seen}"
+            assert b"nginx/" not in data, "server_tokens off: no version in headers or error pages"
+        for target in ("/actuator/health", "/actuator/health?show=all", "/actuator//health", "/actuator/%68ealth"):
+            status, _ = _raw_get(port, target)
+            assert status == 200, target
+        assert backend.seen == ["/actuator/health"] * 4
+        backend.seen.clear()
+        status, data = _raw_get(port, "/actuator/env", auth=None)
+        assert status in (401, 403) and b"nginx/" not in data and backend.seen == []
+    finally:
+        backend.close()
 
 
 def _non_loopback_addresses() -> list[str]:
