@@ -4,7 +4,9 @@
 - The app ports are published on loopback only; the control server listens on loopback only.
 - An SSE stream opened before a cutover delivers every event after it, in both switch modes, with
   standby: stop: the old color is stopped only after its connections drained (and early, not after drainSeconds).
-- nginx/install.sh: idempotent, nginx -t guarded, refuses a non-loopback control server.
+- The actuator is unreachable from the public site in every spelling (path parameters, encodings, case).
+- nginx/install.sh: idempotent, nginx -t guarded, refuses a non-loopback control server and every value that
+  would inject config (strict grammars, no sed metacharacter expansion).
 - Flag mode on FakeWorld: the flag is state like any other (drift repaired by the same loop), a flag switch
   does not reload, moving between modes converges.
 """
@@ -326,14 +328,66 @@ def test_install_script_is_idempotent_and_guarded(tmp_path: Path, nginx: NginxIn
     assert r.returncode == 0 and "nothing to do" in r.stdout
     assert {p: p.stat().st_mtime_ns for p in etc.rglob("*") if p.is_file()} == before
     # A change nginx -t rejects puts every file back.
-    r = run("--listen", "127.0.0.1:99999")
+    r = run("--listen", f"127.0.0.1:{free_port()} no_such_flag")
     assert r.returncode == 1 and "back as it was" in r.stderr
     assert {p: p.stat().st_mtime_ns for p in etc.rglob("*") if p.is_file() and "logs" not in p.parts} == {
         p: t for p, t in before.items() if "logs" not in p.parts
     }
-    assert "99999" not in site.read_text()
+    assert "no_such_flag" not in site.read_text()
     r = run("--control-listen", "0.0.0.0:8099")
     assert r.returncode == 2 and "loopback" in r.stderr
+
+
+# Each value would add a directive, a variable, a second listen, or (through sed's `&`, `\`, `|`, a newline) a
+# piece of the template to root's nginx config. install.sh must refuse it (exit 2) and change nothing.
+INSTALL_INJECTIONS = [
+    ("--control-listen", "127.0.0.1:8099; listen 0.0.0.0:8098"),
+    ("--control-listen", "127.0.0.1:8099 default_server"),
+    ("--control-listen", "127.0.0.1:8099\nlisten 0.0.0.0:8098"),
+    ("--control-listen", "127.0.0.1:8099\n"),
+    ("--control-listen", "127.0.0.1.evil.example:8099"),
+    ("--control-listen", "127.0.0.1:80990"),
+    ("--control-listen", "localhost:8099&"),
+    ("--server-name", "a.example.com; location / { return 200; }"),
+    ("--server-name", "a.example.com&"),
+    ("--server-name", "a.example.com\nlisten 0.0.0.0:8097;"),
+    ("--server-name", "$host"),
+    ("--listen", "127.0.0.1:8080; allow all"),
+    ("--listen", "127.0.0.1:8080|"),
+    ("--listen", "127.0.0.1:8080\\"),
+    ("--realm", 'shop" ; auth_basic off; #'),
+    ("--realm", "$remote_user"),
+    ("--realm", "a&b"),
+    ("--realm", "shop\nauth_basic off;"),
+    ("--htpasswd", "relative/htpasswd"),
+    ("--htpasswd", "/etc/x y"),
+    ("--flag-file", "/tmp/x&.green"),
+    ("--flag-file", "/tmp/x.green) { set $bg_backend evil; } if (-f /x"),
+    ("--flag-file", "/tmp/$uri"),
+    ("--flag-file", "/tmp/x\n.green"),
+    ("--upstream-file", "/tmp/a|b.conf"),
+    ("--upstream-file", "/tmp/a#b.conf"),
+    ("--nginx-dir", "/etc/nginx\\"),
+]
+
+
+@pytest.mark.parametrize(("option", "value"), INSTALL_INJECTIONS)
+def test_install_script_refuses_injection(tmp_path: Path, option: str, value: str) -> None:
+    etc = tmp_path / "etc-nginx"
+    (etc / "conf.d").mkdir(parents=True)
+    (etc / "bluegreen").mkdir()
+    write_htpasswd(etc / "bluegreen" / "shop.htpasswd", USERS)
+    # `true` as the nginx command: a value that got through would be installed (and show up below).
+    base = [str(SHIPPED / "install.sh"), "--app", "shop", "--nginx-dir", str(etc), "--nginx", "true", "--no-reload"]
+    value = value.replace("/tmp/", f"{tmp_path}/")  # a regression must not litter the real /tmp
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    r = subprocess.run([*base, option, value], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert len(r.stderr.strip().splitlines()) == 1 and option in r.stderr
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before, "nothing written"
+    # The same run without the bad value installs: the refusal was about that value.
+    r = subprocess.run(base, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
 
 
 # --------------------------------------------------------------------------- flag mode, in-memory world
