@@ -54,7 +54,7 @@ def test_interrupted_install_removes_its_policy_file(tmp_path: Path) -> None:
             time.sleep(0.05)
         assert (tmp_path / "policy-seen").exists(), "policy-rc.d in place while apt-get runs"
         os.killpg(p.pid, signal.SIGTERM)
-        out, err = p.communicate(timeout=20)
+        out, _ = p.communicate(timeout=20)
     finally:
         if p.poll() is None:
             os.killpg(p.pid, signal.SIGKILL)
