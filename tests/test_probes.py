@@ -1,6 +1,6 @@
 """Health and route probes against real containers that answer slowly or without end (issue 10 item 6).
 
-The test image's /cgi-bin/trickle answers 200 {"status":"UP"} and then dribbles a byte every 200 ms (each read
+tests/support/cgi/trickle, copied into a v1 test container as /cgi-bin/trickle, answers 200 {"status":"UP"} and then dribbles a byte every 200 ms (each read
 is far quicker than the read timeout, the answer never completes) or streams without end; /sse is an endless
 text/event-stream. Every probe must return within its timeout plus a little slack, say unhealthy and why,
 and not grow memory with the stream.
@@ -8,9 +8,12 @@ and not grow memory with the stream.
 
 from __future__ import annotations
 
+import io
+import tarfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,7 +21,6 @@ import pytest
 from controller.drivers.probes import BODY_CAP, Prober
 from controller.world import HealthResult, RouteProbe
 from tests.support.containers import RunningContainer
-from tests.support.images import build_test_image
 
 TIMEOUT = 1.5
 SLACK = 1.5  # thread start, container-side scheduling on a loaded 2-core host
@@ -31,18 +33,21 @@ def prober() -> Iterator[Prober]:
     p.close()
 
 
-@pytest.fixture(scope="module")
-def trickle_image(docker_client: Any) -> str:
-    # Its own tag: bgtest:v1 is shared with every checkout on this dockerd, and one built from a checkout
-    # without /cgi-bin/trickle would 404 here.
-    tag = "bgtest-probes:v1"
-    build_test_image(docker_client, tag, version="v1")
-    return tag
+TRICKLE = Path(__file__).resolve().parent / "support" / "cgi" / "trickle"
 
 
 @pytest.fixture
-def app(run_container: Callable[..., RunningContainer], trickle_image: str) -> RunningContainer:
-    c = run_container(trickle_image, env={"BGTEST_QUIET": "1"})
+def app(run_container: Callable[..., RunningContainer], test_images: dict[str, str]) -> RunningContainer:
+    c = run_container(test_images["v1"], env={"BGTEST_QUIET": "1"})
+    # Copied into the running container rather than built into tests/images: the bgtest:* tags are shared
+    # by every checkout on this dockerd, and a different build context would rebuild them under the others.
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("trickle")
+        data = TRICKLE.read_bytes()
+        info.size, info.mode = len(data), 0o755
+        tar.addfile(info, io.BytesIO(data))
+    assert c.container.put_archive("/www/cgi-bin", buf.getvalue())
     c.wait_ready()
     return c
 
