@@ -109,7 +109,7 @@ class Reconciler:
         self.backoff_max = backoff_max
         self.should_stop = should_stop
         self.resolver = resolver
-        self.failures: dict[str, int] = {}  # app -> consecutive passes backed off for (requeue.decide)
+        self.streaks: dict[str, int] = {}  # app -> consecutive passes backed off for (requeue.decide)
 
     # Read-only ---------------------------------------------------------------------------
     def plan_only(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None) -> tuple[Plan, Observed, Resolved]:
@@ -241,8 +241,8 @@ class Reconciler:
 
     def requeue(self, app: str, p: Plan | None, error: BaseException | None, retry_at: float | None = None) -> Requeue:
         """When to come back for `app` after a pass (or an attempt that did not run: `p` None), counting its failures."""
-        r = decide(p, error, now=self.world.now(), retry_at=retry_at, failures=self.failures.get(app, 0))
-        self.failures[app] = r.failures
+        r = decide(p, error, now=self.world.now(), retry_at=retry_at, failures=self.streaks.get(app, 0))
+        self.streaks[app] = r.failures
         return r
 
     def _remember(
