@@ -5,15 +5,15 @@ The shape of controller-runtime's `Result{RequeueAfter}` / `TerminalError` (and 
 changes": a spec edit, a Docker event for the app's containers, SIGHUP or the periodic resync still trigger
 a pass. Watch mode obeys it (`watch.AppWorker`); a `--once` run ignores it (cron is its clock).
 
-    what the pass ended with                          come back
-    converged                                         not until a change
-    Interrupted (a stop between steps)                soon (SOON)
-    TemporaryError, or a bug (any other exception)    capped exponential backoff by consecutive failures
-    blocker BackingOff                                exactly the failed revision's remembered retry instant
-    blocker only a spec edit fixes (LiveColorOutdated) not until a change
-    any other blocker (LiveUnhealthy, RouteUnverified) capped exponential backoff: the world may fix itself
-    PermanentError (incl. InvalidInput)               not until a change
-    actions still left (a wait, a pass cut short)     soon (SOON)
+    the pass ended with, in the order checked              come back
+    Interrupted (a stop between two steps)                 soon (SOON); no failure
+    a TemporaryError, or any exception outside the tree    capped exponential backoff by consecutive failures
+    blocker BackingOff                                     exactly the failed revision's remembered retry instant
+    blockers only a spec edit lifts (LiveColorOutdated)    not until a change
+    any other blocker (LiveUnhealthy, RouteUnverified)     capped exponential backoff: the world may lift it
+    a PermanentError (InvalidInput included)               not until a change
+    converged                                              not until a change
+    actions still left (the pass's MAX_PASSES used up)     soon (SOON)
 
 The error's side of the Temporary/Permanent split (controller/errors.py) decides; a blocker on the plan
 observed after the error comes before a permanent error, because a failed deploy (HealthCheckFailed) has a
