@@ -365,7 +365,8 @@ def test_requeue_a_blocked_app_waits_for_a_change_a_failed_deploy_for_its_retry_
         failed = w.wait_event("action.failed", app=failing, action="WaitHealthy", timeout=30)
         done = w.wait_event("reconcile.done", app=failing, image="bgtest:never", result="degraded")
         retry = w.wait_event("watch.retry", app=failing, reason="BackingOff")
-        assert 3.5 <= retry["seconds"] <= 4.0, retry  # the memory's instant, not 1 s; not jittered
+        # The memory's instant (4 s after the failure, less the pass's re-observation), not 1 s; not jittered.
+        assert 2.5 <= retry["seconds"] <= 4.0, retry
         def deploy_passes() -> list[dict[str, Any]]:
             return w.events("reconcile.plan", app=failing, image="bgtest:never")
 
