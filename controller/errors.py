@@ -25,7 +25,11 @@ a Docker event, the resync), except a failed deploy, retried at its remembered i
         ├── HealthCheckFailed       retried at the failed revision's remembered instant
         └── SecretsError
 """
+
 from __future__ import annotations
+
+# Process exit codes, the same for every mode (README "Commands and exit codes").
+EXIT_OK, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
 
 
 def one_line(text: object, limit: int = 300) -> str:
@@ -40,7 +44,7 @@ def one_line(text: object, limit: int = 300) -> str:
 class ControllerError(Exception):
     """Base class. `str(err)` is a one-line, operator-facing message."""
 
-    exit_code = 1
+    exit_code = EXIT_FAIL
 
     def __init__(self, message: str) -> None:
         # Keep messages to one line: they end up in cron mail and log lines.
@@ -68,7 +72,7 @@ class PermanentError(ControllerError):
 
 
 class InvalidInput(PermanentError):
-    exit_code = 2
+    exit_code = EXIT_INVALID
 
 
 class SpecError(InvalidInput):

@@ -367,6 +367,10 @@ def test_requeue_a_blocked_app_waits_for_a_change_a_failed_deploy_for_its_retry_
         retry = w.wait_event("watch.retry", app=failing, reason="BackingOff")
         # The memory's instant (4 s after the failure, less the pass's re-observation), not 1 s; not jittered.
         assert 2.5 <= retry["seconds"] <= 4.0, retry
+        memory = json.loads((tmp_path / "state" / "apps" / failing / "memory.json").read_text())
+        [failure] = memory["failures"].values()
+        assert failure["count"] == 1
+        retry_at = failure["last_failed_at"] + 4
         def deploy_passes() -> list[dict[str, Any]]:
             return w.events("reconcile.plan", app=failing, image="bgtest:never")
 
@@ -377,8 +381,8 @@ def test_requeue_a_blocked_app_waits_for_a_change_a_failed_deploy_for_its_retry_
         second = plans[1]
         assert any(a.startswith("RemoveContainer(green)") or a.startswith("CreateContainer(green)") for a in second["actions"]), second
         assert "BackingOff" not in second["blockers"], second
-        assert at(second) - at(done) >= 3.8, (at(failed), at(done), at(second))
-        assert at(second) - at(failed) <= 6.5, (at(failed), at(done), at(second))
+        assert retry_at - 0.01 <= at(second) <= retry_at + 2.5, (at(failed), at(done), retry_at, at(second))
+        assert at(second) - at(done) >= 2.5  # no pass in between (old policy: a BackingOff plan at +1 s)
         w.wait_event("action.failed", app=failing, action="WaitHealthy", timeout=15)
         wait_until(lambda: len(w.events("action.failed", app=failing, action="WaitHealthy")) == 2, timeout=15, message="second failure")
 
