@@ -131,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         loaded = load_specs(args.path)
     except InvalidInput as e:
         err(str(e))
-        return EXIT_INVALID
+        return e.exit_code
     if args.watch:
         from controller.watch import run_watch  # imported lazily: watchfiles is only needed here
 
@@ -186,7 +186,7 @@ def _once(rec: Reconciler, apps: list[BlueGreenApp], args: argparse.Namespace) -
     except ControllerError as e:
         err(str(e))
         results = []
-        code = EXIT_FAIL
+        code = e.exit_code
         if isinstance(e, LockBusy):
             return code  # the run holding the lock writes the textfile; this one did nothing
         for a in apps:  # Docker unreachable: still a (failed) run for monitoring

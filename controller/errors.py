@@ -3,19 +3,26 @@
 Third-party errors (docker SDK, httpx, OSError, botocore) are mapped onto these with
 `raise ... from` at the driver boundary, so the rest of the code and the CLI only know this tree.
 
+Every error is on one side of the Temporary/Permanent split, and the side decides what happens next
+(`controller.requeue.decide`, the shape of controller-runtime's TerminalError): a temporary error is
+retried with capped exponential backoff; after a permanent one the app waits for a change (a spec edit,
+a Docker event, the resync), except a failed deploy, retried at its remembered instant (`--backoff-base`).
+`exit_code` is what `reconcile --once` exits with when the error ends the run.
+
     ControllerError
-    ├── InvalidInput            permanent: fix the input (exit 2)
-    │   └── SpecError
-    ├── TemporaryError          the world may fix itself: retry with backoff (exit 1)
+    ├── TemporaryError          the world may fix itself: retried with backoff (exit 1)
     │   ├── DockerUnavailable
     │   ├── LockBusy
-    │   └── RouteUnverified
-    └── PermanentError          this revision will not work as is (exit 1)
+    │   ├── RouteUnverified
+    │   └── apply.Interrupted       a stop between steps; no failure: resumed soon
+    └── PermanentError          this input or revision will not work as is: wait for a change (exit 1)
+        ├── InvalidInput            fix the input (exit 2)
+        │   └── SpecError
         ├── DockerError
         ├── ImageError
         ├── NginxError
         ├── HostError               files or commands on the host (permissions, disk)
-        ├── HealthCheckFailed
+        ├── HealthCheckFailed       retried at the failed revision's remembered instant
         └── SecretsError
 """
 
@@ -37,23 +44,15 @@ def one_line(text: object, limit: int = 300) -> str:
 class ControllerError(Exception):
     """Base class. `str(err)` is a one-line, operator-facing message."""
 
-    exit_code = 1
+    exit_code = EXIT_FAIL
 
     def __init__(self, message: str) -> None:
         # Keep messages to one line: they end up in cron mail and log lines.
         super().__init__(" ".join(message.split()))
 
 
-class InvalidInput(ControllerError):
-    exit_code = 2
-
-
-class SpecError(InvalidInput):
-    pass
-
-
 class TemporaryError(ControllerError):
-    pass
+    """The world may fix itself (a daemon restarting, a lock held by another run): retry with backoff."""
 
 
 class DockerUnavailable(TemporaryError):
@@ -69,6 +68,14 @@ class RouteUnverified(TemporaryError):
 
 
 class PermanentError(ControllerError):
+    """Retrying unchanged input fails the same way: wait for a change (spec edit, Docker event, resync)."""
+
+
+class InvalidInput(PermanentError):
+    exit_code = EXIT_INVALID
+
+
+class SpecError(InvalidInput):
     pass
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from controller.backoff import backoff
 from controller.spec import COLORS, Color
 
 # Labels the controller puts on every container it creates.
@@ -85,7 +86,8 @@ class Failure:
     message: str
 
     def next_retry_at(self, base: float, cap: float) -> float:
-        return self.last_failed_at + min(cap, base * 2.0 ** (self.count - 1))
+        """When the planner tries the revision again (cron and watch alike; watch requeues for this instant)."""
+        return self.last_failed_at + backoff(self.count, base, cap)
 
 
 @dataclass(frozen=True)

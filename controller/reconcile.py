@@ -29,6 +29,7 @@ from controller.logs import get_logger
 from controller.metrics import Metrics
 from controller.observe import index_containers, observe
 from controller.planner import Plan, plan
+from controller.requeue import NOT_RUN, Requeue, decide
 from controller.secrets import NoSecrets, Resolved, Resolver
 from controller.spec import BlueGreenApp
 from controller.state import StateStore
@@ -47,6 +48,7 @@ class AppResult:
     status: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     actions_done: list[str] = field(default_factory=list)
+    requeue: Requeue = NOT_RUN  # when to come back (requeue.decide); watch mode obeys it
 
     @property
     def converged(self) -> bool:
@@ -84,6 +86,7 @@ class Reconciler:
         self.backoff_max = backoff_max
         self.should_stop = should_stop
         self.resolver: Resolver = resolver or NoSecrets()
+        self.streaks: dict[str, int] = {}  # app -> consecutive passes backed off for (requeue.decide)
 
     # Read-only ---------------------------------------------------------------------------
     def plan_only(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None) -> tuple[Plan, Observed, Resolved]:
@@ -115,7 +118,7 @@ class Reconciler:
             result = self._converge(app, containers, rid, log)
         except ControllerError as e:
             log.error("reconcile.error", error=str(e), kind=type(e).__name__)
-            result = AppResult(app=app.name, result="error", error=str(e))
+            result = AppResult(app=app.name, result="error", error=str(e), requeue=self.requeue(app.name, None, e))
         finally:
             m = self.metrics
             m.reconcile_runs.labels(app=app.name, result=result.result).inc()
@@ -202,8 +205,17 @@ class Reconciler:
             res = "progressing"
         status = self._write_status(app, obs, p, str(error) if error else None, reason, False, last_deploy, rid, resolved)
         self._export(app, obs, status)
-        log.info("reconcile.done", result=res, actions=len(done), error=str(error) if error else None)
-        return AppResult(app=app.name, result=res, plan=p, observed=obs, status=status, error=str(error) if error else None, actions_done=done)
+        failure = mem.failures.get(p.revisions[app.spec.activeColor])
+        retry_at = failure.next_retry_at(mem.backoff_base, mem.backoff_max) if failure is not None else None
+        requeue = self.requeue(app.name, p, error, retry_at)
+        log.info("reconcile.done", result=res, actions=len(done), error=str(error) if error else None, requeue_after=requeue.after)
+        return AppResult(app=app.name, result=res, plan=p, observed=obs, status=status, error=str(error) if error else None, actions_done=done, requeue=requeue)
+
+    def requeue(self, app: str, p: Plan | None, error: BaseException | None, retry_at: float | None = None) -> Requeue:
+        """When to come back for `app` after a pass (or an attempt that did not run: `p` None), counting its failures."""
+        r = decide(p, error, now=self.world.now(), retry_at=retry_at, failures=self.streaks.get(app, 0))
+        self.streaks[app] = r.failures
+        return r
 
     def _remember(
         self,

@@ -7,12 +7,17 @@ What asks for a pass (a "trigger"), and how:
              spec's name there); the files are re-read and only the apps whose spec changed are triggered
     docker   the daemon's events for containers labelled bluegreen.app: die, stop, destroy, health_status
     resync   every --resync seconds (±10 % jitter): specs re-read, one Docker list call shared by every app
-    retry    after a pass that did not converge (Docker unreachable, lock busy, a health check that
-             failed, ...): 1 s, doubling, capped at 60 s, jittered; reset by a converged pass
+    retry    when the pass asked to come back (`AppResult.requeue`, controller/requeue.py): a temporary error
+             or a blocker the world may lift (Docker unreachable, lock busy, Nginx's route unverified, ...)
+             after 1 s, doubling, capped at 60 s, jittered; a failed revision backing off at exactly its
+             remembered retry instant; a wait or a pass cut short after SOON. Nothing is requeued after
+             a converged pass, a permanent error or a blocker only a spec edit lifts (LiveColorOutdated):
+             the triggers above (and the resync, the safety net) come next
 
 Each app has one worker thread with one pending slot: triggers arriving while a pass is due or running
 collapse into one further pass (bursts are debounced by DEBOUNCE seconds), and a health wait of one app
 never holds up another. A worker runs `Reconciler.reconcile(app)`: the same level-triggered loop as --once.
+A resync or retry never postpones a pass already due sooner, and pulls in one due later.
 
 An invalid spec file is logged once as an error event `spec.invalid` (file and problem) and counted as a
 pass with result `invalid`; the last valid spec of that file stays in force until a valid one arrives.
@@ -44,12 +49,14 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
+from controller.backoff import backoff
 from controller.errors import EXIT_FAIL, EXIT_INVALID, EXIT_OK, ControllerError, LockBusy, SpecError
 from controller.facts import LABEL_APP, ContainerFact
 from controller.logs import get_logger
 from controller.metrics import Metrics, WatchMetrics
 from controller.observe import index_containers
 from controller.reconcile import AppResult, Reconciler
+from controller.requeue import Requeue
 from controller.spec import BlueGreenApp
 from controller.specdir import select
 from controller.state import Lock
@@ -57,8 +64,7 @@ from controller.world import World
 
 DEBOUNCE = 0.5  # seconds a trigger waits for more of its burst
 JITTER = 0.1  # resync period ±10 %
-RETRY_BASE, RETRY_MAX = 1.0, 60.0  # error requeue: 1 s doubling, capped
-EVENTS_RETRY_MAX = 30.0  # reconnect delay cap of the Docker events stream
+EVENTS_RETRY_MAX = 30.0  # reconnect delay cap of the spec-file watch and the Docker events stream
 SNAPSHOT_MAX_AGE = 2.0  # a shared container list older than this is not used: the worker lists itself
 DOCKER_EVENTS = ("die", "stop", "destroy", "health_status")
 
@@ -67,9 +73,9 @@ def jittered(seconds: float, rng: random.Random, spread: float = JITTER) -> floa
     return seconds * (1 + rng.uniform(-spread, spread))
 
 
-def retry_delay(failures: int, base: float = RETRY_BASE, cap: float = RETRY_MAX) -> float:
-    """Delay before the requeue after `failures` consecutive failed passes (1-based)."""
-    return float(min(cap, base * 2.0 ** max(0, failures - 1)))
+def reconnect_delay(attempt: int) -> float:
+    """Before the `attempt`-th reconnect (1-based) of the file watch or the events stream: 1 s, doubling, ≤ 30 s."""
+    return backoff(attempt, 1.0, EVENTS_RETRY_MAX)
 
 
 class PassLock:
@@ -133,7 +139,7 @@ class Snapshot:
 
 
 class AppWorker:
-    """One thread per app: waits for a due pass, runs it, schedules a retry after an error."""
+    """One thread per app: waits for a due pass, runs it, schedules the next one as the pass asks (its Requeue)."""
 
     def __init__(self, watcher: Watcher, app: BlueGreenApp) -> None:
         self.watcher = watcher
@@ -146,9 +152,9 @@ class AppWorker:
         self._retired = False
         self._superseded = False  # the spec changed while a pass of the old one runs
         self._running: BlueGreenApp | None = None
-        self.failures = 0
         self.passes = 0
         self.last_result: AppResult | None = None
+        self.last_requeue: Requeue | None = None
         self.reconciler = watcher.make_reconciler(self._should_stop)
         self.thread = threading.Thread(target=self._loop, name=f"app-{app.name}", daemon=True)
 
@@ -157,12 +163,12 @@ class AppWorker:
 
     # Called from other threads --------------------------------------------------------------
     def trigger(self, source: str, delay: float, snapshot: Snapshot | None = None, urgent: bool = True) -> None:
-        """Ask for a pass in `delay` seconds. Not `urgent` (resync): leaves an already scheduled pass alone."""
+        """Ask for a pass in `delay` seconds. Not `urgent` (resync, retry): leaves a pass due as soon alone."""
         with self._cond:
             now = time.monotonic()
-            if self._due is not None and not urgent:
-                return
             due = now + delay
+            if self._due is not None and not urgent and self._due <= due:
+                return
             self._due = due if self._due is None else min(self._due, due)
             self._sources.add(source)
             # Only a resync snapshot taken for this very pass is worth using; anything newer makes it stale.
@@ -189,6 +195,11 @@ class AppWorker:
     @property
     def pending(self) -> bool:
         return self._due is not None
+
+    @property
+    def due(self) -> float | None:
+        """Monotonic time of the pending pass; None: nothing pending."""
+        return self._due
 
     # The worker thread ----------------------------------------------------------------------
     def _loop(self) -> None:
@@ -220,31 +231,37 @@ class AppWorker:
         try:
             with self.watcher.lock.held():
                 result = self.reconciler.reconcile(app, containers)
+            requeue = result.requeue
         except ControllerError as e:  # the lock: the pass did not run
             problem = str(e)
+            requeue = self.reconciler.requeue(app.name, None, e)
         except Exception as e:  # a bug must not kill the worker: log it, count it, retry later
             log.exception("watch.pass_crashed", error=f"{type(e).__name__}: {e}")
             self.reconciler.metrics.unreachable(app.name)
             problem = f"{type(e).__name__}: {e}"
+            requeue = self.reconciler.requeue(app.name, None, e)
         self.passes += 1
         self.last_result = result
+        self.last_requeue = requeue
         if self.watcher.stop_event.is_set():
             return
-        if result is not None and result.converged:
-            self.failures = 0
-            return
-        # Not converged, whatever the reason: look again later (level-triggered, like a controller's
-        # requeue). A failed revision's backoff is the Reconciler's (state dir): a retry during it only
-        # plans, and is cheap. A pass that did not run (lock) or erred backs off the same way.
         if result is not None and result.result == "progressing" and self._superseded:
             return  # cut short for a newer spec, whose pass is already pending
-        self.failures += 1
-        delay = jittered(retry_delay(self.failures), self.watcher.rng)
-        log.warning(
+        outcome = result.result if result else "not run"
+        if requeue.after is None:
+            # Converged, or nothing but a change helps: the spec watch, Docker events and the resync trigger it.
+            if outcome != "converged":
+                log.info("watch.idle", result=outcome, reason=requeue.reason, error=(result.error if result else problem))
+            return
+        # Only the exponential backoff is jittered (apps failing together must not retry in step); a
+        # failed revision's retry instant is the memory's, shared with cron, and is kept exactly.
+        delay = jittered(requeue.after, self.watcher.rng) if requeue.backing_off else requeue.after
+        (log.warning if requeue.backing_off else log.info)(
             "watch.retry",
             seconds=round(delay, 2),
-            failures=self.failures,
-            result=result.result if result else "not run",
+            failures=requeue.failures,
+            reason=requeue.reason,
+            result=outcome,
             error=(result.error if result else problem),
         )
         self.trigger("retry", delay, urgent=False)
@@ -257,7 +274,11 @@ class EventSource(Protocol):
 
 
 class Watcher:
-    """Spec files, Docker events and the resync clock → per-app workers. `run()` blocks until stopped."""
+    """Spec files, Docker events and the resync clock → per-app workers.
+
+    `start()` starts the workers and the trigger threads; `serve_forever()` runs the resync clock on the
+    calling thread until told to stop; `request_stop()` and `wait_stopped()` end it (see `run_watch`).
+    """
 
     def __init__(
         self,
@@ -385,7 +406,7 @@ class Watcher:
         import watchfiles
 
         target = self.path
-        delay = 1.0
+        attempt = 1
         while not self.stop_event.is_set():
             is_dir = target.is_dir()
             directory = target if is_dir else target.parent
@@ -407,19 +428,19 @@ class Watcher:
                     rust_timeout=1000,
                     raise_interrupt=False,
                 ):
-                    delay = 1.0
+                    attempt = 1
                     self.reload("spec")
                 return
             except Exception as e:  # the directory vanished, inotify limits, ...: resync still covers
-                self.log.error("watch.files_failed", path=str(directory), error=f"{type(e).__name__}: {e}", retry_in=delay)
-                if self.stop_event.wait(delay):
+                self.log.error("watch.files_failed", path=str(directory), error=f"{type(e).__name__}: {e}", retry_in=reconnect_delay(attempt))
+                if self.stop_event.wait(reconnect_delay(attempt)):
                     return
-                delay = min(EVENTS_RETRY_MAX, delay * 2)
+                attempt += 1
 
     def _watch_docker(self) -> None:
         assert self.docker is not None
         filters = {"type": ["container"], "label": [LABEL_APP], "event": list(DOCKER_EVENTS)}
-        delay = 1.0
+        attempt = 1
         missed = False  # events may have been missed (a lost stream, a daemon restart)
         while not self.stop_event.is_set():
             try:
@@ -427,10 +448,10 @@ class Watcher:
             except Exception as e:
                 missed = True
                 self.watch_metrics.docker_events_connected.set(0)
-                self.log.warning("docker.events_unavailable", error=str(e), retry_in=round(delay, 1))
-                if self.stop_event.wait(jittered(delay, self.rng)):
+                self.log.warning("docker.events_unavailable", error=str(e), retry_in=reconnect_delay(attempt))
+                if self.stop_event.wait(jittered(reconnect_delay(attempt), self.rng)):
                     return
-                delay = min(EVENTS_RETRY_MAX, delay * 2)
+                attempt += 1
                 continue
             self._events_stream = stream
             if self.stop_event.is_set():
@@ -445,7 +466,7 @@ class Watcher:
             missed = True
             try:
                 for event in stream:
-                    delay = 1.0
+                    attempt = 1
                     self._on_event(event)
                 error = "stream ended"
             except Exception as e:
@@ -456,10 +477,10 @@ class Watcher:
                 self.watch_metrics.docker_events_connected.set(0)
             if self.stop_event.is_set():
                 return
-            self.log.warning("docker.events_lost", error=error, retry_in=round(delay, 1))
-            if self.stop_event.wait(jittered(delay, self.rng)):
+            self.log.warning("docker.events_lost", error=error, retry_in=reconnect_delay(attempt))
+            if self.stop_event.wait(jittered(reconnect_delay(attempt), self.rng)):
                 return
-            delay = min(EVENTS_RETRY_MAX, delay * 2)
+            attempt += 1
 
     def _on_event(self, event: dict[str, Any]) -> None:
         attrs = (event.get("Actor") or {}).get("Attributes") or {}

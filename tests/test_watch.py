@@ -16,6 +16,8 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +25,13 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.errors import LockBusy
+from controller.errors import DockerUnavailable, LockBusy
 from controller.metrics import Metrics
 from controller.reconcile import Reconciler
+from controller.requeue import decide
 from controller.state import Lock, StateStore
 from controller.testing import FakeWorld
-from controller.watch import PassLock, Watcher, jittered, retry_delay
+from controller.watch import PassLock, Watcher, jittered, reconnect_delay
 from tests.factories import app_doc
 from tests.support.controller_run import (
     Snapshot,
@@ -331,6 +334,82 @@ def test_health_wait_of_one_app_does_not_block_another(
             c.remove(force=True)
 
 
+def at(event: dict[str, Any]) -> float:
+    """A log line's time (structlog's ISO timestamp, UTC) as a Unix time."""
+    return datetime.fromisoformat(str(event["timestamp"]).replace("Z", "+00:00")).timestamp()
+
+
+def test_requeue_a_blocked_app_waits_for_a_change_a_failed_deploy_for_its_retry_instant(
+    docker_client: Any, test_images: dict[str, str], app_name: str, tmp_path: Path, session_id: str
+) -> None:
+    blocked, failing = app_name, f"{app_name}x"
+    ng = NginxInstance.start(tmp_path / "nginx2", [blocked, failing])
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    docs = {a: app_spec(a, ng, tmp_path, "bgtest:v1", "blue", session_id=session_id) for a in (blocked, failing)}
+    for a, d in docs.items():
+        save_atomically(specs / f"{a}.yaml", d)
+    port = free_port()
+    # A long resync, so every pass below was asked for by a requeue, a spec edit or a Docker event.
+    w = WatchProcess(specs, tmp_path / "state", tmp_path / "watch.log", "--resync", "3600", "--backoff-base", "4", "--metrics-port", str(port))
+    try:
+        for a in docs:
+            wait_until(partial(lambda a: served_version(ng, a) == "v1", a), timeout=20, message=f"{a} serving v1")
+            w.wait_event("reconcile.done", app=a, result="converged")
+        # The live color's image changed without a flip: LiveColorOutdated, which only a spec edit lifts.
+        save_atomically(specs / f"{blocked}.yaml", with_spec(docs[blocked], image="bgtest:v2"))
+        # A deploy that never gets healthy: it fails after 2 s and is held back for --backoff-base (4 s).
+        save_atomically(specs / f"{failing}.yaml", with_spec(docs[failing], image="bgtest:never", activeColor="green", healthCheck={"timeoutSeconds": 2}))
+        edited = time.time()
+
+        failed = w.wait_event("action.failed", app=failing, action="WaitHealthy", timeout=30)
+        done = w.wait_event("reconcile.done", app=failing, image="bgtest:never", result="degraded")
+        retry = w.wait_event("watch.retry", app=failing, reason="BackingOff")
+        # The memory's instant (4 s after the failure, less the pass's re-observation), not 1 s; not jittered.
+        assert 2.5 <= retry["seconds"] <= 4.0, retry
+        memory = json.loads((tmp_path / "state" / "apps" / failing / "memory.json").read_text())
+        [failure] = memory["failures"].values()
+        assert failure["count"] == 1
+        retry_at = failure["last_failed_at"] + 4
+        def deploy_passes() -> list[dict[str, Any]]:
+            return w.events("reconcile.plan", app=failing, image="bgtest:never")
+
+        wait_until(lambda: len(deploy_passes()) >= 2, timeout=20, message="the failed deploy retried")
+        plans = deploy_passes()
+        # The next pass after the failure is the retry itself, at the retry instant: no pass in between
+        # (the old 1 s, 2 s, ... requeue planned BackingOff at +1 s and +3 s and retried only at +7 s).
+        second = plans[1]
+        assert any(a.startswith("RemoveContainer(green)") or a.startswith("CreateContainer(green)") for a in second["actions"]), second
+        assert "BackingOff" not in second["blockers"], second
+        assert retry_at - 0.01 <= at(second) <= retry_at + 2.5, (at(failed), at(done), retry_at, at(second))
+        assert at(second) - at(done) >= 2.5  # no pass in between (old policy: a BackingOff plan at +1 s)
+        w.wait_event("action.failed", app=failing, action="WaitHealthy", timeout=15)
+        wait_until(lambda: len(w.events("action.failed", app=failing, action="WaitHealthy")) == 2, timeout=15, message="second failure")
+
+        # Meanwhile (~9 s) the blocked app had exactly one pass: the one its edit asked for.
+        assert time.time() - edited > 7
+        blocked_passes = w.events("reconcile.done", app=blocked, image="bgtest:v2")
+        assert [e["result"] for e in blocked_passes] == ["blocked"], blocked_passes
+        idle = w.events("watch.idle", app=blocked)
+        assert idle and idle[-1]["reason"] == "LiveColorOutdated"
+        assert not w.events("watch.retry", app=blocked)
+        m = scrape(port)
+        assert sample(m, "bluegreen_reconcile_runs_total", app=blocked, result="blocked") == 1
+        assert sample(m, "bluegreen_reconcile_runs_total", app=blocked, result="converged") == 1
+
+        # A change still moves it at once: the flip the blocker asks for deploys v2.
+        save_atomically(specs / f"{blocked}.yaml", with_spec(docs[blocked], image="bgtest:v2", activeColor="green"))
+        wait_until(lambda: served_version(ng, blocked) == "v2", timeout=15, message=f"{blocked} cut over after the flip")
+        assert served_version(ng, failing) == "v1"  # the failed deploy never took traffic
+        assert w.stop()[0] == 0
+    finally:
+        if w.proc.poll() is None:
+            w.proc.kill()
+        ng.stop()
+        for c in docker_client.containers.list(all=True, filters={"label": f"bluegreen.app={failing}"}):
+            c.remove(force=True)
+
+
 def test_once_interleaves_with_an_idle_watch_and_resync_repairs_file_drift(setup: Setup) -> None:
     w = setup.watch("--resync", "1")
     setup.wait_serving("v1")
@@ -461,7 +540,10 @@ def test_reload_keeps_the_last_valid_spec_and_reports_each_problem_once(tmp_path
 
 
 def test_retry_delays_double_up_to_a_cap_and_resync_is_jittered() -> None:
-    assert [retry_delay(n) for n in (1, 2, 3, 4, 7, 8, 30)] == [1, 2, 4, 8, 60, 60, 60]
+    # The requeue after the n-th consecutive temporary error, and the reconnects of the file and event watches.
+    down = DockerUnavailable("Docker daemon unreachable")
+    assert [decide(None, down, now=0.0, failures=n - 1).after for n in (1, 2, 3, 4, 7, 8, 30)] == [1, 2, 4, 8, 60, 60, 60]
+    assert [reconnect_delay(n) for n in (1, 2, 3, 5, 6, 30)] == [1, 2, 4, 16, 30, 30]
     rng = random.Random(4)
     values = [jittered(60, rng) for _ in range(200)]
     assert all(54 <= v <= 66 for v in values) and max(values) - min(values) > 6
