@@ -97,6 +97,16 @@ def load_specs(path: Path) -> Selection:
     return select(path)
 
 
+def problem_lines(sel: Selection, path: Path) -> list[str]:
+    """One line per invalid file, and one per conflict (not one per side of it)."""
+    lines: list[str] = []
+    for p in sel.problems:
+        line = f"{path}: {p.conflict}" if p.conflict is not None else p.message
+        if line not in lines:
+            lines.append(line)
+    return lines
+
+
 def build_reconciler(
     args: argparse.Namespace, world: Any, metrics: Metrics, should_stop: Callable[[], bool] = lambda: False
 ) -> Reconciler:
@@ -136,16 +146,16 @@ def main(argv: list[str] | None = None) -> int:
         from controller.watch import run_watch  # imported lazily: watchfiles is only needed here
 
         if not loaded.apps:
-            for p in loaded.problems:
-                err(p.message)
+            for line in problem_lines(loaded, args.path):
+                err(line)
             err(f"{args.path}: no valid spec to watch")
             return EXIT_INVALID
         code: int = run_watch(
             args, make_reconciler=lambda world, metrics, stop: build_reconciler(args, world, metrics, stop), err=err
         )  # logs each invalid spec file as an event of its own
         return code
-    for p in loaded.problems:
-        err(p.message)
+    for line in problem_lines(loaded, args.path):
+        err(line)
     metrics = Metrics()
     if args.once:
         for name in loaded.rejected:
