@@ -39,7 +39,7 @@ import docker  # noqa: E402
 import httpx  # noqa: E402
 import yaml  # noqa: E402
 
-from controller.drivers import HostWorld  # noqa: E402
+from controller.drivers.host import HostWorld  # noqa: E402
 from controller.logs import configure  # noqa: E402
 from controller.metrics import Metrics  # noqa: E402
 from controller.reconcile import Reconciler  # noqa: E402

@@ -12,25 +12,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 from controller import __version__
-from controller.errors import ControllerError, InvalidInput, LockBusy, SpecError
+from controller.errors import EXIT_FAIL, EXIT_INVALID, EXIT_OK, ControllerError, InvalidInput, LockBusy
 from controller.logs import configure, redact_text
 from controller.metrics import Metrics
 from controller.planner import Plan
 from controller.reconcile import AppResult, Reconciler
 from controller.secrets import SecretsResolver
-from controller.spec import BlueGreenApp, check_unique, json_schema, load_app, spec_files
+from controller.spec import BlueGreenApp, json_schema
+from controller.specdir import Selection, select
 from controller.state import DEFAULT_STATE_DIR, Lock, StateStore
-
-EXIT_OK, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
 
 
 class _Parser(argparse.ArgumentParser):
@@ -105,66 +102,17 @@ def _port(v: str) -> int:
     return int(v)
 
 
-@dataclass
-class Loaded:
-    apps: list[BlueGreenApp] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-    rejected: list[str] = field(default_factory=list)  # app names (or file stems) of the specs not loaded
-
-
-def load_specs(path: Path) -> Loaded:
-    """Every valid app, and one line per invalid file: one broken spec must not stop the others."""
-    out = Loaded()
-    for f in spec_files(path):
-        try:
-            app = load_app(f)
-        except SpecError as e:
-            out.errors.append(str(e))
-            out.rejected.append(name_hint(f))
-            continue
-        missing = missing_command(app)
-        if missing:
-            out.errors.append(f"{f}: {missing}")
-            out.rejected.append(app.name)
-            continue
-        out.apps.append(app)
-    conflicts = check_unique(out.apps)
-    if conflicts:
-        bad = {name for c in conflicts for name in c.split(" both use ")[0].removeprefix("apps ").split(" and ")}
-        out.errors += [f"{path}: {c}" for c in conflicts]
-        out.apps = [a for a in out.apps if a.name not in bad]
-        out.rejected += sorted(bad)
-    return out
-
-
-def missing_command(app: BlueGreenApp) -> str | None:
-    """The spec's Nginx commands must exist on this host before anything is changed for the app.
-
-    Checked up front rather than when the switch runs: otherwise a deploy would create and start the new
-    color, then fail at the switch (cron's PATH, /usr/bin:/bin, lacks /usr/sbin where nginx lives).
-    """
-    ng = app.spec.nginx
-    for name, argv in (("testCommand", ng.testCommand), ("reloadCommand", ng.reloadCommand)):
-        if shutil.which(argv[0]) is None:
-            return f"nginx.{name}: {argv[0]}: command not found (PATH={os.environ.get('PATH', '')}; use an absolute path)"
-    return None
-
-
-def name_hint(path: Path) -> str:
-    """The app an unloadable spec file is about: its metadata.name if that much parses, else the file stem."""
-    try:
-        import yaml
-
-        name = yaml.safe_load(path.read_text(encoding="utf-8"))["metadata"]["name"]
-    except Exception:  # any way a spec can be broken: fall back to the file name
-        name = None
-    return name if isinstance(name, str) and 0 < len(name) <= 63 else path.stem
+def load_specs(path: Path) -> Selection:
+    """Every valid app, and one problem per invalid file: one broken spec must not stop the others."""
+    return select(path)
 
 
 def build_reconciler(
     args: argparse.Namespace, world: Any, metrics: Metrics, should_stop: Callable[[], bool] = lambda: False
 ) -> Reconciler:
     """The one place a Reconciler is built from the command line (--once, --plan, --status and --watch)."""
+    from controller.drivers.ssm import SsmSource  # boto3 itself only once an app has secrets
+
     return Reconciler(
         world,
         StateStore(args.state_dir),
@@ -172,7 +120,7 @@ def build_reconciler(
         backoff_base=args.backoff_base,
         backoff_max=args.backoff_max,
         should_stop=should_stop,
-        resolver=SecretsResolver(world.write_file),
+        resolver=SecretsResolver(world.write_file, SsmSource()),
     )
 
 
@@ -198,25 +146,27 @@ def main(argv: list[str] | None = None) -> int:
         from controller.watch import run_watch  # imported lazily: watchfiles is only needed here
 
         if not loaded.apps:
-            for line in loaded.errors:
-                err(line)
+            for p in loaded.problems:
+                err(p.message)
             err(f"{args.path}: no valid spec to watch")
             return EXIT_INVALID
-        code: int = run_watch(args)  # logs each invalid spec file as an event of its own
+        code: int = run_watch(
+            args, make_reconciler=lambda world, metrics, stop: build_reconciler(args, world, metrics, stop), err=err
+        )  # logs each invalid spec file as an event of its own
         return code
-    for line in loaded.errors:
-        err(line)
+    for p in loaded.problems:
+        err(p.message)
     metrics = Metrics()
     if args.once:
         for name in loaded.rejected:
             metrics.invalid_spec(name)
     if not loaded.apps:
-        if not loaded.errors:
+        if not loaded.problems:
             err(f"{args.path}: no *.yaml spec found")
         if args.once and args.metrics_textfile:
             _write_textfile(metrics, args.metrics_textfile)
         return EXIT_INVALID
-    from controller.drivers import HostWorld
+    from controller.drivers.host import HostWorld  # Docker SDK and httpx load here, not at import
 
     world = HostWorld(args.docker_url)
     rec = build_reconciler(args, world, metrics)
@@ -229,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
             code = _once(rec, loaded.apps, args)
     finally:
         world.close()
-    return max(code, EXIT_INVALID if loaded.errors else EXIT_OK)
+    return max(code, EXIT_INVALID if loaded.problems else EXIT_OK)
 
 
 def _containers(rec: Reconciler) -> Any:
@@ -302,7 +252,7 @@ def _plan(rec: Reconciler, apps: list[BlueGreenApp], as_json: bool) -> int:
         err(str(e))
         return EXIT_INVALID
     plans = [(a, r[0]) for a, r in found]
-    stale = {a.name: r[2].stale for a, r in found if r[2].stale}  # secrets rotated since the live color started
+    stale = {p.app: p.secrets_stale for _, p in plans if p.secrets_stale}  # secrets rotated since the live color started
     if as_json:
         print(json.dumps([{**_plan_json(p), "secretsStale": stale.get(p.app)} for _, p in plans], indent=2))
     else:

@@ -21,6 +21,9 @@ Third-party errors (docker SDK, httpx, OSError, botocore) are mapped onto these 
 
 from __future__ import annotations
 
+# Process exit codes, the same for every mode (README "Commands and exit codes").
+EXIT_OK, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
+
 
 def one_line(text: object, limit: int = 300) -> str:
     """The first non-empty line of `text` (an exception: its message, else its class name), at most `limit` chars."""

@@ -13,6 +13,9 @@ LABEL_COLOR = "bluegreen.color"
 LABEL_REVISION = "bluegreen.revision"
 LABEL_MANAGED = "bluegreen.managed-by"
 MANAGED_BY = "bluegreen-controller"
+# Deploy-time revision input (`revision_extra` key) and its label: a hash of secret versions, never values.
+FINGERPRINT_KEY = "secrets-fingerprint"
+LABEL_FINGERPRINT = f"bluegreen.{FINGERPRINT_KEY}"
 
 
 @dataclass(frozen=True)

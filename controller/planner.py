@@ -6,12 +6,13 @@ an observed state that differs from the desired one; the same rules converge all
 Safety rules, in order of precedence:
 1. Never route to a color that has not passed its health check (in this pass or observed healthy).
 2. Never replace or stop the container that serves traffic while it works.
+   A rotated secret alone does not replace it either (`hold_live_secrets`): it is reported as stale.
 3. The marker names the color Nginx really serves, never what we hoped it serves.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from controller.actions import (
     Action,
@@ -24,7 +25,7 @@ from controller.actions import (
     WaitHealthy,
     WriteMarker,
 )
-from controller.facts import ContainerFact, Memory, Observed
+from controller.facts import FINGERPRINT_KEY, LABEL_FINGERPRINT, ContainerFact, Memory, Observed
 from controller.routing import configured_color, flag_color, render_include
 from controller.spec import COLORS, BlueGreenApp, Color, canonical_ip, other
 
@@ -39,15 +40,14 @@ class Plan:
     actions: tuple[Action, ...]
     blockers: tuple[Blocker, ...]
     diffs: tuple[str, ...]
+    # The deploy-time revision inputs `revisions` were computed with (a created container is labelled with them).
+    revision_extra: dict[str, str] = field(default_factory=dict)
+    secrets_stale: str | None = None  # why the live color's secrets are out of date, if they are
 
     @property
     def converged(self) -> bool:
+        """Nothing to do and nothing blocks (`inSync` in `--plan --json`)."""
         return not self.actions and not self.blockers
-
-    @property
-    def in_sync(self) -> bool:
-        """Nothing to do, whether or not something blocks."""
-        return not self.actions
 
 
 def matches(app: BlueGreenApp, color: Color, c: ContainerFact | None, revision: str) -> bool:
@@ -78,10 +78,11 @@ def plan(
     spec = app.spec
     want = spec.activeColor
     idle = other(want)
-    revisions = {c: app.revision(c, revision_extra) for c in COLORS}
+    serving: Color | None = obs.route.color if obs.route.reachable else configured_color(app, obs.include, obs.flag)
+    extra, secrets_stale = hold_live_secrets(app, obs.containers[want], serving, revision_extra or {})
+    revisions = {c: app.revision(c, extra) for c in COLORS}
     rev = revisions[want]
 
-    serving: Color | None = obs.route.color if obs.route.reachable else configured_color(app, obs.include, obs.flag)
     actions: list[Action] = []
     blockers: list[Blocker] = []
     diffs: list[str] = []
@@ -198,7 +199,40 @@ def plan(
         actions=tuple(actions),
         blockers=tuple(blockers),
         diffs=tuple(diffs),
+        revision_extra=extra,
+        secrets_stale=secrets_stale,
     )
+
+
+def hold_live_secrets(
+    app: BlueGreenApp, cur: ContainerFact | None, serving: Color | None, revision_extra: dict[str, str]
+) -> tuple[dict[str, str], str | None]:
+    """The revision inputs the desired color is held to, and why its secrets are stale (None: they are not).
+
+    `revision_extra` carries the current secrets fingerprint (FINGERPRINT_KEY). The desired color, when it
+    serves and runs, keeps the fingerprint on its own label when that is its *only* difference from the
+    spec: replacing it would drop traffic, and a flip deploys the new secrets. With another difference
+    too, the inputs stay as they are (the plan refuses: LiveColorOutdated) and the secrets are stale as well.
+    """
+    want = app.spec.activeColor
+    current = revision_extra.get(FINGERPRINT_KEY)
+    if cur is None or not cur.running or serving != want:
+        return dict(revision_extra), None
+    live_fp = cur.labels.get(LABEL_FINGERPRINT)
+    if live_fp == current:
+        return dict(revision_extra), None
+    new = f"fingerprint {current}" if current else "no secrets"
+    was = f"fingerprint {live_fp}" if live_fp else "no secrets"
+    stale = (
+        f"{app.container_name(want)} serves with secrets {was}, the spec now resolves {new}; "
+        f"it is not restarted while live: set activeColor: {other(want)} to deploy them"
+    )
+    held = {k: v for k, v in revision_extra.items() if k != FINGERPRINT_KEY}
+    if live_fp:
+        held[FINGERPRINT_KEY] = live_fp
+    if cur.revision != app.revision(want, held):
+        return dict(revision_extra), stale
+    return held, stale
 
 
 def _shown(marker: str | None) -> str:

@@ -29,36 +29,13 @@ from controller.logs import get_logger
 from controller.metrics import Metrics
 from controller.observe import index_containers, observe
 from controller.planner import Plan, plan
+from controller.secrets import NoSecrets, Resolved, Resolver
 from controller.spec import BlueGreenApp
 from controller.state import StateStore
 from controller.status import build_status, conditions, iso
 from controller.world import World
 
 MAX_PASSES = 4
-
-
-@dataclass(frozen=True)
-class Resolved:
-    """Deploy-time inputs beyond the spec: secret env values and their versions (for the revision)."""
-
-    env: dict[str, str] = field(default_factory=dict, repr=False)
-    revision_extra: dict[str, str] = field(default_factory=dict)
-    names: list[str] | None = None  # secret env names, for status
-    stale: str | None = None  # why the live color's secrets are out of date, if they are
-    # Given an observation: the revision inputs the plan holds the desired color to, and `stale` (secrets.hold_live).
-    adjust: Callable[[Observed], Resolved] | None = field(default=None, repr=False, compare=False)
-    # Secret values, fetched only when a pass is about to create a container (raises SecretsError).
-    load_env: Callable[[], dict[str, str]] | None = field(default=None, repr=False, compare=False)
-
-    def view(self, obs: Observed) -> Resolved:
-        return self.adjust(obs) if self.adjust is not None else self
-
-
-Resolver = Callable[[BlueGreenApp], Resolved]
-
-
-def no_secrets(app: BlueGreenApp) -> Resolved:
-    return Resolved()
 
 
 @dataclass
@@ -98,7 +75,7 @@ class Reconciler:
         backoff_base: float = 60.0,
         backoff_max: float = 3600.0,
         should_stop: Callable[[], bool] = lambda: False,
-        resolver: Resolver = no_secrets,
+        resolver: Resolver | None = None,
     ) -> None:
         self.world = world
         self.store = store
@@ -106,13 +83,12 @@ class Reconciler:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.should_stop = should_stop
-        self.resolver = resolver
+        self.resolver: Resolver = resolver or NoSecrets()
 
     # Read-only ---------------------------------------------------------------------------
     def plan_only(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None) -> tuple[Plan, Observed, Resolved]:
         resolved = self.resolver(app)
         obs = observe(app, self.world, containers if containers is not None else index_containers(self.world))
-        resolved = resolved.view(obs)
         mem = self.store.load_memory(app.name, self.backoff_base, self.backoff_max)
         return plan(app, obs, mem, self.world.now(), resolved.revision_extra), obs, resolved
 
@@ -126,7 +102,7 @@ class Reconciler:
             None,
         )
         err = prev_error["message"] if prev_error and previous.get("generation") == p.generation and not p.blockers and p.actions else None
-        conds = conditions(app, obs, p, err, prev_error["reason"] if err and prev_error else None, False, resolved.stale)
+        conds = conditions(app, obs, p, err, prev_error["reason"] if err and prev_error else None, False, p.secrets_stale)
         return build_status(app, obs, p, conds, previous, raw.get("lastDeploy"), "status", self.world.now(), resolved.names)
 
     # Converge ----------------------------------------------------------------------------
@@ -178,15 +154,12 @@ class Reconciler:
             log=log,
             record=record,
             should_stop=self.should_stop,
-            env=resolved.env,
-            revision_extra=resolved.revision_extra,
         )
         for pass_no in range(MAX_PASSES):
             index = containers if (pass_no == 0 and containers is not None) else index_containers(self.world)
             obs = observe(app, self.world, index)
             mem = self.store.load_memory(app.name, self.backoff_base, self.backoff_max)
-            view = resolved.view(obs)
-            p = plan(app, obs, mem, self.world.now(), view.revision_extra)
+            p = plan(app, obs, mem, self.world.now(), resolved.revision_extra)
             if pass_no == 0:
                 log.info("reconcile.plan", actions=[a.describe() for a in p.actions], blockers=[b.reason for b in p.blockers], serving=p.serving)
             if not p.actions or error is not None:
@@ -195,14 +168,13 @@ class Reconciler:
                 # Before any action, so that a failed pull or secret read changes nothing.
                 try:
                     self.world.ensure_image(app.spec.image)
-                    if resolved.load_env is not None:
-                        ctx.env = resolved.load_env()
+                    ctx.env = self.resolver.load_values(app, resolved)
                     prepared = True
                 except ControllerError as e:
                     error = e
                     continue
-            ctx.revision_extra = view.revision_extra
-            self._write_status(app, obs, p, None, None, True, last_deploy, rid, view)
+            ctx.revision_extra = p.revision_extra
+            self._write_status(app, obs, p, None, None, True, last_deploy, rid, resolved)
             if mem.converged_generation == p.generation:
                 for a in p.actions:
                     self.metrics.drift_repairs.labels(app=app.name, kind=drift_kind(a, obs)).inc()
@@ -228,7 +200,7 @@ class Reconciler:
             res = "blocked" if p.blockers[0].reason in ("LiveColorOutdated",) else "degraded"
         else:
             res = "progressing"
-        status = self._write_status(app, obs, p, str(error) if error else None, reason, False, last_deploy, rid, view)
+        status = self._write_status(app, obs, p, str(error) if error else None, reason, False, last_deploy, rid, resolved)
         self._export(app, obs, status)
         log.info("reconcile.done", result=res, actions=len(done), error=str(error) if error else None)
         return AppResult(app=app.name, result=res, plan=p, observed=obs, status=status, error=str(error) if error else None, actions_done=done)
@@ -298,7 +270,7 @@ class Reconciler:
         rid: str,
         resolved: Resolved,
     ) -> dict[str, Any]:
-        conds = conditions(app, obs, p, error, reason, progressing, resolved.stale)
+        conds = conditions(app, obs, p, error, reason, progressing, p.secrets_stale)
         status = build_status(app, obs, p, conds, self.store.load_status(app.name), last_deploy, rid, self.world.now(), resolved.names)
         self.store.save_status(app.name, status)
         return status

@@ -1,7 +1,7 @@
 """Desired state: the `BlueGreenApp` document operators commit, and how it is loaded.
 
 Unknown fields are rejected everywhere (a typo must not silently become a default).
-`python -m controller schema` regenerates the JSON Schema shipped for editors.
+`reconcile --schema` regenerates the JSON Schema shipped for editors.
 """
 
 from __future__ import annotations
@@ -582,42 +582,12 @@ def parse_app(text: str, source: str) -> BlueGreenApp:
         raise SpecError(f"{source}: cannot load: {type(e).__name__}: {one_line(e)}") from None
 
 
-def spec_files(path: Path) -> list[Path]:
-    """One file, or every *.yaml / *.yml directly in a directory (sorted, dotfiles skipped)."""
-    if path.is_dir():
-        return sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and not p.name.startswith(".") and p.is_file())
-    if path.is_file():
-        return [path]
-    raise SpecError(f"{path}: no such file or directory")
-
-
 def load_app(path: Path) -> BlueGreenApp:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise SpecError(f"{path}: cannot read: {one_line(e)}") from None
     return parse_app(text, str(path))
-
-
-def check_unique(apps: list[BlueGreenApp]) -> list[str]:
-    """Cross-app conflicts that would make two apps fight over one resource."""
-    problems: list[str] = []
-    seen: dict[str, str] = {}
-    for app in apps:
-        keys = {
-            f"name {app.name}": app.name,
-            f"port {app.spec.bindAddress}:{app.spec.ports.blue}": app.name,
-            f"port {app.spec.bindAddress}:{app.spec.ports.green}": app.name,
-            f"marker {app.marker_path}": app.name,
-            f"upstreamFile {app.upstream_file}": app.name,
-            f"flagFile {app.flag_file}": app.name,
-        }
-        for k in keys:
-            if k in seen:
-                problems.append(f"apps {seen[k]} and {app.name} both use {k}")
-            else:
-                seen[k] = app.name
-    return problems
 
 
 def json_schema() -> dict[str, Any]:

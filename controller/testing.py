@@ -1,4 +1,4 @@
-"""Test helpers shipped with the package: an in-memory `World` and log capture.
+"""Test helpers shipped with the package: `FakeWorld`, an in-memory `World` (logs: use structlog.testing.capture_logs).
 
 `FakeWorld` behaves like the host as far as the controller can observe it; `tests/test_contract.py`
 runs one scenario against it and against the real drivers so the two cannot drift apart.

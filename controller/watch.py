@@ -44,17 +44,16 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-from controller.errors import ControllerError, LockBusy, SpecError
+from controller.errors import EXIT_FAIL, EXIT_INVALID, EXIT_OK, ControllerError, LockBusy, SpecError
 from controller.facts import LABEL_APP, ContainerFact
 from controller.logs import get_logger
 from controller.metrics import Metrics, WatchMetrics
 from controller.observe import index_containers
 from controller.reconcile import AppResult, Reconciler
-from controller.spec import BlueGreenApp, check_unique, load_app, spec_files
+from controller.spec import BlueGreenApp
+from controller.specdir import select
 from controller.state import Lock
 from controller.world import World
-
-EXIT_OK, EXIT_FAIL, EXIT_INVALID = 0, 1, 2
 
 DEBOUNCE = 0.5  # seconds a trigger waits for more of its burst
 JITTER = 0.1  # resync period ±10 %
@@ -251,22 +250,6 @@ class AppWorker:
         self.trigger("retry", delay, urgent=False)
 
 
-def _load(f: Path) -> BlueGreenApp:
-    """One spec file, checked like `reconcile --once` checks it (cli.load_specs)."""
-    from controller.cli import missing_command
-
-    app = load_app(f)
-    missing = missing_command(app)
-    if missing:
-        raise SpecError(f"{f}: {missing}")
-    return app
-
-
-def _conflict_names(conflict: str) -> set[str]:
-    """The two app names of a `check_unique` line: "apps A and B both use ..."."""
-    return set(conflict.split(" both use ")[0].removeprefix("apps ").split(" and "))
-
-
 class EventSource(Protocol):
     def events(self, filters: dict[str, Any]) -> Any: ...
 
@@ -318,31 +301,19 @@ class Watcher:
 
     def _reload(self, source: str) -> list[str]:
         try:
-            files = spec_files(self.path)
+            sel = select(self.path, self.apps_by_file)  # the same policy as --once, with the last valid specs in force
         except SpecError as e:
-            self._invalid(self.path, str(e), None)
+            self._invalid(self.path, str(e), None, None)
             return []  # the path itself is gone: every last valid spec stays in force
         self._valid(self.path)
-        new: dict[Path, BlueGreenApp] = {}
-        parsed: list[Path] = []
-        for f in files:
-            try:
-                app = _load(f)
-            except SpecError as e:
-                kept = self.apps_by_file.get(f)
-                self._invalid(f, str(e), kept)
-                if kept is not None:
-                    new[f] = kept
-                continue
-            new[f] = app
-            parsed.append(f)
-        new, refused = self._without_conflicts(new)
-        for f in parsed:
-            if f not in refused:
-                self._valid(f)
+        new = sel.apps_by_file
+        for p in sel.problems:
+            kept = self.apps_by_file.get(p.file)
+            self._invalid(p.file, p.message, kept if kept is not None and new.get(p.file) == kept else None, p.app)
+        troubled = {p.file for p in sel.problems}
         for f in list(self.errors_by_file):
-            if f != self.path and f not in files:
-                self._valid(f)  # the invalid file was removed
+            if f != self.path and f not in troubled:
+                self._valid(f)  # fixed, or the invalid file was removed
         old_names = {a.name: a for a in self.apps_by_file.values()}
         new_names = {a.name: a for a in new.values()}
         self.apps_by_file = new
@@ -367,39 +338,16 @@ class Watcher:
             triggered.append(name)
         return triggered
 
-    def _without_conflicts(self, new: dict[Path, BlueGreenApp]) -> tuple[dict[Path, BlueGreenApp], set[Path]]:
-        """Two apps fighting over a port, marker or include: the changed side's edit is refused."""
-        refused: set[Path] = set()
-        for _ in range(3):
-            conflicts = check_unique(list(new.values()))
-            if not conflicts:
-                return new, refused
-            for c in conflicts:
-                for f, app in list(new.items()):
-                    if app.name in _conflict_names(c) and self.apps_by_file.get(f) != app:
-                        kept = self.apps_by_file.get(f)
-                        self._invalid(f, f"{f}: {c}", kept)
-                        refused.add(f)
-                        if kept is None:
-                            del new[f]
-                        else:
-                            new[f] = kept
-        # Still conflicting (unchanged specs were valid together, so this is only a safety net): drop them.
-        bad = {n for c in check_unique(list(new.values())) for n in _conflict_names(c)}
-        refused |= {f for f, a in new.items() if a.name in bad}
-        return {f: a for f, a in new.items() if a.name not in bad}, refused
-
     @staticmethod
     def _file_of(files: dict[Path, BlueGreenApp], name: str) -> Path | None:
         return next((f for f, a in files.items() if a.name == name), None)
 
-    def _invalid(self, f: Path, message: str, kept: BlueGreenApp | None) -> None:
+    def _invalid(self, f: Path, message: str, kept: BlueGreenApp | None, app: str | None) -> None:
         if self.errors_by_file.get(f) == message:
             return  # reported already: one event per invalid edit, not one per re-read
         self.errors_by_file[f] = message
-        from controller.cli import name_hint
-
-        app = kept.name if kept is not None else (name_hint(f) if f != self.path else None)
+        if kept is not None:
+            app = kept.name
         self.log.error(
             "spec.invalid",
             file=str(f),
@@ -568,9 +516,16 @@ class Watcher:
             time.sleep(min(0.2, next_resync - now))
 
 
-def run_watch(args: argparse.Namespace) -> int:
-    from controller.cli import build_reconciler, err
-    from controller.drivers import HostWorld
+def run_watch(
+    args: argparse.Namespace,
+    *,
+    make_reconciler: Callable[[World, Metrics, Callable[[], bool]], Reconciler],
+    err: Callable[[str], None],
+) -> int:
+    """The service: `reconcile --watch`. The CLI hands in how to build a Reconciler and how to report."""
+    from controller.drivers.host import (
+        HostWorld,  # the real host: Docker SDK and httpx load here, not at import
+    )
 
     if args.metrics_textfile:
         err("invalid arguments: --metrics-textfile is for --once; with --watch use --metrics-port")
@@ -582,7 +537,7 @@ def run_watch(args: argparse.Namespace) -> int:
         args.path,
         world,
         metrics,
-        lambda should_stop: build_reconciler(args, world, metrics, should_stop),
+        lambda should_stop: make_reconciler(world, metrics, should_stop),
         args.state_dir,
         lock_timeout=args.lock_timeout,
         resync=args.resync,

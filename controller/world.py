@@ -1,6 +1,6 @@
 """The boundary between the controller and the host: everything it reads or changes goes through `World`.
 
-`drivers.HostWorld` is the real one (Docker SDK, httpx, files, subprocess); `testing.FakeWorld` is an
+`drivers.host.HostWorld` is the real one (Docker SDK, httpx, files, subprocess); `testing.FakeWorld` is an
 in-memory one for property tests. `tests/test_contract.py` runs the same assertions against both.
 Methods raise only `controller.errors` exceptions.
 """

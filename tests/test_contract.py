@@ -105,7 +105,7 @@ def _app(name: str, tmp: Path, blue: int, green: int, control_url: str, test_cmd
 
 
 def host_rig(request: pytest.FixtureRequest, tmp: Path, ports: tuple[int, int]) -> Rig:
-    from controller.drivers import HostWorld
+    from controller.drivers.host import HostWorld
 
     images: dict[str, str] = request.getfixturevalue("test_images")
     labels: dict[str, str] = request.getfixturevalue("session_labels")

@@ -18,18 +18,17 @@ from typing import Any
 
 import pytest
 
-from controller.errors import ImageError
-from controller.logs import MASK, redact_text
-from controller.registry import (
+from controller.drivers.registry import (
     Progress,
     auth_for,
     decode_ecr_token,
     ecr_auth_config,
     ecr_registry,
     pull_image,
-    registry_host,
-    split_ref,
 )
+from controller.errors import ImageError
+from controller.imageref import ImageRef
+from controller.logs import MASK, redact_text
 from tests.conftest import _unavailable
 from tests.support.controller_run import World, condition
 from tests.support.moto import ACCOUNT, REGION
@@ -56,8 +55,18 @@ ECR_HOST = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com"
     ],
 )
 def test_references(image: str, repo: str, ref: str, host: str | None) -> None:
-    assert split_ref(image) == (repo, ref)
-    assert registry_host(image) == host
+    parsed = ImageRef.parse(image)  # what pull_image and auth_for use
+    assert parsed.pull_args() == (repo, ref)
+    assert parsed.registry == host
+
+
+def test_a_reference_the_pull_cannot_read_is_an_image_error() -> None:
+    """The spec's pattern lets `Team/x` through; the pull must say so in one line, not crash."""
+    with pytest.raises(ImageError) as e:
+        auth_for("Team/x:1")
+    assert str(e.value) == "image Team/x:1: 'Team/x:1' is not a valid image reference (upper case in the repository name)"
+    with pytest.raises(ImageError):
+        pull_image(None, "Team/x:1")  # refused before the Engine is asked
 
 
 def test_ecr_hosts() -> None:

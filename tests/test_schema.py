@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.spec import BlueGreenApp, check_unique, json_schema, load_app
+from controller.spec import BlueGreenApp, json_schema, load_app
+from controller.specdir import conflicts
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "controller" / "schema" / "bluegreen.schema.json"
@@ -65,7 +66,7 @@ def test_specs_in_one_directory_do_not_conflict() -> None:
     for p in SPECS:
         by_dir.setdefault(p.parent, []).append(load_app(p))
     for d, apps in by_dir.items():
-        assert check_unique(apps) == [], d
+        assert conflicts(apps) == [], d
 
 
 def test_production_example_matches_the_issue() -> None:

@@ -23,15 +23,14 @@ from typing import Any
 
 import pytest
 
+from controller.drivers.aws import aws_config, aws_errors
+from controller.drivers.ssm import SsmSource
 from controller.errors import SecretsError
 from controller.logs import MASK, redact_text
 from controller.secrets import (
     FINGERPRINT_KEY,
     LABEL_FINGERPRINT,
     SecretRef,
-    SsmSource,
-    aws_config,
-    aws_error,
     fingerprint,
     render_env_file,
 )
@@ -188,7 +187,9 @@ def test_throttling_is_retried_by_botocore_then_one_line() -> None:
         {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}, "ResponseMetadata": {"RetryAttempts": 4}},
         "GetParametersByPath",
     )
-    assert aws_error(err, "SSM parameters under /a/") == "SSM parameters under /a/: ThrottlingException (after 4 retries): Rate exceeded"
+    with pytest.raises(SecretsError) as e, aws_errors("SSM parameters under /a/", SecretsError):
+        raise err
+    assert str(e.value) == "SSM parameters under /a/: ThrottlingException (after 4 retries): Rate exceeded"
 
 
 def test_access_denied_against_moto_with_iam_enforced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -196,8 +197,8 @@ def test_access_denied_against_moto_with_iam_enforced(tmp_path: Path, monkeypatc
     monkeypatch.setenv("INITIAL_NO_AUTH_ACTION_COUNT", "3")
     try:
         server = MotoServer.start(tmp_path / "moto-iam")
-    except MotoUnavailable as e:
-        _unavailable(str(e))
+    except MotoUnavailable as exc:
+        _unavailable(str(exc))
         raise
     with server:
         iam = server.client("iam")
@@ -235,11 +236,23 @@ def test_plain_once_does_not_import_boto3() -> None:
     """boto3/botocore are imported only when an app uses SSM or ECR."""
     code = (
         "import sys\n"
-        "import controller.cli, controller.reconcile, controller.secrets, controller.registry, controller.drivers\n"
+        "import controller.cli, controller.reconcile, controller.secrets, controller.drivers.registry, controller.drivers.aws\n"
+        "from controller.drivers.ssm import SsmSource\n"
         "from controller.secrets import SecretsResolver\n"
         "from tests.factories import make_app\n"
-        "r = SecretsResolver()(make_app('plain'))\n"
+        "r = SecretsResolver(None, SsmSource())(make_app('plain'))\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT), timeout=60, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_secrets_and_planner_import_no_third_party_client() -> None:
+    """The secrets data and the planner's rule sit in the core: no AWS, Docker or HTTP client comes with them."""
+    code = (
+        "import sys\n"
+        "import controller.secrets, controller.planner\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'boto3', 'botocore', 'docker', 'httpx', 'requests'}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT), timeout=60, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
@@ -551,8 +564,8 @@ def test_values_are_fetched_only_to_create_and_rotation_never_restarts_the_live_
     assert stale["status"] == "True" and "activeColor: green" in stale["message"]
     assert "k1" not in json.dumps(r.status) and "k2" not in json.dumps(r.status)
     assert "API_KEY=/d/prod/API_KEY:2" in r.status["desired"]["secrets"]
-    p, _, resolved = rec.plan_only(_fake_app("blue"))
-    assert p.converged and resolved.stale
+    p, _, _ = rec.plan_only(_fake_app("blue"))
+    assert p.converged and p.secrets_stale
 
     r = rec.reconcile(_fake_app("green"))
     assert r.result == "converged" and src.value_calls == 2

@@ -1,5 +1,5 @@
-"""Real drivers: thin adapters from the host (Docker, HTTP, files, commands) to `controller.world.World`."""
+"""The real drivers: every third-party call (Docker SDK, httpx, boto3, subprocess, file I/O) lives below here.
 
-from controller.drivers.host import HostWorld
-
-__all__ = ["HostWorld"]
+Import the module you need (`controller.drivers.host.HostWorld`, ...): this package imports nothing, so
+that importing a pure module of the controller never loads the Docker SDK or an HTTP client.
+"""

@@ -213,7 +213,7 @@ class DockerDriver:
             return
         except ImageError:
             pass
-        from controller.registry import ensure_pulled  # ECR auth through boto3, else ~/.docker/config.json
+        from controller.drivers.registry import ensure_pulled  # ECR via boto3, else ~/.docker/config.json
 
         ensure_pulled(client, image)
         self._no_digest.clear()  # a pull adds RepoDigests: status must show them at once

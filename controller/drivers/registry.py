@@ -6,8 +6,10 @@
 - Any other registry: no auth_config is passed, so the Docker SDK uses ~/.docker/config.json (auths and
   credential helpers) exactly like `docker pull`.
 
-Progress: a single updating line on a terminal; JSON log events (`image.pull.*`) otherwise.
-A failed pull raises ImageError with one line; nothing else has been changed at that point.
+References are parsed by `controller.imageref.ImageRef` (repository and tag/digest for the Engine, the host
+for auth). Progress: a single updating line on a terminal; JSON log events (`image.pull.*`) otherwise.
+A failed pull raises ImageError with one line (docker-py/requests/botocore errors mapped by a table, no
+third-party chain, every quoted line redacted); nothing else has been changed at that point.
 """
 
 from __future__ import annotations
@@ -20,35 +22,21 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from controller.drivers.aws import aws_client, aws_errors, redacted_line
+from controller.drivers.mapping import Rule, map_exceptions
 from controller.errors import DockerUnavailable, ImageError, SecretsError
-from controller.logs import get_logger, redact_text, register_secret
+from controller.imageref import ImageRef, InvalidImageRef
+from controller.logs import get_logger, register_secret
 
 ECR_HOST_RE = re.compile(
     r"^(?P<account>[0-9]{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z]{2}(?:-[a-z]+)+-[0-9]+)\.amazonaws\.com(?:\.cn)?$"
 )
 
 
-def split_ref(image: str) -> tuple[str, str]:
-    """`repo[:tag][@digest]` -> (repo, tag or digest) for the Engine's pull API (digest wins; default tag latest)."""
-    if "@" in image:
-        repo, digest = image.split("@", 1)
-        last = repo.rsplit("/", 1)[-1]
-        if ":" in last:
-            repo = repo.rsplit(":", 1)[0]  # name:tag@digest pulls by digest
-        return repo, digest
-    last = image.rsplit("/", 1)[-1]
-    if ":" in last:
-        repo, tag = image.rsplit(":", 1)
-        return repo, tag
-    return image, "latest"
-
-
-def registry_host(image: str) -> str | None:
-    """The registry part of a reference, None for Docker Hub (`name`, `user/name`)."""
-    first, sep, _ = image.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost"):
-        return first
-    return None
+def parse_ref(image: str) -> ImageRef:
+    """`ImageRef.parse`, with a reference it cannot read as ImageError (the spec's check is a separate pattern)."""
+    with map_exceptions([Rule(InvalidImageRef, ImageError)], f"image {image}"):
+        return ImageRef.parse(image)
 
 
 def ecr_registry(host: str | None) -> tuple[str, str] | None:
@@ -73,20 +61,15 @@ def decode_ecr_token(data: dict[str, Any], host: str) -> dict[str, str]:
 
 def ecr_auth_config(host: str, client_factory: Callable[[str, str | None], Any] | None = None) -> dict[str, str]:
     """Get a registry token for the ECR registry `host` through boto3 (`ecr:GetAuthorizationToken`)."""
-    from controller.secrets import aws_client, aws_error  # boto3 only now, and only for ECR
-
     found = ecr_registry(host)
     if found is None:
         raise ImageError(f"{host} is not an ECR registry")
     account, region = found
-    factory = client_factory or aws_client
-    import botocore.exceptions as bx
-
+    factory = client_factory or aws_client  # boto3 only now, and only for ECR
     what = f"ECR registry {host}: GetAuthorizationToken"
     try:
-        out = factory("ecr", region).get_authorization_token(registryIds=[account])
-    except (bx.BotoCoreError, bx.ClientError) as e:
-        raise ImageError(aws_error(e, what)) from None
+        with aws_errors(what, ImageError):
+            out = factory("ecr", region).get_authorization_token(registryIds=[account])
     except SecretsError as e:
         raise ImageError(str(e)) from None
     data = (out.get("authorizationData") or [None])[0]
@@ -97,7 +80,7 @@ def ecr_auth_config(host: str, client_factory: Callable[[str, str | None], Any] 
 
 def auth_for(image: str, client_factory: Callable[[str, str | None], Any] | None = None) -> dict[str, str] | None:
     """auth_config for pulling `image`: an ECR token, or None to let the Docker SDK use ~/.docker/config.json."""
-    host = registry_host(image)
+    host = parse_ref(image).registry
     if ecr_registry(host) is not None and host is not None:
         return ecr_auth_config(host, client_factory)
     return None
@@ -161,31 +144,42 @@ class Progress:
             self._log.info("image.pull.done", digest=self.digest, layers=len(self.layers))
 
 
-def pull_image(api: Any, image: str, *, auth_config: dict[str, str] | None = None, progress: Progress | None = None) -> str | None:
-    """Pull `image` through the Engine API client `api` (docker.APIClient); returns the manifest digest if reported."""
-    import docker.errors
+def _explained(e: BaseException) -> str:
+    return redacted_line(getattr(e, "explanation", None) or e)
+
+
+def _daemon_rules() -> list[Rule]:
+    """The daemon itself unreachable: said as `pull <image>: Docker daemon unreachable: ...`."""
     import requests.exceptions
 
+    return [Rule((requests.exceptions.ConnectionError, requests.exceptions.Timeout), DockerUnavailable, "Docker daemon unreachable", redacted_line)]
+
+
+def _pull_rules() -> list[Rule]:
+    """The daemon answered but the pull failed (unknown manifest, no credentials, ...): ImageError, specific rows first."""
+    import docker.errors
+
+    return [Rule(docker.errors.APIError, ImageError, explain=_explained), Rule(docker.errors.DockerException, ImageError, explain=redacted_line)]
+
+
+def pull_image(api: Any, image: str, *, auth_config: dict[str, str] | None = None, progress: Progress | None = None) -> str | None:
+    """Pull `image` through the Engine API client `api` (docker.APIClient); returns the manifest digest if reported."""
     what = f"image {image} is not present locally and cannot be pulled"
-    repo, tag = split_ref(image)
+    repo, tag = parse_ref(image).pull_args()
     prog = progress or Progress(image)
     prog.start()
     ok = False
+    # chain=False: a registry's answer can quote the request, and auth_config holds a password.
     try:
-        for ev in api.pull(repo, tag=tag, stream=True, decode=True, auth_config=auth_config):
-            if not isinstance(ev, dict):
-                continue
-            if ev.get("error") or ev.get("errorDetail"):
-                msg = ev.get("error") or (ev.get("errorDetail") or {}).get("message") or "error"
-                raise ImageError(f"{what}: {_line(msg)}")
-            prog.update(ev)
+        with map_exceptions(_daemon_rules(), f"pull {image}", chain=False), map_exceptions(_pull_rules(), what, chain=False):
+            for ev in api.pull(repo, tag=tag, stream=True, decode=True, auth_config=auth_config):
+                if not isinstance(ev, dict):
+                    continue
+                if ev.get("error") or ev.get("errorDetail"):
+                    msg = ev.get("error") or (ev.get("errorDetail") or {}).get("message") or "error"
+                    raise ImageError(f"{what}: {redacted_line(msg)}")
+                prog.update(ev)
         ok = True
-    except docker.errors.APIError as e:
-        raise ImageError(f"{what}: {_line(getattr(e, 'explanation', None) or e)}") from None
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
-        raise DockerUnavailable(f"pull {image}: Docker daemon unreachable: {_line(e)}") from None
-    except docker.errors.DockerException as e:
-        raise ImageError(f"{what}: {_line(e)}") from None
     finally:
         prog.finish(ok)
     return prog.digest
@@ -197,15 +191,10 @@ def ensure_pulled(client: Any, image: str, client_factory: Callable[[str, str | 
     digest = pull_image(client.api, image, auth_config=auth)
     import docker.errors
 
-    try:
+    rules = [
+        Rule(docker.errors.ImageNotFound, ImageError, explain=lambda _: "the pull reported success but the image is not present"),
+        Rule(docker.errors.APIError, ImageError, explain=redacted_line),
+    ]
+    with map_exceptions(rules, f"image {image}", chain=False):
         client.images.get(image)
-    except docker.errors.ImageNotFound:
-        raise ImageError(f"image {image}: the pull reported success but the image is not present") from None
-    except docker.errors.APIError as e:
-        raise ImageError(f"image {image}: {_line(e)}") from None
     return digest
-
-
-def _line(e: object) -> str:
-    text = str(e).strip() or type(e).__name__
-    return redact_text(text.splitlines()[0][:300])

@@ -1,0 +1,81 @@
+"""AWS through boto3: one client factory and one table of botocore errors, for SSM (`ssm.py`) and ECR (`registry.py`).
+
+boto3/botocore are imported only inside these functions, i.e. only when an app has `secrets` or an ECR
+image to pull. botocore's messages can quote a request, so every mapping is `chain=False` (no third-party
+traceback chain in any output) and every quoted line goes through the log redactor.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from controller.drivers.mapping import Rule, map_exceptions
+from controller.errors import ControllerError, one_line
+from controller.logs import redact_text
+
+
+def aws_config(service: str) -> Any:
+    """botocore Config: standard retry mode (throttling is retried with backoff), short timeouts."""
+    from botocore.config import Config
+
+    attempts = int(os.environ.get("AWS_MAX_ATTEMPTS") or 5)
+    return Config(
+        retries={"mode": os.environ.get("AWS_RETRY_MODE") or "standard", "max_attempts": attempts},
+        connect_timeout=float(os.environ.get("BLUEGREEN_AWS_CONNECT_TIMEOUT") or 5),
+        read_timeout=float(os.environ.get("BLUEGREEN_AWS_READ_TIMEOUT") or 15),
+        user_agent_extra="bluegreen-controller",
+    )
+
+
+def aws_client(service: str, region: str | None) -> Any:
+    """A boto3 client on the standard credential chain; AWS_ENDPOINT_URL[_<SERVICE>] override the endpoint."""
+    import boto3  # lazily: a plain --once of an app without secrets never imports it
+
+    endpoint = os.environ.get(f"AWS_ENDPOINT_URL_{service.upper()}") or os.environ.get("AWS_ENDPOINT_URL") or None
+    return boto3.session.Session().client(service, region_name=region, endpoint_url=endpoint, config=aws_config(service))
+
+
+def redacted_line(e: object) -> str:
+    """The first line of a third-party message, with every registered secret masked."""
+    return redact_text(one_line(e))
+
+
+def _client_error(e: BaseException) -> str:
+    response: dict[str, Any] = getattr(e, "response", None) or {}
+    err = response.get("Error") or {}
+    code = str(err.get("Code") or "Error")
+    raw = str(err.get("Message") or "")
+    xml = re.search(r"<Code>([^<]*)</Code>.*?<Message>([^<]*)</Message>", raw, re.S)
+    if xml:  # an XML error body where JSON was expected (some proxies and emulators)
+        code, raw = xml.group(1), xml.group(2)
+    retries = (response.get("ResponseMetadata") or {}).get("RetryAttempts")
+    extra = f" (after {retries} retries)" if retries else ""
+    return f"{code}{extra}: {redacted_line(raw)}".rstrip(": ")
+
+
+def aws_rules(target: type[ControllerError]) -> list[Rule]:
+    """botocore's exceptions onto `target` (SecretsError for SSM, ImageError for ECR); specific rows first."""
+    import botocore.exceptions as bx
+
+    return [
+        Rule(bx.NoRegionError, target, explain=lambda _: "no AWS region (set secrets.ssm.region, AWS_REGION or a profile region)"),
+        Rule(
+            (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError),
+            target,
+            explain=lambda _: "no AWS credentials (instance profile, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)",
+        ),
+        Rule((bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError), target, "AWS endpoint unreachable", redacted_line),
+        Rule(bx.ClientError, target, explain=_client_error),
+        Rule(bx.BotoCoreError, target, explain=lambda e: f"{type(e).__name__}: {redacted_line(e)}"),
+    ]
+
+
+@contextmanager
+def aws_errors(what: str, target: type[ControllerError]) -> Iterator[None]:
+    """A botocore failure inside becomes `target("<what>: <one line>")`, never carrying a parameter value."""
+    with map_exceptions(aws_rules(target), what, chain=False):
+        yield

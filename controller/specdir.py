@@ -1,0 +1,180 @@
+"""The spec directory: which files are specs, which apps they declare, and which of them are in force.
+
+One policy for every mode. `--once`, `--plan` and `--status` call `select` with nothing in force;
+`--watch` calls it with the specs in force since the last read, so an invalid or conflicting edit of a
+file leaves that file's last valid spec in force. Conflicts are data (`Conflict`), never sentences that
+a caller has to parse back into app names.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from controller.errors import SpecError
+from controller.spec import BlueGreenApp, load_app
+
+SUFFIXES = (".yaml", ".yml")
+
+
+def spec_files(path: Path) -> list[Path]:
+    """One file, or every *.yaml / *.yml directly in a directory (sorted, dotfiles skipped)."""
+    if path.is_dir():
+        return sorted(p for p in path.iterdir() if p.suffix in SUFFIXES and not p.name.startswith(".") and p.is_file())
+    if path.is_file():
+        return [path]
+    raise SpecError(f"{path}: no such file or directory")
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """Two apps that would fight over one resource (a name, a host port, a file the controller writes)."""
+
+    apps: tuple[str, str]
+    resource: str  # e.g. "port 127.0.0.1:18081", "file /var/lib/bluegreen/a/active"
+
+    def __str__(self) -> str:
+        return f"apps {self.apps[0]} and {self.apps[1]} both use {self.resource}"
+
+
+def _resources(app: BlueGreenApp) -> dict[str, str]:
+    """What an app holds for itself: a key per resource, and how to name it in a message."""
+    s = app.spec
+    out = {f"name {app.name}": f"name {app.name}"}
+    for port in (s.ports.blue, s.ports.green):
+        out[f"port {s.bindAddress}:{port}"] = f"port {s.bindAddress}:{port}"
+    # Any file one app writes must not be any file another app writes, whatever role each gives it.
+    files = {"marker": app.marker_path, "upstreamFile": app.upstream_file, "flagFile": app.flag_file}
+    if s.secrets is not None and s.secrets.envFile is not None:
+        files["envFile"] = s.secrets.envFile
+    for role, path in files.items():
+        out.setdefault(f"file {path}", f"{role} {path}")
+    return out
+
+
+def conflicts(apps: list[BlueGreenApp]) -> list[Conflict]:
+    found: list[Conflict] = []
+    owner: dict[str, tuple[str, str]] = {}  # resource key -> (app, how that app names it)
+    for app in apps:
+        for key, label in sorted(_resources(app).items()):
+            if key not in owner:
+                owner[key] = (app.name, label)
+                continue
+            first, first_label = owner[key]
+            shown = label if label == first_label else f"{label} ({first_label} of {first})"
+            found.append(Conflict((first, app.name), shown))
+    return found
+
+
+def host_problem(app: BlueGreenApp) -> str | None:
+    """The spec's Nginx commands must exist on this host before anything is changed for the app.
+
+    Checked up front rather than when the switch runs: otherwise a deploy would create and start the new
+    color, then fail at the switch (cron's PATH, /usr/bin:/bin, lacks /usr/sbin where nginx lives).
+    """
+    ng = app.spec.nginx
+    for name, argv in (("testCommand", ng.testCommand), ("reloadCommand", ng.reloadCommand)):
+        if shutil.which(argv[0]) is None:
+            return f"nginx.{name}: {argv[0]}: command not found (PATH={os.environ.get('PATH', '')}; use an absolute path)"
+    return None
+
+
+def load_file(f: Path) -> BlueGreenApp:
+    """One spec file, parsed, validated and checked against this host; SpecError (one line) otherwise."""
+    app = load_app(f)
+    problem = host_problem(app)
+    if problem:
+        raise SpecError(f"{f}: {problem}")
+    return app
+
+
+def name_hint(path: Path) -> str:
+    """The app an unloadable spec file is about: its metadata.name if that much parses, else the file stem."""
+    try:
+        import yaml
+
+        with open(path, encoding="utf-8") as fh:
+            name = yaml.safe_load(fh.read(65536))["metadata"]["name"]
+    except Exception:  # any way a spec can be broken (or hostile): fall back to the file name
+        name = None
+    return name if isinstance(name, str) and 0 < len(name) <= 63 and name.isprintable() else path.stem
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Why one file's spec is not (or no longer) what is in force."""
+
+    file: Path
+    app: str | None  # the app it is about, when known
+    message: str  # one line, naming the file
+    conflict: Conflict | None = None
+
+
+@dataclass
+class Selection:
+    """The outcome of reading the spec path: the apps in force by file, and every problem found."""
+
+    apps_by_file: dict[Path, BlueGreenApp] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def apps(self) -> list[BlueGreenApp]:
+        return list(self.apps_by_file.values())
+
+    @property
+    def rejected(self) -> list[str]:
+        """App names (or file stems) whose spec as written is not in force."""
+        return [p.app or p.file.stem for p in self.problems]
+
+
+def select(path: Path, in_force: Mapping[Path, BlueGreenApp] | None = None) -> Selection:
+    """Read `path` and decide what is in force.
+
+    A file that fails to load keeps its spec from `in_force` (watch mode) or is dropped (`in_force` empty).
+    When two apps conflict, the side whose spec changed since `in_force` is refused (the edit that caused the
+    conflict); when neither or both changed, both are refused. Raises SpecError when `path` itself is gone.
+    """
+    previous = dict(in_force or {})
+    out = Selection()
+    files = spec_files(path)
+    candidate: dict[Path, BlueGreenApp] = {}
+    for f in files:
+        try:
+            candidate[f] = load_file(f)
+        except SpecError as e:
+            kept = previous.get(f)
+            out.problems.append(Problem(f, kept.name if kept is not None else name_hint(f), str(e)))
+            if kept is not None:
+                candidate[f] = kept
+        except RecursionError:
+            # A deeply nested document: that file's problem, never the whole run's.
+            kept = previous.get(f)
+            out.problems.append(Problem(f, kept.name if kept is not None else f.stem, f"{f}: invalid YAML: nested too deeply"))
+            if kept is not None:
+                candidate[f] = kept
+    for _ in range(len(candidate) + 1):
+        found = conflicts(list(candidate.values()))
+        if not found:
+            break
+        c = found[0]
+        files_of = [f for f, a in candidate.items() if a.name in c.apps]
+        changed = [f for f in files_of if previous.get(f) != candidate[f]]
+        refuse = changed if 0 < len(changed) < len(files_of) else files_of
+        for f in refuse:
+            app = candidate[f]
+            kept = previous.get(f)
+            out.problems.append(Problem(f, app.name, f"{f}: {c}", conflict=c))
+            others = [a for g, a in candidate.items() if g != f]
+            if kept is not None and kept != app and not any(kept.name in k.apps for k in conflicts([kept, *others])):
+                candidate[f] = kept  # the edit is refused; the last valid spec of this file stays in force
+            else:
+                del candidate[f]
+    else:
+        # Unreachable in practice (each round removes or reverts a side): never reconcile a conflict.
+        bad = {n for c in conflicts(list(candidate.values())) for n in c.apps}
+        candidate = {f: a for f, a in candidate.items() if a.name not in bad}
+    out.apps_by_file = candidate
+    return out
