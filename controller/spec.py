@@ -64,7 +64,7 @@ def check_path(v: object, what: str = "path") -> str:
     if not isinstance(v, str):
         raise ValueError(f"{what} must be a string")
     if not v.startswith("/"):
-        raise ValueError(f"{v!r} is not an absolute path")
+        raise ValueError(f"{v!r} must be an absolute path")
     if len(v) > PATH_MAX:
         raise ValueError(f"{what} is longer than {PATH_MAX} characters")
     bad = _bad_char(v)

@@ -255,7 +255,7 @@ CASES = [
     Case("yaml-alias-bomb", text(_ALIAS_BOMB), ["invalid yaml: more than 20000 yaml nodes once aliases are expanded"]),
     Case("yaml-recursive-alias", text("apiVersion: bluegreen/v1\nkind: &k [*k]\n"), ["invalid yaml: more than 20000 yaml nodes"]),
     # paths the controller writes: absolute, normalised, characters Nginx cannot misparse, distinct
-    Case("marker-relative", mutate(_set("spec.marker", "run/active")), ["spec.marker: 'run/active' is not an absolute path"]),
+    Case("marker-relative", mutate(_set("spec.marker", "run/active")), ["spec.marker: 'run/active' must be an absolute path"]),
     Case("marker-dotdot", lambda e: e.write(e.doc(marker=f"{e.tmp}/run/../active")), ["spec.marker: '{tmp}/run/../active' is not a normalised absolute path"]),
     Case("marker-double-slash", lambda e: e.write(e.doc(marker=f"{e.tmp}/run//active")), ["is not a normalised absolute path"]),
     Case("marker-trailing-slash", lambda e: e.write(e.doc(marker=f"{e.tmp}/run/active/")), ["is not a normalised absolute path"]),
@@ -308,7 +308,7 @@ CASES = [
         ["bin/nginx: command not found"],
         mode="--plan",
     ),
-    Case("state-dir-relative", valid, ["argument --state-dir: 'state' is not an absolute path"], args=["--state-dir", "state"]),
+    Case("state-dir-relative", valid, ["argument --state-dir: 'state' must be an absolute path"], args=["--state-dir", "state"]),
     Case("state-dir-dotdot", valid, ["argument --state-dir: '{tmp}/made/../state' is not a normalised absolute path"], args=["--state-dir", "{tmp}/made/../state"]),
     Case("state-dir-newline", valid, ["argument --state-dir: '{tmp}/sta\\nte' contains '\\n'"], args=["--state-dir", "{tmp}/sta\nte"]),
     Case("state-dir-under-a-file-once", _under_a_file, ["regular-file/state/lock: not a directory"], code=1, args=["--state-dir", "{tmp}/regular-file/state"]),
