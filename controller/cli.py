@@ -215,8 +215,8 @@ def _once(rec: Reconciler, apps: list[BlueGreenApp], args: argparse.Namespace) -
 def _write_textfile(metrics: Metrics, path: Path) -> bool:
     try:
         metrics.write_textfile(path)
-    except OSError as e:
-        err(f"cannot write metrics to {path}: {e.strerror}")
+    except ControllerError as e:  # HostError: cannot write, or a directory that is not trusted
+        err(f"metrics textfile: {e}")
         return False
     return True
 

@@ -6,9 +6,7 @@ A fresh registry per `Metrics` keeps tests and several in-process runs independe
 
 from __future__ import annotations
 
-import os
 import platform
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 from prometheus_client.exposition import generate_latest
 
 from controller import __version__
+from controller.drivers.files import write_atomic
 
 PREFIX = "bluegreen"
 
@@ -89,17 +88,9 @@ class Metrics:
         return generate_latest(self.registry)
 
     def write_textfile(self, path: Path) -> None:
-        """Write atomically: node_exporter's textfile collector must never read half a file."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(self.exposition())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        """The one atomic write (node_exporter's textfile collector must never read half a file); mode 0644:
+        node_exporter runs as another user. HostError when it cannot be written or the directory is not trusted."""
+        write_atomic(path, self.exposition(), 0o644)
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> Any:
         """Serve /metrics in a daemon thread; returns the server (`.shutdown()` stops it). OSError if the port is taken."""

@@ -176,12 +176,12 @@ def plan(
     live = obs.route.color if obs.route.reachable else None
     marker = obs.marker_color  # what the marker will say when the step below runs
     if live is not None and live != target and marker != live:
-        diffs.append(f"marker {app.marker_path}: {_shown(obs.marker)}; Nginx serves {live}")
+        diffs.append(f"marker {app.marker_path}: {describe_file(obs.marker)}; Nginx serves {live}")
         actions.insert(0, WriteMarker(live, f"Nginx serves {live} until the switch"))
         marker = live
 
     if target is not None and marker != target:
-        diffs.append(f"marker {app.marker_path}: {_shown(obs.marker)}; want {target}")
+        diffs.append(f"marker {app.marker_path}: {describe_file(obs.marker)}; want {target}")
         actions.append(WriteMarker(target, f"Nginx serves {target}"))
 
     # The idle color: kept for rollback, or stopped once traffic has left it.
@@ -235,5 +235,13 @@ def hold_live_secrets(
     return held, stale
 
 
-def _shown(marker: str | None) -> str:
-    return "missing" if marker is None else repr(marker.strip()[:40])
+def describe_file(content: str | None) -> str:
+    """A marker (or flag) as the controller may show it: the color it names, "missing", or "garbage, ...".
+    Never its bytes: a root process reads it, and --plan, --status and status.json are readable by others."""
+    if content is None:
+        return "missing"
+    what = getattr(content, "what", None)  # drivers.files.Garbage: a link, a FIFO, a device, too big
+    if isinstance(what, str):
+        return f"garbage, {what}"
+    value = content.strip()
+    return value if value in COLORS else f"garbage, {len(content.encode('utf-8', errors='replace'))} bytes"

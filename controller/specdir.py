@@ -96,8 +96,10 @@ def name_hint(path: Path) -> str:
     try:
         import yaml
 
-        with open(path, encoding="utf-8") as fh:
-            name = yaml.safe_load(fh.read(65536))["metadata"]["name"]
+        from controller.drivers.files import read_text
+
+        # The safe read: a refused spec may sit where others write (a FIFO must not hang the run).
+        name = yaml.safe_load(read_text(path) or "")["metadata"]["name"]
     except Exception:  # any way a spec can be broken (or hostile): fall back to the file name
         name = None
     return name if isinstance(name, str) and 0 < len(name) <= 63 and name.isprintable() else path.stem

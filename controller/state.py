@@ -16,11 +16,12 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from controller.drivers.host import write_atomic
+from controller.drivers import files
 from controller.errors import HostError, LockBusy
 from controller.facts import Failure, Memory
 
 DEFAULT_STATE_DIR = Path("/var/lib/bluegreen")
+HISTORY_READ_LIMIT = 64 * 1024 * 1024
 
 
 class Lock:
@@ -33,8 +34,9 @@ class Lock:
 
     def __enter__(self) -> Lock:
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            # No link followed, no FIFO waited on, only a regular file in a directory root alone can change:
+            # the pid written below must never truncate another file.
+            fd = files.open_state_file(self.path, os.O_RDWR | os.O_CREAT, purpose=f"open lock {self.path}")
         except OSError as e:
             raise HostError(f"cannot open lock {self.path}: {e.strerror}") from e
         deadline = time.monotonic() + self.timeout
@@ -102,34 +104,35 @@ class StateStore:
         raw["convergedGeneration"] = memory.converged_generation
         if last_deploy is not None:
             raw["lastDeploy"] = last_deploy
-        write_atomic(self.app_dir(app) / "memory.json", json.dumps(raw, indent=2, sort_keys=True) + "\n")
+        files.write_atomic(self.app_dir(app) / "memory.json", json.dumps(raw, indent=2, sort_keys=True) + "\n")
 
     # Status -----------------------------------------------------------------------------
     def load_status(self, app: str) -> dict[str, Any]:
         return _read_json(self.app_dir(app) / "status.json")
 
     def save_status(self, app: str, status: dict[str, Any]) -> None:
-        write_atomic(self.app_dir(app) / "status.json", json.dumps(status, indent=2, sort_keys=True) + "\n")
+        files.write_atomic(self.app_dir(app) / "status.json", json.dumps(status, indent=2, sort_keys=True) + "\n")
 
     # History ----------------------------------------------------------------------------
     def append_history(self, entry: dict[str, Any]) -> None:
         line = json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n"
+        path = self.root / "history.jsonl"
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
-            # O_APPEND with one write per line: concurrent appenders never interleave a line.
-            fd = os.open(self.root / "history.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            # O_APPEND with one write per line: concurrent appenders never interleave a line. Opened like the lock:
+            # never appends to the target of a link.
+            fd = files.open_state_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, purpose=f"append to {path}")
             try:
                 os.write(fd, line.encode())
             finally:
                 os.close(fd)
         except OSError as e:
-            raise HostError(f"cannot append to {self.root / 'history.jsonl'}: {e.strerror}") from e
+            raise HostError(f"cannot append to {path}: {e.strerror}") from e
 
     def history(self, app: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        try:
-            lines = (self.root / "history.jsonl").read_text(encoding="utf-8").splitlines()
-        except FileNotFoundError:
-            return []
+        text = files.read_text(self.root / "history.jsonl", HISTORY_READ_LIMIT)
+        if not text:
+            return []  # missing, or garbage (a link, a FIFO, too big to read here)
+        lines = text.splitlines()
         out = []
         for line in reversed(lines):
             try:
@@ -144,12 +147,12 @@ class StateStore:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
+    # The safe read: a link, a FIFO, a device or a file bigger than files.STATE is garbage ("").
+    text = files.read_text(path, files.STATE)
+    if not text:
         return {}
+    try:
+        data = json.loads(text)
     except ValueError:
         return {}  # a torn or hand-edited file: start over rather than refuse to run
-    except OSError as e:
-        raise HostError(f"cannot read {path}: {e.strerror}") from e
     return data if isinstance(data, dict) else {}

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from controller.facts import ContainerFact, Observed
-from controller.planner import Plan, describe_container, matches
+from controller.planner import Plan, describe_container, describe_file, matches
 from controller.routing import configured_color, render_include
 from controller.spec import COLORS, BlueGreenApp, other
 
@@ -135,7 +135,8 @@ def build_status(
                 "color": configured_color(app, obs.include, obs.flag),  # switch: flag -> the flag decides
                 "managed": obs.include is not None and obs.include in {render_include(app, c) for c in COLORS},
             },
-            "marker": {"path": str(app.marker_path), "value": (obs.marker or "").strip()[:64] if obs.marker is not None else None},
+            # The color, or "garbage, N bytes": never the file's content (status.json is world-readable).
+            "marker": {"path": str(app.marker_path), "value": describe_file(obs.marker) if obs.marker is not None else None},
             "serving": plan.serving,
         },
         "conditions": cond_out,

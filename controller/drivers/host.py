@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
+from controller.drivers import files
 from controller.drivers.containers import DockerDriver
 from controller.drivers.probes import Prober
-from controller.errors import HostError, NginxError
+from controller.errors import NginxError
 from controller.facts import ContainerFact
 from controller.world import ContainerRequest, HealthResult, RouteProbe
 
@@ -57,23 +56,14 @@ class HostWorld:
 
     # Files and commands
     def read_file(self, path: Path) -> str | None:
-        try:
-            return path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return None
-        except IsADirectoryError:
-            return ""  # garbage in place of a file: reported as different; an empty directory is replaced
-        except OSError as e:
-            raise HostError(f"cannot read {path}: {e.strerror}") from e
+        # A regular file of at most 64 KiB, else files.Garbage ("": replaced by the next write, never echoed).
+        return files.read_text(path, files.SMALL)
 
     def write_file(self, path: Path, content: str, mode: int = 0o644) -> None:
-        write_atomic(path, content, mode)
+        files.write_atomic(path, content, mode)
 
     def remove_file(self, path: Path) -> None:
-        try:
-            path.unlink(missing_ok=True)
-        except OSError as e:
-            raise HostError(f"cannot remove {path}: {e.strerror}") from e
+        files.remove(path)
 
     def run(self, argv: list[str], timeout: float) -> None:
         try:
@@ -94,32 +84,6 @@ class HostWorld:
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)
-
-
-def write_atomic(path: Path, content: str, mode: int = 0o644) -> None:
-    """Write beside the target, fsync, rename over it: a crash leaves the old file or the new one."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if path.is_dir() and not path.is_symlink():
-            path.rmdir()  # only an empty one: a directory with content is an operator's, not garbage
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as e:
-        raise HostError(f"cannot write {path}: {e.strerror}") from e
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(content)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError as e:
-        Path(tmp).unlink(missing_ok=True)
-        raise HostError(f"cannot write {path}: {e.strerror}") from e
 
 
 def established_connections(port: int) -> int:
