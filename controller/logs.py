@@ -1,12 +1,25 @@
 """Logging through structlog: JSON lines off a terminal (journald, Loki), readable lines on one.
 
 Every line carries `app`, `color`, `image` and `reconcile_id` where known (bound by the reconciler).
-`redact_secrets` is the last line of defence: any registered secret value is masked in every field.
+`redact_secrets` is the last line of defence: any registered secret value is masked in every field but the
+label fields; `redact_json_text` does the same for the state files (status.json, memory.json, history.jsonl).
+
+Masking rule (docs/secrets.md, "Redaction"):
+- LABEL_FIELDS are never masked: they hold identifiers and enums the controller makes (app name, color, event
+  name, reconcile id, timestamps, hashes), never a secret, and Loki, the alerts and `--history` select on them.
+  Masking them because a secret happens to equal `green` or the app name would break those, not protect.
+- A secret of MIN_SUBSTRING characters or more is masked wherever it occurs, also inside a longer word.
+- A shorter secret is masked only where it stands as a whole word (not preceded or followed by a letter, digit
+  or `_`): `pin=ab12` and `"ab12"` lose it, `evergreen` keeps its `green`. Masking it inside words too would
+  blank every line; ignoring it (as before) would print it. A short secret inside a longer word is not leaked
+  as such: nothing tells which part of the word it is.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import sys
 import threading
 from typing import Any, TextIO
@@ -17,43 +30,116 @@ from structlog.typing import EventDict, WrappedLogger
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
 MASK = "[REDACTED]"
+MIN_SUBSTRING = 8
+LABEL_FIELDS = frozenset(
+    {
+        # log lines (promtail extracts these; see monitoring/promtail)
+        "app", "color", "action", "event", "level", "timestamp", "logger", "logger_name", "reconcile_id", "image",
+        # state files: identifiers, enums and times written by the controller
+        "reconcileId", "outcome", "time", "at", "updatedAt", "lastTransitionTime", "activeColor", "serving",
+        "standby", "revision", "generation", "observedGeneration", "convergedGeneration", "type",
+    }
+)  # fmt: skip
 
 
 def register_secret(value: str) -> None:
-    """Mask `value` in every log line from now on (values shorter than 4 chars would mask too much)."""
-    if len(value) >= 4:
+    """Mask `value` in every log line and state file from now on (see the masking rule above)."""
+    if value:
         with _secrets_lock:
             _secrets.add(value)
 
 
-def _mask(value: Any, secrets: list[str]) -> Any:
-    if isinstance(value, str):
-        for s in secrets:
-            if s in value:
-                value = value.replace(s, MASK)
+def _pattern() -> re.Pattern[str] | None:
+    with _secrets_lock:
+        secrets = sorted(_secrets, key=len, reverse=True)  # longest first: a secret inside another goes too
+    if not secrets:
+        return None
+    return re.compile("|".join(_alternative(s) for s in secrets))
+
+
+def _alternative(secret: str) -> str:
+    if len(secret) >= MIN_SUBSTRING:
+        return re.escape(secret)
+    # Whole word: no word character may touch a word-character edge of the secret.
+    before = r"(?<!\w)" if re.match(r"\w", secret[0]) else ""
+    after = r"(?!\w)" if re.match(r"\w", secret[-1]) else ""
+    return before + re.escape(secret) + after
+
+
+def _mask(value: Any, pattern: re.Pattern[str], key: Any = None) -> Any:
+    if key in LABEL_FIELDS:
         return value
+    if isinstance(value, str):
+        return pattern.sub(MASK, value)
     if isinstance(value, dict):
-        return {k: _mask(v, secrets) for k, v in value.items()}
+        return {k: _mask(v, pattern, k) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_mask(v, secrets) for v in value)
+        return type(value)(_mask(v, pattern) for v in value)
     if isinstance(value, BaseException):
-        return _mask(str(value), secrets)
+        return pattern.sub(MASK, str(value))
     return value
 
 
 def redact_secrets(_: WrappedLogger, __: str, event_dict: EventDict) -> EventDict:
-    with _secrets_lock:
-        secrets = sorted(_secrets, key=len, reverse=True)
-    if not secrets:
+    pattern = _pattern()
+    if pattern is None:
         return event_dict
-    return {k: _mask(v, secrets) for k, v in event_dict.items()}
+    return {k: _mask(v, pattern, k) for k, v in event_dict.items()}
 
 
 def redact_text(text: str) -> str:
-    with _secrets_lock:
-        secrets = sorted(_secrets, key=len, reverse=True)
-    result: str = _mask(text, secrets)
-    return result
+    pattern = _pattern()
+    return text if pattern is None else pattern.sub(MASK, text)
+
+
+# A JSON string token (json.dumps output: no raw control characters) and whether a `:` follows (a key).
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"(\s*:)?')
+
+
+def redact_json_text(text: str) -> str:
+    """Mask secrets in serialised JSON (one document or JSON lines) before it is written to a state file.
+
+    Only string values change, each decoded, masked and re-encoded, so the result is still valid JSON with
+    the same layout and keys; values of LABEL_FIELDS keys are kept, as in log lines. Text that is not JSON
+    is masked as plain text.
+    """
+    pattern = _pattern()
+    if pattern is None:
+        return text
+    if not _is_json(text):
+        return pattern.sub(MASK, text)
+    out: list[str] = []
+    pos = 0
+    key: str | None = None
+    key_end = -1
+    for m in _JSON_STRING.finditer(text):
+        decoded = json.loads(m.group(0) if m.group(1) is None else m.group(0)[: m.start(1) - m.start()])
+        if m.group(1) is not None:  # a key: kept, remembered for its value
+            key, key_end = decoded, m.end()
+            continue
+        is_label = key in LABEL_FIELDS and text[key_end : m.start()].strip() == ""
+        masked = decoded if is_label else pattern.sub(MASK, decoded)
+        if masked != decoded:
+            out.append(text[pos : m.start()])
+            out.append(json.dumps(masked))
+            pos = m.end()
+    out.append(text[pos:])
+    return "".join(out)
+
+
+def _is_json(text: str) -> bool:
+    """One JSON document, or JSON lines."""
+    try:
+        json.loads(text)
+        return True
+    except ValueError:
+        pass
+    try:
+        for line in text.splitlines():
+            json.loads(line)
+    except ValueError:
+        return False
+    return True
 
 
 def configure(fmt: str = "auto", stream: TextIO | None = None, level: str = "info") -> None:

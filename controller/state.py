@@ -19,6 +19,7 @@ from typing import Any
 from controller.drivers import files
 from controller.errors import HostError, LockBusy
 from controller.facts import Failure, Memory
+from controller.logs import redact_json_text
 
 DEFAULT_STATE_DIR = Path("/var/lib/bluegreen")
 HISTORY_READ_LIMIT = 64 * 1024 * 1024
@@ -104,18 +105,18 @@ class StateStore:
         raw["convergedGeneration"] = memory.converged_generation
         if last_deploy is not None:
             raw["lastDeploy"] = last_deploy
-        files.write_atomic(self.app_dir(app) / "memory.json", json.dumps(raw, indent=2, sort_keys=True) + "\n")
+        files.write_atomic(self.app_dir(app) / "memory.json", redact_json_text(json.dumps(raw, indent=2, sort_keys=True)) + "\n")
 
     # Status -----------------------------------------------------------------------------
     def load_status(self, app: str) -> dict[str, Any]:
         return _read_json(self.app_dir(app) / "status.json")
 
     def save_status(self, app: str, status: dict[str, Any]) -> None:
-        files.write_atomic(self.app_dir(app) / "status.json", json.dumps(status, indent=2, sort_keys=True) + "\n")
+        files.write_atomic(self.app_dir(app) / "status.json", redact_json_text(json.dumps(status, indent=2, sort_keys=True)) + "\n")
 
     # History ----------------------------------------------------------------------------
     def append_history(self, entry: dict[str, Any]) -> None:
-        line = json.dumps(entry, sort_keys=True, separators=(",", ":")) + "\n"
+        line = redact_json_text(json.dumps(entry, sort_keys=True, separators=(",", ":"))) + "\n"
         path = self.root / "history.jsonl"
         try:
             # O_APPEND with one write per line: concurrent appenders never interleave a line. Opened like the lock:

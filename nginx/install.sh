@@ -26,7 +26,7 @@
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
-app= server_name=_ listen=80 htpasswd= realm= upstream_file= flag_file= control_listen=127.0.0.1:8099
+app='' server_name=_ listen=80 htpasswd='' realm='' upstream_file='' flag_file='' control_listen=127.0.0.1:8099
 nginx_dir=/etc/nginx nginx_cmd=nginx reload=yes
 
 usage() { echo "install.sh: $1 (see the header of $0)" >&2; exit 2; }
@@ -48,10 +48,32 @@ while [ $# -gt 0 ]; do
     esac
     shift
 done
-printf '%s' "$app" | grep -Eq '^[a-z0-9]([a-z0-9-]{0,48}[a-z0-9])?$' || usage "--app must match [a-z0-9-] (metadata.name)"
-case $control_listen in 127.* | localhost:* | '[::1]':*) ;; *) usage "--control-listen must be a loopback address" ;; esac
-for v in "$server_name" "$listen" "$htpasswd" "$realm" "$upstream_file" "$flag_file" "$nginx_dir"; do
-    case $v in *[\;\{\}\"\'\|@]*) usage "values must not contain ; { } quotes | @: $v" ;; esac
+# Every value ends up in root's nginx config: validate each against a strict grammar (one line, an
+# allow-list of characters) rather than a deny-list, so that no value can add a directive (`;`, `{`, a
+# newline), expand a variable (`$`), start a comment (`#`) or carry quotes.
+export LC_ALL=C
+# valid REGEX VALUE: VALUE is one line and matches REGEX (extended, whole line).
+valid() {
+    case $2 in *"
+"*) return 1 ;; esac
+    printf '%s\n' "$2" | grep -Eqx -- "$1"
+}
+octet='(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])'
+port='([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])'
+label='[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?'
+hostname="$label(\.$label)*\.?"
+abspath='/[A-Za-z0-9._+/-]*'
+valid '[a-z0-9]([a-z0-9-]{0,48}[a-z0-9])?' "$app" || usage "--app must match [a-z0-9-] (metadata.name)"
+valid "(127\.$octet\.$octet\.$octet|localhost|\[::1\]):$port" "$control_listen" ||
+    usage "--control-listen must be a loopback address and port: 127.x.y.z:PORT, [::1]:PORT or localhost:PORT"
+valid "_|(\*\.)?$hostname( (\*\.)?$hostname)*" "$server_name" || usage "--server-name must be _ or host names (letters, digits, - and .) separated by one space"
+# [ADDRESS:]PORT, then nginx listen flags such as default_server, ssl, http2, ipv6only=on.
+valid "(($octet\.$octet\.$octet\.$octet|\[[0-9A-Fa-f:.]+\]|\*|$hostname):)?$port( [a-z][a-z0-9_]*(=[a-z0-9]+)?)*" "$listen" ||
+    usage "--listen must be [ADDRESS:]PORT [FLAG...] (e.g. 80, 127.0.0.1:8080, '443 ssl')"
+valid '[A-Za-z0-9]([A-Za-z0-9 ._:-]{0,62}[A-Za-z0-9._-])?' "${realm:-x}" || usage "--realm may hold letters, digits, space . _ : - (at most 64)"
+for opt in "--htpasswd=$htpasswd" "--upstream-file=$upstream_file" "--flag-file=$flag_file" "--nginx-dir=$nginx_dir"; do
+    v=${opt#*=}
+    [ -z "$v" ] || valid "$abspath" "$v" || usage "${opt%%=*} must be an absolute path of letters, digits and . _ + - / (no spaces, quotes, \$ ; { } #)"
 done
 htpasswd=${htpasswd:-$nginx_dir/bluegreen/$app.htpasswd}
 realm=${realm:-$app}
@@ -62,6 +84,7 @@ if [ ! -s "$htpasswd" ]; then
     echo "install.sh: $htpasswd is missing or empty; create it first:  htpasswd -c -m $htpasswd USER" >&2
     exit 2
 fi
+# shellcheck disable=SC2016 # a literal $2a$ (bcrypt prefix), not an expansion
 grep -Eq '^[^:]+:\$2[aby]\$' "$htpasswd" && echo "install.sh: warning: $htpasswd holds bcrypt entries (~35 ms of CPU per request); prefer apr1 (htpasswd -m)" >&2
 
 if [ -d "$nginx_dir/sites-enabled" ]; then
@@ -76,11 +99,14 @@ control=$nginx_dir/conf.d/bluegreen-control.conf
 control_d=$nginx_dir/bluegreen/control.d
 mkdir -p "$(dirname "$site")" "$snippets" "$control_d" "$nginx_dir/conf.d" "$(dirname "$upstream_file")" "$(dirname "$flag_file")"
 
+# sedval VALUE: VALUE escaped for the replacement side of s|...|...| (the grammars above already rule out
+# these characters; escaping anyway means a looser grammar later cannot turn into sed injection).
+sedval() { printf '%s' "$1" | sed -e 's/[\\|&]/\\&/g'; }
 render() { # template -> stdout
-    sed -e "s|@APP@|$app|g" -e "s|@SERVER_NAME@|$server_name|g" -e "s|@LISTEN@|$listen|g" \
-        -e "s|@HTPASSWD@|$htpasswd|g" -e "s|@REALM@|$realm|g" -e "s|@FLAG@|$flag_file|g" \
-        -e "s|@UPSTREAM_FILE@|$upstream_file|g" -e "s|@PROXY_CONF@|$snippets/bluegreen-proxy.conf|g" \
-        -e "s|@CONTROL_LISTEN@|$control_listen|g" -e "s|@CONTROL_D@|$control_d|g" "$1"
+    sed -e "s|@APP@|$(sedval "$app")|g" -e "s|@SERVER_NAME@|$(sedval "$server_name")|g" -e "s|@LISTEN@|$(sedval "$listen")|g" \
+        -e "s|@HTPASSWD@|$(sedval "$htpasswd")|g" -e "s|@REALM@|$(sedval "$realm")|g" -e "s|@FLAG@|$(sedval "$flag_file")|g" \
+        -e "s|@UPSTREAM_FILE@|$(sedval "$upstream_file")|g" -e "s|@PROXY_CONF@|$(sedval "$snippets/bluegreen-proxy.conf")|g" \
+        -e "s|@CONTROL_LISTEN@|$(sedval "$control_listen")|g" -e "s|@CONTROL_D@|$(sedval "$control_d")|g" "$1"
 }
 
 work=$(mktemp -d)

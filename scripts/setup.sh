@@ -19,9 +19,28 @@ PYTHON="${PYTHON:-python3}"
 VENV="$ROOT/.venv"
 STAMP="$VENV/.bluegreen-setup-stamp"
 
+POLICY_RC=/usr/sbin/policy-rc.d
+MADE_POLICY=""    # set only while this run's own policy-rc.d exists: the only one we ever remove
+
 say() { printf 'setup: %s\n' "$*"; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 is_root() { [ "$(id -u)" -eq 0 ]; }
+# A private log file (mktemp: new name, mode 0600, never follows a planted /tmp symlink as root).
+new_log() { mktemp "${TMPDIR:-/tmp}/bluegreen-$1.XXXXXXXX" || die "cannot create a log file for $1 in ${TMPDIR:-/tmp}"; }
+
+remove_policy() {
+    if [ -n "$MADE_POLICY" ]; then
+        rm -f "$MADE_POLICY"
+        MADE_POLICY=""
+    fi
+}
+# Interrupted (Ctrl-C, CI cancel, a failure) or not: never leave our policy-rc.d behind, since it would
+# keep every later package's service from starting on this machine.
+on_exit() { remove_policy; }
+trap on_exit EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+trap 'exit 129' HUP
 
 # ------------------------------------------------------------------ packages
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q '^install ok installed$'; }
@@ -38,18 +57,22 @@ install_packages() {
     say "packages: installing ${missing[*]}"
     # Keep the packages' maintainer scripts from starting nginx/prometheus/registry services
     # (they would take ports 80/9090/5000); dockerd is started below, our way.
-    local policy=/usr/sbin/policy-rc.d made_policy=0
-    if [ ! -e "$policy" ]; then
-        printf '#!/bin/sh\n# temporary, from bluegreen scripts/setup.sh\nexit 101\n' > "$policy" && chmod 755 "$policy" && made_policy=1
+    # noclobber: an existing policy-rc.d (the admin's) is never replaced, so never removed either.
+    if [ ! -e "$POLICY_RC" ] \
+        && (set -C; printf '#!/bin/sh\n# temporary, from bluegreen scripts/setup.sh\nexit 101\n' > "$POLICY_RC") 2>/dev/null; then
+        MADE_POLICY=$POLICY_RC
+        chmod 755 "$POLICY_RC"
     fi
-    local rc=0
+    local rc=0 log
+    log="$(new_log apt)" || exit 1
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq >/tmp/bluegreen-apt.log 2>&1 \
+    apt-get update -qq >"$log" 2>&1 \
         && apt-get install -y -qq --no-install-recommends \
                -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold \
-               "${missing[@]}" >>/tmp/bluegreen-apt.log 2>&1 || rc=$?
-    [ "$made_policy" -eq 1 ] && rm -f "$policy"
-    [ "$rc" -eq 0 ] || { tail -n 20 /tmp/bluegreen-apt.log >&2; die "apt-get install failed (exit $rc; log /tmp/bluegreen-apt.log)"; }
+               "${missing[@]}" >>"$log" 2>&1 || rc=$?
+    remove_policy
+    [ "$rc" -eq 0 ] || { tail -n 20 "$log" >&2; die "apt-get install failed (exit $rc; log $log)"; }
+    rm -f "$log"
     # Belt and braces, where an init system did start them anyway.
     local svc
     for svc in nginx prometheus prometheus-alertmanager prometheus-node-exporter prometheus-nginx-exporter docker-registry; do
@@ -108,23 +131,33 @@ setup_venv() {
         say "venv: up to date ($VENV)"
         return 0
     fi
+    local log
     if [ ! -x "$VENV/bin/python" ]; then
         say "venv: creating $VENV with $("$PYTHON" -V 2>&1)"
-        "$PYTHON" -m venv "$VENV" >/tmp/bluegreen-venv.log 2>&1 || {
-            cat /tmp/bluegreen-venv.log >&2
-            die "python -m venv failed (on Debian: apt-get install python3-venv)"
+        log="$(new_log venv)" || exit 1
+        "$PYTHON" -m venv "$VENV" >"$log" 2>&1 || {
+            cat "$log" >&2
+            die "python -m venv failed (on Debian: apt-get install python3-venv; log $log)"
         }
+        rm -f "$log"
     fi
     say "venv: pip install -e '.[test]'"
+    log="$(new_log pip)" || exit 1
     if ! ( cd "$ROOT" && "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[test]' ) \
-            >/tmp/bluegreen-pip.log 2>&1; then
-        tail -n 25 /tmp/bluegreen-pip.log >&2
-        die "pip install -e '.[test]' failed (log /tmp/bluegreen-pip.log)"
+            >"$log" 2>&1; then
+        tail -n 25 "$log" >&2
+        die "pip install -e '.[test]' failed (log $log)"
     fi
+    rm -f "$log"
     printf '%s\n' "$want" > "$STAMP"
     say "venv: ready"
 }
 
-if [ "${BLUEGREEN_SKIP_APT:-0}" != 1 ]; then install_packages; fi
-start_dockerd
-setup_venv
+main() {
+    if [ "${BLUEGREEN_SKIP_APT:-0}" != 1 ]; then install_packages; fi
+    start_dockerd
+    setup_venv
+}
+
+# Sourced (tests/test_setup_script.py runs single functions in a sandbox): define, do not run.
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then main; fi

@@ -4,19 +4,23 @@
 - The app ports are published on loopback only; the control server listens on loopback only.
 - An SSE stream opened before a cutover delivers every event after it, in both switch modes, with
   standby: stop: the old color is stopped only after its connections drained (and early, not after drainSeconds).
-- nginx/install.sh: idempotent, nginx -t guarded, refuses a non-loopback control server.
+- The actuator is unreachable from the public site in every spelling (path parameters, encodings, case).
+- nginx/install.sh: idempotent, nginx -t guarded, refuses a non-loopback control server and every value that
+  would inject config (strict grammars, no sed metacharacter expansion).
 - Flag mode on FakeWorld: the flag is state like any other (drift repaired by the same loop), a flag switch
   does not reload, moving between modes converges.
 """
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import socket
 import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +88,116 @@ def test_basic_auth_and_actuator(tmp_path: Path, app_name: str, shipped: NginxIn
         # The control server answers without a password, but only on loopback, with the route it took.
         r = c.get(f"{shipped.control_url}/bluegreen/{app_name}/actuator/health")
         assert r.status_code == 200 and r.headers["x-bluegreen-upstream"].startswith("127.0.0.1:")
+
+
+class _EchoBackend:
+    """A loopback HTTP backend that records the request target exactly as nginx forwarded it."""
+
+    def __init__(self) -> None:
+        seen: list[str] = []
+        self.seen = seen
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                seen.append(self.path)
+                body = f"backend saw {self.path}\n".encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _raw_get(port: int, target: str, auth: tuple[str, str] | None = AUTH) -> tuple[int, bytes]:
+    """GET with the request target sent byte for byte (an HTTP client would normalise `..` and escapes)."""
+    head = f"GET {target} HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n"
+    if auth:
+        head += "Authorization: Basic " + base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode() + "\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall((head + "\r\n").encode("latin-1"))
+        data = b""
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    status = int(data.split(b" ", 2)[1]) if data.startswith(b"HTTP/") else 0
+    return status, data
+
+
+# Spellings that are /actuator/<endpoint> (or /actuator itself) for Spring Boot on Tomcat, which drops
+# `;params` from each segment, decodes, and resolves dot segments; and nginx variants of the same.
+ACTUATOR_SPELLINGS = [
+    "/actuator",
+    "/actuator/",
+    "/actuator/env",
+    "/actuator;/env",
+    "/actuator;x=1/heapdump",
+    "/x/..;/actuator/env",
+    "/;/actuator/env",
+    "/x;/../actuator/env",
+    "/actuator/health;/../env",
+    "/actuator/health/..;/env",
+    "/actuator/health;x",
+    "/actuator/health/",
+    "/actuator/health/../env",
+    "/actuator/health%2F..%2Fenv",
+    "/actuator%2Fenv",
+    "/actuator%2fheapdump",
+    "/actuator%3B/env",
+    "/x%3B/..%3B/actuator/env",
+    "/%61ctuator/env",
+    "/ACTUATOR/env",
+    "/Actuator;/Env",
+    "//actuator/env",
+    "/./actuator/env",
+    "/x/../actuator/env",
+    "/x\\..\\actuator\\env",
+    "/actuator\\env",
+    "/app;jsessionid=1",
+    "/actuator.json",
+]
+
+
+def test_actuator_is_unreachable_in_any_spelling(app_name: str, shipped: NginxInstance) -> None:
+    backend = _EchoBackend()
+    try:
+        include = "".join(f"upstream {app_name}-{c} {{\n    server 127.0.0.1:{backend.port};\n}}\n" for c in ("blue", "green"))
+        shipped.upstream_file(app_name).write_text(include)
+        shipped.reload()
+        port = shipped.public_ports[app_name]
+        # Normal paths still reach the app, as sent; health reaches it only as the exact path.
+        for target in ("/", "/version", "/api/items?q=a;b", "/static/app.js", "/x/../version"):
+            status, _ = _raw_get(port, target)
+            assert status == 200, target
+        assert backend.seen == ["/", "/version", "/api/items?q=a;b", "/static/app.js", "/x/../version"]
+        backend.seen.clear()
+        for target in ACTUATOR_SPELLINGS:
+            status, data = _raw_get(port, target)
+            assert status in (400, 403, 404), (target, data[:200])
+            assert backend.seen == [], f"{target!r} reached the app as {backend.seen}"
+            assert b"nginx/" not in data, "server_tokens off: no version in headers or error pages"
+        for target in ("/actuator/health", "/actuator/health?show=all", "/actuator//health", "/actuator/%68ealth"):
+            status, _ = _raw_get(port, target)
+            assert status == 200, target
+        assert backend.seen == ["/actuator/health"] * 4
+        backend.seen.clear()
+        status, data = _raw_get(port, "/actuator/env", auth=None)
+        assert status in (401, 403) and b"nginx/" not in data and backend.seen == []
+    finally:
+        backend.close()
 
 
 def _non_loopback_addresses() -> list[str]:
@@ -214,14 +328,66 @@ def test_install_script_is_idempotent_and_guarded(tmp_path: Path, nginx: NginxIn
     assert r.returncode == 0 and "nothing to do" in r.stdout
     assert {p: p.stat().st_mtime_ns for p in etc.rglob("*") if p.is_file()} == before
     # A change nginx -t rejects puts every file back.
-    r = run("--listen", "127.0.0.1:99999")
+    r = run("--listen", f"127.0.0.1:{free_port()} no_such_flag")
     assert r.returncode == 1 and "back as it was" in r.stderr
     assert {p: p.stat().st_mtime_ns for p in etc.rglob("*") if p.is_file() and "logs" not in p.parts} == {
         p: t for p, t in before.items() if "logs" not in p.parts
     }
-    assert "99999" not in site.read_text()
+    assert "no_such_flag" not in site.read_text()
     r = run("--control-listen", "0.0.0.0:8099")
     assert r.returncode == 2 and "loopback" in r.stderr
+
+
+# Each value would add a directive, a variable, a second listen, or (through sed's `&`, `\`, `|`, a newline) a
+# piece of the template to root's nginx config. install.sh must refuse it (exit 2) and change nothing.
+INSTALL_INJECTIONS = [
+    ("--control-listen", "127.0.0.1:8099; listen 0.0.0.0:8098"),
+    ("--control-listen", "127.0.0.1:8099 default_server"),
+    ("--control-listen", "127.0.0.1:8099\nlisten 0.0.0.0:8098"),
+    ("--control-listen", "127.0.0.1:8099\n"),
+    ("--control-listen", "127.0.0.1.evil.example:8099"),
+    ("--control-listen", "127.0.0.1:80990"),
+    ("--control-listen", "localhost:8099&"),
+    ("--server-name", "a.example.com; location / { return 200; }"),
+    ("--server-name", "a.example.com&"),
+    ("--server-name", "a.example.com\nlisten 0.0.0.0:8097;"),
+    ("--server-name", "$host"),
+    ("--listen", "127.0.0.1:8080; allow all"),
+    ("--listen", "127.0.0.1:8080|"),
+    ("--listen", "127.0.0.1:8080\\"),
+    ("--realm", 'shop" ; auth_basic off; #'),
+    ("--realm", "$remote_user"),
+    ("--realm", "a&b"),
+    ("--realm", "shop\nauth_basic off;"),
+    ("--htpasswd", "relative/htpasswd"),
+    ("--htpasswd", "/etc/x y"),
+    ("--flag-file", "/tmp/x&.green"),
+    ("--flag-file", "/tmp/x.green) { set $bg_backend evil; } if (-f /x"),
+    ("--flag-file", "/tmp/$uri"),
+    ("--flag-file", "/tmp/x\n.green"),
+    ("--upstream-file", "/tmp/a|b.conf"),
+    ("--upstream-file", "/tmp/a#b.conf"),
+    ("--nginx-dir", "/etc/nginx\\"),
+]
+
+
+@pytest.mark.parametrize(("option", "value"), INSTALL_INJECTIONS)
+def test_install_script_refuses_injection(tmp_path: Path, option: str, value: str) -> None:
+    etc = tmp_path / "etc-nginx"
+    (etc / "conf.d").mkdir(parents=True)
+    (etc / "bluegreen").mkdir()
+    write_htpasswd(etc / "bluegreen" / "shop.htpasswd", USERS)
+    # `true` as the nginx command: a value that got through would be installed (and show up below).
+    base = [str(SHIPPED / "install.sh"), "--app", "shop", "--nginx-dir", str(etc), "--nginx", "true", "--no-reload"]
+    value = value.replace("/tmp/", f"{tmp_path}/")  # a regression must not litter the real /tmp
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    r = subprocess.run([*base, option, value], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert len(r.stderr.strip().splitlines()) == 1 and option in r.stderr
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before, "nothing written"
+    # The same run without the bad value installs: the refusal was about that value.
+    r = subprocess.run(base, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
 
 
 # --------------------------------------------------------------------------- flag mode, in-memory world

@@ -1,56 +1,164 @@
-"""HTTP probes: a color's health check, and the route check through Nginx's control server."""
+"""HTTP probes: a color's health check, and the route check through Nginx's control server.
+
+Every probe ends within its timeout, whatever the app does: httpx's timeouts bound each connect/read, so an
+app that sends a byte a second (headers or body) would hold the controller, and the global lock, for as long
+as it likes. A watchdog shuts the probe's socket down at the deadline, which ends any blocking read at once.
+A health answer is read up to BODY_CAP bytes; one that is larger, or does not end within the deadline (an
+endless stream), is not healthy.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
 
 import httpx
 
 from controller.world import HealthResult, RouteProbe
 
 UPSTREAM_HEADER = "X-Bluegreen-Upstream"
+BODY_CAP = 64 * 1024  # bytes of a health answer read at most; a health answer is a few dozen
+
+
+class _Deadline:
+    """Shuts down the probe's socket when `timeout` seconds have passed (httpx only bounds each read)."""
+
+    def __init__(self, timeout: float) -> None:
+        self.at = time.monotonic() + timeout
+        self.expired = False
+        self._sock: socket.socket | None = None
+        self._lock = threading.Lock()
+        self._timer = threading.Timer(timeout, self._expire)
+        self._timer.daemon = True
+
+    def trace(self, event: str, info: dict[str, Any]) -> None:
+        """httpx/httpcore "trace" request extension: learns the socket of each new connection."""
+        if event != "connection.connect_tcp.complete":
+            return
+        sock = info["return_value"].get_extra_info("socket")
+        with self._lock:
+            self._sock = sock if isinstance(sock, socket.socket) else None
+            late = self.expired
+        if late:
+            self._shutdown()
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+        self._shutdown()
+
+    def _shutdown(self) -> None:
+        with self._lock:
+            sock = self._sock
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)  # a blocked recv() returns at once
+
+    def left(self) -> float:
+        return self.at - time.monotonic()
+
+    def __enter__(self) -> _Deadline:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+
+class _Incomplete(Exception):
+    """The body did not end within the cap or the deadline (detail in args[0])."""
 
 
 class Prober:
     def __init__(self) -> None:
         # trust_env=False: an HTTP(S)_PROXY in the environment must never catch loopback probes.
-        self._client = httpx.Client(trust_env=False, follow_redirects=False, headers={"User-Agent": "bluegreen-controller"})
+        # No keep-alive: every probe opens its own connection, so its deadline can always cut it.
+        self._client = httpx.Client(
+            trust_env=False,
+            follow_redirects=False,
+            # identity: the body is read raw, so a small compressed answer cannot inflate past the cap.
+            headers={"User-Agent": "bluegreen-controller", "Accept-Encoding": "identity"},
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
 
     def close(self) -> None:
         self._client.close()
 
+    @contextlib.contextmanager
+    def _get(self, url: str, timeout: float) -> Iterator[tuple[httpx.Response, _Deadline]]:
+        with _Deadline(timeout) as deadline, self._client.stream(
+            "GET", url, timeout=timeout, extensions={"trace": deadline.trace}
+        ) as r:
+            yield r, deadline
+
     def health(self, url: str, expect_status: int, timeout: float) -> HealthResult:
+        deadline: _Deadline | None = None
         try:
-            r = self._client.get(url, timeout=timeout)
+            with self._get(url, timeout) as (r, deadline):
+                body = _read_capped(r, deadline, timeout)
+        except _Incomplete as e:
+            return HealthResult(False, str(e))
         except httpx.HTTPError as e:
+            if (deadline is not None and deadline.expired) or isinstance(e, httpx.TimeoutException):
+                return HealthResult(False, f"no complete answer within {timeout:g}s")
             return HealthResult(False, _reason(e))
         if r.status_code != expect_status:
             return HealthResult(False, f"HTTP {r.status_code}")
         # Spring Boot answers {"status": "UP"}; anything else with a status field is not healthy.
-        status = _json_status(r)
+        status = _json_status(r, body)
         if status is not None and status != "UP":
             return HealthResult(False, f"HTTP {r.status_code} status={status}")
         return HealthResult(True, f"HTTP {r.status_code}" + (f" {status}" if status else ""))
 
     def route(self, url: str, timeout: float) -> RouteProbe:
+        # Only the status and the upstream header matter: the body is never read (the connection is closed).
+        deadline: _Deadline | None = None
         try:
-            r = self._client.get(url, timeout=timeout)
+            with self._get(url, timeout) as (r, deadline):
+                status, upstream = r.status_code, r.headers.get(UPSTREAM_HEADER, "")
         except httpx.HTTPError as e:
-            return RouteProbe(False, "", f"GET {url}: {_reason(e)}")
-        upstream = r.headers.get(UPSTREAM_HEADER, "")
-        if not upstream and r.status_code == 404:
+            timed_out = (deadline is not None and deadline.expired) or isinstance(e, httpx.TimeoutException)
+            return RouteProbe(False, "", f"GET {url}: {'timed out' if timed_out else _reason(e)}")
+        if not upstream and status == 404:
             return RouteProbe(False, "", f"GET {url}: HTTP 404 without {UPSTREAM_HEADER}: control location missing")
-        return RouteProbe(True, upstream, f"HTTP {r.status_code} via {upstream or 'no upstream'}")
+        return RouteProbe(True, upstream, f"HTTP {status} via {upstream or 'no upstream'}")
 
 
-def _json_status(r: httpx.Response) -> str | None:
-    if "json" not in r.headers.get("content-type", "") and not r.content.startswith(b"{"):
+def _read_capped(r: httpx.Response, deadline: _Deadline, timeout: float) -> bytes:
+    encoding = r.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise _Incomplete(f"HTTP {r.status_code} with Content-Encoding {encoding[:20]!r} although identity was asked")
+    body = bytearray()
+    try:
+        for chunk in r.iter_raw():
+            body += chunk
+            if len(body) > BODY_CAP:
+                raise _Incomplete(f"HTTP {r.status_code} with a body over {BODY_CAP // 1024} KiB: not a health answer")
+            if deadline.left() <= 0:
+                break
+    except httpx.HTTPError:
+        if not deadline.expired:
+            raise
+    if deadline.expired or deadline.left() <= 0:
+        raise _Incomplete(
+            f"HTTP {r.status_code} but the body did not end within {timeout:g}s ({len(body)} bytes): a stream or a stalled app"
+        )
+    return bytes(body)
+
+
+def _json_status(r: httpx.Response, body: bytes) -> str | None:
+    if "json" not in r.headers.get("content-type", "") and not body.startswith(b"{"):
         return None
     try:
-        body = json.loads(r.content[:65536])
+        doc = json.loads(body)
     except ValueError:
         return None
-    status = body.get("status") if isinstance(body, dict) else None
+    status = doc.get("status") if isinstance(doc, dict) else None
     return str(status) if status is not None else None
 
 
