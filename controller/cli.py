@@ -53,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--file", dest="path", type=Path, help="a spec file or a directory of *.yaml specs")
     p.add_argument(
         "--state-dir",
-        type=Path,
-        default=Path(os.environ.get("BLUEGREEN_STATE_DIR") or DEFAULT_STATE_DIR),
+        type=_state_dir,
+        default=os.environ.get("BLUEGREEN_STATE_DIR") or str(DEFAULT_STATE_DIR),  # a str: argparse checks it with `type`
         help="lock, status and history (env BLUEGREEN_STATE_DIR; default %(default)s)",
     )
     p.add_argument("--json", action="store_true", help="machine-readable output for --plan and --status")
@@ -69,6 +69,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--resync", type=_positive, default=60.0, help="--watch: full resync period, seconds (jittered)")
     p.add_argument("--docker-url", default=None, help="Docker daemon URL (default: DOCKER_HOST or the local socket)")
     return p
+
+
+def _state_dir(v: str) -> Path:
+    """Absolute, normalised, safe characters: the rules of the paths a spec names (spec.check_path)."""
+    from controller.spec import check_path
+
+    try:
+        return Path(check_path(v, "--state-dir"))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _positive(v: str) -> float:

@@ -27,7 +27,7 @@ from controller.actions import (
 )
 from controller.facts import FINGERPRINT_KEY, LABEL_FINGERPRINT, ContainerFact, Memory, Observed
 from controller.routing import configured_color, flag_color, render_include
-from controller.spec import COLORS, BlueGreenApp, Color, other
+from controller.spec import COLORS, BlueGreenApp, Color, canonical_ip, other
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def matches(app: BlueGreenApp, color: Color, c: ContainerFact | None, revision: 
         and c.revision == revision
         and c.image == app.spec.image
         and c.host_port == app.spec.ports.of(color)
-        and (c.host_ip or "") in (app.spec.bindAddress, "")
+        and canonical_ip(c.host_ip) in (app.spec.bindAddress, "")  # both canonical: `::1` is `0:0:0:0:0:0:0:1`
     )
 
 

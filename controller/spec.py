@@ -14,25 +14,79 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
+import yaml.composer
+import yaml.constructor
+import yaml.nodes
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from controller.drivers.files import check_spec_file
-from controller.errors import SpecError
+from controller.errors import SpecError, one_line
+from controller.imageref import ImageRef, InvalidImageRef
 
 Color = Literal["blue", "green"]
 COLORS: tuple[Color, Color] = ("blue", "green")
 
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,48}[a-z0-9])?$"
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-# Docker reference grammar, simplified: [registry[:port]/]path[:tag][@sha256:digest].
-IMAGE_RE = re.compile(
-    r"^(?:(?P<registry>[a-zA-Z0-9.-]+(?::[0-9]+)?)/)?"
-    r"(?P<path>[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*)"
-    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
-    r"(?:@(?P<digest>sha256:[a-f0-9]{64}))?$"
-)
 
 Port = Annotated[int, Field(ge=1, le=65535)]
+
+# Paths the controller writes as root, and that end up inside Nginx config (the flag file is tested by
+# `if (-f ...)` in the site; the include's comment names it): one conservative character set, so that no
+# value can end a directive (`;`, `{`, `}`, a newline), open a quote, start a comment or expand a `$variable`.
+PATH_CHARS = "A-Za-z0-9._,+=@~:-"
+_PATH_COMPONENT_RE = re.compile(f"^[{PATH_CHARS}]+$")
+PATH_PATTERN = f"^(/[{PATH_CHARS}]+)+$"
+PATH_MAX = 1024
+
+# healthCheck.path: an RFC 3986 path-absolute with an optional query, in printable ASCII.
+_PCHAR = r"A-Za-z0-9\-._~!$&'()*+,;=:@"
+HEALTH_PATH_PATTERN = f"^/(?:[{_PCHAR}/]|%[0-9A-Fa-f]{{2}})*(?:\\?(?:[{_PCHAR}/?]|%[0-9A-Fa-f]{{2}})*)?$"
+_HEALTH_PATH_RE = re.compile(HEALTH_PATH_PATTERN)
+# Docker's network name grammar; host/none/container:<id> are refused separately (see AppSpec._network).
+NETWORK_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
+
+
+def _bad_char(v: str) -> str:
+    """The first character of `v` outside the safe path set, shown so that a control character is visible."""
+    for ch in v:
+        if ch != "/" and not _PATH_COMPONENT_RE.match(ch):
+            return ascii(ch) if not ch.isprintable() or ch.isspace() else repr(ch)
+    return ""
+
+
+def check_path(v: object, what: str = "path") -> str:
+    """A path the controller writes: absolute, normalised (no `.`, `..`, `//`, trailing `/`), safe characters.
+
+    Returns it unchanged; raises ValueError with a one-line reason. Also used for `--state-dir`.
+    """
+    if isinstance(v, Path):
+        v = str(v)  # programmatic use; Path() already dropped `//` and `.`, so those are checked on str input
+    if not isinstance(v, str):
+        raise ValueError(f"{what} must be a string")
+    if not v.startswith("/"):
+        raise ValueError(f"{v!r} must be an absolute path")
+    if len(v) > PATH_MAX:
+        raise ValueError(f"{what} is longer than {PATH_MAX} characters")
+    bad = _bad_char(v)
+    if bad:
+        raise ValueError(
+            f"{v!r} contains {bad}: paths the controller writes (and Nginx reads) may only hold letters, digits, / and . _ , + = @ ~ : -"
+        )
+    parts = v.split("/")[1:]
+    if v == "/" or any(p in ("", ".", "..") for p in parts):
+        raise ValueError(f"{v!r} is not a normalised absolute path (no empty, '.' or '..' component, no trailing '/')")
+    return v
+
+
+def canonical_ip(text: str | None) -> str:
+    """The canonical form of an IP address as Docker or a human wrote it ('' for none; unparsable text as is)."""
+    if not text:
+        return ""
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return text
 
 
 def other(color: Color) -> Color:
@@ -62,7 +116,12 @@ class Ports(_Model):
 
 
 class HealthCheck(_Model):
-    path: str = Field("/actuator/health", pattern=r"^/", description="HTTP path probed on the container's host port.")
+    path: str = Field(
+        "/actuator/health",
+        max_length=1024,
+        json_schema_extra={"pattern": HEALTH_PATH_PATTERN},
+        description="HTTP path probed on the container's host port: starts with /, RFC 3986 path[?query] characters only.",
+    )
     expectStatus: int = Field(200, ge=100, le=599, description="Status code that means healthy.")
     intervalSeconds: float = Field(1.0, gt=0, le=60, description="Pause between probes while waiting.")
     timeoutSeconds: float = Field(60.0, gt=0, le=3600, description="How long a new container may take to pass.")
@@ -74,10 +133,24 @@ class HealthCheck(_Model):
         description="After its first pass a new color must keep passing (and keep running) this long before it gets traffic.",
     )
 
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        # Checked here, not by the HTTP client at probe time (a tab made httpx raise InvalidURL mid-pass).
+        if not v.startswith("/"):
+            raise ValueError(f"{v!r} must start with /")
+        if not _HEALTH_PATH_RE.match(v):
+            bad = next((ch for ch in v if not re.match(f"[{_PCHAR}/?%]", ch)), None)
+            why = f"contains {bad!a}" if bad else "has a '%' not followed by two hex digits"
+            raise ValueError(f"{v!a} is not a URL path: it {why} (RFC 3986 path[?query] characters only; percent-encode others)")
+        return v
+
 
 class NginxSpec(_Model):
     upstreamFile: Path | None = Field(
-        None, description="Include written by the controller (`upstream <name> {...}`). Default /etc/nginx/conf.d/<name>.upstream.conf."
+        None,
+        json_schema_extra={"pattern": PATH_PATTERN},
+        description="Include written by the controller (`upstream <name> {...}`). Default /etc/nginx/conf.d/<name>.upstream.conf."
     )
     testCommand: list[str] = Field(default_factory=lambda: ["nginx", "-t"], min_length=1)
     reloadCommand: list[str] = Field(default_factory=lambda: ["nginx", "-s", "reload"], min_length=1)
@@ -95,9 +168,25 @@ class NginxSpec(_Model):
     )
     flagFile: Path | None = Field(
         None,
+        json_schema_extra={"pattern": PATH_PATTERN},
         description="switch: flag: present = green serves, absent = blue serves (the site tests it with `if (-f ...)`). "
         "Default <upstreamFile's directory>/<name>.green.",
     )
+
+    @field_validator("upstreamFile", "flagFile", mode="before")
+    @classmethod
+    def _paths(cls, v: Any) -> Any:
+        return None if v is None else check_path(v)
+
+    @field_validator("testCommand", "reloadCommand")
+    @classmethod
+    def _argv(cls, v: list[str]) -> list[str]:
+        if not v[0]:
+            raise ValueError("the command name must not be empty")
+        for arg in v:
+            if "\0" in arg:
+                raise ValueError(f"{arg!a} contains a NUL byte (no program argument can)")
+        return v
 
 
 SSM_REGION_RE = r"^[a-z]{2}(-[a-z]+)+-[0-9]+$"
@@ -151,15 +240,15 @@ class SsmSecrets(_Model):
 class SecretsSpec(_Model):
     ssm: SsmSecrets = Field(description="AWS SSM Parameter Store source.")
     envFile: Path | None = Field(
-        None, description="Also write the resolved env (spec.env + secrets) here, mode 0600, atomically, when a color is created."
+        None,
+        json_schema_extra={"pattern": PATH_PATTERN},
+        description="Also write the resolved env (spec.env + secrets) here, mode 0600, atomically, when a color is created."
     )
 
-    @field_validator("envFile")
+    @field_validator("envFile", mode="before")
     @classmethod
-    def _abs(cls, v: Path | None) -> Path | None:
-        if v is not None and not v.is_absolute():
-            raise ValueError(f"{v} must be an absolute path")
-        return v
+    def _abs(cls, v: Any) -> Any:
+        return None if v is None else check_path(v)
 
 
 class AppSpec(_Model):
@@ -167,14 +256,27 @@ class AppSpec(_Model):
     activeColor: Color
     containerPort: Port = Field(8081, description="Port the app listens on inside the container.")
     ports: Ports = Field(default_factory=lambda: Ports())
-    bindAddress: str = Field("127.0.0.1", description="Host address the color ports are published on.")
+    bindAddress: str = Field(
+        "127.0.0.1", description="Host address the color ports are published on (a loopback address unless exposeBeyondLoopback)."
+    )
+    exposeBeyondLoopback: bool = Field(
+        False,
+        description="Allow a non-loopback bindAddress. Such a port bypasses Nginx (Basic Auth, the actuator deny) and, "
+        "through Docker's DNAT rules, host firewalls such as ufw.",
+    )
     env: dict[str, str] = Field(default_factory=dict, description="Plain (non-secret) environment for both colors.")
     healthCheck: HealthCheck = Field(default_factory=lambda: HealthCheck())
     standby: Literal["keep", "stop"] = Field("keep", description="keep: the previous color stays running for rollback.")
     drainSeconds: float = Field(30.0, ge=0, le=3600, description="With standby: stop, longest wait for the old color's connections to end.")
-    marker: Path | None = Field(None, description="File naming the live color. Default /var/lib/bluegreen/<name>/active.")
+    marker: Path | None = Field(
+        None, json_schema_extra={"pattern": PATH_PATTERN}, description="File naming the live color. Default /var/lib/bluegreen/<name>/active."
+    )
     nginx: NginxSpec = Field(default_factory=lambda: NginxSpec())
-    network: str | None = Field(None, description="Docker network the containers join (e.g. the one MongoDB/Redis/Qdrant are on).")
+    network: str | None = Field(
+        None,
+        pattern=NETWORK_PATTERN,
+        description="Docker network the containers join (e.g. the one MongoDB/Redis/Qdrant are on); not host, none or container:<id>.",
+    )
     restartPolicy: Literal["no", "always", "unless-stopped", "on-failure"] = "unless-stopped"
     stopTimeoutSeconds: int = Field(10, ge=0, le=600)
     labels: dict[str, str] = Field(default_factory=dict, description="Extra container labels (not part of the bluegreen.* namespace).")
@@ -185,18 +287,44 @@ class AppSpec(_Model):
     @field_validator("image")
     @classmethod
     def _image(cls, v: str) -> str:
-        if not IMAGE_RE.match(v):
-            raise ValueError(f"{v!r} is not a valid image reference (name[:tag] or name@sha256:<64 hex>)")
+        try:
+            ImageRef.parse(v)
+        except InvalidImageRef as e:
+            raise ValueError(str(e)) from None
         return v
 
     @field_validator("bindAddress")
     @classmethod
     def _addr(cls, v: str) -> str:
+        # Canonical form: Docker reports the HostIp it was given, and the planner compares it with this.
         try:
-            ipaddress.ip_address(v)
+            return str(ipaddress.ip_address(v))
         except ValueError:
             raise ValueError(f"{v!r} is not an IP address") from None
+
+    @field_validator("marker", mode="before")
+    @classmethod
+    def _marker(cls, v: Any) -> Any:
+        return None if v is None else check_path(v)
+
+    @field_validator("network", mode="before")
+    @classmethod
+    def _network(cls, v: Any) -> Any:
+        # Host networking ignores published ports, `none` has none, and container:<id> shares another's:
+        # in every case nothing answers on ports.<color>, so the app could never pass its health check.
+        if isinstance(v, str) and (v in ("host", "none") or v.startswith("container:")):
+            raise ValueError(f"{v!r} is not allowed: the app must publish its port on bindAddress (use a bridge network)")
         return v
+
+    @model_validator(mode="after")
+    def _exposure(self) -> AppSpec:
+        if not ipaddress.ip_address(self.bindAddress).is_loopback and not self.exposeBeyondLoopback:
+            raise ValueError(
+                f"bindAddress {self.bindAddress} is not a loopback address: the color ports would be reachable from "
+                "other hosts past Nginx (no Basic Auth, actuator included) and, through Docker's DNAT rules, past "
+                "ufw/iptables INPUT rules; set exposeBeyondLoopback: true if that is intended"
+            )
+        return self
 
     @field_validator("env", mode="before")
     @classmethod
@@ -209,8 +337,12 @@ class AppSpec(_Model):
                 raise ValueError(f"{k!r} is not a valid environment variable name")
             if k.startswith("BLUEGREEN_"):
                 raise ValueError(f"{k} is reserved: the controller sets BLUEGREEN_* itself")
-            if isinstance(val, (dict, list)) or val is None:
-                raise ValueError(f"env {k} must be a string, number or boolean")
+            if val is None:
+                raise ValueError(f"env {k} has no value (YAML null): write '' for an empty string")
+            if isinstance(val, (dict, list)):
+                raise ValueError(f"env {k} must be a string, number or boolean, not a {'mapping' if isinstance(val, dict) else 'list'}")
+            if isinstance(val, str) and "\0" in val:
+                raise ValueError(f"env {k} contains a NUL byte (no environment variable can)")
             out[k] = str(val).lower() if isinstance(val, bool) else str(val)
         return out
 
@@ -244,6 +376,29 @@ class BlueGreenApp(_Model):
     @property
     def flag_file(self) -> Path:
         return self.spec.nginx.flagFile or self.upstream_file.parent / f"{self.name}.green"
+
+    def written_paths(self) -> dict[str, Path]:
+        """Every file the controller writes for this app, by the spec field that names it (defaults included)."""
+        out = {"spec.marker": self.marker_path, "spec.nginx.upstreamFile": self.upstream_file}
+        if self.spec.nginx.switch == "flag":
+            out["spec.nginx.flagFile"] = self.flag_file
+        if self.spec.secrets is not None and self.spec.secrets.envFile is not None:
+            out["spec.secrets.envFile"] = self.spec.secrets.envFile
+        return out
+
+    @model_validator(mode="after")
+    def _distinct_paths(self) -> BlueGreenApp:
+        # One path for two roles turns one write into the other (the marker written as the flag file
+        # switched Nginx to green, a color with no container); a path under another file cannot be written.
+        items = list(self.written_paths().items())
+        for i, (fa, pa) in enumerate(items):
+            for fb, pb in items[i + 1 :]:
+                if pa == pb:
+                    raise ValueError(f"{fa} and {fb} are both {pa}: every file the controller writes needs a path of its own")
+                for (f1, p1), (f2, p2) in (((fa, pa), (fb, pb)), ((fb, pb), (fa, pa))):
+                    if p1 in p2.parents:
+                        raise ValueError(f"{f2} ({p2}) is under {f1} ({p1}), which is a file the controller writes")
+        return self
 
     def container_name(self, color: Color) -> str:
         return f"{self.name}-{color}"
@@ -280,38 +435,164 @@ def _digest(obj: Any) -> str:
 def _one_line(err: ValidationError) -> str:
     parts = []
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "document"
+        loc = ".".join(str(p) for p in e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown field"
         elif e["type"] == "missing":
             msg = "required field missing"
-        parts.append(f"{loc}: {msg}")
-    return "; ".join(parts)
+        parts.append(f"{loc}: {msg}" if loc else msg)
+    return one_line("; ".join(parts), 1000)
+
+
+# YAML ------------------------------------------------------------------------------------------------
+# A spec is small: these bounds refuse a hostile or broken file (a few hundred `[` made PyYAML's recursive
+# composer raise RecursionError; nested aliases expand a 1 KB file to millions of nodes) as that file's error.
+MAX_DEPTH = 32
+MAX_NODES = 20_000
+_STR = "tag:yaml.org,2002:str"
+_NULL = "tag:yaml.org,2002:null"
+_MERGE = "tag:yaml.org,2002:merge"
+# Mappings whose scalars keep the text the operator wrote (YAML 1.1 typing turned 1.10 into 1.1, 01234 into
+# 668, NO into false and 12:30:00 into 45000; the keys too: `ON: x` became `True: x`).
+_VERBATIM = (("spec", "env"), ("spec", "labels"))
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that bounds nesting and refuses duplicate keys (the last one silently won)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: yaml.nodes.Node | None, index: int) -> yaml.nodes.Node | None:
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise yaml.composer.ComposerError(None, None, f"nested deeper than {MAX_DEPTH} levels", self.peek_event().start_mark)  # type: ignore[no-untyped-call]
+            node: yaml.nodes.Node | None = super().compose_node(parent, index)
+            return node
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: yaml.nodes.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, yaml.nodes.Node] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == _MERGE:
+                continue  # `<<: *base` then a key of its own is an override, not a duplicate
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.setdefault(key, key_node)
+            except TypeError:
+                continue  # unhashable: SafeConstructor says so below
+            if first is not key_node:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first on line {first.start_mark.line + 1})", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
+def _check_size(root: yaml.nodes.Node) -> None:
+    """Counts nodes as they expand (an alias counts at every use; a cycle never ends): bounded by MAX_NODES."""
+    stack = [root]
+    count = 0
+    while stack:
+        node = stack.pop()
+        count += 1
+        if count > MAX_NODES:
+            raise SpecError(f"more than {MAX_NODES} YAML nodes once aliases are expanded (recursive or nested aliases?)")
+        if isinstance(node, yaml.nodes.MappingNode):
+            stack.extend(n for pair in node.value for n in pair)
+        elif isinstance(node, yaml.nodes.SequenceNode):
+            stack.extend(node.value)
+
+
+def _child(node: yaml.nodes.Node, key: str) -> yaml.nodes.Node | None:
+    if isinstance(node, yaml.nodes.MappingNode):
+        for k, v in node.value:
+            if isinstance(k, yaml.nodes.ScalarNode) and k.value == key and isinstance(v, yaml.nodes.Node):
+                return v
+    return None
+
+
+def _as_text(node: yaml.nodes.Node) -> yaml.nodes.Node:
+    """A scalar as the string it was written as; null (nothing, `~`, `null`) stays null so the model refuses it."""
+    if isinstance(node, yaml.nodes.ScalarNode) and node.tag not in (_STR, _NULL):
+        return yaml.nodes.ScalarNode(_STR, node.value, node.start_mark, node.end_mark, style=node.style)
+    return node
+
+
+def _keep_text(loader: _Loader, root: yaml.nodes.Node) -> None:
+    for path in _VERBATIM:
+        node: yaml.nodes.Node | None = root
+        for key in path:
+            node = _child(node, key) if node is not None else None
+        if isinstance(node, yaml.nodes.MappingNode):
+            own = [(k, v) for k, v in node.value if k.tag != _MERGE]
+            # `<<: *base` pairs in place, so that theirs keep their text too; merge semantics kept: a key of
+            # the mapping's own wins over a merged one, a later merged one over an earlier (no duplicates left).
+            loader.flatten_mapping(node)
+            own_ids = {id(k) for k, _ in own}
+            own_keys = {k.value for k, _ in own if isinstance(k, yaml.nodes.ScalarNode)}
+            merged: dict[object, tuple[yaml.nodes.Node, yaml.nodes.Node]] = {}
+            for k, v in node.value:
+                if id(k) not in own_ids:
+                    merged[k.value if isinstance(k, yaml.nodes.ScalarNode) else id(k)] = (k, v)
+            pairs = [p for key, p in merged.items() if key not in own_keys] + own
+            # New nodes, not retagged ones: an alias shares its node with the place it points at.
+            node.value = [(_as_text(k), _as_text(v)) for k, v in pairs]
+
+
+def _yaml_error(source: str, e: yaml.YAMLError) -> SpecError:
+    mark = getattr(e, "problem_mark", None)
+    where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+    problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+    return SpecError(f"{source}:{where}: invalid YAML: {one_line(problem)}")
+
+
+def load_yaml(text: str, source: str) -> Any:
+    """One YAML document: bounded, duplicate keys refused, env/labels scalars kept as written."""
+    loader = _Loader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return None
+        _check_size(root)
+        _keep_text(loader, root)
+        return loader.construct_document(root)
+    except yaml.YAMLError as e:
+        raise _yaml_error(source, e) from None
+    except SpecError as e:
+        raise SpecError(f"{source}: invalid YAML: {e}") from None
+    finally:
+        loader.dispose()
 
 
 def parse_app(text: str, source: str) -> BlueGreenApp:
     try:
-        doc = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise SpecError(f"{source}:{where}: invalid YAML: {problem}") from None
-    if not isinstance(doc, dict):
-        raise SpecError(f"{source}: expected a BlueGreenApp mapping, got {type(doc).__name__}")
-    try:
-        return BlueGreenApp.model_validate(doc)
-    except ValidationError as e:
-        raise SpecError(f"{source}: {_one_line(e)}") from None
+        doc = load_yaml(text, source)
+        if not isinstance(doc, dict):
+            raise SpecError(f"{source}: expected a BlueGreenApp mapping, got {type(doc).__name__}")
+        try:
+            return BlueGreenApp.model_validate(doc)
+        except ValidationError as e:
+            raise SpecError(f"{source}: {_one_line(e)}") from None
+    except SpecError:
+        raise
+    except RecursionError:
+        raise SpecError(f"{source}: nested too deeply to load") from None
+    except Exception as e:  # one file's surprise must stay that file's error: the other apps go on
+        raise SpecError(f"{source}: cannot load: {type(e).__name__}: {one_line(e)}") from None
 
 
 def load_app(path: Path) -> BlueGreenApp:
-    check_spec_file(path)  # root-equivalent: refused unless only root could have written it (SpecError)
     try:
+        check_spec_file(path)  # root-equivalent: refused unless only root could have written it (SpecError)
         text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
-        raise SpecError(f"{path}: cannot read: {e}") from None
+    except SpecError:
+        raise
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise SpecError(f"{path}: cannot read: {one_line(e)}") from None
+    except Exception as e:  # whatever else reading one file raises is that file's error, not the run's
+        raise SpecError(f"{path}: cannot read: {type(e).__name__}: {one_line(e)}") from None
     return parse_app(text, str(path))
 
 

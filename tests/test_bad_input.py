@@ -162,6 +162,35 @@ def _not_executable(e: Env) -> Path:
     return e.write(d)
 
 
+def _duplicate_key(e: Env) -> Path:
+    # YAML itself keeps the last value silently: the operator would deploy v2 believing v1 is set.
+    return e.write(
+        f"apiVersion: bluegreen/v1\nkind: BlueGreenApp\nmetadata:\n  name: {e.name}\nspec:\n"
+        "  image: bgtest:v1\n  activeColor: blue\n  image: bgtest:v2\n"
+    )
+
+
+def _duplicate_env_key(e: Env) -> Path:
+    return e.write(
+        f"apiVersion: bluegreen/v1\nkind: BlueGreenApp\nmetadata:\n  name: {e.name}\nspec:\n"
+        "  image: bgtest:v1\n  activeColor: blue\n  env:\n    A: '1'\n    A: '2'\n"
+    )
+
+
+# ~1 KB that expands to 10^5 nodes (each level repeats the one above ten times).
+_ALIAS_BOMB = "apiVersion: bluegreen/v1\nkind: BlueGreenApp\nx0: &x0 [a, a, a, a, a, a, a, a, a, a]\n" + "".join(
+    f"x{i}: &x{i} [{', '.join([f'*x{i - 1}'] * 10)}]\n" for i in range(1, 5)
+)
+
+
+def _flag(path: Callable[[Env], str]) -> Callable[[Env], Path]:
+    return lambda e: e.write(e.doc(nginx={**e.doc()["spec"]["nginx"], "flagFile": path(e)}))
+
+
+def _env_file(path: Callable[[Env], str]) -> Callable[[Env], Path]:
+    return lambda e: e.write(e.doc(secrets={"ssm": {"path": "/app/", "region": "us-east-1"}, "envFile": path(e)}))
+
+
 def _under_a_file(e: Env) -> Path:
     (e.tmp / "regular-file").write_text("x\n")
     return valid(e)
@@ -190,24 +219,65 @@ CASES = [
     Case("containerPort-0", mutate(_set("spec.containerPort", 0)), ["spec.containerport: input should be greater than or equal to 1"]),
     Case("ports-equal", mutate(_set("spec.ports", {"blue": 18581, "green": 18581})), ["spec.ports: ports.blue and ports.green must differ"]),
     Case("bad-bindAddress", mutate(_set("spec.bindAddress", "localhost")), ["spec.bindaddress: 'localhost' is not an ip address"]),
+    # a non-loopback bindAddress publishes the app past Nginx's Basic Auth and past ufw: opt-in only
+    Case("bindAddress-any-v4-without-opt-in", mutate(_set("spec.bindAddress", "0.0.0.0")), ["bindaddress 0.0.0.0 is not a loopback address"]),
+    Case("bindAddress-any-v6-without-opt-in", mutate(_set("spec.bindAddress", "0:0:0:0:0:0:0:0")), ["bindaddress :: is not a loopback address"]),
+    Case("bindAddress-lan-without-opt-in", mutate(_set("spec.bindAddress", "192.168.1.10")), ["past ufw/iptables input rules; set exposebeyondloopback: true"]),
+    Case("exposeBeyondLoopback-not-a-bool", mutate(_set("spec.exposeBeyondLoopback", "please")), ["spec.exposebeyondloopback: input should be a valid boolean"]),
+    # networks where nothing is published on bindAddress (host was retried forever as "daemon unreachable")
+    Case("network-host", mutate(_set("spec.network", "host")), ["spec.network: 'host' is not allowed: the app must publish its port"]),
+    Case("network-none", mutate(_set("spec.network", "none")), ["spec.network: 'none' is not allowed"]),
+    Case("network-container", mutate(_set("spec.network", "container:db")), ["spec.network: 'container:db' is not allowed"]),
+    Case("network-bad-name", mutate(_set("spec.network", "my net")), ["spec.network: string should match pattern"]),
+    # env: null is not "", a NUL cannot be passed
+    Case("env-null-value", mutate(_set("spec.env", {"A": None})), ["spec.env: env a has no value (yaml null): write '' for an empty string"]),
+    Case("env-nul-byte", mutate(_set("spec.env", {"A": "x\x00y"})), ["spec.env: env a contains a nul byte"]),
+    Case("testCommand-nul-byte", mutate(_set("spec.nginx.testCommand", ["nginx\x00", "-t"])), ["spec.nginx.testcommand: 'nginx\\x00' contains a nul byte"]),
     Case("env-list-value", mutate(_set("spec.env", {"JAVA_OPTS": ["-Xmx1g"]})), ["spec.env: env java_opts must be a string"]),
     Case("env-bad-name", mutate(_set("spec.env", {"SPRING-PROFILE": "prod"})), ["spec.env: 'spring-profile' is not a valid environment variable name"]),
     Case("env-reserved-prefix", mutate(_set("spec.env", {"BLUEGREEN_COLOR": "red"})), ["spec.env: bluegreen_color is reserved"]),
     Case("reserved-label", mutate(_set("spec.labels", {"bluegreen.color": "red"})), ["spec.labels: label 'bluegreen.color' is reserved"]),
-    Case("healthCheck-path-without-slash", mutate(_set("spec.healthCheck.path", "actuator/health")), ["spec.healthcheck.path: string should match pattern '^/'"]),
+    Case("healthCheck-path-without-slash", mutate(_set("spec.healthCheck.path", "actuator/health")), ["spec.healthcheck.path: 'actuator/health' must start with /"]),
+    # healthCheck.path is a URL path: a tab used to reach httpx and fail every pass with InvalidURL
+    Case("healthCheck-path-tab", mutate(_set("spec.healthCheck.path", "/actuator/\thealth")), ["spec.healthcheck.path: '/actuator/\\thealth' is not a url path: it contains '\\t'"]),
+    Case("healthCheck-path-space", mutate(_set("spec.healthCheck.path", "/health now")), ["spec.healthcheck.path: '/health now' is not a url path: it contains ' '"]),
+    Case("healthCheck-path-non-ascii", mutate(_set("spec.healthCheck.path", "/h\u00e9alth")), ["is not a url path: it contains '\\xe9'"]),
+    Case("healthCheck-path-bad-escape", mutate(_set("spec.healthCheck.path", "/health%zz")), ["has a '%' not followed by two hex digits"]),
     Case("negative-timeout", mutate(_set("spec.healthCheck.timeoutSeconds", -5)), ["spec.healthcheck.timeoutseconds: input should be greater than 0"]),
     Case("expectStatus-999", mutate(_set("spec.healthCheck.expectStatus", 999)), ["spec.healthcheck.expectstatus: input should be less than or equal to 599"]),
     Case("standby-bogus", mutate(_set("spec.standby", "sleep")), ["spec.standby: input should be 'keep' or 'stop'"]),
     Case("empty-testCommand", mutate(_set("spec.nginx.testCommand", [])), ["spec.nginx.testcommand: list should have at least 1 item"]),
     Case("controlUrl-not-http", mutate(_set("spec.nginx.controlUrl", "127.0.0.1:8099")), ["spec.nginx.controlurl: string should match pattern"]),
+    # YAML that used to be accepted, or to take every other app down with it
+    Case("yaml-duplicate-key", _duplicate_key, ["line 8 column 3: invalid yaml: duplicate key 'image' (first on line 6)"]),
+    Case("yaml-duplicate-env-key", _duplicate_env_key, ["invalid yaml: duplicate key 'a' (first on line"]),
+    Case("yaml-deeply-nested", text("apiVersion: bluegreen/v1\nkind: " + "[" * 600 + "]" * 600 + "\n"), ["line 2 column 38: invalid yaml: nested deeper than 32 levels"]),
+    Case("yaml-alias-bomb", text(_ALIAS_BOMB), ["invalid yaml: more than 20000 yaml nodes once aliases are expanded"]),
+    Case("yaml-recursive-alias", text("apiVersion: bluegreen/v1\nkind: &k [*k]\n"), ["invalid yaml: more than 20000 yaml nodes"]),
+    # paths the controller writes: absolute, normalised, characters Nginx cannot misparse, distinct
+    Case("marker-relative", mutate(_set("spec.marker", "run/active")), ["spec.marker: 'run/active' must be an absolute path"]),
+    Case("marker-dotdot", lambda e: e.write(e.doc(marker=f"{e.tmp}/run/../active")), ["spec.marker: '{tmp}/run/../active' is not a normalised absolute path"]),
+    Case("marker-double-slash", lambda e: e.write(e.doc(marker=f"{e.tmp}/run//active")), ["is not a normalised absolute path"]),
+    Case("marker-trailing-slash", lambda e: e.write(e.doc(marker=f"{e.tmp}/run/active/")), ["is not a normalised absolute path"]),
+    Case("flagFile-newline-injection", _flag(lambda e: f"{e.tmp}/nginx/x.green\n}}\nserver {{ listen 0.0.0.0:80; }}"), ["spec.nginx.flagfile: '{tmp}/nginx/x.green\\n}\\nserver { listen 0.0.0.0:80; }' contains '\\n'"]),
+    Case("flagFile-semicolon", _flag(lambda e: f"{e.tmp}/nginx/x;green"), ["spec.nginx.flagfile: '{tmp}/nginx/x;green' contains ';'"]),
+    Case("flagFile-dollar", _flag(lambda e: f"{e.tmp}/nginx/$host.green"), ["contains '$'"]),
+    Case("upstreamFile-brace", mutate(_set("spec.nginx.upstreamFile", "/tmp/x{.conf")), ["spec.nginx.upstreamfile: '/tmp/x{.conf' contains '{'"]),
+    Case("upstreamFile-quote", mutate(_set("spec.nginx.upstreamFile", "/tmp/x'.conf")), ["spec.nginx.upstreamfile: \"/tmp/x'.conf\" contains \"'\""]),
+    Case("envFile-space", _env_file(lambda e: f"{e.tmp}/run/app env"), ["spec.secrets.envfile: '{tmp}/run/app env' contains ' '"]),
+    Case("marker-is-flagFile", lambda e: e.write(e.doc(marker=str(e.include.parent / f"{e.name}.green"))), ["spec.marker and spec.nginx.flagfile are both"]),
+    Case("marker-is-upstreamFile", lambda e: e.write(e.doc(marker=str(e.include))), ["spec.marker and spec.nginx.upstreamfile are both"]),
+    Case("flagFile-is-upstreamFile", _flag(lambda e: str(e.include)), ["spec.nginx.upstreamfile and spec.nginx.flagfile are both"]),
+    Case("envFile-is-marker", _env_file(lambda e: str(e.marker)), ["spec.marker and spec.secrets.envfile are both"]),
+    Case("marker-under-upstreamFile", lambda e: e.write(e.doc(marker=f"{e.include}/active")), ["spec.marker ({tmp}/nginx/{name}.upstream.conf/active) is under spec.nginx.upstreamfile"]),
     # files and directories
     Case("nonexistent-path", lambda e: e.tmp / "nope.yaml", ["nope.yaml: no such file or directory"]),
     Case("directory-without-specs", _empty_dir, ["no *.yaml spec found"]),
-    Case("two-specs-same-port", _two_apps(lambda e: {"ports": {"blue": 18581, "green": 18592}}), ["both use port 127.0.0.1:18581"]),
+    Case("two-specs-same-port", _two_apps(lambda e: {"ports": {"blue": 18581, "green": 18592}}), ["both use port 127.0.0.1:18581", "both use port 127.0.0.1:18581"]),  # one line per refused file
     Case(
         "two-specs-same-marker",
         _two_apps(lambda e: {"marker": str(e.marker)}),
-        ["both use marker"],
+        ["both use marker", "both use marker"],
     ),
     # command line
     Case("unknown-flag", valid, ["unrecognized arguments: --frobnicate"], args=["--frobnicate"]),
@@ -238,6 +308,9 @@ CASES = [
         ["bin/nginx: command not found"],
         mode="--plan",
     ),
+    Case("state-dir-relative", valid, ["argument --state-dir: 'state' must be an absolute path"], args=["--state-dir", "state"]),
+    Case("state-dir-dotdot", valid, ["argument --state-dir: '{tmp}/made/../state' is not a normalised absolute path"], args=["--state-dir", "{tmp}/made/../state"]),
+    Case("state-dir-newline", valid, ["argument --state-dir: '{tmp}/sta\\nte' contains '\\n'"], args=["--state-dir", "{tmp}/sta\nte"]),
     Case("state-dir-under-a-file-once", _under_a_file, ["regular-file/state/lock: not a directory"], code=1, args=["--state-dir", "{tmp}/regular-file/state"]),
     Case("state-dir-under-a-file-plan", _under_a_file, ["not a directory"], code=2, mode="--plan", args=["--state-dir", "{tmp}/regular-file/state"]),
 ]
@@ -300,6 +373,7 @@ def test_bad_input(case: Case, ran: dict[str, Ran], docker_client: Any) -> None:
         problems.append(line)
     assert len(problems) == len(case.needles), p.stderr
     for line, needle in zip(problems, case.needles, strict=True):
+        needle = needle.replace("{tmp}", str(e.tmp)).replace("{name}", e.name)
         assert line.startswith("reconcile: "), line
         assert needle.lower() in line.lower(), f"{needle!r} not in {line!r}"
     assert p.returncode == case.code, p.stderr

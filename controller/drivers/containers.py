@@ -14,6 +14,7 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from controller.drivers.mapping import Rule, map_exceptions
 from controller.errors import DockerError, DockerUnavailable, ImageError
 from controller.facts import LABEL_APP, ContainerFact
 from controller.world import ContainerRequest
@@ -25,21 +26,48 @@ NO_DIGEST_RECHECK = 60.0
 _OUR_NAME = re.compile(r"^[a-z0-9-]+-(blue|green)$")
 
 
+def _unreachable(e: BaseException) -> bool:
+    """docker-py wraps a failed connection (while it asks the daemon's API version) in a bare DockerException."""
+    seen: set[int] = set()
+    cause: BaseException | None = e
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, (requests.exceptions.ConnectionError, requests.exceptions.Timeout)):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+class _DaemonUnreachable(Exception):
+    """A DockerException that is a connection failure underneath: only this one is temporary."""
+
+
+# First match wins: the specific rows first. A client-side DockerException (InvalidArgument such as
+# `"host" network_mode is incompatible with port_bindings`, a malformed DOCKER_HOST, TLS settings) is a
+# DockerError — permanent, said as it is — not "daemon unreachable", which is retried as temporary.
+_RULES = (
+    Rule(docker.errors.ImageNotFound, ImageError, "image not found", lambda e: _explain(e)),
+    Rule(docker.errors.NotFound, DockerError, "not found", lambda e: _explain(e)),
+    Rule(docker.errors.APIError, DockerError, "", lambda e: _explain(e)),
+    Rule(
+        (requests.exceptions.ConnectionError, requests.exceptions.Timeout, _DaemonUnreachable),
+        DockerUnavailable,
+        "Docker daemon unreachable",
+    ),
+    Rule(docker.errors.DockerException, DockerError),
+)
+
+
 @contextmanager
 def _mapped(what: str) -> Iterator[None]:
-    """Map docker-py / requests errors onto the controller's tree, with one-line messages."""
-    try:
-        yield
-    except docker.errors.ImageNotFound as e:
-        raise ImageError(f"{what}: image not found: {_explain(e)}") from e
-    except docker.errors.NotFound as e:
-        raise DockerError(f"{what}: not found: {_explain(e)}") from e
-    except docker.errors.APIError as e:
-        raise DockerError(f"{what}: {_explain(e)}") from e
-    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
-        raise DockerUnavailable(f"{what}: Docker daemon unreachable: {_first_line(e)}") from e
-    except docker.errors.DockerException as e:
-        raise DockerUnavailable(f"{what}: Docker daemon unreachable: {_first_line(e)}") from e
+    """Map docker-py / requests errors onto the controller's tree, with one-line messages (`_RULES`)."""
+    with map_exceptions(_RULES, what):
+        try:
+            yield
+        except docker.errors.DockerException as e:
+            if not isinstance(e, docker.errors.APIError) and _unreachable(e):
+                raise _DaemonUnreachable(_first_line(e)) from e
+            raise
 
 
 def _first_line(e: BaseException) -> str:
