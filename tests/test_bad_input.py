@@ -273,11 +273,11 @@ CASES = [
     # files and directories
     Case("nonexistent-path", lambda e: e.tmp / "nope.yaml", ["nope.yaml: no such file or directory"]),
     Case("directory-without-specs", _empty_dir, ["no *.yaml spec found"]),
-    Case("two-specs-same-port", _two_apps(lambda e: {"ports": {"blue": 18581, "green": 18592}}), ["both use port 127.0.0.1:18581", "both use port 127.0.0.1:18581"]),  # one line per refused file
+    Case("two-specs-same-port", _two_apps(lambda e: {"ports": {"blue": 18581, "green": 18592}}), ["both use port 127.0.0.1:18581"]),  # one line per conflict
     Case(
         "two-specs-same-marker",
         _two_apps(lambda e: {"marker": str(e.marker)}),
-        ["both use marker", "both use marker"],
+        ["both use marker"],
     ),
     # command line
     Case("unknown-flag", valid, ["unrecognized arguments: --frobnicate"], args=["--frobnicate"]),
