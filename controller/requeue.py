@@ -13,7 +13,9 @@ a pass. Watch mode obeys it (`watch.AppWorker`); a `--once` run ignores it (cron
     any other blocker (LiveUnhealthy, RouteUnverified)     capped exponential backoff: the world may lift it
     a PermanentError (InvalidInput included)               not until a change
     converged                                              not until a change
-    actions still left (the pass's MAX_PASSES used up)     soon (SOON)
+    only waits left (a color still starting)               soon (SOON)
+    other actions still left (MAX_PASSES used up)          capped exponential backoff: something keeps undoing
+                                                           the passes' work, so do not fight it every second
 
 The error's side of the Temporary/Permanent split (controller/errors.py) decides; a blocker on the plan
 observed after the error comes before a permanent error, because a failed deploy (HealthCheckFailed) has a
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from controller.actions import WaitHealthy
 from controller.apply import Interrupted
 from controller.backoff import backoff
 from controller.errors import PermanentError
@@ -81,4 +84,6 @@ def decide(plan: Plan | None, error: BaseException | None, *, now: float, retry_
         return Requeue(None, "no plan")
     if plan.converged:
         return Requeue(None, "converged")
-    return Requeue(SOON, "progressing")
+    if all(isinstance(a, WaitHealthy) for a in plan.actions):
+        return Requeue(SOON, "progressing")
+    return _backoff("progressing", failures)

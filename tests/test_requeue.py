@@ -7,15 +7,17 @@ plans and errors real passes end with), and the watch worker obeying it (in-proc
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import pkgutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 import controller
-from controller.actions import Blocker, WaitHealthy
+from controller.actions import Blocker, WaitHealthy, WriteMarker
 from controller.apply import Interrupted
 from controller.backoff import backoff
 from controller.errors import (
@@ -73,6 +75,16 @@ def every_error_class() -> set[type[ControllerError]]:
     return all_subclasses(ControllerError)
 
 
+def an_instance(cls: type[ControllerError]) -> ControllerError:
+    """One instance of an error class, whatever its constructor's required arguments (all one-line strings)."""
+    required = [
+        p
+        for p in inspect.signature(cls.__init__).parameters.values()
+        if p.name != "self" and p.default is inspect.Parameter.empty and p.kind is p.POSITIONAL_OR_KEYWORD
+    ]
+    return cls(*("it failed" for _ in required))
+
+
 # ------------------------------------------------------------------------------------ decide (pure)
 
 
@@ -97,6 +109,13 @@ def test_backing_off_comes_back_exactly_at_the_remembered_retry_instant() -> Non
 
 def test_waits_and_interrupted_passes_come_back_soon_without_counting_a_failure() -> None:
     assert decide(a_plan(waiting=True), None, now=NOW, failures=2) == Requeue(SOON, "progressing", 0)
+
+
+def test_actions_left_after_every_pass_back_off_instead_of_fighting_every_second() -> None:
+    # Something keeps undoing the passes' work (another tool, a hand): do not redo it every second.
+    undone = replace(a_plan(), actions=(WriteMarker("blue", "Nginx serves blue"),))
+    assert decide(undone, None, now=NOW) == Requeue(1.0, "progressing", 1)
+    assert decide(undone, None, now=NOW, failures=3) == Requeue(8.0, "progressing", 4)
     assert decide(a_plan(waiting=True), Interrupted("stop requested"), now=NOW, failures=2) == Requeue(SOON, "Interrupted", 0)
     assert decide(None, Interrupted("stop requested"), now=NOW) == Requeue(SOON, "Interrupted", 0)
 
@@ -120,10 +139,10 @@ def test_permanent_errors_wait_for_a_change() -> None:
     permanent = {c for c in every_error_class() if issubclass(c, PermanentError)}
     assert {DockerError, NginxError, HealthCheckFailed, InvalidInput} <= permanent
     for cls in permanent:
-        r = decide(a_plan(), cls("it failed"), now=NOW, failures=5)
+        r = decide(a_plan(), an_instance(cls), now=NOW, failures=5)
         assert r == Requeue(None, cls.__name__, 0), cls
         # Also when the pass still had actions left: retrying unchanged input fails the same way.
-        assert decide(a_plan(waiting=True), cls("it failed"), now=NOW).after is None, cls
+        assert decide(a_plan(waiting=True), an_instance(cls), now=NOW).after is None, cls
 
 
 @pytest.mark.parametrize("blocker", ["LiveUnhealthy", "RouteUnverified", "SomeFutureBlocker"])
