@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The static gates CI enforces: `mypy --strict` on controller/ and tests/ (pyproject [tool.mypy]),
+# `ruff check controller tests bench`, and the import contracts (`lint-imports`, pyproject [tool.importlinter]).
+# scripts/test.sh runs them before the whole suite; alone: `scripts/gates.sh` (no root, no dockerd; ~15-40 s).
+# Runs every gate, then exits 1 if any failed. Environment: VENV (default .venv beside this repo).
+set -uo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+BIN="${VENV:-$ROOT/.venv}/bin"
+cd "$ROOT" || exit 1
+failed=()
+gate() {
+    printf 'gates: %s\n' "$*"
+    "$@" || failed+=("$(basename "$1")")
+}
+gate "$BIN/mypy"
+gate "$BIN/ruff" check controller tests bench
+gate "$BIN/lint-imports" --no-cache
+if [ "${#failed[@]}" -ne 0 ]; then
+    printf 'gates: FAILED: %s\n' "${failed[*]}" >&2
+    exit 1
+fi
+printf 'gates: all passed\n'
