@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -89,7 +90,7 @@ def test_rollback_switches_without_recreating(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("change", [{"image": "dialogue:2"}, {"env": {"A": "b"}}])
-def test_changing_the_live_color_in_place_is_refused(tmp_path: Path, change: dict[str, object]) -> None:
+def test_changing_the_live_color_in_place_is_refused(tmp_path: Path, change: dict[str, Any]) -> None:
     v1 = make_app()
     w = world_for(v1)
     converge(v1, w, tmp_path)

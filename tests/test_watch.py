@@ -318,7 +318,11 @@ def test_health_wait_of_one_app_does_not_block_another(
     w = WatchProcess(specs, tmp_path / "state", tmp_path / "watch.log", "--resync", "3600")
     try:
         for a in docs:
-            wait_until(lambda a=a: served_version(ng, a) == "v1", timeout=20, message=f"{a} serving v1")
+
+            def serving_v1(a: str = a) -> bool:
+                return served_version(ng, a) == "v1"
+
+            wait_until(serving_v1, timeout=20, message=f"{a} serving v1")
         save_atomically(specs / f"{app_name}.yaml", with_spec(docs[app_name], image="bgtest:never", activeColor="green", healthCheck={"timeoutSeconds": 120}))
         w.wait_event("action.start", action="WaitHealthy", app=app_name)
         save_atomically(specs / f"{other}.yaml", with_spec(docs[other], image="bgtest:v2", activeColor="green"))
@@ -441,7 +445,7 @@ def test_metrics_endpoint_values(setup: Setup) -> None:
     w = setup.watch("--resync", "3600", "--metrics-port", str(port))
     setup.wait_serving("v1")
     w.wait_event("reconcile.done", result="converged")
-    m = wait_until(lambda: (lambda m: m if sample(m, "bluegreen_app_converged", app=setup.app) == 1 else None)(scrape(port)))
+    m = wait_until(lambda: (lambda m: m if sample(m, "bluegreen_app_converged", app=setup.app) == 1 else {})(scrape(port)))
     app = setup.app
     assert (sample(m, "bluegreen_reconcile_runs_total", app=app, result="converged") or 0) >= 1
     assert sample(m, "bluegreen_reconcile_duration_seconds_count", app=app) == sum(
