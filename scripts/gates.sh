@@ -10,7 +10,7 @@ BIN="${VENV:-$ROOT/.venv}/bin"
 # mypy's cache outside the checkout: CI checks out a fresh clone each time, and a cold mypy (it analyses pydantic,
 # pytest, hypothesis, ... for the strict check) takes most of the gates' time. Entries are validated by content
 # hash, so a cache made by another clone or venv path is reused safely.
-export MYPY_CACHE_DIR="${MYPY_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/bluegreen-controller/mypy}"
+export MYPY_CACHE_DIR="${MYPY_CACHE_DIR:-${XDG_CACHE_HOME:-${HOME:-/root}/.cache}/bluegreen-controller/mypy}"
 cd "$ROOT" || exit 1
 failed=()
 gate() {
