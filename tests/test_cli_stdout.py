@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from controller import cli
+from controller.errors import EXIT_FAIL
 
 ROOT = Path(__file__).resolve().parent.parent
 CMD = [sys.executable, "-m", "controller", "--schema"]
@@ -47,5 +48,5 @@ def test_a_broken_pipe_elsewhere_is_still_an_internal_error(
     monkeypatch.delenv("BLUEGREEN_DEBUG", raising=False)
     with pytest.raises(SystemExit) as e:
         cli.run()
-    assert e.value.code == cli.EXIT_FAIL
+    assert e.value.code == EXIT_FAIL
     assert "internal error: BrokenPipeError" in capsys.readouterr().err
