@@ -11,7 +11,8 @@ takes at most 1.5x the bare observer. Both sides run as fresh interpreters, N re
               live color's health endpoint (with `requests`, which the Docker SDK loads anyway), the marker.
 
 Also timed: `python -c pass` (the interpreter alone) and `python -m controller --version` (interpreter and
-the controller's imports, no work), and `python -X importtime -m controller --version` broken down by
+what the CLI imports before parsing arguments, no work); and the no-op `--once` again under `python -X importtime`
+(what it really imports, lazy imports included), broken down by
 top-level package (median of the runs; a package's figure includes what it imports first, so a package
 loaded by another, e.g. requests by docker, is counted in both).
 
@@ -19,7 +20,7 @@ loaded by another, e.g. requests by docker, is counted in both).
 
 --hide (default: rich) makes `import rich` fail in every timed interpreter, as on a host where the controller was
 installed with `pip install .`: rich comes into .venv only with import-linter (the [test] extra), and structlog
-and httpx import it whenever it is there (~0.1 s on an idle machine, all on the controller's side). `--hide ""`
+and httpx import it whenever it is there (only on the controller's side). `--hide ""`
 measures .venv as it is.
 
 Prints the table and the ratio, writes bench/results/startup-<time>.json.
@@ -82,14 +83,14 @@ def timed(fn: Callable[[], Any]) -> float:
     return time.perf_counter() - t0
 
 
-def import_costs(runs: int) -> tuple[dict[str, float], float]:
+def import_costs(argv: list[str], runs: int) -> tuple[dict[str, float], float]:
     """Per top-level package and per controller.* module: median over `runs` of the largest cumulative import
     time (ms); and the total of all self times (ms)."""
     per: dict[str, list[float]] = {}
     totals: list[float] = []
     for _ in range(runs):
         p = subprocess.run(
-            [sys.executable, "-X", "importtime", "-m", "controller", "--version"],
+            [sys.executable, "-X", "importtime", *argv[1:]],
             capture_output=True, text=True, cwd=ROOT, timeout=120, check=True,
         )
         best: dict[str, float] = {}
@@ -152,7 +153,9 @@ def main() -> int:
                 + "  ".join(f"{k} {v[-1] * 1000:.0f}ms" for k, v in times.items()),
                 flush=True,
             )
-        imports, import_total = import_costs(max(3, args.repetitions // 2))
+        # The argv of ControllerSide.once (bench_core.py), under -X importtime.
+        once = [sys.executable, "-m", "controller", "--once", "-f", str(ctl.spec), "--state-dir", str(ctl.state), "--log-level", "warning"]
+        imports, import_total = import_costs(once, max(3, args.repetitions // 2))
     finally:
         remove_containers(client, [{"label": f"bluegreen.app={ctl.name}"}])
         ctl.nginx.stop()
@@ -172,7 +175,7 @@ def main() -> int:
     print(f"load average before/after: {' '.join(f'{x:.1f}' for x in load_before)} / {' '.join(f'{x:.1f}' for x in load_after)}")
 
     ranked = sorted(imports.items(), key=lambda kv: kv[1], reverse=True)
-    print(f"\nimports of `python -m controller --version` (-X importtime, median): {import_total:.0f} ms in all")
+    print(f"\nimports of the no-op `python -m controller --once` (-X importtime, median): {import_total:.0f} ms in all")
     for title, rows in (
         ("package", [kv for kv in ranked if "." not in kv[0]][: args.top]),
         ("controller module", [kv for kv in ranked if kv[0].startswith("controller.")][: args.top]),
