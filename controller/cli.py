@@ -5,6 +5,8 @@ Exit codes
   --plan    0 in sync; 1 changes pending (or blocked); 2 invalid input or error
   --status  0 every app Ready; 1 some app not Ready; 2 invalid input or error
   --watch   0 after SIGTERM/SIGINT; 1 cannot serve --metrics-port; 2 invalid arguments or no valid spec at start
+  any mode  141 (128 + SIGPIPE, as a shell reports a program killed by it) when standard output was closed
+            before everything was written (`reconcile --schema | head -1`): no error message, the rest is dropped
 """
 
 from __future__ import annotations
@@ -312,14 +314,36 @@ def _status(rec: Reconciler, apps: list[BlueGreenApp], as_json: bool) -> int:
     return EXIT_OK if ready else EXIT_FAIL
 
 
+EXIT_STDOUT_CLOSED = 141
+
+
+def _stdout_closed() -> bool:
+    """Whether the reader of standard output is gone (a pipe or socket with no one at the other end)."""
+    import select
+
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no stdout, or not a file descriptor
+        return False
+
+
 def run() -> None:
     try:
         code = main()
+        sys.stdout.flush()  # so that a closed stdout shows here, not as a traceback at interpreter exit
     except KeyboardInterrupt:
         code = 130
-    except Exception as e:  # a bug: still one line for cron mail, the traceback on request
-        if os.environ.get("BLUEGREEN_DEBUG"):
+    except Exception as e:
+        if isinstance(e, BrokenPipeError) and _stdout_closed():
+            # The reader stopped reading (`| head`): not an error of ours. Point stdout at /dev/null so that
+            # the interpreter's final flush of what is still buffered does not fail again.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            code = EXIT_STDOUT_CLOSED
+        elif os.environ.get("BLUEGREEN_DEBUG"):
             raise
-        err(f"internal error: {type(e).__name__}: {e} (set BLUEGREEN_DEBUG=1 for the traceback)")
-        code = EXIT_FAIL
+        else:  # a bug: still one line for cron mail, the traceback on request
+            err(f"internal error: {type(e).__name__}: {e} (set BLUEGREEN_DEBUG=1 for the traceback)")
+            code = EXIT_FAIL
     sys.exit(code)

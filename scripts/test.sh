@@ -1,12 +1,22 @@
 #!/usr/bin/env bash
-# THE test command: `sudo scripts/test.sh [pytest args]` (default: tests -q).
-# Prepares the machine (scripts/setup.sh), then runs pytest in .venv against a real dockerd and nginx.
-# Exits with pytest's status (5, "no tests collected", is a failure too).
+# THE test command: `sudo scripts/test.sh [pytest args]` (default: the static gates, then tests -q).
+# Prepares the machine (scripts/setup.sh), then, for the full run (no arguments), the static gates
+# (scripts/gates.sh: mypy --strict, ruff, import contracts), then pytest in .venv against a real dockerd and nginx.
+# With pytest arguments only pytest runs. Exits with pytest's status (5, "no tests collected", is a failure
+# too), or 1 when pytest passed but a gate failed: the suite still runs after a failed gate, so CI shows both.
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 "$ROOT/scripts/setup.sh" || exit $?
 cd "$ROOT" || exit 1
+gates=0
 if [ "$#" -eq 0 ]; then
+    "$ROOT/scripts/gates.sh" || gates=$?
     set -- tests -q
 fi
-exec "$ROOT/.venv/bin/python" -m pytest "$@"
+"$ROOT/.venv/bin/python" -m pytest "$@"
+code=$?
+if [ "$code" -eq 0 ] && [ "$gates" -ne 0 ]; then
+    echo "test.sh: the tests passed but a static gate failed (see 'gates:' above)" >&2
+    code=1
+fi
+exit "$code"

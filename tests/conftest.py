@@ -10,6 +10,8 @@ session_labels (session)  {"bluegreen.test": session_id}: put these on anything 
                           (AppSpec.labels accepts bluegreen.test).
 app_name                  unique app name per test ("t" + 8 hex); containers labelled bluegreen.app=<app_name>
                           are force-removed when the test ends.
+captured_logs             structlog events logged during the test, as dicts (structlog.testing.capture_logs;
+                          the logging configuration is restored afterwards: no global reconfiguration).
 nginx                     tests.support.nginx.NginxInstance serving app_name; stopped when the test ends.
 run_container             factory: run_container(image, *, env=None, host_port=None, name=None, **kwargs)
                           -> RunningContainer (docker run -d -p 127.0.0.1:<free port>:8081, session label);
@@ -23,7 +25,7 @@ from __future__ import annotations
 import os
 import sys
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -112,6 +114,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 
 
 # --------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def captured_logs() -> Iterator[list[MutableMapping[str, Any]]]:
+    import structlog.testing
+
+    with structlog.testing.capture_logs() as logs:
+        yield logs
 
 
 @pytest.fixture(scope="session")

@@ -234,7 +234,7 @@ def test_world_contract(rig: Rig) -> None:
     w.run(app.spec.nginx.testCommand, 30)
     w.run(app.spec.nginx.reloadCommand, 30)
     fact = rig.eventually(lambda: (f := route_fact(app, w.probe_route(route_probe_url(app), 2))).color == "blue" and f, "route to blue")
-    assert fact.reachable and fact.upstream.split(",")[-1].strip() == f"127.0.0.1:{pb}"
+    assert fact and fact.reachable and fact.upstream.split(",")[-1].strip() == f"127.0.0.1:{pb}"
 
     # An invalid include fails the test command with NginxError; the live route does not move.
     good = w.read_file(include)
@@ -327,7 +327,11 @@ def test_same_plans_on_both_worlds(request: pytest.FixtureRequest, tmp_path: Pat
             r.world.write_file(r.app.upstream_file, render_include(r.app, "green"))
             r.world.run(r.app.spec.nginx.reloadCommand, 30)
             app = r.app
-            r.eventually(lambda app=app, w=r.world: route_fact(app, w.probe_route(route_probe_url(app), 2)).color == "green", "hand edit live")
+
+            def green_live(app: BlueGreenApp = app, w: World = r.world) -> bool:
+                return route_fact(app, w.probe_route(route_probe_url(app), 2)).color == "green"
+
+            r.eventually(green_live, "hand edit live")
         plans("nginx routes to a color without a container")
         converge()
         deploy = _variant(host.app, image=host.images["healthy2"], activeColor="green")

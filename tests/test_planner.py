@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,7 +22,7 @@ from controller.observe import index_containers, observe
 from controller.planner import plan
 from controller.routing import render_include
 from controller.spec import BlueGreenApp
-from controller.testing import FakeImage
+from controller.testing import FakeImage, FakeWorld
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler, world_for
 
@@ -89,7 +90,7 @@ def test_rollback_switches_without_recreating(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("change", [{"image": "dialogue:2"}, {"env": {"A": "b"}}])
-def test_changing_the_live_color_in_place_is_refused(tmp_path: Path, change: dict[str, object]) -> None:
+def test_changing_the_live_color_in_place_is_refused(tmp_path: Path, change: dict[str, Any]) -> None:
     v1 = make_app()
     w = world_for(v1)
     converge(v1, w, tmp_path)
@@ -294,15 +295,37 @@ def test_slow_image_is_waited_for(tmp_path: Path) -> None:
     assert converge(make_app(image="dialogue:slow", activeColor="green"), w, tmp_path) == "converged"
 
 
-def test_marker_is_rewritten_after_the_switch_when_it_was_first_corrected(tmp_path: Path) -> None:
+@pytest.mark.parametrize("switch", ["flag", "reload"])
+def test_marker_is_rewritten_after_the_switch_when_it_was_first_corrected(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, switch: str
+) -> None:
     """Nginx serves green by a hand edit, the marker still says blue: marker -> green now, -> blue after the switch."""
-    app, w = _converged_v1(tmp_path)
-    w.loaded["dialogue"] = ["127.0.0.1:18082"]
-    green = make_app(image="dialogue:1", activeColor="green")
-    converge(green, w, tmp_path)
-    w.loaded["dialogue"] = ["127.0.0.1:18082"]
-    w.files[app.marker_path] = "blue\n"
-    w.files[app.upstream_file] = render_include(app, "blue")
+    app = make_app(nginx={"switch": switch})
+    w = world_for(app)
+    # Both colors run healthy (green deployed, then rolled back): blue serves, the marker says blue.
+    for a in (app, make_app(activeColor="green", nginx={"switch": switch}), app):
+        assert converge(a, w, tmp_path) == "converged"
+    assert w.routed("dialogue") == ["127.0.0.1:18081"] and w.files[app.marker_path] == "blue\n"
+
+    # The hand edit, in the way each mode switches: create the flag file / make a green include live.
+    if switch == "flag":
+        w.files[app.flag_file] = ""
+    else:
+        w.files[app.upstream_file] = render_include(app, "green")
+        FakeWorld.reload(w)  # a perturbation, not the controller's reload: not checked by CheckedWorld
+    assert w.routed("dialogue") == ["127.0.0.1:18082"] and w.files[app.marker_path] == "blue\n"
+
+    # Every marker write, with what Nginx served at that moment: the marker names the served color at each step.
+    markers: list[tuple[str, list[str]]] = []
+    write_file = w.write_file
+
+    def spy(path: Path, content: str, mode: int = 0o644) -> None:
+        write_file(path, content, mode)
+        if path == app.marker_path:
+            markers.append((content, w.routed("dialogue")))
+
+    monkeypatch.setattr(w, "write_file", spy)
     assert verbs(app, w) == ["WriteMarker:green", "SwitchRoute:blue", "WriteMarker:blue"]
     assert converge(app, w, tmp_path) == "converged"
-    assert w.files[app.marker_path] == "blue\n"
+    assert markers == [("green\n", ["127.0.0.1:18082"]), ("blue\n", ["127.0.0.1:18081"])]
+    assert w.routed("dialogue") == ["127.0.0.1:18081"] and w.files[app.marker_path] == "blue\n"

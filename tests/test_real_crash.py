@@ -127,7 +127,11 @@ def test_repeated_kill_9_at_spread_instants_never_routes_to_an_unhealthy_contain
         for delay in (0.0, 0.15, 0.4, 0.8, 1.5, 2.5):
             proc = start_reconcile(w.spec_path, w.state, "--once")
             try:
-                _wait_for(lambda p=proc: (read(lock) or "").strip() == str(p.pid), proc, 30, "lock taken")
+
+                def lock_taken(p: subprocess.Popen[str] = proc) -> bool:
+                    return (read(lock) or "").strip() == str(p.pid)
+
+                _wait_for(lock_taken, proc, 30, "lock taken")
                 time.sleep(delay)
                 proc.send_signal(signal.SIGKILL)
                 code = proc.wait(timeout=10)

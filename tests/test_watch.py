@@ -15,7 +15,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, MutableMapping
 from datetime import datetime
 from functools import partial
 from pathlib import Path
@@ -318,7 +318,11 @@ def test_health_wait_of_one_app_does_not_block_another(
     w = WatchProcess(specs, tmp_path / "state", tmp_path / "watch.log", "--resync", "3600")
     try:
         for a in docs:
-            wait_until(lambda a=a: served_version(ng, a) == "v1", timeout=20, message=f"{a} serving v1")
+
+            def serving_v1(a: str = a) -> bool:
+                return served_version(ng, a) == "v1"
+
+            wait_until(serving_v1, timeout=20, message=f"{a} serving v1")
         save_atomically(specs / f"{app_name}.yaml", with_spec(docs[app_name], image="bgtest:never", activeColor="green", healthCheck={"timeoutSeconds": 120}))
         w.wait_event("action.start", action="WaitHealthy", app=app_name)
         save_atomically(specs / f"{other}.yaml", with_spec(docs[other], image="bgtest:v2", activeColor="green"))
@@ -441,7 +445,7 @@ def test_metrics_endpoint_values(setup: Setup) -> None:
     w = setup.watch("--resync", "3600", "--metrics-port", str(port))
     setup.wait_serving("v1")
     w.wait_event("reconcile.done", result="converged")
-    m = wait_until(lambda: (lambda m: m if sample(m, "bluegreen_app_converged", app=setup.app) == 1 else None)(scrape(port)))
+    m = wait_until(lambda: (lambda m: m if sample(m, "bluegreen_app_converged", app=setup.app) == 1 else {})(scrape(port)))
     app = setup.app
     assert (sample(m, "bluegreen_reconcile_runs_total", app=app, result="converged") or 0) >= 1
     assert sample(m, "bluegreen_reconcile_duration_seconds_count", app=app) == sum(
@@ -495,10 +499,9 @@ def _write(path: Path, doc: dict[str, Any] | str) -> None:
     path.write_text(doc if isinstance(doc, str) else yaml.safe_dump(doc))
 
 
-def test_reload_keeps_the_last_valid_spec_and_reports_each_problem_once(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from controller.logs import configure
-
-    configure("json")
+def test_reload_keeps_the_last_valid_spec_and_reports_each_problem_once(
+    tmp_path: Path, captured_logs: list[MutableMapping[str, Any]]
+) -> None:
     d = tmp_path / "specs"
     d.mkdir()
     _write(d / "a.yaml", app_doc("a"))
@@ -512,7 +515,7 @@ def test_reload_keeps_the_last_valid_spec_and_reports_each_problem_once(tmp_path
     assert w.reload("resync") == []  # re-read: same problem, no second event
     assert w.workers["a"].app is first
     assert w.errors_by_file == {d / "a.yaml": w.errors_by_file[d / "a.yaml"]}
-    assert w.watch_metrics.spec_errors._value.get() == 1
+    assert w.metrics.registry.get_sample_value("bluegreen_spec_errors") == 1
 
     # b tries to take a's ports: refused, b keeps its last valid spec.
     _write(d / "b.yaml", app_doc("b"))
@@ -529,14 +532,14 @@ def test_reload_keeps_the_last_valid_spec_and_reports_each_problem_once(tmp_path
     assert w.reload("spec") == []
     assert "b" not in w.workers
 
-    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.startswith("{")]
+    lines = captured_logs
     invalid = [e for e in lines if e["event"] == "spec.invalid"]
     assert [(Path(e["file"]).name, e["app"]) for e in invalid] == [("a.yaml", "a"), ("b.yaml", "b")]
     assert "invalid YAML" in invalid[0]["error"] and "both use port" in invalid[1]["error"]
     assert [e["app"] for e in lines if e["event"] == "spec.removed"] == ["b"]
-    runs = w.metrics.reconcile_runs
-    assert runs.labels(app="a", result="invalid")._value.get() == 1
-    assert runs.labels(app="b", result="invalid")._value.get() == 1
+    sample = w.metrics.registry.get_sample_value
+    assert sample("bluegreen_reconcile_runs_total", {"app": "a", "result": "invalid"}) == 1
+    assert sample("bluegreen_reconcile_runs_total", {"app": "b", "result": "invalid"}) == 1
 
 
 def test_retry_delays_double_up_to_a_cap_and_resync_is_jittered() -> None:
