@@ -19,7 +19,6 @@ import yaml.constructor
 import yaml.nodes
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from controller.drivers.files import check_spec_file
 from controller.errors import SpecError, one_line
 from controller.imageref import ImageRef, InvalidImageRef
 
@@ -581,19 +580,6 @@ def parse_app(text: str, source: str) -> BlueGreenApp:
         raise SpecError(f"{source}: nested too deeply to load") from None
     except Exception as e:  # one file's surprise must stay that file's error: the other apps go on
         raise SpecError(f"{source}: cannot load: {type(e).__name__}: {one_line(e)}") from None
-
-
-def load_app(path: Path) -> BlueGreenApp:
-    try:
-        check_spec_file(path)  # root-equivalent: refused unless only root could have written it (SpecError)
-        text = path.read_text(encoding="utf-8")
-    except SpecError:
-        raise
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise SpecError(f"{path}: cannot read: {one_line(e)}") from None
-    except Exception as e:  # whatever else reading one file raises is that file's error, not the run's
-        raise SpecError(f"{path}: cannot read: {type(e).__name__}: {one_line(e)}") from None
-    return parse_app(text, str(path))
 
 
 def json_schema() -> dict[str, Any]:

@@ -14,8 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.errors import SpecError
-from controller.spec import BlueGreenApp, load_app
+from controller.drivers.files import check_spec_file
+from controller.errors import SpecError, one_line
+from controller.spec import BlueGreenApp, parse_app
 
 SUFFIXES = (".yaml", ".yml")
 
@@ -27,6 +28,19 @@ def spec_files(path: Path) -> list[Path]:
     if path.is_file():
         return [path]
     raise SpecError(f"{path}: no such file or directory")
+
+
+def load_app(path: Path) -> BlueGreenApp:
+    try:
+        check_spec_file(path)  # root-equivalent: refused unless only root could have written it (SpecError)
+        text = path.read_text(encoding="utf-8")
+    except SpecError:
+        raise
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise SpecError(f"{path}: cannot read: {one_line(e)}") from None
+    except Exception as e:  # whatever else reading one file raises is that file's error, not the run's
+        raise SpecError(f"{path}: cannot read: {type(e).__name__}: {one_line(e)}") from None
+    return parse_app(text, str(path))
 
 
 @dataclass(frozen=True)

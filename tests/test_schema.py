@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.spec import BlueGreenApp, json_schema, load_app
-from controller.specdir import conflicts
+from controller.spec import BlueGreenApp, json_schema
+from controller.specdir import conflicts, load_app
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "controller" / "schema" / "bluegreen.schema.json"
