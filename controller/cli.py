@@ -251,9 +251,9 @@ def _summary(r: AppResult) -> None:
     elif r.plan is not None and r.plan.blockers and not r.converged:
         for b in r.plan.blockers:
             err(f"{r.app}: {b.reason}: {b.message}")
-    for c in r.status.get("conditions") or []:
-        if c.get("type") == "SecretsStale" and c.get("status") == "True":
-            err(f"{r.app}: SecretsStale: {c.get('message')}")
+    stale = r.status.condition("SecretsStale") if r.status is not None else None
+    if stale is not None and stale.status:
+        err(f"{r.app}: SecretsStale: {stale.message}")
 
 
 def _plan(rec: Reconciler, apps: list[BlueGreenApp], as_json: bool) -> int:
@@ -307,11 +307,10 @@ def _status(rec: Reconciler, apps: list[BlueGreenApp], as_json: bool) -> int:
         err(str(e))
         return EXIT_INVALID
     if as_json:
-        print(json.dumps(statuses, indent=2))
+        print(json.dumps([s.to_json() for s in statuses], indent=2))
     else:
         print("\n\n".join(render_text(s) for s in statuses))
-    ready = all(any(c["type"] == "Ready" and c["status"] == "True" for c in s["conditions"]) for s in statuses)
-    return EXIT_OK if ready else EXIT_FAIL
+    return EXIT_OK if all(s.is_true("Ready") for s in statuses) else EXIT_FAIL
 
 
 EXIT_STDOUT_CLOSED = 141

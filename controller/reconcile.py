@@ -32,8 +32,8 @@ from controller.planner import Plan, plan
 from controller.requeue import NOT_RUN, Requeue, decide
 from controller.secrets import NoSecrets, Resolved, Resolver
 from controller.spec import BlueGreenApp
-from controller.state import StateStore
-from controller.status import build_status, conditions, iso
+from controller.state import LastDeploy, StateStore
+from controller.status import Status, build_status, conditions, iso
 from controller.world import World
 
 MAX_PASSES = 4
@@ -45,7 +45,7 @@ class AppResult:
     result: str  # one of metrics.RESULTS
     plan: Plan | None = None
     observed: Observed | None = None
-    status: dict[str, Any] = field(default_factory=dict)
+    status: Status | None = None  # None when the pass ended before an observation (Docker unreachable)
     error: str | None = None
     actions_done: list[str] = field(default_factory=list)
     requeue: Requeue = NOT_RUN  # when to come back (requeue.decide); watch mode obeys it
@@ -95,18 +95,31 @@ class Reconciler:
         mem = self.store.load_memory(app.name, self.backoff_base, self.backoff_max)
         return plan(app, obs, mem, self.world.now(), resolved.revision_extra), obs, resolved
 
-    def status_only(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None) -> dict[str, Any]:
+    def status_only(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None) -> Status:
         p, obs, resolved = self.plan_only(app, containers)
-        raw = self.store.load_memory_raw(app.name)
-        previous = self.store.load_status(app.name)
+        previous = self.store.load_status(app.name, Status.from_json)
         # Keep the last pass's error visible: status must say why the last run failed.
-        prev_error = next(
-            (c for c in previous.get("conditions") or [] if c.get("type") == "Degraded" and c.get("status") == "True"),
-            None,
+        prev_error = previous.condition("Degraded") if previous is not None else None
+        err = (
+            prev_error.message
+            if previous is not None and prev_error is not None and prev_error.status
+            and previous.generation == p.generation and not p.blockers and p.actions
+            else None
         )
-        err = prev_error["message"] if prev_error and previous.get("generation") == p.generation and not p.blockers and p.actions else None
-        conds = conditions(app, obs, p, err, prev_error["reason"] if err and prev_error else None, False, p.secrets_stale)
-        return build_status(app, obs, p, conds, previous, raw.get("lastDeploy"), "status", self.world.now(), resolved.names)
+        conds = conditions(
+            app, obs, p, error=err, error_reason=prev_error.reason if err and prev_error else None, secrets_stale=p.secrets_stale
+        )
+        return build_status(
+            app,
+            obs,
+            p,
+            conditions=conds,
+            previous=previous,
+            last_deploy=self.store.load_last_deploy(app.name),
+            reconcile_id="status",
+            now=self.world.now(),
+            secret_names=resolved.names,
+        )
 
     # Converge ----------------------------------------------------------------------------
     def reconcile(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None) -> AppResult:
@@ -131,8 +144,7 @@ class Reconciler:
 
     def _converge(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None, rid: str, log: Any) -> AppResult:
         resolved = self.resolver(app)
-        raw_memory = self.store.load_memory_raw(app.name)
-        last_deploy: dict[str, Any] | None = raw_memory.get("lastDeploy")
+        last_deploy = self.store.load_last_deploy(app.name)
         error: ControllerError | None = None
         done: list[str] = []
         prepared = False  # image present and secret values loaded
@@ -177,14 +189,14 @@ class Reconciler:
                     error = e
                     continue
             ctx.revision_extra = p.revision_extra
-            self._write_status(app, obs, p, None, None, True, last_deploy, rid, resolved)
+            self._write_status(app, obs, p, resolved, last_deploy=last_deploy, rid=rid, progressing=True)
             if mem.converged_generation == p.generation:
                 for a in p.actions:
                     self.metrics.drift_repairs.labels(app=app.name, kind=drift_kind(a, obs)).inc()
             outcome = apply(ctx, p.actions)
             done += [o.action.describe() for o in outcome.outcomes if o.ok]
             error = outcome.error
-            mem, last_deploy = self._remember(app, p, obs, outcome.failed, error, mem, last_deploy, rid)
+            mem, last_deploy = self._remember(app, p, obs, failed=outcome.failed, error=error, mem=mem, last_deploy=last_deploy, rid=rid)
             if error is not None:
                 # Re-observe once so status shows the world as the failure left it, then stop.
                 continue
@@ -203,7 +215,7 @@ class Reconciler:
             res = "blocked" if p.blockers[0].reason in ("LiveColorOutdated",) else "degraded"
         else:
             res = "progressing"
-        status = self._write_status(app, obs, p, str(error) if error else None, reason, False, last_deploy, rid, resolved)
+        status = self._write_status(app, obs, p, resolved, last_deploy=last_deploy, rid=rid, error=str(error) if error else None, reason=reason)
         self._export(app, obs, status)
         failure = mem.failures.get(p.revisions[app.spec.activeColor])
         retry_at = failure.next_retry_at(mem.backoff_base, mem.backoff_max) if failure is not None else None
@@ -222,12 +234,13 @@ class Reconciler:
         app: BlueGreenApp,
         p: Plan,
         obs: Observed,
+        *,
         failed: Action | None,
         error: ControllerError | None,
         mem: Memory,
-        last_deploy: dict[str, Any] | None,
+        last_deploy: LastDeploy | None,
         rid: str,
-    ) -> tuple[Memory, dict[str, Any] | None]:
+    ) -> tuple[Memory, LastDeploy | None]:
         if isinstance(error, Interrupted):
             # A stop between steps is no failed deploy: nothing is held against the revision.
             if failed is None or failed not in p.actions or not any(
@@ -254,16 +267,16 @@ class Reconciler:
             ok = error is None
             if cutover:
                 self.metrics.cutovers.labels(app=app.name, result="success" if ok else "failed").inc()
-            last_deploy = {
-                "at": iso(now),
-                "reconcileId": rid,
-                "from": p.serving,
-                "color": want,
-                "image": app.spec.image,
-                "revision": rev,
-                "outcome": "success" if ok else "failed",
-                "message": None if ok else str(error),
-            }
+            last_deploy = LastDeploy(
+                at=iso(now),
+                reconcile_id=rid,
+                from_color=p.serving,
+                color=want,
+                image=app.spec.image,
+                revision=rev,
+                outcome="success" if ok else "failed",
+                message=None if ok else str(error),
+            )
         # Forget failures of revisions that are no longer wanted, so the file cannot grow forever.
         failures = {r: f for r, f in failures.items() if r in p.revisions.values()}
         mem = replace(mem, failures=failures)
@@ -275,18 +288,29 @@ class Reconciler:
         app: BlueGreenApp,
         obs: Observed,
         p: Plan,
-        error: str | None,
-        reason: str | None,
-        progressing: bool,
-        last_deploy: dict[str, Any] | None,
-        rid: str,
         resolved: Resolved,
-    ) -> dict[str, Any]:
-        conds = conditions(app, obs, p, error, reason, progressing, p.secrets_stale)
-        status = build_status(app, obs, p, conds, self.store.load_status(app.name), last_deploy, rid, self.world.now(), resolved.names)
-        self.store.save_status(app.name, status)
+        *,
+        last_deploy: LastDeploy | None,
+        rid: str,
+        error: str | None = None,
+        reason: str | None = None,
+        progressing: bool = False,
+    ) -> Status:
+        conds = conditions(app, obs, p, error=error, error_reason=reason, progressing=progressing, secrets_stale=p.secrets_stale)
+        status = build_status(
+            app,
+            obs,
+            p,
+            conditions=conds,
+            previous=self.store.load_status(app.name, Status.from_json),
+            last_deploy=last_deploy,
+            reconcile_id=rid,
+            now=self.world.now(),
+            secret_names=resolved.names,
+        )
+        self.store.save_status(app.name, status.to_json())
         return status
 
-    def _export(self, app: BlueGreenApp, obs: Observed, status: dict[str, Any]) -> None:
+    def _export(self, app: BlueGreenApp, obs: Observed, status: Status) -> None:
         self.metrics.set_live_color(app.name, obs.route.color if obs.route.reachable else None)
-        self.metrics.set_conditions(app.name, {c["type"]: c["status"] == "True" for c in status["conditions"]})
+        self.metrics.set_conditions(app.name, {c.type: c.status for c in status.conditions})

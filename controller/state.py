@@ -11,15 +11,21 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import threading
 import time
-from dataclasses import asdict
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from controller.drivers import files
 from controller.errors import HostError, LockBusy
 from controller.facts import Failure, Memory
-from controller.logs import redact_json_text
+from controller.jsonshape import Corrupt, Reader
+from controller.logs import get_logger, redact_json_text
+from controller.spec import Color
+
+T = TypeVar("T")
 
 DEFAULT_STATE_DIR = Path("/var/lib/bluegreen")
 HISTORY_READ_LIMIT = 64 * 1024 * 1024
@@ -73,45 +79,146 @@ def _read_holder(fd: int) -> str:
     return f" (pid {pid})" if pid.isdigit() else ""
 
 
+@dataclass(frozen=True)
+class LastDeploy:
+    """The last pass that deployed (created or started the wanted color, or switched to it); in memory.json."""
+
+    at: str
+    reconcile_id: str
+    from_color: Color | None  # the color that served before
+    color: Color
+    image: str
+    revision: str
+    outcome: str  # success | failed
+    message: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        # Keys in the order `--status --json` always printed them (as read back from the sorted memory.json).
+        return {
+            "at": self.at,
+            "color": self.color,
+            "from": self.from_color,
+            "image": self.image,
+            "message": self.message,
+            "outcome": self.outcome,
+            "reconcileId": self.reconcile_id,
+            "revision": self.revision,
+        }
+
+    @classmethod
+    def from_json(cls, r: Reader) -> LastDeploy:
+        return cls(
+            at=r.text("at"),
+            reconcile_id=r.text("reconcileId"),
+            from_color=r.opt_color("from"),
+            color=r.color("color"),
+            image=r.text("image"),
+            revision=r.text("revision"),
+            outcome=r.text("outcome"),
+            message=r.opt_text("message"),
+        )
+
+
+@dataclass(frozen=True)
+class _MemoryFile:
+    """memory.json, checked: `raw` keeps keys of other versions so that saving does not drop them."""
+
+    raw: dict[str, Any] = field(default_factory=dict)
+    failures: dict[str, Failure] = field(default_factory=dict)
+    converged_generation: str | None = None
+    last_deploy: LastDeploy | None = None
+
+
+def _parse_memory(raw: dict[str, Any], backoff_base: float, backoff_max: float) -> _MemoryFile:
+    r = Reader(raw)
+    failures = {}
+    on_file = r.opt_obj("failures") if r.has("failures") else None
+    for rev, f in on_file.values() if on_file is not None else ():
+        failure = Failure(
+            revision=f.text("revision"),
+            color=f.color("color"),
+            count=f.integer("count", lo=1),
+            last_failed_at=f.number("last_failed_at"),
+            reason=f.text("reason"),
+            message=f.text("message"),
+        )
+        try:
+            failure.next_retry_at(backoff_base, backoff_max)
+        except OverflowError:
+            raise Corrupt("failures[].count: too large to compute a retry time") from None
+        failures[rev] = failure
+    last = r.opt_obj("lastDeploy") if r.has("lastDeploy") else None
+    return _MemoryFile(
+        raw=raw,
+        failures=failures,
+        converged_generation=r.opt_text("convergedGeneration") if r.has("convergedGeneration") else None,
+        last_deploy=LastDeploy.from_json(last) if last is not None else None,
+    )
+
+
 class StateStore:
     def __init__(self, root: Path) -> None:
         self.root = root
+        # path -> the problem last logged for it: a corrupt file is reported once, not on every read.
+        self._corrupt: dict[Path, str] = {}
+        self._corrupt_lock = threading.Lock()
 
     def app_dir(self, app: str) -> Path:
         return self.root / "apps" / app
 
+    def _load(self, app: str, name: str, parse: Callable[[dict[str, Any]], T]) -> T | None:
+        """The parsed file; None when it is absent or corrupt (a corrupt one is logged once as a warning).
+
+        A state file is a cache of what the controller wrote: when it cannot be read back, the controller
+        carries on as if it were absent (and rewrites it) rather than fail the app, or every app of the run.
+        """
+        path = self.app_dir(app) / name
+        try:
+            raw = _read_json(path)
+            value = parse(raw) if raw is not None else None
+        except Corrupt as e:
+            with self._corrupt_lock:
+                first = self._corrupt.get(path) != str(e)
+                self._corrupt[path] = str(e)
+            if first:
+                get_logger(app=app).warning("state.corrupt", path=str(path), problem=str(e), action="treated as absent")
+            return None
+        with self._corrupt_lock:
+            self._corrupt.pop(path, None)
+        return value
+
     # Memory -----------------------------------------------------------------------------
-    def load_memory_raw(self, app: str) -> dict[str, Any]:
-        return _read_json(self.app_dir(app) / "memory.json")
+    def _memory(self, app: str, backoff_base: float = 60.0, backoff_max: float = 3600.0) -> _MemoryFile:
+        return self._load(app, "memory.json", lambda raw: _parse_memory(raw, backoff_base, backoff_max)) or _MemoryFile()
 
     def load_memory(self, app: str, backoff_base: float, backoff_max: float) -> Memory:
-        raw = self.load_memory_raw(app)
-        failures = {}
-        for rev, f in (raw.get("failures") or {}).items():
-            try:
-                failures[rev] = Failure(**f)
-            except TypeError:
-                continue  # written by another version: forget it rather than crash
+        m = self._memory(app, backoff_base, backoff_max)
         return Memory(
-            failures=failures,
-            converged_generation=raw.get("convergedGeneration"),
+            failures=m.failures,
+            converged_generation=m.converged_generation,
             backoff_base=backoff_base,
             backoff_max=backoff_max,
         )
 
-    def save_memory(self, app: str, memory: Memory, last_deploy: dict[str, Any] | None) -> None:
-        raw = self.load_memory_raw(app)
+    def load_last_deploy(self, app: str) -> LastDeploy | None:
+        return self._memory(app).last_deploy
+
+    def save_memory(self, app: str, memory: Memory, last_deploy: LastDeploy | None) -> None:
+        """Failures and converged generation from `memory`; `last_deploy` when given, else the one on file."""
+        m = self._memory(app, memory.backoff_base, memory.backoff_max)
+        raw = dict(m.raw)
         raw["failures"] = {rev: asdict(f) for rev, f in memory.failures.items()}
         raw["convergedGeneration"] = memory.converged_generation
         if last_deploy is not None:
-            raw["lastDeploy"] = last_deploy
+            raw["lastDeploy"] = last_deploy.to_json()
         files.write_atomic(self.app_dir(app) / "memory.json", redact_json_text(json.dumps(raw, indent=2, sort_keys=True)) + "\n")
 
     # Status -----------------------------------------------------------------------------
-    def load_status(self, app: str) -> dict[str, Any]:
-        return _read_json(self.app_dir(app) / "status.json")
+    def load_status(self, app: str, parse: Callable[[dict[str, Any]], T]) -> T | None:
+        """The last status written, read back by `parse` (which raises Corrupt); None when absent or corrupt."""
+        return self._load(app, "status.json", parse)
 
-    def save_status(self, app: str, status: dict[str, Any]) -> None:
+    def save_status(self, app: str, status: Mapping[str, Any]) -> None:
         files.write_atomic(self.app_dir(app) / "status.json", redact_json_text(json.dumps(status, indent=2, sort_keys=True)) + "\n")
 
     # History ----------------------------------------------------------------------------
@@ -147,13 +254,18 @@ class StateStore:
         return list(reversed(out))
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    # The safe read: a link, a FIFO, a device or a file bigger than files.STATE is garbage ("").
+def _read_json(path: Path) -> dict[str, Any] | None:
+    """The JSON object in `path`; None when there is no file; Corrupt when it holds anything else."""
+    # The safe read: a link, a FIFO, a device or a file bigger than files.STATE is garbage.
     text = files.read_text(path, files.STATE)
-    if not text:
-        return {}
+    if text is None:
+        return None
+    if isinstance(text, files.Garbage):
+        raise Corrupt(f"garbage ({text.what})")
     try:
         data = json.loads(text)
-    except ValueError:
-        return {}  # a torn or hand-edited file: start over rather than refuse to run
-    return data if isinstance(data, dict) else {}
+    except (ValueError, RecursionError):  # a torn or hand-edited file; too deeply nested; an integer too long
+        raise Corrupt("not JSON") from None
+    if not isinstance(data, dict):
+        raise Corrupt("not a JSON object")
+    return data

@@ -2,31 +2,43 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any
 
+from controller.actions import Blocker
 from controller.facts import ContainerFact, Observed
+from controller.jsonshape import Corrupt, Reader
 from controller.planner import Plan, describe_container, describe_file, matches
 from controller.routing import configured_color, render_include
-from controller.spec import COLORS, BlueGreenApp, other
+from controller.spec import COLORS, BlueGreenApp, Color, other
+from controller.state import LastDeploy
 
 
 @dataclass(frozen=True)
 class Condition:
-    type: str
+    type: str  # Ready, Progressing, Degraded, RollbackReady, SecretsStale
     status: bool
     reason: str
     message: str
+    last_transition_time: str = ""  # set by build_status: when `status` last changed
 
-    def as_dict(self, transition: str) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         return {
             "type": self.type,
             "status": "True" if self.status else "False",
             "reason": self.reason,
             "message": self.message,
-            "lastTransitionTime": transition,
+            "lastTransitionTime": self.last_transition_time,
         }
+
+    @classmethod
+    def from_json(cls, r: Reader) -> Condition:
+        status = r.text("status")
+        if status not in ("True", "False"):
+            raise Corrupt("conditions[].status: not True or False")
+        return cls(r.text("type"), status == "True", r.text("reason"), r.text("message"), r.text("lastTransitionTime"))
 
 
 def iso(ts: float) -> str:
@@ -37,9 +49,10 @@ def conditions(
     app: BlueGreenApp,
     obs: Observed,
     plan: Plan,
-    error: str | None,
-    error_reason: str | None,
-    progressing: bool,
+    *,
+    error: str | None = None,
+    error_reason: str | None = None,
+    progressing: bool = False,
     secrets_stale: str | None = None,
 ) -> list[Condition]:
     blocker = plan.blockers[0] if plan.blockers else None
@@ -91,81 +104,294 @@ def _rollback_ready(app: BlueGreenApp, c: ContainerFact | None) -> bool:
     return c.running and c.healthy is True
 
 
+@dataclass(frozen=True)
+class Desired:
+    image: str
+    active_color: Color
+    revision: str
+    standby: str
+    secrets: tuple[str, ...] | None = None  # secret env names with their SSM versions, never values
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"image": self.image, "activeColor": self.active_color, "revision": self.revision, "standby": self.standby}
+        if self.secrets is not None:
+            out["secrets"] = list(self.secrets)
+        return out
+
+    @classmethod
+    def from_json(cls, r: Reader) -> Desired:
+        return cls(
+            r.text("image"), r.color("activeColor"), r.text("revision"), r.text("standby"), r.texts("secrets") if r.has("secrets") else None
+        )
+
+
+@dataclass(frozen=True)
+class ContainerStatus:
+    name: str
+    id: str  # short id
+    image: str
+    image_id: str
+    digest: str | None  # None only in files written before the digest was reported
+    state: str
+    running: bool
+    healthy: bool | None
+    health: str
+    revision: str | None
+    up_to_date: bool
+    port: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "id": self.id,
+            "image": self.image,
+            "imageId": self.image_id,
+            "digest": self.digest,
+            "state": self.state,
+            "running": self.running,
+            "healthy": self.healthy,
+            "health": self.health,
+            "revision": self.revision,
+            "upToDate": self.up_to_date,
+            "port": self.port,
+        }
+
+    @classmethod
+    def from_json(cls, r: Reader) -> ContainerStatus:
+        return cls(
+            name=r.text("name"),
+            id=r.text("id"),
+            image=r.text("image"),
+            image_id=r.text("imageId"),
+            digest=r.opt_text("digest") if r.has("digest") else None,
+            state=r.text("state"),
+            running=r.flag("running"),
+            healthy=r.opt_flag("healthy"),
+            health=r.text("health"),
+            revision=r.opt_text("revision"),
+            up_to_date=r.flag("upToDate"),
+            port=r.opt_integer("port", 0, 65535),
+        )
+
+
+@dataclass(frozen=True)
+class RouteStatus:
+    reachable: bool
+    color: Color | None
+    upstream: str
+    detail: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"reachable": self.reachable, "color": self.color, "upstream": self.upstream, "detail": self.detail}
+
+    @classmethod
+    def from_json(cls, r: Reader) -> RouteStatus:
+        return cls(r.flag("reachable"), r.opt_color("color"), r.text("upstream"), r.text("detail"))
+
+
+@dataclass(frozen=True)
+class IncludeStatus:
+    path: str
+    present: bool
+    color: Color | None
+    managed: bool  # the include is one the controller renders (else: edited by hand)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "present": self.present, "color": self.color, "managed": self.managed}
+
+    @classmethod
+    def from_json(cls, r: Reader) -> IncludeStatus:
+        return cls(r.text("path"), r.flag("present"), r.opt_color("color"), r.flag("managed"))
+
+
+@dataclass(frozen=True)
+class MarkerStatus:
+    path: str
+    value: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "value": self.value}
+
+    @classmethod
+    def from_json(cls, r: Reader) -> MarkerStatus:
+        return cls(r.text("path"), r.opt_text("value"))
+
+
+@dataclass(frozen=True)
+class ObservedStatus:
+    containers: dict[Color, ContainerStatus | None]  # both colors, None when missing
+    route: RouteStatus
+    include: IncludeStatus
+    marker: MarkerStatus
+    serving: Color | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "containers": {c: (s.to_json() if s is not None else None) for c, s in self.containers.items()},
+            "route": self.route.to_json(),
+            "include": self.include.to_json(),
+            "marker": self.marker.to_json(),
+            "serving": self.serving,
+        }
+
+    @classmethod
+    def from_json(cls, r: Reader) -> ObservedStatus:
+        cs = r.obj("containers")
+        return cls(
+            containers={c: (ContainerStatus.from_json(o) if (o := cs.opt_obj(c)) is not None else None) for c in COLORS},
+            route=RouteStatus.from_json(r.obj("route")),
+            include=IncludeStatus.from_json(r.obj("include")),
+            marker=MarkerStatus.from_json(r.obj("marker")),
+            serving=r.opt_color("serving"),
+        )
+
+
+@dataclass(frozen=True)
+class PlanStatus:
+    actions: tuple[str, ...]  # described
+    blockers: tuple[Blocker, ...]
+    diffs: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "actions": list(self.actions),
+            "blockers": [{"reason": b.reason, "message": b.message} for b in self.blockers],
+            "diffs": list(self.diffs),
+        }
+
+    @classmethod
+    def from_json(cls, r: Reader) -> PlanStatus:
+        blockers = tuple(Blocker(b.text("reason"), b.text("message")) for b in r.objs("blockers"))
+        return cls(r.texts("actions"), blockers, r.texts("diffs"))
+
+
+@dataclass(frozen=True)
+class Status:
+    """One app's status.json and `--status --json` entry: desired against observed, and conditions."""
+
+    app: str
+    generation: str
+    observed_generation: str
+    reconcile_id: str  # "status" when built by --status
+    updated_at: str
+    desired: Desired
+    observed: ObservedStatus
+    conditions: tuple[Condition, ...]
+    plan: PlanStatus
+    last_deploy: LastDeploy | None
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+    def is_true(self, type_: str) -> bool:
+        c = self.condition(type_)
+        return c is not None and c.status
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON shape monitoring and scripts read (keys and their order as they always were)."""
+        return {
+            "app": self.app,
+            "generation": self.generation,
+            "observedGeneration": self.observed_generation,
+            "reconcileId": self.reconcile_id,
+            "updatedAt": self.updated_at,
+            "desired": self.desired.to_json(),
+            "observed": self.observed.to_json(),
+            "conditions": [c.to_json() for c in self.conditions],
+            "plan": self.plan.to_json(),
+            "lastDeploy": self.last_deploy.to_json() if self.last_deploy is not None else None,
+        }
+
+    @classmethod
+    def from_json(cls, raw: object) -> Status:
+        """Raises jsonshape.Corrupt unless `raw` has the shape `to_json` writes (unknown keys are ignored)."""
+        r = Reader(raw)
+        last = r.opt_obj("lastDeploy") if r.has("lastDeploy") else None
+        return cls(
+            app=r.text("app"),
+            generation=r.text("generation"),
+            observed_generation=r.text("observedGeneration"),
+            reconcile_id=r.text("reconcileId"),
+            updated_at=r.text("updatedAt"),
+            desired=Desired.from_json(r.obj("desired")),
+            observed=ObservedStatus.from_json(r.obj("observed")),
+            conditions=tuple(Condition.from_json(c) for c in r.objs("conditions")),
+            plan=PlanStatus.from_json(r.obj("plan")),
+            last_deploy=LastDeploy.from_json(last) if last is not None else None,
+        )
+
+
 def build_status(
     app: BlueGreenApp,
     obs: Observed,
     plan: Plan,
-    conds: list[Condition],
-    previous: dict[str, Any],
-    last_deploy: dict[str, Any] | None,
+    *,
+    conditions: Sequence[Condition],
+    previous: Status | None,
+    last_deploy: LastDeploy | None,
     reconcile_id: str,
     now: float,
-    secret_names: list[str] | None = None,
-) -> dict[str, Any]:
-    before = {c.get("type"): c for c in previous.get("conditions") or [] if isinstance(c, dict)}
-    cond_out = []
-    for c in conds:
+    secret_names: Sequence[str] | None = None,
+) -> Status:
+    """The status of this observation; a condition keeps its lastTransitionTime from `previous` while its status holds."""
+    before = {c.type: c for c in previous.conditions} if previous is not None else {}
+    stamped = []
+    for c in conditions:
         old = before.get(c.type)
-        same = old is not None and old.get("status") == ("True" if c.status else "False")
-        cond_out.append(c.as_dict(old["lastTransitionTime"] if same and old and "lastTransitionTime" in old else iso(now)))
-    return {
-        "app": app.name,
-        "generation": plan.generation,
-        "observedGeneration": plan.generation,
-        "reconcileId": reconcile_id,
-        "updatedAt": iso(now),
-        "desired": {
-            "image": app.spec.image,
-            "activeColor": app.spec.activeColor,
-            "revision": plan.revisions[app.spec.activeColor],
-            "standby": app.spec.standby,
-            **({"secrets": secret_names} if secret_names is not None else {}),
-        },
-        "observed": {
-            "containers": {c: _container(app, obs.containers[c], plan.revisions[c], c) for c in COLORS},
-            "route": {
-                "reachable": obs.route.reachable,
-                "color": obs.route.color,
-                "upstream": obs.route.upstream,
-                "detail": obs.route.detail,
-            },
-            "include": {
-                "path": str(app.upstream_file),
-                "present": obs.include is not None,
-                "color": configured_color(app, obs.include, obs.flag),  # switch: flag -> the flag decides
-                "managed": obs.include is not None and obs.include in {render_include(app, c) for c in COLORS},
-            },
+        stamped.append(replace(c, last_transition_time=old.last_transition_time if old is not None and old.status == c.status else iso(now)))
+    return Status(
+        app=app.name,
+        generation=plan.generation,
+        observed_generation=plan.generation,
+        reconcile_id=reconcile_id,
+        updated_at=iso(now),
+        desired=Desired(
+            image=app.spec.image,
+            active_color=app.spec.activeColor,
+            revision=plan.revisions[app.spec.activeColor],
+            standby=app.spec.standby,
+            secrets=tuple(secret_names) if secret_names is not None else None,
+        ),
+        observed=ObservedStatus(
+            containers={c: _container(app, obs.containers[c], plan.revisions[c], c) for c in COLORS},
+            route=RouteStatus(reachable=obs.route.reachable, color=obs.route.color, upstream=obs.route.upstream, detail=obs.route.detail),
+            include=IncludeStatus(
+                path=str(app.upstream_file),
+                present=obs.include is not None,
+                color=configured_color(app, obs.include, obs.flag),  # switch: flag -> the flag decides
+                managed=obs.include is not None and obs.include in {render_include(app, c) for c in COLORS},
+            ),
             # The color, or "garbage, N bytes": never the file's content (status.json is world-readable).
-            "marker": {"path": str(app.marker_path), "value": describe_file(obs.marker) if obs.marker is not None else None},
-            "serving": plan.serving,
-        },
-        "conditions": cond_out,
-        "plan": {
-            "actions": [a.describe() for a in plan.actions],
-            "blockers": [{"reason": b.reason, "message": b.message} for b in plan.blockers],
-            "diffs": list(plan.diffs),
-        },
-        "lastDeploy": last_deploy,
-    }
+            marker=MarkerStatus(path=str(app.marker_path), value=describe_file(obs.marker) if obs.marker is not None else None),
+            serving=plan.serving,
+        ),
+        conditions=tuple(stamped),
+        plan=PlanStatus(
+            actions=tuple(a.describe() for a in plan.actions),
+            blockers=tuple(Blocker(b.reason, b.message) for b in plan.blockers),
+            diffs=tuple(plan.diffs),
+        ),
+        last_deploy=last_deploy,
+    )
 
 
-def _container(app: BlueGreenApp, c: ContainerFact | None, revision: str, color: str) -> dict[str, Any] | None:
+def _container(app: BlueGreenApp, c: ContainerFact | None, revision: str, color: Color) -> ContainerStatus | None:
     if c is None:
         return None
-    return {
-        "name": c.name,
-        "id": c.id[:12],
-        "image": c.image,
-        "imageId": c.image_id,
-        "digest": running_digest(c),
-        "state": c.state,
-        "running": c.running,
-        "healthy": c.healthy,
-        "health": c.health_detail,
-        "revision": c.revision,
-        "upToDate": matches(app, color, c, revision),  # type: ignore[arg-type]
-        "port": c.host_port,
-    }
+    return ContainerStatus(
+        name=c.name,
+        id=c.id[:12],
+        image=c.image,
+        image_id=c.image_id,
+        digest=running_digest(c),
+        state=c.state,
+        running=c.running,
+        healthy=c.healthy,
+        health=c.health_detail,
+        revision=c.revision,
+        up_to_date=matches(app, color, c, revision),
+        port=c.host_port,
+    )
 
 
 def running_digest(c: ContainerFact) -> str:
@@ -176,37 +402,37 @@ def running_digest(c: ContainerFact) -> str:
     return next((d for d in c.repo_digests if d.split("@", 1)[0] == repo), c.repo_digests[0] if c.repo_digests else c.image_id)
 
 
-def render_text(status: dict[str, Any]) -> str:
+def render_text(status: Status) -> str:
     """Human-readable status for one app."""
-    d, o = status["desired"], status["observed"]
-    lines = [f"app {status['app']}  (generation {status['generation']}, reconcile {status['reconcileId']})"]
-    lines.append(f"  desired   {d['activeColor']} {d['image']} revision {d['revision']} standby={d['standby']}")
-    if d.get("secrets"):
-        lines.append(f"  secrets   {', '.join(d['secrets'])}")  # names and SSM versions, never values
+    d, o = status.desired, status.observed
+    lines = [f"app {status.app}  (generation {status.generation}, reconcile {status.reconcile_id})"]
+    lines.append(f"  desired   {d.active_color} {d.image} revision {d.revision} standby={d.standby}")
+    if d.secrets:
+        lines.append(f"  secrets   {', '.join(d.secrets)}")  # names and SSM versions, never values
     for color in COLORS:
-        c = o["containers"][color]
+        c = o.containers[color]
         if c is None:
             lines.append(f"  {color:<6}    -")
         else:
-            health = "healthy" if c["healthy"] else ("-" if c["healthy"] is None else f"unhealthy ({c['health']})")
-            flag = "" if c["upToDate"] else "  [differs from spec]"
-            lines.append(f"  {color:<6}    {c['state']:<8} {health:<10} {c['image']} :{c['port']} revision {c['revision']}{flag}")
-            if c.get("digest"):
-                lines.append(f"  {'':<6}    digest {c['digest']}")
-    r = o["route"]
-    lines.append(f"  nginx     {'routes to ' + str(r['color']) if r['reachable'] else 'unreachable'}  ({r['detail']})")
-    inc = o["include"]
-    lines.append(f"  include   {inc['path']}: {('-> ' + str(inc['color'])) if inc['present'] else 'missing'}{'' if inc['managed'] or not inc['present'] else ' (edited)'}")
-    m = o["marker"]
-    lines.append(f"  marker    {m['path']}: {m['value'] if m['value'] is not None else 'missing'}")
-    for c in status["conditions"]:
-        msg = f"  {c['message']}" if c["message"] else ""
-        lines.append(f"  {c['type']:<13} {c['status']:<5} {c['reason']}{msg}")
-    for b in status["plan"]["blockers"]:
-        lines.append(f"  blocked   {b['reason']}: {b['message']}")
-    for a in status["plan"]["actions"]:
+            health = "healthy" if c.healthy else ("-" if c.healthy is None else f"unhealthy ({c.health})")
+            flag = "" if c.up_to_date else "  [differs from spec]"
+            lines.append(f"  {color:<6}    {c.state:<8} {health:<10} {c.image} :{c.port} revision {c.revision}{flag}")
+            if c.digest:
+                lines.append(f"  {'':<6}    digest {c.digest}")
+    r = o.route
+    lines.append(f"  nginx     {'routes to ' + str(r.color) if r.reachable else 'unreachable'}  ({r.detail})")
+    inc = o.include
+    lines.append(f"  include   {inc.path}: {('-> ' + str(inc.color)) if inc.present else 'missing'}{'' if inc.managed or not inc.present else ' (edited)'}")
+    m = o.marker
+    lines.append(f"  marker    {m.path}: {m.value if m.value is not None else 'missing'}")
+    for cond in status.conditions:
+        msg = f"  {cond.message}" if cond.message else ""
+        lines.append(f"  {cond.type:<13} {'True' if cond.status else 'False':<5} {cond.reason}{msg}")
+    for b in status.plan.blockers:
+        lines.append(f"  blocked   {b.reason}: {b.message}")
+    for a in status.plan.actions:
         lines.append(f"  pending   {a}")
-    ld = status.get("lastDeploy")
+    ld = status.last_deploy
     if ld:
-        lines.append(f"  last deploy  {ld.get('at')} {ld.get('from')} -> {ld.get('color')} {ld.get('image')}: {ld.get('outcome')} {ld.get('message') or ''}".rstrip())
+        lines.append(f"  last deploy  {ld.at} {ld.from_color} -> {ld.color} {ld.image}: {ld.outcome} {ld.message or ''}".rstrip())
     return "\n".join(lines)
