@@ -560,17 +560,19 @@ def test_values_are_fetched_only_to_create_and_rotation_never_restarts_the_live_
     w.mutations.clear()
     r = rec.reconcile(_fake_app("blue"))
     assert r.result == "converged" and w.mutations == [] and src.value_calls == 1
-    stale = next(c for c in r.status["conditions"] if c["type"] == "SecretsStale")
-    assert stale["status"] == "True" and "activeColor: green" in stale["message"]
-    assert "k1" not in json.dumps(r.status) and "k2" not in json.dumps(r.status)
-    assert "API_KEY=/d/prod/API_KEY:2" in r.status["desired"]["secrets"]
+    assert r.status is not None
+    stale = r.status.condition("SecretsStale")
+    assert stale is not None and stale.status and "activeColor: green" in stale.message
+    assert "k1" not in json.dumps(r.status.to_json()) and "k2" not in json.dumps(r.status.to_json())
+    assert "API_KEY=/d/prod/API_KEY:2" in (r.status.desired.secrets or ())
     p, _, _ = rec.plan_only(_fake_app("blue"))
     assert p.converged and p.secrets_stale
 
     r = rec.reconcile(_fake_app("green"))
     assert r.result == "converged" and src.value_calls == 2
     assert w.containers["dialogue-green"].env["API_KEY"] == "k2" and w.containers["dialogue-blue"].env["API_KEY"] == "k1"
-    assert next(c for c in r.status["conditions"] if c["type"] == "SecretsStale")["status"] == "False"
+    stale = r.status.condition("SecretsStale") if r.status is not None else None
+    assert stale is not None and not stale.status
 
 
 def test_live_color_with_another_difference_is_still_refused(tmp_path: Path) -> None:
@@ -579,7 +581,7 @@ def test_live_color_with_another_difference_is_still_refused(tmp_path: Path) -> 
     src.params["/d/prod/API_KEY"].append("k2")
     r = rec.reconcile(_fake_app("blue", image="dialogue:2"))
     assert r.result == "blocked" and r.plan is not None and r.plan.blockers[0].reason == "LiveColorOutdated"
-    assert next(c for c in r.status["conditions"] if c["type"] == "SecretsStale")["status"] == "True"
+    assert r.status is not None and r.status.is_true("SecretsStale")
 
 
 def test_failures_before_any_action_change_nothing(tmp_path: Path) -> None:
@@ -592,5 +594,6 @@ def test_failures_before_any_action_change_nothing(tmp_path: Path) -> None:
     src.fail = None
     r = rec.reconcile(_fake_app("green", image="dialogue:missing"))  # a pull that fails: before values, before actions
     assert r.result == "error" and "cannot be pulled" in (r.error or "") and w.mutations == [] and src.value_calls == 1
-    assert next(c for c in r.status["conditions"] if c["type"] == "Degraded")["reason"] == "ImageError"
+    degraded = r.status.condition("Degraded") if r.status is not None else None
+    assert degraded is not None and degraded.status and degraded.reason == "ImageError"
     assert len(written) == 1
