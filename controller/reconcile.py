@@ -32,8 +32,8 @@ from controller.planner import Plan, plan
 from controller.requeue import NOT_RUN, Requeue, decide
 from controller.secrets import NoSecrets, Resolved, Resolver
 from controller.spec import BlueGreenApp
-from controller.state import LastDeploy, StateStore
-from controller.status import Status, build_status, conditions, iso
+from controller.state import StateStore
+from controller.status import LastDeploy, Status, build_status, conditions, iso
 from controller.world import World
 
 MAX_PASSES = 4

@@ -23,7 +23,7 @@ from controller.errors import HostError, LockBusy
 from controller.facts import Failure, Memory
 from controller.jsonshape import Corrupt, Reader
 from controller.logs import get_logger, redact_json_text
-from controller.spec import Color
+from controller.status import LastDeploy
 
 T = TypeVar("T")
 
@@ -77,46 +77,6 @@ def _read_holder(fd: int) -> str:
     except OSError:
         return ""
     return f" (pid {pid})" if pid.isdigit() else ""
-
-
-@dataclass(frozen=True)
-class LastDeploy:
-    """The last pass that deployed (created or started the wanted color, or switched to it); in memory.json."""
-
-    at: str
-    reconcile_id: str
-    from_color: Color | None  # the color that served before
-    color: Color
-    image: str
-    revision: str
-    outcome: str  # success | failed
-    message: str | None
-
-    def to_json(self) -> dict[str, Any]:
-        # Keys in the order `--status --json` always printed them (as read back from the sorted memory.json).
-        return {
-            "at": self.at,
-            "color": self.color,
-            "from": self.from_color,
-            "image": self.image,
-            "message": self.message,
-            "outcome": self.outcome,
-            "reconcileId": self.reconcile_id,
-            "revision": self.revision,
-        }
-
-    @classmethod
-    def from_json(cls, r: Reader) -> LastDeploy:
-        return cls(
-            at=r.text("at"),
-            reconcile_id=r.text("reconcileId"),
-            from_color=r.opt_color("from"),
-            color=r.color("color"),
-            image=r.text("image"),
-            revision=r.text("revision"),
-            outcome=r.text("outcome"),
-            message=r.opt_text("message"),
-        )
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ from controller.jsonshape import Corrupt, Reader
 from controller.planner import Plan, describe_container, describe_file, matches
 from controller.routing import configured_color, render_include
 from controller.spec import COLORS, BlueGreenApp, Color, other
-from controller.state import LastDeploy
 
 
 @dataclass(frozen=True)
@@ -102,6 +101,46 @@ def _rollback_ready(app: BlueGreenApp, c: ContainerFact | None) -> bool:
     if app.spec.standby == "stop":
         return True  # starting it again is the rollback
     return c.running and c.healthy is True
+
+
+@dataclass(frozen=True)
+class LastDeploy:
+    """The last pass that deployed (created or started the wanted color, or switched to it); in memory.json."""
+
+    at: str
+    reconcile_id: str
+    from_color: Color | None  # the color that served before
+    color: Color
+    image: str
+    revision: str
+    outcome: str  # success | failed
+    message: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        # Keys in the order `--status --json` always printed them (as read back from the sorted memory.json).
+        return {
+            "at": self.at,
+            "color": self.color,
+            "from": self.from_color,
+            "image": self.image,
+            "message": self.message,
+            "outcome": self.outcome,
+            "reconcileId": self.reconcile_id,
+            "revision": self.revision,
+        }
+
+    @classmethod
+    def from_json(cls, r: Reader) -> LastDeploy:
+        return cls(
+            at=r.text("at"),
+            reconcile_id=r.text("reconcileId"),
+            from_color=r.opt_color("from"),
+            color=r.color("color"),
+            image=r.text("image"),
+            revision=r.text("revision"),
+            outcome=r.text("outcome"),
+            message=r.opt_text("message"),
+        )
 
 
 @dataclass(frozen=True)

@@ -19,8 +19,8 @@ from controller.facts import Failure, Memory
 from controller.jsonshape import Corrupt
 from controller.reconcile import Reconciler
 from controller.spec import BlueGreenApp
-from controller.state import LastDeploy, StateStore
-from controller.status import Status, render_text
+from controller.state import StateStore
+from controller.status import LastDeploy, Status, render_text
 from controller.testing import FakeWorld
 from tests.factories import make_app
 from tests.fakes import reconciler, world_for
