@@ -1,4 +1,8 @@
-"""Status: conditions and a report of desired against observed, rebuilt from observation each pass."""
+"""Status: conditions and a report of desired against observed, rebuilt from observation each pass.
+
+Typed records (`Status`, `Condition`, `LastDeploy`, ...); JSON only at the edge: `to_json()` for status.json
+and `--status --json` (keys and order unchanged), `from_json()` to read the previous status.json back.
+"""
 
 from __future__ import annotations
 
