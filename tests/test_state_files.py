@@ -8,6 +8,7 @@ real command line against a real dockerd and nginx.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -248,3 +249,21 @@ def test_unusable_failure_of_the_revision_being_deployed_is_forgotten_not_a_cras
         r = rec.reconcile(new)
     assert r.result == "converged" and r.error is None, r
     assert len(_warnings(logs)) == 1
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo"])
+def test_a_state_file_that_is_not_a_regular_file_is_absent_and_logged(tmp_path: Path, kind: str) -> None:
+    store = StateStore(tmp_path / "state")
+    path = store.app_dir("a") / "memory.json"
+    path.parent.mkdir(parents=True)
+    if kind == "symlink":
+        target = tmp_path / "elsewhere.json"
+        target.write_text(json.dumps({"convergedGeneration": SENTINEL}))
+        path.symlink_to(target)
+    else:
+        os.mkfifo(path)  # a read that waited on it would block the run
+    with capture_logs() as logs:
+        assert store.load_memory("a", 60, 3600).converged_generation is None
+        assert store.load_last_deploy("a") is None
+    (warning,) = _warnings(logs)
+    assert warning["problem"].startswith("garbage (") and SENTINEL not in repr(logs)
