@@ -38,6 +38,7 @@ LABEL_FIELDS = frozenset(
         # state files: identifiers, enums and times written by the controller
         "reconcileId", "outcome", "time", "at", "updatedAt", "lastTransitionTime", "activeColor", "serving",
         "standby", "revision", "generation", "observedGeneration", "convergedGeneration", "type",
+        "from", "status",  # lastDeploy.from (a color), a condition's status (True/False): read back typed
     }
 )  # fmt: skip
 

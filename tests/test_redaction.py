@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from controller import logs
 from controller.facts import Failure, Memory
 from controller.logs import MASK, redact_json_text, redact_secrets, register_secret
 from controller.state import StateStore
+from controller.status import LastDeploy
 from tests.factories import make_app
 from tests.fakes import reconciler, world_for
 
@@ -61,7 +63,8 @@ def test_state_files_are_redacted_and_stay_valid_json(tmp_path: Path) -> None:
     }
     store.save_status("dialogue", status)
     failure = Failure(revision="r1", color="green", count=1, last_failed_at=1.0, reason="HealthTimeout", message=f"env {LONG}")
-    store.save_memory("dialogue", Memory(failures={"r1": failure}), {"color": "green", "message": f"{LONG}\\"})
+    last = LastDeploy(at="t", reconcile_id="x", from_color=None, color="green", image="i", revision="r1", outcome="failed", message=f"{LONG}\\")
+    store.save_memory("dialogue", Memory(failures={"r1": failure}), last)
     store.append_history({"app": "dialogue", "color": "green", "action": "CreateContainer", "message": f"tab\t{LONG}"})
     files = [tmp_path / "apps/dialogue/status.json", tmp_path / "apps/dialogue/memory.json", tmp_path / "history.jsonl"]
     for f in files:
@@ -70,13 +73,13 @@ def test_state_files_are_redacted_and_stay_valid_json(tmp_path: Path) -> None:
         assert json.dumps(LONG)[1:-1] not in text
         for line in text.splitlines() if f.suffix == ".jsonl" else [text]:
             json.loads(line)  # still valid JSON
-    saved = store.load_status("dialogue")
+    saved = json.loads(files[0].read_text())  # (a partial status: read as JSON, not as a Status)
     assert saved["app"] == "dialogue" and saved["observed"]["serving"] == "green"
     assert saved["observed"]["route"] == {"color": "green", "detail": f"{MASK} light\n"}
     assert saved["conditions"][0]["message"] == f'pull: "{MASK}" rejected'
     mem = store.load_memory("dialogue", 10, 60)
     assert mem.failures["r1"].color == "green" and mem.failures["r1"].message == f"env {MASK}"
-    assert store.load_memory_raw("dialogue")["lastDeploy"] == {"color": "green", "message": f"{MASK}\\"}
+    assert store.load_last_deploy("dialogue") == replace(last, message=f"{MASK}\\")
     [h] = store.history("dialogue")  # the app label is what --history selects on
     assert h["message"] == f"tab\t{MASK}" and h["color"] == "green"
 

@@ -16,8 +16,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from controller import logs
 from controller.facts import Failure, Memory
 from controller.jsonshape import Corrupt
+from controller.logs import register_secret
 from controller.reconcile import Reconciler
 from controller.spec import BlueGreenApp
 from controller.state import StateStore
@@ -267,3 +269,23 @@ def test_a_state_file_that_is_not_a_regular_file_is_absent_and_logged(tmp_path: 
         assert store.load_last_deploy("a") is None
     (warning,) = _warnings(logs)
     assert warning["problem"].startswith("garbage (") and SENTINEL not in repr(logs)
+
+
+def test_state_files_stay_readable_when_a_secret_equals_a_color_or_a_condition_status(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # State files are redacted before they are written (issue 10 item 13); what the controller reads back
+    # typed (colors, True/False) must survive a secret that happens to equal it, or every pass would find
+    # its own files corrupt.
+    monkeypatch.setattr(logs, "_secrets", set())  # the registry is process-wide: leave none behind
+    for secret in ("green", "blue", "True", "False", "dialogue"):
+        register_secret(secret)
+    w = world_for(make_app(activeColor="green"))
+    rec = reconciler(w, tmp_path)
+    with capture_logs() as captured:
+        assert rec.reconcile(make_app(activeColor="green")).converged
+        assert rec.reconcile(make_app(activeColor="blue")).converged  # a lastDeploy "from": "green"
+        s = rec.status_only(make_app(activeColor="blue"))
+    assert _warnings(captured) == []
+    assert s.last_deploy is not None and s.last_deploy.from_color == "green" and s.is_true("Ready")
+    assert Status.from_json(json.loads((rec.store.app_dir("dialogue") / "status.json").read_text())).is_true("Ready")
