@@ -89,12 +89,12 @@ class _MemoryFile:
     last_deploy: LastDeploy | None = None
 
 
-def _parse_memory(raw: dict[str, Any], backoff_base: float, backoff_max: float) -> _MemoryFile:
+def _parse_memory(raw: dict[str, Any]) -> _MemoryFile:
     r = Reader(raw)
     failures = {}
     on_file = r.opt_obj("failures") if r.has("failures") else None
     for rev, f in on_file.values() if on_file is not None else ():
-        failure = Failure(
+        failures[rev] = Failure(
             revision=f.text("revision"),
             color=f.color("color"),
             count=f.integer("count", lo=1),
@@ -102,11 +102,6 @@ def _parse_memory(raw: dict[str, Any], backoff_base: float, backoff_max: float) 
             reason=f.text("reason"),
             message=f.text("message"),
         )
-        try:
-            failure.next_retry_at(backoff_base, backoff_max)
-        except OverflowError:
-            raise Corrupt("failures[].count: too large to compute a retry time") from None
-        failures[rev] = failure
     last = r.opt_obj("lastDeploy") if r.has("lastDeploy") else None
     return _MemoryFile(
         raw=raw,
@@ -148,11 +143,11 @@ class StateStore:
         return value
 
     # Memory -----------------------------------------------------------------------------
-    def _memory(self, app: str, backoff_base: float = 60.0, backoff_max: float = 3600.0) -> _MemoryFile:
-        return self._load(app, "memory.json", lambda raw: _parse_memory(raw, backoff_base, backoff_max)) or _MemoryFile()
+    def _memory(self, app: str) -> _MemoryFile:
+        return self._load(app, "memory.json", _parse_memory) or _MemoryFile()
 
     def load_memory(self, app: str, backoff_base: float, backoff_max: float) -> Memory:
-        m = self._memory(app, backoff_base, backoff_max)
+        m = self._memory(app)
         return Memory(
             failures=m.failures,
             converged_generation=m.converged_generation,
@@ -165,7 +160,7 @@ class StateStore:
 
     def save_memory(self, app: str, memory: Memory, last_deploy: LastDeploy | None) -> None:
         """Failures and converged generation from `memory`; `last_deploy` when given, else the one on file."""
-        m = self._memory(app, memory.backoff_base, memory.backoff_max)
+        m = self._memory(app)
         raw = dict(m.raw)
         raw["failures"] = {rev: asdict(f) for rev, f in memory.failures.items()}
         raw["convergedGeneration"] = memory.converged_generation

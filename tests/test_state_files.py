@@ -45,7 +45,6 @@ CORRUPT_MEMORY: dict[str, str] = {
     "failures is a number": json.dumps({"failures": 5}),
     "failure count is text": json.dumps({"failures": {"x": {**FAILURE, "count": "a"}}}),
     "failure without fields": json.dumps({"failures": {"x": {"count": 1}}}),
-    "failure count overflows the backoff": json.dumps({"failures": {"r1": {**FAILURE, "count": 5000}}}),
     "failure count huge": json.dumps({"failures": {"r1": {**FAILURE, "count": 10**30}}}),
     "failure count is a bool": json.dumps({"failures": {"r1": {**FAILURE, "count": True}}}),
     "failedAt infinite": json.dumps({"failures": {"r1": FAILURE}}).replace("1000.0", "1e999"),
@@ -217,7 +216,7 @@ def test_real_cli_corrupt_state_files_are_a_warning_not_an_internal_error(world:
     cases = [
         (CORRUPT_STATUS["conditions is a number"], CORRUPT_MEMORY["failures is a list"]),
         (CORRUPT_STATUS["conditions hold a string"], CORRUPT_MEMORY["failure count is text"]),
-        (CORRUPT_STATUS["list at top level"], CORRUPT_MEMORY["failure count overflows the backoff"]),
+        (CORRUPT_STATUS["list at top level"], CORRUPT_MEMORY["failedAt infinite"]),
         (CORRUPT_STATUS["generation is a huge number"], CORRUPT_MEMORY["lastDeploy is a number"]),
     ]
     for status_text, memory_text in cases:
@@ -239,9 +238,10 @@ def test_real_cli_corrupt_state_files_are_a_warning_not_an_internal_error(world:
     w.assert_converged_on("blue", "v1")
 
 
-@pytest.mark.parametrize("count", ["a", 5000, 10**30])
+@pytest.mark.parametrize("count", ["a", True, 10**30])
 def test_unusable_failure_of_the_revision_being_deployed_is_forgotten_not_a_crash(tmp_path: Path, count: object) -> None:
-    # The planner computes the retry time of exactly this failure: before, TypeError / OverflowError.
+    # The planner computes the retry time of exactly this failure: before, a TypeError ("a"), or a count
+    # no JSON reader holds exactly (10**30) taken at face value.
     _w, rec, _app = _converged(tmp_path)
     new = make_app(image="dialogue:2", activeColor="green")
     rev = rec.plan_only(new)[0].revisions["green"]
