@@ -104,9 +104,9 @@ def _port(v: str) -> int:
     return int(v)
 
 
-def load_specs(path: Path) -> Selection:
+def load_specs(path: Path, state_dir: Path | None = None) -> Selection:
     """Every valid app, and one problem per invalid file: one broken spec must not stop the others."""
-    return select(path)
+    return select(path, state_dir=state_dir)
 
 
 def problem_lines(sel: Selection, path: Path) -> list[str]:
@@ -150,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_INVALID
     configure(args.log_format, level=args.log_level)
     try:
-        loaded = load_specs(args.path)
+        loaded = load_specs(args.path, args.state_dir)
     except InvalidInput as e:
         err(str(e))
         return e.exit_code

@@ -61,11 +61,8 @@ def _resources(app: BlueGreenApp) -> dict[str, str]:
     for port in (s.ports.blue, s.ports.green):
         out[f"port {s.bindAddress}:{port}"] = f"port {s.bindAddress}:{port}"
     # Any file one app writes must not be any file another app writes, whatever role each gives it.
-    files = {"marker": app.marker_path, "upstreamFile": app.upstream_file, "flagFile": app.flag_file}
-    if s.secrets is not None and s.secrets.envFile is not None:
-        files["envFile"] = s.secrets.envFile
-    for role, path in files.items():
-        out.setdefault(f"file {path}", f"{role} {path}")
+    for field_name, path in app.written_paths().items():
+        out.setdefault(f"file {path}", f"{field_name.rsplit('.', 1)[-1]} {path}")
     return out
 
 
@@ -96,10 +93,26 @@ def host_problem(app: BlueGreenApp) -> str | None:
     return None
 
 
-def load_file(f: Path) -> BlueGreenApp:
+def state_dir_problem(app: BlueGreenApp, state_dir: Path | None) -> str | None:
+    """A file the app writes must not be one of the controller's own: the lock, the history, apps/*/ state.
+
+    A marker beside them (`/var/lib/bluegreen/<app>/active`, the documented default) is fine.
+    """
+    if state_dir is None:
+        return None
+    root = os.path.normpath(os.path.abspath(state_dir))
+    own = {root, os.path.join(root, "lock"), os.path.join(root, "history.jsonl"), os.path.join(root, "apps")}
+    for field_name, path in app.written_paths().items():
+        p = os.path.normpath(os.path.abspath(path))
+        if p in own or p.startswith(os.path.join(root, "apps") + "/") or p.startswith(os.path.join(root, "history.jsonl")):
+            return f"{field_name}: {path} is one of the controller's own files in the state dir {root} (lock, history, apps/)"
+    return None
+
+
+def load_file(f: Path, state_dir: Path | None = None) -> BlueGreenApp:
     """One spec file, parsed, validated and checked against this host; SpecError (one line) otherwise."""
     app = load_app(f)
-    problem = host_problem(app)
+    problem = host_problem(app) or state_dir_problem(app, state_dir)
     if problem:
         raise SpecError(f"{f}: {problem}")
     return app
@@ -146,7 +159,7 @@ class Selection:
         return [p.app or p.file.stem for p in self.problems]
 
 
-def select(path: Path, in_force: Mapping[Path, BlueGreenApp] | None = None) -> Selection:
+def select(path: Path, in_force: Mapping[Path, BlueGreenApp] | None = None, *, state_dir: Path | None = None) -> Selection:
     """Read `path` and decide what is in force.
 
     A file that fails to load keeps its spec from `in_force` (watch mode) or is dropped (`in_force` empty).
@@ -159,7 +172,7 @@ def select(path: Path, in_force: Mapping[Path, BlueGreenApp] | None = None) -> S
     candidate: dict[Path, BlueGreenApp] = {}
     for f in files:
         try:
-            candidate[f] = load_file(f)
+            candidate[f] = load_file(f, state_dir)
         except SpecError as e:
             kept = previous.get(f)
             out.problems.append(Problem(f, kept.name if kept is not None else name_hint(f), str(e)))

@@ -322,7 +322,7 @@ class Watcher:
 
     def _reload(self, source: str) -> list[str]:
         try:
-            sel = select(self.path, self.apps_by_file)  # the same policy as --once, with the last valid specs in force
+            sel = select(self.path, self.apps_by_file, state_dir=self.lock.state_dir)  # the same policy as --once, with the last valid specs in force
         except SpecError as e:
             self._invalid(self.path, str(e), None, None)
             return []  # the path itself is gone: every last valid spec stays in force

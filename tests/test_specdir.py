@@ -98,3 +98,22 @@ def test_apps_are_models_not_strings(tmp_path: Path) -> None:
     _write(tmp_path, "a")
     (app,) = select(tmp_path).apps
     assert isinstance(app, BlueGreenApp)
+
+
+def test_a_file_the_app_writes_may_not_lie_in_the_state_dir(tmp_path: Path) -> None:
+    # A marker at <state-dir>/lock would overwrite the controller's own lock.
+    state = tmp_path / "state"
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    _write(specs, "a", marker=str(state / "lock"))
+    _write(specs, "b", ports={"blue": 18031, "green": 18032})
+    sel = select(specs, state_dir=state)
+    assert [a.name for a in sel.apps] == ["b"]
+    (problem,) = sel.problems
+    assert problem.app == "a" and f"spec.marker: {state / 'lock'} is one of the controller's own files" in problem.message
+    assert [a.name for a in select(specs).apps] == ["a", "b"]  # without a state dir to protect: both load
+    # The documented layout, a marker beside the controller's files (<state-dir>/<app>/active), is fine.
+    _write(specs, "a", marker=str(state / "a" / "active"))
+    assert [a.name for a in select(specs, state_dir=state).apps] == ["a", "b"]
+    _write(specs, "a", marker=str(state / "apps" / "a" / "status.json"))
+    assert [a.name for a in select(specs, state_dir=state).apps] == ["b"]
