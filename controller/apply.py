@@ -25,7 +25,7 @@ from controller.errors import ControllerError, HealthCheckFailed, NginxError, Ro
 from controller.facts import LABEL_APP, LABEL_COLOR, LABEL_MANAGED, LABEL_REVISION, MANAGED_BY
 from controller.routing import health_url, render_include, route_fact, route_probe_url
 from controller.spec import BlueGreenApp, Color
-from controller.world import ContainerRequest, World
+from controller.world import ContainerRequest, RunState, World
 
 
 class Interrupted(TemporaryError):
@@ -130,7 +130,9 @@ def _start(ctx: Context, a: Action) -> None:
 
 def _wait(ctx: Context, a: Action) -> None:
     """Poll until the color passes, then keep polling for `stableSeconds`: an image that answers UP and
-    crashes a second later (bad config, OOM at warm-up) must fail here, not after it took traffic."""
+    crashes a second later (bad config, OOM at warm-up) must fail here, not after it took traffic. A restart
+    by Docker during the window (restart policy: the probes may miss the short gap) fails it too: the
+    container is inspected when the window opens and when it closes, and must be the same run."""
     assert isinstance(a, WaitHealthy)
     hc = ctx.app.spec.healthCheck
     w = ctx.world
@@ -141,17 +143,22 @@ def _wait(ctx: Context, a: Action) -> None:
     last_note = begun
     probes = 0
     passing_since: float | None = None
+    run: RunState | None = None  # the container's run when the window opened
     while True:
         result = w.probe_health(url, hc.expectStatus, hc.requestTimeoutSeconds)
         probes += 1
         now = w.now()
         if result.ok:
-            passing_since = now if passing_since is None else passing_since
+            if passing_since is None:
+                passing_since, run = now, w.run_state(name)
+                _same_run(name, run, run, hc.path)
             if now - passing_since >= hc.stableSeconds:
+                _same_run(name, run, w.run_state(name), hc.path)
                 return
         elif passing_since is not None:
             if not _running(w, name):
                 raise HealthCheckFailed(f"{name} passed {hc.path}, then exited within stableSeconds ({hc.stableSeconds:g}s)")
+            _same_run(name, run, w.run_state(name), hc.path)
             passing_since = None  # flapping: start the stability window again
         if not result.ok and probes % 5 == 0 and not _running(w, name):
             raise HealthCheckFailed(f"{name} exited while waiting for {hc.path} (last probe: {result.detail})")
@@ -166,6 +173,17 @@ def _wait(ctx: Context, a: Action) -> None:
             last_note = now
         pause = hc.intervalSeconds if passing_since is None else min(hc.intervalSeconds, max(0.05, hc.stableSeconds / 4))
         w.sleep(min(pause, max(0.05, deadline - now)) if passing_since is None else pause)
+
+
+def _same_run(name: str, opened: RunState | None, now: RunState | None, path: str) -> None:
+    """The stability window holds only for one uninterrupted run of the container."""
+    if opened is None or now is None or not now.running or now.restarting:
+        raise HealthCheckFailed(f"{name} passed {path}, then stopped running within its stability window (crash loop?)")
+    if now.restart_count != opened.restart_count or now.started_at != opened.started_at:
+        raise HealthCheckFailed(
+            f"{name} passed {path}, then restarted within its stability window "
+            f"(restart count {opened.restart_count} -> {now.restart_count}): a crash loop gets no traffic"
+        )
 
 
 def _running(w: World, name: str) -> bool:

@@ -35,6 +35,10 @@ class ContainerFact:
     health_detail: str = ""
     started_at: float | None = None
     repo_digests: tuple[str, ...] = ()  # registry digests of the container's image (repo@sha256:...)
+    # From `docker inspect`, filled in only for a running container that may get traffic and does not serve
+    # (and for one that fails its check): None means not inspected. Docker resets the count on `docker start`.
+    restart_count: int | None = None
+    restarting: bool = False  # Docker is between two runs of a crashed container (restart policy)
 
     @property
     def running(self) -> bool:
@@ -43,6 +47,25 @@ class ContainerFact:
     @property
     def revision(self) -> str | None:
         return self.labels.get(LABEL_REVISION)
+
+    @property
+    def managed(self) -> bool:
+        """Created by the controller (for some app; the caller checks which): its labels say so."""
+        return self.labels.get(LABEL_MANAGED) == MANAGED_BY
+
+    def steady(self, now: float, window: float) -> bool:
+        """Has run without a restart for at least `window` seconds, as far as inspection shows.
+
+        A restart moves StartedAt, so its age is the time since the last (re)start; a restart count above 0
+        means Docker restarted it since it was created or last started by hand, i.e. since it was proven.
+        """
+        return (
+            self.running
+            and not self.restarting
+            and self.restart_count == 0
+            and self.started_at is not None
+            and now - self.started_at >= window
+        )
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ from dataclasses import replace
 from controller.facts import ContainerFact, Observed, RouteFact
 from controller.routing import configured_color, route_fact, route_probe_url
 from controller.spec import COLORS, BlueGreenApp, Color
-from controller.world import World
+from controller.world import RunState, World
 
 ROUTE_SETTLE_PROBES = 5  # x 0.1 s: longer than a reload takes to reach every worker
 
@@ -18,10 +18,16 @@ def index_containers(world: World) -> dict[str, ContainerFact]:
 
 
 def observe(app: BlueGreenApp, world: World, containers: dict[str, ContainerFact]) -> Observed:
+    include = world.read_file(app.upstream_file)
+    flag = world.read_file(app.flag_file) if app.spec.nginx.switch == "flag" else None
+    route = _route(app, world, configured_color(app, include, flag))
+    serving = route.color if route.reachable else configured_color(app, include, flag)
     facts: dict[Color, ContainerFact | None] = {}
     hc = app.spec.healthCheck
     for color in COLORS:
         c = containers.get(app.container_name(color))
+        if c is not None and c.state == "restarting":
+            c = replace(c, restarting=True)
         if c is not None and c.running:
             if c.host_port is None:
                 c = replace(c, healthy=False, health_detail="no published port")
@@ -30,21 +36,28 @@ def observe(app: BlueGreenApp, world: World, containers: dict[str, ContainerFact
                 host = f"[{host}]" if ":" in host else host
                 result = world.probe_health(f"http://{host}:{c.host_port}{hc.path}", hc.expectStatus, hc.requestTimeoutSeconds)
                 c = replace(c, healthy=result.ok, health_detail=result.detail)
-                if not result.ok:
-                    # Only a container that is not healthy needs its start time (for its health deadline).
-                    c = replace(c, started_at=world.started_at(c.name))
+                # One inspect, only where it matters: a failing container needs its start time (health deadline);
+                # a passing one that may get traffic and does not serve yet must show it is no crash loop.
+                if not result.ok or (color == app.spec.activeColor and serving != color):
+                    c = _with_run_state(c, world.run_state(c.name))
         facts[color] = c
-    include = world.read_file(app.upstream_file)
-    flag = world.read_file(app.flag_file) if app.spec.nginx.switch == "flag" else None
     return Observed(
         app=app.name,
         containers=facts,
         include=include,
-        route=_route(app, world, configured_color(app, include, flag)),
+        route=route,
         marker=world.read_file(app.marker_path),
         at=world.now(),
         flag=flag,
     )
+
+
+def _with_run_state(c: ContainerFact, rs: RunState | None) -> ContainerFact:
+    if rs is None:  # removed between the listing and the inspect
+        return replace(c, started_at=None, restart_count=None)
+    # Exited between the listing and the inspect: its count says nothing about a run that has ended (unknown).
+    count = rs.restart_count if rs.running else None
+    return replace(c, started_at=rs.started_at, restart_count=count, restarting=rs.restarting)
 
 
 def _route(app: BlueGreenApp, world: World, configured: Color | None) -> RouteFact:

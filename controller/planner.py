@@ -4,7 +4,8 @@ No I/O here. Every symptom of drift (container gone, include edited, marker wron
 an observed state that differs from the desired one; the same rules converge all of them.
 
 Safety rules, in order of precedence:
-1. Never route to a color that has not passed its health check (in this pass or observed healthy).
+1. Never route to a color that has not passed its health check (in this pass or observed healthy) and run
+   without a restart for `stableSeconds`: a crash loop that happens to answer UP is waited out first.
 2. Never replace or stop the container that serves traffic while it works.
    A rotated secret alone does not replace it either (`hold_live_secrets`): it is reported as stale.
 3. The marker names the color Nginx really serves, never what we hoped it serves.
@@ -25,7 +26,16 @@ from controller.actions import (
     WaitHealthy,
     WriteMarker,
 )
-from controller.facts import FINGERPRINT_KEY, LABEL_FINGERPRINT, ContainerFact, Memory, Observed
+from controller.facts import (
+    FINGERPRINT_KEY,
+    LABEL_APP,
+    LABEL_FINGERPRINT,
+    LABEL_MANAGED,
+    MANAGED_BY,
+    ContainerFact,
+    Memory,
+    Observed,
+)
 from controller.routing import configured_color, flag_color, render_include
 from controller.spec import COLORS, BlueGreenApp, Color, canonical_ip, other
 
@@ -61,11 +71,17 @@ def matches(app: BlueGreenApp, color: Color, c: ContainerFact | None, revision: 
     )
 
 
+def ours(app: BlueGreenApp, c: ContainerFact) -> bool:
+    """Created by the controller for this app. Anything else under our name is never touched nor routed to."""
+    return c.managed and c.labels.get(LABEL_APP) == app.name
+
+
 def describe_container(c: ContainerFact | None) -> str:
     if c is None:
         return "missing"
     health = "" if c.healthy is None else (" healthy" if c.healthy else f" unhealthy ({c.health_detail})")
-    return f"{c.state}{health} image={c.image} revision={c.revision or '-'}"
+    restarts = f" restarted {c.restart_count}x" if c.restart_count else ""
+    return f"{c.state}{health}{restarts} image={c.image} revision={c.revision or '-'}"
 
 
 def plan(
@@ -87,12 +103,33 @@ def plan(
     blockers: list[Blocker] = []
     diffs: list[str] = []
 
+    # A container under our name that we did not create (no managed-by/app labels) is someone else's:
+    # never removed, started, stopped or switched to. The operator has to decide.
+    foreign = {c: f for c in COLORS if (f := obs.containers[c]) is not None and not ours(app, f)}
+    for c, f in foreign.items():
+        blockers.append(
+            Blocker(
+                "ForeignContainer",
+                f"container {f.name} ({f.id[:12]}, image {f.image}) was not created by {MANAGED_BY} (labels "
+                f"{LABEL_MANAGED}={MANAGED_BY} and {LABEL_APP}={app.name} missing): it is left alone and gets no "
+                f"traffic; remove or rename it by hand to let the controller manage {c}",
+            )
+        )
+
     cur = obs.containers[want]
     good = matches(app, want, cur, rev)
     ready = good and cur is not None and cur.running and cur.healthy is True
+    # Rule 1: passing one probe is not enough for a color that does not serve yet. It must also have run
+    # without a restart for the stability window, or a crash loop that answers UP between two restarts
+    # would get traffic; otherwise the pass waits out a full window first (WaitHealthy below).
+    steady = cur is not None and cur.steady(now, spec.healthCheck.stableSeconds)
+    unsteady = ready and serving != want and not steady
+    ready = ready and not unsteady
     will_be_ready = ready
 
-    if not ready:
+    if want in foreign:
+        diffs.append(f"container {app.container_name(want)}: not created by {MANAGED_BY}; left alone")
+    elif not ready:
         diffs.append(f"container {app.container_name(want)}: {describe_container(cur)}; want running healthy {spec.image} revision={rev}")
         live_running = serving == want and cur is not None and cur.running
         failure = mem.failures.get(rev)
@@ -140,6 +177,15 @@ def plan(
                 actions += [CreateContainer(want, f"{name} with {spec.image}", revision=rev), wait]
             elif not cur.running:
                 actions += [StartContainer(want, f"{name} is {cur.state}"), wait]
+            elif unsteady:
+                # Passes now, but restarted or (re)started less than a window ago: prove a full window first.
+                actions.append(
+                    WaitHealthy(
+                        want,
+                        f"{name} passes {spec.healthCheck.path} but has not run {spec.healthCheck.stableSeconds:g}s "
+                        f"without a restart{_restarts(cur)}: it must keep passing for a full window",
+                    )
+                )
             else:
                 # Right revision, running, not healthy yet: keep waiting from when it started.
                 deadline = (cur.started_at or now) + spec.healthCheck.timeoutSeconds
@@ -148,6 +194,8 @@ def plan(
 
     # Where traffic goes: the desired color once it is (or will have been proven) healthy; else stay put.
     target: Color | None = want if will_be_ready else serving
+    if target in foreign:
+        target = None  # never switch onto (nor rewrite files for) a container that is not ours
     if target is not None:
         desired_include = render_include(app, target)
         if obs.include != desired_include:
@@ -186,7 +234,7 @@ def plan(
 
     # The idle color: kept for rollback, or stopped once traffic has left it.
     standby = obs.containers[idle]
-    if spec.standby == "stop" and target == want and standby is not None and standby.running:
+    if spec.standby == "stop" and target == want and standby is not None and standby.running and idle not in foreign:
         diffs.append(f"container {app.container_name(idle)}: running; standby: stop")
         actions.append(StopContainer(idle, f"standby: stop; drain up to {spec.drainSeconds:g}s first"))
 
@@ -245,3 +293,11 @@ def describe_file(content: str | None) -> str:
         return f"garbage, {what}"
     value = content.strip()
     return value if value in COLORS else f"garbage, {len(content.encode('utf-8', errors='replace'))} bytes"
+
+
+def _restarts(c: ContainerFact) -> str:
+    if c.restarting:
+        return " (restarting)"
+    if c.restart_count is None:
+        return ""
+    return f" (restarted {c.restart_count}x since it was started)" if c.restart_count else ""

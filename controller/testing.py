@@ -12,7 +12,7 @@ from pathlib import Path
 
 from controller.errors import DockerError, DockerUnavailable, ImageError, NginxError
 from controller.facts import ContainerFact, include_servers, port_of
-from controller.world import ContainerRequest, HealthResult, RouteProbe
+from controller.world import ContainerRequest, HealthResult, RouteProbe, RunState
 
 
 class Crash(BaseException):
@@ -21,8 +21,20 @@ class Crash(BaseException):
 
 @dataclass
 class FakeImage:
-    health: str = "up"  # up | never | slow | crash
+    # up | never | slow (UP `slow_seconds` after start) | crash (UP, exits 1 s after start) |
+    # crashloop (UP, exits `slow_seconds` (default 1.5) after start). A container that exits is started again
+    # per its restart policy, like Docker: 0.1 s later, doubling per restart up to 60 s, restart count + 1.
+    health: str = "up"
     slow_seconds: float = 0.0
+
+    @property
+    def lifetime(self) -> float | None:
+        """Seconds a run lasts before the main process exits; None: until stopped."""
+        if self.health == "crash":
+            return 1.0
+        if self.health == "crashloop":
+            return self.slow_seconds or 1.5
+        return None
 
 
 @dataclass
@@ -31,6 +43,9 @@ class FakeContainer:
     env: dict[str, str]
     started_at: float | None
     broken: bool = False  # a perturbation: the app inside stops answering its health check
+    restart_policy: str = "unless-stopped"
+    restart_count: int = 0  # restarts by Docker since created or last started by hand (`docker start` resets it)
+    restart_at: float | None = None  # state "restarting": when Docker starts it again
 
 
 _ROUTE_URL = re.compile(r"/bluegreen/(?P<app>[a-z0-9-]+)/")
@@ -72,18 +87,41 @@ class FakeWorld:
         if c.fact.state != "running" or c.broken:
             return False
         img = self.images.get(c.fact.image, FakeImage())
-        if img.health == "up":
+        if img.health in ("up", "crash", "crashloop"):
             return True
         if img.health == "slow":
             return c.started_at is not None and self.clock >= c.started_at + img.slow_seconds
         return False
 
     def _settle(self) -> None:
-        # A "crash" image exits shortly after it starts.
+        # "crash" and "crashloop" images exit shortly after they start; Docker restarts them per their policy.
         for c in self.containers.values():
-            img = self.images.get(c.fact.image, FakeImage())
-            if img.health == "crash" and c.fact.state == "running" and c.started_at is not None and self.clock >= c.started_at + 1:
-                c.fact = replace(c.fact, state="exited")
+            life = self.images.get(c.fact.image, FakeImage()).lifetime
+            if life is None:
+                continue
+            for _ in range(10_000):
+                if c.fact.state == "running" and c.started_at is not None and self.clock >= c.started_at + life:
+                    exited = c.started_at + life
+                    if c.restart_policy in ("always", "unless-stopped") or (c.restart_policy == "on-failure" and c.restart_count < 5):
+                        c.fact = replace(c.fact, state="restarting")
+                        c.restart_at = exited + min(60.0, 0.1 * 2.0**c.restart_count)
+                    else:
+                        c.fact = replace(c.fact, state="exited")
+                elif c.fact.state == "restarting" and c.restart_at is not None and self.clock >= c.restart_at:
+                    self._restarted(c, c.restart_at)
+                else:
+                    break
+
+    def _restarted(self, c: FakeContainer, at: float) -> None:
+        c.fact = replace(c.fact, state="running")
+        c.started_at, c.restart_at = at, None
+        c.restart_count += 1
+
+    def docker_restarted(self, name: str) -> None:
+        """A perturbation: the app's main process died and Docker started it again just now."""
+        c = self.containers.get(name)
+        if c is not None and c.fact.state in ("running", "restarting"):
+            self._restarted(c, self.clock)
 
     # Docker ----------------------------------------------------------------------------------
     def list_containers(self) -> list[ContainerFact]:
@@ -95,6 +133,15 @@ class FakeWorld:
         self._docker()
         c = self.containers.get(name)
         return c.started_at if c else None
+
+    def run_state(self, name: str) -> RunState | None:
+        self._docker()
+        self._settle()
+        c = self.containers.get(name)
+        if c is None:
+            return None
+        state = c.fact.state
+        return RunState(state == "running", state == "restarting", c.started_at, c.restart_count)
 
     def ensure_image(self, image: str) -> None:
         self._docker()
@@ -123,20 +170,23 @@ class FakeWorld:
             host_port=req.host_port,
             created=self.clock,
         )
-        self.containers[req.name] = FakeContainer(fact, dict(req.env), self.clock)
+        self.containers[req.name] = FakeContainer(fact, dict(req.env), self.clock, restart_policy=req.restart_policy)
 
     def start_container(self, name: str) -> None:
         self._docker()
         c = self._get(name)
         self._mutate(f"start {name}")
+        if c.fact.state in ("running", "restarting"):
+            return  # Docker: 304 Not Modified, the run goes on
         c.fact = replace(c.fact, state="running")
-        c.started_at = self.clock
+        c.started_at, c.restart_at, c.restart_count = self.clock, None, 0
 
     def stop_container(self, name: str, timeout: int) -> None:
         self._docker()
         c = self._get(name)
         self._mutate(f"stop {name}")
         c.fact = replace(c.fact, state="exited")
+        c.restart_at = None
 
     def remove_container(self, name: str) -> None:
         self._docker()

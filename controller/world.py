@@ -37,6 +37,16 @@ class HealthResult:
 
 
 @dataclass(frozen=True)
+class RunState:
+    """A container's process as `docker inspect` reports it: tells a steady container from a crash loop."""
+
+    running: bool
+    restarting: bool  # exited, Docker will start it again (restart policy)
+    started_at: float | None  # last (re)start, epoch seconds
+    restart_count: int  # restarts by Docker since it was created or last started by hand
+
+
+@dataclass(frozen=True)
 class RouteProbe:
     reachable: bool
     upstream: str  # $upstream_addr as Nginx reported it, "" when unknown
@@ -50,6 +60,10 @@ class World(Protocol):
         ...
 
     def started_at(self, name: str) -> float | None: ...
+
+    def run_state(self, name: str) -> RunState | None:
+        """One inspect of the container: running, restarting, StartedAt, RestartCount; None when it is gone."""
+        ...
 
     def create_container(self, req: ContainerRequest) -> None:
         """Create and start; pulls the image first when it is missing locally."""

@@ -11,7 +11,7 @@ from controller.metrics import Metrics
 from controller.reconcile import Reconciler
 from controller.spec import BlueGreenApp
 from controller.state import StateStore
-from controller.testing import FakeImage, FakeWorld
+from controller.testing import FakeContainer, FakeImage, FakeWorld
 
 
 @dataclass
@@ -20,6 +20,8 @@ class CheckedWorld(FakeWorld):
     that is not healthy (perturbations change `files` directly, so they are not checked)."""
 
     violations: list[str] = field(default_factory=list)
+    # > 0: a container traffic moves onto must also have run this long without a restart (rule 1, stableSeconds).
+    stable_seconds: float = 0.0
 
     def _apps(self) -> set[str]:
         return {n.rsplit("-", 1)[0] if n.endswith(("-blue", "-green")) else n for n in self.loaded}
@@ -37,6 +39,11 @@ class CheckedWorld(FakeWorld):
                 healthy = any(c.fact.host_port == port and self._health_now(c) for c in self.containers.values())
                 if not healthy:
                     self.violations.append(f"{app} routed to {s} which is not healthy")
+                elif not any(c.fact.host_port == port and self._steady(c) for c in self.containers.values()):
+                    self.violations.append(f"{app} routed to {s} which has not run {self.stable_seconds:g}s without a restart")
+
+    def _steady(self, c: FakeContainer) -> bool:
+        return c.started_at is not None and self.clock - c.started_at >= self.stable_seconds
 
     def reload(self) -> None:
         self._checked(super().reload)

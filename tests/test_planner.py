@@ -153,14 +153,31 @@ def test_drift_live_container_removed(tmp_path: Path) -> None:
     assert converge(app, w, tmp_path) == "converged"
 
 
-def test_drift_idle_container_with_our_name_but_wrong_image_is_replaced(tmp_path: Path) -> None:
-    app = make_app(activeColor="green")
+@pytest.mark.parametrize(
+    "labels",
+    [
+        {},  # someone ran a container called dialogue-green by hand
+        {"bluegreen.app": "dialogue", "bluegreen.color": "green"},  # our app label, but not managed by us
+        {"bluegreen.managed-by": "bluegreen-controller", "bluegreen.app": "other"},  # another app's
+    ],
+)
+def test_foreign_container_with_our_name_is_left_alone_and_never_routed_to(tmp_path: Path, labels: dict[str, str]) -> None:
+    """Issue 10 item 10: a container under our name that we did not create is someone else's, not drift."""
+    app = make_app(activeColor="green", standby="stop")
     w = world_for(app)
     converge(make_app(), w, tmp_path)
     c = w.containers["dialogue-blue"]
-    # Someone ran a container called dialogue-green by hand, without our labels.
-    w.containers["dialogue-green"] = replace(c, fact=replace(c.fact, name="dialogue-green", labels={}, host_port=18082))
-    assert verbs(app, w)[:2] == ["RemoveContainer:green", "CreateContainer:green"]
+    w.containers["dialogue-green"] = replace(c, fact=replace(c.fact, name="dialogue-green", id="f" * 64, labels=labels, host_port=18082))
+    assert verbs(app, w) == ["!ForeignContainer"]
+    p = plan(app, observe(app, w, index_containers(w)), Memory(), w.now())
+    assert "dialogue-green" in p.blockers[0].message and p.target == "blue"  # traffic stays where it is
+    assert converge(app, w, tmp_path) == "degraded"
+    assert w.containers["dialogue-green"].fact.id == "f" * 64 and w.containers["dialogue-green"].fact.state == "running"
+    assert w.routed("dialogue") == ["127.0.0.1:18081"] and w.files[app.marker_path] == "blue\n"
+    # Blue, ours, serving and idle-to-be: never stopped for a standby: stop that would hand traffic to a stranger.
+    assert w.containers["dialogue-blue"].fact.state == "running"
+    # Once the operator removes it, the deploy proceeds.
+    del w.containers["dialogue-green"]
     assert converge(app, w, tmp_path) == "converged"
     assert w.containers["dialogue-green"].fact.labels["bluegreen.revision"] == app.revision("green")
 

@@ -1,8 +1,10 @@
 """Stateful property test over the in-memory world (issue #2).
 
 Hypothesis drives spec changes, perturbations of containers, include, marker, health, Nginx and
-Docker, and kills the controller between any two of its mutations. Throughout:
-- Nginx is never switched onto a container that is not healthy (CheckedWorld records violations);
+Docker (crash loops: an image that answers UP and exits 1.5 s later, again and again, and restarts by
+Docker with a growing count), and kills the controller between any two of its mutations. Throughout:
+- Nginx is never switched onto a container that is not healthy, nor onto one that has not run
+  `stableSeconds` without a restart (CheckedWorld records violations; issue 10 item 1);
 - once perturbations stop, the world reaches a fixed point within a bounded number of passes;
 - at the fixed point the marker names the color Nginx serves, and a further pass touches nothing.
 """
@@ -38,12 +40,16 @@ SPECS = [
     make_app(image="dialogue:slow", activeColor="blue"),
     make_app(image="dialogue:1", activeColor="blue", standby="stop"),
     make_app(image="dialogue:2", activeColor="green", env={"FEATURE": "on"}),
+    # Crash loops (restartPolicy unless-stopped): UP at once, exits after 1.5 s, restarted by Docker.
+    make_app(image="dialogue:loop", activeColor="green"),
+    make_app(image="dialogue:loop", activeColor="blue", nginx={"switch": "reload"}),
     # nginx.switch: reload (the default is flag); moving between modes is a change like any other.
     make_app(image="dialogue:1", activeColor="blue", nginx={"switch": "reload"}),
     make_app(image="dialogue:2", activeColor="green", nginx={"switch": "reload"}),
     make_app(image="dialogue:1", activeColor="green", standby="stop", nginx={"switch": "reload"}),
 ]
 COLORS = ["blue", "green"]
+NEVER_STABLE = {"dialogue:bad", "dialogue:loop"}  # images that can never pass a full stability window
 MAX_PASSES = 4
 
 
@@ -61,8 +67,11 @@ class ControllerMachine(RuleBasedStateMachine):
                 "dialogue:2": FakeImage(),
                 "dialogue:bad": FakeImage("never"),
                 "dialogue:slow": FakeImage("slow", 3),
-            }
+                "dialogue:loop": FakeImage("crashloop", 1.5),
+            },
+            stable_seconds=self.app.spec.healthCheck.stableSeconds,
         )
+        assert all(a.spec.healthCheck.stableSeconds == self.world.stable_seconds for a in SPECS)
         self.world.include_paths.add(self.app.upstream_file)
 
     def teardown(self) -> None:
@@ -102,6 +111,11 @@ class ControllerMachine(RuleBasedStateMachine):
     @rule(color=st.sampled_from(COLORS))
     def remove_container(self, color: str) -> None:
         self.world.containers.pop(f"dialogue-{color}", None)
+
+    @rule(color=st.sampled_from(COLORS))
+    def docker_restarts(self, color: str) -> None:
+        # The app died and Docker started it again (restart policy): restart count + 1, up for 0 s.
+        self.world.docker_restarted(f"dialogue-{color}")
 
     @rule(color=st.sampled_from(COLORS), broken=st.booleans())
     def break_app(self, color: str, broken: bool) -> None:
@@ -172,7 +186,7 @@ class ControllerMachine(RuleBasedStateMachine):
         else:
             raise AssertionError(f"no fixed point after {MAX_PASSES} passes: {[a.describe() for a in p.actions]}")
         allowed = {"LiveColorOutdated", "BackingOff"}
-        if self.app.spec.image == "dialogue:bad":
+        if self.app.spec.image in NEVER_STABLE:
             # The live color died and its replacement never gets healthy: reported, never "fixed" by recreating it.
             allowed.add("LiveUnhealthy")
         assert {b.reason for b in p.blockers} <= allowed, p.blockers
@@ -186,7 +200,7 @@ class ControllerMachine(RuleBasedStateMachine):
             w.mutations.clear()
             self._reconcile()
             assert w.mutations == [], "a converged world must not be touched"
-        elif self.app.spec.image != "dialogue:bad" and not any(b.reason == "LiveColorOutdated" for b in p.blockers):
+        elif self.app.spec.image not in NEVER_STABLE and not any(b.reason == "LiveColorOutdated" for b in p.blockers):
             # Only a backoff stands in the way: once it has passed, a good image converges.
             w.clock += 4000
             for _ in range(MAX_PASSES):

@@ -17,7 +17,7 @@ import requests.exceptions
 from controller.drivers.mapping import Rule, map_exceptions
 from controller.errors import DockerError, DockerUnavailable, ImageError
 from controller.facts import LABEL_APP, ContainerFact
-from controller.world import ContainerRequest
+from controller.world import ContainerRequest, RunState
 
 T = TypeVar("T")
 # An image without RepoDigests (built locally, not pushed yet) is asked about again after this long.
@@ -205,6 +205,22 @@ class DockerDriver:
         except DockerError:
             return None
         return _parse_time((info.get("State") or {}).get("StartedAt"))
+
+    def run_state(self, name: str) -> RunState | None:
+        api = self.client().api
+        try:
+            info = self._call(f"inspect {name}", lambda: api.inspect_container(name))
+        except DockerError:
+            return None  # removed meanwhile
+        state = info.get("State") or {}
+        count = info.get("RestartCount")
+        return RunState(
+            running=bool(state.get("Running")) and not state.get("Restarting"),
+            restarting=bool(state.get("Restarting")),
+            started_at=_parse_time(state.get("StartedAt")),
+            # Unknown counts as restarted: a fact we cannot read must not make a container look steady.
+            restart_count=count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else 1,
+        )
 
     def ensure_image(self, image: str) -> None:
         client = self.client()

@@ -11,7 +11,7 @@ from controller.drivers.containers import DockerDriver
 from controller.drivers.probes import Prober
 from controller.errors import NginxError
 from controller.facts import ContainerFact
-from controller.world import ContainerRequest, HealthResult, RouteProbe
+from controller.world import ContainerRequest, HealthResult, RouteProbe, RunState
 
 
 class HostWorld:
@@ -28,6 +28,9 @@ class HostWorld:
 
     def started_at(self, name: str) -> float | None:
         return self.docker.started_at(name)
+
+    def run_state(self, name: str) -> RunState | None:
+        return self.docker.run_state(name)
 
     def create_container(self, req: ContainerRequest) -> None:
         self.docker.create(req)
