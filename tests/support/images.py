@@ -4,7 +4,10 @@ The image (tests/images/) serves on port 8081 inside the container:
 
 - ``GET /actuator/health``  200 ``{"status":"UP"}`` or 503 ``{"status":"DOWN"}`` depending on ``health``:
   ``up`` always UP; ``slow`` DOWN until ``slow_seconds`` after the container started, then UP;
-  ``never`` always DOWN; ``crash`` UP, but the container's main process exits (code 3) after 1 s.
+  ``never`` always DOWN; ``crash`` UP, but the container's main process exits (code 3) after 1 s;
+  ``crashloop`` UP at once, the main process exits (code 3) ``slow_seconds`` (at least 1) after each start, so
+  under restart policy ``unless-stopped`` Docker restarts it again and again: a crash loop answering UP between
+  restarts (build it with `crashloop_image`).
 - ``GET /``                 the version, one line.
 - ``GET /version``          ``"<version>"`` or ``"<version> <BLUEGREEN_COLOR>"``, one line.
 - ``GET /env?NAME`` (or ``/env?name=NAME``)  200 with the raw value of env var NAME, 404 when unset;
@@ -36,7 +39,7 @@ BUSYBOX = Path(os.environ.get("BLUEGREEN_BUSYBOX", "/bin/busybox"))
 CONTAINER_PORT = 8081
 TEST_IMAGE_LABEL = "bluegreen.test-image"
 HASH_LABEL = "bluegreen.test-image.hash"
-HEALTH_MODES = ("up", "slow", "never", "crash")
+HEALTH_MODES = ("up", "slow", "never", "crash", "crashloop")
 # Bump to force a rebuild when the meaning of the inputs changes without the files changing.
 _FORMAT = "bgtest-image/1"
 _VERSION_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$")
@@ -192,6 +195,13 @@ def build_test_image(
         with contextlib.suppress(docker.errors.APIError):
             client.images.remove(old_id, noprune=False)
     return str(image.id)
+
+
+def crashloop_image(client: Any, seconds: int, prefix: str = "bgtest") -> str:
+    """Build (or reuse) ``<prefix>:crashloop<seconds>``, serving version ``crashloop``; returns the tag."""
+    tag = f"{prefix}:crashloop{seconds}"
+    build_test_image(client, tag, version="crashloop", health="crashloop", slow_seconds=seconds)
+    return tag
 
 
 def build_standard_images(client: Any, prefix: str = "bgtest") -> dict[str, str]:

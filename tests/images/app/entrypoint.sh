@@ -18,9 +18,16 @@ server=$!
 # sh as PID 1 ignores SIGTERM unless trapped: make "docker stop" quick.
 trap 'kill "$server" 2>/dev/null; echo "bgtest: stopping" >&2; exit 0' TERM INT
 
-if [ "$HEALTH" = crash ]; then
-    sleep 1
-    echo "bgtest: crashing on purpose (HEALTH=crash)" >&2
+# crash: exits 1 s after start; crashloop: SLOW_SECONDS (at least 1) after each start, so that under a
+# restart policy Docker starts it again and again, and it answers UP in between (a crash loop).
+life=
+case $HEALTH in
+    crash) life=1 ;;
+    crashloop) life=$SLOW_SECONDS; [ "$life" -ge 1 ] 2>/dev/null || life=1 ;;
+esac
+if [ -n "$life" ]; then
+    sleep "$life"
+    echo "bgtest: crashing on purpose (HEALTH=$HEALTH)" >&2
     kill "$server" 2>/dev/null
     exit 3
 fi
