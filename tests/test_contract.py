@@ -27,7 +27,7 @@ from controller.routing import health_url, render_include, route_fact, route_pro
 from controller.spec import BlueGreenApp, Color, NginxSpec
 from controller.state import StateStore
 from controller.testing import FakeImage, FakeWorld
-from controller.world import ContainerRequest, World
+from controller.world import ContainerRequest, RunState, World
 from tests.factories import make_app
 from tests.support.containers import LABEL_TEST
 from tests.support.net import free_port
@@ -48,7 +48,7 @@ class Rig:
     kind: str  # "host" | "fake"
     world: World
     app: BlueGreenApp
-    images: dict[str, str]  # healthy, healthy2, never
+    images: dict[str, str]  # healthy, healthy2, never, crash
     labels: dict[str, str]
     tmp: Path
     cleanup: list[Callable[[], None]] = field(default_factory=list)
@@ -114,15 +114,17 @@ def host_rig(request: pytest.FixtureRequest, tmp: Path, ports: tuple[int, int]) 
     app = _app(name, tmp, *ports, nginx.control_url, nginx.test_command, nginx.reload_command,
                nginx.upstream_file(name), labels, images["v1"])
     world = HostWorld()
-    rig = Rig("host", world, app, {"healthy": images["v1"], "healthy2": images["v2"], "never": images["never"]}, labels, tmp)
+    rig = Rig("host", world, app, {"healthy": images["v1"], "healthy2": images["v2"], "never": images["never"], "crash": images["crash"]}, labels, tmp)
     rig.cleanup.append(world.close)
     return rig
 
 
 def fake_rig(name: str, tmp: Path, ports: tuple[int, int], labels: dict[str, str], app: BlueGreenApp | None = None) -> Rig:
     """A FakeWorld set up like `host_rig`'s host: same image names, an nginx with a placeholder include."""
-    images = {"healthy": "bgtest:v1", "healthy2": "bgtest:v2", "never": "bgtest:never"}
-    world = FakeWorld(images={images["healthy"]: FakeImage(), images["healthy2"]: FakeImage(), images["never"]: FakeImage("never")})
+    images = {"healthy": "bgtest:v1", "healthy2": "bgtest:v2", "never": "bgtest:never", "crash": "bgtest:crash"}
+    world = FakeWorld(
+        images={images["healthy"]: FakeImage(), images["healthy2"]: FakeImage(), images["never"]: FakeImage("never"), images["crash"]: FakeImage("crash")}
+    )
     if app is None:
         upstream = tmp / "nginx" / "conf.d" / f"{name}.upstream.conf"
         app = _app(name, tmp, *ports, "http://127.0.0.1:8099", ["nginx", "-t"], ["nginx", "-s", "reload"], upstream, labels, images["healthy"])
@@ -184,6 +186,14 @@ def test_world_contract(rig: Rig) -> None:
     assert health("blue").detail == "HTTP 200 UP"
     started = w.started_at(blue)
     assert started is not None and abs(started - w.now()) < 120
+    # docker inspect: one uninterrupted run, never restarted (rule 1 needs these facts).
+    run = w.run_state(blue)
+    assert run is not None and (run.running, run.restarting, run.restart_count) == (True, False, 0)
+    assert run.started_at is not None and abs(run.started_at - started) < 0.01
+    assert w.run_state(green) is None
+    # Observation inspects the color that may get traffic and does not serve (Nginx has only its placeholder).
+    seen = observe(app, w, index_containers(w)).containers["blue"]
+    assert seen is not None and seen.healthy and (seen.restart_count, seen.started_at, seen.restarting) == (0, run.started_at, False)
 
     # A never-healthy image answers, but not healthy.
     w.create_container(rig.request("green", rig.images["never"]))
@@ -194,18 +204,37 @@ def test_world_contract(rig: Rig) -> None:
     w.remove_container(green)
     assert rig.fact(green) is None
 
+    # A crashing image under restart policy unless-stopped: Docker restarts it again and again, each run
+    # with a later StartedAt and a restart count one higher (what tells a crash loop from a steady color).
+    w.create_container(rig.request("green", rig.images["crash"]))
+    first = w.run_state(green)
+    assert first is not None and first.restart_count == 0 and first.started_at is not None
+
+    def restarted_twice() -> RunState | None:
+        r = w.run_state(green)
+        return r if r is not None and r.restart_count >= 2 else None
+
+    looped = rig.eventually(restarted_twice, "green restarted twice")
+    assert looped is not None and looped.started_at is not None and looped.started_at > first.started_at
+    w.remove_container(green)
+
     # Stop: not running, but the port it is bound to is still known (the planner needs it).
     w.stop_container(blue, 2)
     c = rig.fact(blue)
     assert c is not None and not c.running and c.state == "exited"
     assert (c.host_ip, c.host_port) == ("127.0.0.1", pb)
     assert not health("blue").ok
+    stopped = w.run_state(blue)
+    assert stopped is not None and (stopped.running, stopped.restarting) == (False, False)
 
     # Start again: running and healthy.
     w.start_container(blue)
     c = rig.fact(blue)
     assert c is not None and c.running and c.host_port == pb
     rig.eventually(lambda: health("blue").ok, "blue healthy after start")
+    restarted = w.run_state(blue)
+    assert restarted is not None and restarted.running and restarted.restart_count == 0  # `docker start` resets it
+    assert restarted.started_at is not None and started is not None and restarted.started_at > started
 
     # Remove: gone; removing what is gone is not an error.
     w.remove_container(blue)
