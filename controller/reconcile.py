@@ -261,7 +261,9 @@ class Reconciler:
                 # while a pass waited on it is restarted by the next pass, not backed off.
                 old = failures.get(rev)
                 failures[rev] = Failure(rev, want, (old.count if old else 0) + 1, now, "HealthCheckFailed", str(error))
-        elif error is None:
+        elif error is None and p.target == want:
+            # Only a pass that leaves the desired color proven (a stable WaitHealthy, or steady) and live
+            # clears the failure: a marker fixed while backing off is no proof (issue 10 item 1).
             failures.pop(rev, None)
         if deploying:
             ok = error is None

@@ -143,3 +143,21 @@ def test_wait_fails_when_the_container_restarts_in_its_window_though_every_probe
     assert "restarted within its stability window" in str(result.error) and "0 -> 1" in str(result.error)
     json.dumps(str(result.error))  # one line, printable
     assert "\n" not in str(result.error)
+
+
+def test_failure_memory_is_cleared_only_by_a_pass_that_proves_the_color(tmp_path: Path) -> None:
+    v1 = make_app()
+    w = _world(v1)
+    rec = reconciler(w, tmp_path / "state")
+    assert rec.reconcile(v1).result == "converged"
+    loop = make_app(image="dialogue:loop", activeColor="green")
+    assert rec.reconcile(loop).result == "degraded"
+    # While it backs off, a hand edit of the marker is repaired: that pass proves nothing about green.
+    w.files[loop.marker_path] = "garbage\n"
+    assert _verbs(loop, w, rec.store.load_memory("dialogue", 60, 3600)) == ["WriteMarker:blue", "!BackingOff"]
+    [before] = rec.store.load_memory("dialogue", 60, 3600).failures.values()
+    r = rec.reconcile(loop)
+    assert r.result == "degraded" and w.files[loop.marker_path] == "blue\n"
+    # Still backing off: green was not retried within the same run, the failure is the same one.
+    assert [a.split(":")[0] for a in r.actions_done] == ["WriteMarker(blue)"]
+    assert list(rec.store.load_memory("dialogue", 60, 3600).failures.values()) == [before]
