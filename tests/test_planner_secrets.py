@@ -11,8 +11,11 @@ import pytest
 from controller.actions import CreateContainer
 from controller.facts import (
     FINGERPRINT_KEY,
+    LABEL_APP,
     LABEL_FINGERPRINT,
+    LABEL_MANAGED,
     LABEL_REVISION,
+    MANAGED_BY,
     ContainerFact,
     Memory,
     Observed,
@@ -30,7 +33,12 @@ NOW = 1_000_000.0
 def _live(app: BlueGreenApp, color: Color, fp: str | None, *, running: bool = True) -> ContainerFact:
     """A container as the controller would have created it with secrets fingerprint `fp` (None: no secrets)."""
     extra = {FINGERPRINT_KEY: fp} if fp else {}
-    labels = {LABEL_REVISION: app.revision(color, extra), **({LABEL_FINGERPRINT: fp} if fp else {})}
+    labels = {
+        LABEL_APP: app.name,
+        LABEL_MANAGED: MANAGED_BY,
+        LABEL_REVISION: app.revision(color, extra),
+        **({LABEL_FINGERPRINT: fp} if fp else {}),
+    }
     return ContainerFact(
         name=app.container_name(color),
         id=f"id-{color}",
@@ -42,6 +50,7 @@ def _live(app: BlueGreenApp, color: Color, fp: str | None, *, running: bool = Tr
         host_port=app.spec.ports.of(color),
         healthy=True if running else None,
         started_at=NOW - 100 if running else None,
+        restart_count=0 if running else None,  # running 100 s without a restart: steady (rule 1)
     )
 
 
