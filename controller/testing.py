@@ -129,11 +129,6 @@ class FakeWorld:
         self._settle()
         return [c.fact for c in self.containers.values()]
 
-    def started_at(self, name: str) -> float | None:
-        self._docker()
-        c = self.containers.get(name)
-        return c.started_at if c else None
-
     def run_state(self, name: str) -> RunState | None:
         self._docker()
         self._settle()

@@ -198,14 +198,6 @@ class DockerDriver:
                     return b.get("HostIp") or None, int(b["HostPort"])
         return None, None
 
-    def started_at(self, name: str) -> float | None:
-        api = self.client().api
-        try:
-            info = self._call(f"inspect {name}", lambda: api.inspect_container(name))
-        except DockerError:
-            return None
-        return _parse_time((info.get("State") or {}).get("StartedAt"))
-
     def run_state(self, name: str) -> RunState | None:
         api = self.client().api
         try:

@@ -26,9 +26,6 @@ class HostWorld:
     def list_containers(self) -> list[ContainerFact]:
         return self.docker.list_containers()
 
-    def started_at(self, name: str) -> float | None:
-        return self.docker.started_at(name)
-
     def run_state(self, name: str) -> RunState | None:
         return self.docker.run_state(name)
 
