@@ -62,17 +62,17 @@ def test_container_drift_is_repaired(world: Callable[..., World], run_container:
     green = w.container("green")
     assert green.id != blue_id and green.labels["bluegreen.color"] == "green" and green.labels["bluegreen.app"] == w.app
 
-    # The live container replaced by hand (our name, another image, on the live port): it serves traffic,
-    # so it is not replaced (that would drop traffic): exit 1, say so, name the remedy, touch nothing.
+    # The live container replaced by hand (our name, another image, on the live port, without our labels):
+    # not ours, and it serves traffic: never replaced or stopped (issue 10 item 10): exit 1, name it, touch nothing.
     green.remove(force=True)
     hand = run_container("bgtest:v1", name=f"{w.app}-green", host_port=w.ports["green"])
     hand.wait_http()
     before = w.snapshot()
     r = w.once(expect=1)
-    assert any("LiveColorOutdated" in m and "activeColor: blue" in m for m in r.messages()), r.explain()
+    assert any("ForeignContainer" in m and f"{w.app}-green" in m for m in r.messages()), r.explain()
     assert w.snapshot() == before and w.served() == "v1"
     code, status = w.status_json()
-    assert code == 1 and condition(status, "Ready")["reason"] == "LiveColorOutdated"
+    assert code == 1 and condition(status, "Ready")["reason"] == "ForeignContainer"
     assert status["observed"]["containers"]["green"]["upToDate"] is False
     # Once it is gone, the next run puts ours back.
     hand.container.remove(force=True)
@@ -80,17 +80,23 @@ def test_container_drift_is_repaired(world: Callable[..., World], run_container:
     w.assert_serving("green", "v2")
     assert "bluegreen.revision" in w.container("green").labels
 
-    # The idle color replaced by hand (our name, another image, no labels): traffic is left alone, the
-    # standby is reported as not ready for a rollback, and a rollback replaces the hand-made container.
+    # The idle color replaced by hand (our name, another image, no labels): not ours (issue 10 item 10).
+    # Traffic is left alone, the run names it (exit 1), the standby is reported as not ready for a rollback,
+    # and a rollback onto it is refused: it is neither replaced nor routed to until someone removes it.
     w.container("blue").remove(force=True)
     idle = run_container("bgtest:never", name=f"{w.app}-blue", host_port=w.ports["blue"])
-    r = w.once()
+    r = w.once(expect=1)
+    assert any("ForeignContainer" in m and f"{w.app}-blue" in m for m in r.messages()), r.explain()
     w.assert_serving("green", "v2")
     code, status = w.status_json()
     rb = condition(status, "RollbackReady")
     assert rb["status"] == "False" and "bgtest:never" in rb["message"], rb
     assert status["observed"]["containers"]["blue"]["upToDate"] is False
     w.set(image="bgtest:v1", activeColor="blue")
+    w.once(expect=1)
+    w.assert_serving("green", "v2")
+    assert w.container("blue").id == idle.id
+    idle.container.remove(force=True)
     with Traffic(w.nginx.public_url_for(w.app) + "/actuator/health") as traffic:
         w.once()
     w.assert_converged_on("blue", "v1")
