@@ -23,7 +23,14 @@ from controller.actions import (
 )
 from controller.errors import ControllerError, HealthCheckFailed, NginxError, RouteUnverified, TemporaryError
 from controller.facts import LABEL_APP, LABEL_COLOR, LABEL_MANAGED, LABEL_REVISION, MANAGED_BY
-from controller.routing import health_url, render_include, route_fact, route_probe_url
+from controller.routing import (
+    FLAG_CONTENT,
+    flag_says,
+    health_url,
+    render_include,
+    route_fact,
+    route_probe_url,
+)
 from controller.spec import BlueGreenApp, Color
 from controller.world import ContainerRequest, RunState, World
 
@@ -225,10 +232,12 @@ def _switch(ctx: Context, a: Action) -> None:
 
 def _set_flag(ctx: Context, color: Color) -> None:
     w, flag = ctx.world, ctx.app.flag_file
-    present = w.read_file(flag) is not None
-    if color == "green" and not present:
-        w.write_file(flag, "green\n")  # atomic rename: the site's `if (-f ...)` sees it or not, never half
-    elif color == "blue" and present:
+    current = w.read_file(flag)
+    if flag_says(current, color):
+        return
+    if color == "green":
+        w.write_file(flag, FLAG_CONTENT)  # atomic rename: the site's `if (-f ...)` sees it or not, never half
+    else:
         w.remove_file(flag)
 
 

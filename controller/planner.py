@@ -36,7 +36,7 @@ from controller.facts import (
     Memory,
     Observed,
 )
-from controller.routing import configured_color, flag_color, render_include
+from controller.routing import configured_color, flag_color, flag_says, render_include
 from controller.spec import COLORS, BlueGreenApp, Color, canonical_ip, other
 
 
@@ -201,12 +201,13 @@ def plan(
         if obs.include != desired_include:
             diffs.append(f"upstream include {app.upstream_file}: {'missing' if obs.include is None else 'differs'}; want route to {target}")
             actions.append(SwitchRoute(target, f"write {app.upstream_file} for {target}, test, reload, confirm"))
-        elif app.spec.nginx.switch == "flag" and flag_color(obs.flag) != target:
+        elif app.spec.nginx.switch == "flag" and not flag_says(obs.flag, target):
             # The flag is state like the include: wrong (deploy, rollback, hand edit) means switch it.
             # No reload when Nginx already follows the files (it serves what the flag said until now).
             follows = obs.route.reachable and obs.route.color == flag_color(obs.flag)
             verb = "create" if target == "green" else "remove"
-            diffs.append(f"flag {app.flag_file}: {'present' if obs.flag is not None else 'missing'}; want route to {target}")
+            shown = "missing" if obs.flag is None else "present" if flag_says(obs.flag, "green") else describe_file(obs.flag)
+            diffs.append(f"flag {app.flag_file}: {shown}; want route to {target}")
             actions.append(
                 SwitchRoute(target, f"{verb} {app.flag_file}{'' if follows else ', test, reload'}, confirm", write_include=False, reload=not follows)
             )

@@ -46,9 +46,19 @@ def render_include(app: BlueGreenApp, color: Color) -> str:
     )
 
 
+FLAG_CONTENT = "green\n"  # what the controller writes; the site only tests that the file exists
+
+
 def flag_color(flag: str | None) -> Color:
     """What the flag-aware site serves: green while the flag file exists, blue otherwise."""
     return "green" if flag is not None else "blue"
+
+
+def flag_says(flag: str | None, color: Color) -> bool:
+    """The flag file is exactly what the controller writes for `color`: absent for blue, our one line for green.
+    Anything else there (a FIFO, a directory, a link, a hand-made file) is rewritten: nginx's `-f` may not see it
+    the way a read does."""
+    return flag is None if color == "blue" else flag == FLAG_CONTENT
 
 
 def configured_color(app: BlueGreenApp, include: str | None, flag: str | None) -> Color | None:

@@ -346,3 +346,16 @@ def test_marker_is_rewritten_after_the_switch_when_it_was_first_corrected(
     assert converge(app, w, tmp_path) == "converged"
     assert markers == [("green\n", ["127.0.0.1:18082"]), ("blue\n", ["127.0.0.1:18081"])]
     assert w.routed("dialogue") == ["127.0.0.1:18081"] and w.files[app.marker_path] == "blue\n"
+
+
+def test_a_flag_file_that_is_not_ours_is_rewritten_without_a_reload(tmp_path: Path) -> None:
+    """Green serves through a hand-made (empty) flag file: the pass makes it the controller's own, no reload."""
+    app = make_app(activeColor="green")
+    w = world_for(app)
+    assert converge(app, w, tmp_path) == "converged" and w.files[app.flag_file] == "green\n"
+    w.files[app.flag_file] = ""  # what `touch` leaves; a read of a FIFO or a link also gives no content
+    assert verbs(app, w) == ["SwitchRoute:green"]
+    before = len(w.mutations)
+    assert converge(app, w, tmp_path) == "converged"
+    assert w.files[app.flag_file] == "green\n" and "reload" not in w.mutations[before:]
+    assert verbs(app, w) == []
