@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from typing import Any
 
 from controller.actions import Blocker
-from controller.facts import ContainerFact, Observed
+from controller.facts import LABEL_APP, ContainerFact, Observed
 from controller.jsonshape import Corrupt, Reader
 from controller.planner import Plan, describe_container, describe_file, matches
 from controller.routing import configured_color, render_include
@@ -100,11 +100,14 @@ def conditions(
 
 
 def _rollback_ready(app: BlueGreenApp, c: ContainerFact | None) -> bool:
-    if c is None:
+    # A container under our name that we did not create is never rolled back to (ForeignContainer); one Docker
+    # is restarting, or restarted since it was proven (when a pass inspected it), would first wait a full
+    # stability window, which is no quick rollback.
+    if c is None or not c.managed or c.labels.get(LABEL_APP) != app.name:
         return False
     if app.spec.standby == "stop":
         return True  # starting it again is the rollback
-    return c.running and c.healthy is True
+    return c.running and c.healthy is True and not c.restarting and not c.restart_count
 
 
 @dataclass(frozen=True)

@@ -161,3 +161,21 @@ def test_failure_memory_is_cleared_only_by_a_pass_that_proves_the_color(tmp_path
     # Still backing off: green was not retried within the same run, the failure is the same one.
     assert [a.split(":")[0] for a in r.actions_done] == ["WriteMarker(blue)"]
     assert list(rec.store.load_memory("dialogue", 60, 3600).failures.values()) == [before]
+
+
+def _rollback_ready(app: BlueGreenApp, w: CheckedWorld, tmp_path: Path) -> bool:
+    status = reconciler(w, tmp_path / "state").status_only(app)
+    cond = status.condition("RollbackReady")
+    assert cond is not None
+    return bool(cond.status)
+
+
+def test_rollback_ready_only_for_our_own_steady_idle_color(tmp_path: Path) -> None:
+    v2, w = _deployed(tmp_path)
+    w.clock += 60
+    assert _rollback_ready(v2, w, tmp_path) is True
+    # A container under our name without our labels is never rolled back to (ForeignContainer).
+    c = w.containers["dialogue-blue"]
+    c.fact = replace(c.fact, labels={})
+    assert _rollback_ready(v2, w, tmp_path) is False
+    assert _verbs(make_app(activeColor="blue"), w) == ["!ForeignContainer"]
