@@ -280,6 +280,7 @@ CASES = [
         ["both use marker"],
     ),
     # command line
+    Case("docker-url-bad-port", valid, ["docker url tcp://127.0.0.1:abc: invalid"], args=["--docker-url", "tcp://127.0.0.1:abc"], lock_only=True),
     Case("unknown-flag", valid, ["unrecognized arguments: --frobnicate"], args=["--frobnicate"]),
     Case("once-and-plan", valid, ["not allowed with argument"], args=["--plan"]),
     Case("missing-f", valid, ["-f path is required"], no_f=True),

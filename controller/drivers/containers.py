@@ -15,7 +15,7 @@ import docker.errors
 import requests.exceptions
 
 from controller.drivers.mapping import Rule, map_exceptions
-from controller.errors import DockerError, DockerUnavailable, ImageError
+from controller.errors import DockerError, DockerUnavailable, ImageError, InvalidInput
 from controller.facts import LABEL_APP, ContainerFact
 from controller.world import ContainerRequest, RunState
 
@@ -56,6 +56,10 @@ _RULES = (
     ),
     Rule(docker.errors.DockerException, DockerError),
 )
+
+
+# A malformed --docker-url / DOCKER_HOST (`tcp://h:abc`) fails in urllib's parser, not in docker-py's tree.
+_BAD_URL = (Rule((ValueError, TypeError), InvalidInput, "invalid"),)
 
 
 @contextmanager
@@ -104,7 +108,7 @@ class DockerDriver:
         # Connect lazily: --plan on a dead daemon must fail with our message, not at import time.
         with self._lock:
             if self._client is None:
-                with _mapped("connect"):
+                with _mapped("connect"), map_exceptions(_BAD_URL, f"Docker URL {self._base_url or 'from DOCKER_HOST'}"):
                     self._client = self._new_client()
             return self._client
 
