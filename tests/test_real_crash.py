@@ -175,9 +175,11 @@ def _up(w: World, color: str) -> bool:
         return False
 
 
-def _fresh_run_answering_up(w: World, color: str, timeout: float = 60) -> int:
-    """Wait for Docker to restart `color` again and for the new run to answer UP; its restart count."""
-    before = _restarts(w, color)
+def _fresh_run_answering_up(w: World, color: str, timeout: float = 60, before: int | None = None) -> int:
+    """Wait for Docker to restart `color` again and for the new run to answer UP; its restart count.
+
+    `before`: the count read before whatever made it exit (Docker may restart it before this is called)."""
+    before = _restarts(w, color) if before is None else before
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         count = _restarts(w, color)
@@ -245,8 +247,9 @@ def test_rollback_is_a_switch_onto_a_steady_color_and_waits_a_window_for_one_doc
 
     # Docker restarts idle blue's app (its main process exited; restart policy): restart count 1, just started.
     blue_id = w.container("blue").id
+    before = _restarts(w, "blue")
     w.container("blue").exec_run(["kill", "-TERM", "1"])
-    assert _fresh_run_answering_up(w, "blue", timeout=30) == 1
+    assert _fresh_run_answering_up(w, "blue", timeout=30, before=before) == 1
     w.set(image="bgtest:v1", activeColor="blue")
     r = w.once()
     done = _actions(r)
