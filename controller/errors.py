@@ -60,7 +60,13 @@ class DockerUnavailable(TemporaryError):
 
 
 class LockBusy(TemporaryError):
-    pass
+    """Another run holds the state dir's lock. The facts are kept apart from the sentence, so a caller that
+    waited longer than one try (watch mode's PassLock) can say so without editing the message."""
+
+    def __init__(self, path: str, holder_pid: str = "", waited: float = 0.0) -> None:
+        holder = f" (pid {holder_pid})" if holder_pid else ""
+        super().__init__(f"another reconcile holds {path}{holder}; waited {waited:g}s (--lock-timeout)")
+        self.path, self.holder_pid, self.waited = path, holder_pid, waited
 
 
 class RouteUnverified(TemporaryError):

@@ -55,9 +55,7 @@ class Lock:
                 if time.monotonic() >= deadline:
                     holder = _read_holder(fd)
                     os.close(fd)
-                    raise LockBusy(
-                        f"another reconcile holds {self.path}{holder}; waited {self.timeout:g}s (--lock-timeout)"
-                    ) from None
+                    raise LockBusy(str(self.path), holder, self.timeout) from None
                 time.sleep(0.1)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
@@ -72,11 +70,12 @@ class Lock:
 
 
 def _read_holder(fd: int) -> str:
+    """The holder's pid as it wrote it, or "" (digits only: the file is never echoed)."""
     try:
-        pid = os.pread(fd, 32, 0).decode().strip()
+        pid = os.pread(fd, 32, 0).decode(errors="replace").strip()
     except OSError:
         return ""
-    return f" (pid {pid})" if pid.isdigit() else ""
+    return pid if pid.isdigit() else ""
 
 
 @dataclass(frozen=True)

@@ -126,7 +126,7 @@ class PassLock:
                 return lock
             except LockBusy as e:
                 if self.stop.is_set() or time.monotonic() >= deadline:
-                    raise LockBusy(str(e).replace("waited 0s", f"waited {self.timeout:g}s")) from None
+                    raise LockBusy(e.path, e.holder_pid, self.timeout) from None
             self.stop.wait(0.1)
 
 
