@@ -1,4 +1,8 @@
-"""Docker through the SDK: thin, and the only module that knows docker-py's exceptions."""
+"""Docker through the SDK, thin.
+
+docker-py's exceptions are mapped onto the controller's tree here (`_RULES`) and in `registry.py` (pulls):
+nowhere above `controller/drivers/` does any code know them.
+"""
 
 from __future__ import annotations
 
