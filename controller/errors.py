@@ -14,6 +14,7 @@ a Docker event, the resync), except a failed deploy, retried at its remembered i
     │   ├── DockerUnavailable
     │   ├── LockBusy
     │   ├── RouteUnverified
+    │   ├── ServiceUnavailable      AWS (SSM, ECR) did not answer or throttled: its endpoint, not our input
     │   └── apply.Interrupted       a stop between steps; no failure: resumed soon
     └── PermanentError          this input or revision will not work as is: wait for a change (exit 1)
         ├── InvalidInput            fix the input (exit 2)
@@ -53,6 +54,10 @@ class ControllerError(Exception):
 
 class TemporaryError(ControllerError):
     """The world may fix itself (a daemon restarting, a lock held by another run): retry with backoff."""
+
+
+class ServiceUnavailable(TemporaryError):
+    """A service the controller needs for this pass (AWS SSM, ECR) did not answer, timed out or throttled."""
 
 
 class DockerUnavailable(TemporaryError):

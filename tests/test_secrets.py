@@ -25,7 +25,7 @@ import pytest
 
 from controller.drivers.aws import aws_config, aws_errors
 from controller.drivers.ssm import SsmSource
-from controller.errors import SecretsError
+from controller.errors import ControllerError, SecretsError, ServiceUnavailable, TemporaryError
 from controller.logs import MASK, redact_text
 from controller.secrets import (
     FINGERPRINT_KEY,
@@ -171,11 +171,27 @@ def test_aws_failures_are_one_line_naming_the_path(case: str, moto: MotoServer, 
         monkeypatch.delenv("AWS_ACCESS_KEY_ID")
         monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
         expect = "no AWS credentials"
-    with pytest.raises(SecretsError) as e:
+    # An endpoint that does not answer is temporary (retried with backoff); no region or credentials is ours to fix.
+    expected: type[ControllerError] = ServiceUnavailable if case == "unreachable" else SecretsError
+    with pytest.raises(expected) as e:
         SsmSource().versions(SsmSecrets(path=base, region=region))
     msg = str(e.value)
     assert msg.startswith(f"SSM parameters under {base}: {expect}"), msg
     assert "\n" not in msg and e.value.__cause__ is None and e.value.__suppress_context__
+
+
+@pytest.mark.parametrize(
+    ("code", "expected"),
+    [("InternalServerError", ServiceUnavailable), ("RequestLimitExceeded", ServiceUnavailable), ("AccessDeniedException", SecretsError)],
+)
+def test_an_unavailable_service_is_temporary_and_access_denied_is_not(code: str, expected: type[ControllerError]) -> None:
+    import botocore.exceptions as bx
+
+    with pytest.raises(expected) as e, aws_errors("SSM parameters under /d/prod/", SecretsError):
+        raise bx.ClientError({"Error": {"Code": code, "Message": "no"}, "ResponseMetadata": {"RetryAttempts": 4}}, "GetParameters")
+    assert str(e.value) == f"SSM parameters under /d/prod/: {code} (after 4 retries): no"
+    assert isinstance(e.value, TemporaryError) is (expected is ServiceUnavailable)
+    assert e.value.__cause__ is None and e.value.__suppress_context__
 
 
 def test_throttling_is_retried_by_botocore_then_one_line() -> None:
@@ -187,7 +203,8 @@ def test_throttling_is_retried_by_botocore_then_one_line() -> None:
         {"Error": {"Code": "ThrottlingException", "Message": "Rate exceeded"}, "ResponseMetadata": {"RetryAttempts": 4}},
         "GetParametersByPath",
     )
-    with pytest.raises(SecretsError) as e, aws_errors("SSM parameters under /a/", SecretsError):
+    # Still throttled after botocore's own retries: temporary, so the controller backs off in turn.
+    with pytest.raises(ServiceUnavailable) as e, aws_errors("SSM parameters under /a/", SecretsError):
         raise err
     assert str(e.value) == "SSM parameters under /a/: ThrottlingException (after 4 retries): Rate exceeded"
 

@@ -14,7 +14,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from controller.drivers.mapping import Rule, map_exceptions
-from controller.errors import ControllerError, one_line
+from controller.errors import ControllerError, ServiceUnavailable, one_line
 from controller.logs import redact_text
 
 
@@ -57,18 +57,43 @@ def _client_error(e: BaseException) -> str:
     return f"{code}{extra}: {redacted_line(raw)}".rstrip(": ")
 
 
+# Error codes that say "not now", not "not this": retried with backoff like an unreachable endpoint.
+_TRANSIENT_CODES = frozenset(
+    {"ThrottlingException", "Throttling", "RequestLimitExceeded", "TooManyRequestsException", "ServiceUnavailable",
+     "InternalServerError", "InternalFailure", "RequestTimeout", "RequestTimeoutException"}
+)
+
+
+def _is_transient(e: BaseException) -> bool:
+    response: dict[str, Any] = getattr(e, "response", None) or {}
+    return str((response.get("Error") or {}).get("Code") or "") in _TRANSIENT_CODES
+
+
+class _TransientClientError(Exception):
+    """Marker for `aws_rules`: a ClientError whose code is transient (see `aws_errors`)."""
+
+
 def aws_rules(target: type[ControllerError]) -> list[Rule]:
-    """botocore's exceptions onto `target` (SecretsError for SSM, ImageError for ECR); specific rows first."""
+    """botocore's exceptions onto `target` (SecretsError for SSM, ImageError for ECR); specific rows first.
+
+    An endpoint that does not answer, or answers "throttled/unavailable", is `ServiceUnavailable` (temporary:
+    retried with backoff); everything else is `target` (permanent until something changes)."""
     import botocore.exceptions as bx
 
     return [
+        Rule(
+            (bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError),
+            ServiceUnavailable,
+            "AWS endpoint unreachable",
+            redacted_line,
+        ),
+        Rule(_TransientClientError, ServiceUnavailable, explain=lambda e: _client_error(e.__cause__ or e)),
         Rule(bx.NoRegionError, target, explain=lambda _: "no AWS region (set secrets.ssm.region, AWS_REGION or a profile region)"),
         Rule(
             (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError),
             target,
             explain=lambda _: "no AWS credentials (instance profile, AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE)",
         ),
-        Rule((bx.EndpointConnectionError, bx.ConnectTimeoutError, bx.ReadTimeoutError), target, "AWS endpoint unreachable", redacted_line),
         Rule(bx.ClientError, target, explain=_client_error),
         Rule(bx.BotoCoreError, target, explain=lambda e: f"{type(e).__name__}: {redacted_line(e)}"),
     ]
@@ -78,4 +103,9 @@ def aws_rules(target: type[ControllerError]) -> list[Rule]:
 def aws_errors(what: str, target: type[ControllerError]) -> Iterator[None]:
     """A botocore failure inside becomes `target("<what>: <one line>")`, never carrying a parameter value."""
     with map_exceptions(aws_rules(target), what, chain=False):
-        yield
+        try:
+            yield
+        except Exception as e:
+            if _is_transient(e):
+                raise _TransientClientError() from e
+            raise
