@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.drivers.files import check_spec_file
+from controller.drivers.files import read_spec
 from controller.errors import SpecError, one_line
 from controller.spec import BlueGreenApp, parse_app
 
@@ -32,8 +32,8 @@ def spec_files(path: Path) -> list[Path]:
 
 def load_app(path: Path) -> BlueGreenApp:
     try:
-        check_spec_file(path)  # root-equivalent: refused unless only root could have written it (SpecError)
-        text = path.read_text(encoding="utf-8")
+        # Root-equivalent: refused unless only root could have written it; read regular, bounded, non-blocking.
+        text = read_spec(path).decode("utf-8")
     except SpecError:
         raise
     except (OSError, UnicodeDecodeError, ValueError) as e:

@@ -117,3 +117,12 @@ def test_a_file_the_app_writes_may_not_lie_in_the_state_dir(tmp_path: Path) -> N
     assert [a.name for a in select(specs, state_dir=state).apps] == ["a", "b"]
     _write(specs, "a", marker=str(state / "apps" / "a" / "status.json"))
     assert [a.name for a in select(specs, state_dir=state).apps] == ["b"]
+
+
+def test_a_huge_spec_file_is_refused_without_being_read_whole(tmp_path: Path) -> None:
+    _write(tmp_path, "a")
+    (tmp_path / "huge.yaml").write_text("# " + "x" * (1024 * 1024) + "\n", encoding="utf-8")
+    sel = select(tmp_path)
+    assert [a.name for a in sel.apps] == ["a"]
+    (problem,) = sel.problems
+    assert problem.message.startswith(f"{tmp_path / 'huge.yaml'}: cannot read: ") and "a spec is at most 1048576 bytes" in problem.message

@@ -32,6 +32,7 @@ from controller.errors import HostError, SpecError
 
 SMALL = 64 * 1024  # markers, flags, includes: a few hundred bytes when the controller wrote them
 STATE = 4 * 1024 * 1024  # status.json, memory.json
+SPEC = 1024 * 1024  # a spec file: a few KiB when a person wrote it
 MAX_LINKS = 40  # like the kernel's ELOOP limit
 
 _DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -329,6 +330,18 @@ def check_spec_file(path: Path) -> None:
         raise SpecError(f"{path}: refused: {e.detail}") from None
     except OSError as e:
         raise SpecError(f"{path}: cannot read: {e.strerror}") from None
+
+
+def read_spec(path: Path) -> bytes:
+    """A spec file's bytes, after `check_spec_file`: the links on the way (root's, checked) resolved, then read
+    like any other file (regular only, no blocking, at most SPEC bytes). `SpecError` otherwise."""
+    check_spec_file(path)
+    data = read_bytes(Path(os.path.realpath(path)), SPEC)
+    if data is None:
+        raise SpecError(f"{path}: cannot read: no such file")
+    if isinstance(data, Garbage):
+        raise SpecError(f"{path}: cannot read: {data.what}" + (f" (a spec is at most {SPEC} bytes)" if "bytes" in data.what else ""))
+    return data
 
 
 def _check_spec(path: Path, depth: int) -> None:
