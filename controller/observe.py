@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from controller.facts import ContainerFact, Observed, RouteFact
-from controller.routing import configured_color, route_fact, route_probe_url
+from controller.routing import configured_color, route_fact, route_probe_url, serving_color
 from controller.spec import COLORS, BlueGreenApp, Color
 from controller.world import RunState, World
 
@@ -21,7 +21,7 @@ def observe(app: BlueGreenApp, world: World, containers: dict[str, ContainerFact
     include = world.read_file(app.upstream_file)
     flag = world.read_file(app.flag_file) if app.spec.nginx.switch == "flag" else None
     route = _route(app, world, configured_color(app, include, flag))
-    serving = route.color if route.reachable else configured_color(app, include, flag)
+    serving = serving_color(app, route, include, flag)  # the planner's rule, to know what to inspect
     facts: dict[Color, ContainerFact | None] = {}
     hc = app.spec.healthCheck
     for color in COLORS:

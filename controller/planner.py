@@ -36,7 +36,7 @@ from controller.facts import (
     Memory,
     Observed,
 )
-from controller.routing import configured_color, flag_color, flag_says, render_include
+from controller.routing import flag_color, flag_says, render_include, serving_color
 from controller.spec import COLORS, BlueGreenApp, Color, canonical_ip, other
 
 
@@ -94,7 +94,7 @@ def plan(
     spec = app.spec
     want = spec.activeColor
     idle = other(want)
-    serving: Color | None = obs.route.color if obs.route.reachable else configured_color(app, obs.include, obs.flag)
+    serving = serving_color(app, obs.route, obs.include, obs.flag)
     extra, secrets_stale = hold_live_secrets(app, obs.containers[want], serving, revision_extra or {})
     revisions = {c: app.revision(c, extra) for c in COLORS}
     rev = revisions[want]

@@ -68,6 +68,11 @@ def configured_color(app: BlueGreenApp, include: str | None, flag: str | None) -
     return include_color(app, include)
 
 
+def serving_color(app: BlueGreenApp, route: RouteFact, include: str | None, flag: str | None) -> Color | None:
+    """The color live now: what Nginx answered through, else what the files on disk route to."""
+    return route.color if route.reachable else configured_color(app, include, flag)
+
+
 def color_ports(app: BlueGreenApp) -> dict[Color, int]:
     return {c: app.spec.ports.of(c) for c in COLORS}
 
