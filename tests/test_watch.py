@@ -209,6 +209,12 @@ def test_spec_edit_leads_to_cutover(setup: Setup) -> None:
     blue = container(setup.client, f"{setup.app}-blue")
     assert blue is not None and blue.status == "running"  # standby: keep
 
+    # The live-color gauge is set from the pass's final observation, after the switch: wait for that pass to end.
+    wait_until(
+        lambda: len(w.events("reconcile.done", app=setup.app, result="converged")) >= 2,
+        timeout=20,
+        message="the cutover pass to finish",
+    )
     m = scrape(port)
     assert sample(m, "bluegreen_cutovers_total", app=setup.app, result="success") == 2  # blue at start, then green
     assert sample(m, "bluegreen_live_color", app=setup.app, color="green") == 1
