@@ -23,6 +23,7 @@ from controller.actions import (
 )
 from controller.errors import ControllerError, HealthCheckFailed, NginxError, RouteUnverified, TemporaryError
 from controller.facts import LABEL_APP, LABEL_COLOR, LABEL_MANAGED, LABEL_REVISION, MANAGED_BY
+from controller.failover import WaitLiveOrFailover
 from controller.routing import (
     FLAG_CONTENT,
     flag_says,
@@ -182,6 +183,25 @@ def _wait(ctx: Context, a: Action) -> None:
         w.sleep(min(pause, max(0.05, deadline - now)) if passing_since is None else pause)
 
 
+def _wait_live(ctx: Context, a: Action) -> None:
+    """Failover pending: the live color fails. Poll it until it passes again (it served: one pass is enough,
+    as for the live color everywhere) or the failover instant; either way the next pass decides."""
+    assert isinstance(a, WaitLiveOrFailover) and a.deadline is not None
+    hc, w = ctx.app.spec.healthCheck, ctx.world
+    url = health_url(ctx.app, a.color)
+    while True:
+        result = w.probe_health(url, hc.expectStatus, hc.requestTimeoutSeconds)
+        now = w.now()
+        if result.ok:
+            return
+        if now >= a.deadline:
+            ctx.log.warning("failover.due", color=a.color, last=result.detail)
+            return
+        if ctx.should_stop():
+            raise Interrupted(f"stop requested while waiting for {ctx.app.container_name(a.color)} to pass again; traffic untouched")
+        w.sleep(max(0.05, min(hc.intervalSeconds, a.deadline - now)))
+
+
 def _same_run(name: str, opened: RunState | None, now: RunState | None, path: str) -> None:
     """The stability window holds only for one uninterrupted run of the container."""
     if opened is None or now is None or not now.running or now.restarting:
@@ -285,6 +305,7 @@ _HANDLERS: dict[type[Action], Callable[[Context, Any], None]] = {
     CreateContainer: _create,
     StartContainer: _start,
     WaitHealthy: _wait,
+    WaitLiveOrFailover: _wait_live,
     SwitchRoute: _switch,
     WriteMarker: _marker,
     StopContainer: _stop,

@@ -25,6 +25,7 @@ from controller.actions import (
 from controller.apply import Context, Interrupted, apply
 from controller.errors import ControllerError, HealthCheckFailed
 from controller.facts import ContainerFact, Failure, Memory, Observed
+from controller.failover import FAILED_OVER, FailoverState, activate, track
 from controller.logs import get_logger
 from controller.metrics import Metrics
 from controller.observe import index_containers, observe
@@ -93,7 +94,8 @@ class Reconciler:
         resolved = self.resolver(app)
         obs = observe(app, self.world, containers if containers is not None else index_containers(self.world))
         mem = self.store.load_memory(app.name, self.backoff_base, self.backoff_max)
-        return plan(app, obs, mem, self.world.now(), resolved.revision_extra), obs, resolved
+        fo = self._failover_state(app, obs, save=False)
+        return plan(app, obs, mem, self.world.now(), resolved.revision_extra, failover=fo), obs, resolved
 
     def status_only(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None) -> Status:
         p, obs, resolved = self.plan_only(app, containers)
@@ -174,7 +176,8 @@ class Reconciler:
             index = containers if (pass_no == 0 and containers is not None) else index_containers(self.world)
             obs = observe(app, self.world, index)
             mem = self.store.load_memory(app.name, self.backoff_base, self.backoff_max)
-            p = plan(app, obs, mem, self.world.now(), resolved.revision_extra)
+            fo = self._failover_state(app, obs, save=True)
+            p = plan(app, obs, mem, self.world.now(), resolved.revision_extra, failover=fo)
             if pass_no == 0:
                 log.info("reconcile.plan", actions=[a.describe() for a in p.actions], blockers=[b.reason for b in p.blockers], serving=p.serving)
             if not p.actions or error is not None:
@@ -196,6 +199,7 @@ class Reconciler:
             outcome = apply(ctx, p.actions)
             done += [o.action.describe() for o in outcome.outcomes if o.ok]
             error = outcome.error
+            self._failed_over(app, p, fo, outcome.outcomes, rid, log)
             mem, last_deploy = self._remember(app, p, obs, failed=outcome.failed, error=error, mem=mem, last_deploy=last_deploy, rid=rid)
             if error is not None:
                 # Re-observe once so status shows the world as the failure left it, then stop.
@@ -222,6 +226,40 @@ class Reconciler:
         requeue = self.requeue(app.name, p, error, retry_at)
         log.info("reconcile.done", result=res, actions=len(done), error=str(error) if error else None, requeue_after=requeue.after)
         return AppResult(app=app.name, result=res, plan=p, observed=obs, status=status, error=str(error) if error else None, actions_done=done, requeue=requeue)
+
+    # Failover (controller/failover.py) -------------------------------------------------
+    def _failover_state(self, app: BlueGreenApp, obs: Observed, *, save: bool) -> FailoverState:
+        """The failover memory updated for `obs` (failing-since survives passes and cron runs); saved on change."""
+        old = self.store.load_failover(app.name)
+        new = track(app, obs, old, self.world.now())
+        if save and new != old:
+            self.store.save_failover(app.name, new)
+        return new
+
+    def _failed_over(self, app: BlueGreenApp, p: Plan, fo: FailoverState, outcomes: list[Any], rid: str, log: Any) -> None:
+        """After a pass whose plan failed over and whose switch was confirmed: remember, record, count."""
+        d = p.failover
+        if d.kind != "switch" or d.color is None:
+            return
+        if not any(o.ok and isinstance(o.action, SwitchRoute) and o.action.color == d.color for o in outcomes):
+            return
+        revision = fo.served.get(d.color, "")  # the rule checked that the container runs this one
+        now = self.world.now()
+        self.store.save_failover(app.name, activate(app, fo, d, revision, now))
+        self.metrics.failovers.labels(app=app.name).inc()
+        self.store.append_history(
+            {
+                "time": iso(now),
+                "app": app.name,
+                "reconcileId": rid,
+                "action": FAILED_OVER,
+                "color": d.color,
+                "image": app.spec.image,
+                "outcome": "ok",
+                "message": d.message,
+            }
+        )
+        log.warning("failover.done", color=d.color, reason=d.message)
 
     def requeue(self, app: str, p: Plan | None, error: BaseException | None, retry_at: float | None = None) -> Requeue:
         """When to come back for `app` after a pass (or an attempt that did not run: `p` None), counting its failures."""

@@ -4,6 +4,7 @@
     <state-dir>/history.jsonl            every action taken, one JSON object a line
     <state-dir>/apps/<app>/status.json   rebuilt from observation on every pass
     <state-dir>/apps/<app>/memory.json   failed revisions (for backoff), last deploy
+    <state-dir>/apps/<app>/failover.json failing-since time, revisions served, an active failover (controller/failover.py)
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import Any, TypeVar
 from controller.drivers import files
 from controller.errors import HostError, LockBusy
 from controller.facts import Failure, Memory
+from controller.failover import FailoverState
 from controller.jsonshape import Corrupt, Reader
 from controller.logs import get_logger, redact_json_text
 from controller.status import LastDeploy
@@ -166,6 +168,13 @@ class StateStore:
         if last_deploy is not None:
             raw["lastDeploy"] = last_deploy.to_json()
         files.write_atomic(self.app_dir(app) / "memory.json", redact_json_text(json.dumps(raw, indent=2, sort_keys=True)) + "\n")
+
+    # Failover ---------------------------------------------------------------------------
+    def load_failover(self, app: str) -> FailoverState:
+        return self._load(app, "failover.json", FailoverState.from_json) or FailoverState()
+
+    def save_failover(self, app: str, state: FailoverState) -> None:
+        files.write_atomic(self.app_dir(app) / "failover.json", json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n")
 
     # Status -----------------------------------------------------------------------------
     def load_status(self, app: str, parse: Callable[[dict[str, Any]], T]) -> T | None:

@@ -96,7 +96,19 @@ def conditions(
         "SecretsRotated" if secrets_stale else "Current",
         secrets_stale or "",
     )
-    return [ready, prog, degraded, rb, stale]
+    return [ready, prog, degraded, rb, stale, *_failed_over(app, plan)]
+
+
+def _failed_over(app: BlueGreenApp, plan: Plan) -> list[Condition]:
+    """Condition FailedOver, for apps with spec.failover (controller/failover.py): True while traffic is held on
+    the previous color; False with why not (or what is pending) otherwise."""
+    d = plan.failover
+    if app.spec.failover == "none" and d.kind == "off":
+        return []
+    if d.kind in ("switch", "held"):
+        return [Condition("FailedOver", True, "FailedOver", d.message)]
+    reason = {"pending": "FailoverPending", "unavailable": "FailoverUnavailable"}.get(d.kind, "NotFailedOver")
+    return [Condition("FailedOver", False, reason, d.message)]
 
 
 def _rollback_ready(app: BlueGreenApp, c: ContainerFact | None) -> bool:
