@@ -85,6 +85,11 @@ def apply(ctx: Context, actions: tuple[Action, ...] | list[Action]) -> ApplyResu
         log.info("action.start", reason=action.reason)
         try:
             _HANDLERS[type(action)](ctx, action)
+        except Superseded as e:
+            log.info("action.superseded", reason=str(e))
+            ctx.record(action, True, str(e))
+            result.outcomes.append(Outcome(action, True, time.monotonic() - started))
+            break
         except ControllerError as e:
             took = time.monotonic() - started
             log.error("action.failed", error=str(e), seconds=round(took, 3))
@@ -183,23 +188,37 @@ def _wait(ctx: Context, a: Action) -> None:
         w.sleep(min(pause, max(0.05, deadline - now)) if passing_since is None else pause)
 
 
+class Superseded(Exception):
+    """What the rest of the plan was for no longer holds (a pending failover whose live color passes again):
+    the action counts as done, the plan stops there, and the next pass plans from a fresh observation."""
+
+
 def _wait_live(ctx: Context, a: Action) -> None:
-    """Failover pending: the live color fails. Poll it until it passes again (it served: one pass is enough,
-    as for the live color everywhere) or the failover instant; either way the next pass decides."""
-    assert isinstance(a, WaitLiveOrFailover) and a.deadline is not None
+    """Failover pending (controller/failover.py): poll the live color until the failover instant. It passing
+    again (it served: one pass is enough, as for the live color everywhere) calls the switch off; so does the
+    target failing its probe, which is probed in the last interval before the instant so the switch follows
+    at once (it never goes to a color that has not just passed)."""
+    assert isinstance(a, WaitLiveOrFailover) and a.deadline is not None and a.to is not None
     hc, w = ctx.app.spec.healthCheck, ctx.world
-    url = health_url(ctx.app, a.color)
+    url, to_url = health_url(ctx.app, a.color), health_url(ctx.app, a.to)
+    fresh = hc.intervalSeconds + hc.requestTimeoutSeconds  # how old the target's last pass may be at the switch
+    passed_at: float | None = None
     while True:
         result = w.probe_health(url, hc.expectStatus, hc.requestTimeoutSeconds)
-        now = w.now()
         if result.ok:
-            return
+            raise Superseded(f"{ctx.app.container_name(a.color)} passes again: failover called off")
+        now = w.now()
+        if now + hc.intervalSeconds >= a.deadline and (passed_at is None or now - passed_at > fresh):
+            target = w.probe_health(to_url, hc.expectStatus, hc.requestTimeoutSeconds)
+            if not target.ok:
+                raise Superseded(f"{ctx.app.container_name(a.to)} fails its health check ({target.detail}): no failover now")
+            passed_at = now = w.now()
         if now >= a.deadline:
-            ctx.log.warning("failover.due", color=a.color, last=result.detail)
+            ctx.log.warning("failover.due", color=a.color, last=result.detail, to=a.to)
             return
         if ctx.should_stop():
             raise Interrupted(f"stop requested while waiting for {ctx.app.container_name(a.color)} to pass again; traffic untouched")
-        w.sleep(max(0.05, min(hc.intervalSeconds, a.deadline - now)))
+        w.sleep(max(0.01, min(hc.intervalSeconds, a.deadline - now)))
 
 
 def _same_run(name: str, opened: RunState | None, now: RunState | None, path: str) -> None:

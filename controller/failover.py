@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-from controller.actions import Action, Blocker, WaitHealthy
+from controller.actions import Action, Blocker, StartContainer, WaitHealthy
 from controller.facts import LABEL_APP, ContainerFact, Memory, Observed
 from controller.jsonshape import Reader
 from controller.routing import serving_color
@@ -92,8 +92,11 @@ FAILED_OVER = "FailedOver"  # the blocker's (Degraded's) and the condition's rea
 
 @dataclass(frozen=True)
 class WaitLiveOrFailover(WaitHealthy):
-    """Poll the live color until it passes again or `deadline` (the failover instant) comes. Reaching the
-    deadline is no error: the next pass observes again, and the rule fails over if it still fails."""
+    """Failover pending: poll the live color until `deadline` (the failover instant), the switch to `to` planned
+    after it. The live color passing again, or `to` failing its probe, calls the rest of the plan off (the next
+    pass plans anew); reaching the deadline with `to` passing lets the switch go ahead at once."""
+
+    to: Color | None = None
 
 
 def _ours(app: BlueGreenApp, c: ContainerFact | None) -> bool:
@@ -155,6 +158,7 @@ def decide(app: BlueGreenApp, obs: Observed, mem: Memory, state: FailoverState, 
             deadline=deadline,
             message=f"{live} fails its health check for {now - state.failing_since:.1f}s; failover to {name} "
             f"(revision {cand.revision}) after {spec.failoverAfterSeconds:g}s unless it recovers",
+            steady=cand.steady(now, spec.healthCheck.stableSeconds),
         )
     return Decision(
         "switch",
@@ -186,9 +190,15 @@ def _unavailable(app: BlueGreenApp, cand: ContainerFact | None, color: Color, me
 
 
 def activate(app: BlueGreenApp, state: FailoverState, d: Decision, revision: str, now: float) -> FailoverState:
-    """The state once traffic has moved by decision `d` (a `switch`)."""
-    assert d.kind == "switch" and d.color is not None
-    rec = FailedOver(app.generation(), other(d.color), d.color, revision, now, d.message)
+    """The state once traffic has moved by decision `d` (a `switch`, or a `pending` one whose instant came)."""
+    assert d.kind in ("switch", "pending") and d.color is not None
+    failed = other(d.color)
+    since = state.failing_since if state.failing_since is not None else now
+    reason = (
+        f"{app.container_name(failed)} failed its health check for {now - since:.1f}s (failoverAfterSeconds "
+        f"{app.spec.failoverAfterSeconds:g}); {app.container_name(d.color)} passes and runs revision {revision}, which served before"
+    )
+    rec = FailedOver(app.generation(), failed, d.color, revision, now, reason)
     return replace(state, active=rec, failing_color=None, failing_since=None)
 
 
@@ -206,18 +216,20 @@ def steer(
     """Apply decision `d` to the plan under construction (the planner's one call); returns the target color."""
     want = app.spec.activeColor
     if d.kind == "pending":
-        assert d.deadline is not None
-        # Restart-only waits on the live color, capped at the failover instant, so that a --once pass (and a
-        # watch pass) fails over in time; a LiveUnhealthy blocker becomes that wait too.
-        waits = [a for a in actions if isinstance(a, WaitHealthy) and a.color == want]
-        for w in waits:
-            end = min(w.deadline if w.deadline is not None else now + app.spec.healthCheck.timeoutSeconds, d.deadline)
-            actions[actions.index(w)] = WaitLiveOrFailover(want, f"{w.reason}; failover at the latest in {max(0.0, d.deadline - now):.1f}s", end)
-        if not waits:
-            blockers[:] = [b for b in blockers if b.reason != "LiveUnhealthy"]
-            actions.append(WaitLiveOrFailover(want, d.message, d.deadline))
+        assert d.deadline is not None and d.color is not None
+        live = obs.containers[want]
+        # The failover instant governs the wait on the live color (restart-only waits and LiveUnhealthy become it);
+        # the switch is planned after it and happens only if the live color still fails then.
+        actions[:] = [
+            a
+            for a in actions
+            if not (a.color == want and (isinstance(a, WaitHealthy) or (isinstance(a, StartContainer) and live is not None and live.restarting)))
+        ]
+        blockers[:] = [b for b in blockers if b.reason != "LiveUnhealthy"]
+        actions.append(WaitLiveOrFailover(want, d.message, d.deadline, to=d.color))
+        _prove_window(app, d, actions)
         diffs.append(f"failover: {d.message}")
-        return target
+        return d.color
     if d.kind == "unavailable":
         diffs.append(f"failover: {d.message}")
         return target
@@ -228,15 +240,19 @@ def steer(
     blockers.append(Blocker(FAILED_OVER, d.message))
     diffs.append(f"failover: {d.message}")
     if d.kind == "switch":
-        if not d.steady:
-            # A color that does not serve keeps the stability rule: it proves a full window before traffic.
-            actions.append(
-                WaitHealthy(
-                    d.color,
-                    f"{app.container_name(d.color)} passes but has not run {app.spec.healthCheck.stableSeconds:g}s "
-                    "without a restart: it must keep passing for a full window before the failover",
-                )
-            )
+        _prove_window(app, d, actions)
         return d.color
     # held: never onto a color that fails now; staying where traffic is is no switch.
     return d.color if serving == d.color or _passing(app, obs.containers[d.color]) else serving
+
+
+def _prove_window(app: BlueGreenApp, d: Decision, actions: list[Action]) -> None:
+    """A color that does not serve keeps the stability rule: one Docker restarted proves a full window first."""
+    if not d.steady and d.color is not None:
+        actions.append(
+            WaitHealthy(
+                d.color,
+                f"{app.container_name(d.color)} passes but has not run {app.spec.healthCheck.stableSeconds:g}s "
+                "without a restart: it must keep passing for a full window before the failover",
+            )
+        )

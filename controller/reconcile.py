@@ -173,10 +173,11 @@ class Reconciler:
             should_stop=self.should_stop,
         )
         for pass_no in range(MAX_PASSES):
+            looked = self.world.now()  # failover: a failure seen by this observation is seen from its start
             index = containers if (pass_no == 0 and containers is not None) else index_containers(self.world)
             obs = observe(app, self.world, index)
             mem = self.store.load_memory(app.name, self.backoff_base, self.backoff_max)
-            fo = self._failover_state(app, obs, save=True)
+            fo = self._failover_state(app, obs, save=True, at=looked)
             p = plan(app, obs, mem, self.world.now(), resolved.revision_extra, failover=fo)
             if pass_no == 0:
                 log.info("reconcile.plan", actions=[a.describe() for a in p.actions], blockers=[b.reason for b in p.blockers], serving=p.serving)
@@ -228,10 +229,10 @@ class Reconciler:
         return AppResult(app=app.name, result=res, plan=p, observed=obs, status=status, error=str(error) if error else None, actions_done=done, requeue=requeue)
 
     # Failover (controller/failover.py) -------------------------------------------------
-    def _failover_state(self, app: BlueGreenApp, obs: Observed, *, save: bool) -> FailoverState:
+    def _failover_state(self, app: BlueGreenApp, obs: Observed, *, save: bool, at: float | None = None) -> FailoverState:
         """The failover memory updated for `obs` (failing-since survives passes and cron runs); saved on change."""
         old = self.store.load_failover(app.name)
-        new = track(app, obs, old, self.world.now())
+        new = track(app, obs, old, self.world.now() if at is None else at)
         if save and new != old:
             self.store.save_failover(app.name, new)
         return new
@@ -239,13 +240,15 @@ class Reconciler:
     def _failed_over(self, app: BlueGreenApp, p: Plan, fo: FailoverState, outcomes: list[Any], rid: str, log: Any) -> None:
         """After a pass whose plan failed over and whose switch was confirmed: remember, record, count."""
         d = p.failover
-        if d.kind != "switch" or d.color is None:
+        if d.kind not in ("switch", "pending") or d.color is None:
             return
         if not any(o.ok and isinstance(o.action, SwitchRoute) and o.action.color == d.color for o in outcomes):
             return
         revision = fo.served.get(d.color, "")  # the rule checked that the container runs this one
         now = self.world.now()
-        self.store.save_failover(app.name, activate(app, fo, d, revision, now))
+        done = activate(app, fo, d, revision, now)
+        assert done.active is not None
+        self.store.save_failover(app.name, done)
         self.metrics.failovers.labels(app=app.name).inc()
         self.store.append_history(
             {
@@ -256,10 +259,10 @@ class Reconciler:
                 "color": d.color,
                 "image": app.spec.image,
                 "outcome": "ok",
-                "message": d.message,
+                "message": done.active.reason,
             }
         )
-        log.warning("failover.done", color=d.color, reason=d.message)
+        log.warning("failover.done", color=d.color, reason=done.active.reason)
 
     def requeue(self, app: str, p: Plan | None, error: BaseException | None, retry_at: float | None = None) -> Requeue:
         """When to come back for `app` after a pass (or an attempt that did not run: `p` None), counting its failures."""

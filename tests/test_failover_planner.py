@@ -59,9 +59,44 @@ def test_live_failing_less_than_the_delay_waits_until_the_failover_instant(tmp_p
     w.containers["dialogue-green"].broken = True
     shown, p = planned(app, w, failing(r, app, w.now() - 0.5))
     assert p.failover.kind == "pending" and p.failover.color == "blue"
-    waits = [a for a in p.actions if isinstance(a, WaitLiveOrFailover)]
-    assert [a.color for a in waits] == ["green"] and waits[0].deadline == w.now() + 1.5
-    assert not any(isinstance(a, SwitchRoute) for a in p.actions)
+    # The switch is planned after the wait, which calls it off if green passes again before the instant.
+    assert shown == ["WaitLiveOrFailover:green", "SwitchRoute:blue", "WriteMarker:blue"]
+    wait = p.actions[0]
+    assert isinstance(wait, WaitLiveOrFailover) and wait.deadline == w.now() + 1.5 and wait.to == "blue"
+
+
+def test_pending_failover_is_called_off_when_the_live_color_passes_again(tmp_path: Path) -> None:
+    app, w, r = deployed(tmp_path, **FO)
+    w.containers["dialogue-green"].broken = True
+    r.store.save_failover(app.name, failing(r, app, w.now()))
+    real_sleep = w.sleep
+
+    def sleep(seconds: float) -> None:
+        real_sleep(seconds)
+        if w.now() >= r.store.load_failover(app.name).failing_since + 1.0:  # type: ignore[operator]
+            w.containers["dialogue-green"].broken = False  # recovers half-way through the delay
+
+    w.sleep = sleep  # type: ignore[method-assign]
+    assert r.reconcile(app).result == "converged"
+    assert w.routed("dialogue") == ["127.0.0.1:18082"]
+    assert not any(e["action"] == "FailedOver" for e in r.store.history(app.name))
+    assert r.store.load_failover(app.name).active is None
+
+
+def test_pending_failover_is_called_off_when_the_previous_color_fails_at_the_instant(tmp_path: Path) -> None:
+    app, w, r = deployed(tmp_path, **FO)
+    w.containers["dialogue-green"].broken = True
+    r.store.save_failover(app.name, failing(r, app, w.now()))
+    real_sleep = w.sleep
+
+    def sleep(seconds: float) -> None:
+        real_sleep(seconds)
+        w.containers["dialogue-blue"].broken = True  # blue stops passing while the pass waits
+
+    w.sleep = sleep  # type: ignore[method-assign]
+    r.reconcile(app)
+    assert w.routed("dialogue") == ["127.0.0.1:18082"] and w.violations == []
+    assert not any(e["action"] == "FailedOver" for e in r.store.history(app.name))
 
 
 def test_live_failing_for_the_delay_routes_to_the_previous_color(tmp_path: Path) -> None:
