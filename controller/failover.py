@@ -47,6 +47,9 @@ class FailoverState:
     failing_since: float | None = None
     served: dict[Color, str] = field(default_factory=dict)  # color -> revision it last served while passing
     active: FailedOver | None = None
+    # Served revisions the failure memory held as failed (revision -> reason), kept here because memory.json
+    # forgets failures of revisions the spec no longer names, which the previous release's soon is.
+    failed: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         a = self.active
@@ -54,6 +57,7 @@ class FailoverState:
             "failingColor": self.failing_color,
             "failingSince": self.failing_since,
             "served": dict(self.served),
+            "failed": dict(self.failed),
             "active": None
             if a is None
             else {"generation": a.generation, "from": a.from_color, "to": a.to_color, "revision": a.revision, "at": a.at, "reason": a.reason},
@@ -67,6 +71,10 @@ class FailoverState:
         served: dict[Color, str] = {c: s.text(c) for c in COLORS if s.has(c)}
         since = None if r.has("failingSince") and raw["failingSince"] is None else r.number("failingSince")
         a = r.opt_obj("active")
+        failed: dict[str, str] = {}
+        if r.has("failed"):
+            f = r.obj("failed")
+            failed = {rev: f.text(rev) for rev in raw["failed"]}
         return cls(
             failing_color=r.opt_color("failingColor"),
             failing_since=since,
@@ -74,6 +82,7 @@ class FailoverState:
             active=None
             if a is None
             else FailedOver(a.text("generation"), a.color("from"), a.color("to"), a.text("revision"), a.number("at"), a.text("reason")),
+            failed=failed,
         )
 
 
@@ -107,9 +116,10 @@ def _passing(app: BlueGreenApp, c: ContainerFact | None) -> bool:
     return _ours(app, c) and c is not None and c.running and c.healthy is True
 
 
-def track(app: BlueGreenApp, obs: Observed, state: FailoverState, now: float) -> FailoverState:
-    """The state after observing `obs`: when the live color began failing, what each color served, the end of a
-    failover whose spec has changed. Pure: the caller saves it when it differs."""
+def track(app: BlueGreenApp, obs: Observed, state: FailoverState, now: float, mem: Memory | None = None) -> FailoverState:
+    """The state after observing `obs`: when the live color began failing, what each color served, which served
+    revision `mem` holds as failed, the end of a failover whose spec has changed. Pure: the caller saves it when
+    it differs."""
     serving = serving_color(app, obs.route, obs.include, obs.flag)
     active = state.active if state.active is not None and state.active.generation == app.generation() else None
     served = dict(state.served)
@@ -122,7 +132,12 @@ def track(app: BlueGreenApp, obs: Observed, state: FailoverState, now: float) ->
             # Not running, restarting, or failing its probe: failing since the first pass that saw it so.
             failing_color = serving
             failing_since = state.failing_since if state.failing_color == serving and state.failing_since is not None else now
-    return FailoverState(failing_color=failing_color, failing_since=failing_since, served=served, active=active)
+    failed = {rev: why for rev, why in state.failed.items() if rev in served.values()}
+    for rev in served.values():
+        f = mem.failures.get(rev) if mem is not None else None
+        if f is not None:
+            failed[rev] = f"{f.reason}: {f.message}"
+    return FailoverState(failing_color=failing_color, failing_since=failing_since, served=served, active=active, failed=failed)
 
 
 def decide(app: BlueGreenApp, obs: Observed, mem: Memory, state: FailoverState, now: float) -> Decision:
@@ -186,6 +201,8 @@ def _unavailable(app: BlueGreenApp, cand: ContainerFact | None, color: Color, me
     failure = mem.failures.get(cand.revision)
     if failure is not None:
         return f"revision {cand.revision} on {name} is remembered as failed ({failure.reason}: {failure.message})"
+    if cand.revision in state.failed:
+        return f"revision {cand.revision} on {name} is remembered as failed ({state.failed[cand.revision]})"
     return ""
 
 

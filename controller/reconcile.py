@@ -94,7 +94,7 @@ class Reconciler:
         resolved = self.resolver(app)
         obs = observe(app, self.world, containers if containers is not None else index_containers(self.world))
         mem = self.store.load_memory(app.name, self.backoff_base, self.backoff_max)
-        fo = self._failover_state(app, obs, save=False)
+        fo = self._failover_state(app, obs, mem, save=False)
         return plan(app, obs, mem, self.world.now(), resolved.revision_extra, failover=fo), obs, resolved
 
     def status_only(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None) -> Status:
@@ -177,7 +177,7 @@ class Reconciler:
             index = containers if (pass_no == 0 and containers is not None) else index_containers(self.world)
             obs = observe(app, self.world, index)
             mem = self.store.load_memory(app.name, self.backoff_base, self.backoff_max)
-            fo = self._failover_state(app, obs, save=True, at=looked)
+            fo = self._failover_state(app, obs, mem, save=True, at=looked)
             p = plan(app, obs, mem, self.world.now(), resolved.revision_extra, failover=fo)
             if pass_no == 0:
                 log.info("reconcile.plan", actions=[a.describe() for a in p.actions], blockers=[b.reason for b in p.blockers], serving=p.serving)
@@ -229,10 +229,10 @@ class Reconciler:
         return AppResult(app=app.name, result=res, plan=p, observed=obs, status=status, error=str(error) if error else None, actions_done=done, requeue=requeue)
 
     # Failover (controller/failover.py) -------------------------------------------------
-    def _failover_state(self, app: BlueGreenApp, obs: Observed, *, save: bool, at: float | None = None) -> FailoverState:
+    def _failover_state(self, app: BlueGreenApp, obs: Observed, mem: Memory, *, save: bool, at: float | None = None) -> FailoverState:
         """The failover memory updated for `obs` (failing-since survives passes and cron runs); saved on change."""
         old = self.store.load_failover(app.name)
-        new = track(app, obs, old, self.world.now() if at is None else at)
+        new = track(app, obs, old, self.world.now() if at is None else at, mem)
         if save and new != old:
             self.store.save_failover(app.name, new)
         return new

@@ -30,7 +30,7 @@ def _doc(tmp: Path, name: str, i: int, **spec: Any) -> dict[str, Any]:
     )
 
 
-CASES = [
+CASES: list[tuple[str, dict[str, Any], str]] = [
     ("fobad-stop", {"failover": "previous", "standby": "stop"}, "failover: previous needs standby: keep"),
     ("fobad-mode", {"failover": "sometimes"}, "spec.failover"),
     ("fobad-zero", {"failover": "previous", "failoverAfterSeconds": 0}, "spec.failoverAfterSeconds"),

@@ -12,8 +12,8 @@ from typing import Any
 from structlog.testing import capture_logs
 
 from controller.actions import SwitchRoute, WaitHealthy, WriteMarker
-from controller.failover import FailedOver, FailoverState, WaitLiveOrFailover, decide, track
 from controller.facts import Failure, Memory
+from controller.failover import FailedOver, FailoverState, WaitLiveOrFailover, decide, track
 from controller.observe import index_containers, observe
 from controller.planner import plan
 from controller.reconcile import Reconciler
@@ -111,7 +111,7 @@ def test_live_failing_for_the_delay_routes_to_the_previous_color(tmp_path: Path)
 def test_failover_none_keeps_restart_only(tmp_path: Path) -> None:
     app, w, r = deployed(tmp_path)
     w.containers["dialogue-green"].broken = True
-    shown, p = planned(app, w, failing(r, app, w.now() - 60))
+    _shown, p = planned(app, w, failing(r, app, w.now() - 60))
     assert p.failover.kind == "off" and p.target == "green"
     assert not any(isinstance(a, SwitchRoute) for a in p.actions)
 
@@ -120,7 +120,7 @@ def test_never_to_a_previous_color_that_fails_its_check(tmp_path: Path) -> None:
     app, w, r = deployed(tmp_path, **FO)
     w.containers["dialogue-green"].broken = True
     w.containers["dialogue-blue"].broken = True
-    shown, p = planned(app, w, failing(r, app, w.now() - 60))
+    _shown, p = planned(app, w, failing(r, app, w.now() - 60))
     assert p.failover.kind == "unavailable" and "fails its health check" in p.failover.message
     assert p.target == "green" and not any(isinstance(a, SwitchRoute) for a in p.actions)
 
@@ -131,7 +131,7 @@ def test_never_to_a_revision_remembered_as_failed(tmp_path: Path) -> None:
     blue_rev = w.containers["dialogue-blue"].fact.revision
     assert blue_rev is not None
     mem = Memory(failures={blue_rev: Failure(blue_rev, "blue", 1, w.now(), "VerificationFailed", "5xx 30% > 5%")})
-    shown, p = planned(app, w, failing(r, app, w.now() - 60), mem)
+    _shown, p = planned(app, w, failing(r, app, w.now() - 60), mem)
     assert p.failover.kind == "unavailable" and "VerificationFailed" in p.failover.message
     assert not any(isinstance(a, SwitchRoute) for a in p.actions)
 
@@ -140,7 +140,7 @@ def test_never_to_a_revision_that_did_not_serve_there(tmp_path: Path) -> None:
     app, w, r = deployed(tmp_path, **FO)
     w.containers["dialogue-green"].broken = True
     st = replace(failing(r, app, w.now() - 60), served={"green": "x"})  # blue's revision never seen serving
-    shown, p = planned(app, w, st)
+    _shown, p = planned(app, w, st)
     assert p.failover.kind == "unavailable" and "not the revision that served" in p.failover.message
 
 
@@ -149,7 +149,7 @@ def test_a_restarted_previous_color_proves_a_stability_window_first(tmp_path: Pa
     w.containers["dialogue-green"].broken = True
     w.docker_restarted("dialogue-blue")
     w.clock += 0.5
-    shown, p = planned(app, w, failing(r, app, w.now() - 60))
+    shown, _p = planned(app, w, failing(r, app, w.now() - 60))
     assert shown == ["WaitHealthy:blue", "SwitchRoute:blue", "WriteMarker:blue", "!FailedOver"]
 
 
@@ -211,7 +211,7 @@ def test_cron_passes_count_the_failing_time_across_runs(tmp_path: Path) -> None:
     assert since == w.now()
     w.clock += 5  # the next cron run, after failoverAfterSeconds
     r2 = reconciler(w, state)
-    shown, p = planned(app, w, r2.store.load_failover(app.name))
+    _shown, p = planned(app, w, r2.store.load_failover(app.name))
     assert p.failover.kind == "switch"
     r2.reconcile(app)
     assert w.routed("dialogue") == ["127.0.0.1:18081"]
