@@ -26,6 +26,7 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +54,14 @@ class Result:
     first_failure: float | None = None  # seconds after the death
     last_failure: float | None = None
     served_at_end: str | None = None
+    switched_at: float | None = None  # failover.done logged by the watch process, seconds after the death
+    events: list[tuple[float, str]] = field(default_factory=list)  # the watch's log events after the death
     samples: list[tuple[float, int, str | None]] = field(default_factory=list)  # (t since death, status, version)
 
     def row(self) -> str:
         bad = f"{self.last_failure:.2f}s" if self.last_failure is not None else "0s"
-        return f"{self.mode:<13} {self.requests:>8} {self.failed:>8} {bad:>16}   {self.served_at_end}"
+        moved = f"{self.switched_at:.2f}s" if self.switched_at is not None else "-"
+        return f"{self.mode:<13} {self.requests:>8} {self.failed:>8} {bad:>16} {moved:>12}   {self.served_at_end}"
 
 
 def load(url: str, rate: float, stop: threading.Event, out: list[tuple[float, int, str | None]], limit: float) -> None:
@@ -103,7 +107,7 @@ def run_mode(mode: str, work: Path, client: Any, after: float, rate: float, obse
         t.start()
         time.sleep(1)
         green = client.containers.get(f"{app}-green")
-        died = time.monotonic()
+        died, died_wall = time.monotonic(), time.time()
         green.exec_run(["kill", "1"])  # the entrypoint exits 0; Docker restarts it (restart policy), DOWN for 10 s
         time.sleep(observe)
         stop.set()
@@ -120,6 +124,16 @@ def run_mode(mode: str, work: Path, client: Any, after: float, rate: float, obse
                 res.first_failure = rel if res.first_failure is None else res.first_failure
                 res.last_failure = rel
         res.served_at_end = next((v for _, s, v in reversed(samples) if s == 200), None)
+        for line in (work / "watch.log").read_text().splitlines():
+            try:
+                e = json.loads(line)
+                at = datetime.fromisoformat(str(e["timestamp"]).replace("Z", "+00:00")).timestamp() - died_wall
+            except (ValueError, KeyError):
+                continue
+            if at >= -0.5:
+                res.events.append((round(at, 3), str(e.get("event"))))
+                if e.get("event") == "failover.done" and res.switched_at is None:
+                    res.switched_at = round(at, 3)
         return res
     finally:
         if proc is not None:
@@ -147,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(run_mode(mode, work, client, args.after, args.rate, args.observe))
     load_avg = os.getloadavg()
     print(f"image needs 10 s to become healthy; failoverAfterSeconds {args.after:g}; {args.rate:g} req/s; load average {load_avg[0]:.1f}")
-    print(f"{'mode':<13} {'requests':>8} {'failed':>8} {'last failure at':>16}   served at end")
+    print(f"{'mode':<13} {'requests':>8} {'failed':>8} {'last failure at':>16} {'switched at':>12}   served at end")
     for r in results:
         print(r.row())
     out = args.json or ROOT / "bench" / "results" / f"failover-{int(time.time())}.json"
