@@ -117,9 +117,10 @@ def _passing(app: BlueGreenApp, c: ContainerFact | None) -> bool:
 
 
 def track(app: BlueGreenApp, obs: Observed, state: FailoverState, now: float, mem: Memory | None = None) -> FailoverState:
-    """The state after observing `obs`: when the live color began failing, what each color served, which served
-    revision `mem` holds as failed, the end of a failover whose spec has changed. Pure: the caller saves it when
-    it differs."""
+    """The state after observing `obs`: what each color served (for every app, so that a failover enabled later
+    knows the standby's release), and with spec.failover when the live color began failing and which served
+    revision `mem` holds as failed; the end of a failover whose spec has changed. Pure: the caller saves it when
+    it differs (for an app without failover, only at a cutover)."""
     serving = serving_color(app, obs.route, obs.include, obs.flag)
     active = state.active if state.active is not None and state.active.generation == app.generation() else None
     served = dict(state.served)
@@ -128,12 +129,12 @@ def track(app: BlueGreenApp, obs: Observed, state: FailoverState, now: float, me
         live = obs.containers[serving]
         if _passing(app, live) and live is not None and live.revision:
             served[serving] = live.revision
-        elif _ours(app, live) or live is None:
+        elif app.spec.failover != "none" and (_ours(app, live) or live is None):
             # Not running, restarting, or failing its probe: failing since the first pass that saw it so.
             failing_color = serving
             failing_since = state.failing_since if state.failing_color == serving and state.failing_since is not None else now
     failed = {rev: why for rev, why in state.failed.items() if rev in served.values()}
-    for rev in served.values():
+    for rev in served.values() if app.spec.failover != "none" else ():
         f = mem.failures.get(rev) if mem is not None else None
         if f is not None:
             failed[rev] = f"{f.reason}: {f.message}"
