@@ -20,6 +20,7 @@ from controller.observe import index_containers, observe
 from controller.planner import Plan, plan
 from controller.resources import GIB, MIB, parse_size
 from controller.spec import BlueGreenApp, parse_app
+from controller.status import Status, render_text
 from controller.testing import FakeImage, FakeWorld
 from tests.factories import app_doc, make_app
 from tests.fakes import CheckedWorld, reconciler, world_for
@@ -108,7 +109,7 @@ def test_what_the_replaced_container_uses_comes_free(tmp_path: Path) -> None:
     tight = cap(mem_total=2 * GIB, mem_available=400 * MIB, usage={old: 300 * MIB})
     p, _ = planned(want, w, tight)
     assert verbs(p) == ["!InsufficientCapacity"]
-    assert f"300 MiB used by the green container it replaces" in p.blockers[0].message
+    assert "300 MiB used by the green container it replaces" in p.blockers[0].message
     # ... and 400 MiB used by it makes 544 MiB: it fits once the old one is gone.
     p, _ = planned(want, w, replace(tight, usage={old: 400 * MIB}))
     assert verbs(p)[:2] == ["RemoveContainer:green", "CreateContainer:green"]
@@ -200,6 +201,9 @@ def test_the_reconciler_refuses_leaves_blue_serving_and_creates_nothing(tmp_path
     assert r.status is not None and r.status.condition("Degraded") is not None
     assert r.status.is_true("Degraded") and r.status.condition("Degraded").reason == "InsufficientCapacity"  # type: ignore[union-attr]
     assert w.containers == before and len(w.mutations) == mutations  # nothing started, nothing written
+    assert "limits    memory=512m" in render_text(r.status)  # --status shows the limits
+    assert r.status.to_json()["desired"]["resources"] == {"memory": "512m"}
+    assert Status.from_json(r.status.to_json()) == r.status  # status.json reads back
     assert w.routed("dialogue") == ["127.0.0.1:18081"]
     # --plan says the same, with the figures.
     p, obs, _ = rec.plan_only(want)
