@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 KIB, MIB, GIB = 1024, 1024**2, 1024**3
 _UNITS = {"k": KIB, "m": MIB, "g": GIB}
-SIZE_PATTERN = r"^[0-9]{1,7}[kKmMgG]$"
+SIZE_PATTERN = r"^[0-9]{1,15}[kKmMgG]$"
 _SIZE_RE = re.compile(SIZE_PATTERN)
 MEMORY_MIN = 6 * MIB  # Docker's own minimum for --memory; below it `docker run` fails
 MEMORY_MAX = 1024 * GIB  # more than any single host this controller runs on: a typo, not a limit
@@ -66,7 +66,7 @@ class Resources(BaseModel):
         description="Soft limit (docker --memory-reservation); not more than memory.",
     )
     cpus: float | None = Field(
-        None, description="CPU quota of each color (docker --cpus), 0.01 to 1024 in steps of 0.01; not more than the host has."
+        None, ge=0.01, le=CPUS_MAX, description="CPU quota of each color (docker --cpus), 0.01 to 1024 in steps of 0.01; not more than the host has."
     )
     pidsLimit: int | None = Field(None, ge=1, le=PIDS_MAX, description="Most processes/threads per color (docker --pids-limit).")
     skipCapacityCheck: bool = Field(
