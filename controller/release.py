@@ -91,7 +91,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    configure(args.log_format, level=args.log_level)
     from controller.drivers.host import HostWorld  # Docker SDK and httpx load here, not at import
 
     world: Any = None
@@ -119,6 +118,7 @@ def main(argv: list[str]) -> int:
         print(f"{cur.name}: wrote {args.path}: {s.activeColor} is to serve {s.image}")
         if not args.apply:
             return EXIT_OK
+        configure(args.log_format, level=args.log_level)  # the logs of the converge, as for --once
         return _apply(args, world)
     finally:
         if world is not None:
@@ -174,8 +174,8 @@ def _decide(args: argparse.Namespace, text: str, cur: Current, world: Any) -> Ed
     if args.command == "promote":
         if cur.preview_env:
             names = ", ".join(cur.preview_env)
-            err(f"note: spec.preview.env ({names}) is removed with the preview: the release runs with spec.env only, "
-                f"so {app.container_name(to)} is recreated with it before the switch")
+            err(f"note: spec.preview.env ({names}) is removed with the preview: the release runs with spec.env only "
+                f"(a preview container that ran with it is recreated before the switch)")
         idle = obs.containers[to]
         if idle is None or _not_warm(app, idle) is not None or idle.image != cur.preview_image:
             err(f"note: {app.container_name(to)} does not run a healthy {cur.preview_image}: the switch waits for a deploy of it")
