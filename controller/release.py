@@ -167,7 +167,9 @@ def _decide(args: argparse.Namespace, text: str, cur: Current, world: Any) -> Ed
         why = _not_warm(app, standby)
         if why is not None or standby is None:
             raise Refused(f"{source}: refused: no warm standby to roll back to: {app.container_name(to)} {why}")
-        return edit(text, source, {"image": standby.image, "activeColor": to})
+        edited = edit(text, source, {"image": standby.image, "activeColor": to})
+        _note_recreate(args, world, edited.app, to)
+        return edited
     assert edited is not None
     if not args.force:
         _check_agreement(source, app, cur, active, obs, serving)
@@ -180,6 +182,20 @@ def _decide(args: argparse.Namespace, text: str, cur: Current, world: Any) -> Ed
         if idle is None or _not_warm(app, idle) is not None or idle.image != cur.preview_image:
             err(f"note: {app.container_name(to)} does not run a healthy {cur.preview_image}: the switch waits for a deploy of it")
     return edited
+
+
+def _note_recreate(args: argparse.Namespace, world: Any, app: BlueGreenApp, color: Color) -> None:
+    """Say when converging the edit recreates `color` (its container's revision is not the spec's: env, ports or
+    labels changed since it was made): then the rollback is a health-gated deploy, not a switch."""
+    from controller.actions import CreateContainer
+
+    try:
+        p, _, _ = build_reconciler(args, world, Metrics()).plan_only(app)
+    except ControllerError:
+        return  # only a note: the plan of the converging run says it again
+    if any(isinstance(a, CreateContainer) and a.color == color for a in p.actions):
+        err(f"note: {app.container_name(color)} was made from another revision of the spec (env, ports or labels changed "
+            "since): converging recreates it, health-gated, before the switch; not an instant rollback")
 
 
 def _validated(text: str, source: str) -> BlueGreenApp:

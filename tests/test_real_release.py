@@ -101,6 +101,15 @@ def test_deploy_rollback_promote_round_trip_a_commented_spec_and_converge(world:
         "(a deploy still in progress or failed? converge (reconcile --once) or roll back first, or --force)"
     )
     assert w.spec_path.read_text() == in_progress
+    # A rollback to a standby made from another revision of the spec (env changed since) says it recreates it.
+    changed_env = deployed.replace("  containerPort:", "  env: {EXTRA: x}\n  containerPort:")
+    assert changed_env != deployed
+    w.spec_path.write_text(changed_env)
+    capsys.readouterr()
+    assert main(["rollback", "--dry-run", "-f", str(w.spec_path), "--state-dir", str(w.state)]) == 0
+    out, errs = capsys.readouterr()
+    assert f"note: {w.app}-blue was made from another revision of the spec" in errs, errs
+    assert "+  activeColor: blue  # blue | green\n" in out and w.spec_path.read_text() == changed_env
     w.spec_path.write_text(deployed)
 
     # rollback --apply: back to what blue runs, a switch only; the spec is the one we started from, byte for byte.
@@ -110,6 +119,7 @@ def test_deploy_rollback_promote_round_trip_a_commented_spec_and_converge(world:
     assert r.returncode == 0, r.explain()
     assert w.spec_path.read_text() == original
     assert r.stdout.endswith(f"{w.app}: converged (2 actions)\n"), r.stdout
+    assert not [m for m in r.messages() if "note:" in m], r.explain()  # the same revision: a switch, nothing to say
     w.assert_serving("blue", "v1")
     assert ids(w) == before
     assert len([h for h in history(w.state) if h["action"] == "CreateContainer"]) == created
