@@ -10,7 +10,8 @@ same path as `reconcile --once -f SPEC`.
 
 - deploy --image IMG: image <- IMG, activeColor <- the other color. Refused unless Nginx serves the spec's
   activeColor from our container running the spec's image (otherwise a deploy is still in progress or has
-  failed: deploying on top of it would flip to the color that never took traffic); `--force` skips that.
+  failed: deploying on top of it would flip to the color that never took traffic); `--force` skips that, and
+  without `--apply` looks at nothing on the host (no Docker needed: a CI job editing a checkout).
 - rollback: activeColor <- the other color, image <- what that color's container runs. Refused unless that
   container exists, is ours, runs and passes its health check (a warm standby: the rollback is a switch).
 - promote: image <- spec.preview.image, activeColor <- the other color (the one that runs the preview), and
@@ -91,14 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
-    from controller.drivers.host import HostWorld  # Docker SDK and httpx load here, not at import
-
-    world: Any = None
+    host = _Host(args.docker_url)
     try:
         try:
             before, text, cur = _read(args.path)
-            world = HostWorld(args.docker_url)
-            edited = _decide(args, text, cur, world)
+            edited = _decide(args, text, cur, host)
         except ControllerError as e:
             err(str(e))
             return EXIT_INVALID
@@ -119,10 +117,28 @@ def main(argv: list[str]) -> int:
         if not args.apply:
             return EXIT_OK
         configure(args.log_format, level=args.log_level)  # the logs of the converge, as for --once
-        return _apply(args, world)
+        return _apply(args, host.get())
     finally:
-        if world is not None:
-            world.close()
+        host.close()
+
+
+class _Host:
+    """The host, connected to only when it is looked at: `deploy --force` edits a checkout in CI, without Docker."""
+
+    def __init__(self, docker_url: str | None) -> None:
+        self.docker_url = docker_url
+        self.world: Any = None
+
+    def get(self) -> Any:
+        if self.world is None:
+            from controller.drivers.host import HostWorld  # Docker SDK and httpx load here, not at import
+
+            self.world = HostWorld(self.docker_url)
+        return self.world
+
+    def close(self) -> None:
+        if self.world is not None:
+            self.world.close()
 
 
 def _read(path: Path) -> tuple[bytes, str, Current]:
@@ -138,7 +154,7 @@ def _read(path: Path) -> tuple[bytes, str, Current]:
     return before, text, read_current(text, str(path))
 
 
-def _decide(args: argparse.Namespace, text: str, cur: Current, world: Any) -> Edited:
+def _decide(args: argparse.Namespace, text: str, cur: Current, host: _Host) -> Edited:
     source = str(args.path)
     if cur.active_color not in ("blue", "green"):
         raise SpecError(f"{source}: spec.activeColor: {cur.active_color!r} is not blue or green")
@@ -156,11 +172,15 @@ def _decide(args: argparse.Namespace, text: str, cur: Current, world: Any) -> Ed
         edited = edit(text, source, {"image": cur.preview_image, "activeColor": to}, remove=("preview",))
     else:
         edited = None
+    if edited is not None and args.force and not args.apply:
+        _note_preview_env(cur)
+        return edited  # forced: nothing on this host is looked at (a CI job editing a checkout)
     # The host is observed with the app as it will be (same names, ports and Nginx files; only image and color differ).
     app = edited.app if edited is not None else _validated(text, source)
     problem = host_problem(app) or state_dir_problem(app, args.state_dir)
     if problem:
         raise SpecError(f"{source}: {problem}")
+    world = host.get()
     obs, serving = _observe(app, world)
     if args.command == "rollback":
         standby = obs.containers[to]
@@ -174,14 +194,17 @@ def _decide(args: argparse.Namespace, text: str, cur: Current, world: Any) -> Ed
     if not args.force:
         _check_agreement(source, app, cur, active, obs, serving)
     if args.command == "promote":
-        if cur.preview_env:
-            names = ", ".join(cur.preview_env)
-            err(f"note: spec.preview.env ({names}) is removed with the preview: the release runs with spec.env only "
-                f"(a preview container that ran with it is recreated before the switch)")
+        _note_preview_env(cur)
         idle = obs.containers[to]
         if idle is None or _not_warm(app, idle) is not None or idle.image != cur.preview_image:
             err(f"note: {app.container_name(to)} does not run a healthy {cur.preview_image}: the switch waits for a deploy of it")
     return edited
+
+
+def _note_preview_env(cur: Current) -> None:
+    if cur.preview_env:
+        err(f"note: spec.preview.env ({', '.join(cur.preview_env)}) is removed with the preview: the release runs with "
+            "spec.env only (a preview container that ran with it is recreated before the switch)")
 
 
 def _note_recreate(args: argparse.Namespace, world: Any, app: BlueGreenApp, color: Color) -> None:

@@ -212,3 +212,15 @@ def test_the_write_keeps_mode_owner_and_a_root_link_and_never_overwrites_a_concu
     with pytest.raises(SpecError, match="changed while it was being edited"):
         files.write_spec(link, b"whatever", expected=theirs.replace(b"meanwhile", b"before"))
     assert real.read_bytes() == theirs
+
+
+def test_a_forced_deploy_edits_a_checkout_without_looking_at_the_host(app: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """CI bumps the spec in a checkout, where no Docker daemon answers: --force (without --apply) needs none."""
+    path = tmp_path / "demo.yaml"
+    path.write_text(spec_text(app))
+    nowhere = ["--docker-url", f"unix://{tmp_path}/no-docker.sock"]
+    refused(["deploy", "-f", str(path), "--image", "bgtest:v2", *nowhere], path, capsys, "Docker daemon unreachable")
+    refused(["rollback", "-f", str(path), *nowhere], path, capsys, "Docker daemon unreachable")
+    original = path.read_text()
+    assert main(["deploy", "-f", str(path), "--image", "bgtest:v2", "--force", *nowhere]) == 0
+    assert path.read_text() == original.replace("image: bgtest:v1", "image: bgtest:v2").replace("activeColor: blue", "activeColor: green")
