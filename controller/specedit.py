@@ -167,6 +167,8 @@ class _Doc:
         self._safe(node, f"spec.{key}")
         if not _is_scalar(node) or not isinstance(node.value, str):
             raise NotOurs(f"{self.source}: spec.{key}: not a single value")
+        if node.value == "" and not node.style:
+            raise NotOurs(f"{self.source}: spec.{key}: empty; cannot edit it in place")
         if node.style in ("|", ">"):
             raise NotOurs(f"{self.source}: spec.{key}: a block scalar ({node.style}); cannot edit it in place")
         return node

@@ -173,6 +173,7 @@ spec:
         (BASE.replace("  activeColor: blue\n", ""), "spec.activeColor: missing"),
         (BASE.replace("image: app:1", "image: [app:1]"), "spec.image: not a single value"),
         ("a: [\n", "invalid YAML"),
+        (BASE.replace("image: app:1   # the release", "image:"), "spec.image: empty"),
     ],
 )
 def test_a_file_that_is_not_ours_to_edit_is_refused(text: str, problem: str) -> None:
@@ -189,6 +190,17 @@ def test_a_preview_that_shares_a_line_is_refused() -> None:
     weird = BASE.replace("metadata: {name: demo}\nspec:\n", "metadata: {name: demo}\nspec:\n  ? preview\n  : {image: app:2}\n")
     with pytest.raises(NotOurs, match="shares"):
         edit(weird, "s", {"image": "app:2", "activeColor": "green"}, remove=("preview",))
+
+
+def test_an_edit_that_would_change_anything_else_is_refused() -> None:
+    """The last check before a write: the edited text, loaded, is the old document with exactly these changes."""
+    from controller.specedit import _verify
+
+    after = BASE.replace("image: app:1", "image: app:2").replace("activeColor: blue", "activeColor: green")
+    assert _verify(BASE, after, "s", {"image": "app:2", "activeColor": "green"}, ()).spec.image == "app:2"
+    for extra in (after.replace("[/bin/true]}", "[/bin/true], switch: reload}"), after.replace("name: demo", "name: other")):
+        with pytest.raises(NotOurs, match="would change more than image, activeColor; nothing written"):
+            _verify(BASE, extra, "s", {"image": "app:2", "activeColor": "green"}, ())
 
 
 def test_the_edited_document_must_validate() -> None:
