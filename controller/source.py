@@ -406,6 +406,7 @@ class GitSource:
         r = self.git.run(
             ["fetch", "--quiet", "--no-tags", "--no-recurse-submodules", "--no-write-fetch-head", "--force", "--", cfg.url, f"+{cfg.ref}:{HEAD_REF}"],
             env=cfg.credentials.env(),
+            config=(("http.followRedirects", "false"),),  # the token goes to the URL's host, never to where it redirects
         )
         if r.code != 0:
             raise SourceError(gitdrv.classify(r.stderr), f"fetch {cfg.ref} from {cfg.shown_url} failed: {gitdrv.last_line(r.stderr)}")

@@ -236,6 +236,8 @@ def test_an_invalid_spec_at_a_commit_keeps_that_apps_last_valid_spec(
     sel = src.select(src.stable_path, state_dir=tmp_path / "state")
     assert sorted(a.name for a in sel.apps) == ["a", "b"] and not sel.problems
 
+    # A link in the repository must not point the controller at a host file: it is checked out as a plain file.
+    os.symlink("/etc/shadow", up.work / "specs" / "c.yaml")
     second = up.commit(
         {"specs/a.yaml": "apiVersion: bluegreen/v1\nkind: BlueGreenApp\nmetadata: {name: a}\nspec: {image: [}\n",
          "specs/b.yaml": spec_text("b", image="dialogue:2", ports={"blue": 18091, "green": 18092})},
@@ -247,7 +249,10 @@ def test_an_invalid_spec_at_a_commit_keeps_that_apps_last_valid_spec(
     by_name = {a.name: a for a in after.apps}
     assert by_name["a"] == next(a for a in sel.apps if a.name == "a"), "a keeps its last valid spec"
     assert by_name["b"].spec.image == "dialogue:2", "b moves on"
-    assert [p.app for p in after.problems] == ["a"] and second in after.problems[0].message  # the message names the commit
+    checkout = src.checkout_path()
+    assert checkout is not None and not (checkout / "c.yaml").is_symlink() and (checkout / "c.yaml").read_text() == "/etc/shadow"
+    problems = {str(p.app): p for p in after.problems}
+    assert sorted(problems) == ["a", "c"] and second in problems["a"].message  # the message names the commit
     assert src.history_fields("a") == {"commit": first} and src.history_fields("b") == {"commit": second}
     st, _ = src.status_for("a")
     assert st.commit == first and st.invalid_commit == second
