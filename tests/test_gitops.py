@@ -107,8 +107,9 @@ def spec_text(name: str, **spec: Any) -> str:
     ],
 )
 def test_bad_source_input_exits_2_with_one_line_and_changes_nothing(
-    args: list[str], named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    args: list[str], named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr("controller.cli.configure", lambda *a, **k: None)  # in-process: leave structlog's set-up alone
     (tmp_path / "signers").write_text("ci@test ssh-ed25519 not-base64!!\n")
     loose = tmp_path / "loose-token"
     loose.write_text(TOKEN)
@@ -124,6 +125,22 @@ def test_bad_source_input_exits_2_with_one_line_and_changes_nothing(
     assert len(lines) == 1 and named in lines[0], lines
     assert "hunter2" not in err and TOKEN not in err
     assert not state.exists(), "bad input must change nothing"
+
+
+def test_once_before_any_commit_was_fetched_exits_1_naming_the_problem(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/deploy.git"  # nobody listens
+    p = subprocess.run(
+        [sys.executable, "-m", "controller", "--once", "--git-url", url, "--git-path", "specs", "--state-dir", str(tmp_path / "s"),
+         "--log-format", "json"],
+        capture_output=True, text=True, env=subprocess_env(None), timeout=60,
+    )  # fmt: skip
+    assert p.returncode == 1, p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if not ln.startswith("{")]
+    assert len(lines) == 1 and "no commit fetched yet" in lines[0] and url in lines[0], p.stderr
+    events = [json.loads(ln) for ln in p.stderr.splitlines() if ln.startswith("{")]
+    assert [e["reason"] for e in events if e["event"] == "source.unavailable"] == ["Unreachable"]
+    saved = json.loads((tmp_path / "s" / "source" / "source.json").read_text())
+    assert saved["applied"] is None and saved["problem"]["reason"] == "Unreachable"
 
 
 def test_input_rules() -> None:
