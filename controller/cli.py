@@ -87,8 +87,28 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--git-interval", type=_positive, default=60.0, help="--watch: fetch every this many seconds (jittered; default %(default)s)")
     g.add_argument("--git-verify", type=Path, metavar="ALLOWED_SIGNERS", help="apply only commits SSH-signed by a key in this file")
     g.add_argument("--git-token-file", type=Path, help="HTTPS: a root-only file holding TOKEN or USER:TOKEN")
+    g.add_argument("--git-token-ssm", metavar="PARAMETER", help="HTTPS: the token from this SSM parameter (a SecureString, e.g. /ops/git-token)")
+    g.add_argument("--git-token-ssm-region", metavar="REGION", help="AWS region of --git-token-ssm (default: the environment's)")
     g.add_argument("--git-ssh-key", type=Path, help="SSH: a root-only deploy key file")
     g.add_argument("--git-known-hosts", type=Path, help="SSH: known_hosts file with the server's key (checked strictly)")
+
+
+def _ssm_token(name: str, region: str | None) -> str:
+    """--git-token-ssm: the parameter's current value, through the secrets code (boto3 loads here only)."""
+    import pydantic
+
+    from controller.drivers.ssm import SsmSource
+    from controller.spec import SsmSecrets
+
+    parent, _, leaf = name.rpartition("/")
+    try:
+        cfg = SsmSecrets(path=parent + "/", names=[leaf], region=region, rename={leaf: "GIT_TOKEN"})
+    except pydantic.ValidationError:
+        raise InvalidInput(f"--git-token-ssm: {name!r} is not an SSM parameter name (/path/name; and --git-token-ssm-region)") from None
+    if not name.startswith("/") or not leaf:
+        raise InvalidInput(f"--git-token-ssm: {name!r} is not an SSM parameter name (/path/name)")
+    ssm = SsmSource()
+    return ssm.values(cfg, ssm.versions(cfg))["GIT_TOKEN"]  # registered with the log redactor on arrival
 
 
 def _state_dir(v: str) -> Path:
@@ -178,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
         from controller.source import open_source
 
         try:
+            if args.git_token_ssm is not None:
+                args.git_token_value = _ssm_token(args.git_token_ssm, args.git_token_ssm_region)
             source = args.git_source = open_source(args)  # fetches for --once and --watch; the path is its checkout
         except ControllerError as e:
             err(str(e))

@@ -194,7 +194,14 @@ def config_from_args(args: Any) -> SourceConfig:
     ref = check_ref(args.git_ref)
     path = check_repo_path(args.git_path)
     verify = check_allowed_signers(args.git_verify) if args.git_verify is not None else None
-    token = None
+    token = getattr(args, "git_token_value", None)  # read from SSM by the CLI (--git-token-ssm): boto3 stays out of here
+    if token is not None and args.git_token_file is not None:
+        raise InvalidInput("--git-token-file and --git-token-ssm: give one")
+    if token is not None:
+        if not url.startswith(("https://", "http://")):
+            raise InvalidInput("--git-token-ssm: only for https:// (or http://) URLs")
+        register_secret(token)
+        register_secret(token.rpartition(":")[2])
     if args.git_token_file is not None:
         if not url.startswith(("https://", "http://")):
             raise InvalidInput("--git-token-file: only for https:// (or http://) URLs")

@@ -213,6 +213,26 @@ def test_failures_keep_the_last_good_commit_and_back_off(
     assert saved["applied"]["commit"] == new and saved["applied"]["subject"] == "a v2" and saved["problem"] is None
 
 
+def test_token_from_an_ssm_securestring(
+    gitserver: GitHttpServer, moto: Any, aws_env: dict[str, str], tmp_path: Path, captured_logs: list[MutableMapping[str, Any]]
+) -> None:
+    from controller.cli import _ssm_token
+    from tests.support.moto import REGION
+
+    moto.client("ssm").put_parameter(Name="/ops/deploy/git-token", Value=TOKEN, Type="SecureString", Overwrite=True)
+    up = Upstream(gitserver.root, f"ssm{time.monotonic_ns()}", None)
+    commit = up.commit({"specs/a.yaml": spec_text("a")}, "via ssm")
+    up.push()
+    args = source_args(gitserver.url(up.bare.name), git_token_value=_ssm_token("/ops/deploy/git-token", REGION))
+    src = GitSource(config_from_args(args), tmp_path / "state")
+    assert src.sync() is True and src.problem is None and commit in str(src.checkout_path())
+    with pytest.raises(InvalidInput, match="give one"):
+        config_from_args(source_args(gitserver.url(up.bare.name), git_token_value=TOKEN, git_token_file=token_file(tmp_path)))
+    with pytest.raises(InvalidInput, match="--git-token-ssm"):
+        _ssm_token("not/a/parameter name", REGION)
+    assert TOKEN not in repr(captured_logs)
+
+
 def test_verification_applies_only_commits_signed_by_an_allowed_key(
     gitserver: GitHttpServer, signer: tuple[Path, Path], tmp_path: Path, captured_logs: list[MutableMapping[str, Any]]
 ) -> None:
