@@ -6,7 +6,7 @@
 In the state dir:
 
     <state-dir>/source/repo.git          a bare clone: refs/bluegreen/head (last fetched), refs/bluegreen/applied
-    <state-dir>/source/checkouts/<sha>/  the tree at one commit (only --git-path), made aside, then renamed in
+    <state-dir>/source/checkouts/<sha>/  the tree at one commit, made aside, then renamed in
     <state-dir>/source/current           symlink -> checkouts/<sha>: the commit in force, switched atomically
     <state-dir>/source/source.json       what status shows: applied commit, last fetch, the problem if any
     <state-dir>/source/lock              flock: one fetch at a time (cron --once and --watch share the clone)
@@ -462,7 +462,7 @@ class GitSource:
         return Commit(sha, date, one_line(subject, 200), signer)
 
     def _checkout(self, c: Commit) -> None:
-        """The tree of `c` (only --git-path) in checkouts/<sha>, made aside and renamed in; then `current` switched."""
+        """The tree of `c` in checkouts/<sha>, made aside and renamed in; then `current` switched (if it has --git-path)."""
         checkouts = self.root / "checkouts"
         gitdrv.make_dirs(checkouts, 0o755)
         final = checkouts / c.sha
@@ -473,8 +473,8 @@ class GitSource:
             index = self.root / f".index-{os.getpid()}"
             try:
                 r = self.git.run(
-                    ["checkout", "--quiet", "--force", c.sha, "--", self.cfg.path], env={"GIT_INDEX_FILE": str(index)}, work_tree=tmp
-                )
+                    ["checkout", "--quiet", "--force", c.sha, "--", "."], env={"GIT_INDEX_FILE": str(index)}, work_tree=tmp
+                )  # the whole tree: a later --git-path change finds its directory in the same checkout
                 if r.code != 0:
                     if "did not match any file" in r.stderr:
                         raise SourceError("PathNotFound", f"commit {c.sha[:12]}: no {self.cfg.path} in it: refused")
@@ -485,6 +485,8 @@ class GitSource:
                 gitdrv.remove_tree(tmp)
                 with gitdrv.suppress_missing():
                     os.unlink(index)
+        if not os.path.lexists(final / self.cfg.path):
+            raise SourceError("PathNotFound", f"commit {c.sha[:12]}: no {self.cfg.path} in it: refused")
         gitdrv.switch_link(self.current, f"checkouts/{c.sha}")
         self.git.run(["update-ref", APPLIED_REF, c.sha])  # keeps the commit (and its tree) from any gc
         keep = {c.sha}

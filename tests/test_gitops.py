@@ -200,6 +200,14 @@ def test_failures_keep_the_last_good_commit_and_back_off(
     assert dead.checkout_path() == in_force
     assert reg.get_sample_value("bluegreen_source_ok") == 0
 
+    # A commit on top of the good one without the spec directory: refused, not an empty set of apps.
+    up.reset(good)
+    subprocess.run(["git", "-C", str(up.work), "mv", "specs", "moved"], check=True, capture_output=True)
+    up.commit({}, "specs moved away")
+    up.push(force=True)
+    assert src.sync() is False and src.problem is not None and src.problem[0] == "PathNotFound"
+    assert src.checkout_path() == in_force
+
     # Back to normal: a new commit on top of the good one is applied, the state says so.
     up.reset(good)
     new = up.commit({"specs/a.yaml": spec_text("a", image="dialogue:2")}, "a v2")
@@ -207,7 +215,7 @@ def test_failures_keep_the_last_good_commit_and_back_off(
     assert src.sync() is True and src.problem is None
     assert new in str(src.checkout_path())
     reasons = [e["reason"] for e in captured_logs if e["event"] == "source.unavailable"]
-    assert reasons == ["HistoryRewritten", "RefNotFound", "AuthFailed", "Unreachable"], reasons  # once each, not per retry
+    assert reasons == ["HistoryRewritten", "RefNotFound", "AuthFailed", "Unreachable", "PathNotFound"], reasons  # once each, not per retry
     assert TOKEN not in repr(captured_logs)
     saved = json.loads((tmp_path / "state" / "source" / "source.json").read_text())
     assert saved["applied"]["commit"] == new and saved["applied"]["subject"] == "a v2" and saved["problem"] is None
