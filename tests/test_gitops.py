@@ -409,11 +409,17 @@ def test_watch_deploys_a_signed_commit_and_keeps_it_against_unsigned_force_push_
                             env=subprocess_env(None), timeout=60)  # fmt: skip
         assert f"commit {c2} (" in st.stdout and "deploy v2" in st.stdout, st.stdout + st.stderr
         assert "SourceUnavailable True  RefNotFound" in st.stdout, st.stdout
+        # --once (cron) fetches once: the branch is still gone, so it reconciles c2 (nothing to do) and exits 1 saying why.
+        once = subprocess.run([sys.executable, "-m", "controller", "--once", *git_args, "--log-format", "json"], capture_output=True,
+                              text=True, env=subprocess_env(None), timeout=60)  # fmt: skip
+        assert once.returncode == 1 and f"{app_name}: converged" in once.stdout, once.stdout + once.stderr
+        assert [ln for ln in once.stderr.splitlines() if not ln.startswith("{") and "RefNotFound" in ln], once.stderr
+        assert served_version(nginx, app_name) == "v2"
 
         # The token never appears: not in any output, log, status, history, or any file of the state dir (the clone's
         # config included), nor in the controller's arguments. The server saw it: it was used.
         assert any(a and a.startswith("Basic ") for a in gitserver.seen_auth)
-        outputs = [read(log) or "", st.stdout, st.stderr, " ".join(watch_argv)]
+        outputs = [read(log) or "", st.stdout, st.stderr, once.stdout, once.stderr, " ".join(watch_argv)]
         assert not [o for o in outputs if TOKEN in o]
         leaked = []
         for dirpath, _dirs, names in os.walk(state):
