@@ -37,6 +37,8 @@ from tests.support.nginx import NginxInstance
 from tests.support.wait import wait_until
 
 TOKEN = "tok-9f3c1e77d2a84b6f"  # distinctive: grepped for in every output and file
+# ... and as it travels in the Authorization header, so that a leaked header is found too
+TOKEN_FORMS = (TOKEN, __import__("base64").b64encode(f"x-access-token:{TOKEN}".encode()).decode())
 
 
 @pytest.fixture(scope="module")
@@ -157,13 +159,23 @@ def test_input_rules() -> None:
 
 
 def test_failures_keep_the_last_good_commit_and_back_off(
-    gitserver: GitHttpServer, tmp_path: Path, captured_logs: list[MutableMapping[str, Any]]
+    gitserver: GitHttpServer, tmp_path: Path, captured_logs: list[MutableMapping[str, Any]], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     up = Upstream(gitserver.root, f"keep{os.getpid()}{time.monotonic_ns()}", None)
     good = up.commit({"specs/a.yaml": spec_text("a")}, "a v1")
     up.push()
     args = source_args(gitserver.url(up.bare.name), git_token_file=token_file(tmp_path))
     src = GitSource(config_from_args(args), tmp_path / "state")
+    # Every git command's argv and environment: the token travels in the environment of the fetch only.
+    calls: list[tuple[list[str], dict[str, str]]] = []
+    real_run = subprocess.run
+
+    def recording_run(argv: list[str], **kw: Any) -> Any:
+        if f"--git-dir={src.repo}" in argv:  # the controller's git commands, not the test's own
+            calls.append((list(argv), dict(kw.get("env") or {})))
+        return real_run(argv, **kw)
+
+    monkeypatch.setattr(subprocess, "run", recording_run)
     from prometheus_client import CollectorRegistry
 
     reg = CollectorRegistry()
@@ -214,9 +226,13 @@ def test_failures_keep_the_last_good_commit_and_back_off(
     up.push(force=True)
     assert src.sync() is True and src.problem is None
     assert new in str(src.checkout_path())
+    assert calls and not [a for a, _ in calls for t in TOKEN_FORMS if t in " ".join(a)], "never in a process argument"
+    with_header = [a for a, env in calls if any(t in env.get("GIT_CONFIG_VALUE_0", "") for t in TOKEN_FORMS)]
+    assert with_header and all("fetch" in a for a in with_header), "only the fetch gets the header"
+    assert all(env.get("GIT_TERMINAL_PROMPT") == "0" and env.get("GIT_CONFIG_NOSYSTEM") == "1" for _, env in calls)
     reasons = [e["reason"] for e in captured_logs if e["event"] == "source.unavailable"]
     assert reasons == ["HistoryRewritten", "RefNotFound", "AuthFailed", "Unreachable", "PathNotFound"], reasons  # once each, not per retry
-    assert TOKEN not in repr(captured_logs)
+    assert not [t for t in TOKEN_FORMS if t in repr(captured_logs)]
     saved = json.loads((tmp_path / "state" / "source" / "source.json").read_text())
     assert saved["applied"]["commit"] == new and saved["applied"]["subject"] == "a v2" and saved["problem"] is None
 
@@ -420,12 +436,12 @@ def test_watch_deploys_a_signed_commit_and_keeps_it_against_unsigned_force_push_
         # config included), nor in the controller's arguments. The server saw it: it was used.
         assert any(a and a.startswith("Basic ") for a in gitserver.seen_auth)
         outputs = [read(log) or "", st.stdout, st.stderr, once.stdout, once.stderr, " ".join(watch_argv)]
-        assert not [o for o in outputs if TOKEN in o]
+        assert not [o for o in outputs for t in TOKEN_FORMS if t in o]
         leaked = []
         for dirpath, _dirs, names in os.walk(state):
             for n in names:
                 p = Path(dirpath) / n
-                if p.is_file() and not p.is_symlink() and TOKEN.encode() in p.read_bytes():
+                if p.is_file() and not p.is_symlink() and any(t.encode() in p.read_bytes() for t in TOKEN_FORMS):
                     leaked.append(p)
         assert not leaked
     finally:
