@@ -313,7 +313,8 @@ class GitSource:
         self.now = now
         self.git = gitdrv.Git(self.repo, self.root / "home", timeout=cfg.timeout)
         self.log = get_logger()
-        self._mutex = threading.Lock()
+        self._mutex = threading.Lock()  # one sync at a time (held through a fetch: never taken by readers)
+        self._apps_lock = threading.Lock()  # app_commit / app_invalid, updated by select() from any thread
         self._metrics: SourceMetrics | None = None
         self.state = self._load()
         # app -> commit its spec in force was read at; app -> (commit, problem) when its spec is invalid at a newer one
@@ -514,20 +515,23 @@ class GitSource:
 
         previous = {to_concrete(f): a for f, a in (in_force or {}).items()}
         sel = select_specs(concrete, previous, state_dir=state_dir)
-        commit = self.state.applied
+        # The commit these files are from is the checkout's name (a sync may have switched `current` since).
+        sha = concrete.relative_to(self.root / "checkouts").parts[0]
+        applied = self.state.applied
+        commit = applied if applied is not None and applied.sha == sha else Commit(sha, "", "")
         out = Selection(
             apps_by_file={to_stable(f): a for f, a in sel.apps_by_file.items()},
             problems=[Problem(to_stable(p.file), p.app, p.message, p.conflict) for p in sel.problems],
         )
-        with self._mutex:
+        with self._apps_lock:
             troubled = {p.app for p in sel.problems if p.app}
             kept_old = {a.name for f, a in sel.apps_by_file.items() if previous.get(f) is a and a.name in troubled}
             for a in sel.apps_by_file.values():
-                if a.name not in kept_old and commit is not None:
+                if a.name not in kept_old:
                     self.app_commit[a.name] = commit
                     self.app_invalid.pop(a.name, None)
             for p in sel.problems:
-                if p.app and commit is not None:
+                if p.app:
                     self.app_invalid[p.app] = (commit.sha, p.message)
         return out
 
