@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from controller.errors import SpecError, one_line
 from controller.imageref import ImageRef, InvalidImageRef
+from controller.resources import Resources
 
 Color = Literal["blue", "green"]
 COLORS: tuple[Color, Color] = ("blue", "green")
@@ -291,6 +292,10 @@ class AppSpec(_Model):
     failoverAfterSeconds: float = Field(
         10.0, ge=1, le=3600, description="With failover: previous, how long the live color must fail before traffic moves."
     )
+    resources: Resources | None = Field(
+        None,
+        description="Docker limits for both colors (part of the revision) and the capacity check before a new color starts.",
+    )
 
     @field_validator("image")
     @classmethod
@@ -438,6 +443,8 @@ class BlueGreenApp(_Model):
                 "restartPolicy": s.restartPolicy,
                 "labels": s.labels,
                 "extra": extra or {},
+                # Only when a limit is set: revisions of apps without limits stay what they were (no redeploy).
+                **({"resources": lim} if s.resources is not None and (lim := s.resources.revision_input()) else {}),
             }
         )
 
