@@ -260,8 +260,15 @@ def steer(
     if d.kind == "switch":
         _prove_window(app, d, actions)
         return d.color
-    # held: never onto a color that fails now; staying where traffic is is no switch.
-    return d.color if serving == d.color or _passing(app, obs.containers[d.color]) else serving
+    # held: staying where traffic is is no switch; back onto the held color (after a hand edit moved Nginx)
+    # only if it passes now, and after a full stability window if Docker restarted it meanwhile.
+    if serving == d.color:
+        return d.color
+    held = obs.containers[d.color]
+    if held is None or not _passing(app, held):
+        return serving
+    _prove_window(app, replace(d, steady=held.steady(now, app.spec.healthCheck.stableSeconds)), actions)
+    return d.color
 
 
 def _prove_window(app: BlueGreenApp, d: Decision, actions: list[Action]) -> None:

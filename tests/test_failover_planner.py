@@ -233,3 +233,19 @@ def test_marker_and_route_actions_are_the_normal_switch(tmp_path: Path) -> None:
     _, p = planned(app, w, failing(r, app, w.now() - 10))
     kinds = [type(a) for a in p.actions]
     assert SwitchRoute in kinds and WriteMarker in kinds and WaitHealthy not in kinds
+
+
+def test_held_failover_returns_to_a_restarted_held_color_only_after_a_stability_window(tmp_path: Path) -> None:
+    """Found by the property test: failed over to blue, Docker restarted blue, a hand edit moved Nginx to green:
+    the way back onto blue proves a full window first (never onto a color that has not run stableSeconds)."""
+    app, w, r = deployed(tmp_path, **FO)
+    w.containers["dialogue-green"].broken = True
+    r.reconcile(app)
+    assert w.routed("dialogue") == ["127.0.0.1:18081"]
+    w.docker_restarted("dialogue-blue")
+    w.files[app.flag_file] = "green\n"  # hand edit: the flag-aware site serves green at once
+    shown, p = planned(app, w, r.store.load_failover(app.name))
+    assert p.failover.kind == "held"
+    assert shown == ["WriteMarker:green", "WaitHealthy:blue", "SwitchRoute:blue", "WriteMarker:blue", "!FailedOver"], shown
+    r.reconcile(app)
+    assert w.violations == [] and w.routed("dialogue") == ["127.0.0.1:18081"]
