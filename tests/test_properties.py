@@ -172,7 +172,7 @@ class ControllerMachine(RuleBasedStateMachine):
         store.save_memory(self.app.name, replace(mem, failures={**mem.failures, rev: failure}), None)
         self.tainted.add(rev)
 
-    # At most once, in an example's first steps (three passes: the suite's time budget); perturbations follow it.
+    # At most once, in an example's first steps (four passes: the suite's time budget); perturbations follow it.
     @precondition(lambda self: not self.scenario_done and self.steps < 3)
     @rule(taint=st.booleans(), wait=st.sampled_from([1, 3, 30]))
     def live_dies_after_a_deploy(self, taint: bool, wait: int) -> None:
@@ -187,6 +187,10 @@ class ControllerMachine(RuleBasedStateMachine):
             self.verification_failed("blue")
         self.break_app("green", True)
         self.world.clock += wait
+        self._reconcile()
+        # Green recovers: whatever happened, traffic must not flap back by itself (the invariant checks it).
+        self.break_app("green", False)
+        self.world.clock += 30
         self._reconcile()
 
     @rule(color=st.sampled_from(COLORS), broken=st.booleans())
