@@ -84,7 +84,7 @@ class FakeWorld:
     # lines); a hook runs `hook_seconds`; a check URL's path answers `pages[path]` (status, body) when healthy.
     hook_script: Callable[[list[str], dict[str, str]], tuple[int, tuple[str, ...]]] = lambda argv, env: (0, ())
     hook_seconds: float = 0.0
-    check_script: Callable[[list[str], dict[str, str]], tuple[int, tuple[str, ...]]] = lambda argv, env: (0, ())
+    check_script: Callable[[list[str], dict[str, str]], tuple[int | None, tuple[str, ...]]] = lambda argv, env: (0, ())  # None: timed out
     pages: dict[str, tuple[int, str]] = field(default_factory=dict)
     hook_runs: list[str] = field(default_factory=list)  # names of hook containers started, in order
     mutations: list[str] = field(default_factory=list)

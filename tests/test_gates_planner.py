@@ -144,10 +144,15 @@ def test_a_failing_hook_keeps_traffic_and_is_retried_only_after_the_backoff(tmp_
     assert rec.reconcile(v2).converged and len(w.hook_runs) == 2
 
 
-def test_the_hook_gets_the_color_env_and_its_container_the_hook_labels(tmp_path: Path) -> None:
+def test_the_hook_gets_the_color_env(tmp_path: Path) -> None:
     seen: list[dict[str, str]] = []
     w, _ = _deployed_v1(tmp_path)
-    w.hook_script = lambda argv, env: (seen.append(dict(env)), (0, ()))[1]
+
+    def script(argv: list[str], env: dict[str, str]) -> tuple[int, tuple[str, ...]]:
+        seen.append(dict(env))
+        return 0, ()
+
+    w.hook_script = script
     v2 = _app("dialogue:2", "green", hooks=HOOK, env={"DB": "mongo://db"})
     assert reconciler(w, tmp_path / "state").reconcile(v2).converged
     assert len(seen) == 1
@@ -206,3 +211,45 @@ def test_after_switch_runs_once_after_the_switch_and_does_not_gate_it(tmp_path: 
     assert r.converged, r.error
     assert w.routed("dialogue") == ["127.0.0.1:18082"] and len(w.hook_runs) == 1
     assert reconciler(w, tmp_path / "state").reconcile(v2).converged and len(w.hook_runs) == 1
+
+
+def test_a_hook_past_its_timeout_is_killed_removed_and_fails_the_deploy(tmp_path: Path) -> None:
+    w, store = _deployed_v1(tmp_path)
+    w.hook_seconds = 100.0
+    v2 = _app("dialogue:2", "green", hooks={"beforeSwitch": {"command": ["migrate"], "timeoutSeconds": 5}})
+    r = reconciler(w, tmp_path / "state").reconcile(v2)
+    assert r.result == "degraded" and r.error is not None and "did not finish within 5s; killed" in r.error
+    assert w.routed("dialogue") == ["127.0.0.1:18081"]
+    assert not any(LABEL_HOOK in c.fact.labels for c in w.containers.values())
+    run = next(iter(store.load_memory("dialogue", 60, 3600).hooks.values()))
+    assert (run.state, run.exit_code) == ("done", None)
+
+
+def test_a_stop_during_the_hook_leaves_it_running_and_the_next_pass_collects_it(tmp_path: Path) -> None:
+    w, store = _deployed_v1(tmp_path)
+    w.hook_seconds = 10.0
+    v2 = _app("dialogue:2", "green", hooks=HOOK)
+    stop = {"now": False}
+    rec = reconciler(w, tmp_path / "state")
+    rec.should_stop = lambda: stop["now"]
+    w.hook_script = lambda argv, env: (stop.update(now=True), (0, ("migrated",)))[1]  # SIGTERM once it started
+    r = rec.reconcile(v2)
+    assert r.result == "progressing" and w.routed("dialogue") == ["127.0.0.1:18081"]
+    running = [c for c in w.containers.values() if LABEL_HOOK in c.fact.labels]
+    assert [c.fact.state for c in running] == ["running"]
+    assert [h.state for h in store.load_memory("dialogue", 60, 3600).hooks.values()] == ["running"]
+    stop["now"] = False
+    assert reconciler(w, tmp_path / "state").reconcile(v2).converged
+    assert len(w.hook_runs) == 1 and w.routed("dialogue") == ["127.0.0.1:18082"]
+    assert [h.output for h in store.load_memory("dialogue", 60, 3600).hooks.values()] == [("migrated",)]
+
+
+def test_a_hook_container_removed_by_hand_mid_run_is_not_run_again_silently(tmp_path: Path) -> None:
+    w, store = _deployed_v1(tmp_path)
+    v2 = _app("dialogue:2", "green", hooks=HOOK)
+    rev = plan(v2, observe(v2, w, index_containers(w)), Memory(), w.now()).revisions["green"]
+    store.record_hook("dialogue", HookRecord("beforeSwitch", rev, "running", w.now()))
+    r = reconciler(w, tmp_path / "state").reconcile(v2)
+    assert r.result == "degraded" and r.error is not None and "vanished before it finished; it may have run" in r.error
+    assert w.hook_runs == [] and w.routed("dialogue") == ["127.0.0.1:18081"]
+    assert store.load_memory("dialogue", 60, 3600).hooks[hook_key("beforeSwitch", rev)].state == "lost"
