@@ -83,6 +83,8 @@ class CommandResult:
 
 HOOK_OUTPUT_LINES = 50  # lines of a hook's or check's output kept (and logged)
 OUTPUT_CAP = 64 * 1024  # bytes of it read at most
+# A check command's PATH: it sees nothing else of the controller's environment (root's: no credentials leak).
+CHECK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class World(Protocol):

@@ -89,6 +89,9 @@ def test_the_cli_refuses_every_case_with_one_line_each_and_changes_nothing(tmp_p
         name = f"gates{i}-{case}"[:50].rstrip("-")
         names[case] = name
         (specs / f"{name}.yaml").write_text(yaml.safe_dump(_doc(tmp_path, name, **spec), sort_keys=False))
+    # A check command missing on the host (looked up on the PATH the check runs with): refused up front too.
+    missing = {"checks": {"beforeSwitch": [{"command": ["no-such-smoke-tool-7f3a"]}]}}
+    (specs / "gates-missing-tool.yaml").write_text(yaml.safe_dump(_doc(tmp_path, "gates-missing-tool", **missing), sort_keys=False))
     p = subprocess.run(
         [sys.executable, "-m", "controller", "--once", "-f", str(specs), "--state-dir", str(tmp_path / "state")],
         capture_output=True, text=True, timeout=60, cwd=ROOT, stdin=subprocess.DEVNULL, check=False,
@@ -96,7 +99,10 @@ def test_the_cli_refuses_every_case_with_one_line_each_and_changes_nothing(tmp_p
     assert p.returncode == 2, p.stderr
     assert "Traceback" not in p.stdout + p.stderr
     problems = [ln for ln in p.stderr.splitlines() if not ln.startswith("{")]
-    assert len(problems) == len(CASES), p.stderr
+    assert len(problems) == len(CASES) + 1, p.stderr
+    assert any(
+        "gates-missing-tool.yaml: checks.beforeSwitch[0].command: no-such-smoke-tool-7f3a: command not found" in ln for ln in problems
+    ), problems
     for case, _, needle in CASES:
         line = next((ln for ln in problems if f"{names[case]}.yaml" in ln), None)
         assert line is not None and line.startswith("reconcile: ") and needle in line, (case, line)

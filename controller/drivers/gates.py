@@ -12,15 +12,13 @@ import os
 import signal
 import subprocess
 import threading
+import time
 from typing import Any
 
-import requests.exceptions
-
 from controller.drivers.containers import DockerDriver, _mapped, _parse_time
-from controller.world import HOOK_OUTPUT_LINES, OUTPUT_CAP, CommandResult, HookRequest, HookState
+from controller.world import CHECK_PATH, HOOK_OUTPUT_LINES, OUTPUT_CAP, CommandResult, HookRequest, HookState
 
-# What a check command may see of the controller's own environment (it runs as root: no credentials).
-CHECK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+WAIT_POLL = 0.2  # seconds between two inspects while a hook runs
 
 
 def find_hook(docker: DockerDriver, labels: dict[str, str]) -> HookState | None:
@@ -66,17 +64,19 @@ def create_hook(docker: DockerDriver, req: HookRequest) -> None:
 
 
 def wait_hook(docker: DockerDriver, name: str, timeout: float) -> int | None:
+    """Polls `docker inspect` (a blocking /wait would need a read timeout that ends the connection)."""
     api = docker.client().api
-    with _mapped(f"wait for {name}"):
-        try:
-            out = api.wait(name, timeout=max(0.1, timeout))
-        except (requests.exceptions.ReadTimeout, requests.exceptions.ConnectionError) as e:
-            if not isinstance(e, requests.exceptions.ReadTimeout) and "timed out" not in str(e).lower():
-                raise
-            docker.reset()  # the connection cut by the read timeout is not reused
+    deadline = time.monotonic() + timeout
+    while True:
+        with _mapped(f"inspect {name}"):
+            state = api.inspect_container(name).get("State") or {}
+        if state.get("Status") in ("exited", "dead"):
+            code = state.get("ExitCode")
+            return code if isinstance(code, int) and not isinstance(code, bool) else -1
+        left = deadline - time.monotonic()
+        if left <= 0:
             return None
-    code = out.get("StatusCode") if isinstance(out, dict) else None
-    return code if isinstance(code, int) else -1
+        time.sleep(min(WAIT_POLL, left))
 
 
 def hook_logs(docker: DockerDriver, name: str) -> tuple[str, ...]:
