@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 from controller.drivers.containers import DockerDriver, _mapped, _parse_time
+from controller.errors import DockerError
 from controller.world import CHECK_PATH, HOOK_OUTPUT_LINES, OUTPUT_CAP, CommandResult, HookRequest, HookState
 
 WAIT_POLL = 0.2  # seconds between two inspects while a hook runs
@@ -30,7 +31,7 @@ def find_hook(docker: DockerDriver, labels: dict[str, str]) -> HookState | None:
         try:
             with _mapped(f"inspect {name}"):
                 info = api.inspect_container(row["Id"])
-        except Exception:  # removed meanwhile: look at the next one
+        except DockerError:  # removed meanwhile (404): look at the next one
             continue
         state = info.get("State") or {}
         status = str(state.get("Status") or "")
