@@ -2,7 +2,7 @@
 
 - A failing check and a failing beforeSwitch hook keep traffic where it was (Basic Auth site, flag switch),
   the revision is remembered (CheckFailed / HookFailed) and status says why.
-- A hook runs exactly once per revision across a retry (a check that fails after the hook passed) and a kill -9
+- A hook runs exactly once per revision across a retry (a check that failed after the hook passed) and a kill -9
   of the controller while the hook container runs: the next pass finds it by its labels and collects it.
   Runs are counted from Docker's own `start` events of containers labelled as this app's hook.
 - Secret values (moto SSM) printed by a hook never reach a log line, status.json or memory.json.
@@ -101,9 +101,10 @@ def _wait_for(predicate: Any, proc: subprocess.Popen[str], timeout: float, what:
     raise AssertionError(f"{what} did not happen within {timeout:g}s")
 
 
-def test_a_failing_check_and_a_failing_hook_keep_traffic_where_it_was_and_secrets_stay_out_of_logs(
+def test_failing_gates_keep_traffic_a_retry_does_not_rerun_the_hook_and_secrets_stay_out_of_logs(
     moto: MotoServer, docker_client: Any, test_images: dict[str, str], app_name: str, shipped: NginxInstance, tmp_path: Path, session_id: str
 ) -> None:
+    began = time.time()
     base = f"/{app_name}/prod/"
     secret = f"sk-{uuid.uuid4().hex}"
     moto.client("ssm").put_parameter(Name=base + "API_KEY", Value=secret, Type="SecureString", Overwrite=True)
@@ -111,20 +112,25 @@ def test_a_failing_check_and_a_failing_hook_keep_traffic_where_it_was_and_secret
     runs = [w.once()]
     assert (w.served(), w.routed()) == ("v1", "blue")
 
-    # v2 to green with an http check it passes and a host command check that fails (and sees the target).
-    probe = tmp_path / "seen-target"
+    # v2 to green: a migration hook that passes (printing the secret it got, on stdout and stderr), an http check
+    # that passes and a host command check that fails (and sees the new color's address).
+    probe, ready = tmp_path / "seen-target", tmp_path / "smoke-ready"
+    migrate = 'echo "migrating $BLUEGREEN_COLOR with key=$API_KEY"; echo "$API_KEY" >&2; sleep 0.2; echo migrated'
+    smoke = f'echo "$BLUEGREEN_TARGET_URL" > {probe}; test -e {ready} || {{ echo "smoke: 1 failed"; exit 3; }}'
     w.set(
         image=test_images["v2"],
         activeColor="green",
+        hooks={"beforeSwitch": {"command": ["sh", "-c", migrate], "timeoutSeconds": 20}},
         checks={
             "beforeSwitch": [
                 {"http": {"path": "/version", "bodyContains": "v2"}},
-                {"command": ["/bin/sh", "-c", f'echo "$BLUEGREEN_TARGET_URL" > {probe}; echo "smoke: 1 failed"; exit 3'], "timeoutSeconds": 10},
+                {"command": ["/bin/sh", "-c", smoke], "timeoutSeconds": 10},
             ]
         },
     )
-    r = w.once(expect=1)
+    r = w.run("--once", "--log-level", "debug")
     runs.append(r)
+    assert r.returncode == 1, r.explain()
     assert probe.read_text().strip() == f"http://127.0.0.1:{w.ports['green']}"
     assert (w.served(), w.routed()) == ("v1", "blue")
     assert (w.marker.read_text(), w.container("green").status) == ("blue\n", "running")
@@ -133,43 +139,47 @@ def test_a_failing_check_and_a_failing_hook_keep_traffic_where_it_was_and_secret
     assert "checks.beforeSwitch[1] (/bin/sh) exited 3: smoke: 1 failed" in degraded["message"]
     assert [f["reason"] for f in w.memory()["failures"].values()] == ["CheckFailed"]
     assert any("smoke: 1 failed" in m for m in r.messages()), r.explain()
-
-    # The same release with a migration hook that fails (and prints the secret it got, on stdout and stderr):
-    # a new try (after the short backoff), traffic stays.
-    script = 'echo "migrating $BLUEGREEN_COLOR with key=$API_KEY"; echo "$API_KEY" >&2; sleep 0.2; echo "error: lock held"; exit 5'
-    w.set(checks={"beforeSwitch": []}, hooks={"beforeSwitch": {"command": ["sh", "-c", script], "timeoutSeconds": 20}})
-    time.sleep(0.3)
-    r = w.run("--once", "--log-level", "debug")
-    runs.append(r)
-    assert r.returncode == 1, r.explain()
-    assert (w.served(), w.routed()) == ("v1", "blue")
-    degraded = condition(w.status(), "Degraded")
-    assert degraded["reason"] == "HookFailed" and "hooks.beforeSwitch (sh) exited 5: error: lock held" in degraded["message"]
     hooks = w.status()["hooks"]
-    assert (hooks[0]["phase"], hooks[0]["state"], hooks[0]["exitCode"]) == ("beforeSwitch", "done", 5)
+    assert (hooks[0]["phase"], hooks[0]["state"], hooks[0]["exitCode"]) == ("beforeSwitch", "done", 0)
     # Docker keeps stdout and stderr apart: their relative order is not kept, each stream's is.
-    assert sorted(hooks[0]["output"]) == sorted(["migrating green with key=[REDACTED]", "[REDACTED]", "error: lock held"])
-    assert hooks[0]["output"][-1] == "error: lock held"
+    assert sorted(hooks[0]["output"]) == sorted(["migrating green with key=[REDACTED]", "[REDACTED]", "migrated"])
     logged = [e["line"] for e in r.logs() if e.get("event") == "hook.output"]
     assert sorted(logged) == sorted(hooks[0]["output"]), r.explain()
     assert w.hook_containers() == []  # removed after its run
+    assert len(w.hook_starts(began)) == 1
+
+    # The retry (after the short backoff) runs the checks again, not the hook that passed: v2 takes traffic.
+    ready.touch()
+    time.sleep(0.3)
+    runs.append(w.once())
+    assert (w.served(), w.routed()) == ("v2", "green")
+    assert len(w.hook_starts(began)) == 1
+
+    # The next revision's hook fails (printing the secret again): traffic stays on v2.
+    fail = 'echo "key=$API_KEY"; echo "error: lock held"; exit 5'
+    w.set(image=test_images["v1"], activeColor="blue", env={"RELEASE": "3"}, checks={"beforeSwitch": []},
+          hooks={"beforeSwitch": {"command": ["sh", "-c", fail], "timeoutSeconds": 20}})  # fmt: skip
+    runs.append(w.once(expect=1))
+    assert (w.served(), w.routed()) == ("v2", "green")
+    degraded = condition(w.status(), "Degraded")
+    assert degraded["reason"] == "HookFailed" and "hooks.beforeSwitch (sh) exited 5: error: lock held" in degraded["message"]
+    assert w.status()["hooks"][0]["output"] == ["key=[REDACTED]", "error: lock held"]
+    assert w.hook_containers() == [] and len(w.hook_starts(began)) == 2
+
     channels = {f"run{i}.{k}": getattr(x, k) for i, x in enumerate(runs) for k in ("stdout", "stderr")}
     channels.update({str(p): p.read_text(errors="replace") for p in sorted(w.state.rglob("*")) if p.is_file()})
     for where, text in channels.items():
         assert secret not in text, f"the secret leaked into {where}"
 
 
-def test_a_hook_runs_exactly_once_per_revision_across_a_retry_and_a_kill_9(
+def test_a_kill_9_while_the_hook_runs_does_not_run_it_twice(
     docker_client: Any, test_images: dict[str, str], app_name: str, shipped: NginxInstance, tmp_path: Path, session_id: str
 ) -> None:
+    """The killed controller leaves the hook container running; the next pass finds it by its labels and
+    collects it instead of starting another."""
     began = time.time()
-    ready = tmp_path / "smoke-ready"
-    w = _world(docker_client, app_name, shipped, tmp_path, session_id)
-    w.once()
-
-    # kill -9 while the hook container runs: it keeps running; the next pass collects it instead of starting another.
     hook = {"beforeSwitch": {"command": ["sh", "-c", "echo migrating; sleep 2; echo migrated"], "timeoutSeconds": 30}}
-    w.set(image=test_images["v2"], activeColor="green", hooks=hook)
+    w = _world(docker_client, app_name, shipped, tmp_path, session_id, hooks=hook)
     proc = start_reconcile(w.spec_path, w.state, "--once", stderr_path=tmp_path / "killed.log")
     try:
         _wait_for(lambda: any(c.status == "running" for c in w.hook_containers()), proc, 30, "the hook container runs")
@@ -180,27 +190,11 @@ def test_a_hook_runs_exactly_once_per_revision_across_a_retry_and_a_kill_9(
             proc.kill()
             proc.wait(timeout=10)
     assert [c.status for c in w.hook_containers()] == ["running"]
+    assert w.routed() is None  # nothing switched yet
+    r = w.once()
+    assert any(e.get("event") == "hook.resumed" for e in r.logs()), r.explain()
     assert (w.served(), w.routed()) == ("v1", "blue")
-    w.once()
-    assert (w.served(), w.routed()) == ("v2", "green")
     assert w.hook_containers() == []
     starts = w.hook_starts(began)
     assert len(starts) == 1, starts
-    assert [h["output"] for h in w.status()["hooks"] if h["revision"] == starts[0]] == [["migrating", "migrated"]]
-
-    # A retry: a new revision whose check fails after its hook passed; the retry runs the check, not the hook.
-    w.set(
-        image=test_images["v1"],
-        activeColor="blue",
-        env={"RELEASE": "3"},
-        hooks={"beforeSwitch": {"command": ["sh", "-c", "echo quick"], "timeoutSeconds": 30}},
-        checks={"beforeSwitch": [{"command": ["test", "-e", str(ready)]}]},
-    )
-    w.once(expect=1)
-    assert (w.served(), w.routed()) == ("v2", "green")
-    ready.touch()
-    time.sleep(0.3)
-    w.once()
-    assert (w.served(), w.routed()) == ("v1", "blue")
-    starts = w.hook_starts(began)
-    assert len(starts) == 2 and len(set(starts)) == 2, starts
+    assert [h["output"] for h in w.status()["hooks"]] == [["migrating", "migrated"]]
