@@ -94,6 +94,8 @@ class RunCheck(Action):
 
 @dataclass(frozen=True)
 class RemoveHook(Action):
-    """Remove a finished hook container that a killed pass left behind."""
+    """Remove a finished hook container that a killed pass left behind (its result is remembered first)."""
 
     name: str = ""
+    phase: str = ""
+    revision: str = ""

@@ -92,4 +92,4 @@ def add_gates(app: BlueGreenApp, obs: Observed, mem: Memory, revision: str, serv
             continue
         label = c.labels.get(LABEL_COLOR)
         color: Color = next((x for x in COLORS if x == label), want)
-        actions.append(RemoveHook(color, f"hook container {c.name} is {c.state} and its run is over", name=c.name))
+        actions.append(RemoveHook(color, f"hook container {c.name} is {c.state} and its run is over", name=c.name, phase=phase, revision=rev))

@@ -156,8 +156,18 @@ def run_check(ctx: Context, a: Action) -> None:
 
 
 def remove_hook(ctx: Context, a: Action) -> None:
+    """A finished hook container left behind; a run still remembered as running gets its result recorded first
+    (a spec changed back to that revision must find it done, not lost)."""
     assert isinstance(a, RemoveHook)
-    ctx.world.remove_container(a.name)
+    w = ctx.world
+    rec = ctx.hook_record(a.phase, a.revision) if a.phase and a.revision else None
+    if rec is not None and rec.state == "running":
+        app = ctx.app
+        found = w.find_hook(hook_labels(app, a.phase, a.revision))
+        if found is not None and found.name == a.name and found.state in ("exited", "dead"):
+            output = tuple(redact_text(line) for line in _logs(ctx, a.name))
+            ctx.remember_hook(HookRecord(a.phase, a.revision, "done", rec.started_at, found.exit_code, w.now(), output[-STATUS_LINES:]))
+    w.remove_container(a.name)
 
 
 HANDLERS: dict[type[Action], Callable[[Context, Any], None]] = {RunHook: run_hook, RunCheck: run_check, RemoveHook: remove_hook}

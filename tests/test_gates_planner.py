@@ -196,7 +196,10 @@ def test_a_finished_hook_container_left_by_a_crash_is_removed_and_a_running_one_
     w.sleep(1)
     p = plan(_app(), observe(_app(), w, index_containers(w)), store.load_memory("dialogue", 60, 3600), w.now())
     assert [a for a in p.actions if isinstance(a, RemoveHook)] == [
-        RemoveHook("blue", "hook container dialogue-hook-beforeswitch-oldrev is exited and its run is over", name="dialogue-hook-beforeswitch-oldrev")
+        RemoveHook(
+            "blue", "hook container dialogue-hook-beforeswitch-oldrev is exited and its run is over",
+            name="dialogue-hook-beforeswitch-oldrev", phase="beforeSwitch", revision="oldrev",
+        )
     ]
     assert reconciler(w, tmp_path / "state").reconcile(_app()).converged
     assert "dialogue-hook-beforeswitch-oldrev" not in w.containers
@@ -253,3 +256,25 @@ def test_a_hook_container_removed_by_hand_mid_run_is_not_run_again_silently(tmp_
     assert r.result == "degraded" and r.error is not None and "vanished before it finished; it may have run" in r.error
     assert w.hook_runs == [] and w.routed("dialogue") == ["127.0.0.1:18081"]
     assert store.load_memory("dialogue", 60, 3600).hooks[hook_key("beforeSwitch", rev)].state == "lost"
+
+
+def test_a_hook_left_running_for_a_revision_no_longer_wanted_is_collected_before_it_is_removed(tmp_path: Path) -> None:
+    """Killed mid-hook, then the spec moved on: the old run is removed once it exits, its result kept, so going
+    back to that revision finds it done (not run again, not lost)."""
+    w, store = _deployed_v1(tmp_path)
+    w.hook_seconds = 30.0
+    v2 = _app("dialogue:2", "green", hooks=HOOK)
+    rec = reconciler(w, tmp_path / "state")
+    rec.should_stop = lambda: bool(w.hook_runs)  # stopped (like a kill) once the hook container started
+    assert rec.reconcile(v2).result == "progressing"
+    assert len(w.hook_runs) == 1
+    other = _app("dialogue:2", "green", env={"X": "1"})  # the spec moves on (another revision, no hooks)
+    assert reconciler(w, tmp_path / "state").reconcile(other).converged
+    assert any(LABEL_HOOK in c.fact.labels for c in w.containers.values())  # still running: left alone
+    w.clock += 31
+    assert reconciler(w, tmp_path / "state").reconcile(other).converged
+    assert not any(LABEL_HOOK in c.fact.labels for c in w.containers.values())
+    runs = list(store.load_memory("dialogue", 60, 3600).hooks.values())
+    # Done with its exit code (going back to that revision does not run it again, nor calls it lost).
+    assert [(h.phase, h.state, h.exit_code, h.succeeded) for h in runs] == [("beforeSwitch", "done", 0, True)]
+    assert len(w.hook_runs) == 1
