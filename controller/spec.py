@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from controller.errors import SpecError, one_line
 from controller.imageref import ImageRef, InvalidImageRef
+from controller.resources import Resources
 
 Color = Literal["blue", "green"]
 COLORS: tuple[Color, Color] = ("blue", "green")
@@ -358,6 +359,10 @@ class AppSpec(_Model):
     )
     checks: ChecksSpec | None = Field(None, description="Checks the new color must pass before it takes traffic (docs/spec.md).")
     hooks: HooksSpec | None = Field(None, description="One-off containers of the new image around the switch, e.g. migrations.")
+    resources: Resources | None = Field(
+        None,
+        description="Docker limits for both colors (part of the revision) and the capacity check before a new color starts.",
+    )
 
     @field_validator("image")
     @classmethod
@@ -499,6 +504,8 @@ class BlueGreenApp(_Model):
                 "restartPolicy": s.restartPolicy,
                 "labels": s.labels,
                 "extra": extra or {},
+                # Only when a limit is set: revisions of apps without limits stay what they were (no redeploy).
+                **({"resources": lim} if s.resources is not None and (lim := s.resources.revision_input()) else {}),
             }
         )
 
