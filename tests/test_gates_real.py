@@ -179,7 +179,10 @@ def test_a_kill_9_while_the_hook_runs_does_not_run_it_twice(
     collects it instead of starting another."""
     began = time.time()
     hook = {"beforeSwitch": {"command": ["sh", "-c", "echo migrating; sleep 2; echo migrated"], "timeoutSeconds": 30}}
-    w = _world(docker_client, app_name, shipped, tmp_path, session_id, hooks=hook)
+    w = _world(docker_client, app_name, shipped, tmp_path, session_id, hooks=hook, checks={"beforeSwitch": [{"http": {"path": "/version"}}]})
+    code, planned = w.plan_json()  # --plan shows the gates between the health wait and the switch
+    verbs = [a["action"] for a in planned["actions"]]
+    assert code == 1 and verbs[verbs.index("WaitHealthy") + 1 :][:3] == ["RunHook", "RunCheck", "SwitchRoute"], planned
     proc = start_reconcile(w.spec_path, w.state, "--once", stderr_path=tmp_path / "killed.log")
     try:
         _wait_for(lambda: any(c.status == "running" for c in w.hook_containers()), proc, 30, "the hook container runs")
