@@ -60,6 +60,10 @@ def _hook(ctx: Context, a: RunHook) -> None:
     name = hook_container_name(app, a.phase, a.revision)
     previous = ctx.hook_record(a.phase, a.revision)
     found = w.find_hook(labels)
+    if found is not None and found.state in ("exited", "dead") and (previous is None or previous.state != "running"):
+        # A finished run whose result is already remembered (a kill -9 before its removal): a retry runs anew.
+        w.remove_container(found.name)
+        found = None
     if found is None and previous is not None and previous.state == "running":
         # Started by an earlier pass, then its container vanished (removed by hand?) before a result: it may
         # have run. Not started again silently; the deploy fails and is retried after its backoff.

@@ -278,3 +278,20 @@ def test_a_hook_left_running_for_a_revision_no_longer_wanted_is_collected_before
     # Done with its exit code (going back to that revision does not run it again, nor calls it lost).
     assert [(h.phase, h.state, h.exit_code, h.succeeded) for h in runs] == [("beforeSwitch", "done", 0, True)]
     assert len(w.hook_runs) == 1
+
+
+def test_a_retry_after_a_failed_hook_runs_it_anew_even_if_its_old_container_was_left(tmp_path: Path) -> None:
+    w, store = _deployed_v1(tmp_path)
+    w.hook_script = lambda argv, env: (2, ("failed",))
+    v2 = _app("dialogue:2", "green", hooks=HOOK)
+    w.crash_after = 3  # create green, create the hook container, start it; killed at its removal (result recorded)
+    with contextlib.suppress(Crash):
+        reconciler(w, tmp_path / "state").reconcile(v2)
+    w.crash_after = None
+    rev = plan(v2, observe(v2, w, index_containers(w)), Memory(), w.now()).revisions["green"]
+    assert store.load_memory("dialogue", 60, 3600).hooks[hook_key("beforeSwitch", rev)].exit_code == 2
+    assert any(LABEL_HOOK in c.fact.labels for c in w.containers.values())  # the finished container was left
+    # No failure was remembered (the pass was killed), so the next pass retries at once: a new run, which passes.
+    w.hook_script = lambda argv, env: (0, ("ok",))
+    assert reconciler(w, tmp_path / "state").reconcile(v2).converged
+    assert len(w.hook_runs) == 2 and w.routed("dialogue") == ["127.0.0.1:18082"]
