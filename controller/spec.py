@@ -282,6 +282,16 @@ class AppSpec(_Model):
     secrets: SecretsSpec | None = Field(
         None, description="Secret env resolved at deploy time (values never logged; versions are part of the revision)."
     )
+    # Image pruning (controller/pruning.py): not part of the revision, it shapes no container.
+    keepImages: int = Field(
+        3,
+        strict=True,  # `true` or "3" is a mistake, not 1 or 3
+        ge=1,
+        le=10_000,
+        description="After a converged pass, unused images of this app's repository beyond the N most recent (by "
+        "creation) are removed; images any container uses (any app, running or stopped), the spec's image and a "
+        "preview's are never removed.",
+    )
 
     @field_validator("image")
     @classmethod

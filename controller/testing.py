@@ -11,7 +11,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from controller.errors import DockerError, DockerUnavailable, ImageError, NginxError
-from controller.facts import ContainerFact, include_servers, port_of
+from controller.facts import ContainerFact, ImageFact, include_servers, port_of
 from controller.world import ContainerRequest, HealthResult, RouteProbe, RunState
 
 
@@ -26,6 +26,7 @@ class FakeImage:
     # per its restart policy, like Docker: 0.1 s later, doubling per restart up to 60 s, restart count + 1.
     health: str = "up"
     slow_seconds: float = 0.0
+    created: float = 0.0  # the image's creation time (pruning keeps the most recent)
 
     @property
     def lifetime(self) -> float | None:
@@ -68,6 +69,8 @@ class FakeWorld:
     # flag file exists, else <app>-blue. Flag file per app; default <include dir>/<app>.green (the spec's).
     flag_files: dict[str, Path] = field(default_factory=dict)
     crash_after: int | None = None  # mutations left before Crash
+    # `images` is also the registry: a pruned (locally removed) image is listed no more and pulled again on use.
+    pruned: set[str] = field(default_factory=set)
     mutations: list[str] = field(default_factory=list)
     _next_id: int = 0
 
@@ -142,6 +145,7 @@ class FakeWorld:
         self._docker()
         if image not in self.images:
             raise ImageError(f"image {image} is not present locally and cannot be pulled: not found")
+        self.pruned.discard(image)  # pulled again
 
     def create_container(self, req: ContainerRequest) -> None:
         self._docker()
@@ -149,6 +153,7 @@ class FakeWorld:
             raise ImageError(f"image {req.image} is not present locally and cannot be pulled: not found")
         if req.name in self.containers:
             raise DockerError(f"create {req.name}: Conflict. The container name is already in use")
+        self.pruned.discard(req.image)  # pulled again
         for c in self.containers.values():
             if c.fact.state == "running" and c.fact.host_port == req.host_port:
                 raise DockerError(f"start {req.name}: port is already allocated")
@@ -268,6 +273,32 @@ class FakeWorld:
     def routed(self, app: str) -> list[str]:
         """Servers a request for `app` reaches now: the flag-aware site's `if (-f flag)` over the loaded upstreams."""
         return self.loaded.get(f"{app}-green" if self.flag_present(app) else f"{app}-blue", [])
+
+    # Images (pruning): one image per reference, its id derived from the reference like a container's image_id.
+    @staticmethod
+    def image_id_of(reference: str) -> str:
+        return f"sha256:{abs(hash(reference)):064x}"[:71]
+
+    def list_images(self) -> list[ImageFact]:
+        self._docker()
+        return [ImageFact(self.image_id_of(ref), (ref,), img.created) for ref, img in self.images.items() if ref not in self.pruned]
+
+    def image_ids_in_use(self) -> frozenset[str]:
+        self._docker()
+        return frozenset(c.fact.image_id for c in self.containers.values())
+
+    def remove_image(self, image_id: str) -> str | None:
+        self._docker()
+        refs = [ref for ref in self.images if ref not in self.pruned and self.image_id_of(ref) == image_id]
+        if not refs:
+            return None
+        user = next((c for c in self.containers.values() if c.fact.image_id == image_id), None)
+        if user is not None:  # like Docker without force: a container, running or stopped, keeps its image
+            state = "running" if user.fact.state == "running" else "stopped"
+            return f"conflict: unable to delete {image_id[7:19]} (must be forced) - image is being used by {state} container {user.fact.id[:12]}"
+        self._mutate(f"remove image {image_id[:19]}")
+        self.pruned.update(refs)
+        return None
 
     def now(self) -> float:
         return self.clock

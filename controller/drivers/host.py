@@ -10,7 +10,7 @@ from controller.drivers import files
 from controller.drivers.containers import DockerDriver
 from controller.drivers.probes import Prober
 from controller.errors import NginxError
-from controller.facts import ContainerFact
+from controller.facts import ContainerFact, ImageFact
 from controller.world import ContainerRequest, HealthResult, RouteProbe, RunState
 
 
@@ -78,6 +78,16 @@ class HostWorld:
             lines = [ln for ln in (p.stderr + "\n" + p.stdout).splitlines() if ln.strip()]
             tail = next((ln for ln in reversed(lines) if "emerg" in ln or "error" in ln), lines[-1] if lines else "")
             raise NginxError(f"{' '.join(argv)} failed (exit {p.returncode}): {tail.strip()[:300]}")
+
+    # Images (pruning)
+    def list_images(self) -> list[ImageFact]:
+        return self.docker.list_images()
+
+    def image_ids_in_use(self) -> frozenset[str]:
+        return self.docker.image_ids_in_use()
+
+    def remove_image(self, image_id: str) -> str | None:
+        return self.docker.remove_image(image_id)
 
     def now(self) -> float:
         return time.time()
