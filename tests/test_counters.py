@@ -47,7 +47,7 @@ def test_a_run_adds_its_counts_to_the_stored_totals(tmp_path: Path) -> None:
     assert json.loads((tmp_path / COUNTERS_FILE).read_text())["format"] == 1
 
 
-HOSTILE: dict[str, Callable[[Path], None]] = {
+HOSTILE: dict[str, Callable[[Path], object]] = {
     "not JSON": lambda p: p.write_text("{torn"),
     "NaN": lambda p: p.write_text('{"format": 1, "counters": {"bluegreen_cutovers": [{"labels": {}, "value": NaN}]}}'),
     "negative": lambda p: p.write_text('{"format": 1, "counters": {"bluegreen_cutovers": [{"labels": {"app": "a", "result": "success"}, "value": -5}]}}'),
@@ -69,7 +69,12 @@ def test_a_corrupt_or_hostile_file_means_starting_from_zero_with_a_warning(
     m = Metrics()
     m.cutovers.labels(app="a", result="success").inc()
     done = threading.Event()
-    t = threading.Thread(target=lambda: (carry_over(m, tmp_path), done.set()), daemon=True)
+
+    def run() -> None:
+        carry_over(m, tmp_path)
+        done.set()
+
+    t = threading.Thread(target=run, daemon=True)
     t.start()
     assert done.wait(20), "carry_over blocked"  # a FIFO must not hang the run
     assert counted(m, f"{CUTOVERS}_total", app="a", result="success") == 1  # this run's own count, from 0

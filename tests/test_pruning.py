@@ -12,6 +12,7 @@ from typing import Any
 
 from controller.facts import ContainerFact, ImageFact, ImagesObserved, Observed, RouteFact
 from controller.pruning import plan_pruning, repository
+from controller.reconcile import Reconciler
 from controller.testing import Crash, FakeImage
 from controller.world import ContainerRequest
 from tests.factories import make_app
@@ -152,3 +153,18 @@ def test_an_image_taken_into_use_after_the_observation_is_skipped_never_forced(t
     # The next pass sees it in use and plans nothing for it.
     w.mutations.clear()
     assert rec.reconcile(app).result == "converged" and w.mutations == []
+
+
+def test_plan_shows_what_would_be_removed_and_says_changes_are_pending(tmp_path: Path, capsys: Any) -> None:
+    from controller.cli import _plan
+
+    app, w, rec = _deployed(tmp_path, keep=7)  # nothing pruned at the deploy: 7 unused images, 7 kept
+    assert w.pruned == set()
+    tighter = make_app(image="dialogue:1", keepImages=5)
+    capsys.readouterr()
+    assert _plan(rec, [tighter], as_json=False) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "dialogue: in sync (blue serves)"
+    assert [ln.split(" (")[0] for ln in out[1:]] == ["  - would remove image dialogue:0", "  - would remove image dialogue:2"]
+    assert w.pruned == set()  # --plan changes nothing
+    assert _plan(rec, [app], as_json=True) == 0 and json.loads(capsys.readouterr().out)[0]["prune"] == []

@@ -7,6 +7,7 @@ colors are runnable test images; the old ones are tiny images loaded with a chos
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -72,10 +73,8 @@ def repo(docker_client: Any, session_id: str) -> Iterator[str]:
             if c.get("ImageID") in ours:
                 docker_client.api.remove_container(c["Id"], force=True)
         for img in images:
-            try:
+            with contextlib.suppress(docker.errors.NotFound):
                 docker_client.api.remove_image(img["Id"], force=True)
-            except docker.errors.NotFound:
-                pass
 
 
 def present(client: Any, ids: dict[str, str]) -> set[str]:
