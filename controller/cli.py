@@ -244,14 +244,15 @@ def _export(metrics: Metrics, args: argparse.Namespace, code: int, *, carry: boo
 
 
 def _export_invalid(metrics: Metrics, args: argparse.Namespace) -> None:
-    """No valid spec: the run's `invalid` counts still continue the stored counters, under the lock."""
+    """No valid spec: the run's `invalid` counts still continue the stored counters, under the lock if it is free
+    at once (the invalid input is what this run reports: no wait, no second line)."""
     try:
-        with Lock(args.state_dir, args.lock_timeout):
+        with Lock(args.state_dir, 0):
             _export(metrics, args, EXIT_INVALID, carry=True)
-    except ControllerError as e:
-        err(str(e))
-        if not isinstance(e, LockBusy):  # the state dir cannot be used: the counts of this run alone
-            _export(metrics, args, EXIT_INVALID, carry=False)
+    except LockBusy:
+        pass  # another run holds it: that run writes the textfile
+    except ControllerError:  # the state dir cannot be used: the counts of this run alone
+        _export(metrics, args, EXIT_INVALID, carry=False)
 
 
 def _write_textfile(metrics: Metrics, path: Path) -> bool:
