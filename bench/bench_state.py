@@ -24,13 +24,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from controller.counters import carry_over  # noqa: E402
-from controller.logs import configure  # noqa: E402
-from controller.metrics import Metrics  # noqa: E402
-from controller.reconcile import Reconciler  # noqa: E402
-from controller.spec import BlueGreenApp  # noqa: E402
-from controller.state import HISTORY_KEEP, HISTORY_MAX_BYTES, StateStore  # noqa: E402
-from controller.testing import FakeImage, FakeWorld  # noqa: E402
+from controller.counters import carry_over
+from controller.logs import configure
+from controller.metrics import Metrics
+from controller.reconcile import Reconciler
+from controller.spec import BlueGreenApp
+from controller.state import HISTORY_KEEP, HISTORY_MAX_BYTES, StateStore
+from controller.testing import FakeImage, FakeWorld
 
 TAGS = 40  # image tags cycled through: dialogue:0 .. dialogue:39
 
