@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from controller.errors import SpecError, one_line
 from controller.imageref import ImageRef, InvalidImageRef
+from controller.resources import Resources
 
 Color = Literal["blue", "green"]
 COLORS: tuple[Color, Color] = ("blue", "green")
@@ -292,6 +293,10 @@ class AppSpec(_Model):
         "creation) are removed; images any container uses (any app, running or stopped), the spec's image and a "
         "preview's are never removed.",
     )
+    resources: Resources | None = Field(
+        None,
+        description="Docker limits for both colors (part of the revision) and the capacity check before a new color starts.",
+    )
 
     @field_validator("image")
     @classmethod
@@ -433,6 +438,8 @@ class BlueGreenApp(_Model):
                 "restartPolicy": s.restartPolicy,
                 "labels": s.labels,
                 "extra": extra or {},
+                # Only when a limit is set: revisions of apps without limits stay what they were (no redeploy).
+                **({"resources": lim} if s.resources is not None and (lim := s.resources.revision_input()) else {}),
             }
         )
 

@@ -47,6 +47,8 @@ SPECS = [
     make_app(image="dialogue:1", activeColor="blue", nginx={"switch": "reload"}),
     make_app(image="dialogue:2", activeColor="green", nginx={"switch": "reload"}),
     make_app(image="dialogue:1", activeColor="green", standby="stop", nginx={"switch": "reload"}),
+    # spec.resources (issue 14): a limit the capacity check counts (see host_memory).
+    make_app(image="dialogue:2", activeColor="green", resources={"memory": "1g"}),
 ]
 COLORS = ["blue", "green"]
 NEVER_STABLE = {"dialogue:bad", "dialogue:loop"}  # images that can never pass a full stability window
@@ -160,6 +162,11 @@ class ControllerMachine(RuleBasedStateMachine):
     def docker_availability(self, up: bool) -> None:
         self.world.docker_up = up
 
+    @rule(low=st.booleans())
+    def host_memory(self, low: bool) -> None:
+        # A host short of memory: a new color is refused (InsufficientCapacity), the live one never touched.
+        self.world.mem_available = 300 * 1024**2 if low else 6 * 1024**3
+
     @rule(seconds=st.sampled_from([1, 30, 120, 4000]))
     def time_passes(self, seconds: int) -> None:
         self.world.clock += seconds
@@ -174,6 +181,7 @@ class ControllerMachine(RuleBasedStateMachine):
         w = self.world
         marker_before = w.files.get(self.app.marker_path)
         w.nginx_up = w.docker_up = True
+        w.mem_available = 6 * 1024**3
         for c in w.containers.values():
             c.broken = False
         for _ in range(MAX_PASSES):
