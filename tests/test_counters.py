@@ -109,7 +109,7 @@ def test_series_with_other_label_names_are_dropped_the_rest_kept(tmp_path: Path,
 def test_textfile_counters_grow_across_three_cron_runs(
     docker_client: Any, test_images: dict[str, str], app_name: str, nginx: NginxInstance, tmp_path: Path, session_id: str
 ) -> None:
-    w = World(docker_client, app_name, nginx, tmp_path, session_id, healthCheck={"stableSeconds": 0.5})
+    w = World(docker_client, app_name, nginx, tmp_path, session_id, healthCheck={"stableSeconds": 0})
     textfile = tmp_path / "textfile" / "bluegreen.prom"
     seen = []
     for spec in ({}, {"image": "bgtest:v2", "activeColor": "green"}, {}):  # deploy, cutover, nothing to do

@@ -23,8 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
         (0, "Input should be greater than or equal to 1", "--plan"),
         (-1, "Input should be greater than or equal to 1", "--once"),
         (True, "Input should be a valid integer", "--once"),
-        ("3", "Input should be a valid integer", "--once"),
-        (2.5, "Input should be a valid integer", "--once"),
     ],
 )
 def test_bad_keep_images_is_one_line_exit_2_and_changes_nothing(value: Any, problem: str, mode: str, tmp_path: Path) -> None:

@@ -86,7 +86,7 @@ def test_pruning_keeps_both_colors_and_n_others_across_a_kill_9_mid_prune(
     docker_client: Any, test_images: dict[str, str], app_name: str, nginx: NginxInstance, tmp_path: Path, session_id: str, repo: str
 ) -> None:
     ids = {c: build_test_image(docker_client, f"{repo}:{c}", version=c) for c in ("c1", "c2")}
-    w = World(docker_client, app_name, nginx, tmp_path, session_id, keepImages=2, healthCheck={"stableSeconds": 0.5})
+    w = World(docker_client, app_name, nginx, tmp_path, session_id, keepImages=2, healthCheck={"stableSeconds": 0})
     w.set(image=f"{repo}:c1")
     w.once()
     w.set(image=f"{repo}:c2", activeColor="green")
