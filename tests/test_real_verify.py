@@ -22,7 +22,7 @@ import pytest
 
 from controller.verify import FAILED_REASON
 from tests.support.containers import LABEL_TEST, remove_containers
-from tests.support.controller_run import Traffic, World, condition, history, start_reconcile
+from tests.support.controller_run import Traffic, World, condition, history, run_reconcile, start_reconcile
 from tests.support.nginx import NginxInstance
 from tests.support.shipped_site import start_shipped
 from tests.support.verify_images import verify_image
@@ -48,14 +48,21 @@ def images(docker_client: Any, test_images: dict[str, str]) -> dict[str, str]:
     return {"v1": test_images["v1"], "v2": test_images["v2"], "flaky": verify_image(docker_client, "flaky"), "sick": verify_image(docker_client, "sick")}
 
 
-def _world(key: str, site: NginxInstance, tmp_path: Path, session_id: str, images: dict[str, str], docker_client: Any) -> World:
-    """blue serving v1 (deployed without verification), and the spec's verify block ready for the flip."""
-    app = APPS[key]
-    w = World(docker_client, app, site, tmp_path, session_id, healthCheck={"stableSeconds": 0.5}, labels={LABEL_TEST: session_id})
-    w.set(image=images["v1"], nginx={"switch": "flag"})
-    w.once()
-    _assert_serving(w, "blue", "v1")
-    return w
+@pytest.fixture(scope="module")
+def worlds(
+    site: NginxInstance, tmp_path_factory: pytest.TempPathFactory, session_id: str, images: dict[str, str], docker_client: Any
+) -> dict[str, World]:
+    """Every app with blue serving v1 (deployed without verification), in one run: apps converge in parallel."""
+    tmp = tmp_path_factory.mktemp("verify-worlds")
+    out = {}
+    for key, app in APPS.items():
+        w = out[key] = World(docker_client, app, site, tmp, session_id, healthCheck={"stableSeconds": 0.5}, labels={LABEL_TEST: session_id})
+        w.set(image=images["v1"], nginx={"switch": "flag"})
+    r = run_reconcile(tmp / "specs", tmp / "state-dir", "--once")
+    assert r.returncode == 0, r.explain()
+    for w in out.values():
+        _assert_serving(w, "blue", "v1")
+    return out
 
 
 def _assert_serving(w: World, color: str, version: str) -> None:
@@ -89,9 +96,9 @@ def _window(w: World) -> dict[str, Any]:
 
 
 def test_bad_release_goes_back_to_the_previous_color_inside_the_window(
-    site: NginxInstance, tmp_path: Path, session_id: str, images: dict[str, str], docker_client: Any
+    worlds: dict[str, World], images: dict[str, str], tmp_path: Path
 ) -> None:
-    w = _world("bad", site, tmp_path, session_id, images, docker_client)
+    w = worlds["bad"]
     w.set(image=images["flaky"], activeColor="green", verify=_verify(w))
     textfile = tmp_path / "metrics.prom"
     with Traffic(_url(w), interval=0.02, max_requests=1500, max_seconds=30) as t:
@@ -128,9 +135,9 @@ def test_bad_release_goes_back_to_the_previous_color_inside_the_window(
 
 
 def test_health_that_fails_after_the_switch_is_switched_back(
-    site: NginxInstance, tmp_path: Path, session_id: str, images: dict[str, str], docker_client: Any
+    worlds: dict[str, World], images: dict[str, str], tmp_path: Path
 ) -> None:
-    w = _world("sick", site, tmp_path, session_id, images, docker_client)
+    w = worlds["sick"]
     w.set(image=images["sick"], activeColor="green", verify=_verify(w, windowSeconds=6))
     w.once(expect=1)
     _assert_serving(w, "blue", "v1")
@@ -140,9 +147,9 @@ def test_health_that_fails_after_the_switch_is_switched_back(
 
 
 def test_healthy_release_closes_the_window_and_only_then_stops_the_standby(
-    site: NginxInstance, tmp_path: Path, session_id: str, images: dict[str, str], docker_client: Any
+    worlds: dict[str, World], images: dict[str, str], tmp_path: Path
 ) -> None:
-    w = _world("good", site, tmp_path, session_id, images, docker_client)
+    w = worlds["good"]
     w.set(image=images["v2"], activeColor="green", standby="stop", verify=_verify(w, windowSeconds=2))
     with Traffic(_url(w), interval=0.05, max_requests=400, max_seconds=20) as t:
         r = w.once()
@@ -153,14 +160,12 @@ def test_healthy_release_closes_the_window_and_only_then_stops_the_standby(
     steps = [(h["action"], h["outcome"]) for h in history(w.state, w.app)]
     assert steps.index(("Verify", "ok")) < steps.index(("StopContainer", "ok")), steps
     assert w.container("blue").status == "exited"
-    w.once()  # converged: nothing moves
-    assert [h["action"] for h in history(w.state, w.app)].count("Verify") == 1
 
 
 def test_kill_during_the_window_resumes_it_and_still_switches_back(
-    site: NginxInstance, tmp_path: Path, session_id: str, images: dict[str, str], docker_client: Any
+    worlds: dict[str, World], images: dict[str, str], tmp_path: Path
 ) -> None:
-    w = _world("kill", site, tmp_path, session_id, images, docker_client)
+    w = worlds["kill"]
     w.set(image=images["flaky"], activeColor="green", verify=_verify(w, minRequests=40, windowSeconds=30))
     with Traffic(_url(w), interval=0.05, max_requests=2000, max_seconds=60):
         p = start_reconcile(w.spec_path, w.state, "--once")
