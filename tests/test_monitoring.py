@@ -339,7 +339,13 @@ def test_alert_rules_and_dashboard_use_only_controller_metric_names_and_label_va
 
 def test_controller_alerts_cover_both_metric_routes() -> None:
     """Gauge alerts select no job; counter alerts have a --watch branch and a textfile (any other job) branch."""
-    counters = ("bluegreen_reconcile_runs_total", "bluegreen_cutovers_total", "bluegreen_health_check_failures_total", "bluegreen_drift_repairs_total")
+    counters = (
+        "bluegreen_reconcile_runs_total",
+        "bluegreen_cutovers_total",
+        "bluegreen_health_check_failures_total",
+        "bluegreen_drift_repairs_total",
+        "bluegreen_verifications_total",
+    )
     for a in alerts():
         expr = a["expr"]
         if "bluegreen_" not in expr:
