@@ -36,6 +36,7 @@ from controller.spec import BlueGreenApp
 from controller.state import StateStore
 from controller.status import Condition, LastDeploy, SourceStatus, Status, build_status, conditions, iso
 from controller.verifier import Verifier
+from controller.verify import window_closed
 from controller.world import World
 
 MAX_PASSES = 4
@@ -190,6 +191,13 @@ class Reconciler:
             record=record,
             should_stop=self.should_stop,
         )
+        if verify and app.spec.verify is not None and not window_closed(self.store.load_window(app.name)):
+            # A window a killed or stopped run left open is judged first, for the time left: the passes below would
+            # otherwise wait on the health of a new color that is failing (the very thing the window judges).
+            obs = observe(app, self.world, containers if containers is not None else index_containers(self.world))
+            mem = self.store.load_memory(app.name, self.backoff_base, self.backoff_max)
+            self.verifier.run(app, plan(app, obs, mem, self.world.now(), resolved.revision_extra), obs, log, rid, self.should_stop)
+            containers = None  # observed again below
         for pass_no in range(MAX_PASSES):
             index = containers if (pass_no == 0 and containers is not None) else index_containers(self.world)
             obs = observe(app, self.world, index)

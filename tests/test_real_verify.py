@@ -3,9 +3,9 @@ access log, the controller as a subprocess (`--once`), bounded loopback traffic.
 
 - a release whose health says UP while `/` answers 500 for every second request: traffic is back on the previous
   color inside the window, the failed requests are bounded, the revision is not retried, status/plan say why;
-- a release whose health starts failing a few seconds after the switch: switched back;
 - a healthy release: the window closes, nothing moves, and `standby: stop` acts only after it;
-- kill -9 during the window: the next run resumes the same window (counts kept) and still switches back.
+- a release whose health starts failing a few seconds after the switch, with the run killed -9 inside the window
+  before that: the next run resumes the same window (counts kept) and switches back.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from tests.support.shipped_site import start_shipped
 from tests.support.verify_images import verify_image
 from tests.support.wait import wait_until
 
-APPS = {name: f"vf{name}{uuid.uuid4().hex[:6]}" for name in ("bad", "sick", "good", "kill")}
+APPS = {name: f"vf{name}{uuid.uuid4().hex[:6]}" for name in ("bad", "sick", "good")}
 AUTH = {"ops": "pw"}
 
 
@@ -120,9 +120,9 @@ def test_bad_release_goes_back_to_the_previous_color_inside_the_window(
     memory = json.loads((w.state / "apps" / w.app / "memory.json").read_text())
     (failure,) = memory["failures"].values()
     assert failure["reason"] == FAILED_REASON and "requests 5xx" in failure["message"]
-    code, status = w.status_json()
+    status = w.status()  # status.json, what --status shows
     degraded = condition(status, "Degraded")
-    assert code == 1 and degraded["status"] in (True, "True") and degraded["reason"] == FAILED_REASON, status
+    assert degraded["status"] in (True, "True") and degraded["reason"] == FAILED_REASON, status
     assert "spec wants green, Nginx serves blue because verification of revision" in degraded["message"]
     assert f'bluegreen_verifications_total{{app="{w.app}",result="failed"}} 1.0' in textfile.read_text()
     verdicts = [h for h in history(w.state, w.app) if h["action"] == "Verify"]
@@ -132,18 +132,6 @@ def test_bad_release_goes_back_to_the_previous_color_inside_the_window(
     assert "VerificationFailed" in again.stderr
     _assert_serving(w, "blue", "v1")
     assert [h["color"] for h in history(w.state, w.app) if h["action"] == "SwitchRoute"] == switches
-
-
-def test_health_that_fails_after_the_switch_is_switched_back(
-    worlds: dict[str, World], images: dict[str, str], tmp_path: Path
-) -> None:
-    w = worlds["sick"]
-    w.set(image=images["sick"], activeColor="green", verify=_verify(w, windowSeconds=6))
-    w.once(expect=1)
-    _assert_serving(w, "blue", "v1")
-    win = _window(w)
-    assert win["state"] == "failed" and "health check failed 2x" in win["figures"], win
-    assert [h["color"] for h in history(w.state, w.app) if h["action"] == "SwitchRoute"][-2:] == ["green", "blue"]
 
 
 def test_healthy_release_closes_the_window_and_only_then_stops_the_standby(
@@ -162,27 +150,30 @@ def test_healthy_release_closes_the_window_and_only_then_stops_the_standby(
     assert w.container("blue").status == "exited"
 
 
-def test_kill_during_the_window_resumes_it_and_still_switches_back(
+def test_health_failing_after_the_switch_and_a_kill_during_the_window_still_switch_back(
     worlds: dict[str, World], images: dict[str, str], tmp_path: Path
 ) -> None:
-    w = worlds["kill"]
-    w.set(image=images["flaky"], activeColor="green", verify=_verify(w, minRequests=40, windowSeconds=30))
-    with Traffic(_url(w), interval=0.05, max_requests=2000, max_seconds=60):
-        p = start_reconcile(w.spec_path, w.state, "--once")
-        try:
-            seen: dict[str, Any] = wait_until(
-                lambda: (lambda d: d if d["state"] == "open" and d["counts"]["requests"] >= 3 else {})(_window(w)),
-                timeout=30,
-                interval=0.05,
-                message="an open window with requests counted",
-            )
-            p.kill()  # kill -9 in the middle of the window
-        finally:
-            p.wait(timeout=10)
-        assert w.routed() == "green"  # the killed run left traffic on the new color
-        r = w.once(expect=1)
-    _assert_serving(w, "blue", "v1")
+    """The `sick` release passes its health check for 3 s after its start, then fails it. The run is killed -9
+    inside the window, before that: the next run resumes the same window (its probes counted so far) and switches back."""
+    w = worlds["sick"]
+    w.set(image=images["sick"], activeColor="green", verify=_verify(w, windowSeconds=8))
+    p = start_reconcile(w.spec_path, w.state, "--once")
+    try:
+        seen: dict[str, Any] = wait_until(
+            lambda: (lambda d: d if d["state"] == "open" and d["counts"]["probes"] >= 2 else {})(_window(w)),
+            timeout=30,
+            interval=0.05,
+            message="an open window with probes counted",
+        )
+        p.kill()  # kill -9 in the middle of the window
+    finally:
+        p.wait(timeout=10)
+    assert w.routed() == "green" and seen["counts"]["healthFailures"] == 0  # the killed run left traffic on green
+    r = w.once(expect=1)
     win = _window(w)
-    assert win["state"] == "failed" and win["startedAt"] == seen["startedAt"], win  # the same window, resumed
-    assert win["counts"]["requests"] >= 40 and time.time() < win["deadline"]
+    assert win["state"] == "failed" and "health check failed 2x" in win["figures"], (win, r.explain())
+    _assert_serving(w, "blue", "v1")
+    assert win["startedAt"] == seen["startedAt"] and win["counts"]["probes"] > seen["counts"]["probes"], win  # resumed
+    assert time.time() < win["deadline"]
     assert "verify.start" in r.stderr
+    assert [h["color"] for h in history(w.state, w.app) if h["action"] == "SwitchRoute"][-2:] == ["green", "blue"]
