@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +200,44 @@ def test_store_keeps_the_window_beside_the_memory(tmp_path: Path) -> None:
     assert store.load_memory("a", 60, 3600).verify == w
     (tmp_path / "apps" / "a" / "verify.json").write_text("[]")
     assert store.load_window("a") is None  # corrupt: treated as absent
+
+
+# ------------------------------------------------------------------------------------------- the reconciler, in memory
+
+
+@dataclass
+class SickAfterSwitch(CheckedWorld):
+    """green's app stops answering its health check once traffic is on it (a leak that kills it soon after)."""
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        c = self.containers.get("dialogue-green")
+        if c is not None and self.routed("dialogue") == ["127.0.0.1:18082"]:
+            c.broken = True
+
+
+def test_reconciler_switches_back_remembers_and_retries_only_after_a_growing_backoff(tmp_path: Path) -> None:
+    base = world_for(make_app())
+    w = SickAfterSwitch(images=base.images)
+    w.include_paths |= base.include_paths
+    rec = reconciler(w, tmp_path / "s")
+    assert rec.reconcile(make_app()).result == "converged"
+    v2 = make_app(image="dialogue:2", activeColor="green", verify={"windowSeconds": 10, "healthFailures": 2, "accessLog": str(tmp_path / "none.log")})
+    r = rec.reconcile(v2)
+    assert r.result == "degraded" and w.routed("dialogue") == ["127.0.0.1:18081"] and w.violations == []
+    assert r.plan is not None and r.plan.blockers[0].reason == FAILED_REASON
+    store = StateStore(tmp_path / "s")
+    mem = store.load_memory("dialogue", 60, 3600)
+    rev = v2.revision("green")
+    assert mem.failures[rev].reason == FAILED_REASON and mem.failures[rev].count == 1
+    assert mem.verify is not None and mem.verify.state == "failed" and "access log" in mem.verify.figures
+    assert rec.metrics.registry.get_sample_value("bluegreen_verifications_total", {"app": "dialogue", "result": "failed"}) == 1
+    # Held off: nothing moves while the backoff runs.
+    assert rec.reconcile(v2).result == "degraded" and w.routed("dialogue") == ["127.0.0.1:18081"]
+    assert rec.metrics.registry.get_sample_value("bluegreen_verifications_total", {"app": "dialogue", "result": "failed"}) == 1
+    # Backoff over: a full deploy with its own window, which fails again; the next backoff is longer.
+    w.clock += 61
+    assert rec.reconcile(v2).result == "degraded" and w.routed("dialogue") == ["127.0.0.1:18081"] and w.violations == []
+    mem = store.load_memory("dialogue", 60, 3600)
+    assert mem.failures[rev].count == 2
+    assert rec.metrics.registry.get_sample_value("bluegreen_verifications_total", {"app": "dialogue", "result": "failed"}) == 2
