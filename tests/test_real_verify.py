@@ -4,6 +4,7 @@ access log, the controller as a subprocess (`--once`), bounded loopback traffic.
 - a release whose health says UP while `/` answers 500 for every second request: traffic is back on the previous
   color inside the window, the failed requests are bounded, the revision is not retried, status/plan say why;
 - a healthy release: the window closes, nothing moves, and `standby: stop` acts only after it;
+- `--watch` runs a window in the app's own worker: another app cuts over meanwhile, SIGTERM leaves the window to resume;
 - a release whose health starts failing a few seconds after the switch, with the run killed -9 inside the window
   before that: the next run resumes the same window (counts kept) and switches back.
 """
@@ -27,8 +28,9 @@ from tests.support.nginx import NginxInstance
 from tests.support.shipped_site import start_shipped
 from tests.support.verify_images import verify_image
 from tests.support.wait import wait_until
+from tests.test_watch import WatchProcess
 
-APPS = {name: f"vf{name}{uuid.uuid4().hex[:6]}" for name in ("bad", "sick", "good")}
+APPS = {name: f"vf{name}{uuid.uuid4().hex[:6]}" for name in ("bad", "sick", "good", "wa", "wb")}
 AUTH = {"ops": "pw"}
 
 
@@ -177,3 +179,25 @@ def test_health_failing_after_the_switch_and_a_kill_during_the_window_still_swit
     assert time.time() < win["deadline"]
     assert "verify.start" in r.stderr
     assert [h["color"] for h in history(w.state, w.app) if h["action"] == "SwitchRoute"][-2:] == ["green", "blue"]
+
+
+def test_watch_runs_the_window_in_the_apps_worker_without_holding_up_another_app(
+    worlds: dict[str, World], images: dict[str, str], tmp_path: Path
+) -> None:
+    a, b = worlds["wa"], worlds["wb"]
+    watch = WatchProcess(a.spec_path.parent, a.state, tmp_path / "watch.log", "--resync", "3600")
+    try:
+        watch.wait_event("reconcile.done", app=b.app)
+        a.set(image=images["v2"], activeColor="green", verify=_verify(a, windowSeconds=60))
+        watch.wait_event("verify.start", app=a.app)
+        b.set(image=images["v2"], activeColor="green")
+        wait_until(lambda: b.routed() == "green", timeout=20, message=f"{b.app} cut over while {a.app}'s window is open")
+        assert _window(a)["state"] == "open" and a.routed() == "green"
+        code, took = watch.stop()
+        assert code == 0 and took < 10, watch.tail()
+    finally:
+        if watch.proc.poll() is None:
+            watch.proc.kill()
+            watch.proc.wait(5)
+    # Stopped, not judged: the window stays open for the next run to resume.
+    assert _window(a)["state"] == "open"
