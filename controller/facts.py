@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from controller.backoff import backoff
 from controller.spec import COLORS, Color
+from controller.verify import Window
 
 # Labels the controller puts on every container it creates.
 LABEL_APP = "bluegreen.app"
@@ -169,6 +170,7 @@ class Memory:
     backoff_base: float = 60.0
     backoff_max: float = 3600.0
     hooks: dict[str, HookRecord] = field(default_factory=dict)  # hook_key(phase, revision) -> its last run
+    verify: Window | None = None  # the last post-switch verification window (apps/<app>/verify.json)
 
 
 _SERVER_RE = re.compile(r"^\s*server\s+([^\s;]+)\s*([^;]*);", re.MULTILINE)

@@ -38,6 +38,8 @@ from controller.secrets import NoSecrets, Resolved, Resolver
 from controller.spec import BlueGreenApp
 from controller.state import StateStore
 from controller.status import Condition, LastDeploy, SourceStatus, Status, build_status, conditions, iso
+from controller.verifier import Verifier
+from controller.verify import window_closed
 from controller.world import World
 
 MAX_PASSES = 4
@@ -101,6 +103,7 @@ class Reconciler:
         self.resolver: Resolver = resolver or NoSecrets()
         self.streaks: dict[str, int] = {}  # app -> consecutive passes backed off for (requeue.decide)
         self.source = source
+        self.verifier = Verifier(world, store, self.metrics)
 
     # Read-only ---------------------------------------------------------------------------
     def plan_only(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None) -> tuple[Plan, Observed, Resolved]:
@@ -160,7 +163,9 @@ class Reconciler:
             m.app_converged.labels(app=app.name).set(1 if result.converged else 0)
         return result
 
-    def _converge(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None, rid: str, log: Any) -> AppResult:
+    def _converge(
+        self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None, rid: str, log: Any, verify: bool = True
+    ) -> AppResult:
         resolved = self.resolver(app)
         last_deploy = self.store.load_last_deploy(app.name)
         error: ControllerError | None = None
@@ -192,6 +197,13 @@ class Reconciler:
         # Deploy gates: a hook's run is remembered in the state dir (controller/gaterun.py).
         ctx.remember_hook = lambda rec: self.store.record_hook(app.name, rec)
         ctx.hook_record = lambda phase, rev: self.store.load_memory(app.name, 0, 0).hooks.get(hook_key(phase, rev))
+        if verify and app.spec.verify is not None and not window_closed(self.store.load_window(app.name)):
+            # A window a killed or stopped run left open is judged first, for the time left: the passes below would
+            # otherwise wait on the health of a new color that is failing (the very thing the window judges).
+            obs = observe(app, self.world, containers if containers is not None else index_containers(self.world))
+            mem = self.store.load_memory(app.name, self.backoff_base, self.backoff_max)
+            self.verifier.run(app, plan(app, obs, mem, self.world.now(), resolved.revision_extra), obs, log, rid, self.should_stop)
+            containers = None  # observed again below
         for pass_no in range(MAX_PASSES):
             index = containers if (pass_no == 0 and containers is not None) else index_containers(self.world)
             obs = observe(app, self.world, index)
@@ -216,7 +228,9 @@ class Reconciler:
             if mem.converged_generation == p.generation:
                 for a in p.actions:
                     self.metrics.drift_repairs.labels(app=app.name, kind=drift_kind(a, obs)).inc()
+            self.verifier.note_switch(app, p, obs)
             outcome = apply(ctx, p.actions)
+            self.verifier.switched(app, outcome)
             done += [o.action.describe() for o in outcome.outcomes if o.ok]
             error = outcome.error
             mem, last_deploy = self._remember(app, p, obs, failed=outcome.failed, error=error, mem=mem, last_deploy=last_deploy, rid=rid)
@@ -224,6 +238,14 @@ class Reconciler:
                 # Re-observe once so status shows the world as the failure left it, then stop.
                 continue
 
+        if verify and error is None and app.spec.verify is not None:
+            # Post-switch verification: an open window (this run's cutover, or one a killed run left) is judged to
+            # its verdict here, then the world is converged again (switched back, or the standby stopped).
+            closed = self.verifier.run(app, p, obs, log, rid, self.should_stop)
+            if closed is not None and closed.state in ("passed", "failed"):
+                after = self._converge(app, None, rid, log, verify=False)
+                after.actions_done[:0] = done
+                return after
         # `obs` and `p` are from the last observation: the world as we leave it.
         reason = type(error).__name__ if error else None
         if error is not None:
@@ -306,7 +328,8 @@ class Reconciler:
         want = app.spec.activeColor
         rev = p.revisions[want]
         failures = dict(mem.failures)
-        cutover = any(isinstance(a, SwitchRoute) and a.color != obs.route.color for a in p.actions)
+        # To the desired color only: a switch back from a revision that failed verification is no deploy.
+        cutover = any(isinstance(a, SwitchRoute) and a.color != obs.route.color and a.color == want for a in p.actions)
         deploying = cutover or any(isinstance(a, (CreateContainer, StartContainer)) and a.color == want for a in p.actions)
         if isinstance(failed, WaitHealthy) and failed.color == want:
             self.metrics.health_check_failures.labels(app=app.name, color=want).inc()

@@ -323,6 +323,26 @@ class HookSpec(_Model):
 class HooksSpec(_Model):
     beforeSwitch: HookSpec | None = Field(None, description="Once per revision, before the switch; a non-zero exit fails the deploy.")
     afterSwitch: HookSpec | None = Field(None, description="Once per revision, after a successful switch; does not gate it.")
+class VerifySpec(_Model):
+    """Post-switch verification (docs/spec.md#verify): judge the new color for a window after each cutover."""
+
+    windowSeconds: float = Field(60.0, gt=0, le=3600, description="After a cutover, judge the new color this long.")
+    maxErrorRate: float = Field(0.05, ge=0, lt=1, description="Largest share of 5xx among the requests Nginx sent to the new color.")
+    minRequests: int = Field(20, ge=1, le=1_000_000, description="Fewer requests than this: the error rate (and p99) is not judged.")
+    maxLatencyP99Ms: float | None = Field(
+        None, gt=0, le=600_000, description="Optional: the p99 upstream response time (ms) the new color may not exceed."
+    )
+    healthFailures: int = Field(3, ge=1, le=1000, description="Consecutive failed health probes of the new color that fail it.")
+    accessLog: Path | None = Field(
+        None,
+        json_schema_extra={"pattern": PATH_PATTERN},
+        description="The JSON-lines access log the site writes (docs/nginx.md). Default /var/log/nginx/bluegreen-<name>.access.log.",
+    )
+
+    @field_validator("accessLog", mode="before")
+    @classmethod
+    def _log(cls, v: Any) -> Any:
+        return None if v is None else check_path(v)
 
 
 class AppSpec(_Model):
@@ -372,6 +392,9 @@ class AppSpec(_Model):
     resources: Resources | None = Field(
         None,
         description="Docker limits for both colors (part of the revision) and the capacity check before a new color starts.",
+    )
+    verify: VerifySpec | None = Field(
+        None, description="Post-switch verification with automatic switch-back (absent: the switch is the end of a deploy)."
     )
 
     @field_validator("image")
@@ -466,6 +489,11 @@ class BlueGreenApp(_Model):
     @property
     def flag_file(self) -> Path:
         return self.spec.nginx.flagFile or self.upstream_file.parent / f"{self.name}.green"
+
+    @property
+    def access_log(self) -> Path:
+        v = self.spec.verify
+        return (v.accessLog if v is not None else None) or Path("/var/log/nginx") / f"bluegreen-{self.name}.access.log"
 
     def written_paths(self) -> dict[str, Path]:
         """Every file the controller writes for this app, by the spec field that names it (defaults included)."""

@@ -5,6 +5,7 @@
     <state-dir>/counters.json            --once --metrics-textfile: the counters' totals (controller/counters.py)
     <state-dir>/apps/<app>/status.json   rebuilt from observation on every pass
     <state-dir>/apps/<app>/memory.json   failed revisions (for backoff), last deploy
+    <state-dir>/apps/<app>/verify.json   the last post-switch verification window (controller/verify.py)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from controller.facts import Failure, HookRecord, Memory
 from controller.jsonshape import Corrupt, Reader
 from controller.logs import get_logger, redact_json_text
 from controller.status import LastDeploy
+from controller.verify import Window
 
 T = TypeVar("T")
 
@@ -182,6 +184,7 @@ class StateStore:
             backoff_base=backoff_base,
             backoff_max=backoff_max,
             hooks=m.hooks,
+            verify=self.load_window(app),
         )
 
     def record_hook(self, app: str, rec: HookRecord) -> None:
@@ -213,6 +216,14 @@ class StateStore:
         if last_deploy is not None:
             raw["lastDeploy"] = last_deploy.to_json()
         files.write_atomic(self.app_dir(app) / "memory.json", redact_json_text(json.dumps(raw, indent=2, sort_keys=True)) + "\n")
+
+    # Verification window ----------------------------------------------------------------
+    def load_window(self, app: str) -> Window | None:
+        """The last verification window (None: none, or a corrupt file); `verify.window_closed` says if it ended."""
+        return self._load(app, "verify.json", Window.from_json)
+
+    def save_window(self, app: str, window: Window) -> None:
+        files.write_atomic(self.app_dir(app) / "verify.json", json.dumps(window.to_json(), indent=2, sort_keys=True) + "\n")
 
     # Status -----------------------------------------------------------------------------
     def load_status(self, app: str, parse: Callable[[dict[str, Any]], T]) -> T | None:

@@ -341,7 +341,7 @@ def test_controller_alerts_cover_both_metric_routes() -> None:
     """Cron runs continue their counters from the state dir (controller/counters.py), so one expression reads both
     routes: no alert selects the controller's scrape job, and every counter alert's promtool cases feed it both
     a --watch series (job="bluegreen-controller") and a textfile one (job="node")."""
-    counters = ("bluegreen_reconcile_runs_total", "bluegreen_cutovers_total", "bluegreen_health_check_failures_total", "bluegreen_drift_repairs_total")
+    counters = ("bluegreen_reconcile_runs_total", "bluegreen_cutovers_total", "bluegreen_health_check_failures_total", "bluegreen_drift_repairs_total", "bluegreen_verifications_total")
     fed: dict[str, set[str]] = {}
     for f in RULE_TESTS:
         for case in load_yaml(f)["tests"]:
