@@ -71,7 +71,9 @@ class GateWorld(World):
         return data
 
     def hook_containers(self) -> list[Any]:
-        return list(self.client.containers.list(all=True, filters={"label": [f"bluegreen.app={self.app}", "bluegreen.hook"]}))
+        # sparse: one list call, no inspect per container (a hook container removed between the two would raise)
+        flt = {"label": [f"bluegreen.app={self.app}", "bluegreen.hook"]}
+        return list(self.client.containers.list(all=True, sparse=True, filters=flt))
 
     def hook_starts(self, since: float) -> list[str]:
         """Revisions of this app's hook containers Docker started since `since` (from its event log)."""
