@@ -36,6 +36,7 @@ from controller.facts import (
     Memory,
     Observed,
 )
+from controller.preview import PreviewState, plan_preview
 from controller.routing import flag_color, flag_says, render_include, serving_color
 from controller.spec import COLORS, BlueGreenApp, Color, canonical_ip, other
 
@@ -53,6 +54,7 @@ class Plan:
     # The deploy-time revision inputs `revisions` were computed with (a created container is labelled with them).
     revision_extra: dict[str, str] = field(default_factory=dict)
     secrets_stale: str | None = None  # why the live color's secrets are out of date, if they are
+    preview: PreviewState | None = None  # spec.preview's condition (None: no preview in the spec)
 
     @property
     def converged(self) -> bool:
@@ -235,9 +237,16 @@ def plan(
 
     # The idle color: kept for rollback, or stopped once traffic has left it.
     standby = obs.containers[idle]
-    if spec.standby == "stop" and target == want and standby is not None and standby.running and idle not in foreign:
+    if spec.standby == "stop" and target == want and standby is not None and standby.running and idle not in foreign and spec.preview is None:
         diffs.append(f"container {app.container_name(idle)}: running; standby: stop")
         actions.append(StopContainer(idle, f"standby: stop; drain up to {spec.drainSeconds:g}s first"))
+
+    # spec.preview on the idle color (controller/preview.py): the flag off first, its steps after the live color's.
+    pv = plan_preview(app, obs, mem, now, extra, serving=serving, target=target, foreign=set(foreign))
+    actions = [*pv.before, *actions, *pv.after]
+    diffs += pv.diffs
+    if pv.revision is not None:
+        revisions[idle] = pv.revision  # the idle color's wanted revision (and failure memory key) is the preview's
 
     return Plan(
         app=app.name,
@@ -250,6 +259,7 @@ def plan(
         diffs=tuple(diffs),
         revision_extra=extra,
         secrets_stale=secrets_stale,
+        preview=pv.state,
     )
 
 
