@@ -87,8 +87,8 @@ def test_preview_header_cookie_auth_promotion_and_failure(
             assert c.get(url + "/version", headers=ask, auth=("ops", "wrong")).status_code == 401
             assert c.get(url + "/actuator/env", headers=ask, auth=AUTH).status_code == 403
         # The control server confirms the preview route as it confirms the live one.
-        r = c.get(preview_route)
-        assert r.status_code == 200 and r.headers["x-bluegreen-upstream"] == f"127.0.0.1:{ports['green']}"
+        probe = c.get(preview_route)
+        assert probe.status_code == 200 and probe.headers["x-bluegreen-upstream"] == f"127.0.0.1:{ports['green']}"
         assert c.get(f"{shipped.control_url}/bluegreen/{app_name}/actuator/health").headers["x-bluegreen-upstream"].endswith(
             f":{ports['blue']}"
         )
@@ -97,9 +97,9 @@ def test_preview_header_cookie_auth_promotion_and_failure(
         # A switch only: no container created or removed.
         before = _ids(docker_client, app_name)
         promoted = with_spec(live, image=test_images["v2"], activeColor="green", env={"FEATURE": "on"})
-        r = _converge(path, promoted, state, shipped)
+        run = _converge(path, promoted, state, shipped)
         assert _ids(docker_client, app_name) == before
-        done = [e for e in r.logs() if e.get("event") == "action.done"]
+        done = [e for e in run.logs() if e.get("event") == "action.done"]
         assert [e["action"] for e in done] == ["SwitchPreview", "SwitchRoute", "WriteMarker"], done
         assert sum(float(e["seconds"]) for e in done) < 1.0, done
         assert _version(c, url).startswith("v2") and _version(c, url, HEADER).startswith("v2")
@@ -107,12 +107,12 @@ def test_preview_header_cookie_auth_promotion_and_failure(
 
         # A failing preview (never healthy) degrades the preview only: the live color keeps serving everyone.
         failing = with_spec(promoted, preview={"image": test_images["never"]}, healthCheck={"timeoutSeconds": 1.5})
-        r = _converge(path, failing, state, shipped)
+        run = _converge(path, failing, state, shipped)
         preview = _condition(state, app_name, "PreviewReady")
         assert preview["status"] == "False" and preview["reason"] == "PreviewFailed", preview
         assert _condition(state, app_name, "Degraded")["status"] == "False"
         assert _condition(state, app_name, "Ready")["status"] == "True"
-        assert any(e.get("event") == "preview.failed" for e in r.logs())
+        assert any(e.get("event") == "preview.failed" for e in run.logs())
         assert _version(c, url).startswith("v2") and _version(c, url, HEADER).startswith("v2")
         assert _version(c, url, COOKIE).startswith("v2")
         # The live container was never touched.
