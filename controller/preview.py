@@ -92,7 +92,10 @@ def plan_preview(
 
     cur = obs.containers[idle]
     good = matches(view, idle, cur, rev)
-    ready = good and cur is not None and cur.running and cur.healthy is True and cur.steady(now, spec.healthCheck.stableSeconds)
+    passing = good and cur is not None and cur.running and cur.healthy is True
+    steady = passing and cur is not None and cur.steady(now, spec.healthCheck.stableSeconds)
+    pr = obs.preview_route
+    confirmed = flag_on and pr is not None and pr.reachable and pr.color == idle
     ask = f"requests with {HEADER}: 1 or cookie {COOKIE}=1"
     failure = mem.failures.get(rev)
     retry_at = failure.next_retry_at(mem.backoff_base, mem.backoff_max) if failure else None
@@ -106,21 +109,17 @@ def plan_preview(
         if failure is not None and retry_at is not None and now < retry_at
         else None
     )
-    if ready:
-        state = PreviewState(True, "PreviewServing", f"{name} runs {pv.image} (revision {rev}); {ask} reach it")
-        pr = obs.preview_route
-        if flag_on and pr is not None and pr.reachable and pr.color == idle:
-            return PreviewPlan(revision=rev, state=state)
+    serving_state = PreviewState(True, "PreviewServing", f"{name} runs {pv.image} (revision {rev}); {ask} reach it")
+    if passing and confirmed:
+        # Like the live color: a preview that serves and passes keeps serving (no new stability window).
+        return PreviewPlan(revision=rev, state=serving_state)
+    on = SwitchPreview(idle, f"create {app.preview_flag_file}: {ask} go to {idle}, confirm", on=True)
+    if steady:
         shown = "missing" if not flag_on else f"present, preview requests reach {_route_seen(obs)}"
         diff = f"preview flag {app.preview_flag_file}: {shown}; want preview requests on {idle}"
         if backing_off is not None:  # its route could not be confirmed: the same backoff as a failed check
             return PreviewPlan(before=off, diffs=(diff,), revision=rev, state=backing_off)
-        return PreviewPlan(
-            after=(SwitchPreview(idle, f"create {app.preview_flag_file}: {ask} go to {idle}, confirm", on=True),),
-            diffs=(diff,),
-            revision=rev,
-            state=state,
-        )
+        return PreviewPlan(after=(on,), diffs=(diff,), revision=rev, state=serving_state)
 
     diffs = [f"container {name}: {describe_container(cur)}; want running healthy preview {pv.image} revision={rev}"]
     if off:
@@ -128,7 +127,8 @@ def plan_preview(
     if backing_off is not None:
         # Rule 3: no action, no blocker: the live color is converged, only the preview is not.
         return PreviewPlan(before=off, diffs=tuple(diffs), revision=rev, state=backing_off)
-    steps = _steps(app, idle, cur, good, failure is not None, now, rev)
+    # Rule 2: the flag off first (when on), then the steps that prove the preview, then the flag on.
+    steps = (*_steps(app, idle, cur, good, failure is not None, now, rev), on)
     return PreviewPlan(
         before=off,
         after=steps,
@@ -155,7 +155,7 @@ def _steps(
         steps += [CreatePreview(idle, f"preview {name} with {pv.image}", revision=rev), wait]
     elif not cur.running:
         steps += [StartPreview(idle, f"preview {name} is {cur.state}"), wait]
-    elif cur.healthy:
+    elif good and cur.healthy:
         steps.append(WaitPreview(idle, f"preview {name} passes {hc.path}: it must keep passing for a full window"))
     else:
         deadline = (cur.started_at or now) + hc.timeoutSeconds

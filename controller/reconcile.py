@@ -252,6 +252,8 @@ class Reconciler:
         idle = other(app.spec.activeColor)
         rev = p.revisions[idle]
         log.error("preview.failed", color=idle, revision=rev, error=str(error), kind=type(error).__name__)
+        if app.spec.preview is None:
+            return  # removing a leftover preview flag failed: no preview revision to hold it against (retried next pass)
         mem = self.store.load_memory(app.name, self.backoff_base, self.backoff_max)
         old = mem.failures.get(rev)
         failure = Failure(rev, idle, (old.count if old else 0) + 1, self.world.now(), type(error).__name__, str(error))

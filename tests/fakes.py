@@ -32,7 +32,10 @@ class CheckedWorld(FakeWorld):
         before_preview = {app: self.preview_routed(app) for app in apps}  # spec.preview: requests that ask for it
         change()
         changed = [(a, self.routed(a)) for a in apps | self._apps() if self.routed(a) != before.get(a)]
-        changed += [(a, self.preview_routed(a)) for a in apps | self._apps() if self.preview_routed(a) != before_preview.get(a)]
+        # Preview requests moved: checked unless they moved back onto what everyone else gets (the live route's risk).
+        changed += [
+            (a, pr) for a in apps | self._apps() if (pr := self.preview_routed(a)) != before_preview.get(a) and pr != self.routed(a)
+        ]
         for app, servers in changed:
             for s in servers:
                 port = port_of(s)

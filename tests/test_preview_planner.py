@@ -49,7 +49,7 @@ def w() -> CheckedWorld:
 def test_preview_runs_on_the_idle_color_and_opens_its_route_only_when_proven(w: CheckedWorld, tmp_path: Path) -> None:
     converge(live(), w, tmp_path)
     app = previewing(env={"FEATURE": "on"})
-    assert verbs(app, w) == ["CreatePreview:green", "WaitPreview:green"]  # the route opens on the next pass, once observed proven
+    assert verbs(app, w) == ["CreatePreview:green", "WaitPreview:green", "SwitchPreview:green"]
     blue_id = w.containers["dialogue-blue"].fact.id
     assert converge(app, w, tmp_path) == "converged"
     assert w.routed("dialogue") == [BLUE]  # everyone else: the live color

@@ -15,6 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
+from controller.specdir import load_app
+from controller.testing import FakeWorld
 from tests.support.controller_run import Run, app_spec, run_reconcile, with_spec, write_spec
 from tests.support.nginx import NginxInstance
 from tests.support.shipped_site import start_shipped
@@ -117,3 +119,31 @@ def test_preview_header_cookie_auth_promotion_and_failure(
         assert _version(c, url, COOKIE).startswith("v2")
         # The live container was never touched.
         assert _ids(docker_client, app_name)[f"{app_name}-green"] == before[f"{app_name}-green"]
+
+        # FakeWorld's model of the site (controller/testing.py) answers like the real control routes for every
+        # state of the two flags; the controller's files are put back afterwards.
+        app = load_app(path)
+        include = app.upstream_file.read_text()
+        world = FakeWorld(files={app.upstream_file: include}, include_paths={app.upstream_file})
+        world.reload()
+        saved = {f: f.read_text() if f.exists() else None for f in (app.flag_file, app.preview_flag_file)}
+        try:
+            for flag in (False, True):
+                for preview_flag in (False, True):
+                    for f, on, content in ((app.flag_file, flag, "green\n"), (app.preview_flag_file, preview_flag, "preview\n")):
+                        if on:
+                            f.write_text(content)
+                            world.files[f] = content
+                        else:
+                            f.unlink(missing_ok=True)
+                            world.files.pop(f, None)
+                    for route, fake in (("bluegreen", world.routed), ("bluegreen-preview", world.preview_routed)):
+                        real = c.get(f"{shipped.control_url}/{route}/{app_name}/actuator/health").headers.get("x-bluegreen-upstream")
+                        assert [real] == fake(app_name), (route, flag, preview_flag)
+        finally:
+            for f, kept in saved.items():
+                if kept is None:
+                    f.unlink(missing_ok=True)
+                else:
+                    f.write_text(kept)
+
