@@ -29,6 +29,7 @@ from controller.actions import (
 from controller.errors import ControllerError, HealthCheckFailed, NginxError, RouteUnverified, TemporaryError
 from controller.facts import LABEL_APP, LABEL_COLOR, LABEL_MANAGED, LABEL_REVISION, MANAGED_BY
 from controller.preview import PREVIEW_FLAG_CONTENT, preview_probe_url
+from controller.resources import Resources
 from controller.routing import (
     FLAG_CONTENT,
     flag_says,
@@ -133,8 +134,16 @@ def _create(ctx: Context, a: Action) -> None:
             network=s.network,
             restart_policy=s.restartPolicy,
             stop_timeout=s.stopTimeoutSeconds,
+            **_limits(s.resources),
         )
     )
+
+
+def _limits(r: Resources | None) -> dict[str, int | None]:
+    """spec.resources as ContainerRequest fields (issue 14); none set: Docker's defaults."""
+    if r is None:
+        return {}
+    return {"memory": r.memory_bytes, "memory_reservation": r.reservation_bytes, "nano_cpus": r.nano_cpus, "pids_limit": r.pidsLimit}
 
 
 def _start(ctx: Context, a: Action) -> None:

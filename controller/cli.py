@@ -1,10 +1,14 @@
-"""Command line: `reconcile --once | --plan | --status | --watch -f PATH`.
+"""Command line: `reconcile --once | --plan | --status | --watch -f PATH`, and
+`reconcile deploy -f SPEC --image IMG | rollback -f SPEC | promote -f SPEC` (edit the spec; see controller/release.py).
 
 Exit codes
   --once    0 converged; 1 could not converge; 2 invalid input (YAML, spec, arguments)
   --plan    0 in sync; 1 changes pending (or blocked); 2 invalid input or error
   --status  0 every app Ready; 1 some app not Ready; 2 invalid input or error
   --watch   0 after SIGTERM/SIGINT; 1 cannot serve --metrics-port; 2 invalid arguments or no valid spec at start
+  deploy, rollback, promote
+            0 spec written (--apply: and converged); 1 --apply: written, could not converge; 2 refused or invalid
+            input (one line; the spec file unchanged)
   any mode  141 (128 + SIGPIPE, as a shell reports a program killed by it) when standard output was closed
             before everything was written (`reconcile --schema | head -1`): no error message, the rest is dropped
 """
@@ -141,6 +145,11 @@ def err(message: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    words = sys.argv[1:] if argv is None else argv
+    if words and words[0] in ("deploy", "rollback", "promote"):  # `reconcile deploy -f SPEC ...`: controller/release.py
+        from controller.release import main as release_main
+
+        return release_main(words)
     args = build_parser().parse_args(argv)
     if args.schema:
         print(json.dumps(json_schema(), indent=2))

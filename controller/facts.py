@@ -79,6 +79,24 @@ class RouteFact:
 
 
 @dataclass(frozen=True)
+class CapacityFact:
+    """What the host has for one more color (issue 14), observed just before a new color would start.
+
+    Sizes in bytes; None where the host could not tell (the rule then skips that part and says so).
+    """
+
+    mem_total: int  # MemTotal of /proc/meminfo (or of the file BLUEGREEN_MEMINFO names)
+    mem_available: int  # MemAvailable: what can be allocated without swapping
+    meminfo: str  # the file read, shown in messages
+    usage: dict[str, int] = field(default_factory=dict)  # container name -> memory in use now (running ones only)
+    image_present: bool = True  # the image to start is in Docker's store (no pull needed)
+    image_size: int | None = None  # size of the live color's image: the estimate of what a pull needs
+    docker_root: str = ""  # Docker's DockerRootDir
+    disk_free: int | None = None  # free under docker_root, root's reserve excluded (statvfs f_bavail); None: not visible here
+    cpus: int | None = None  # CPUs Docker sees (docker info NCPU)
+
+
+@dataclass(frozen=True)
 class Observed:
     app: str
     containers: dict[Color, ContainerFact | None]
@@ -91,6 +109,7 @@ class Observed:
     # (probed only while the spec has a preview or the flag exists).
     preview_flag: str | None = None
     preview_route: RouteFact | None = None
+    capacity: CapacityFact | None = None  # observed only when a new color is to start (controller/hostfacts.py)
 
     @property
     def marker_color(self) -> Color | None:

@@ -26,6 +26,7 @@ from controller.actions import (
     WaitHealthy,
     WriteMarker,
 )
+from controller.capacity import capacity_blocker
 from controller.facts import (
     FINGERPRINT_KEY,
     LABEL_APP,
@@ -170,13 +171,18 @@ def plan(
                     f"next try in {int(retry_at - now)}s, or at once when the spec changes",
                 )
             )
+        elif (cur is None or not good or not cur.running or (failure is not None and not cur.healthy)) and (
+            short := capacity_blocker(app, obs.capacity, want, serving, obs.containers[serving] if serving else None)
+        ) is not None:
+            blockers.append(short)  # a new color would start (below) and the host cannot hold it: nothing starts
         else:
             if cur is not None and (not good or (failure is not None and not cur.healthy)):
                 why = "retry after a failed deploy" if good else f"is {describe_container(cur)}; want revision {rev}"
                 actions.append(RemoveContainer(want, f"{name} {why}"))
                 cur = None
             if cur is None:
-                actions += [CreateContainer(want, f"{name} with {spec.image}", revision=rev), wait]
+                limits = f" ({spec.resources.describe()})" if spec.resources is not None and spec.resources.describe() else ""
+                actions += [CreateContainer(want, f"{name} with {spec.image}{limits}", revision=rev), wait]
             elif not cur.running:
                 actions += [StartContainer(want, f"{name} is {cur.state}"), wait]
             elif unsteady:

@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controller.actions import Action, CreatePreview, RemovePreview, StartPreview, SwitchPreview, WaitPreview
+from controller.capacity import capacity_blocker
 from controller.facts import ContainerFact, Memory, Observed
 from controller.spec import BlueGreenApp, Color, other, preview_app
 
@@ -129,6 +130,11 @@ def plan_preview(
         return PreviewPlan(before=off, diffs=tuple(diffs), revision=rev, state=backing_off)
     # Rule 2: the flag off first (when on), then the steps that prove the preview, then the flag on.
     steps = (*_steps(app, idle, cur, good, failure is not None, now, rev), on)
+    if any(isinstance(a, (CreatePreview, StartPreview)) for a in steps):
+        # The capacity check of a new color (spec.resources) holds for a preview too: short, it degrades the preview only.
+        short = capacity_blocker(view, obs.capacity, idle, serving, obs.containers[want])
+        if short is not None:
+            return PreviewPlan(before=off, diffs=tuple(diffs), revision=rev, state=PreviewState(False, short.reason, short.message))
     return PreviewPlan(
         before=off,
         after=steps,

@@ -27,6 +27,7 @@ from controller.actions import (
 from controller.apply import Context, Interrupted, apply
 from controller.errors import ControllerError, HealthCheckFailed
 from controller.facts import ContainerFact, Failure, Memory, Observed
+from controller.hostfacts import with_capacity
 from controller.logs import get_logger
 from controller.metrics import Metrics
 from controller.observe import index_containers, observe
@@ -95,7 +96,9 @@ class Reconciler:
         resolved = self.resolver(app)
         obs = observe(app, self.world, containers if containers is not None else index_containers(self.world))
         mem = self.store.load_memory(app.name, self.backoff_base, self.backoff_max)
-        return plan(app, obs, mem, self.world.now(), resolved.revision_extra), obs, resolved
+        p = plan(app, obs, mem, self.world.now(), resolved.revision_extra)
+        p, obs = with_capacity(app, self.world, obs, p, lambda o: plan(app, o, mem, self.world.now(), resolved.revision_extra))
+        return p, obs, resolved
 
     def status_only(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None) -> Status:
         p, obs, resolved = self.plan_only(app, containers)
@@ -177,6 +180,7 @@ class Reconciler:
             obs = observe(app, self.world, index)
             mem = self.store.load_memory(app.name, self.backoff_base, self.backoff_max)
             p = plan(app, obs, mem, self.world.now(), resolved.revision_extra)
+            p, obs = with_capacity(app, self.world, obs, p, lambda o: plan(app, o, mem, self.world.now(), resolved.revision_extra))  # noqa: B023
             if pass_no == 0:
                 log.info("reconcile.plan", actions=[a.describe() for a in p.actions], blockers=[b.reason for b in p.blockers], serving=p.serving)
             if not p.actions or error is not None:

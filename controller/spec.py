@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from controller.errors import SpecError, one_line
 from controller.imageref import ImageRef, InvalidImageRef
+from controller.resources import Resources
 
 Color = Literal["blue", "green"]
 COLORS: tuple[Color, Color] = ("blue", "green")
@@ -310,6 +311,10 @@ class AppSpec(_Model):
         description="Run this release on the idle color for requests with header X-Bluegreen-Preview: 1 or cookie "
         "bluegreen_preview=1 (the site of nginx/, switch: flag); the active color keeps serving everyone else.",
     )
+    resources: Resources | None = Field(
+        None,
+        description="Docker limits for both colors (part of the revision) and the capacity check before a new color starts.",
+    )
 
     @field_validator("image")
     @classmethod
@@ -470,6 +475,8 @@ class BlueGreenApp(_Model):
                 "restartPolicy": s.restartPolicy,
                 "labels": s.labels,
                 "extra": extra or {},
+                # Only when a limit is set: revisions of apps without limits stay what they were (no redeploy).
+                **({"resources": lim} if s.resources is not None and (lim := s.resources.revision_input()) else {}),
             }
         )
 

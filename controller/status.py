@@ -160,18 +160,55 @@ class Desired:
     revision: str
     standby: str
     secrets: tuple[str, ...] | None = None  # secret env names with their SSM versions, never values
+    resources: Limits | None = None  # spec.resources limits as written (issue 14); None when none is set
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"image": self.image, "activeColor": self.active_color, "revision": self.revision, "standby": self.standby}
         if self.secrets is not None:
             out["secrets"] = list(self.secrets)
+        if self.resources is not None:
+            out["resources"] = self.resources.to_json()
         return out
 
     @classmethod
     def from_json(cls, r: Reader) -> Desired:
         return cls(
-            r.text("image"), r.color("activeColor"), r.text("revision"), r.text("standby"), r.texts("secrets") if r.has("secrets") else None
+            r.text("image"), r.color("activeColor"), r.text("revision"), r.text("standby"), r.texts("secrets") if r.has("secrets") else None,
+            Limits.from_json(res) if r.has("resources") and (res := r.opt_obj("resources")) is not None else None,
         )
+
+
+@dataclass(frozen=True)
+class Limits:
+    """spec.resources in status: the limits both colors are created with (only those set appear)."""
+
+    memory: str | None = None
+    memory_reservation: str | None = None
+    cpus: float | None = None
+    pids_limit: int | None = None
+
+    @classmethod
+    def of(cls, app: BlueGreenApp) -> Limits | None:
+        r = app.spec.resources
+        if r is None or not r.limits():
+            return None
+        return cls(r.memory, r.memoryReservation, r.cpus, r.pidsLimit)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"memory": self.memory, "memoryReservation": self.memory_reservation, "cpus": self.cpus, "pidsLimit": self.pids_limit}
+        return {k: v for k, v in out.items() if v is not None}
+
+    @classmethod
+    def from_json(cls, r: Reader) -> Limits:
+        return cls(
+            r.text("memory") if r.has("memory") else None,
+            r.text("memoryReservation") if r.has("memoryReservation") else None,
+            r.number("cpus", 0.0, 1024.0) if r.has("cpus") else None,
+            r.integer("pidsLimit", 1) if r.has("pidsLimit") else None,
+        )
+
+    def describe(self) -> str:
+        return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.to_json().items())
 
 
 @dataclass(frozen=True)
@@ -400,6 +437,7 @@ def build_status(
             revision=plan.revisions[app.spec.activeColor],
             standby=app.spec.standby,
             secrets=tuple(secret_names) if secret_names is not None else None,
+            resources=Limits.of(app),
         ),
         observed=ObservedStatus(
             containers={
@@ -461,6 +499,8 @@ def render_text(status: Status) -> str:
     lines.append(f"  desired   {d.active_color} {d.image} revision {d.revision} standby={d.standby}")
     if d.secrets:
         lines.append(f"  secrets   {', '.join(d.secrets)}")  # names and SSM versions, never values
+    if d.resources is not None:
+        lines.append(f"  limits    {d.resources.describe()}")
     for color in COLORS:
         c = o.containers[color]
         if c is None:

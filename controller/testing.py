@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from controller.errors import DockerError, DockerUnavailable, ImageError, NginxError
-from controller.facts import ContainerFact, include_servers, port_of
+from controller.errors import DockerError, DockerUnavailable, HostError, ImageError, NginxError
+from controller.facts import CapacityFact, ContainerFact, include_servers, port_of
 from controller.world import ContainerRequest, HealthResult, RouteProbe, RunState
 
 
@@ -46,6 +46,7 @@ class FakeContainer:
     restart_policy: str = "unless-stopped"
     restart_count: int = 0  # restarts by Docker since created or last started by hand (`docker start` resets it)
     restart_at: float | None = None  # state "restarting": when Docker starts it again
+    request: ContainerRequest | None = None  # what it was created with (limits included)
 
 
 _ROUTE_URL = re.compile(r"/bluegreen/(?P<app>[a-z0-9-]+)/")
@@ -69,6 +70,15 @@ class FakeWorld:
     # flag file exists, else <app>-blue. Flag file per app; default <include dir>/<app>.green (the spec's).
     flag_files: dict[str, Path] = field(default_factory=dict)
     crash_after: int | None = None  # mutations left before Crash
+    # The host's capacity (issue 14), as drivers/capacity.py reads it: meminfo, Docker's CPUs, free disk under
+    # Docker's root; `meminfo_missing` is a BLUEGREEN_MEMINFO naming no file (HostError, like the real driver).
+    mem_total: int = 8 * 1024**3
+    mem_available: int = 6 * 1024**3  # before any container runs; each running one takes container_memory
+    meminfo_missing: bool = False
+    cpus: int = 2
+    disk_free: int | None = 100 * 1024**3
+    container_memory: int = 16 * 1024**2  # what each running container uses
+    image_size: int = 2 * 1024**2
     mutations: list[str] = field(default_factory=list)
     _next_id: int = 0
 
@@ -150,6 +160,11 @@ class FakeWorld:
             raise ImageError(f"image {req.image} is not present locally and cannot be pulled: not found")
         if req.name in self.containers:
             raise DockerError(f"create {req.name}: Conflict. The container name is already in use")
+        if req.nano_cpus is not None and req.nano_cpus > self.cpus * 10**9:
+            # Docker refuses it at create: nothing is made
+            raise DockerError(
+                f"create {req.name}: Range of CPUs is from 0.01 to {self.cpus}.00, as there are only {self.cpus} CPUs available"
+            )
         for c in self.containers.values():
             if c.fact.state == "running" and c.fact.host_port == req.host_port:
                 raise DockerError(f"start {req.name}: port is already allocated")
@@ -166,7 +181,7 @@ class FakeWorld:
             host_port=req.host_port,
             created=self.clock,
         )
-        self.containers[req.name] = FakeContainer(fact, dict(req.env), self.clock, restart_policy=req.restart_policy)
+        self.containers[req.name] = FakeContainer(fact, dict(req.env), self.clock, restart_policy=req.restart_policy, request=req)
 
     def start_container(self, name: str) -> None:
         self._docker()
@@ -198,6 +213,26 @@ class FakeWorld:
 
     def connections_to(self, host_port: int) -> int:
         return 0
+
+    def host_capacity(self, image: str, measure: tuple[str, ...], size_of: str | None) -> CapacityFact:
+        self._docker()
+        self._settle()
+        if self.meminfo_missing:
+            raise HostError("capacity check: cannot read /fake/meminfo: missing")
+        present = image in self.images
+        ids = {c.fact.image_id for c in self.containers.values()} | set(self.images)
+        return CapacityFact(
+            mem_total=self.mem_total,
+            # Like the kernel's: what running containers use is not available.
+            mem_available=max(0, self.mem_available - self.container_memory * sum(c.fact.state == "running" for c in self.containers.values())),
+            meminfo="/fake/meminfo",
+            usage={n: self.container_memory for n in measure if n in self.containers and self.containers[n].fact.state == "running"},
+            image_present=present,
+            image_size=self.image_size if size_of in ids and not present else None,
+            docker_root="/var/lib/docker",
+            disk_free=None if present else self.disk_free,
+            cpus=self.cpus,
+        )
 
     # HTTP ------------------------------------------------------------------------------------
     def probe_health(self, url: str, expect_status: int, timeout: float) -> HealthResult:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from controller.facts import ContainerFact
+from controller.facts import CapacityFact, ContainerFact
 
 
 @dataclass(frozen=True)
@@ -28,6 +28,11 @@ class ContainerRequest:
     network: str | None = None
     restart_policy: str = "unless-stopped"
     stop_timeout: int = 10
+    # spec.resources (issue 14): None = no limit (Docker's default)
+    memory: int | None = None  # bytes (--memory)
+    memory_reservation: int | None = None  # bytes (--memory-reservation)
+    nano_cpus: int | None = None  # CPUs x 10^9 (--cpus)
+    pids_limit: int | None = None  # --pids-limit
 
 
 @dataclass(frozen=True)
@@ -79,6 +84,12 @@ class World(Protocol):
 
     def connections_to(self, host_port: int) -> int:
         """Established TCP connections to this local port (to know when a drain is done)."""
+        ...
+
+    def host_capacity(self, image: str, measure: tuple[str, ...], size_of: str | None) -> CapacityFact:
+        """The host's room for one more color: MemTotal/MemAvailable (/proc/meminfo, or the file BLUEGREEN_MEMINFO
+        names), memory in use by the `measure` containers that run, whether `image` is present, the size of image
+        `size_of`, free disk under Docker's root dir, Docker's CPU count. HostError when meminfo is unreadable."""
         ...
 
     # HTTP

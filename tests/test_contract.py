@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
-from controller.errors import DockerError, ImageError, NginxError
+from controller.errors import DockerError, HostError, ImageError, NginxError
 from controller.facts import LABEL_APP, LABEL_COLOR, LABEL_REVISION, ContainerFact
 from controller.metrics import Metrics
 from controller.observe import index_containers, observe
@@ -294,6 +294,42 @@ def test_world_contract(rig: Rig) -> None:
     t0 = w.now()
     w.sleep(0.05)
     assert w.now() >= t0 + 0.04
+
+
+def test_capacity_contract(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:
+    """host_capacity (issue 14) and container limits: what the capacity rule and spec.resources rely on."""
+    w, app = rig.world, rig.app
+    blue, green = app.container_name("blue"), app.container_name("green")
+    healthy = rig.images["healthy"]
+
+    before = w.host_capacity(healthy, (blue,), None)
+    assert 0 < before.mem_available <= before.mem_total
+    assert before.usage == {}  # nothing runs under that name
+    assert before.image_present and before.disk_free is None  # present: no pull, no disk figure
+    assert before.cpus is not None and before.cpus >= 1
+
+    req = replace(rig.request("blue", healthy), memory=64 * 1024**2, memory_reservation=32 * 1024**2, nano_cpus=500_000_000, pids_limit=64)
+    w.create_container(req)
+    c = rig.fact(blue)
+    assert c is not None and c.running
+    pulled = w.host_capacity(MISSING_IMAGE, (blue, green), c.image_id)
+    assert set(pulled.usage) == {blue} and 0 < pulled.usage[blue] <= 64 * 1024**2  # within its limit
+    assert not pulled.image_present
+    assert pulled.image_size is not None and pulled.image_size > 0  # the live image: the estimate for the pull
+    assert pulled.docker_root.startswith("/") and pulled.disk_free is not None and pulled.disk_free > 0
+
+    # More CPUs than the host has: Docker refuses the container, nothing is left behind.
+    with pytest.raises(DockerError):
+        w.create_container(replace(rig.request("green", healthy), nano_cpus=(before.cpus + 1) * 10**9))
+    assert rig.fact(green) is None
+
+    # An unreadable meminfo (here: BLUEGREEN_MEMINFO naming no file) is a HostError naming it.
+    if isinstance(w, FakeWorld):
+        w.meminfo_missing = True
+    else:
+        monkeypatch.setenv("BLUEGREEN_MEMINFO", str(rig.tmp / "no-such-meminfo"))
+    with pytest.raises(HostError, match="capacity check: cannot read"):
+        w.host_capacity(healthy, (blue,), None)
 
 
 # --------------------------------------------------------------------------------------------- plans

@@ -162,3 +162,15 @@ def test_conditions_without_a_preview_are_unchanged(w: CheckedWorld, tmp_path: P
     p = plan(live(), obs, Memory(), w.now())
     assert p.preview is None and obs.preview_route is None  # no extra probe for apps without a preview
     assert [c.type for c in conditions(live(), obs, p)] == ["Ready", "Progressing", "Degraded", "RollbackReady", "SecretsStale"]
+
+
+def test_preview_that_does_not_fit_starts_nothing(w: CheckedWorld, tmp_path: Path) -> None:
+    # spec.resources' capacity check holds for the preview's new container: short, it degrades the preview only.
+    converge(live(resources={"memory": "1g"}), w, tmp_path)
+    w.mem_available = 1024**3  # blue's memory aside, nothing is left for a second 1g color
+    app = live(resources={"memory": "1g"}, preview={"image": "dialogue:2"})
+    r = reconciler(w, tmp_path).reconcile(app)
+    assert r.result == "converged" and "dialogue-green" not in w.containers
+    assert r.status is not None
+    pr = next(c for c in r.status.conditions if c.type == "PreviewReady")
+    assert not pr.status and pr.reason == "InsufficientCapacity", pr

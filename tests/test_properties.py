@@ -50,6 +50,8 @@ SPECS = [
     # spec.preview on the idle color (a good one, one that never gets healthy); promotion is dialogue:2 on green.
     make_app(image="dialogue:1", activeColor="blue", preview={"image": "dialogue:2"}),
     make_app(image="dialogue:2", activeColor="green", preview={"image": "dialogue:bad"}),
+    # spec.resources (issue 14): a limit the capacity check counts (see host_memory).
+    make_app(image="dialogue:2", activeColor="green", resources={"memory": "1g"}),
 ]
 COLORS = ["blue", "green"]
 NEVER_STABLE = {"dialogue:bad", "dialogue:loop"}  # images that can never pass a full stability window
@@ -171,6 +173,11 @@ class ControllerMachine(RuleBasedStateMachine):
     def docker_availability(self, up: bool) -> None:
         self.world.docker_up = up
 
+    @rule(low=st.booleans())
+    def host_memory(self, low: bool) -> None:
+        # A host short of memory: a new color is refused (InsufficientCapacity), the live one never touched.
+        self.world.mem_available = 300 * 1024**2 if low else 6 * 1024**3
+
     @rule(seconds=st.sampled_from([1, 30, 120, 4000]))
     def time_passes(self, seconds: int) -> None:
         self.world.clock += seconds
@@ -185,6 +192,7 @@ class ControllerMachine(RuleBasedStateMachine):
         w = self.world
         marker_before = w.files.get(self.app.marker_path)
         w.nginx_up = w.docker_up = True
+        w.mem_available = 6 * 1024**3
         for c in w.containers.values():
             c.broken = False
         for _ in range(MAX_PASSES):

@@ -251,6 +251,15 @@ class DockerDriver:
         )
         if req.network:
             kwargs["network"] = req.network
+        # spec.resources (issue 14): only what is set, so a spec without limits creates what it always did.
+        for key, value in (
+            ("mem_limit", req.memory),
+            ("mem_reservation", req.memory_reservation),
+            ("nano_cpus", req.nano_cpus),
+            ("pids_limit", req.pids_limit),
+        ):
+            if value is not None:
+                kwargs[key] = value
         container = self._call(f"create {req.name}", lambda: client.containers.create(req.image, **kwargs))
         try:
             self._call(f"start {req.name}", container.start)
@@ -274,6 +283,41 @@ class DockerDriver:
         except DockerError as e:
             if "not found" not in str(e).lower() and "no such container" not in str(e).lower():
                 raise
+
+
+    # Capacity facts (issue 14; drivers/capacity.py composes them) ---------------------------------------
+    def info(self) -> dict[str, Any]:
+        api = self.client().api
+        info: dict[str, Any] = self._call("docker info", api.info)
+        return info
+
+    def image_size(self, image: str) -> int | None:
+        """Size of a local image (by reference or id); None when it is not present."""
+        api = self.client().api
+        try:
+            info = self._call(f"inspect image {image}", lambda: api.inspect_image(image))
+        except (DockerError, ImageError):
+            return None
+        size = info.get("Size")
+        return size if isinstance(size, int) and not isinstance(size, bool) and size >= 0 else 0
+
+    def memory_usage(self, name: str) -> int | None:
+        """Memory a running container uses now as `docker stats` shows it (page cache that can be dropped
+        excluded); None when it is not running or Docker does not say. One sample (one_shot): no 1 s wait."""
+        api = self.client().api
+        try:
+            stats = self._call(f"stats {name}", lambda: api.stats(name, stream=False, one_shot=True))
+        except DockerError:
+            return None
+        mem = stats.get("memory_stats") if isinstance(stats, dict) else None
+        if not isinstance(mem, dict) or not isinstance(mem.get("usage"), int):
+            return None
+        raw = mem.get("stats")
+        detail: dict[str, Any] = raw if isinstance(raw, dict) else {}
+        # cgroup v1: total_inactive_file; v2: inactive_file (docker CLI's calculateMemUsageUnixNoCache)
+        cache = detail.get("total_inactive_file", detail.get("inactive_file", 0))
+        usage: int = mem["usage"]
+        return usage - cache if isinstance(cache, int) and 0 <= cache < usage else usage
 
 
 class EventStream:

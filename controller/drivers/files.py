@@ -242,9 +242,10 @@ def read_text(path: Path, limit: int = SMALL) -> str | None:
 # ------------------------------------------------------------------------------------------------ writing
 
 
-def write_atomic(path: Path, content: str | bytes, mode: int = 0o644) -> None:
+def write_atomic(path: Path, content: str | bytes, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
     """The one atomic write (module doc). Missing directories are made 0755; an empty directory in the
-    target's place is replaced (garbage), one with content is not (it is somebody's)."""
+    target's place is replaced (garbage), one with content is not (it is somebody's). `owner`: (uid, gid) the
+    new file gets (a spec file keeps its owner and group)."""
     data = content.encode("utf-8") if isinstance(content, str) else content
     name = path.name
     try:
@@ -259,6 +260,8 @@ def write_atomic(path: Path, content: str | bytes, mode: int = 0o644) -> None:
                     view = memoryview(data)
                     while view:
                         view = view[os.write(fd, view) :]
+                    if owner is not None and (os.fstat(fd).st_uid, os.fstat(fd).st_gid) != owner:
+                        os.fchown(fd, *owner)  # before fchmod: a chown clears set-id bits
                     os.fchmod(fd, mode)
                     os.fsync(fd)
                 finally:
@@ -342,6 +345,23 @@ def read_spec(path: Path) -> bytes:
     if isinstance(data, Garbage):
         raise SpecError(f"{path}: cannot read: {data.what}" + (f" (a spec is at most {SPEC} bytes)" if "bytes" in data.what else ""))
     return data
+
+
+def write_spec(path: Path, content: bytes, expected: bytes) -> None:
+    """Replace spec file `path` with `content` (reconcile deploy/rollback/promote): the checks of `read_spec` first
+    (a link root made is followed and kept: its target is rewritten), only while the file still holds `expected`
+    (an edit or a `git pull` meanwhile is not overwritten), then `write_atomic` keeping its mode, owner and group.
+    `SpecError` (exit 2) when refused, `HostError` when the write fails: either way the file is unchanged."""
+    check_spec_file(path)
+    real = Path(os.path.realpath(path))
+    with directory(real.parent, purpose=f"write spec {path}") as dfd:
+        st = os.stat(real.name, dir_fd=dfd, follow_symlinks=False)
+        now = _read_at(dfd, real.name, SPEC)
+    if not stat.S_ISREG(st.st_mode) or now != expected:
+        raise SpecError(f"{path}: changed while it was being edited; nothing written (run the command again)")
+    if len(content) > SPEC:
+        raise SpecError(f"{path}: the edited spec would be more than {SPEC} bytes; nothing written")
+    write_atomic(real, content, stat.S_IMODE(st.st_mode), owner=(st.st_uid, st.st_gid))
 
 
 def _check_spec(path: Path, depth: int) -> None:

@@ -6,11 +6,11 @@ import subprocess
 import time
 from pathlib import Path
 
-from controller.drivers import files
+from controller.drivers import capacity, files
 from controller.drivers.containers import DockerDriver
 from controller.drivers.probes import Prober
 from controller.errors import NginxError
-from controller.facts import ContainerFact
+from controller.facts import CapacityFact, ContainerFact
 from controller.world import ContainerRequest, HealthResult, RouteProbe, RunState
 
 
@@ -46,6 +46,9 @@ class HostWorld:
 
     def connections_to(self, host_port: int) -> int:
         return established_connections(host_port)
+
+    def host_capacity(self, image: str, measure: tuple[str, ...], size_of: str | None) -> CapacityFact:
+        return capacity.host_capacity(self.docker, image, measure, size_of)
 
     # HTTP
     def probe_health(self, url: str, expect_status: int, timeout: float) -> HealthResult:
