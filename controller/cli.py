@@ -27,7 +27,7 @@ from typing import Any, NoReturn
 from controller import __version__
 from controller.errors import EXIT_FAIL, EXIT_INVALID, EXIT_OK, ControllerError, InvalidInput, LockBusy
 from controller.logs import configure, redact_text
-from controller.metrics import Metrics
+from controller.metrics import Metrics, SourceMetrics
 from controller.planner import Plan
 from controller.reconcile import AppResult, Reconciler
 from controller.secrets import SecretsResolver
@@ -74,7 +74,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-addr", default="127.0.0.1", help="--watch: address for --metrics-port (default %(default)s)")
     p.add_argument("--resync", type=_positive, default=60.0, help="--watch: full resync period, seconds (jittered)")
     p.add_argument("--docker-url", default=None, help="Docker daemon URL (default: DOCKER_HOST or the local socket)")
+    add_source_arguments(p)
     return p
+
+
+def add_source_arguments(p: argparse.ArgumentParser) -> None:
+    """--git-*: the specs come from a git repository the controller fetches itself (controller/source.py)."""
+    g = p.add_argument_group("git source (instead of -f)")
+    g.add_argument("--git-url", help="fetch the specs from this repository (https://, ssh://, git://, file://, user@host:path)")
+    g.add_argument("--git-ref", default="main", help="branch or tag to follow (default %(default)s)")
+    g.add_argument("--git-path", default=".", help="directory (or file) of specs inside the repository (default: its root)")
+    g.add_argument("--git-interval", type=_positive, default=60.0, help="--watch: fetch every this many seconds (jittered; default %(default)s)")
+    g.add_argument("--git-verify", type=Path, metavar="ALLOWED_SIGNERS", help="apply only commits SSH-signed by a key in this file")
+    g.add_argument("--git-token-file", type=Path, help="HTTPS: a root-only file holding TOKEN or USER:TOKEN")
+    g.add_argument("--git-token-ssm", metavar="PARAMETER", help="HTTPS: the token from this SSM parameter (a SecureString, e.g. /ops/git-token)")
+    g.add_argument("--git-token-ssm-region", metavar="REGION", help="AWS region of --git-token-ssm (default: the environment's)")
+    g.add_argument("--git-ssh-key", type=Path, help="SSH: a root-only deploy key file")
+    g.add_argument("--git-known-hosts", type=Path, help="SSH: known_hosts file with the server's key (checked strictly)")
+
+
+def _ssm_token(name: str, region: str | None) -> str:
+    """--git-token-ssm: the parameter's current value, through the secrets code (boto3 loads here only)."""
+    import pydantic
+
+    from controller.drivers.ssm import SsmSource
+    from controller.spec import SsmSecrets
+
+    parent, _, leaf = name.rpartition("/")
+    try:
+        cfg = SsmSecrets(path=parent + "/", names=[leaf], region=region, rename={leaf: "GIT_TOKEN"})
+    except pydantic.ValidationError:
+        raise InvalidInput(f"--git-token-ssm: {name!r} is not an SSM parameter name (/path/name; and --git-token-ssm-region)") from None
+    if not name.startswith("/") or not leaf:
+        raise InvalidInput(f"--git-token-ssm: {name!r} is not an SSM parameter name (/path/name)")
+    ssm = SsmSource()
+    return ssm.values(cfg, ssm.versions(cfg))["GIT_TOKEN"]  # registered with the log redactor on arrival
 
 
 def _state_dir(v: str) -> Path:
@@ -137,6 +171,7 @@ def build_reconciler(
         backoff_max=args.backoff_max,
         should_stop=should_stop,
         resolver=SecretsResolver(world.write_file, SsmSource()),
+        source=getattr(args, "git_source", None),
     )
 
 
@@ -154,19 +189,36 @@ def main(argv: list[str] | None = None) -> int:
     if args.schema:
         print(json.dumps(json_schema(), indent=2))
         return EXIT_OK
-    if args.path is None:
-        err("invalid arguments: -f PATH is required")
+    if (args.path is None) == (args.git_url is None):
+        err("invalid arguments: -f PATH or --git-url URL is required (not both)")
         return EXIT_INVALID
     configure(args.log_format, level=args.log_level)
+    source = None
+    if args.git_url is not None:
+        from controller.source import open_source
+
+        try:
+            if args.git_token_ssm is not None:
+                args.git_token_value = _ssm_token(args.git_token_ssm, args.git_token_ssm_region)
+            source = args.git_source = open_source(args)  # fetches for --once and --watch; the path is its checkout
+        except ControllerError as e:
+            err(str(e))
+            return e.exit_code
+        args.path = source.stable_path
+        if source.checkout_path() is None and not args.watch:  # nothing ever fetched: a temporary failure
+            err(f"{source.cfg.shown_url} {source.cfg.ref}: no commit fetched yet: {(source.problem or ('', 'unknown'))[1]}")
+            return EXIT_FAIL
     try:
-        loaded = load_specs(args.path, args.state_dir)
+        loaded = source.select(args.path, state_dir=args.state_dir) if source is not None else load_specs(args.path, args.state_dir)
     except InvalidInput as e:
-        err(str(e))
-        return e.exit_code
+        if source is None or not args.watch:
+            err(str(e))
+            return e.exit_code
+        loaded = Selection()  # watch mode: the poll thread fetches again until a commit arrives
     if args.watch:
         from controller.watch import run_watch  # imported lazily: watchfiles is only needed here
 
-        if not loaded.apps:
+        if not loaded.apps and (source is None or source.checkout_path() is not None):
             for line in problem_lines(loaded, args.path):
                 err(line)
             err(f"{args.path}: no valid spec to watch")
@@ -178,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     for line in problem_lines(loaded, args.path):
         err(line)
     metrics = Metrics()
+    if source is not None:
+        source.bind_metrics(SourceMetrics(metrics.registry))
     if args.once:
         for name in loaded.rejected:
             metrics.invalid_spec(name)
@@ -198,6 +252,9 @@ def main(argv: list[str] | None = None) -> int:
             code = _status(rec, loaded.apps, args.json)
         else:
             code = _once(rec, loaded.apps, args)
+            if source is not None and source.problem is not None:
+                err(f"source {source.cfg.shown_url} {source.cfg.ref}: {source.problem[0]}: {source.problem[1]}")
+                code = max(code, EXIT_FAIL)  # the committed state is not (all) in force
     finally:
         world.close()
     return max(code, EXIT_INVALID if loaded.problems else EXIT_OK)

@@ -15,6 +15,7 @@ a Docker event, the resync), except a failed deploy, retried at its remembered i
     │   ├── LockBusy
     │   ├── RouteUnverified
     │   ├── ServiceUnavailable      AWS (SSM, ECR) did not answer or throttled: its endpoint, not our input
+    │   ├── SourceError             the git source: fetch, verification or checkout failed; the last good commit stays
     │   └── apply.Interrupted       a stop between steps; no failure: resumed soon
     └── PermanentError          this input or revision will not work as is: wait for a change (exit 1)
         ├── InvalidInput            fix the input (exit 2)
@@ -62,6 +63,14 @@ class ServiceUnavailable(TemporaryError):
 
 class DockerUnavailable(TemporaryError):
     pass
+
+
+class SourceError(TemporaryError):
+    """The git source (controller/source.py) could not give a new commit; `reason` names why (the condition's)."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class LockBusy(TemporaryError):

@@ -35,6 +35,11 @@ BUILD_INFO = f"{PREFIX}_build"  # info -> bluegreen_build_info{version, python}
 WATCH_TRIGGERS = f"{PREFIX}_watch_triggers"  # counter {source}: what asked for a pass
 DOCKER_EVENTS_CONNECTED = f"{PREFIX}_docker_events_connected"  # gauge: 1 while the Docker events stream is up
 SPEC_ERRORS = f"{PREFIX}_spec_errors"  # gauge: spec files whose content is invalid (their last valid spec stays in force)
+# Git source only (SourceMetrics, controller/source.py): absent without --git-url.
+SOURCE_COMMIT = f"{PREFIX}_source_commit"  # gauge {url, ref, commit}: 1 for the commit in force (info-style)
+SOURCE_LAST_FETCH = f"{PREFIX}_source_last_fetch_success_timestamp_seconds"  # gauge: last successful fetch
+SOURCE_OK = f"{PREFIX}_source_ok"  # gauge: 1 when the last sync fetched and the fetched commit is in force
+SOURCE_REFUSED = f"{PREFIX}_source_commit_refused"  # gauge: 1 while the fetched commit is refused (signature, force-push, path)
 
 # Label values, fixed sets so dashboards and alerts can rely on them.
 RESULTS = ("converged", "progressing", "degraded", "blocked", "error", "invalid")
@@ -120,3 +125,21 @@ class WatchMetrics:
         self.spec_errors = Gauge(
             SPEC_ERRORS, "Spec files whose current content is invalid; their last valid spec stays in force.", registry=registry
         )
+
+
+class SourceMetrics:
+    """The git source's metrics (--git-url), on the same registry as `Metrics`."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.commit = Gauge(SOURCE_COMMIT, "1 for the commit of the git source in force.", ["url", "ref", "commit"], registry=registry)
+        self.last_fetch = Gauge(SOURCE_LAST_FETCH, "Unix time of the last successful fetch of the git source.", registry=registry)
+        self.ok = Gauge(SOURCE_OK, "1 when the last sync of the git source succeeded and its commit is in force.", registry=registry)
+        self.refused = Gauge(SOURCE_REFUSED, "1 while the fetched commit is refused (signature, history rewritten, path).", registry=registry)
+
+    def set(self, *, url: str, ref: str, commit: str | None, last_fetch_ok: float | None, ok: bool, refused: bool) -> None:
+        self.commit.clear()  # one series: the commit in force now
+        if commit is not None:
+            self.commit.labels(url=url, ref=ref, commit=commit).set(1)
+        self.last_fetch.set(last_fetch_ok or 0)
+        self.ok.set(1 if ok else 0)
+        self.refused.set(1 if refused else 0)

@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 from controller.actions import (
     PREVIEW_ACTIONS,
@@ -36,10 +36,18 @@ from controller.requeue import NOT_RUN, Requeue, decide
 from controller.secrets import NoSecrets, Resolved, Resolver
 from controller.spec import BlueGreenApp, other
 from controller.state import StateStore
-from controller.status import LastDeploy, Status, build_status, conditions, iso
+from controller.status import Condition, LastDeploy, SourceStatus, Status, build_status, conditions, iso
 from controller.world import World
 
 MAX_PASSES = 4
+
+
+class SourceView(Protocol):
+    """Where the specs come from, for status and history (controller/source.py's GitSource with --git-url)."""
+
+    def history_fields(self, app: str) -> dict[str, Any]: ...
+
+    def status_for(self, app: str) -> tuple[SourceStatus, Condition]: ...
 
 
 @dataclass
@@ -81,6 +89,7 @@ class Reconciler:
         backoff_max: float = 3600.0,
         should_stop: Callable[[], bool] = lambda: False,
         resolver: Resolver | None = None,
+        source: SourceView | None = None,
     ) -> None:
         self.world = world
         self.store = store
@@ -90,6 +99,7 @@ class Reconciler:
         self.should_stop = should_stop
         self.resolver: Resolver = resolver or NoSecrets()
         self.streaks: dict[str, int] = {}  # app -> consecutive passes backed off for (requeue.decide)
+        self.source = source
 
     # Read-only ---------------------------------------------------------------------------
     def plan_only(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None) -> tuple[Plan, Observed, Resolved]:
@@ -114,6 +124,7 @@ class Reconciler:
         conds = conditions(
             app, obs, p, error=err, error_reason=prev_error.reason if err and prev_error else None, secrets_stale=p.secrets_stale
         )
+        src, conds = self._with_source(app.name, conds)
         return build_status(
             app,
             obs,
@@ -124,6 +135,7 @@ class Reconciler:
             reconcile_id="status",
             now=self.world.now(),
             secret_names=resolved.names,
+            source=src,
         )
 
     # Converge ----------------------------------------------------------------------------
@@ -165,6 +177,7 @@ class Reconciler:
                     "image": app.spec.image,
                     "outcome": "ok" if ok else "failed",
                     "message": message,
+                    **(self.source.history_fields(app.name) if self.source is not None else {}),
                 }
             )
 
@@ -333,6 +346,7 @@ class Reconciler:
         progressing: bool = False,
     ) -> Status:
         conds = conditions(app, obs, p, error=error, error_reason=reason, progressing=progressing, secrets_stale=p.secrets_stale)
+        src, conds = self._with_source(app.name, conds)
         status = build_status(
             app,
             obs,
@@ -343,9 +357,17 @@ class Reconciler:
             reconcile_id=rid,
             now=self.world.now(),
             secret_names=resolved.names,
+            source=src,
         )
         self.store.save_status(app.name, status.to_json())
         return status
+
+    def _with_source(self, app: str, conds: list[Condition]) -> tuple[SourceStatus | None, list[Condition]]:
+        """With --git-url: the source block of the status and its SourceUnavailable condition."""
+        if self.source is None:
+            return None, conds
+        src, cond = self.source.status_for(app)
+        return src, [*conds, cond]
 
     def _export(self, app: BlueGreenApp, obs: Observed, status: Status) -> None:
         self.metrics.set_live_color(app.name, obs.route.color if obs.route.reachable else None)

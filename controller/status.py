@@ -352,6 +352,50 @@ class PlanStatus:
 
 
 @dataclass(frozen=True)
+class SourceStatus:
+    """The git source an app's spec comes from (--git-url; controller/source.py): never credentials."""
+
+    url: str
+    ref: str
+    path: str
+    commit: str | None  # the commit the app's spec in force was read at
+    author_date: str | None
+    subject: str | None
+    signer: str | None
+    head: str | None  # the last commit fetched (differs from `commit` while it is refused)
+    last_fetch_ok_at: str | None
+    invalid_commit: str | None = None  # a newer commit at which this app's spec is invalid
+    invalid_message: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "url": self.url,
+            "ref": self.ref,
+            "path": self.path,
+            "commit": self.commit,
+            "authorDate": self.author_date,
+            "subject": self.subject,
+            "signer": self.signer,
+            "headCommit": self.head,
+            "lastFetchSuccessAt": self.last_fetch_ok_at,
+            "invalidAt": {"commit": self.invalid_commit, "message": self.invalid_message} if self.invalid_commit else None,
+        }
+
+    @classmethod
+    def from_json(cls, r: Reader) -> SourceStatus:
+        def opt(k: str) -> str | None:
+            return r.opt_text(k) if r.has(k) else None
+
+        inv = r.opt_obj("invalidAt") if r.has("invalidAt") else None
+        return cls(
+            r.text("url"), r.text("ref"), r.text("path"), opt("commit"), opt("authorDate"), opt("subject"), opt("signer"),
+            opt("headCommit"), opt("lastFetchSuccessAt"),
+            inv.opt_text("commit") if inv is not None and inv.has("commit") else None,
+            inv.opt_text("message") if inv is not None and inv.has("message") else None,
+        )
+
+
+@dataclass(frozen=True)
 class Status:
     """One app's status.json and `--status --json` entry: desired against observed, and conditions."""
 
@@ -365,6 +409,7 @@ class Status:
     conditions: tuple[Condition, ...]
     plan: PlanStatus
     last_deploy: LastDeploy | None
+    source: SourceStatus | None = None  # --git-url only
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
@@ -386,6 +431,7 @@ class Status:
             "conditions": [c.to_json() for c in self.conditions],
             "plan": self.plan.to_json(),
             "lastDeploy": self.last_deploy.to_json() if self.last_deploy is not None else None,
+            **({"source": self.source.to_json()} if self.source is not None else {}),
         }
 
     @classmethod
@@ -404,6 +450,7 @@ class Status:
             conditions=tuple(Condition.from_json(c) for c in r.objs("conditions")),
             plan=PlanStatus.from_json(r.obj("plan")),
             last_deploy=LastDeploy.from_json(last) if last is not None else None,
+            source=SourceStatus.from_json(r.obj("source")) if r.has("source") and r.opt_obj("source") is not None else None,
         )
 
 
@@ -418,6 +465,7 @@ def build_status(
     reconcile_id: str,
     now: float,
     secret_names: Sequence[str] | None = None,
+    source: SourceStatus | None = None,
 ) -> Status:
     """The status of this observation; a condition keeps its lastTransitionTime from `previous` while its status holds."""
     before = {c.type: c for c in previous.conditions} if previous is not None else {}
@@ -462,6 +510,7 @@ def build_status(
             diffs=tuple(plan.diffs),
         ),
         last_deploy=last_deploy,
+        source=source,
     )
 
 
@@ -496,6 +545,8 @@ def render_text(status: Status) -> str:
     """Human-readable status for one app."""
     d, o = status.desired, status.observed
     lines = [f"app {status.app}  (generation {status.generation}, reconcile {status.reconcile_id})"]
+    if status.source is not None:
+        lines += render_source(status.source)
     lines.append(f"  desired   {d.active_color} {d.image} revision {d.revision} standby={d.standby}")
     if d.secrets:
         lines.append(f"  secrets   {', '.join(d.secrets)}")  # names and SSM versions, never values
@@ -528,3 +579,16 @@ def render_text(status: Status) -> str:
     if ld:
         lines.append(f"  last deploy  {ld.at} {ld.from_color} -> {ld.color} {ld.image}: {ld.outcome} {ld.message or ''}".rstrip())
     return "\n".join(lines)
+
+
+def render_source(s: SourceStatus) -> list[str]:
+    """The --status lines of the git source: the commit the app's spec was read at, and its author date and subject."""
+    commit = f"commit {s.commit} ({s.author_date}) {s.subject}" if s.commit else "no commit in force"
+    lines = [f"  source    {s.url} {s.ref} {s.path}: {commit}"]
+    if s.signer:
+        lines.append(f"  {'':<6}    signed by {s.signer}")
+    if s.head and s.head != s.commit:
+        lines.append(f"  {'':<6}    fetched {s.head}, not in force")
+    if s.invalid_commit:
+        lines.append(f"  {'':<6}    spec invalid at {s.invalid_commit}: {s.invalid_message}")
+    return lines

@@ -7,6 +7,9 @@ What asks for a pass (a "trigger"), and how:
              spec's name there); the files are re-read and only the apps whose spec changed are triggered
     docker   the daemon's events for containers labelled bluegreen.app: die, stop, destroy, health_status
     resync   every --resync seconds (±10 % jitter): specs re-read, one Docker list call shared by every app
+    git      with --git-url instead of the spec watch: a fetch every --git-interval (±10 %; backoff while it
+             fails) and on SIGHUP; a new commit put in force re-reads the specs like a spec save
+             (controller/source.py)
     retry    when the pass asked to come back (`AppResult.requeue`, controller/requeue.py): a temporary error
              or a blocker the world may lift (Docker unreachable, lock busy, Nginx's route unverified, ...)
              after 1 s, doubling, capped at 60 s, jittered; a failed revision backing off at exactly its
@@ -57,6 +60,7 @@ from controller.metrics import Metrics, WatchMetrics
 from controller.observe import index_containers
 from controller.reconcile import AppResult, Reconciler
 from controller.requeue import Requeue
+from controller.source import GitSource
 from controller.spec import BlueGreenApp
 from controller.specdir import select
 from controller.state import Lock
@@ -293,8 +297,10 @@ class Watcher:
         debounce: float = DEBOUNCE,
         docker: EventSource | None = None,
         rng: random.Random | None = None,
+        source: GitSource | None = None,
     ) -> None:
         self.path = path.absolute()
+        self.source = source  # --git-url: specs read at the commit in force, fetched by the `git` thread
         self.world = world
         self.metrics = metrics
         self.watch_metrics = WatchMetrics(metrics.registry)
@@ -322,7 +328,8 @@ class Watcher:
 
     def _reload(self, source: str) -> list[str]:
         try:
-            sel = select(self.path, self.apps_by_file, state_dir=self.lock.state_dir)  # the same policy as --once, with the last valid specs in force
+            pick = self.source.select if self.source is not None else select
+            sel = pick(self.path, self.apps_by_file, state_dir=self.lock.state_dir)  # the same policy as --once, with the last valid specs in force
         except SpecError as e:
             self._invalid(self.path, str(e), None, None)
             return []  # the path itself is gone: every last valid spec stays in force
@@ -482,6 +489,14 @@ class Watcher:
                 return
             attempt += 1
 
+    def _watch_git(self) -> None:
+        assert self.source is not None
+        def changed() -> None:
+            self.reload("spec")  # the apps whose spec differs at the new commit, like a spec save
+            self.trigger_all("resync", 0.0, urgent=False)  # and a pass for every app: status shows the source's condition
+
+        self.source.poll_loop(self.stop_event, changed, self.rng)
+
     def _on_event(self, event: dict[str, Any]) -> None:
         attrs = (event.get("Actor") or {}).get("Attributes") or {}
         app = attrs.get(LABEL_APP)
@@ -500,9 +515,11 @@ class Watcher:
         for worker in self.workers.values():
             worker.thread.start()
         self.trigger_all("start", 0.0, urgent=True)
-        for target, name in ((self._watch_files, "watch-files"), (self._watch_docker, "watch-docker")):
+        for target, name in ((self._watch_files, "watch-files"), (self._watch_docker, "watch-docker"), (self._watch_git, "watch-git")):
             if name == "watch-docker" and self.docker is None:
                 continue
+            if (name == "watch-files" and self.source is not None) or (name == "watch-git" and self.source is None):
+                continue  # a git source replaces the spec-file watch
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
@@ -563,7 +580,12 @@ def run_watch(
         lock_timeout=args.lock_timeout,
         resync=args.resync,
         docker=world.docker,
+        source=getattr(args, "git_source", None),
     )
+    if watcher.source is not None:
+        from controller.metrics import SourceMetrics
+
+        watcher.source.bind_metrics(SourceMetrics(metrics.registry))
     server = None
     if args.metrics_port:
         try:
@@ -584,6 +606,8 @@ def run_watch(
             return False
         hups.clear()
         log.info("watch.sighup", detail="re-reading specs and resyncing every app")
+        if watcher.source is not None:
+            watcher.source.poke()  # and fetching the git source now
         return True
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:

@@ -245,6 +245,8 @@ def controller_metric_names() -> set[str]:
     m = metrics.Metrics()
     if hasattr(metrics, "WatchMetrics"):  # the --watch loop's own metrics, on the same registry
         metrics.WatchMetrics(m.registry)
+    if hasattr(metrics, "SourceMetrics"):  # the git source's (--git-url), on the same registry
+        metrics.SourceMetrics(m.registry).set(url="u", ref="r", commit="c", last_fetch_ok=None, ok=True, refused=False)
     names: set[str] = set()
     for fam in m.registry.collect():
         base = fam.name
