@@ -34,7 +34,7 @@ from controller.observe import index_containers, observe
 from controller.planner import Plan, plan
 from controller.requeue import NOT_RUN, Requeue, decide
 from controller.secrets import NoSecrets, Resolved, Resolver
-from controller.spec import BlueGreenApp, other
+from controller.spec import BlueGreenApp, other, preview_app
 from controller.state import StateStore
 from controller.status import Condition, LastDeploy, SourceStatus, Status, build_status, conditions, iso
 from controller.world import World
@@ -174,7 +174,7 @@ class Reconciler:
                     "reconcileId": rid,
                     "action": action.verb,
                     "color": action.color,
-                    "image": app.spec.image,
+                    "image": preview_app(app).spec.image if isinstance(action, PREVIEW_ACTIONS) else app.spec.image,
                     "outcome": "ok" if ok else "failed",
                     "message": message,
                     **(self.source.history_fields(app.name) if self.source is not None else {}),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +58,10 @@ def test_preview_runs_on_the_idle_color_and_opens_its_route_only_when_proven(w: 
     green = w.containers["dialogue-green"]
     assert green.fact.image == "dialogue:2" and green.env["FEATURE"] == "on"
     assert w.containers["dialogue-blue"].fact.id == blue_id  # the live color untouched
+    history = [json.loads(line) for line in (tmp_path / "history.jsonl").read_text().splitlines()]
+    assert {(h["action"], h["image"]) for h in history if h["action"].endswith("Preview")} == {
+        ("CreatePreview", "dialogue:2"), ("WaitPreview", "dialogue:2"), ("SwitchPreview", "dialogue:2")
+    }
     w.mutations.clear()
     assert verbs(app, w) == [] and converge(app, w, tmp_path) == "converged" and w.mutations == []
 
