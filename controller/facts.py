@@ -17,6 +17,7 @@ MANAGED_BY = "bluegreen-controller"
 # Deploy-time revision input (`revision_extra` key) and its label: a hash of secret versions, never values.
 FINGERPRINT_KEY = "secrets-fingerprint"
 LABEL_FINGERPRINT = f"bluegreen.{FINGERPRINT_KEY}"
+LABEL_HOOK = "bluegreen.hook"  # on a hook's one-off container: its phase (beforeSwitch, afterSwitch)
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class Observed:
     # (probed only while the spec has a preview or the flag exists).
     preview_flag: str | None = None
     preview_route: RouteFact | None = None
+    hooks: tuple[ContainerFact, ...] = ()  # this app's hook containers (label bluegreen.hook), e.g. left by a kill -9
     capacity: CapacityFact | None = None  # observed only when a new color is to start (controller/hostfacts.py)
 
     @property
@@ -137,6 +139,32 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class HookRecord:
+    """That a hook ran for a revision (memory.json "hooks"): `state` running (started, no result yet),
+    done (exit code known) or lost (its container vanished before a result). Output is redacted, bounded."""
+
+    phase: str
+    revision: str
+    state: str
+    started_at: float
+    exit_code: int | None = None
+    finished_at: float | None = None
+    output: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return hook_key(self.phase, self.revision)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "done" and self.exit_code == 0
+
+
+def hook_key(phase: str, revision: str) -> str:
+    return f"{phase}/{revision}"
+
+
+@dataclass(frozen=True)
 class Memory:
     """What the controller remembers between passes (state dir). Never a copy of the world."""
 
@@ -144,6 +172,7 @@ class Memory:
     converged_generation: str | None = None
     backoff_base: float = 60.0
     backoff_max: float = 3600.0
+    hooks: dict[str, HookRecord] = field(default_factory=dict)  # hook_key(phase, revision) -> its last run
 
 
 _SERVER_RE = re.compile(r"^\s*server\s+([^\s;]+)\s*([^;]*);", re.MULTILINE)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from controller.facts import ContainerFact, Observed, RouteFact
+from controller.facts import LABEL_APP, LABEL_HOOK, ContainerFact, Observed, RouteFact
 from controller.preview import preview_probe_url
 from controller.routing import configured_color, route_fact, route_probe_url, serving_color
 from controller.spec import COLORS, BlueGreenApp, Color
@@ -56,6 +56,7 @@ def observe(app: BlueGreenApp, world: World, containers: dict[str, ContainerFact
         flag=flag,
         preview_flag=preview_flag,
         preview_route=preview_route,
+        hooks=_hook_containers(app, containers),
     )
 
 
@@ -67,6 +68,14 @@ def _preview(app: BlueGreenApp, world: World) -> tuple[str | None, RouteFact | N
     if app.spec.preview is None and flag is None:
         return None, None  # nothing to confirm: no extra request per pass for apps without a preview
     return flag, route_fact(app, world.probe_route(preview_probe_url(app), app.spec.healthCheck.requestTimeoutSeconds))
+
+
+def _hook_containers(app: BlueGreenApp, containers: dict[str, ContainerFact]) -> tuple[ContainerFact, ...]:
+    """This app's hook containers (controller/gaterun.py), from the same listing: no extra Docker call."""
+    return tuple(
+        c for c in containers.values()
+        if c.managed and c.labels.get(LABEL_APP) == app.name and LABEL_HOOK in c.labels
+    )  # fmt: skip
 
 
 def _with_run_state(c: ContainerFact, rs: RunState | None) -> ContainerFact:

@@ -37,6 +37,7 @@ from controller.facts import (
     Memory,
     Observed,
 )
+from controller.gateplan import add_gates, gate_backoff
 from controller.preview import PreviewState, plan_preview
 from controller.routing import flag_color, flag_says, render_include, serving_color
 from controller.spec import COLORS, BlueGreenApp, Color, canonical_ip, other
@@ -200,6 +201,11 @@ def plan(
                 actions.append(WaitHealthy(want, f"{name} started but is not healthy yet ({cur.health_detail})", deadline=deadline))
             will_be_ready = True
 
+    # Deploy gates: a healthy new color whose checks or hook failed backs off before it is tried again.
+    if ready and serving != want and want not in foreign and (held := gate_backoff(app, mem, rev, now)) is not None:
+        blockers.append(held)
+        will_be_ready = False
+
     # Where traffic goes: the desired color once it is (or will have been proven) healthy; else stay put.
     target: Color | None = want if will_be_ready else serving
     if target in foreign:
@@ -246,6 +252,9 @@ def plan(
     if spec.standby == "stop" and target == want and standby is not None and standby.running and idle not in foreign and spec.preview is None:
         diffs.append(f"container {app.container_name(idle)}: running; standby: stop")
         actions.append(StopContainer(idle, f"standby: stop; drain up to {spec.drainSeconds:g}s first"))
+
+    # Deploy gates (spec.hooks, spec.checks) between healthy and the switch, and after it.
+    add_gates(app, obs, mem, rev, serving, actions)
 
     # spec.preview on the idle color (controller/preview.py): the flag off first, its steps after the live color's.
     pv = plan_preview(app, obs, mem, now, extra, serving=serving, target=target, foreign=set(foreign))

@@ -18,6 +18,8 @@ from controller.actions import (
     CreateContainer,
     CreatePreview,
     RemoveContainer,
+    RunCheck,
+    RunHook,
     StartContainer,
     StopContainer,
     SwitchRoute,
@@ -25,8 +27,8 @@ from controller.actions import (
     WriteMarker,
 )
 from controller.apply import Context, Interrupted, apply
-from controller.errors import ControllerError, HealthCheckFailed
-from controller.facts import ContainerFact, Failure, Memory, Observed
+from controller.errors import CheckFailed, ControllerError, HealthCheckFailed, HookFailed
+from controller.facts import ContainerFact, Failure, Memory, Observed, hook_key
 from controller.hostfacts import with_capacity
 from controller.logs import get_logger
 from controller.metrics import Metrics
@@ -188,6 +190,9 @@ class Reconciler:
             record=record,
             should_stop=self.should_stop,
         )
+        # Deploy gates: a hook's run is remembered in the state dir (controller/gaterun.py).
+        ctx.remember_hook = lambda rec: self.store.record_hook(app.name, rec)
+        ctx.hook_record = lambda phase, rev: self.store.load_memory(app.name, 0, 0).hooks.get(hook_key(phase, rev))
         for pass_no in range(MAX_PASSES):
             index = containers if (pass_no == 0 and containers is not None) else index_containers(self.world)
             obs = observe(app, self.world, index)
@@ -198,7 +203,7 @@ class Reconciler:
                 log.info("reconcile.plan", actions=[a.describe() for a in p.actions], blockers=[b.reason for b in p.blockers], serving=p.serving)
             if not p.actions or error is not None:
                 break
-            if any(isinstance(a, CreateContainer) for a in p.actions) and not prepared:
+            if any(isinstance(a, (CreateContainer, RunHook)) for a in p.actions) and not prepared:
                 # Before any action, so that a failed pull or secret read changes nothing.
                 try:
                     self.world.ensure_image(app.spec.image)
@@ -308,6 +313,10 @@ class Reconciler:
                 # while a pass waited on it is restarted by the next pass, not backed off.
                 old = failures.get(rev)
                 failures[rev] = Failure(rev, want, (old.count if old else 0) + 1, now, "HealthCheckFailed", str(error))
+        elif isinstance(failed, (RunCheck, RunHook)) and failed.color == want and isinstance(error, (CheckFailed, HookFailed)):
+            # A failed check or hook is a failed deploy: remembered against the revision, retried after backoff.
+            old = failures.get(rev)
+            failures[rev] = Failure(rev, want, (old.count if old else 0) + 1, now, type(error).__name__, str(error))
         elif error is None and p.target == want:
             # Only a pass that leaves the desired color proven (a stable WaitHealthy, or steady) and live
             # clears the failure: a marker fixed while backing off is no proof (issue 10 item 1).
@@ -359,7 +368,7 @@ class Reconciler:
             secret_names=resolved.names,
             source=src,
         )
-        self.store.save_status(app.name, status.to_json())
+        self.store.save_status(app.name, {**status.to_json(), **hook_status(self.store.load_memory(app.name, 0, 0))})
         return status
 
     def _with_source(self, app: str, conds: list[Condition]) -> tuple[SourceStatus | None, list[Condition]]:
@@ -372,3 +381,24 @@ class Reconciler:
     def _export(self, app: BlueGreenApp, obs: Observed, status: Status) -> None:
         self.metrics.set_live_color(app.name, obs.route.color if obs.route.reachable else None)
         self.metrics.set_conditions(app.name, {c.type: c.status for c in status.conditions})
+
+
+def hook_status(mem: Memory) -> dict[str, Any]:
+    """status.json "hooks": each remembered hook run (phase, revision, state, exit code, last lines), newest first."""
+    if not mem.hooks:
+        return {}
+    runs = sorted(mem.hooks.values(), key=lambda h: h.started_at, reverse=True)
+    return {
+        "hooks": [
+            {
+                "phase": h.phase,
+                "revision": h.revision,
+                "state": h.state,
+                "exitCode": h.exit_code,
+                "startedAt": iso(h.started_at),
+                "finishedAt": iso(h.finished_at) if h.finished_at is not None else None,
+                "output": list(h.output),
+            }
+            for h in runs
+        ]
+    }

@@ -272,6 +272,78 @@ class PreviewSpec(_Model):
     @classmethod
     def _env(cls, v: Any) -> Any:
         return AppSpec._env(v)  # the same names, reserved prefix and value rules as spec.env
+# Deploy gates (issue 12 items 2-3): checks and hooks between "healthy" and "takes traffic". -----------------
+GATE_TIMEOUT_MAX = 86_400.0
+
+
+def _check_argv(v: list[str], what: str) -> list[str]:
+    """A program and its arguments, run without a shell: a non-empty program name, no NUL byte anywhere."""
+    if not v or not v[0]:
+        raise ValueError(f"{what} must name a program (an empty command runs nothing)")
+    for arg in v:
+        if "\0" in arg:
+            raise ValueError(f"{arg!a} contains a NUL byte (no program argument can)")
+    return v
+
+
+class HttpCheck(_Model):
+    path: str = Field(
+        max_length=1024,
+        json_schema_extra={"pattern": HEALTH_PATH_PATTERN},
+        description="HTTP path asked on the new color's host port (same grammar as healthCheck.path).",
+    )
+    expectStatus: int = Field(200, ge=100, le=599, description="Status code the check needs.")
+    bodyContains: str | None = Field(
+        None, min_length=1, max_length=1024, description="Text the body (read up to 64 KiB) must contain."
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return HealthCheck._path(v)
+
+
+class BeforeSwitchCheck(_Model):
+    http: HttpCheck | None = Field(None, description="GET the new color (bounded read, like the health check).")
+    command: list[str] | None = Field(
+        None,
+        description="A host command, no shell; BLUEGREEN_TARGET_URL/HOST/PORT name the new color. Exit 0 passes.",
+    )
+    timeoutSeconds: float = Field(30.0, gt=0, le=3600, description="How long the check may take.")
+
+    @field_validator("command")
+    @classmethod
+    def _argv(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else _check_argv(v, "command")
+
+    @model_validator(mode="after")
+    def _one(self) -> BeforeSwitchCheck:
+        if (self.http is None) == (self.command is None):
+            raise ValueError("a check needs exactly one of http or command")
+        return self
+
+
+class ChecksSpec(_Model):
+    beforeSwitch: list[BeforeSwitchCheck] = Field(
+        default_factory=list, max_length=32, description="Run against the new color once healthy, before it takes traffic."
+    )
+
+
+class HookSpec(_Model):
+    command: list[str] = Field(
+        description="Command of a one-off container of the new image (replaces its entrypoint; no shell unless you name one)."
+    )
+    timeoutSeconds: float = Field(600.0, gt=0, le=GATE_TIMEOUT_MAX, description="The container is killed and removed after this long.")
+
+    @field_validator("command")
+    @classmethod
+    def _argv(cls, v: list[str]) -> list[str]:
+        return _check_argv(v, "command")
+
+
+class HooksSpec(_Model):
+    beforeSwitch: HookSpec | None = Field(None, description="Once per revision, before the switch; a non-zero exit fails the deploy.")
+    afterSwitch: HookSpec | None = Field(None, description="Once per revision, after a successful switch; does not gate it.")
 
 
 class AppSpec(_Model):
@@ -311,6 +383,8 @@ class AppSpec(_Model):
         description="Run this release on the idle color for requests with header X-Bluegreen-Preview: 1 or cookie "
         "bluegreen_preview=1 (the site of nginx/, switch: flag); the active color keeps serving everyone else.",
     )
+    checks: ChecksSpec | None = Field(None, description="Checks the new color must pass before it takes traffic (docs/spec.md).")
+    hooks: HooksSpec | None = Field(None, description="One-off containers of the new image around the switch, e.g. migrations.")
     resources: Resources | None = Field(
         None,
         description="Docker limits for both colors (part of the revision) and the capacity check before a new color starts.",

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 from controller.drivers import files
 from controller.errors import HostError, LockBusy
-from controller.facts import Failure, Memory
+from controller.facts import Failure, HookRecord, Memory
 from controller.jsonshape import Corrupt, Reader
 from controller.logs import get_logger, redact_json_text
 from controller.status import LastDeploy
@@ -86,6 +86,28 @@ class _MemoryFile:
     failures: dict[str, Failure] = field(default_factory=dict)
     converged_generation: str | None = None
     last_deploy: LastDeploy | None = None
+    hooks: dict[str, HookRecord] = field(default_factory=dict)
+
+
+HOOKS_KEPT = 20  # hook records kept per app (the newest): enough for every revision a rollback may go back to
+
+
+def _parse_hooks(r: Reader) -> dict[str, HookRecord]:
+    """memory.json "hooks": that a hook ran for a revision (controller/gaterun.py)."""
+    out: dict[str, HookRecord] = {}
+    on_file = r.opt_obj("hooks") if r.has("hooks") else None
+    for _, h in on_file.values() if on_file is not None else ():
+        rec = HookRecord(
+            phase=h.text("phase"),
+            revision=h.text("revision"),
+            state=h.text("state"),
+            started_at=h.number("startedAt"),
+            exit_code=h.opt_integer("exitCode", lo=-(2**31)) if h.has("exitCode") else None,
+            finished_at=h.number("finishedAt") if h.has("finishedAt") else None,
+            output=tuple(h.texts("output")) if h.has("output") else (),
+        )
+        out[rec.key] = rec
+    return out
 
 
 def _parse_memory(raw: dict[str, Any]) -> _MemoryFile:
@@ -104,6 +126,7 @@ def _parse_memory(raw: dict[str, Any]) -> _MemoryFile:
     last = r.opt_obj("lastDeploy") if r.has("lastDeploy") else None
     return _MemoryFile(
         raw=raw,
+        hooks=_parse_hooks(r),
         failures=failures,
         converged_generation=r.opt_text("convergedGeneration") if r.has("convergedGeneration") else None,
         last_deploy=LastDeploy.from_json(last) if last is not None else None,
@@ -152,7 +175,25 @@ class StateStore:
             converged_generation=m.converged_generation,
             backoff_base=backoff_base,
             backoff_max=backoff_max,
+            hooks=m.hooks,
         )
+
+    def record_hook(self, app: str, rec: HookRecord) -> None:
+        """Remember a hook's run (before its container is removed: see controller/gaterun.py); the newest HOOKS_KEPT."""
+        raw = dict(self._memory(app).raw)
+        hooks = {k: v for k, v in (raw.get("hooks") or {}).items() if isinstance(v, dict)} if isinstance(raw.get("hooks"), dict) else {}
+        hooks[rec.key] = {
+            "phase": rec.phase,
+            "revision": rec.revision,
+            "state": rec.state,
+            "startedAt": rec.started_at,
+            "exitCode": rec.exit_code,
+            "output": list(rec.output),
+            **({"finishedAt": rec.finished_at} if rec.finished_at is not None else {}),
+        }
+        newest = sorted(hooks.items(), key=lambda kv: float(kv[1].get("startedAt") or 0), reverse=True)[:HOOKS_KEPT]
+        raw["hooks"] = dict(newest)
+        files.write_atomic(self.app_dir(app) / "memory.json", redact_json_text(json.dumps(raw, indent=2, sort_keys=True)) + "\n")
 
     def load_last_deploy(self, app: str) -> LastDeploy | None:
         return self._memory(app).last_deploy

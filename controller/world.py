@@ -58,6 +58,40 @@ class RouteProbe:
     detail: str
 
 
+@dataclass(frozen=True)
+class HookRequest:
+    """A hook's one-off container: the new image, its env and network, `command` as its entrypoint, no ports."""
+
+    name: str
+    image: str
+    labels: dict[str, str]
+    env: dict[str, str] = field(repr=False)  # may hold secrets: never printed
+    command: list[str]
+    network: str | None = None
+
+
+@dataclass(frozen=True)
+class HookState:
+    """A hook container as `docker inspect` shows it."""
+
+    name: str
+    state: str  # created, running, exited, ...
+    exit_code: int | None  # when exited
+    started_at: float | None
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_code: int | None  # None: killed at its timeout
+    output: tuple[str, ...]  # last lines of stdout+stderr, bounded (not yet redacted)
+
+
+HOOK_OUTPUT_LINES = 50  # lines of a hook's or check's output kept (and logged)
+OUTPUT_CAP = 64 * 1024  # bytes of it read at most
+# A check command's PATH: it sees nothing else of the controller's environment (root's: no credentials leak).
+CHECK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
 class World(Protocol):
     # Docker
     def list_containers(self) -> list[ContainerFact]:
@@ -108,6 +142,31 @@ class World(Protocol):
 
     def run(self, argv: list[str], timeout: float) -> None:
         """Run a command; raise NginxError with its output's last line when it fails."""
+        ...
+
+    # Deploy gates (spec.checks, spec.hooks)
+    def find_hook(self, labels: dict[str, str]) -> HookState | None:
+        """The container carrying all of `labels` (a hook's app, phase, revision), None when there is none."""
+        ...
+
+    def create_hook(self, req: HookRequest) -> None:
+        """Create (not start) a hook container; pulls the image first when it is missing locally."""
+        ...
+
+    def wait_hook(self, name: str, timeout: float) -> int | None:
+        """Its exit code once it has exited; None if it still runs after `timeout` seconds."""
+        ...
+
+    def hook_logs(self, name: str) -> tuple[str, ...]:
+        """The last HOOK_OUTPUT_LINES lines of its output (stdout and stderr), at most OUTPUT_CAP bytes read."""
+        ...
+
+    def probe_check(self, url: str, expect_status: int, body_contains: str | None, timeout: float) -> HealthResult:
+        """GET `url`, bounded like probe_health: ok when the status and (if given) the body text match."""
+        ...
+
+    def run_check(self, argv: list[str], env: dict[str, str], timeout: float) -> CommandResult:
+        """Run a host command without a shell, with exactly `env`, killed (its process group) at `timeout`."""
         ...
 
     def now(self) -> float: ...
