@@ -198,3 +198,23 @@ def color_of_port(port: int | None, ports: dict[Color, int]) -> Color | None:
         if p == port:
             return c
     return None
+
+
+# Images (pruning, controller/pruning.py) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageFact:
+    """One local image with a name, as `docker image ls` lists it."""
+
+    id: str  # sha256:...
+    references: tuple[str, ...]  # every repo:tag and repo@sha256:... naming it (none: dangling, Docker's business)
+    created: float  # epoch seconds, as Docker reports the image's creation
+
+
+@dataclass(frozen=True)
+class ImagesObserved:
+    """What pruning is planned from: the named images, and the image of every container on the host."""
+
+    images: tuple[ImageFact, ...]
+    in_use: frozenset[str]  # image ids of every container, any app (or none), running or stopped

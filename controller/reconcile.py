@@ -34,6 +34,7 @@ from controller.logs import get_logger
 from controller.metrics import Metrics
 from controller.observe import index_containers, observe
 from controller.planner import Plan, plan
+from controller.pruning import ImageRemoval, observe_images, plan_pruning, prune
 from controller.requeue import NOT_RUN, Requeue, decide
 from controller.secrets import NoSecrets, Resolved, Resolver
 from controller.spec import BlueGreenApp, other, preview_app
@@ -251,6 +252,7 @@ class Reconciler:
             if mem.converged_generation != p.generation:
                 mem = replace(mem, converged_generation=p.generation)
                 self.store.save_memory(app.name, mem, None)
+            self._prune(app, obs, rid, log)
         elif p.blockers:
             res = "blocked" if p.blockers[0].reason in ("LiveColorOutdated",) else "degraded"
         else:
@@ -262,6 +264,36 @@ class Reconciler:
         requeue = self.requeue(app.name, p, error, retry_at)
         log.info("reconcile.done", result=res, actions=len(done), error=str(error) if error else None, requeue_after=requeue.after)
         return AppResult(app=app.name, result=res, plan=p, observed=obs, status=status, error=str(error) if error else None, actions_done=done, requeue=requeue)
+
+    # Image pruning (controller/pruning.py) ------------------------------------------------------
+    def prune_plan(self, app: BlueGreenApp, obs: Observed) -> tuple[ImageRemoval, ...]:
+        """What pruning would remove now, for an app whose plan converged (`--plan` shows it)."""
+        # The one hook for a post-switch verification window (issue 11): True while it is open.
+        return plan_pruning(app, obs, observe_images(self.world), verification_open=False)
+
+    def _prune(self, app: BlueGreenApp, obs: Observed, rid: str, log: Any) -> None:
+        """After a converged pass: housekeeping that never fails it (an error is logged; the next pass plans again)."""
+        try:
+            removals = self.prune_plan(app, obs)
+        except ControllerError as e:
+            log.warning("image.prune_unobserved", error=str(e))
+            return
+
+        def record(r: ImageRemoval, outcome: str, message: str) -> None:
+            self.store.append_history(
+                {
+                    "time": iso(self.world.now()),
+                    "app": app.name,
+                    "reconcileId": rid,
+                    "action": "RemoveImage",
+                    "image": ", ".join(r.references),
+                    "imageId": r.image_id,
+                    "outcome": outcome,
+                    "message": message,
+                }
+            )
+
+        prune(self.world, removals, record=record, should_stop=self.should_stop, log=log)
 
     def requeue(self, app: str, p: Plan | None, error: BaseException | None, retry_at: float | None = None) -> Requeue:
         """When to come back for `app` after a pass (or an attempt that did not run: `p` None), counting its failures."""

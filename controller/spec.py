@@ -385,6 +385,16 @@ class AppSpec(_Model):
     )
     checks: ChecksSpec | None = Field(None, description="Checks the new color must pass before it takes traffic (docs/spec.md).")
     hooks: HooksSpec | None = Field(None, description="One-off containers of the new image around the switch, e.g. migrations.")
+    # Image pruning (controller/pruning.py): not part of the revision, it shapes no container.
+    keepImages: int = Field(
+        3,
+        strict=True,  # `true` or "3" is a mistake, not 1 or 3
+        ge=1,
+        le=10_000,
+        description="After a converged pass, unused images of this app's repository beyond the N most recent (by "
+        "creation) are removed; images any container uses (any app, running or stopped), the spec's image and a "
+        "preview's are never removed.",
+    )
     resources: Resources | None = Field(
         None,
         description="Docker limits for both colors (part of the revision) and the capacity check before a new color starts.",

@@ -1,7 +1,8 @@
 """The state dir: the one-writer lock, per-app memory and status, and the action history.
 
     <state-dir>/lock                     flock; a killed holder releases it with its process
-    <state-dir>/history.jsonl            every action taken, one JSON object a line
+    <state-dir>/history.jsonl            every action taken, one JSON object a line (rotated: .1 .. .3)
+    <state-dir>/counters.json            --once --metrics-textfile: the counters' totals (controller/counters.py)
     <state-dir>/apps/<app>/status.json   rebuilt from observation on every pass
     <state-dir>/apps/<app>/memory.json   failed revisions (for backoff), last deploy
 """
@@ -29,6 +30,11 @@ T = TypeVar("T")
 
 DEFAULT_STATE_DIR = Path("/var/lib/bluegreen")
 HISTORY_READ_LIMIT = 64 * 1024 * 1024
+# history.jsonl rotates before a line would take it past HISTORY_MAX_BYTES: it becomes history.jsonl.1 (and .1
+# becomes .2, ...), HISTORY_KEEP rotated files are kept. The history takes at most (1 + HISTORY_KEEP) MiB.
+HISTORY_MAX_BYTES = 1024 * 1024
+HISTORY_KEEP = 3
+_HISTORY_LOCK = threading.Lock()  # one rotation at a time in this process (other processes: the state dir's lock)
 
 
 class Lock:
@@ -220,32 +226,42 @@ class StateStore:
     def append_history(self, entry: dict[str, Any]) -> None:
         line = redact_json_text(json.dumps(entry, sort_keys=True, separators=(",", ":"))) + "\n"
         path = self.root / "history.jsonl"
+        data = line.encode()
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
         try:
-            # O_APPEND with one write per line: concurrent appenders never interleave a line. Opened like the lock:
-            # never appends to the target of a link.
-            fd = files.open_state_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, purpose=f"append to {path}")
-            try:
-                os.write(fd, line.encode())
-            finally:
-                os.close(fd)
+            with _HISTORY_LOCK:
+                # O_APPEND with one write per line: concurrent appenders never interleave a line. Opened like the lock:
+                # never appends to the target of a link.
+                fd = files.open_state_file(path, flags, purpose=f"append to {path}")
+                try:
+                    size = os.fstat(fd).st_size
+                    if size and size + len(data) > HISTORY_MAX_BYTES:
+                        os.close(fd)
+                        fd = -1
+                        files.rotate(path, HISTORY_KEEP)
+                        fd = files.open_state_file(path, flags, purpose=f"append to {path}")
+                    os.write(fd, data)
+                finally:
+                    if fd >= 0:
+                        os.close(fd)
         except OSError as e:
             raise HostError(f"cannot append to {path}: {e.strerror}") from e
 
     def history(self, app: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        text = files.read_text(self.root / "history.jsonl", HISTORY_READ_LIMIT)
-        if not text:
-            return []  # missing, or garbage (a link, a FIFO, too big to read here)
-        lines = text.splitlines()
-        out = []
-        for line in reversed(lines):
-            try:
-                e = json.loads(line)
-            except ValueError:
-                continue
-            if app is None or e.get("app") == app:
-                out.append(e)
-                if len(out) >= limit:
-                    break
+        out: list[dict[str, Any]] = []
+        for name in ["history.jsonl", *(f"history.jsonl.{i}" for i in range(1, HISTORY_KEEP + 1))]:  # newest first
+            text = files.read_text(self.root / name, HISTORY_READ_LIMIT)
+            if not text:
+                continue  # missing, or garbage (a link, a FIFO, too big to read here)
+            for line in reversed(text.splitlines()):
+                try:
+                    e = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(e, dict) and (app is None or e.get("app") == app):
+                    out.append(e)
+                    if len(out) >= limit:
+                        return list(reversed(out))
         return list(reversed(out))
 
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from controller.errors import DockerError, DockerUnavailable, HostError, ImageError, NginxError
-from controller.facts import CapacityFact, ContainerFact, include_servers, port_of
+from controller.facts import CapacityFact, ContainerFact, ImageFact, include_servers, port_of
 from controller.world import (
     CommandResult,
     ContainerRequest,
@@ -35,6 +35,7 @@ class FakeImage:
     # per its restart policy, like Docker: 0.1 s later, doubling per restart up to 60 s, restart count + 1.
     health: str = "up"
     slow_seconds: float = 0.0
+    created: float = 0.0  # the image's creation time (pruning keeps the most recent)
 
     @property
     def lifetime(self) -> float | None:
@@ -89,6 +90,8 @@ class FakeWorld:
     check_script: Callable[[list[str], dict[str, str]], tuple[int | None, tuple[str, ...]]] = lambda argv, env: (0, ())  # None: timed out
     pages: dict[str, tuple[int, str]] = field(default_factory=dict)
     hook_runs: list[str] = field(default_factory=list)  # names of hook containers started, in order
+    # `images` is also the registry: a pruned (locally removed) image is listed no more and pulled again on use.
+    pruned: set[str] = field(default_factory=set)
     # The host's capacity (issue 14), as drivers/capacity.py reads it: meminfo, Docker's CPUs, free disk under
     # Docker's root; `meminfo_missing` is a BLUEGREEN_MEMINFO naming no file (HostError, like the real driver).
     mem_total: int = 8 * 1024**3
@@ -175,6 +178,7 @@ class FakeWorld:
         self._docker()
         if image not in self.images:
             raise ImageError(f"image {image} is not present locally and cannot be pulled: not found")
+        self.pruned.discard(image)  # pulled again
 
     def create_container(self, req: ContainerRequest) -> None:
         self._docker()
@@ -182,6 +186,7 @@ class FakeWorld:
             raise ImageError(f"image {req.image} is not present locally and cannot be pulled: not found")
         if req.name in self.containers:
             raise DockerError(f"create {req.name}: Conflict. The container name is already in use")
+        self.pruned.discard(req.image)  # pulled again
         if req.nano_cpus is not None and req.nano_cpus > self.cpus * 10**9:
             # Docker refuses it at create: nothing is made
             raise DockerError(
@@ -244,7 +249,7 @@ class FakeWorld:
         self._settle()
         if self.meminfo_missing:
             raise HostError("capacity check: cannot read /fake/meminfo: missing")
-        present = image in self.images
+        present = image in self.images and image not in self.pruned  # a pruned image is pulled again
         ids = {c.fact.image_id for c in self.containers.values()} | set(self.images)
         return CapacityFact(
             mem_total=self.mem_total,
@@ -408,6 +413,32 @@ class FakeWorld:
     def run_check(self, argv: list[str], env: dict[str, str], timeout: float) -> CommandResult:
         code, output = self.check_script(argv, env)
         return CommandResult(code, output)
+
+    # Images (pruning): one image per reference, its id derived from the reference like a container's image_id.
+    @staticmethod
+    def image_id_of(reference: str) -> str:
+        return f"sha256:{abs(hash(reference)):064x}"[:71]
+
+    def list_images(self) -> list[ImageFact]:
+        self._docker()
+        return [ImageFact(self.image_id_of(ref), (ref,), img.created) for ref, img in self.images.items() if ref not in self.pruned]
+
+    def image_ids_in_use(self) -> frozenset[str]:
+        self._docker()
+        return frozenset(c.fact.image_id for c in self.containers.values())
+
+    def remove_image(self, image_id: str) -> str | None:
+        self._docker()
+        refs = [ref for ref in self.images if ref not in self.pruned and self.image_id_of(ref) == image_id]
+        if not refs:
+            return None
+        user = next((c for c in self.containers.values() if c.fact.image_id == image_id), None)
+        if user is not None:  # like Docker without force: a container, running or stopped, keeps its image
+            state = "running" if user.fact.state == "running" else "stopped"
+            return f"conflict: unable to delete {image_id[7:19]} (must be forced) - image is being used by {state} container {user.fact.id[:12]}"
+        self._mutate(f"remove image {image_id[:19]}")
+        self.pruned.update(refs)
+        return None
 
     def now(self) -> float:
         return self.clock

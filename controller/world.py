@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from controller.facts import CapacityFact, ContainerFact
+from controller.facts import CapacityFact, ContainerFact, ImageFact
 
 
 @dataclass(frozen=True)
@@ -172,3 +172,17 @@ class World(Protocol):
     def now(self) -> float: ...
 
     def sleep(self, seconds: float) -> None: ...
+
+    # Images (pruning)
+    def list_images(self) -> list[ImageFact]:
+        """Every local image that has a name (tag or digest); dangling ones are left out. One daemon call."""
+        ...
+
+    def image_ids_in_use(self) -> frozenset[str]:
+        """The image id of every container on the host: any app or none, running or stopped. One daemon call."""
+        ...
+
+    def remove_image(self, image_id: str) -> str | None:
+        """Remove an image by id, never forced: None when it is removed or already gone; the daemon's reason
+        when it refuses (a container uses it, another repository names it, a child image needs it)."""
+        ...

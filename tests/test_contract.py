@@ -93,6 +93,7 @@ def _app(name: str, tmp: Path, blue: int, green: int, control_url: str, test_cmd
         healthCheck={"intervalSeconds": 0.2, "timeoutSeconds": 20, "requestTimeoutSeconds": 2},
         marker=str(tmp / "marker" / name / "active"),
         labels=labels,
+        keepImages=10_000,  # pruning would remove the shared bgtest:* images other tests use
         nginx={
             "upstreamFile": str(upstream_file),
             "testCommand": test_cmd,

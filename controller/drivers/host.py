@@ -10,7 +10,7 @@ from controller.drivers import capacity, files, gates
 from controller.drivers.containers import DockerDriver
 from controller.drivers.probes import Prober
 from controller.errors import NginxError
-from controller.facts import CapacityFact, ContainerFact
+from controller.facts import CapacityFact, ContainerFact, ImageFact
 from controller.world import (
     CommandResult,
     ContainerRequest,
@@ -108,6 +108,15 @@ class HostWorld:
 
     def run_check(self, argv: list[str], env: dict[str, str], timeout: float) -> CommandResult:
         return gates.run_check(argv, env, timeout)
+    # Images (pruning)
+    def list_images(self) -> list[ImageFact]:
+        return self.docker.list_images()
+
+    def image_ids_in_use(self) -> frozenset[str]:
+        return self.docker.image_ids_in_use()
+
+    def remove_image(self, image_id: str) -> str | None:
+        return self.docker.remove_image(image_id)
 
     def now(self) -> float:
         return time.time()
