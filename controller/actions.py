@@ -72,6 +72,37 @@ class Blocker:
     message: str
 
 
+# spec.preview (controller/preview.py): the same container steps on the idle color, as their own types so the
+# reconciler can tell a failed preview (degrades the preview only) from a failed deploy.
+@dataclass(frozen=True)
+class RemovePreview(RemoveContainer):
+    pass
+
+
+@dataclass(frozen=True)
+class CreatePreview(CreateContainer):
+    """Create the idle color from spec.preview's image and env (the revision is the preview's)."""
+
+
+@dataclass(frozen=True)
+class StartPreview(StartContainer):
+    pass
+
+
+@dataclass(frozen=True)
+class WaitPreview(WaitHealthy):
+    pass
+
+
+@dataclass(frozen=True)
+class SwitchPreview(Action):
+    """Create (`on`) or remove the preview flag file, then confirm through the control server that preview
+    requests reach `color` (the idle color when on, the live one when off)."""
+
+    on: bool = False
+
+
+PREVIEW_ACTIONS = (RemovePreview, CreatePreview, StartPreview, WaitPreview, SwitchPreview)
 # Deploy gates (spec.checks / spec.hooks; controller/gateplan.py plans them, controller/gaterun.py runs them).
 
 

@@ -107,6 +107,10 @@ class Observed:
     marker: str | None  # raw marker content; None when missing
     at: float
     flag: str | None = None  # nginx.switch: flag: the flag file's content; None when missing (blue serves)
+    # spec.preview (controller/preview.py): the preview flag file, and where a request asking for the preview goes
+    # (probed only while the spec has a preview or the flag exists).
+    preview_flag: str | None = None
+    preview_route: RouteFact | None = None
     hooks: tuple[ContainerFact, ...] = ()  # this app's hook containers (label bluegreen.hook), e.g. left by a kill -9
     capacity: CapacityFact | None = None  # observed only when a new color is to start (controller/hostfacts.py)
 

@@ -38,6 +38,7 @@ from controller.facts import (
     Observed,
 )
 from controller.gateplan import add_gates, gate_backoff
+from controller.preview import PreviewState, plan_preview
 from controller.routing import flag_color, flag_says, render_include, serving_color
 from controller.spec import COLORS, BlueGreenApp, Color, canonical_ip, other
 from controller.switchback import hold, standby_may_stop
@@ -56,6 +57,7 @@ class Plan:
     # The deploy-time revision inputs `revisions` were computed with (a created container is labelled with them).
     revision_extra: dict[str, str] = field(default_factory=dict)
     secrets_stale: str | None = None  # why the live color's secrets are out of date, if they are
+    preview: PreviewState | None = None  # spec.preview's condition (None: no preview in the spec)
 
     @property
     def converged(self) -> bool:
@@ -257,13 +259,20 @@ def plan(
     standby = obs.containers[idle]
     if (
         spec.standby == "stop" and target == want and standby is not None and standby.running and idle not in foreign
-        and standby_may_stop(app, mem, serving, rev)
+        and standby_may_stop(app, mem, serving, rev) and spec.preview is None
     ):
         diffs.append(f"container {app.container_name(idle)}: running; standby: stop")
         actions.append(StopContainer(idle, f"standby: stop; drain up to {spec.drainSeconds:g}s first"))
 
     # Deploy gates (spec.hooks, spec.checks) between healthy and the switch, and after it.
     add_gates(app, obs, mem, rev, serving, actions)
+
+    # spec.preview on the idle color (controller/preview.py): the flag off first, its steps after the live color's.
+    pv = plan_preview(app, obs, mem, now, extra, serving=serving, target=target, foreign=set(foreign))
+    actions = [*pv.before, *actions, *pv.after]
+    diffs += pv.diffs
+    if pv.revision is not None:
+        revisions[idle] = pv.revision  # the idle color's wanted revision (and failure memory key) is the preview's
 
     return Plan(
         app=app.name,
@@ -276,6 +285,7 @@ def plan(
         diffs=tuple(diffs),
         revision_extra=extra,
         secrets_stale=secrets_stale,
+        preview=pv.state,
     )
 
 

@@ -13,8 +13,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 from controller.actions import (
+    PREVIEW_ACTIONS,
     Action,
     CreateContainer,
+    CreatePreview,
     RemoveContainer,
     RunCheck,
     RunHook,
@@ -35,7 +37,7 @@ from controller.planner import Plan, plan
 from controller.pruning import ImageRemoval, observe_images, plan_pruning, prune
 from controller.requeue import NOT_RUN, Requeue, decide
 from controller.secrets import NoSecrets, Resolved, Resolver
-from controller.spec import BlueGreenApp
+from controller.spec import BlueGreenApp, other, preview_app
 from controller.state import StateStore
 from controller.status import Condition, LastDeploy, SourceStatus, Status, build_status, conditions, iso
 from controller.verifier import Verifier
@@ -180,7 +182,7 @@ class Reconciler:
                     "reconcileId": rid,
                     "action": action.verb,
                     "color": action.color,
-                    "image": app.spec.image,
+                    "image": preview_app(app).spec.image if isinstance(action, PREVIEW_ACTIONS) else app.spec.image,
                     "outcome": "ok" if ok else "failed",
                     "message": message,
                     **(self.source.history_fields(app.name) if self.source is not None else {}),
@@ -223,6 +225,16 @@ class Reconciler:
                 except ControllerError as e:
                     error = e
                     continue
+            if any(isinstance(a, CreatePreview) for a in p.actions) and app.spec.preview is not None:
+                # The preview's image, pulled like a deploy's; one that cannot be had fails the preview only.
+                try:
+                    self.world.ensure_image(app.spec.preview.image)
+                    if not prepared:
+                        ctx.env = self.resolver.load_values(app, resolved)
+                        prepared = True
+                except ControllerError as e:
+                    self._preview_failed(app, p, e, log)
+                    continue
             ctx.revision_extra = p.revision_extra
             self._write_status(app, obs, p, resolved, last_deploy=last_deploy, rid=rid, progressing=True)
             if mem.converged_generation == p.generation:
@@ -233,7 +245,13 @@ class Reconciler:
             self.verifier.switched(app, outcome)
             done += [o.action.describe() for o in outcome.outcomes if o.ok]
             error = outcome.error
+            preview_error = None
+            if isinstance(outcome.failed, PREVIEW_ACTIONS) and error is not None and not isinstance(error, Interrupted):
+                # spec.preview failed: remembered against its revision (backoff), PreviewReady False; not the pass's error.
+                preview_error, error = error, None
             mem, last_deploy = self._remember(app, p, obs, failed=outcome.failed, error=error, mem=mem, last_deploy=last_deploy, rid=rid)
+            if preview_error is not None:
+                self._preview_failed(app, p, preview_error, log)
             if error is not None:
                 # Re-observe once so status shows the world as the failure left it, then stop.
                 continue
@@ -304,6 +322,18 @@ class Reconciler:
         r = decide(p, error, now=self.world.now(), retry_at=retry_at, failures=self.streaks.get(app, 0))
         self.streaks[app] = r.failures
         return r
+
+    def _preview_failed(self, app: BlueGreenApp, p: Plan, error: ControllerError, log: Any) -> None:
+        """Hold a failed preview against its revision, like a failed deploy (controller/preview.py rule 3)."""
+        idle = other(app.spec.activeColor)
+        rev = p.revisions[idle]
+        log.error("preview.failed", color=idle, revision=rev, error=str(error), kind=type(error).__name__)
+        if app.spec.preview is None:
+            return  # removing a leftover preview flag failed: no preview revision to hold it against (retried next pass)
+        mem = self.store.load_memory(app.name, self.backoff_base, self.backoff_max)
+        old = mem.failures.get(rev)
+        failure = Failure(rev, idle, (old.count if old else 0) + 1, self.world.now(), type(error).__name__, str(error))
+        self.store.save_memory(app.name, replace(mem, failures={**mem.failures, rev: failure}), None)
 
     def _remember(
         self,

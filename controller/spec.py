@@ -251,6 +251,27 @@ class SecretsSpec(_Model):
         return None if v is None else check_path(v)
 
 
+class PreviewSpec(_Model):
+    """spec.preview: the next release, run on the idle color for requests that ask for it (see controller/preview.py)."""
+
+    image: str = Field(description="Image of the preview release; must differ from spec.image. Promotion: make it spec.image.")
+    env: dict[str, str] = Field(
+        default_factory=dict, description="Environment of the preview only, over spec.env (a key here wins over the same key there)."
+    )
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str) -> str:
+        try:
+            ImageRef.parse(v)
+        except InvalidImageRef as e:
+            raise ValueError(str(e)) from None
+        return v
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env(cls, v: Any) -> Any:
+        return AppSpec._env(v)  # the same names, reserved prefix and value rules as spec.env
 # Deploy gates (issue 12 items 2-3): checks and hooks between "healthy" and "takes traffic". -----------------
 GATE_TIMEOUT_MAX = 86_400.0
 
@@ -377,6 +398,11 @@ class AppSpec(_Model):
     secrets: SecretsSpec | None = Field(
         None, description="Secret env resolved at deploy time (values never logged; versions are part of the revision)."
     )
+    preview: PreviewSpec | None = Field(
+        None,
+        description="Run this release on the idle color for requests with header X-Bluegreen-Preview: 1 or cookie "
+        "bluegreen_preview=1 (the site of nginx/, switch: flag); the active color keeps serving everyone else.",
+    )
     checks: ChecksSpec | None = Field(None, description="Checks the new color must pass before it takes traffic (docs/spec.md).")
     hooks: HooksSpec | None = Field(None, description="One-off containers of the new image around the switch, e.g. migrations.")
     # Image pruning (controller/pruning.py): not part of the revision, it shapes no container.
@@ -439,6 +465,19 @@ class AppSpec(_Model):
             )
         return self
 
+    @model_validator(mode="after")
+    def _preview(self) -> AppSpec:
+        if self.preview is None:
+            return self
+        if ImageRef.parse(self.preview.image) == ImageRef.parse(self.image):
+            raise ValueError(
+                f"preview.image {self.preview.image} is the live image ({self.image}): a preview must be another release "
+                "(to promote it, set image to it and drop preview)"
+            )
+        if self.nginx.switch != "flag":
+            raise ValueError("preview needs nginx.switch: flag (the preview route is a flag file the site of nginx/ tests)")
+        return self
+
     @field_validator("env", mode="before")
     @classmethod
     def _env(cls, v: Any) -> Any:
@@ -495,11 +534,17 @@ class BlueGreenApp(_Model):
         v = self.spec.verify
         return (v.accessLog if v is not None else None) or Path("/var/log/nginx") / f"bluegreen-{self.name}.access.log"
 
+    @property
+    def preview_flag_file(self) -> Path:
+        """switch: flag: present = requests that ask for the preview go to the idle color (nginx/ tests `@FLAG@.preview`)."""
+        return self.flag_file.with_name(self.flag_file.name + ".preview")
+
     def written_paths(self) -> dict[str, Path]:
         """Every file the controller writes for this app, by the spec field that names it (defaults included)."""
         out = {"spec.marker": self.marker_path, "spec.nginx.upstreamFile": self.upstream_file}
         if self.spec.nginx.switch == "flag":
             out["spec.nginx.flagFile"] = self.flag_file
+            out["spec.nginx.flagFile + .preview"] = self.preview_flag_file
         if self.spec.secrets is not None and self.spec.secrets.envFile is not None:
             out["spec.secrets.envFile"] = self.spec.secrets.envFile
         return out
@@ -546,6 +591,17 @@ class BlueGreenApp(_Model):
                 **({"resources": lim} if s.resources is not None and (lim := s.resources.revision_input()) else {}),
             }
         )
+
+
+def preview_app(app: BlueGreenApp) -> BlueGreenApp:
+    """`app` as the preview release sees it: image and env of spec.preview, no preview. Its `revision(idle)` is the
+    revision the idle color runs for the preview, and equals the promoted spec's revision for that color whenever
+    the promotion carries the same image and effective env (docs/spec.md#preview): then promotion is a switch."""
+    pv = app.spec.preview
+    if pv is None:
+        return app
+    spec = app.spec.model_copy(update={"image": pv.image, "env": {**app.spec.env, **pv.env}, "preview": None})
+    return app.model_copy(update={"spec": spec})
 
 
 def _digest(obj: Any) -> str:

@@ -63,6 +63,7 @@ class FakeContainer:
 
 
 _ROUTE_URL = re.compile(r"/bluegreen/(?P<app>[a-z0-9-]+)/")
+_PREVIEW_URL = re.compile(r"/bluegreen-preview/(?P<app>[a-z0-9-]+)/")  # the control server's preview route
 
 
 @dataclass
@@ -277,6 +278,8 @@ class FakeWorld:
             return RouteProbe(False, "", f"GET {url}: connection refused")
         m = _ROUTE_URL.search(url)
         servers = self.routed(m.group("app")) if m else []
+        if (pm := _PREVIEW_URL.search(url)) is not None:
+            m, servers = pm, self.preview_routed(pm.group("app"))
         if not servers:
             # Like Nginx: an upstream whose servers are all down answers 502 and names itself in $upstream_addr.
             named = m.group("app") if m and m.group("app") in self.loaded else ""
@@ -334,6 +337,17 @@ class FakeWorld:
         """Servers a request for `app` reaches now: the flag-aware site's `if (-f flag)` over the loaded upstreams."""
         return self.loaded.get(f"{app}-green" if self.flag_present(app) else f"{app}-blue", [])
 
+    def preview_flag_present(self, app: str) -> bool:
+        """The site's `if (-f <flagFile>.preview)` (spec.preview)."""
+        if app in self.flag_files:
+            return self.flag_files[app].with_name(self.flag_files[app].name + ".preview") in self.files
+        return any(p.parent / f"{app}.green.preview" in self.files for p in self.include_paths)
+
+    def preview_routed(self, app: str) -> list[str]:
+        """Servers a request that asks for the preview reaches: the idle color's while the preview flag exists."""
+        if not self.preview_flag_present(app):
+            return self.routed(app)
+        return self.loaded.get(f"{app}-blue" if self.flag_present(app) else f"{app}-green", [])
     # Deploy gates -----------------------------------------------------------------------------
     def _settle_hook(self, c: FakeContainer) -> None:
         if c.fact.state == "running" and c.started_at is not None and self.clock >= c.started_at + self.hook_seconds:

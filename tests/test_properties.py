@@ -49,6 +49,9 @@ SPECS = [
     make_app(image="dialogue:1", activeColor="blue", nginx={"switch": "reload"}),
     make_app(image="dialogue:2", activeColor="green", nginx={"switch": "reload"}),
     make_app(image="dialogue:1", activeColor="green", standby="stop", nginx={"switch": "reload"}),
+    # spec.preview on the idle color (a good one, one that never gets healthy); promotion is dialogue:2 on green.
+    make_app(image="dialogue:1", activeColor="blue", preview={"image": "dialogue:2"}),
+    make_app(image="dialogue:2", activeColor="green", preview={"image": "dialogue:bad"}),
     # Deploy gates (issue 12): a hook once per revision before the switch, a check, a hook after it.
     make_app(image="dialogue:2", activeColor="green", hooks=GATED_HOOKS, checks=GATED_CHECKS),
     make_app(image="dialogue:1", activeColor="blue", hooks=GATED_HOOKS, checks=GATED_CHECKS),
@@ -145,6 +148,14 @@ class ControllerMachine(RuleBasedStateMachine):
             self.world.files[self.app.flag_file] = "green\n"
         else:
             self.world.files.pop(self.app.flag_file, None)
+
+    @rule(present=st.booleans())
+    def edit_preview_flag(self, present: bool) -> None:
+        # A hand edit of the preview switch (spec.preview): acts at once on the site's preview route.
+        if present:
+            self.world.files[self.app.preview_flag_file] = "preview\n"
+        else:
+            self.world.files.pop(self.app.preview_flag_file, None)
 
     @rule()
     def hand_reload(self) -> None:
