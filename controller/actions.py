@@ -70,3 +70,63 @@ class Blocker:
 
     reason: str  # CamelCase, becomes the Degraded condition's reason
     message: str
+
+
+# spec.preview (controller/preview.py): the same container steps on the idle color, as their own types so the
+# reconciler can tell a failed preview (degrades the preview only) from a failed deploy.
+@dataclass(frozen=True)
+class RemovePreview(RemoveContainer):
+    pass
+
+
+@dataclass(frozen=True)
+class CreatePreview(CreateContainer):
+    """Create the idle color from spec.preview's image and env (the revision is the preview's)."""
+
+
+@dataclass(frozen=True)
+class StartPreview(StartContainer):
+    pass
+
+
+@dataclass(frozen=True)
+class WaitPreview(WaitHealthy):
+    pass
+
+
+@dataclass(frozen=True)
+class SwitchPreview(Action):
+    """Create (`on`) or remove the preview flag file, then confirm through the control server that preview
+    requests reach `color` (the idle color when on, the live one when off)."""
+
+    on: bool = False
+
+
+PREVIEW_ACTIONS = (RemovePreview, CreatePreview, StartPreview, WaitPreview, SwitchPreview)
+# Deploy gates (spec.checks / spec.hooks; controller/gateplan.py plans them, controller/gaterun.py runs them).
+
+
+@dataclass(frozen=True)
+class RunHook(Action):
+    """Run spec.hooks.<phase> for `revision` in a one-off container of the new image (or collect the one a
+    killed pass left running). beforeSwitch gates the switch; afterSwitch only reports."""
+
+    phase: str = "beforeSwitch"
+    revision: str = ""
+
+
+@dataclass(frozen=True)
+class RunCheck(Action):
+    """Run spec.checks.beforeSwitch[index] against `color`; a failure fails the deploy (traffic untouched)."""
+
+    index: int = 0
+    revision: str = ""
+
+
+@dataclass(frozen=True)
+class RemoveHook(Action):
+    """Remove a finished hook container that a killed pass left behind (its result is remembered first)."""
+
+    name: str = ""
+    phase: str = ""
+    revision: str = ""

@@ -8,22 +8,28 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from controller.actions import (
     Action,
     CreateContainer,
+    CreatePreview,
     RemoveContainer,
+    RemovePreview,
     StartContainer,
+    StartPreview,
     StopContainer,
+    SwitchPreview,
     SwitchRoute,
     WaitHealthy,
+    WaitPreview,
     WriteMarker,
 )
 from controller.errors import ControllerError, HealthCheckFailed, NginxError, RouteUnverified, TemporaryError
-from controller.facts import LABEL_APP, LABEL_COLOR, LABEL_MANAGED, LABEL_REVISION, MANAGED_BY
+from controller.facts import LABEL_APP, LABEL_COLOR, LABEL_MANAGED, LABEL_REVISION, MANAGED_BY, HookRecord
 from controller.failover import WaitLiveOrFailover
+from controller.preview import PREVIEW_FLAG_CONTENT, preview_probe_url
 from controller.resources import Resources
 from controller.routing import (
     FLAG_CONTENT,
@@ -33,7 +39,7 @@ from controller.routing import (
     route_fact,
     route_probe_url,
 )
-from controller.spec import BlueGreenApp, Color
+from controller.spec import BlueGreenApp, Color, preview_app
 from controller.world import ContainerRequest, RunState, World
 
 
@@ -72,6 +78,9 @@ class Context:
     env: dict[str, str] = field(default_factory=dict, repr=False)  # spec env + secrets, resolved by the caller
     revision_extra: dict[str, str] = field(default_factory=dict)
     verify_interval: float = 0.05
+    # Deploy gates (controller/gaterun.py): a hook's run, remembered in the state dir, and read back.
+    remember_hook: Callable[[HookRecord], None] = lambda r: None
+    hook_record: Callable[[str, str], HookRecord | None] = lambda phase, revision: None
 
 
 def apply(ctx: Context, actions: tuple[Action, ...] | list[Action]) -> ApplyResult:
@@ -328,6 +337,42 @@ def _stop(ctx: Context, a: Action) -> None:
     w.stop_container(app.container_name(a.color), app.spec.stopTimeoutSeconds)
 
 
+# spec.preview (controller/preview.py) ------------------------------------------------------------------
+def _create_preview(ctx: Context, a: Action) -> None:
+    assert isinstance(a, CreatePreview)
+    # The idle color from the preview's image and env; labels, ports, network: exactly as a deploy makes them.
+    _create(replace(ctx, app=preview_app(ctx.app)), CreateContainer(a.color, a.reason, revision=a.revision))
+
+
+def _switch_preview(ctx: Context, a: Action) -> None:
+    """Create or remove the preview flag, then ask the control server where a preview request goes. The flag acts
+    at once (the site tests it per request; no reload) and names only a proven preview, so it is never restored."""
+    assert isinstance(a, SwitchPreview)
+    app, w = ctx.app, ctx.world
+    flag = app.preview_flag_file
+    if a.on:
+        if w.read_file(flag) != PREVIEW_FLAG_CONTENT:
+            w.write_file(flag, PREVIEW_FLAG_CONTENT)
+    else:
+        w.remove_file(flag)
+    url = preview_probe_url(app)
+    deadline = w.now() + app.spec.nginx.verifyTimeoutSeconds
+    while True:
+        fact = route_fact(app, w.probe_route(url, app.spec.healthCheck.requestTimeoutSeconds))
+        if fact.reachable and fact.color == a.color:
+            return
+        if w.now() >= deadline:
+            if a.on:
+                w.remove_file(flag)  # the preview failed: leave the site as it was
+            seen = fact.color or fact.upstream or fact.detail
+            raise RouteUnverified(
+                f"preview requests for {app.name} reach {seen or 'nothing'}, not {a.color}, "
+                f"{app.spec.nginx.verifyTimeoutSeconds:g}s after {'creating' if a.on else 'removing'} {flag} "
+                "(the preview needs the site and control route of nginx/ from this version)"
+            )
+        w.sleep(ctx.verify_interval)
+
+
 _HANDLERS: dict[type[Action], Callable[[Context, Any], None]] = {
     RemoveContainer: _remove,
     CreateContainer: _create,
@@ -337,4 +382,15 @@ _HANDLERS: dict[type[Action], Callable[[Context, Any], None]] = {
     SwitchRoute: _switch,
     WriteMarker: _marker,
     StopContainer: _stop,
+    RemovePreview: _remove,
+    CreatePreview: _create_preview,
+    StartPreview: _start,
+    WaitPreview: _wait,
+    SwitchPreview: _switch_preview,
 }
+
+
+# Deploy gates: hooks and checks (planned by controller/gateplan.py), executed by controller/gaterun.py.
+from controller.gaterun import HANDLERS as _GATE_HANDLERS  # noqa: E402  (it refers back to Context and Interrupted)
+
+_HANDLERS.update(_GATE_HANDLERS)

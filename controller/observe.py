@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from controller.facts import ContainerFact, Observed, RouteFact
+from controller.facts import LABEL_APP, LABEL_HOOK, ContainerFact, Observed, RouteFact
+from controller.preview import preview_probe_url
 from controller.routing import configured_color, route_fact, route_probe_url, serving_color
 from controller.spec import COLORS, BlueGreenApp, Color
 from controller.world import RunState, World
@@ -39,11 +40,15 @@ def observe(app: BlueGreenApp, world: World, containers: dict[str, ContainerFact
                 # One inspect, only where it matters: a failing container needs its start time (health deadline);
                 # a passing one that may get traffic and does not serve yet must show it is no crash loop.
                 # With spec.failover the color that does not serve may get traffic too (failover.py: stability).
+                # (A preview on the idle color is proven the same way before preview requests reach it.)
                 if not result.ok or (color == app.spec.activeColor and serving != color) or (
                     app.spec.failover != "none" and serving is not None and serving != color
+                ) or (
+                    app.spec.preview is not None and color != app.spec.activeColor
                 ):
                     c = _with_run_state(c, world.run_state(c.name))
         facts[color] = c
+    preview_flag, preview_route = _preview(app, world)
     return Observed(
         app=app.name,
         containers=facts,
@@ -52,7 +57,28 @@ def observe(app: BlueGreenApp, world: World, containers: dict[str, ContainerFact
         marker=world.read_file(app.marker_path),
         at=world.now(),
         flag=flag,
+        preview_flag=preview_flag,
+        preview_route=preview_route,
+        hooks=_hook_containers(app, containers),
     )
+
+
+def _preview(app: BlueGreenApp, world: World) -> tuple[str | None, RouteFact | None]:
+    """spec.preview: the preview flag, and where a request that asks for the preview goes (controller/preview.py)."""
+    if app.spec.nginx.switch != "flag":
+        return None, None
+    flag = world.read_file(app.preview_flag_file)
+    if app.spec.preview is None and flag is None:
+        return None, None  # nothing to confirm: no extra request per pass for apps without a preview
+    return flag, route_fact(app, world.probe_route(preview_probe_url(app), app.spec.healthCheck.requestTimeoutSeconds))
+
+
+def _hook_containers(app: BlueGreenApp, containers: dict[str, ContainerFact]) -> tuple[ContainerFact, ...]:
+    """This app's hook containers (controller/gaterun.py), from the same listing: no extra Docker call."""
+    return tuple(
+        c for c in containers.values()
+        if c.managed and c.labels.get(LABEL_APP) == app.name and LABEL_HOOK in c.labels
+    )  # fmt: skip
 
 
 def _with_run_state(c: ContainerFact, rs: RunState | None) -> ContainerFact:

@@ -39,8 +39,11 @@ from controller.facts import (
 )
 from controller.failover import OFF, Decision, FailoverState, steer
 from controller.failover import decide as failover_rule
+from controller.gateplan import add_gates, gate_backoff
+from controller.preview import PreviewState, plan_preview
 from controller.routing import flag_color, flag_says, render_include, serving_color
 from controller.spec import COLORS, BlueGreenApp, Color, canonical_ip, other
+from controller.switchback import hold, standby_may_stop
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class Plan:
     revision_extra: dict[str, str] = field(default_factory=dict)
     secrets_stale: str | None = None  # why the live color's secrets are out of date, if they are
     failover: Decision = OFF  # what the failover rule said (controller/failover.py)
+    preview: PreviewState | None = None  # spec.preview's condition (None: no preview in the spec)
 
     @property
     def converged(self) -> bool:
@@ -134,8 +138,13 @@ def plan(
     ready = ready and not unsteady
     will_be_ready = ready
 
+    # Post-switch verification failed for this revision: it gets no traffic until a retry is due (switchback.py).
+    held = hold(app, obs, mem, now, rev, serving)
     if want in foreign:
         diffs.append(f"container {app.container_name(want)}: not created by {MANAGED_BY}; left alone")
+    elif held is not None:
+        blockers.append(held.blocker)
+        will_be_ready = False
     elif not ready:
         diffs.append(f"container {app.container_name(want)}: {describe_container(cur)}; want running healthy {spec.image} revision={rev}")
         live_running = serving == want and cur is not None and cur.running
@@ -206,8 +215,15 @@ def plan(
                 actions.append(WaitHealthy(want, f"{name} started but is not healthy yet ({cur.health_detail})", deadline=deadline))
             will_be_ready = True
 
+    # Deploy gates: a healthy new color whose checks or hook failed backs off before it is tried again.
+    if ready and serving != want and want not in foreign and (gated := gate_backoff(app, mem, rev, now)) is not None:
+        blockers.append(gated)
+        will_be_ready = False
+
     # Where traffic goes: the desired color once it is (or will have been proven) healthy; else stay put.
     target: Color | None = want if will_be_ready else serving
+    if held is not None:
+        target = held.target
     target = steer(app, obs, fo, target, serving, now, actions, blockers, diffs)
     if target in foreign:
         target = None  # never switch onto (nor rewrite files for) a container that is not ours
@@ -250,9 +266,22 @@ def plan(
 
     # The idle color: kept for rollback, or stopped once traffic has left it.
     standby = obs.containers[idle]
-    if spec.standby == "stop" and target == want and standby is not None and standby.running and idle not in foreign:
+    if (
+        spec.standby == "stop" and target == want and standby is not None and standby.running and idle not in foreign
+        and standby_may_stop(app, mem, serving, rev) and spec.preview is None
+    ):
         diffs.append(f"container {app.container_name(idle)}: running; standby: stop")
         actions.append(StopContainer(idle, f"standby: stop; drain up to {spec.drainSeconds:g}s first"))
+
+    # Deploy gates (spec.hooks, spec.checks) between healthy and the switch, and after it.
+    add_gates(app, obs, mem, rev, serving, actions)
+
+    # spec.preview on the idle color (controller/preview.py): the flag off first, its steps after the live color's.
+    pv = plan_preview(app, obs, mem, now, extra, serving=serving, target=target, foreign=set(foreign))
+    actions = [*pv.before, *actions, *pv.after]
+    diffs += pv.diffs
+    if pv.revision is not None:
+        revisions[idle] = pv.revision  # the idle color's wanted revision (and failure memory key) is the preview's
 
     return Plan(
         app=app.name,
@@ -266,6 +295,7 @@ def plan(
         revision_extra=extra,
         secrets_stale=secrets_stale,
         failover=fo,
+        preview=pv.state,
     )
 
 

@@ -16,7 +16,7 @@ from controller.facts import LABEL_APP, ContainerFact, Observed
 from controller.jsonshape import Corrupt, Reader
 from controller.planner import Plan, describe_container, describe_file, matches
 from controller.routing import configured_color, render_include
-from controller.spec import COLORS, BlueGreenApp, Color, other
+from controller.spec import COLORS, BlueGreenApp, Color, other, preview_app
 
 
 @dataclass(frozen=True)
@@ -83,11 +83,11 @@ def conditions(
 
     idle = other(app.spec.activeColor)
     standby = obs.containers[idle]
-    rollback = _rollback_ready(app, standby)
+    rollback = _rollback_ready(app, standby) and app.spec.preview is None  # the idle color runs the preview
     rb = Condition(
         "RollbackReady",
         rollback,
-        "StandbyAvailable" if rollback else "NoStandby",
+        "StandbyAvailable" if rollback else "PreviewOnStandby" if app.spec.preview is not None else "NoStandby",
         f"{app.container_name(idle)}: {describe_container(standby)}",
     )
     stale = Condition(
@@ -96,7 +96,10 @@ def conditions(
         "SecretsRotated" if secrets_stale else "Current",
         secrets_stale or "",
     )
-    return [ready, prog, degraded, rb, stale, *_failed_over(app, plan)]
+    out = [ready, prog, degraded, rb, stale, *_failed_over(app, plan)]
+    if plan.preview is not None:  # spec.preview: its own condition; a failing preview degrades nothing else
+        out.append(Condition("PreviewReady", plan.preview.ready, plan.preview.reason, plan.preview.message))
+    return out
 
 
 def _failed_over(app: BlueGreenApp, plan: Plan) -> list[Condition]:
@@ -497,7 +500,10 @@ def build_status(
             resources=Limits.of(app),
         ),
         observed=ObservedStatus(
-            containers={c: _container(app, obs.containers[c], plan.revisions[c], c) for c in COLORS},
+            containers={
+                c: _container(app if c == app.spec.activeColor else preview_app(app), obs.containers[c], plan.revisions[c], c)
+                for c in COLORS
+            },
             route=RouteStatus(reachable=obs.route.reachable, color=obs.route.color, upstream=obs.route.upstream, detail=obs.route.detail),
             include=IncludeStatus(
                 path=str(app.upstream_file),

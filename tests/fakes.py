@@ -29,11 +29,14 @@ class CheckedWorld(FakeWorld):
     def _checked(self, change: Callable[[], None]) -> None:
         apps = self._apps()
         before = {app: self.routed(app) for app in apps}
+        before_preview = {app: self.preview_routed(app) for app in apps}  # spec.preview: requests that ask for it
         change()
-        for app in apps | self._apps():
-            servers = self.routed(app)
-            if servers == before.get(app):
-                continue
+        changed = [(a, self.routed(a)) for a in apps | self._apps() if self.routed(a) != before.get(a)]
+        # Preview requests moved: checked unless they moved back onto what everyone else gets (the live route's risk).
+        changed += [
+            (a, pr) for a in apps | self._apps() if (pr := self.preview_routed(a)) != before_preview.get(a) and pr != self.routed(a)
+        ]
+        for app, servers in changed:
             for s in servers:
                 port = port_of(s)
                 healthy = any(c.fact.host_port == port and self._health_now(c) for c in self.containers.values())

@@ -283,7 +283,7 @@ CASES = [
     Case("docker-url-bad-port", valid, ["docker url tcp://127.0.0.1:abc: invalid"], args=["--docker-url", "tcp://127.0.0.1:abc"], lock_only=True),
     Case("unknown-flag", valid, ["unrecognized arguments: --frobnicate"], args=["--frobnicate"]),
     Case("once-and-plan", valid, ["not allowed with argument"], args=["--plan"]),
-    Case("missing-f", valid, ["-f path is required"], no_f=True),
+    Case("missing-f", valid, ["-f PATH or --git-url URL is required"], no_f=True),
     Case("no-mode", valid, ["one of the arguments --once --plan"], mode=""),
     Case("lock-timeout-not-a-number", valid, ["--lock-timeout: 'soon' is not a number"], args=["--lock-timeout", "soon"]),
     Case("lock-timeout-negative", valid, ["--lock-timeout"], args=["--lock-timeout=-3"]),

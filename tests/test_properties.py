@@ -36,6 +36,8 @@ from controller.testing import Crash, FakeImage, FakeWorld
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler
 
+GATED_HOOKS = {"beforeSwitch": {"command": ["migrate"]}, "afterSwitch": {"command": ["notify"]}}
+GATED_CHECKS = {"beforeSwitch": [{"http": {"path": "/actuator/health"}}, {"command": ["smoke"]}]}
 SPECS = [
     make_app(image="dialogue:1", activeColor="blue"),
     make_app(image="dialogue:2", activeColor="green"),
@@ -52,6 +54,12 @@ SPECS = [
     make_app(image="dialogue:1", activeColor="blue", nginx={"switch": "reload"}),
     make_app(image="dialogue:2", activeColor="green", nginx={"switch": "reload"}),
     make_app(image="dialogue:1", activeColor="green", standby="stop", nginx={"switch": "reload"}),
+    # spec.preview on the idle color (a good one, one that never gets healthy); promotion is dialogue:2 on green.
+    make_app(image="dialogue:1", activeColor="blue", preview={"image": "dialogue:2"}),
+    make_app(image="dialogue:2", activeColor="green", preview={"image": "dialogue:bad"}),
+    # Deploy gates (issue 12): a hook once per revision before the switch, a check, a hook after it.
+    make_app(image="dialogue:2", activeColor="green", hooks=GATED_HOOKS, checks=GATED_CHECKS),
+    make_app(image="dialogue:1", activeColor="blue", hooks=GATED_HOOKS, checks=GATED_CHECKS),
     # spec.resources (issue 14): a limit the capacity check counts (see host_memory).
     make_app(image="dialogue:2", activeColor="green", resources={"memory": "1g"}),
     # Failover to the previous color (issue 11 item 5).
@@ -217,6 +225,14 @@ class ControllerMachine(RuleBasedStateMachine):
         else:
             self.world.files.pop(self.app.flag_file, None)
 
+    @rule(present=st.booleans())
+    def edit_preview_flag(self, present: bool) -> None:
+        # A hand edit of the preview switch (spec.preview): acts at once on the site's preview route.
+        if present:
+            self.world.files[self.app.preview_flag_file] = "preview\n"
+        else:
+            self.world.files.pop(self.app.preview_flag_file, None)
+
     @rule()
     def hand_reload(self) -> None:
         self.route_touched = True
@@ -268,6 +284,12 @@ class ControllerMachine(RuleBasedStateMachine):
             return  # the held color died too: traffic stays where it is, which a perturbation may have moved
         live = route_fact(self.app, self.world.probe_route(route_probe_url(self.app), 1)).color
         assert live == active.to_color, f"failed over to {active.to_color}, now {live}: flapped back"
+
+    @invariant()
+    def a_hook_runs_at_most_once_per_revision(self) -> None:
+        # Hook containers are named per phase and revision; each exits 0 here: none may start twice.
+        runs = self.world.hook_runs
+        assert len(runs) == len(set(runs)), runs
 
     @rule()
     def settles_once_perturbations_stop(self) -> None:
