@@ -308,7 +308,8 @@ class ControllerMachine(RuleBasedStateMachine):
                 break
         else:
             raise AssertionError(f"no fixed point after {MAX_PASSES} passes: {[a.describe() for a in p.actions]}")
-        allowed = {"LiveColorOutdated", "BackingOff", "FailedOver"}
+        # VerificationFailed: a revision the verification_failed rule marked, wanted again before its retry is due.
+        allowed = {"LiveColorOutdated", "BackingOff", "FailedOver", "VerificationFailed"}
         if self.app.spec.image in NEVER_STABLE:
             # The live color died and its replacement never gets healthy: reported, never "fixed" by recreating it.
             allowed.add("LiveUnhealthy")
