@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.watch:
         from controller.watch import run_watch  # imported lazily: watchfiles is only needed here
 
-        if not loaded.apps and (source is None or source.checkout_path() is not None):
+        if not loaded.apps and not loaded.accessories and (source is None or source.checkout_path() is not None):
             for line in problem_lines(loaded, args.path):
                 err(line)
             err(f"{args.path}: no valid spec to watch")

@@ -207,3 +207,37 @@ def test_a_dependency_down_keeps_a_new_color_from_starting_and_the_live_one_serv
     assert not docker_client.containers.list(all=True, filters={"name": f"{app_name}-green"})
     assert served_version(nginx, app_name) == "v1"
     assert docker_client.containers.get(f"{app_name}-blue").status == "running"
+
+
+def test_watch_heals_a_killed_accessory_on_its_docker_event(docker_client: Any, redis_image: str, acc: str, tmp_path: Path) -> None:
+    specs, state = tmp_path / "specs", tmp_path / "state"
+    specs.mkdir()
+    write_spec(specs / "redis.yaml", accessory_doc(acc, redis_image, free_port()))
+    # A resync far longer than the test: only the Docker event can bring the pass that heals it.
+    proc = start_reconcile(specs, state, "--watch", "--resync", "600", stderr_path=tmp_path / "watch.log")
+    try:
+        first = _wait_running(docker_client, acc, proc, started_after=None)
+        redis(docker_client, acc, "SET", "k", "v")
+        redis(docker_client, acc, "SAVE")  # on the volume before the SIGKILL
+        docker_client.containers.get(acc).kill()
+        _wait_running(docker_client, acc, proc, started_after=first)
+        assert redis(docker_client, acc, "GET", "k") == "v"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(20)
+
+
+def _wait_running(docker_client: Any, name: str, proc: Any, started_after: str | None, timeout: float = 20.0) -> str:
+    """The container's StartedAt once it runs (and, after a kill, was started again); bounded in time."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert proc.poll() is None, "the watch process ended"
+        try:
+            c = docker_client.containers.get(name)
+            started = str(c.attrs["State"]["StartedAt"])
+            if c.status == "running" and started != started_after:
+                return started
+        except Exception:  # not created yet (docker.errors.NotFound)
+            pass
+        assert time.monotonic() < deadline, f"{name} not running (again) within {timeout:g}s"
+        time.sleep(0.2)
