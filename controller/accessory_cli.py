@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from typing import Any
 
 from controller.accessory import Accessory
@@ -24,7 +25,7 @@ def err(message: str) -> None:
 
 
 def needed(accessories: list[Accessory], apps: list[BlueGreenApp]) -> bool:
-    return bool(accessories) or any(a.spec.dependsOn for a in apps)
+    return bool(accessories) or any(a.spec.dependsOn or a.spec.network for a in apps)
 
 
 def build_runner(args: argparse.Namespace, world: Any, metrics: Metrics, rec: Reconciler, accessories: list[Accessory]) -> AccessoryRunner:
@@ -66,10 +67,19 @@ def _check_networks(runner: AccessoryRunner, apps: list[BlueGreenApp], code: int
     return (max(code, EXIT_INVALID) if bad else code), [a for a in apps if a.name not in bad]
 
 
-def plan_lines(runner: AccessoryRunner, accessories: list[Accessory], as_json: bool) -> tuple[int, list[Any]]:
-    """Each accessory's plan (text or JSON rows); exit 1 when one is not in sync."""
+def plan_lines(
+    runner: AccessoryRunner, accessories: list[Accessory], as_json: bool, apps: Sequence[BlueGreenApp] = ()
+) -> tuple[int, list[Any]]:
+    """Each accessory's plan (text or JSON rows); exit 1 when one is not in sync, 2 when an app's network is unknown."""
     code = EXIT_OK
     rows: list[Any] = []
+    try:
+        code, _ = _check_networks(runner, list(apps), code)
+    except ControllerError as e:
+        err(str(e))
+        return EXIT_INVALID, rows
+    if code == EXIT_INVALID:
+        return code, rows
     index = runner._index(a.name for a in accessories)
     for acc in sorted(accessories, key=lambda a: a.name):
         try:

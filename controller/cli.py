@@ -332,7 +332,7 @@ def _summary(r: AppResult) -> None:
 
 
 def _plan(rec: Reconciler, apps: list[BlueGreenApp], as_json: bool, runner: Any = None, accessories: Any = ()) -> int:
-    acc_code, acc_rows = accessory_cli.plan_lines(runner, list(accessories), as_json) if runner is not None else (EXIT_OK, [])
+    acc_code, acc_rows = accessory_cli.plan_lines(runner, list(accessories), as_json, apps) if runner is not None else (EXIT_OK, [])
     if acc_code == EXIT_INVALID:
         return acc_code
     try:

@@ -133,6 +133,17 @@ def test_unhealthy_is_reported_and_not_ready_for_dependants(tmp_path: Path) -> N
     assert plan_accessory(accessory(), obs).blockers[0].reason == "AccessoryUnhealthy"
 
 
+def test_an_app_network_must_exist_or_be_declared(tmp_path: Path) -> None:
+    from tests.factories import make_app
+
+    w = FakeAccessoryWorld()
+    w.networks["existing"] = {}
+    run = runner(w, tmp_path)
+    run.accessories = {"redis": accessory()}  # declares "dialogue" (created by its pass)
+    apps = [make_app(name=n, network=net) for n, net in (("a", "dialogue"), ("b", "existing"), ("c", "nowhere"), ("d", None))]
+    assert run.network_problems(apps) == {"c": "spec.network: 'nowhere' is neither an existing Docker network nor declared by an accessory"}
+
+
 def _plan(serving: Any, actions: tuple[Any, ...]) -> Plan:
     return Plan("web", "g", {"blue": "r1", "green": "r2"}, serving, "green", actions, (), ())
 

@@ -16,6 +16,9 @@ from typing import Any
 
 import pytest
 
+from controller.accessory import Accessory
+from controller.accessory_reconcile import AccessoryResult, AccessoryRunner
+from controller.state import StateStore
 from tests.support.controller_run import app_spec, run_reconcile, served_version, start_reconcile, write_spec
 from tests.support.net import free_port
 from tests.support.nginx import NginxInstance
@@ -62,6 +65,15 @@ def accessory_doc(name: str, image: str, port: int, **spec: Any) -> dict[str, An
     return {"apiVersion": "bluegreen/v1", "kind": "Accessory", "metadata": {"name": name}, "spec": body}
 
 
+def in_process(state: Path, doc: dict[str, Any]) -> AccessoryResult:
+    """One accessory pass in this process: the runner `--once` uses, on the real dockerd (saves a Python start)."""
+    from controller.drivers.accessories import DockerAccessories
+    from controller.drivers.containers import DockerDriver
+
+    runner = AccessoryRunner(DockerAccessories(DockerDriver()), StateStore(state))
+    return runner.reconcile(Accessory.model_validate(doc))
+
+
 def redis(docker_client: Any, name: str, *args: str) -> str:
     c = docker_client.containers.get(name)
     code, out = c.exec_run([CLI, *args])
@@ -103,9 +115,8 @@ def test_recreate_keeps_data_manual_refuses_and_a_killed_one_is_healed(
 
     # update: recreate with a backup: the backup runs (volumes mounted), then a new container keeps the data.
     backup = {"command": ["/bin/busybox", "cp", "/data/dump.rdb", "/data/backup.rdb"], "timeoutSeconds": 20}
-    write_spec(specs / "redis.yaml", accessory_doc(acc, redis_image, port, command=changed, update="recreate", backup=backup))
-    r = run_reconcile(specs, state, "--once")
-    assert r.returncode == 0, r.explain()
+    res = in_process(state, accessory_doc(acc, redis_image, port, command=changed, update="recreate", backup=backup))
+    assert res.converged, res
     c = docker_client.containers.get(acc)
     assert c.id != first and "--maxmemory" in c.attrs["Config"]["Cmd"]
     assert redis(docker_client, acc, "GET", "k") == "before"
@@ -115,9 +126,8 @@ def test_recreate_keeps_data_manual_refuses_and_a_killed_one_is_healed(
 
     # A failed backup recreates nothing: the old container keeps running.
     bad = {"command": ["/bin/busybox", "cp", "/data/no-such-file", "/data/backup.rdb"], "timeoutSeconds": 20}
-    write_spec(specs / "redis.yaml", accessory_doc(acc, redis_image, port, command=changed, update="recreate", backup=bad, env={"X": "1"}))
-    r = run_reconcile(specs, state, "--once")
-    assert r.returncode == 1 and "backup failed (exit 1" in r.stderr, r.explain()
+    res = in_process(state, accessory_doc(acc, redis_image, port, command=changed, update="recreate", backup=bad, env={"X": "1"}))
+    assert res.result == "error" and res.error is not None and "backup failed (exit 1" in res.error, res
     assert docker_client.containers.get(acc).id == c.id and docker_client.containers.get(acc).status == "running"
 
     # Killed: the next pass starts it again, data intact.
@@ -134,8 +144,8 @@ def test_recreate_keeps_data_manual_refuses_and_a_killed_one_is_healed(
     # A container with the accessory's name the controller did not create: blocker, never touched.
     c.remove(force=True)
     stranger = docker_client.containers.create(redis_image, name=acc, labels={"bluegreen.test": "stranger"})
-    r = run_reconcile(specs, state, "--once")
-    assert r.returncode == 1 and f"{acc}: AccessoryNotOurs" in r.stderr, r.explain()
+    res = in_process(state, accessory_doc(acc, redis_image, port, command=changed, update="recreate", backup=backup))
+    assert res.result == "blocked" and res.plan is not None and res.plan.blockers[0].reason == "AccessoryNotOurs", res
     assert docker_client.containers.get(acc).id == stranger.id and docker_client.containers.get(acc).status == "created"
 
 
@@ -145,8 +155,7 @@ def test_kill_9_during_a_recreate_the_next_pass_completes_and_the_volume_is_kept
     specs, state = tmp_path / "specs", tmp_path / "state"
     specs.mkdir()
     port = free_port()
-    write_spec(specs / "redis.yaml", accessory_doc(acc, redis_image, port))
-    assert run_reconcile(specs, state, "--once").returncode == 0
+    assert in_process(state, accessory_doc(acc, redis_image, port)).converged
     redis(docker_client, acc, "SET", "k", "kept")
     redis(docker_client, acc, "SAVE")
     volume_id = _inode(docker_client, acc)  # (Docker's CreatedAt of a local volume is its directory's mtime)
@@ -164,9 +173,8 @@ def test_kill_9_during_a_recreate_the_next_pass_completes_and_the_volume_is_kept
         proc.wait(10)
     assert docker_client.containers.get(acc).status == "running"  # the old one, untouched so far
     quick = {"command": ["/bin/busybox", "cp", "/data/dump.rdb", "/data/backup.rdb"], "timeoutSeconds": 20}
-    write_spec(specs / "redis.yaml", accessory_doc(acc, redis_image, port, update="recreate", backup=quick, env={"V": "2"}))
-    r = run_reconcile(specs, state, "--once")
-    assert r.returncode == 0, r.explain()
+    res = in_process(state, accessory_doc(acc, redis_image, port, update="recreate", backup=quick, env={"V": "2"}))
+    assert res.converged, res
     assert redis(docker_client, acc, "GET", "k") == "kept"
     assert _inode(docker_client, acc) == volume_id  # the same volume directory, not a new one
     assert not docker_client.containers.list(all=True, filters={"name": f"{acc}-backup"})  # the leftover one-off is gone
@@ -185,9 +193,16 @@ def test_a_dependency_down_keeps_a_new_color_from_starting_and_the_live_one_serv
     specs, state = tmp_path / "specs", tmp_path / "state"
     specs.mkdir()
     # Healthy while /data/ready exists: the test makes the accessory unhealthy without stopping it.
-    hc = {"command": ["/bin/busybox", "test", "-f", "/data/ready"], "timeoutSeconds": 10, "intervalSeconds": 0.2}
+    hc = {"command": ["/bin/busybox", "test", "-f", "/data/ready"], "timeoutSeconds": 1, "intervalSeconds": 0.2}
     write_spec(specs / "redis.yaml", accessory_doc(acc, redis_image, free_port(), healthCheck=hc))
     app = app_spec(app_name, nginx, tmp_path, test_images["v1"], "blue", session_id=session_id, dependsOn=[acc], network=f"{acc}-net")
+    # A network neither existing nor declared by an accessory: invalid input, one line, nothing done.
+    write_spec(specs / "app.yaml", {**app, "spec": {**app["spec"], "network": f"{acc}-nowhere"}})
+    r = run_reconcile(specs, state, "--once")
+    assert r.returncode == 2, r.explain()
+    assert f"reconcile: {app_name}: spec.network: '{acc}-nowhere' is neither an existing Docker network nor declared by an accessory" in r.stderr
+    assert not docker_client.containers.list(all=True, filters={"label": f"bluegreen.app={app_name}"})
+
     write_spec(specs / "app.yaml", app)
     r = run_reconcile(specs, state, "--once")
     assert r.returncode == 1 and f"{app_name}: DependencyNotReady" in r.stderr, r.explain()
