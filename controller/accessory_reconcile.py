@@ -346,10 +346,25 @@ def status_json(acc: Accessory, r: AccessoryResult, rid: str, now: float) -> dic
         "diffs": list(p.diffs) if p is not None else [],
         "blockers": [{"reason": b.reason, "message": b.message} for b in p.blockers] if p is not None else [],
         "actionsDone": r.actions_done,
+        "conditions": conditions(r),
         "error": r.error,
         "reconcileId": rid,
         "observedAt": iso(now),
     }
+
+
+def conditions(r: AccessoryResult) -> list[dict[str, Any]]:
+    """Ready and Degraded, shaped like an app's conditions (type, status, reason, message)."""
+    p = r.plan
+    blocker = p.blockers[0] if p is not None and p.blockers else None
+    ready = r.result == "converged" and r.healthy
+    degraded = r.error is not None or blocker is not None
+    reason = r.result if r.error is not None else blocker.reason if blocker is not None else "AsExpected"
+    message = r.error if r.error is not None else blocker.message if blocker is not None else ""
+    return [
+        {"type": "Ready", "status": ready, "reason": "Healthy" if ready else r.result, "message": "" if ready else message},
+        {"type": "Degraded", "status": degraded, "reason": reason if degraded else "AsExpected", "message": message},
+    ]
 
 
 def render_plan(p: AccessoryPlan) -> str:

@@ -56,6 +56,9 @@ def test_missing_creates_network_volume_container_and_waits_then_in_sync(tmp_pat
     history = [json.loads(line) for line in (tmp_path / "state" / "history.jsonl").read_text().splitlines()]
     assert [h["action"] for h in history] == ["EnsureNetwork", "EnsureVolume", "CreateAccessory", "WaitAccessoryHealthy"]
     assert all(h["kind"] == "Accessory" and h["outcome"] == "ok" for h in history)
+    status = json.loads((tmp_path / "state" / "apps" / "redis" / "status.json").read_text())
+    assert status["kind"] == "Accessory" and status["result"] == "converged"
+    assert [(c["type"], c["status"]) for c in status["conditions"]] == [("Ready", True), ("Degraded", False)]
 
 
 def test_outdated_manual_blocks_and_touches_nothing(tmp_path: Path) -> None:
@@ -67,6 +70,8 @@ def test_outdated_manual_blocks_and_touches_nothing(tmp_path: Path) -> None:
     (b,) = r.plan.blockers
     assert b.reason == "AccessoryOutdated" and "image redis:7.2 -> redis:7.4" in b.message and "update: recreate" in b.message
     assert w.calls == []
+    status = json.loads((tmp_path / "state" / "apps" / "redis" / "status.json").read_text())
+    assert status["conditions"][1] == {"type": "Degraded", "status": True, "reason": "AccessoryOutdated", "message": b.message}
 
 
 def test_outdated_recreate_backs_up_first_and_never_removes_a_volume(tmp_path: Path) -> None:
@@ -181,6 +186,7 @@ BAD: dict[str, tuple[list[dict[str, Any]], str]] = {
         "accessory cache and accessory redis both use volume redis-data",
     ),
     "invalid volume name": ([_doc("Accessory", "redis", {**REDIS, "volumes": {"bad/name": "/data"}})], "spec.volumes: 'bad/name' is not a Docker volume name"),
+    "a host path as a volume (a bind mount)": ([_doc("Accessory", "redis", {**REDIS, "volumes": {"/etc": "/data"}})], "'/etc' is not a Docker volume name"),
     "overlapping volume paths": (
         [_doc("Accessory", "redis", {**REDIS, "volumes": {"a1": "/data", "b1": "/data/x"}})],
         "volume paths /data and /data/x overlap",
