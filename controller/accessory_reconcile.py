@@ -8,7 +8,6 @@ unique across both kinds, specdir checks it); metrics are `bluegreen_accessory_*
 
 from __future__ import annotations
 
-import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -288,7 +287,7 @@ class AccessoryRunner:
         hc = acc.spec.healthCheck
         timeout = hc.timeoutSeconds if hc is not None else 10.0
         interval = hc.intervalSeconds if hc is not None else 0.5
-        deadline = time.monotonic() + timeout
+        deadline = self.world.now() + timeout  # the world's clock: the in-memory world's advances with its sleep
         last = "not checked"
         while True:
             c = self._index([acc.name]).get(acc.name)
@@ -299,7 +298,7 @@ class AccessoryRunner:
                 last = h.detail
             else:
                 last = c.state if c is not None else "gone"
-            if time.monotonic() >= deadline or self.should_stop():
+            if self.world.now() >= deadline or self.should_stop():
                 raise HealthCheckFailed(f"{acc.name}: not healthy after {timeout:g}s: {one_line(last)}")
             self.world.sleep(interval)
 

@@ -127,6 +127,14 @@ def test_stopped_is_started_and_a_stranger_is_never_touched(tmp_path: Path) -> N
     assert w.calls == []
 
 
+def test_a_new_accessory_that_never_gets_healthy_fails_its_wait(tmp_path: Path) -> None:
+    w = FakeAccessoryWorld()
+    w.healthy["redis"] = False
+    r = runner(w, tmp_path).reconcile(accessory())
+    assert r.result == "degraded" and r.error is not None and "redis: not healthy after 2s: exit 1" in r.error
+    assert w.clock == 1_000_000.0 + 2.0  # waited the check's timeoutSeconds on the world's clock, polling each interval
+
+
 def test_unhealthy_is_reported_and_not_ready_for_dependants(tmp_path: Path) -> None:
     w = FakeAccessoryWorld()
     run = runner(w, tmp_path)
