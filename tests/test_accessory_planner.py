@@ -21,6 +21,8 @@ from controller.accessory_world import AccessoryFact
 from controller.actions import CreateContainer, StartContainer, SwitchRoute, WaitHealthy, WriteMarker
 from controller.dependencies import gate
 from controller.planner import Plan
+from controller.secrets import SecretRef
+from controller.spec import SsmSecrets
 from controller.specdir import select
 from controller.state import StateStore
 from controller.testing_accessories import FakeAccessoryWorld
@@ -133,6 +135,37 @@ def test_a_new_accessory_that_never_gets_healthy_fails_its_wait(tmp_path: Path) 
     r = runner(w, tmp_path).reconcile(accessory())
     assert r.result == "degraded" and r.error is not None and "redis: not healthy after 2s: exit 1" in r.error
     assert w.clock == 1_000_000.0 + 2.0  # waited the check's timeoutSeconds on the world's clock, polling each interval
+
+
+class StubSsm:
+    """A SecretSource (the interface drivers/ssm.SsmSource implements) with one rotatable parameter."""
+
+    def __init__(self) -> None:
+        self.version = 1
+        self.value_calls = 0
+
+    def versions(self, cfg: SsmSecrets) -> list[SecretRef]:
+        return [SecretRef("MONGO_INITDB_ROOT_PASSWORD", f"{cfg.path}password", self.version, "SecureString")]
+
+    def values(self, cfg: SsmSecrets, refs: list[SecretRef]) -> dict[str, str]:
+        self.value_calls += 1
+        return {r.env: f"s3cret-v{r.version}" for r in refs}
+
+
+def test_ssm_secrets_reach_the_container_and_a_rotation_makes_it_outdated(tmp_path: Path) -> None:
+    w = FakeAccessoryWorld()
+    ssm = StubSsm()
+    run = AccessoryRunner(w, StateStore(tmp_path / "state"), secrets=ssm)
+    mongo = accessory("mongo", image="mongo:7.0", ports={}, secrets={"ssm": {"path": "/dialogue/prod/mongo/"}})
+    assert run.reconcile(mongo).converged
+    req = w.containers["mongo"].req
+    assert req is not None and req.env == {"MONGO_INITDB_ROOT_PASSWORD": "s3cret-v1"}
+    assert run.reconcile(mongo).converged and ssm.value_calls == 1  # values are read only for a create
+    ssm.version = 2
+    r = run.reconcile(mongo)
+    assert r.result == "blocked" and r.plan is not None and "(secrets)" in r.plan.blockers[0].message
+    state = (tmp_path / "state" / "history.jsonl").read_text() + (tmp_path / "state" / "apps" / "mongo" / "status.json").read_text()
+    assert "s3cret" not in state
 
 
 def test_unhealthy_is_reported_and_not_ready_for_dependants(tmp_path: Path) -> None:
