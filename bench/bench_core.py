@@ -85,6 +85,7 @@ class Side:
                 "standby": "keep",
                 "marker": str(self.marker),
                 "labels": {LABEL: "1"},
+                "keepImages": 10_000,  # the shared bgtest:* images are not this app's to prune
                 "nginx": {
                     "upstreamFile": str(self.nginx.upstream_file(self.name)),
                     "testCommand": self.nginx.test_command,

@@ -296,6 +296,7 @@ class Scenario:
                 "stopTimeoutSeconds": 2,
                 "marker": str(self.state / "active"),
                 "labels": {LABEL_BENCH: "bench-cutover"},
+                "keepImages": 10_000,  # the shared bgtest:* images are not this app's to prune
                 "nginx": {
                     "upstreamFile": str(self.nginx.upstream_file(self.app)),
                     "testCommand": self.nginx.test_command,

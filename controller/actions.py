@@ -70,3 +70,32 @@ class Blocker:
 
     reason: str  # CamelCase, becomes the Degraded condition's reason
     message: str
+
+
+# Deploy gates (spec.checks / spec.hooks; controller/gateplan.py plans them, controller/gaterun.py runs them).
+
+
+@dataclass(frozen=True)
+class RunHook(Action):
+    """Run spec.hooks.<phase> for `revision` in a one-off container of the new image (or collect the one a
+    killed pass left running). beforeSwitch gates the switch; afterSwitch only reports."""
+
+    phase: str = "beforeSwitch"
+    revision: str = ""
+
+
+@dataclass(frozen=True)
+class RunCheck(Action):
+    """Run spec.checks.beforeSwitch[index] against `color`; a failure fails the deploy (traffic untouched)."""
+
+    index: int = 0
+    revision: str = ""
+
+
+@dataclass(frozen=True)
+class RemoveHook(Action):
+    """Remove a finished hook container that a killed pass left behind (its result is remembered first)."""
+
+    name: str = ""
+    phase: str = ""
+    revision: str = ""

@@ -22,7 +22,7 @@ from controller.actions import (
     WriteMarker,
 )
 from controller.errors import ControllerError, HealthCheckFailed, NginxError, RouteUnverified, TemporaryError
-from controller.facts import LABEL_APP, LABEL_COLOR, LABEL_MANAGED, LABEL_REVISION, MANAGED_BY
+from controller.facts import LABEL_APP, LABEL_COLOR, LABEL_MANAGED, LABEL_REVISION, MANAGED_BY, HookRecord
 from controller.resources import Resources
 from controller.routing import (
     FLAG_CONTENT,
@@ -71,6 +71,9 @@ class Context:
     env: dict[str, str] = field(default_factory=dict, repr=False)  # spec env + secrets, resolved by the caller
     revision_extra: dict[str, str] = field(default_factory=dict)
     verify_interval: float = 0.05
+    # Deploy gates (controller/gaterun.py): a hook's run, remembered in the state dir, and read back.
+    remember_hook: Callable[[HookRecord], None] = lambda r: None
+    hook_record: Callable[[str, str], HookRecord | None] = lambda phase, revision: None
 
 
 def apply(ctx: Context, actions: tuple[Action, ...] | list[Action]) -> ApplyResult:
@@ -298,3 +301,9 @@ _HANDLERS: dict[type[Action], Callable[[Context, Any], None]] = {
     WriteMarker: _marker,
     StopContainer: _stop,
 }
+
+
+# Deploy gates: hooks and checks (planned by controller/gateplan.py), executed by controller/gaterun.py.
+from controller.gaterun import HANDLERS as _GATE_HANDLERS  # noqa: E402  (it refers back to Context and Interrupted)
+
+_HANDLERS.update(_GATE_HANDLERS)

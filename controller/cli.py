@@ -25,10 +25,12 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from controller import __version__, accessory_cli
+from controller.counters import carry_over
 from controller.errors import EXIT_FAIL, EXIT_INVALID, EXIT_OK, ControllerError, InvalidInput, LockBusy
 from controller.logs import configure, redact_text
 from controller.metrics import Metrics, SourceMetrics
 from controller.planner import Plan
+from controller.pruning import ImageRemoval
 from controller.reconcile import AppResult, Reconciler
 from controller.secrets import SecretsResolver
 from controller.spec import BlueGreenApp, json_schema
@@ -239,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         if not loaded.problems:
             err(f"{args.path}: no *.yaml spec found")
         if args.once and args.metrics_textfile:
-            _write_textfile(metrics, args.metrics_textfile)
+            _export_invalid(metrics, args)
         return EXIT_INVALID
     from controller.drivers.host import HostWorld  # Docker SDK and httpx load here, not at import
 
@@ -277,26 +279,54 @@ def _once(
         with Lock(args.state_dir, args.lock_timeout):
             if runner is not None:  # accessories first: the apps' networks and dependsOn need them
                 acc_code, apps = accessory_cli.reconcile_first(runner, list(accessories), apps)
-            containers = _containers(rec)  # one Docker call for every app
-            results = _parallel(apps, lambda a: rec.reconcile(a, containers)) if apps else []
+            code = max(_converge(rec, apps), acc_code)
+            # Under the lock: the counters continue from the state dir (controller/counters.py).
+            return _export(rec.metrics, args, code, carry=True)
+    except ControllerError as e:  # the lock itself: busy, or its directory cannot be trusted
+        err(str(e))
+        if isinstance(e, LockBusy):
+            return e.exit_code  # the run holding the lock writes the textfile; this one did nothing
+        for a in apps:  # still a (failed) run for monitoring
+            rec.metrics.unreachable(a.name)
+        return _export(rec.metrics, args, e.exit_code, carry=False)
+
+
+def _converge(rec: Reconciler, apps: list[BlueGreenApp]) -> int:
+    try:
+        containers = _containers(rec)  # one Docker call for every app
+        results = _parallel(apps, lambda a: rec.reconcile(a, containers)) if apps else []
     except ControllerError as e:
         err(str(e))
-        results = []
-        code = e.exit_code
-        if isinstance(e, LockBusy):
-            return code  # the run holding the lock writes the textfile; this one did nothing
         for a in apps:  # Docker unreachable: still a (failed) run for monitoring
             rec.metrics.unreachable(a.name)
-    else:
-        code = EXIT_OK
-        for r in results:
-            _summary(r)
-            if not r.converged:
-                code = EXIT_FAIL
-        code = max(code, acc_code)
-    if args.metrics_textfile and not _write_textfile(rec.metrics, args.metrics_textfile):
-        code = max(code, EXIT_FAIL)
+        return e.exit_code
+    code = EXIT_OK
+    for r in results:
+        _summary(r)
+        if not r.converged:
+            code = EXIT_FAIL
     return code
+
+
+def _export(metrics: Metrics, args: argparse.Namespace, code: int, *, carry: bool) -> int:
+    """--metrics-textfile: continue the counters from the state dir (`carry`, lock held), then write the file."""
+    if not args.metrics_textfile:
+        return code
+    if carry:
+        carry_over(metrics, args.state_dir)
+    return code if _write_textfile(metrics, args.metrics_textfile) else max(code, EXIT_FAIL)
+
+
+def _export_invalid(metrics: Metrics, args: argparse.Namespace) -> None:
+    """No valid spec: the run's `invalid` counts still continue the stored counters, under the lock if it is free
+    at once (the invalid input is what this run reports: no wait, no second line)."""
+    try:
+        with Lock(args.state_dir, 0):
+            _export(metrics, args, EXIT_INVALID, carry=True)
+    except LockBusy:
+        pass  # another run holds it: that run writes the textfile
+    except ControllerError:  # the state dir cannot be used: the counts of this run alone
+        _export(metrics, args, EXIT_INVALID, carry=False)
 
 
 def _write_textfile(metrics: Metrics, path: Path) -> bool:
@@ -343,14 +373,27 @@ def _plan(rec: Reconciler, apps: list[BlueGreenApp], as_json: bool, runner: Any 
         return EXIT_INVALID
     plans = [(a, r[0]) for a, r in found]
     stale = {p.app: p.secrets_stale for _, p in plans if p.secrets_stale}  # secrets rotated since the live color started
+    try:  # images the next converged pass would remove (controller/pruning.py)
+        prunes = {a.name: rec.prune_plan(a, r[1]) for a, r in found if r[0].converged}
+    except ControllerError as e:
+        err(str(e))
+        return EXIT_INVALID
     if as_json:
-        print(json.dumps([*acc_rows, *({**_plan_json(p), "secretsStale": stale.get(p.app)} for _, p in plans)], indent=2))
+        print(json.dumps([*acc_rows, *({**_plan_json(p), "secretsStale": stale.get(p.app), "prune": _prune_json(prunes.get(p.app, ()))} for _, p in plans)], indent=2))
     else:
         for row in acc_rows:
             print(row)
         for _, p in plans:
-            print(render_plan(p, stale.get(p.app)))
-    return max(acc_code, EXIT_OK if all(p.converged for _, p in plans) and not stale else EXIT_FAIL)
+            print(render_plan(p, stale.get(p.app)) + _render_prune(prunes.get(p.app, ())))
+    return max(acc_code, EXIT_OK if all(p.converged for _, p in plans) and not stale and not any(prunes.values()) else EXIT_FAIL)
+
+
+def _prune_json(removals: tuple[ImageRemoval, ...]) -> list[dict[str, Any]]:
+    return [{"imageId": r.image_id, "references": list(r.references), "reason": r.reason} for r in removals]
+
+
+def _render_prune(removals: tuple[ImageRemoval, ...]) -> str:
+    return "".join(f"\n  - would remove image {', '.join(r.references)} ({r.image_id[:19]}): {r.reason}" for r in removals)
 
 
 def _plan_json(p: Plan) -> dict[str, Any]:

@@ -25,6 +25,8 @@ a Docker event, the resync), except a failed deploy, retried at its remembered i
         ├── NginxError
         ├── HostError               files or commands on the host (permissions, disk)
         ├── HealthCheckFailed       retried at the failed revision's remembered instant
+        │   ├── CheckFailed         a spec.checks.beforeSwitch check failed: a failed deploy like it
+        │   └── HookFailed          spec.hooks.beforeSwitch exited non-zero, timed out or was lost
         └── SecretsError
 """
 
@@ -117,6 +119,14 @@ class HostError(PermanentError):
 
 class HealthCheckFailed(PermanentError):
     pass
+
+
+class CheckFailed(HealthCheckFailed):
+    """A before-switch check failed against the new color: the deploy failed, traffic untouched."""
+
+
+class HookFailed(HealthCheckFailed):
+    """The before-switch hook did not exit 0: the deploy failed, traffic untouched."""
 
 
 class SecretsError(PermanentError):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from controller.backoff import backoff
 from controller.spec import COLORS, Color
+from controller.verify import Window
 
 # Labels the controller puts on every container it creates.
 LABEL_APP = "bluegreen.app"
@@ -17,6 +18,7 @@ MANAGED_BY = "bluegreen-controller"
 # Deploy-time revision input (`revision_extra` key) and its label: a hash of secret versions, never values.
 FINGERPRINT_KEY = "secrets-fingerprint"
 LABEL_FINGERPRINT = f"bluegreen.{FINGERPRINT_KEY}"
+LABEL_HOOK = "bluegreen.hook"  # on a hook's one-off container: its phase (beforeSwitch, afterSwitch)
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,7 @@ class Observed:
     marker: str | None  # raw marker content; None when missing
     at: float
     flag: str | None = None  # nginx.switch: flag: the flag file's content; None when missing (blue serves)
+    hooks: tuple[ContainerFact, ...] = ()  # this app's hook containers (label bluegreen.hook), e.g. left by a kill -9
     capacity: CapacityFact | None = None  # observed only when a new color is to start (controller/hostfacts.py)
 
     @property
@@ -133,6 +136,32 @@ class Failure:
 
 
 @dataclass(frozen=True)
+class HookRecord:
+    """That a hook ran for a revision (memory.json "hooks"): `state` running (started, no result yet),
+    done (exit code known) or lost (its container vanished before a result). Output is redacted, bounded."""
+
+    phase: str
+    revision: str
+    state: str
+    started_at: float
+    exit_code: int | None = None
+    finished_at: float | None = None
+    output: tuple[str, ...] = ()
+
+    @property
+    def key(self) -> str:
+        return hook_key(self.phase, self.revision)
+
+    @property
+    def succeeded(self) -> bool:
+        return self.state == "done" and self.exit_code == 0
+
+
+def hook_key(phase: str, revision: str) -> str:
+    return f"{phase}/{revision}"
+
+
+@dataclass(frozen=True)
 class Memory:
     """What the controller remembers between passes (state dir). Never a copy of the world."""
 
@@ -140,6 +169,8 @@ class Memory:
     converged_generation: str | None = None
     backoff_base: float = 60.0
     backoff_max: float = 3600.0
+    hooks: dict[str, HookRecord] = field(default_factory=dict)  # hook_key(phase, revision) -> its last run
+    verify: Window | None = None  # the last post-switch verification window (apps/<app>/verify.json)
 
 
 _SERVER_RE = re.compile(r"^\s*server\s+([^\s;]+)\s*([^;]*);", re.MULTILINE)
@@ -165,3 +196,23 @@ def color_of_port(port: int | None, ports: dict[Color, int]) -> Color | None:
         if p == port:
             return c
     return None
+
+
+# Images (pruning, controller/pruning.py) ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageFact:
+    """One local image with a name, as `docker image ls` lists it."""
+
+    id: str  # sha256:...
+    references: tuple[str, ...]  # every repo:tag and repo@sha256:... naming it (none: dangling, Docker's business)
+    created: float  # epoch seconds, as Docker reports the image's creation
+
+
+@dataclass(frozen=True)
+class ImagesObserved:
+    """What pruning is planned from: the named images, and the image of every container on the host."""
+
+    images: tuple[ImageFact, ...]
+    in_use: frozenset[str]  # image ids of every container, any app (or none), running or stopped

@@ -30,6 +30,7 @@ APP_CONVERGED = f"{PREFIX}_app_converged"  # gauge {app}: 1 when observed == des
 APP_CONDITION = f"{PREFIX}_app_condition"  # gauge {app, condition}: 1 when the condition is True
 LAST_SUCCESS = f"{PREFIX}_last_success_timestamp_seconds"  # gauge {app}: last converged pass
 LAST_RUN = f"{PREFIX}_last_run_timestamp_seconds"  # gauge: last pass of any result
+VERIFICATIONS = f"{PREFIX}_verifications"  # counter {app, result=passed|failed|abandoned}: post-switch windows closed
 BUILD_INFO = f"{PREFIX}_build"  # info -> bluegreen_build_info{version, python}
 # --watch only (WatchMetrics): absent from the --once textfile.
 WATCH_TRIGGERS = f"{PREFIX}_watch_triggers"  # counter {source}: what asked for a pass
@@ -44,6 +45,7 @@ SOURCE_REFUSED = f"{PREFIX}_source_commit_refused"  # gauge: 1 while the fetched
 # Label values, fixed sets so dashboards and alerts can rely on them.
 RESULTS = ("converged", "progressing", "degraded", "blocked", "error", "invalid")
 CUTOVER_RESULTS = ("success", "failed")
+VERIFY_RESULTS = ("passed", "failed", "abandoned")
 DRIFT_KINDS = ("container", "route", "include", "marker", "standby")
 CONDITIONS = ("Ready", "Progressing", "Degraded", "RollbackReady", "SecretsStale")
 COLORS = ("blue", "green")
@@ -69,6 +71,9 @@ class Metrics:
         self.cutovers = Counter(CUTOVERS, "Traffic switches between colors by result.", ["app", "result"], registry=r)
         self.health_check_failures = Counter(
             HEALTH_CHECK_FAILURES, "Health waits that ended without the container passing.", ["app", "color"], registry=r
+        )
+        self.verifications = Counter(
+            VERIFICATIONS, "Post-switch verification windows closed, by verdict (failed: traffic switched back).", ["app", "result"], registry=r
         )
         self.drift_repairs = Counter(
             DRIFT_REPAIRS, "Repairs of state that drifted from the desired state, by kind.", ["app", "kind"], registry=r

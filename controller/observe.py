@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from controller.facts import ContainerFact, Observed, RouteFact
+from controller.facts import LABEL_APP, LABEL_HOOK, ContainerFact, Observed, RouteFact
 from controller.routing import configured_color, route_fact, route_probe_url, serving_color
 from controller.spec import COLORS, BlueGreenApp, Color
 from controller.world import RunState, World
@@ -49,7 +49,16 @@ def observe(app: BlueGreenApp, world: World, containers: dict[str, ContainerFact
         marker=world.read_file(app.marker_path),
         at=world.now(),
         flag=flag,
+        hooks=_hook_containers(app, containers),
     )
+
+
+def _hook_containers(app: BlueGreenApp, containers: dict[str, ContainerFact]) -> tuple[ContainerFact, ...]:
+    """This app's hook containers (controller/gaterun.py), from the same listing: no extra Docker call."""
+    return tuple(
+        c for c in containers.values()
+        if c.managed and c.labels.get(LABEL_APP) == app.name and LABEL_HOOK in c.labels
+    )  # fmt: skip
 
 
 def _with_run_state(c: ContainerFact, rs: RunState | None) -> ContainerFact:

@@ -37,8 +37,10 @@ from controller.facts import (
     Memory,
     Observed,
 )
+from controller.gateplan import add_gates, gate_backoff
 from controller.routing import flag_color, flag_says, render_include, serving_color
 from controller.spec import COLORS, BlueGreenApp, Color, canonical_ip, other
+from controller.switchback import hold, standby_may_stop
 
 
 @dataclass(frozen=True)
@@ -128,8 +130,13 @@ def plan(
     ready = ready and not unsteady
     will_be_ready = ready
 
+    # Post-switch verification failed for this revision: it gets no traffic until a retry is due (switchback.py).
+    held = hold(app, obs, mem, now, rev, serving)
     if want in foreign:
         diffs.append(f"container {app.container_name(want)}: not created by {MANAGED_BY}; left alone")
+    elif held is not None:
+        blockers.append(held.blocker)
+        will_be_ready = False
     elif not ready:
         diffs.append(f"container {app.container_name(want)}: {describe_container(cur)}; want running healthy {spec.image} revision={rev}")
         live_running = serving == want and cur is not None and cur.running
@@ -198,8 +205,15 @@ def plan(
                 actions.append(WaitHealthy(want, f"{name} started but is not healthy yet ({cur.health_detail})", deadline=deadline))
             will_be_ready = True
 
+    # Deploy gates: a healthy new color whose checks or hook failed backs off before it is tried again.
+    if ready and serving != want and want not in foreign and (gated := gate_backoff(app, mem, rev, now)) is not None:
+        blockers.append(gated)
+        will_be_ready = False
+
     # Where traffic goes: the desired color once it is (or will have been proven) healthy; else stay put.
     target: Color | None = want if will_be_ready else serving
+    if held is not None:
+        target = held.target
     if target in foreign:
         target = None  # never switch onto (nor rewrite files for) a container that is not ours
     if target is not None:
@@ -241,9 +255,15 @@ def plan(
 
     # The idle color: kept for rollback, or stopped once traffic has left it.
     standby = obs.containers[idle]
-    if spec.standby == "stop" and target == want and standby is not None and standby.running and idle not in foreign:
+    if (
+        spec.standby == "stop" and target == want and standby is not None and standby.running and idle not in foreign
+        and standby_may_stop(app, mem, serving, rev)
+    ):
         diffs.append(f"container {app.container_name(idle)}: running; standby: stop")
         actions.append(StopContainer(idle, f"standby: stop; drain up to {spec.drainSeconds:g}s first"))
+
+    # Deploy gates (spec.hooks, spec.checks) between healthy and the switch, and after it.
+    add_gates(app, obs, mem, rev, serving, actions)
 
     return Plan(
         app=app.name,

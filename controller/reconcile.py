@@ -16,6 +16,8 @@ from controller.actions import (
     Action,
     CreateContainer,
     RemoveContainer,
+    RunCheck,
+    RunHook,
     StartContainer,
     StopContainer,
     SwitchRoute,
@@ -24,18 +26,21 @@ from controller.actions import (
 )
 from controller.apply import Context, Interrupted, apply
 from controller.dependencies import gate
-from controller.errors import ControllerError, HealthCheckFailed
-from controller.facts import ContainerFact, Failure, Memory, Observed
+from controller.errors import CheckFailed, ControllerError, HealthCheckFailed, HookFailed
+from controller.facts import ContainerFact, Failure, Memory, Observed, hook_key
 from controller.hostfacts import with_capacity
 from controller.logs import get_logger
 from controller.metrics import Metrics
 from controller.observe import index_containers, observe
 from controller.planner import Plan, plan
+from controller.pruning import ImageRemoval, observe_images, plan_pruning, prune
 from controller.requeue import NOT_RUN, Requeue, decide
 from controller.secrets import NoSecrets, Resolved, Resolver
 from controller.spec import BlueGreenApp
 from controller.state import StateStore
 from controller.status import Condition, LastDeploy, SourceStatus, Status, build_status, conditions, iso
+from controller.verifier import Verifier
+from controller.verify import window_closed
 from controller.world import World
 
 MAX_PASSES = 4
@@ -99,6 +104,7 @@ class Reconciler:
         self.resolver: Resolver = resolver or NoSecrets()
         self.streaks: dict[str, int] = {}  # app -> consecutive passes backed off for (requeue.decide)
         self.source = source
+        self.verifier = Verifier(world, store, self.metrics)
         # dependsOn (issue 13): app -> its accessories not healthy now, with why (AccessoryRunner.dependencies)
         self.dependencies: Callable[[BlueGreenApp], dict[str, str]] = lambda app: {}
 
@@ -161,7 +167,9 @@ class Reconciler:
             m.app_converged.labels(app=app.name).set(1 if result.converged else 0)
         return result
 
-    def _converge(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None, rid: str, log: Any) -> AppResult:
+    def _converge(
+        self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None, rid: str, log: Any, verify: bool = True
+    ) -> AppResult:
         resolved = self.resolver(app)
         last_deploy = self.store.load_last_deploy(app.name)
         error: ControllerError | None = None
@@ -190,6 +198,16 @@ class Reconciler:
             record=record,
             should_stop=self.should_stop,
         )
+        # Deploy gates: a hook's run is remembered in the state dir (controller/gaterun.py).
+        ctx.remember_hook = lambda rec: self.store.record_hook(app.name, rec)
+        ctx.hook_record = lambda phase, rev: self.store.load_memory(app.name, 0, 0).hooks.get(hook_key(phase, rev))
+        if verify and app.spec.verify is not None and not window_closed(self.store.load_window(app.name)):
+            # A window a killed or stopped run left open is judged first, for the time left: the passes below would
+            # otherwise wait on the health of a new color that is failing (the very thing the window judges).
+            obs = observe(app, self.world, containers if containers is not None else index_containers(self.world))
+            mem = self.store.load_memory(app.name, self.backoff_base, self.backoff_max)
+            self.verifier.run(app, plan(app, obs, mem, self.world.now(), resolved.revision_extra), obs, log, rid, self.should_stop)
+            containers = None  # observed again below
         for pass_no in range(MAX_PASSES):
             index = containers if (pass_no == 0 and containers is not None) else index_containers(self.world)
             obs = observe(app, self.world, index)
@@ -201,7 +219,7 @@ class Reconciler:
                 log.info("reconcile.plan", actions=[a.describe() for a in p.actions], blockers=[b.reason for b in p.blockers], serving=p.serving)
             if not p.actions or error is not None:
                 break
-            if any(isinstance(a, CreateContainer) for a in p.actions) and not prepared:
+            if any(isinstance(a, (CreateContainer, RunHook)) for a in p.actions) and not prepared:
                 # Before any action, so that a failed pull or secret read changes nothing.
                 try:
                     self.world.ensure_image(app.spec.image)
@@ -215,7 +233,9 @@ class Reconciler:
             if mem.converged_generation == p.generation:
                 for a in p.actions:
                     self.metrics.drift_repairs.labels(app=app.name, kind=drift_kind(a, obs)).inc()
+            self.verifier.note_switch(app, p, obs)
             outcome = apply(ctx, p.actions)
+            self.verifier.switched(app, outcome)
             done += [o.action.describe() for o in outcome.outcomes if o.ok]
             error = outcome.error
             mem, last_deploy = self._remember(app, p, obs, failed=outcome.failed, error=error, mem=mem, last_deploy=last_deploy, rid=rid)
@@ -223,6 +243,14 @@ class Reconciler:
                 # Re-observe once so status shows the world as the failure left it, then stop.
                 continue
 
+        if verify and error is None and app.spec.verify is not None:
+            # Post-switch verification: an open window (this run's cutover, or one a killed run left) is judged to
+            # its verdict here, then the world is converged again (switched back, or the standby stopped).
+            closed = self.verifier.run(app, p, obs, log, rid, self.should_stop)
+            if closed is not None and closed.state in ("passed", "failed"):
+                after = self._converge(app, None, rid, log, verify=False)
+                after.actions_done[:0] = done
+                return after
         # `obs` and `p` are from the last observation: the world as we leave it.
         reason = type(error).__name__ if error else None
         if error is not None:
@@ -233,6 +261,7 @@ class Reconciler:
             if mem.converged_generation != p.generation:
                 mem = replace(mem, converged_generation=p.generation)
                 self.store.save_memory(app.name, mem, None)
+            self._prune(app, obs, rid, log)
         elif p.blockers:
             res = "blocked" if p.blockers[0].reason in ("LiveColorOutdated",) else "degraded"
         else:
@@ -244,6 +273,36 @@ class Reconciler:
         requeue = self.requeue(app.name, p, error, retry_at)
         log.info("reconcile.done", result=res, actions=len(done), error=str(error) if error else None, requeue_after=requeue.after)
         return AppResult(app=app.name, result=res, plan=p, observed=obs, status=status, error=str(error) if error else None, actions_done=done, requeue=requeue)
+
+    # Image pruning (controller/pruning.py) ------------------------------------------------------
+    def prune_plan(self, app: BlueGreenApp, obs: Observed) -> tuple[ImageRemoval, ...]:
+        """What pruning would remove now, for an app whose plan converged (`--plan` shows it)."""
+        # The one hook for a post-switch verification window (issue 11): True while it is open.
+        return plan_pruning(app, obs, observe_images(self.world), verification_open=False)
+
+    def _prune(self, app: BlueGreenApp, obs: Observed, rid: str, log: Any) -> None:
+        """After a converged pass: housekeeping that never fails it (an error is logged; the next pass plans again)."""
+        try:
+            removals = self.prune_plan(app, obs)
+        except ControllerError as e:
+            log.warning("image.prune_unobserved", error=str(e))
+            return
+
+        def record(r: ImageRemoval, outcome: str, message: str) -> None:
+            self.store.append_history(
+                {
+                    "time": iso(self.world.now()),
+                    "app": app.name,
+                    "reconcileId": rid,
+                    "action": "RemoveImage",
+                    "image": ", ".join(r.references),
+                    "imageId": r.image_id,
+                    "outcome": outcome,
+                    "message": message,
+                }
+            )
+
+        prune(self.world, removals, record=record, should_stop=self.should_stop, log=log)
 
     def requeue(self, app: str, p: Plan | None, error: BaseException | None, retry_at: float | None = None) -> Requeue:
         """When to come back for `app` after a pass (or an attempt that did not run: `p` None), counting its failures."""
@@ -274,7 +333,8 @@ class Reconciler:
         want = app.spec.activeColor
         rev = p.revisions[want]
         failures = dict(mem.failures)
-        cutover = any(isinstance(a, SwitchRoute) and a.color != obs.route.color for a in p.actions)
+        # To the desired color only: a switch back from a revision that failed verification is no deploy.
+        cutover = any(isinstance(a, SwitchRoute) and a.color != obs.route.color and a.color == want for a in p.actions)
         deploying = cutover or any(isinstance(a, (CreateContainer, StartContainer)) and a.color == want for a in p.actions)
         if isinstance(failed, WaitHealthy) and failed.color == want:
             self.metrics.health_check_failures.labels(app=app.name, color=want).inc()
@@ -283,6 +343,10 @@ class Reconciler:
                 # while a pass waited on it is restarted by the next pass, not backed off.
                 old = failures.get(rev)
                 failures[rev] = Failure(rev, want, (old.count if old else 0) + 1, now, "HealthCheckFailed", str(error))
+        elif isinstance(failed, (RunCheck, RunHook)) and failed.color == want and isinstance(error, (CheckFailed, HookFailed)):
+            # A failed check or hook is a failed deploy: remembered against the revision, retried after backoff.
+            old = failures.get(rev)
+            failures[rev] = Failure(rev, want, (old.count if old else 0) + 1, now, type(error).__name__, str(error))
         elif error is None and p.target == want:
             # Only a pass that leaves the desired color proven (a stable WaitHealthy, or steady) and live
             # clears the failure: a marker fixed while backing off is no proof (issue 10 item 1).
@@ -334,7 +398,7 @@ class Reconciler:
             secret_names=resolved.names,
             source=src,
         )
-        self.store.save_status(app.name, status.to_json())
+        self.store.save_status(app.name, {**status.to_json(), **hook_status(self.store.load_memory(app.name, 0, 0))})
         return status
 
     def _with_source(self, app: str, conds: list[Condition]) -> tuple[SourceStatus | None, list[Condition]]:
@@ -347,3 +411,24 @@ class Reconciler:
     def _export(self, app: BlueGreenApp, obs: Observed, status: Status) -> None:
         self.metrics.set_live_color(app.name, obs.route.color if obs.route.reachable else None)
         self.metrics.set_conditions(app.name, {c.type: c.status for c in status.conditions})
+
+
+def hook_status(mem: Memory) -> dict[str, Any]:
+    """status.json "hooks": each remembered hook run (phase, revision, state, exit code, last lines), newest first."""
+    if not mem.hooks:
+        return {}
+    runs = sorted(mem.hooks.values(), key=lambda h: h.started_at, reverse=True)
+    return {
+        "hooks": [
+            {
+                "phase": h.phase,
+                "revision": h.revision,
+                "state": h.state,
+                "exitCode": h.exit_code,
+                "startedAt": iso(h.started_at),
+                "finishedAt": iso(h.finished_at) if h.finished_at is not None else None,
+                "output": list(h.output),
+            }
+            for h in runs
+        ]
+    }

@@ -251,6 +251,100 @@ class SecretsSpec(_Model):
         return None if v is None else check_path(v)
 
 
+# Deploy gates (issue 12 items 2-3): checks and hooks between "healthy" and "takes traffic". -----------------
+GATE_TIMEOUT_MAX = 86_400.0
+
+
+def _check_argv(v: list[str], what: str) -> list[str]:
+    """A program and its arguments, run without a shell: a non-empty program name, no NUL byte anywhere."""
+    if not v or not v[0]:
+        raise ValueError(f"{what} must name a program (an empty command runs nothing)")
+    for arg in v:
+        if "\0" in arg:
+            raise ValueError(f"{arg!a} contains a NUL byte (no program argument can)")
+    return v
+
+
+class HttpCheck(_Model):
+    path: str = Field(
+        max_length=1024,
+        json_schema_extra={"pattern": HEALTH_PATH_PATTERN},
+        description="HTTP path asked on the new color's host port (same grammar as healthCheck.path).",
+    )
+    expectStatus: int = Field(200, ge=100, le=599, description="Status code the check needs.")
+    bodyContains: str | None = Field(
+        None, min_length=1, max_length=1024, description="Text the body (read up to 64 KiB) must contain."
+    )
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        return HealthCheck._path(v)
+
+
+class BeforeSwitchCheck(_Model):
+    http: HttpCheck | None = Field(None, description="GET the new color (bounded read, like the health check).")
+    command: list[str] | None = Field(
+        None,
+        description="A host command, no shell; BLUEGREEN_TARGET_URL/HOST/PORT name the new color. Exit 0 passes.",
+    )
+    timeoutSeconds: float = Field(30.0, gt=0, le=3600, description="How long the check may take.")
+
+    @field_validator("command")
+    @classmethod
+    def _argv(cls, v: list[str] | None) -> list[str] | None:
+        return None if v is None else _check_argv(v, "command")
+
+    @model_validator(mode="after")
+    def _one(self) -> BeforeSwitchCheck:
+        if (self.http is None) == (self.command is None):
+            raise ValueError("a check needs exactly one of http or command")
+        return self
+
+
+class ChecksSpec(_Model):
+    beforeSwitch: list[BeforeSwitchCheck] = Field(
+        default_factory=list, max_length=32, description="Run against the new color once healthy, before it takes traffic."
+    )
+
+
+class HookSpec(_Model):
+    command: list[str] = Field(
+        description="Command of a one-off container of the new image (replaces its entrypoint; no shell unless you name one)."
+    )
+    timeoutSeconds: float = Field(600.0, gt=0, le=GATE_TIMEOUT_MAX, description="The container is killed and removed after this long.")
+
+    @field_validator("command")
+    @classmethod
+    def _argv(cls, v: list[str]) -> list[str]:
+        return _check_argv(v, "command")
+
+
+class HooksSpec(_Model):
+    beforeSwitch: HookSpec | None = Field(None, description="Once per revision, before the switch; a non-zero exit fails the deploy.")
+    afterSwitch: HookSpec | None = Field(None, description="Once per revision, after a successful switch; does not gate it.")
+class VerifySpec(_Model):
+    """Post-switch verification (docs/spec.md#verify): judge the new color for a window after each cutover."""
+
+    windowSeconds: float = Field(60.0, gt=0, le=3600, description="After a cutover, judge the new color this long.")
+    maxErrorRate: float = Field(0.05, ge=0, lt=1, description="Largest share of 5xx among the requests Nginx sent to the new color.")
+    minRequests: int = Field(20, ge=1, le=1_000_000, description="Fewer requests than this: the error rate (and p99) is not judged.")
+    maxLatencyP99Ms: float | None = Field(
+        None, gt=0, le=600_000, description="Optional: the p99 upstream response time (ms) the new color may not exceed."
+    )
+    healthFailures: int = Field(3, ge=1, le=1000, description="Consecutive failed health probes of the new color that fail it.")
+    accessLog: Path | None = Field(
+        None,
+        json_schema_extra={"pattern": PATH_PATTERN},
+        description="The JSON-lines access log the site writes (docs/nginx.md). Default /var/log/nginx/bluegreen-<name>.access.log.",
+    )
+
+    @field_validator("accessLog", mode="before")
+    @classmethod
+    def _log(cls, v: Any) -> Any:
+        return None if v is None else check_path(v)
+
+
 class AppSpec(_Model):
     image: str = Field(description="Image reference: name[:tag] or name@sha256:digest.")
     activeColor: Color
@@ -283,9 +377,24 @@ class AppSpec(_Model):
     secrets: SecretsSpec | None = Field(
         None, description="Secret env resolved at deploy time (values never logged; versions are part of the revision)."
     )
+    checks: ChecksSpec | None = Field(None, description="Checks the new color must pass before it takes traffic (docs/spec.md).")
+    hooks: HooksSpec | None = Field(None, description="One-off containers of the new image around the switch, e.g. migrations.")
+    # Image pruning (controller/pruning.py): not part of the revision, it shapes no container.
+    keepImages: int = Field(
+        3,
+        strict=True,  # `true` or "3" is a mistake, not 1 or 3
+        ge=1,
+        le=10_000,
+        description="After a converged pass, unused images of this app's repository beyond the N most recent (by "
+        "creation) are removed; images any container uses (any app, running or stopped), the spec's image and a "
+        "preview's are never removed.",
+    )
     resources: Resources | None = Field(
         None,
         description="Docker limits for both colors (part of the revision) and the capacity check before a new color starts.",
+    )
+    verify: VerifySpec | None = Field(
+        None, description="Post-switch verification with automatic switch-back (absent: the switch is the end of a deploy)."
     )
     dependsOn: list[Annotated[str, Field(pattern=NAME_RE)]] | None = Field(
         None,
@@ -392,6 +501,11 @@ class BlueGreenApp(_Model):
     @property
     def flag_file(self) -> Path:
         return self.spec.nginx.flagFile or self.upstream_file.parent / f"{self.name}.green"
+
+    @property
+    def access_log(self) -> Path:
+        v = self.spec.verify
+        return (v.accessLog if v is not None else None) or Path("/var/log/nginx") / f"bluegreen-{self.name}.access.log"
 
     def written_paths(self) -> dict[str, Path]:
         """Every file the controller writes for this app, by the spec field that names it (defaults included)."""

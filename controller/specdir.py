@@ -18,6 +18,7 @@ from controller.accessory import Accessory, kind_of, parse_accessory_doc
 from controller.drivers.files import read_spec
 from controller.errors import SpecError, one_line
 from controller.spec import BlueGreenApp, load_yaml, parse_app
+from controller.world import CHECK_PATH
 
 SUFFIXES = (".yaml", ".yml")
 
@@ -94,6 +95,14 @@ def host_problem(app: BlueGreenApp) -> str | None:
     for name, argv in (("testCommand", ng.testCommand), ("reloadCommand", ng.reloadCommand)):
         if shutil.which(argv[0]) is None:
             return f"nginx.{name}: {argv[0]}: command not found (PATH={os.environ.get('PATH', '')}; use an absolute path)"
+    return check_command_problem(app)
+
+
+def check_command_problem(app: BlueGreenApp) -> str | None:
+    """Deploy gates: a check command must exist on the host, found on the PATH it will run with (CHECK_PATH)."""
+    for n, check in enumerate(app.spec.checks.beforeSwitch if app.spec.checks is not None else []):
+        if check.command is not None and shutil.which(check.command[0], path=CHECK_PATH) is None:
+            return f"checks.beforeSwitch[{n}].command: {check.command[0]}: command not found (PATH={CHECK_PATH}; use an absolute path)"
     return None
 
 

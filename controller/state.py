@@ -1,9 +1,11 @@
 """The state dir: the one-writer lock, per-app memory and status, and the action history.
 
     <state-dir>/lock                     flock; a killed holder releases it with its process
-    <state-dir>/history.jsonl            every action taken, one JSON object a line
+    <state-dir>/history.jsonl            every action taken, one JSON object a line (rotated: .1 .. .3)
+    <state-dir>/counters.json            --once --metrics-textfile: the counters' totals (controller/counters.py)
     <state-dir>/apps/<app>/status.json   rebuilt from observation on every pass
     <state-dir>/apps/<app>/memory.json   failed revisions (for backoff), last deploy
+    <state-dir>/apps/<app>/verify.json   the last post-switch verification window (controller/verify.py)
 """
 
 from __future__ import annotations
@@ -20,15 +22,21 @@ from typing import Any, TypeVar
 
 from controller.drivers import files
 from controller.errors import HostError, LockBusy
-from controller.facts import Failure, Memory
+from controller.facts import Failure, HookRecord, Memory
 from controller.jsonshape import Corrupt, Reader
 from controller.logs import get_logger, redact_json_text
 from controller.status import LastDeploy
+from controller.verify import Window
 
 T = TypeVar("T")
 
 DEFAULT_STATE_DIR = Path("/var/lib/bluegreen")
 HISTORY_READ_LIMIT = 64 * 1024 * 1024
+# history.jsonl rotates before a line would take it past HISTORY_MAX_BYTES: it becomes history.jsonl.1 (and .1
+# becomes .2, ...), HISTORY_KEEP rotated files are kept. The history takes at most (1 + HISTORY_KEEP) MiB.
+HISTORY_MAX_BYTES = 1024 * 1024
+HISTORY_KEEP = 3
+_HISTORY_LOCK = threading.Lock()  # one rotation at a time in this process (other processes: the state dir's lock)
 
 
 class Lock:
@@ -86,6 +94,28 @@ class _MemoryFile:
     failures: dict[str, Failure] = field(default_factory=dict)
     converged_generation: str | None = None
     last_deploy: LastDeploy | None = None
+    hooks: dict[str, HookRecord] = field(default_factory=dict)
+
+
+HOOKS_KEPT = 20  # hook records kept per app (the newest): enough for every revision a rollback may go back to
+
+
+def _parse_hooks(r: Reader) -> dict[str, HookRecord]:
+    """memory.json "hooks": that a hook ran for a revision (controller/gaterun.py)."""
+    out: dict[str, HookRecord] = {}
+    on_file = r.opt_obj("hooks") if r.has("hooks") else None
+    for _, h in on_file.values() if on_file is not None else ():
+        rec = HookRecord(
+            phase=h.text("phase"),
+            revision=h.text("revision"),
+            state=h.text("state"),
+            started_at=h.number("startedAt"),
+            exit_code=h.opt_integer("exitCode", lo=-(2**31)) if h.has("exitCode") else None,
+            finished_at=h.number("finishedAt") if h.has("finishedAt") else None,
+            output=tuple(h.texts("output")) if h.has("output") else (),
+        )
+        out[rec.key] = rec
+    return out
 
 
 def _parse_memory(raw: dict[str, Any]) -> _MemoryFile:
@@ -104,6 +134,7 @@ def _parse_memory(raw: dict[str, Any]) -> _MemoryFile:
     last = r.opt_obj("lastDeploy") if r.has("lastDeploy") else None
     return _MemoryFile(
         raw=raw,
+        hooks=_parse_hooks(r),
         failures=failures,
         converged_generation=r.opt_text("convergedGeneration") if r.has("convergedGeneration") else None,
         last_deploy=LastDeploy.from_json(last) if last is not None else None,
@@ -152,7 +183,26 @@ class StateStore:
             converged_generation=m.converged_generation,
             backoff_base=backoff_base,
             backoff_max=backoff_max,
+            hooks=m.hooks,
+            verify=self.load_window(app),
         )
+
+    def record_hook(self, app: str, rec: HookRecord) -> None:
+        """Remember a hook's run (before its container is removed: see controller/gaterun.py); the newest HOOKS_KEPT."""
+        raw = dict(self._memory(app).raw)
+        hooks = {k: v for k, v in (raw.get("hooks") or {}).items() if isinstance(v, dict)} if isinstance(raw.get("hooks"), dict) else {}
+        hooks[rec.key] = {
+            "phase": rec.phase,
+            "revision": rec.revision,
+            "state": rec.state,
+            "startedAt": rec.started_at,
+            "exitCode": rec.exit_code,
+            "output": list(rec.output),
+            **({"finishedAt": rec.finished_at} if rec.finished_at is not None else {}),
+        }
+        newest = sorted(hooks.items(), key=lambda kv: float(kv[1].get("startedAt") or 0), reverse=True)[:HOOKS_KEPT]
+        raw["hooks"] = dict(newest)
+        files.write_atomic(self.app_dir(app) / "memory.json", redact_json_text(json.dumps(raw, indent=2, sort_keys=True)) + "\n")
 
     def load_last_deploy(self, app: str) -> LastDeploy | None:
         return self._memory(app).last_deploy
@@ -167,6 +217,14 @@ class StateStore:
             raw["lastDeploy"] = last_deploy.to_json()
         files.write_atomic(self.app_dir(app) / "memory.json", redact_json_text(json.dumps(raw, indent=2, sort_keys=True)) + "\n")
 
+    # Verification window ----------------------------------------------------------------
+    def load_window(self, app: str) -> Window | None:
+        """The last verification window (None: none, or a corrupt file); `verify.window_closed` says if it ended."""
+        return self._load(app, "verify.json", Window.from_json)
+
+    def save_window(self, app: str, window: Window) -> None:
+        files.write_atomic(self.app_dir(app) / "verify.json", json.dumps(window.to_json(), indent=2, sort_keys=True) + "\n")
+
     # Status -----------------------------------------------------------------------------
     def load_status(self, app: str, parse: Callable[[dict[str, Any]], T]) -> T | None:
         """The last status written, read back by `parse` (which raises Corrupt); None when absent or corrupt."""
@@ -179,32 +237,42 @@ class StateStore:
     def append_history(self, entry: dict[str, Any]) -> None:
         line = redact_json_text(json.dumps(entry, sort_keys=True, separators=(",", ":"))) + "\n"
         path = self.root / "history.jsonl"
+        data = line.encode()
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
         try:
-            # O_APPEND with one write per line: concurrent appenders never interleave a line. Opened like the lock:
-            # never appends to the target of a link.
-            fd = files.open_state_file(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, purpose=f"append to {path}")
-            try:
-                os.write(fd, line.encode())
-            finally:
-                os.close(fd)
+            with _HISTORY_LOCK:
+                # O_APPEND with one write per line: concurrent appenders never interleave a line. Opened like the lock:
+                # never appends to the target of a link.
+                fd = files.open_state_file(path, flags, purpose=f"append to {path}")
+                try:
+                    size = os.fstat(fd).st_size
+                    if size and size + len(data) > HISTORY_MAX_BYTES:
+                        os.close(fd)
+                        fd = -1
+                        files.rotate(path, HISTORY_KEEP)
+                        fd = files.open_state_file(path, flags, purpose=f"append to {path}")
+                    os.write(fd, data)
+                finally:
+                    if fd >= 0:
+                        os.close(fd)
         except OSError as e:
             raise HostError(f"cannot append to {path}: {e.strerror}") from e
 
     def history(self, app: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        text = files.read_text(self.root / "history.jsonl", HISTORY_READ_LIMIT)
-        if not text:
-            return []  # missing, or garbage (a link, a FIFO, too big to read here)
-        lines = text.splitlines()
-        out = []
-        for line in reversed(lines):
-            try:
-                e = json.loads(line)
-            except ValueError:
-                continue
-            if app is None or e.get("app") == app:
-                out.append(e)
-                if len(out) >= limit:
-                    break
+        out: list[dict[str, Any]] = []
+        for name in ["history.jsonl", *(f"history.jsonl.{i}" for i in range(1, HISTORY_KEEP + 1))]:  # newest first
+            text = files.read_text(self.root / name, HISTORY_READ_LIMIT)
+            if not text:
+                continue  # missing, or garbage (a link, a FIFO, too big to read here)
+            for line in reversed(text.splitlines()):
+                try:
+                    e = json.loads(line)
+                except ValueError:
+                    continue
+                if isinstance(e, dict) and (app is None or e.get("app") == app):
+                    out.append(e)
+                    if len(out) >= limit:
+                        return list(reversed(out))
         return list(reversed(out))
 
 

@@ -7,12 +7,21 @@ runs one scenario against it and against the real drivers so the two cannot drif
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from controller.errors import DockerError, DockerUnavailable, HostError, ImageError, NginxError
-from controller.facts import CapacityFact, ContainerFact, include_servers, port_of
-from controller.world import ContainerRequest, HealthResult, RouteProbe, RunState
+from controller.facts import CapacityFact, ContainerFact, ImageFact, include_servers, port_of
+from controller.world import (
+    CommandResult,
+    ContainerRequest,
+    HealthResult,
+    HookRequest,
+    HookState,
+    RouteProbe,
+    RunState,
+)
 
 
 class Crash(BaseException):
@@ -26,6 +35,7 @@ class FakeImage:
     # per its restart policy, like Docker: 0.1 s later, doubling per restart up to 60 s, restart count + 1.
     health: str = "up"
     slow_seconds: float = 0.0
+    created: float = 0.0  # the image's creation time (pruning keeps the most recent)
 
     @property
     def lifetime(self) -> float | None:
@@ -46,6 +56,9 @@ class FakeContainer:
     restart_policy: str = "unless-stopped"
     restart_count: int = 0  # restarts by Docker since created or last started by hand (`docker start` resets it)
     restart_at: float | None = None  # state "restarting": when Docker starts it again
+    command: list[str] | None = None  # a hook container: its command (exits `hook_seconds` after its start)
+    exit_code: int | None = None
+    output: tuple[str, ...] = ()
     request: ContainerRequest | None = None  # what it was created with (limits included)
 
 
@@ -69,6 +82,15 @@ class FakeWorld:
     # flag file exists, else <app>-blue. Flag file per app; default <include dir>/<app>.green (the spec's).
     flag_files: dict[str, Path] = field(default_factory=dict)
     crash_after: int | None = None  # mutations left before Crash
+    # Deploy gates: what a hook container's command and a check command do: (argv, env) -> (exit code, output
+    # lines); a hook runs `hook_seconds`; a check URL's path answers `pages[path]` (status, body) when healthy.
+    hook_script: Callable[[list[str], dict[str, str]], tuple[int, tuple[str, ...]]] = lambda argv, env: (0, ())
+    hook_seconds: float = 0.0
+    check_script: Callable[[list[str], dict[str, str]], tuple[int | None, tuple[str, ...]]] = lambda argv, env: (0, ())  # None: timed out
+    pages: dict[str, tuple[int, str]] = field(default_factory=dict)
+    hook_runs: list[str] = field(default_factory=list)  # names of hook containers started, in order
+    # `images` is also the registry: a pruned (locally removed) image is listed no more and pulled again on use.
+    pruned: set[str] = field(default_factory=set)
     # The host's capacity (issue 14), as drivers/capacity.py reads it: meminfo, Docker's CPUs, free disk under
     # Docker's root; `meminfo_missing` is a BLUEGREEN_MEMINFO naming no file (HostError, like the real driver).
     mem_total: int = 8 * 1024**3
@@ -106,6 +128,9 @@ class FakeWorld:
     def _settle(self) -> None:
         # "crash" and "crashloop" images exit shortly after they start; Docker restarts them per their policy.
         for c in self.containers.values():
+            if c.command is not None:
+                self._settle_hook(c)
+                continue
             life = self.images.get(c.fact.image, FakeImage()).lifetime
             if life is None:
                 continue
@@ -152,6 +177,7 @@ class FakeWorld:
         self._docker()
         if image not in self.images:
             raise ImageError(f"image {image} is not present locally and cannot be pulled: not found")
+        self.pruned.discard(image)  # pulled again
 
     def create_container(self, req: ContainerRequest) -> None:
         self._docker()
@@ -159,6 +185,7 @@ class FakeWorld:
             raise ImageError(f"image {req.image} is not present locally and cannot be pulled: not found")
         if req.name in self.containers:
             raise DockerError(f"create {req.name}: Conflict. The container name is already in use")
+        self.pruned.discard(req.image)  # pulled again
         if req.nano_cpus is not None and req.nano_cpus > self.cpus * 10**9:
             # Docker refuses it at create: nothing is made
             raise DockerError(
@@ -188,6 +215,9 @@ class FakeWorld:
         self._mutate(f"start {name}")
         if c.fact.state in ("running", "restarting"):
             return  # Docker: 304 Not Modified, the run goes on
+        if c.command is not None:
+            self._start_hook(c)
+            return
         c.fact = replace(c.fact, state="running")
         c.started_at, c.restart_at, c.restart_count = self.clock, None, 0
 
@@ -218,7 +248,7 @@ class FakeWorld:
         self._settle()
         if self.meminfo_missing:
             raise HostError("capacity check: cannot read /fake/meminfo: missing")
-        present = image in self.images
+        present = image in self.images and image not in self.pruned  # a pruned image is pulled again
         ids = {c.fact.image_id for c in self.containers.values()} | set(self.images)
         return CapacityFact(
             mem_total=self.mem_total,
@@ -303,6 +333,98 @@ class FakeWorld:
     def routed(self, app: str) -> list[str]:
         """Servers a request for `app` reaches now: the flag-aware site's `if (-f flag)` over the loaded upstreams."""
         return self.loaded.get(f"{app}-green" if self.flag_present(app) else f"{app}-blue", [])
+
+    # Deploy gates -----------------------------------------------------------------------------
+    def _settle_hook(self, c: FakeContainer) -> None:
+        if c.fact.state == "running" and c.started_at is not None and self.clock >= c.started_at + self.hook_seconds:
+            c.fact = replace(c.fact, state="exited")
+
+    def find_hook(self, labels: dict[str, str]) -> HookState | None:
+        self._docker()
+        self._settle()
+        for c in self.containers.values():
+            if c.command is not None and labels.items() <= c.fact.labels.items():
+                code = c.exit_code if c.fact.state == "exited" else None
+                return HookState(c.fact.name, c.fact.state, code, c.started_at)
+        return None
+
+    def create_hook(self, req: HookRequest) -> None:
+        self._docker()
+        if req.image not in self.images:
+            raise ImageError(f"image {req.image} is not present locally and cannot be pulled: not found")
+        if req.name in self.containers:
+            raise DockerError(f"create {req.name}: Conflict. The container name is already in use")
+        self._mutate(f"create {req.name}")
+        self._next_id += 1
+        fact = ContainerFact(
+            name=req.name, id=f"{self._next_id:064x}", image=req.image, image_id=f"sha256:{abs(hash(req.image)):064x}"[:71],
+            labels=dict(req.labels), state="created", host_ip=None, host_port=None, created=self.clock,
+        )  # fmt: skip
+        self.containers[req.name] = FakeContainer(fact, dict(req.env), None, restart_policy="no", command=list(req.command))
+
+    def _start_hook(self, c: FakeContainer) -> None:
+        assert c.command is not None
+        c.exit_code, c.output = self.hook_script(c.command, c.env)
+        c.fact = replace(c.fact, state="running")
+        c.started_at = self.clock
+        self.hook_runs.append(c.fact.name)
+
+    def wait_hook(self, name: str, timeout: float) -> int | None:
+        self._docker()
+        c = self._get(name)
+        self._settle()
+        if c.fact.state == "running" and c.started_at is not None:
+            self.clock += max(0.0, min(timeout, c.started_at + self.hook_seconds - self.clock))
+            self._settle()
+        return c.exit_code if c.fact.state == "exited" else None
+
+    def hook_logs(self, name: str) -> tuple[str, ...]:
+        self._docker()
+        return self._get(name).output[-50:]
+
+    def probe_check(self, url: str, expect_status: int, body_contains: str | None, timeout: float) -> HealthResult:
+        self._settle()
+        hostport, _, path = url.split("//", 1)[-1].partition("/")
+        port = port_of(hostport)
+        for c in self.containers.values():
+            if c.fact.state == "running" and c.fact.host_port == port and self._health_now(c):
+                status, body = self.pages.get("/" + path, (200, c.fact.image))
+                if status != expect_status:
+                    return HealthResult(False, f"HTTP {status}, want {expect_status}")
+                if body_contains is not None and body_contains not in body:
+                    return HealthResult(False, f"HTTP {status} but the body ({len(body.encode())} bytes) lacks the expected text")
+                return HealthResult(True, f"HTTP {status}")
+        return HealthResult(False, "connection refused")
+
+    def run_check(self, argv: list[str], env: dict[str, str], timeout: float) -> CommandResult:
+        code, output = self.check_script(argv, env)
+        return CommandResult(code, output)
+
+    # Images (pruning): one image per reference, its id derived from the reference like a container's image_id.
+    @staticmethod
+    def image_id_of(reference: str) -> str:
+        return f"sha256:{abs(hash(reference)):064x}"[:71]
+
+    def list_images(self) -> list[ImageFact]:
+        self._docker()
+        return [ImageFact(self.image_id_of(ref), (ref,), img.created) for ref, img in self.images.items() if ref not in self.pruned]
+
+    def image_ids_in_use(self) -> frozenset[str]:
+        self._docker()
+        return frozenset(c.fact.image_id for c in self.containers.values())
+
+    def remove_image(self, image_id: str) -> str | None:
+        self._docker()
+        refs = [ref for ref in self.images if ref not in self.pruned and self.image_id_of(ref) == image_id]
+        if not refs:
+            return None
+        user = next((c for c in self.containers.values() if c.fact.image_id == image_id), None)
+        if user is not None:  # like Docker without force: a container, running or stopped, keeps its image
+            state = "running" if user.fact.state == "running" else "stopped"
+            return f"conflict: unable to delete {image_id[7:19]} (must be forced) - image is being used by {state} container {user.fact.id[:12]}"
+        self._mutate(f"remove image {image_id[:19]}")
+        self.pruned.update(refs)
+        return None
 
     def now(self) -> float:
         return self.clock

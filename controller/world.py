@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from controller.facts import CapacityFact, ContainerFact
+from controller.facts import CapacityFact, ContainerFact, ImageFact
 
 
 @dataclass(frozen=True)
@@ -56,6 +56,40 @@ class RouteProbe:
     reachable: bool
     upstream: str  # $upstream_addr as Nginx reported it, "" when unknown
     detail: str
+
+
+@dataclass(frozen=True)
+class HookRequest:
+    """A hook's one-off container: the new image, its env and network, `command` as its entrypoint, no ports."""
+
+    name: str
+    image: str
+    labels: dict[str, str]
+    env: dict[str, str] = field(repr=False)  # may hold secrets: never printed
+    command: list[str]
+    network: str | None = None
+
+
+@dataclass(frozen=True)
+class HookState:
+    """A hook container as `docker inspect` shows it."""
+
+    name: str
+    state: str  # created, running, exited, ...
+    exit_code: int | None  # when exited
+    started_at: float | None
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    exit_code: int | None  # None: killed at its timeout
+    output: tuple[str, ...]  # last lines of stdout+stderr, bounded (not yet redacted)
+
+
+HOOK_OUTPUT_LINES = 50  # lines of a hook's or check's output kept (and logged)
+OUTPUT_CAP = 64 * 1024  # bytes of it read at most
+# A check command's PATH: it sees nothing else of the controller's environment (root's: no credentials leak).
+CHECK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class World(Protocol):
@@ -110,6 +144,45 @@ class World(Protocol):
         """Run a command; raise NginxError with its output's last line when it fails."""
         ...
 
+    # Deploy gates (spec.checks, spec.hooks)
+    def find_hook(self, labels: dict[str, str]) -> HookState | None:
+        """The container carrying all of `labels` (a hook's app, phase, revision), None when there is none."""
+        ...
+
+    def create_hook(self, req: HookRequest) -> None:
+        """Create (not start) a hook container; pulls the image first when it is missing locally."""
+        ...
+
+    def wait_hook(self, name: str, timeout: float) -> int | None:
+        """Its exit code once it has exited; None if it still runs after `timeout` seconds."""
+        ...
+
+    def hook_logs(self, name: str) -> tuple[str, ...]:
+        """The last HOOK_OUTPUT_LINES lines of its output (stdout and stderr), at most OUTPUT_CAP bytes read."""
+        ...
+
+    def probe_check(self, url: str, expect_status: int, body_contains: str | None, timeout: float) -> HealthResult:
+        """GET `url`, bounded like probe_health: ok when the status and (if given) the body text match."""
+        ...
+
+    def run_check(self, argv: list[str], env: dict[str, str], timeout: float) -> CommandResult:
+        """Run a host command without a shell, with exactly `env`, killed (its process group) at `timeout`."""
+        ...
+
     def now(self) -> float: ...
 
     def sleep(self, seconds: float) -> None: ...
+
+    # Images (pruning)
+    def list_images(self) -> list[ImageFact]:
+        """Every local image that has a name (tag or digest); dangling ones are left out. One daemon call."""
+        ...
+
+    def image_ids_in_use(self) -> frozenset[str]:
+        """The image id of every container on the host: any app or none, running or stopped. One daemon call."""
+        ...
+
+    def remove_image(self, image_id: str) -> str | None:
+        """Remove an image by id, never forced: None when it is removed or already gone; the daemon's reason
+        when it refuses (a container uses it, another repository names it, a child image needs it)."""
+        ...

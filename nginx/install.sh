@@ -15,6 +15,7 @@
 #   --upstream-file FILE    the spec's nginx.upstreamFile [<nginx dir>/conf.d/<app>.upstream.conf]
 #   --flag-file FILE        the spec's nginx.flagFile [<directory of the upstream file>/<app>.green]
 #   --control-listen ADDR   loopback address of the control server, the spec's nginx.controlUrl [127.0.0.1:8099]
+#   --access-log FILE       JSON-lines access log, the spec's verify.accessLog [/var/log/nginx/bluegreen-<app>.access.log]
 #   --nginx-dir DIR         [/etc/nginx]
 #   --nginx CMD             nginx command, e.g. "nginx -p /srv/ng/ -c /srv/ng/nginx.conf" [nginx]
 #   --no-reload             do not reload Nginx
@@ -26,7 +27,7 @@
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
-app='' server_name=_ listen=80 htpasswd='' realm='' upstream_file='' flag_file='' control_listen=127.0.0.1:8099
+app='' server_name=_ listen=80 htpasswd='' realm='' upstream_file='' flag_file='' control_listen=127.0.0.1:8099 access_log=''
 nginx_dir=/etc/nginx nginx_cmd=nginx reload=yes
 
 usage() { echo "install.sh: $1 (see the header of $0)" >&2; exit 2; }
@@ -40,6 +41,7 @@ while [ $# -gt 0 ]; do
         --upstream-file) upstream_file=${2-}; shift ;;
         --flag-file) flag_file=${2-}; shift ;;
         --control-listen) control_listen=${2-}; shift ;;
+        --access-log) access_log=${2-}; shift ;;
         --nginx-dir) nginx_dir=${2-}; shift ;;
         --nginx) nginx_cmd=${2-}; shift ;;
         --no-reload) reload=no ;;
@@ -71,7 +73,7 @@ valid "_|(\*\.)?$hostname( (\*\.)?$hostname)*" "$server_name" || usage "--server
 valid "(($octet\.$octet\.$octet\.$octet|\[[0-9A-Fa-f:.]+\]|\*|$hostname):)?$port( [a-z][a-z0-9_]*(=[a-z0-9]+)?)*" "$listen" ||
     usage "--listen must be [ADDRESS:]PORT [FLAG...] (e.g. 80, 127.0.0.1:8080, '443 ssl')"
 valid '[A-Za-z0-9]([A-Za-z0-9 ._:-]{0,62}[A-Za-z0-9._-])?' "${realm:-x}" || usage "--realm may hold letters, digits, space . _ : - (at most 64)"
-for opt in "--htpasswd=$htpasswd" "--upstream-file=$upstream_file" "--flag-file=$flag_file" "--nginx-dir=$nginx_dir"; do
+for opt in "--htpasswd=$htpasswd" "--upstream-file=$upstream_file" "--flag-file=$flag_file" "--nginx-dir=$nginx_dir" "--access-log=$access_log"; do
     v=${opt#*=}
     [ -z "$v" ] || valid "$abspath" "$v" || usage "${opt%%=*} must be an absolute path of letters, digits and . _ + - / (no spaces, quotes, \$ ; { } #)"
 done
@@ -79,6 +81,7 @@ htpasswd=${htpasswd:-$nginx_dir/bluegreen/$app.htpasswd}
 realm=${realm:-$app}
 upstream_file=${upstream_file:-$nginx_dir/conf.d/$app.upstream.conf}
 flag_file=${flag_file:-$(dirname "$upstream_file")/$app.green}
+access_log=${access_log:-/var/log/nginx/bluegreen-$app.access.log}
 [ -d "$nginx_dir" ] || usage "$nginx_dir is not a directory (is nginx installed?)"
 if [ ! -s "$htpasswd" ]; then
     echo "install.sh: $htpasswd is missing or empty; create it first:  htpasswd -c -m $htpasswd USER" >&2
@@ -97,7 +100,7 @@ fi
 snippets=$nginx_dir/snippets
 control=$nginx_dir/conf.d/bluegreen-control.conf
 control_d=$nginx_dir/bluegreen/control.d
-mkdir -p "$(dirname "$site")" "$snippets" "$control_d" "$nginx_dir/conf.d" "$(dirname "$upstream_file")" "$(dirname "$flag_file")"
+mkdir -p "$(dirname "$site")" "$snippets" "$control_d" "$nginx_dir/conf.d" "$(dirname "$upstream_file")" "$(dirname "$flag_file")" "$(dirname "$access_log")"
 
 # sedval VALUE: VALUE escaped for the replacement side of s|...|...| (the grammars above already rule out
 # these characters; escaping anyway means a looser grammar later cannot turn into sed injection).
@@ -106,7 +109,8 @@ render() { # template -> stdout
     sed -e "s|@APP@|$(sedval "$app")|g" -e "s|@SERVER_NAME@|$(sedval "$server_name")|g" -e "s|@LISTEN@|$(sedval "$listen")|g" \
         -e "s|@HTPASSWD@|$(sedval "$htpasswd")|g" -e "s|@REALM@|$(sedval "$realm")|g" -e "s|@FLAG@|$(sedval "$flag_file")|g" \
         -e "s|@UPSTREAM_FILE@|$(sedval "$upstream_file")|g" -e "s|@PROXY_CONF@|$(sedval "$snippets/bluegreen-proxy.conf")|g" \
-        -e "s|@CONTROL_LISTEN@|$(sedval "$control_listen")|g" -e "s|@CONTROL_D@|$(sedval "$control_d")|g" "$1"
+        -e "s|@CONTROL_LISTEN@|$(sedval "$control_listen")|g" -e "s|@CONTROL_D@|$(sedval "$control_d")|g" \
+        -e "s|@ACCESS_LOG@|$(sedval "$access_log")|g" "$1"
 }
 
 work=$(mktemp -d)

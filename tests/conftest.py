@@ -42,7 +42,7 @@ from tests.support.containers import (  # noqa: E402
     remove_containers,
     run_test_container,
 )
-from tests.support.images import BusyboxMissingError, build_standard_images  # noqa: E402
+from tests.support.images import BusyboxMissingError, build_standard_images, pin_images  # noqa: E402
 from tests.support.nginx import NGINX_BIN, NginxInstance  # noqa: E402
 
 SESSION_ID = f"s{uuid.uuid4().hex[:12]}"
@@ -145,10 +145,13 @@ def docker_client() -> Any:
 @pytest.fixture(scope="session")
 def test_images(docker_client: Any) -> dict[str, str]:
     try:
-        return build_standard_images(docker_client)
+        tags = build_standard_images(docker_client)
     except BusyboxMissingError as e:
         _unavailable(str(e))
         raise
+    # A test app whose spec keeps the default `keepImages` would otherwise prune the images other tests use.
+    pin_images(docker_client, list(tags.values()), {LABEL_TEST: SESSION_ID})
+    return tags
 
 
 @pytest.fixture

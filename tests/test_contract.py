@@ -93,6 +93,7 @@ def _app(name: str, tmp: Path, blue: int, green: int, control_url: str, test_cmd
         healthCheck={"intervalSeconds": 0.2, "timeoutSeconds": 20, "requestTimeoutSeconds": 2},
         marker=str(tmp / "marker" / name / "active"),
         labels=labels,
+        keepImages=10_000,  # pruning would remove the shared bgtest:* images other tests use
         nginx={
             "upstreamFile": str(upstream_file),
             "testCommand": test_cmd,
@@ -416,3 +417,70 @@ def test_same_plans_on_both_worlds(request: pytest.FixtureRequest, tmp_path: Pat
     finally:
         for fn in host.cleanup:
             fn()
+
+
+# --------------------------------------------------------------------------------------------- deploy gates
+
+
+def test_hook_and_check_contract(rig: Rig) -> None:
+    """The World operations of spec.hooks / spec.checks (issue 12), the same calls and assertions on both worlds."""
+    from controller.facts import LABEL_HOOK, LABEL_MANAGED, MANAGED_BY
+    from controller.world import HookRequest
+
+    w, app = rig.world, rig.app
+    fake = w if isinstance(w, FakeWorld) else None
+    labels = {**rig.labels, LABEL_APP: app.name, LABEL_MANAGED: MANAGED_BY, LABEL_HOOK: "beforeSwitch", LABEL_REVISION: "rev-h"}
+    name = f"{app.name}-hook-beforeswitch-rev-h"
+    script = ["sh", "-c", 'echo "one $HOOK_ENV"; echo two; exit 3']
+    if fake is not None:
+        fake.hook_script = lambda argv, env: (3, (f"one {env['HOOK_ENV']}", "two")) if argv == script else (0, ())
+    assert w.find_hook(labels) is None
+
+    # Created, not started; found by its labels; started, it runs its command (not the image's entrypoint).
+    w.create_hook(HookRequest(name, rig.images["healthy"], labels, {"HOOK_ENV": "x1"}, script))
+    h = w.find_hook(labels)
+    assert h is not None and (h.name, h.state, h.exit_code) == (name, "created", None)
+    c = rig.fact(name)
+    assert c is not None and c.labels[LABEL_HOOK] == "beforeSwitch" and c.host_port is None  # listed, no port
+    w.start_container(name)
+    code = rig.eventually(lambda: w.wait_hook(name, 2) is not None and w.wait_hook(name, 2), "hook exited")
+    assert code == 3
+    h = w.find_hook(labels)
+    assert h is not None and (h.state, h.exit_code) == ("exited", 3) and h.started_at is not None
+    assert abs(h.started_at - w.now()) < 120
+    assert w.hook_logs(name) == ("one x1", "two")
+    w.remove_container(name)
+    assert w.find_hook(labels) is None
+
+    # One that runs on: a wait ends at its timeout with no exit code; removing it kills it.
+    if fake is not None:
+        fake.hook_seconds = 60.0
+    w.create_hook(HookRequest(name, rig.images["healthy"], labels, {}, ["sh", "-c", "sleep 60"]))
+    w.start_container(name)
+    assert w.wait_hook(name, 0.5) is None
+    h = w.find_hook(labels)
+    assert h is not None and h.state == "running" and h.exit_code is None
+    w.remove_container(name)
+    assert w.find_hook(labels) is None
+
+    # Check commands on the host: exactly the env given, output tail, exit code; killed at the timeout.
+    argv = ["sh", "-c", 'echo "$BLUEGREEN_TARGET_PORT ${HOME:-nohome}"; echo err >&2; exit 4']
+    slow = ["sh", "-c", "echo started; sleep 5"]
+    if fake is not None:
+        fake.check_script = lambda a, env: (4, (f"{env['BLUEGREEN_TARGET_PORT']} nohome", "err")) if a == argv else (None, ("started",))
+    r = w.run_check(argv, {"BLUEGREEN_TARGET_PORT": "1234"}, 10)
+    assert (r.exit_code, r.output) == (4, ("1234 nohome", "err"))
+    r = w.run_check(slow, {}, 0.5)
+    assert (r.exit_code, r.output) == (None, ("started",))
+
+    # HTTP checks against a healthy color: status and body text.
+    w.create_container(rig.request("blue", rig.images["healthy"]))
+    url = f"http://127.0.0.1:{app.spec.ports.blue}/version"
+    rig.eventually(lambda: w.probe_check(url, 200, "v1", 2).ok, "http check passes")
+    assert w.probe_check(url, 200, "v1", 2).detail == "HTTP 200"
+    assert w.probe_check(url, 201, None, 2).detail == "HTTP 200, want 201"
+    missing = w.probe_check(url, 200, "not-in-the-body", 2)
+    assert not missing.ok and "lacks the expected text" in missing.detail
+    refused = w.probe_check(f"http://127.0.0.1:{app.spec.ports.green}/version", 200, None, 2)
+    assert (refused.ok, refused.detail) == (False, "connection refused")
+    w.remove_container(app.container_name("blue"))

@@ -309,6 +309,7 @@ def test_install_script_is_idempotent_and_guarded(tmp_path: Path, nginx: NginxIn
     )
     cmd = f"{nginx.nginx_bin} -p {etc}/ -c {etc}/nginx.conf -e {etc}/logs/error.log"
     base = [str(SHIPPED / "install.sh"), "--app", "shop", "--nginx-dir", str(etc), "--nginx", cmd, "--listen", f"127.0.0.1:{free_port()}", "--no-reload"]
+    base += ["--access-log", f"{etc}/logs/shop.access.jsonl"]  # not the host's /var/log/nginx
 
     def run(*extra: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([*base, *extra], capture_output=True, text=True, timeout=60)

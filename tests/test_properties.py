@@ -31,6 +31,8 @@ from controller.testing import Crash, FakeImage, FakeWorld
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler
 
+GATED_HOOKS = {"beforeSwitch": {"command": ["migrate"]}, "afterSwitch": {"command": ["notify"]}}
+GATED_CHECKS = {"beforeSwitch": [{"http": {"path": "/actuator/health"}}, {"command": ["smoke"]}]}
 SPECS = [
     make_app(image="dialogue:1", activeColor="blue"),
     make_app(image="dialogue:2", activeColor="green"),
@@ -47,6 +49,9 @@ SPECS = [
     make_app(image="dialogue:1", activeColor="blue", nginx={"switch": "reload"}),
     make_app(image="dialogue:2", activeColor="green", nginx={"switch": "reload"}),
     make_app(image="dialogue:1", activeColor="green", standby="stop", nginx={"switch": "reload"}),
+    # Deploy gates (issue 12): a hook once per revision before the switch, a check, a hook after it.
+    make_app(image="dialogue:2", activeColor="green", hooks=GATED_HOOKS, checks=GATED_CHECKS),
+    make_app(image="dialogue:1", activeColor="blue", hooks=GATED_HOOKS, checks=GATED_CHECKS),
     # spec.resources (issue 14): a limit the capacity check counts (see host_memory).
     make_app(image="dialogue:2", activeColor="green", resources={"memory": "1g"}),
 ]
@@ -175,6 +180,12 @@ class ControllerMachine(RuleBasedStateMachine):
     @invariant()
     def never_routed_to_an_unhealthy_container(self) -> None:
         assert self.world.violations == [], self.world.violations
+
+    @invariant()
+    def a_hook_runs_at_most_once_per_revision(self) -> None:
+        # Hook containers are named per phase and revision; each exits 0 here: none may start twice.
+        runs = self.world.hook_runs
+        assert len(runs) == len(set(runs)), runs
 
     @rule()
     def settles_once_perturbations_stop(self) -> None:

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from tests.support.controller_run import Run, Traffic, World, condition, get, history, read, start_reconcile
-from tests.support.images import crashloop_image
+from tests.support.images import crashloop_image, pin_images
 from tests.support.nginx import NginxInstance
 
 pytestmark = [pytest.mark.docker, pytest.mark.nginx]
@@ -206,6 +206,7 @@ def test_crash_looping_color_answering_up_after_the_backoff_gets_no_traffic(
     container right after a restart, answering UP. One probe must not be enough: the run waits out a full
     window, sees the restart, fails, and keeps the failure memory; traffic never leaves v1."""
     image = crashloop_image(docker_client, CRASHLOOP_SECONDS)
+    pin_images(docker_client, [image], {"bluegreen.test": session_id})  # no other test's pruning removes it meanwhile
     w = World(docker_client, app_name, nginx, tmp_path, session_id, restartPolicy="unless-stopped",
               healthCheck={"stableSeconds": STABLE, "timeoutSeconds": 15})
     w.once()

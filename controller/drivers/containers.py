@@ -20,7 +20,7 @@ import requests.exceptions
 
 from controller.drivers.mapping import Rule, map_exceptions
 from controller.errors import DockerError, DockerUnavailable, ImageError, InvalidInput
-from controller.facts import LABEL_APP, ContainerFact
+from controller.facts import LABEL_APP, ContainerFact, ImageFact
 from controller.world import ContainerRequest, RunState
 
 T = TypeVar("T")
@@ -284,6 +284,42 @@ class DockerDriver:
             if "not found" not in str(e).lower() and "no such container" not in str(e).lower():
                 raise
 
+
+    # Images (pruning) ---------------------------------------------------------------------------
+    def list_images(self) -> list[ImageFact]:
+        api = self.client().api
+        rows = self._call("list images", lambda: api.images())
+        facts = []
+        for row in rows or []:
+            refs = tuple(
+                str(r)
+                for r in [*(row.get("RepoTags") or []), *(row.get("RepoDigests") or [])]
+                if isinstance(r, str) and not r.startswith("<none>")
+            )
+            if refs and isinstance(row.get("Id"), str):
+                created = row.get("Created")
+                facts.append(ImageFact(id=row["Id"], references=refs, created=float(created) if isinstance(created, (int, float)) else 0.0))
+        return facts
+
+    def image_ids_in_use(self) -> frozenset[str]:
+        api = self.client().api
+        rows = self._call("list containers", lambda: api.containers(all=True))
+        return frozenset(str(r.get("ImageID")) for r in rows or [] if r.get("ImageID"))
+
+    def remove_image(self, image_id: str) -> str | None:
+        api = self.client().api
+        with _mapped(f"remove image {image_id[:19]}"):
+            try:
+                # Never forced: the daemon refuses (409) while any container, running or stopped, uses the image,
+                # or another repository names it. That refusal is the race-safe check, not an error.
+                api.remove_image(image_id, force=False, noprune=False)
+            except docker.errors.NotFound:
+                return None  # already gone (a pass killed after the removal, or someone else)
+            except docker.errors.APIError as e:
+                if e.status_code == 409:
+                    return _explain(e)
+                raise
+        return None
 
     # Capacity facts (issue 14; drivers/capacity.py composes them) ---------------------------------------
     def info(self) -> dict[str, Any]:

@@ -291,6 +291,25 @@ def remove(path: Path) -> None:
         raise HostError(f"cannot remove {path}: {e.strerror}") from e
 
 
+def rotate(path: Path, keep: int) -> None:
+    """Log rotation in `path`'s (trusted) directory: `name.{keep}` is removed, `name.{i}` becomes `name.{i+1}`,
+    `name` becomes `name.1`. Renames and unlinks act on directory entries (a link is moved or removed as the
+    link it is, never followed); missing ones are skipped. HostError when it cannot be done."""
+    name = path.name
+    try:
+        with directory(path.parent, purpose=f"rotate {path}") as dfd:
+            with suppress(FileNotFoundError):
+                os.unlink(f"{name}.{keep}", dir_fd=dfd)
+            for i in range(keep - 1, 0, -1):
+                with suppress(FileNotFoundError):
+                    os.rename(f"{name}.{i}", f"{name}.{i + 1}", src_dir_fd=dfd, dst_dir_fd=dfd)
+            with suppress(FileNotFoundError):
+                os.rename(name, f"{name}.1", src_dir_fd=dfd, dst_dir_fd=dfd)
+            os.fsync(dfd)
+    except OSError as e:
+        raise HostError(f"cannot rotate {path}: {e.strerror}") from e
+
+
 def open_state_file(path: Path, flags: int, *, purpose: str) -> int:
     """An fd of regular file `path` in a trusted directory (made when missing), for the lock and the history:
     opened O_NOFOLLOW|O_NONBLOCK (O_CREAT: mode 0644), refused unless it is a regular file with one link,

@@ -6,12 +6,20 @@ import subprocess
 import time
 from pathlib import Path
 
-from controller.drivers import capacity, files
+from controller.drivers import capacity, files, gates
 from controller.drivers.containers import DockerDriver
 from controller.drivers.probes import Prober
 from controller.errors import NginxError
-from controller.facts import CapacityFact, ContainerFact
-from controller.world import ContainerRequest, HealthResult, RouteProbe, RunState
+from controller.facts import CapacityFact, ContainerFact, ImageFact
+from controller.world import (
+    CommandResult,
+    ContainerRequest,
+    HealthResult,
+    HookRequest,
+    HookState,
+    RouteProbe,
+    RunState,
+)
 
 
 class HostWorld:
@@ -81,6 +89,34 @@ class HostWorld:
             lines = [ln for ln in (p.stderr + "\n" + p.stdout).splitlines() if ln.strip()]
             tail = next((ln for ln in reversed(lines) if "emerg" in ln or "error" in ln), lines[-1] if lines else "")
             raise NginxError(f"{' '.join(argv)} failed (exit {p.returncode}): {tail.strip()[:300]}")
+
+    # Deploy gates (controller/drivers/gates.py)
+    def find_hook(self, labels: dict[str, str]) -> HookState | None:
+        return gates.find_hook(self.docker, labels)
+
+    def create_hook(self, req: HookRequest) -> None:
+        gates.create_hook(self.docker, req)
+
+    def wait_hook(self, name: str, timeout: float) -> int | None:
+        return gates.wait_hook(self.docker, name, timeout)
+
+    def hook_logs(self, name: str) -> tuple[str, ...]:
+        return gates.hook_logs(self.docker, name)
+
+    def probe_check(self, url: str, expect_status: int, body_contains: str | None, timeout: float) -> HealthResult:
+        return self.probes.check(url, expect_status, body_contains, timeout)
+
+    def run_check(self, argv: list[str], env: dict[str, str], timeout: float) -> CommandResult:
+        return gates.run_check(argv, env, timeout)
+    # Images (pruning)
+    def list_images(self) -> list[ImageFact]:
+        return self.docker.list_images()
+
+    def image_ids_in_use(self) -> frozenset[str]:
+        return self.docker.image_ids_in_use()
+
+    def remove_image(self, image_id: str) -> str | None:
+        return self.docker.remove_image(image_id)
 
     def now(self) -> float:
         return time.time()

@@ -115,6 +115,24 @@ class Prober:
             return HealthResult(False, f"HTTP {r.status_code} status={status}")
         return HealthResult(True, f"HTTP {r.status_code}" + (f" {status}" if status else ""))
 
+    def check(self, url: str, expect_status: int, body_contains: str | None, timeout: float) -> HealthResult:
+        """A before-switch http check (spec.checks): the same bounded read as `health`, then status and body text."""
+        deadline: _Deadline | None = None
+        try:
+            with self._get(url, timeout) as (r, deadline):
+                body = _read_capped(r, deadline, timeout)
+        except _Incomplete as e:
+            return HealthResult(False, str(e))
+        except httpx.HTTPError as e:
+            if (deadline is not None and deadline.expired) or isinstance(e, httpx.TimeoutException):
+                return HealthResult(False, f"no complete answer within {timeout:g}s")
+            return HealthResult(False, _reason(e))
+        if r.status_code != expect_status:
+            return HealthResult(False, f"HTTP {r.status_code}, want {expect_status}")
+        if body_contains is not None and body_contains.encode() not in body:
+            return HealthResult(False, f"HTTP {r.status_code} but the body ({len(body)} bytes) lacks the expected text")
+        return HealthResult(True, f"HTTP {r.status_code}")
+
     def route(self, url: str, timeout: float) -> RouteProbe:
         # Only the status and the upstream header matter: the body is never read (the connection is closed).
         deadline: _Deadline | None = None

@@ -43,6 +43,16 @@ def _reload_mode() -> dict[str, str]:
 _RELOAD_MODE = _reload_mode()
 
 
+def _keep_test_images() -> dict[str, int]:
+    """Pruning off for the shared `bgtest:*` images (every test's repository): keep them all."""
+    from controller.spec import AppSpec
+
+    return {"keepImages": 10_000} if "keepImages" in AppSpec.model_fields else {}
+
+
+KEEP_TEST_IMAGES = _keep_test_images()
+
+
 def app_spec(
     app: str,
     nginx: NginxInstance,
@@ -80,6 +90,7 @@ def app_spec(
             **_RELOAD_MODE,
         },
         "labels": {LABEL_TEST: session_id},
+        **KEEP_TEST_IMAGES,
     }
     for k, v in spec.items():
         if isinstance(v, dict) and isinstance(body.get(k), dict):

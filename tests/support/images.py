@@ -204,6 +204,14 @@ def crashloop_image(client: Any, seconds: int, prefix: str = "bgtest") -> str:
     return tag
 
 
+def pin_images(client: Any, tags: list[str], labels: dict[str, str]) -> None:
+    """Create (never start) one container per tag, so that `spec.keepImages` pruning, which never removes an image
+    a container uses, leaves these shared images alone while the session runs. `labels` (the session label)
+    let the session's clean-up remove the pins."""
+    for tag in tags:
+        client.containers.create(tag, labels={**labels, "bluegreen.test-pin": "1"})
+
+
 def build_standard_images(client: Any, prefix: str = "bgtest") -> dict[str, str]:
     """Build every image in STANDARD_IMAGES as ``<prefix>:<name>``; returns name -> tag."""
     tags: dict[str, str] = {}

@@ -48,6 +48,7 @@ def start_shipped(tmpdir: Path, apps: list[str], users: dict[str, str]) -> Nginx
             "FLAG": "@PREFIX@/conf.d/@APP@.green",
             "UPSTREAM_FILE": "@PREFIX@/conf.d/@APP@.upstream.conf",
             "PROXY_CONF": proxy_conf,
+            "ACCESS_LOG": "@PREFIX@/logs/@APP@.access.jsonl",  # spec.verify.accessLog of the tests
         },
     )
     control_d = tmpdir / "nginx" / "control.d"

@@ -1,0 +1,203 @@
+"""Deploy gates (issue 12 items 2-3) on a real dockerd behind the shipped Nginx site, driven by the real CLI.
+
+- A failing check and a failing beforeSwitch hook keep traffic where it was (Basic Auth site, flag switch),
+  the revision is remembered (CheckFailed / HookFailed) and status says why.
+- A hook runs exactly once per revision across a retry (a check that failed after the hook passed) and a kill -9
+  of the controller while the hook container runs: the next pass finds it by its labels and collects it.
+  Runs are counted from Docker's own `start` events of containers labelled as this app's hook.
+- Secret values (moto SSM) printed by a hook never reach a log line, status.json or memory.json.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.support.controller_run import Run, World, condition, run_reconcile, start_reconcile
+from tests.support.moto import REGION, MotoServer
+from tests.support.nginx import NginxInstance
+from tests.support.shipped_site import start_shipped
+
+pytestmark = [pytest.mark.docker, pytest.mark.nginx]
+
+USERS = {"ops": "correct horse"}
+AUTH = ("ops", "correct horse")
+FAST = {"healthCheck": {"stableSeconds": 0.5, "intervalSeconds": 0.1}}
+
+
+@pytest.fixture
+def shipped(tmp_path: Path, app_name: str, nginx: NginxInstance) -> Iterator[NginxInstance]:
+    # `nginx` (the plain harness site) only makes sure the binary exists and is skipped/failed like the rest.
+    inst = start_shipped(tmp_path / "shipped", [app_name], USERS)
+    try:
+        yield inst
+    finally:
+        inst.stop()
+
+
+class GateWorld(World):
+    def __init__(self, *args: Any, env: dict[str, str] | None = None, **spec: Any) -> None:
+        super().__init__(*args, **spec)
+        self.set(nginx={"switch": "flag"})  # the shipped site's switch
+        self.env = env
+
+    def run(self, *args: str, timeout: float = 60.0) -> Run:
+        # A short backoff: the retry of a failed revision is what these tests look at, not its delay.
+        r = run_reconcile(
+            self.spec_path, self.state, "--log-format", "json", "--backoff-base", "0.1", "--backoff-max", "0.2", *args,
+            timeout=timeout, env=self.env,
+        )  # fmt: skip
+        return r
+
+    def served(self) -> str | None:
+        """The version answering through the shipped site's public port (Basic Auth)."""
+        try:
+            r = httpx.get(self.nginx.public_url_for(self.app) + "/version", auth=AUTH, timeout=3, trust_env=False)
+        except httpx.HTTPError:
+            return None
+        return r.text.split()[0] if r.status_code == 200 and r.text.strip() else None
+
+    def memory(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads((self.state / "apps" / self.app / "memory.json").read_text())
+        return data
+
+    def hook_containers(self) -> list[Any]:
+        return list(self.client.containers.list(all=True, filters={"label": [f"bluegreen.app={self.app}", "bluegreen.hook"]}))
+
+    def hook_starts(self, since: float) -> list[str]:
+        """Revisions of this app's hook containers Docker started since `since` (from its event log)."""
+        events = self.client.events(
+            since=int(since) - 1, until=int(time.time()) + 1, decode=True,
+            filters={"type": "container", "event": "start", "label": [f"bluegreen.app={self.app}", "bluegreen.hook"]},
+        )  # fmt: skip
+        try:
+            return [e["Actor"]["Attributes"]["bluegreen.revision"] for e in events]
+        finally:
+            events.close()
+
+
+def _world(client: Any, app: str, inst: NginxInstance, tmp_path: Path, session_id: str, **spec: Any) -> GateWorld:
+    env = spec.pop("env_", None)
+    return GateWorld(client, app, inst, tmp_path, session_id, env=env, **{**FAST, **spec})
+
+
+def _wait_for(predicate: Any, proc: subprocess.Popen[str], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the controller exited ({proc.returncode}) before {what}")
+        time.sleep(0.05)
+    raise AssertionError(f"{what} did not happen within {timeout:g}s")
+
+
+def test_failing_gates_keep_traffic_a_retry_does_not_rerun_the_hook_and_secrets_stay_out_of_logs(
+    moto: MotoServer, docker_client: Any, test_images: dict[str, str], app_name: str, shipped: NginxInstance, tmp_path: Path, session_id: str
+) -> None:
+    began = time.time()
+    base = f"/{app_name}/prod/"
+    secret = f"sk-{uuid.uuid4().hex}"
+    moto.client("ssm").put_parameter(Name=base + "API_KEY", Value=secret, Type="SecureString", Overwrite=True)
+    w = _world(docker_client, app_name, shipped, tmp_path, session_id, env_=moto.env(region=None), secrets={"ssm": {"path": base, "region": REGION}})
+    runs = [w.once()]
+    assert (w.served(), w.routed()) == ("v1", "blue")
+
+    # v2 to green: a migration hook that passes (printing the secret it got, on stdout and stderr), an http check
+    # that passes and a host command check that fails (and sees the new color's address).
+    probe, ready = tmp_path / "seen-target", tmp_path / "smoke-ready"
+    migrate = 'echo "migrating $BLUEGREEN_COLOR with key=$API_KEY"; echo "$API_KEY" >&2; sleep 0.2; echo migrated'
+    smoke = f'echo "$BLUEGREEN_TARGET_URL" > {probe}; test -e {ready} || {{ echo "smoke: 1 failed"; exit 3; }}'
+    w.set(
+        image=test_images["v2"],
+        activeColor="green",
+        hooks={"beforeSwitch": {"command": ["sh", "-c", migrate], "timeoutSeconds": 20}},
+        checks={
+            "beforeSwitch": [
+                {"http": {"path": "/version", "bodyContains": "v2"}},
+                {"command": ["/bin/sh", "-c", smoke], "timeoutSeconds": 10},
+            ]
+        },
+    )
+    r = w.run("--once", "--log-level", "debug")
+    runs.append(r)
+    assert r.returncode == 1, r.explain()
+    assert probe.read_text().strip() == f"http://127.0.0.1:{w.ports['green']}"
+    assert (w.served(), w.routed()) == ("v1", "blue")
+    assert (w.marker.read_text(), w.container("green").status) == ("blue\n", "running")
+    degraded = condition(w.status(), "Degraded")
+    assert degraded["status"] == "True" and degraded["reason"] == "CheckFailed", degraded
+    assert "checks.beforeSwitch[1] (/bin/sh) exited 3: smoke: 1 failed" in degraded["message"]
+    assert [f["reason"] for f in w.memory()["failures"].values()] == ["CheckFailed"]
+    assert any("smoke: 1 failed" in m for m in r.messages()), r.explain()
+    hooks = w.status()["hooks"]
+    assert (hooks[0]["phase"], hooks[0]["state"], hooks[0]["exitCode"]) == ("beforeSwitch", "done", 0)
+    # Docker keeps stdout and stderr apart: their relative order is not kept, each stream's is.
+    assert sorted(hooks[0]["output"]) == sorted(["migrating green with key=[REDACTED]", "[REDACTED]", "migrated"])
+    logged = [e["line"] for e in r.logs() if e.get("event") == "hook.output"]
+    assert sorted(logged) == sorted(hooks[0]["output"]), r.explain()
+    assert w.hook_containers() == []  # removed after its run
+    assert len(w.hook_starts(began)) == 1
+
+    # The retry (after the short backoff) runs the checks again, not the hook that passed: v2 takes traffic.
+    ready.touch()
+    time.sleep(0.3)
+    runs.append(w.once())
+    assert (w.served(), w.routed()) == ("v2", "green")
+    assert len(w.hook_starts(began)) == 1
+
+    # The next revision's hook fails (printing the secret again): traffic stays on v2.
+    fail = 'echo "key=$API_KEY"; echo "error: lock held"; exit 5'
+    w.set(image=test_images["v1"], activeColor="blue", env={"RELEASE": "3"}, checks={"beforeSwitch": []},
+          hooks={"beforeSwitch": {"command": ["sh", "-c", fail], "timeoutSeconds": 20}})  # fmt: skip
+    runs.append(w.once(expect=1))
+    assert (w.served(), w.routed()) == ("v2", "green")
+    degraded = condition(w.status(), "Degraded")
+    assert degraded["reason"] == "HookFailed" and "hooks.beforeSwitch (sh) exited 5: error: lock held" in degraded["message"]
+    assert w.status()["hooks"][0]["output"] == ["key=[REDACTED]", "error: lock held"]
+    assert w.hook_containers() == [] and len(w.hook_starts(began)) == 2
+
+    channels = {f"run{i}.{k}": getattr(x, k) for i, x in enumerate(runs) for k in ("stdout", "stderr")}
+    channels.update({str(p): p.read_text(errors="replace") for p in sorted(w.state.rglob("*")) if p.is_file()})
+    for where, text in channels.items():
+        assert secret not in text, f"the secret leaked into {where}"
+
+
+def test_a_kill_9_while_the_hook_runs_does_not_run_it_twice(
+    docker_client: Any, test_images: dict[str, str], app_name: str, shipped: NginxInstance, tmp_path: Path, session_id: str
+) -> None:
+    """The killed controller leaves the hook container running; the next pass finds it by its labels and
+    collects it instead of starting another."""
+    began = time.time()
+    hook = {"beforeSwitch": {"command": ["sh", "-c", "echo migrating; sleep 2; echo migrated"], "timeoutSeconds": 30}}
+    w = _world(docker_client, app_name, shipped, tmp_path, session_id, hooks=hook, checks={"beforeSwitch": [{"http": {"path": "/version"}}]})
+    code, planned = w.plan_json()  # --plan shows the gates between the health wait and the switch
+    verbs = [a["action"] for a in planned["actions"]]
+    assert code == 1 and verbs[verbs.index("WaitHealthy") + 1 :][:3] == ["RunHook", "RunCheck", "SwitchRoute"], planned
+    proc = start_reconcile(w.spec_path, w.state, "--once", stderr_path=tmp_path / "killed.log")
+    try:
+        _wait_for(lambda: any(c.status == "running" for c in w.hook_containers()), proc, 30, "the hook container runs")
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+    assert [c.status for c in w.hook_containers()] == ["running"]
+    assert w.routed() is None  # nothing switched yet
+    r = w.once()
+    assert any(e.get("event") == "hook.resumed" for e in r.logs()), r.explain()
+    assert (w.served(), w.routed()) == ("v1", "blue")
+    assert w.hook_containers() == []
+    starts = w.hook_starts(began)
+    assert len(starts) == 1, starts
+    assert [h["output"] for h in w.status()["hooks"]] == [["migrating", "migrated"]]

@@ -1,0 +1,170 @@
+"""Image pruning (spec.keepImages), the pure rule and the reconciler around it, against the in-memory world.
+
+The real-dockerd side (kill -9 mid-prune, Docker's refusal of an image in use) is tests/test_real_pruning.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+from controller.facts import ContainerFact, ImageFact, ImagesObserved, Observed, RouteFact
+from controller.pruning import plan_pruning, repository
+from controller.reconcile import Reconciler
+from controller.testing import Crash, FakeImage
+from controller.world import ContainerRequest
+from tests.factories import make_app
+from tests.fakes import CheckedWorld, reconciler, world_for
+
+DAY = 86400.0
+
+
+def _obs(app: str = "dialogue", **colors: ContainerFact | None) -> Observed:
+    return Observed(app=app, containers={"blue": colors.get("blue"), "green": colors.get("green")}, include=None,
+                    route=RouteFact(True), marker=None, at=0.0)
+
+
+def _img(ref: str, created: float, *more: str) -> ImageFact:
+    return ImageFact(id=f"sha256:{abs(hash((ref, created))):064x}"[:71], references=(ref, *more), created=created)
+
+
+def _color(image: ImageFact) -> ContainerFact:
+    return ContainerFact(name="dialogue-blue", id="c" * 64, image=image.references[0], image_id=image.id, labels={},
+                         state="running", host_ip="127.0.0.1", host_port=18081)
+
+
+def test_keeps_the_n_most_recent_unused_and_every_protected_image() -> None:
+    app = make_app(image="dialogue:9", keepImages=2)
+    old = [_img(f"dialogue:{i}", i * DAY) for i in range(1, 7)]  # dialogue:1 .. :6, oldest first
+    live = _img("dialogue:9", 0.5 * DAY)  # the spec's own image: old, and still never removed
+    used = _img("dialogue:0", 0.1 * DAY)  # a container of another app (stopped or not) uses it
+    shared = _img("dialogue:s", 0.2 * DAY, "other/repo:s")  # also another repository's
+    foreign = _img("nginx:1", 0.3 * DAY)  # not this repository's
+    digest_only = _img("dialogue@sha256:" + "a" * 64, 0.4 * DAY)  # pulled by digest: this repository's
+    images = ImagesObserved((*old, live, used, shared, foreign, digest_only), in_use=frozenset({used.id}))
+
+    removals = plan_pruning(app, _obs(blue=_color(live)), images)
+
+    # Unused images of the repository newest first: :6 :5 | :4 :3 :2 :1 digest-only. The two newest stay.
+    assert [r.references for r in removals] == [
+        ("dialogue@sha256:" + "a" * 64,), ("dialogue:1",), ("dialogue:2",), ("dialogue:3",), ("dialogue:4",)
+    ]  # oldest first: a pass killed half-way has removed the oldest, which never changes the N kept
+    assert all("the 2 more recent unused images of dialogue are kept" in r.reason for r in removals)
+    assert plan_pruning(app, _obs(blue=_color(live)), images, verification_open=True) == ()
+
+
+def test_a_color_image_and_a_preview_image_are_never_removed() -> None:
+    blue_img, green_img = _img("dialogue:1", 1.0), _img("dialogue:2", 2.0)
+    newer = [_img(f"dialogue:n{i}", 10.0 + i) for i in range(3)]
+    images = ImagesObserved((blue_img, green_img, *newer), in_use=frozenset())  # even when no listing shows them used
+    app = make_app(image="dialogue:n0", keepImages=1)
+    green = ContainerFact(name="dialogue-green", id="d" * 64, image="dialogue:2", image_id=green_img.id, labels={},
+                          state="exited", host_ip=None, host_port=None)
+    removals = plan_pruning(app, _obs(blue=_color(blue_img), green=green), images)
+    assert [r.references for r in removals] == [("dialogue:n1",)]  # n0 is the spec's, n2 the one most recent kept
+
+    # spec.preview.image (issue 12) is read defensively: a spec that has one protects it too.
+    spec = SimpleNamespace(image="dialogue:n0", keepImages=1, preview=SimpleNamespace(image="dialogue:n1"))
+    with_preview: Any = SimpleNamespace(spec=spec)
+    assert plan_pruning(with_preview, _obs(blue=_color(blue_img), green=green), images) == ()
+
+
+def test_repository_names_as_docker_lists_them() -> None:
+    assert repository("docker.io/library/dialogue:1") == repository("dialogue:2") == "dialogue"
+    assert repository("registry.example.com:5000/team/app@sha256:" + "b" * 64) == "registry.example.com:5000/team/app"
+    assert repository("Not A Reference") is None
+
+
+def _deployed(tmp_path: Path, keep: int) -> tuple[Any, CheckedWorld, Reconciler]:
+    app = make_app(image="dialogue:1", keepImages=keep)
+    images = {f"dialogue:{i}": FakeImage(created=float(i)) for i in range(1, 8)}
+    images["dialogue:0"] = FakeImage(created=0.5)
+    w = world_for(app, images=images)
+    rec = reconciler(w, tmp_path / "state")
+    assert rec.reconcile(app).result == "converged"
+    return app, w, rec
+
+
+def test_a_converged_pass_prunes_and_history_records_each_removal(tmp_path: Path) -> None:
+    app, w, rec = _deployed(tmp_path, keep=2)
+    left = sorted(ref for ref in w.images if ref not in w.pruned)
+    assert left == ["dialogue:1", "dialogue:6", "dialogue:7"]  # the live color's, and the 2 most recent unused
+    rows = [json.loads(line) for line in (tmp_path / "state" / "history.jsonl").read_text().splitlines()]
+    removed = [r for r in rows if r["action"] == "RemoveImage"]
+    assert [(r["image"], r["outcome"]) for r in removed] == [(f"dialogue:{i}", "ok") for i in ("0", "2", "3", "4", "5")]
+    assert all(r["imageId"].startswith("sha256:") and r["app"] == "dialogue" for r in removed)
+
+    # A fixed point: the next pass removes nothing, touches nothing.
+    w.mutations.clear()
+    assert rec.reconcile(app).result == "converged" and w.mutations == []
+    # A removed image is only gone locally: deploying it again pulls it.
+    flip = make_app(image="dialogue:2", activeColor="green", keepImages=2)
+    assert rec.reconcile(flip).result == "converged" and "dialogue:2" not in w.pruned
+
+
+def _world(app: Any, world: type[CheckedWorld] = CheckedWorld) -> CheckedWorld:
+    w = world(images={f"dialogue:{i}": FakeImage(created=float(i)) for i in range(1, 8)})
+    w.include_paths.add(app.upstream_file)
+    return w
+
+
+def test_kill_mid_prune_then_the_next_pass_finishes_and_keeps_the_same_images(tmp_path: Path) -> None:
+    app = make_app(image="dialogue:1", keepImages=2)
+    dry = _world(app)
+    reconciler(dry, tmp_path / "dry").reconcile(app)
+    deploy = len([m for m in dry.mutations if not m.startswith("remove image")])
+    assert len(dry.mutations) - deploy == 4  # :2 .. :5
+
+    w = _world(app)
+    w.crash_after = deploy + 2  # killed when about to remove the third image
+    try:
+        reconciler(w, tmp_path / "state").reconcile(app)
+        raise AssertionError("not killed")
+    except Crash:
+        pass
+    assert sorted(w.pruned) == ["dialogue:2", "dialogue:3"]
+    w.crash_after = None
+    assert reconciler(w, tmp_path / "state").reconcile(app).result == "converged"
+    assert sorted(w.pruned) == ["dialogue:2", "dialogue:3", "dialogue:4", "dialogue:5"]  # never :6 or :7
+
+
+class RacingWorld(CheckedWorld):
+    """Another app's container starts on the first image pruning is about to remove (after the observation)."""
+
+    def remove_image(self, image_id: str) -> str | None:
+        if "other-blue" not in self.containers:
+            ref = next(r for r in self.images if self.image_id_of(r) == image_id)
+            self.create_container(ContainerRequest(name="other-blue", image=ref, labels={}, env={}, container_port=8081,
+                                                   host_ip="127.0.0.1", host_port=19999))
+        return super().remove_image(image_id)
+
+
+def test_an_image_taken_into_use_after_the_observation_is_skipped_never_forced(tmp_path: Path) -> None:
+    app = make_app(image="dialogue:7", keepImages=5)
+    w = _world(app, RacingWorld)
+    rec = reconciler(w, tmp_path / "state")
+    assert rec.reconcile(app).result == "converged"  # housekeeping never fails the pass
+    assert w.pruned == set()  # :1 was refused (now in use); nothing else was planned
+    rows = [json.loads(line) for line in (tmp_path / "state" / "history.jsonl").read_text().splitlines()]
+    [skipped] = [r for r in rows if r["action"] == "RemoveImage"]
+    assert skipped["image"] == "dialogue:1" and skipped["outcome"] == "skipped" and "being used by running container" in skipped["message"]
+    # The next pass sees it in use and plans nothing for it.
+    w.mutations.clear()
+    assert rec.reconcile(app).result == "converged" and w.mutations == []
+
+
+def test_plan_shows_what_would_be_removed_and_says_changes_are_pending(tmp_path: Path, capsys: Any) -> None:
+    from controller.cli import _plan
+
+    app, w, rec = _deployed(tmp_path, keep=7)  # nothing pruned at the deploy: 7 unused images, 7 kept
+    assert w.pruned == set()
+    tighter = make_app(image="dialogue:1", keepImages=5)
+    capsys.readouterr()
+    assert _plan(rec, [tighter], as_json=False) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "dialogue: in sync (blue serves)"
+    assert [ln.split(" (")[0] for ln in out[1:]] == ["  - would remove image dialogue:0", "  - would remove image dialogue:2"]
+    assert w.pruned == set()  # --plan changes nothing
+    assert _plan(rec, [app], as_json=True) == 0 and json.loads(capsys.readouterr().out)[0]["prune"] == []

@@ -1,0 +1,243 @@
+"""Post-switch verification, unit level on real files: the access-log reader (rotation both ways, a partial
+last line, foreign lines), the line parser and the verdict, the window record's round trip, and the planner's
+switch-back and standby rules (controller/verify.py, controller/drivers/accesslog.py, controller/switchback.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from controller.actions import StopContainer, SwitchRoute
+from controller.drivers.accesslog import LogPos, end, read_since
+from controller.facts import Failure, Memory
+from controller.jsonshape import Corrupt
+from controller.observe import index_containers, observe
+from controller.planner import plan
+from controller.spec import BlueGreenApp, VerifySpec
+from controller.state import StateStore
+from controller.verify import FAILED_REASON, Counts, Window, judge, parse_line, tally, window_closed
+from tests.factories import make_app
+from tests.fakes import CheckedWorld, reconciler, world_for
+
+GREEN = "127.0.0.1:18082"
+BLUE = "127.0.0.1:18081"
+SPEC = VerifySpec(windowSeconds=4, maxErrorRate=0.1, minRequests=4, maxLatencyP99Ms=500, healthFailures=2)
+
+
+def line(t: float, addr: str, status: str, rt: str = "0.010") -> bytes:
+    """A line as the shipped log_format writes it (every field a JSON string)."""
+    return json.dumps(
+        {"time": "x", "msec": f"{t:.3f}", "status": "200", "upstream_addr": addr, "upstream_status": status, "upstream_response_time": rt}
+    ).encode()
+
+
+def append(path: Path, *lines: bytes, partial: bytes = b"") -> None:
+    with path.open("ab") as f:
+        f.write(b"".join(x + b"\n" for x in lines) + partial)
+
+
+# ------------------------------------------------------------------------------------------- the reader
+
+
+def test_reads_whole_lines_from_the_noted_offset_and_keeps_a_partial_one(tmp_path: Path) -> None:
+    log = tmp_path / "access.jsonl"
+    append(log, line(1, BLUE, "200"))
+    pos = end(log)  # the switch: what was logged before is not the new color's
+    append(log, line(2, GREEN, "500"), partial=b'{"msec":"3.0","upstream_addr":"127.0.0.1:18')
+    r = read_since(log, pos)
+    assert [json.loads(x)["upstream_status"] for x in r.lines] == ["500"]
+    # The partial line is not consumed: completed, it is read whole by the next read.
+    with log.open("ab") as f:
+        f.write(b'082","upstream_status":"502","upstream_response_time":"0.1"}\n')
+    r2 = read_since(log, r.pos)
+    assert [json.loads(x)["upstream_status"] for x in r2.lines] == ["502"]
+    assert read_since(log, r2.pos).lines == []
+
+
+def test_rename_rotation_reads_the_rest_of_the_old_file_then_the_new_one(tmp_path: Path) -> None:
+    log = tmp_path / "access.jsonl"
+    append(log, line(1, GREEN, "200"))
+    pos = read_since(log, end(log)).pos
+    append(log, line(2, GREEN, "500"))  # written after the last read, before the rotation
+    os.rename(log, tmp_path / "access.jsonl.1")  # logrotate `create`
+    append(log, line(3, GREEN, "503"))
+    r = read_since(log, pos)
+    assert [json.loads(x)["upstream_status"] for x in r.lines] == ["500", "503"]
+    assert r.pos == LogPos(log.stat().st_ino, log.stat().st_size)
+
+
+def test_copytruncate_reads_the_copy_past_the_offset_then_the_log_from_its_start(tmp_path: Path) -> None:
+    log = tmp_path / "access.jsonl"
+    append(log, line(1, GREEN, "200"), line(1.5, GREEN, "200"))
+    pos = end(log)
+    append(log, line(2, GREEN, "500"))
+    (tmp_path / "access.jsonl.1").write_bytes(log.read_bytes())  # logrotate `copytruncate`: copy, then truncate
+    with log.open("r+b") as f:
+        f.truncate(0)
+    append(log, line(3, GREEN, "504"))
+    r = read_since(log, pos)
+    assert [json.loads(x)["upstream_status"] for x in r.lines] == ["500", "504"]
+
+
+def test_truncated_without_a_copy_reads_from_the_start(tmp_path: Path) -> None:
+    log = tmp_path / "access.jsonl"
+    append(log, line(1, GREEN, "200"), line(2, GREEN, "200"))
+    pos = end(log)
+    log.write_bytes(line(3, GREEN, "500") + b"\n")
+    assert [json.loads(x)["upstream_status"] for x in read_since(log, pos).lines] == ["500"]
+
+
+def test_missing_log_link_and_fifo_read_nothing(tmp_path: Path) -> None:
+    log = tmp_path / "access.jsonl"
+    assert end(log) == LogPos(0, 0)
+    assert read_since(log, LogPos(0, 0)).lines == []
+    secret = tmp_path / "secret"
+    secret.write_bytes(line(1, GREEN, "500") + b"\n")
+    log.symlink_to(secret)  # a link at the log is never followed
+    r = read_since(log, LogPos(0, 0))
+    assert r.lines == [] and r.note
+    log.unlink()
+    os.mkfifo(log)  # never blocks
+    assert read_since(log, LogPos(0, 0)).lines == []
+
+
+# ------------------------------------------------------------------------------------------- lines and verdict
+
+
+def test_foreign_lines_are_skipped_and_only_the_colors_requests_count() -> None:
+    lines = [
+        b"127.0.0.1 - - [28/Nov/2026] \"GET / HTTP/1.1\" 500 0",  # combined format
+        b'["a list"]',
+        b'{"msec": "2.0"}',
+        b'{"msec": "nan", "upstream_addr": "127.0.0.1:18082", "upstream_status": "500", "upstream_response_time": "0.1"}',
+        b"{" * 100_000,  # too long / too deep
+        line(0.5, GREEN, "500"),  # before the window
+        line(2, BLUE, "500"),  # the other color
+        line(2, "10.0.0.1:18082", "500"),  # another host's upstream with the same port
+        line(2, GREEN, "200", "0.800"),  # slow
+        line(2, GREEN, "502"),
+        line(2, f"{BLUE}, {GREEN}", "502, 200"),  # a retry: the green try answered
+        line(2, GREEN, "-", "-"),  # nginx gave up on it
+    ]
+    c = tally(lines, GREEN, since=1.0, spec=SPEC)
+    assert (c.requests, c.errors, c.slow) == (4, 2, 1)
+    assert c.skipped == 8
+    assert parse_line(b"") is None
+
+
+def test_judge_fails_on_rate_latency_and_health_and_passes_at_the_deadline() -> None:
+    assert judge(SPEC, Counts(requests=3, errors=3), now=1, deadline=4).state == "open"  # below minRequests
+    v = judge(SPEC, Counts(requests=10, errors=2), now=1, deadline=4)
+    assert v.state == "failed" and "2 of 10 requests 5xx" in v.figures
+    assert judge(SPEC, Counts(requests=100, errors=10), now=1, deadline=4).state == "open"  # 0.10 is not above 0.1
+    assert judge(SPEC, Counts(requests=100, slow=2), now=1, deadline=4).state == "failed"
+    assert judge(SPEC, Counts(health_failures=2), now=1, deadline=4).state == "failed"
+    v = judge(SPEC, Counts(requests=3), now=4, deadline=4)
+    assert v.state == "passed" and "not judged" in v.figures
+
+
+def test_window_round_trips_and_a_hand_edited_one_is_corrupt() -> None:
+    w = Window("green", "r2", "blue", "r1", "g", 10.0, 14.0, 5, 99, Counts(1, 2, 3, 4, 5, 6), "failed", "figs", 2)
+    assert Window.from_json(json.loads(json.dumps(w.to_json()))) == w
+    bad = w.to_json() | {"state": "maybe"}
+    with pytest.raises(Corrupt):
+        Window.from_json(bad)
+    assert window_closed(None) and window_closed(w) and not window_closed(replace(w, state="open"))
+
+
+# ------------------------------------------------------------------------------------------- planner rules
+
+
+def _deployed(tmp_path: Path, **spec: Any) -> tuple[BlueGreenApp, CheckedWorld]:
+    """blue v1 then green v2 converged (no window), and green's spec with `verify` (and `spec`) on top."""
+    w = world_for(make_app())
+    reconciler(w, tmp_path / "s").reconcile(make_app())
+    reconciler(w, tmp_path / "s").reconcile(make_app(image="dialogue:2", activeColor="green"))
+    return make_app(image="dialogue:2", activeColor="green", verify={"windowSeconds": 3}, **spec), w
+
+
+def test_a_revision_that_failed_verification_gets_no_traffic_until_its_backoff_allows(tmp_path: Path) -> None:
+    app, w = _deployed(tmp_path)
+    obs = observe(app, w, index_containers(w))
+    assert obs.route.color == "green"
+    rev = app.revision("green")
+    blue = obs.containers["blue"]
+    assert blue is not None and blue.revision is not None
+    window = Window("green", rev, "blue", blue.revision, app.generation(), 0.0, 3.0, state="failed", figures="9 of 10 requests 5xx")
+    failed = Failure(rev, "green", 1, w.now(), FAILED_REASON, "9 of 10 requests 5xx")
+    mem = Memory(failures={rev: failed}, verify=window)
+    p = plan(app, obs, mem, w.now())
+    assert any(isinstance(a, SwitchRoute) and a.color == "blue" for a in p.actions), p.actions
+    assert p.blockers[0].reason == FAILED_REASON
+    assert "spec wants green, Nginx serves blue because verification of revision" in p.blockers[0].message
+    # The previous color runs another revision now: no way back, traffic stays where it is.
+    moved = replace(window, from_revision="something-else")
+    p2 = plan(app, obs, replace(mem, verify=moved), w.now())
+    assert not any(isinstance(a, SwitchRoute) for a in p2.actions) and "not available" in p2.blockers[0].message
+    # Backoff over: a retry (traffic stays on green, nothing blocks).
+    p3 = plan(app, obs, mem, w.now() + 61)
+    assert not p3.blockers and not any(isinstance(a, SwitchRoute) for a in p3.actions)
+
+
+def test_standby_stop_waits_for_the_window(tmp_path: Path) -> None:
+    app, w = _deployed(tmp_path, standby="stop")
+    obs = observe(app, w, index_containers(w))
+    window = Window("green", app.revision("green"), "blue", None, app.generation(), 0.0, 3.0)
+    assert not any(isinstance(a, StopContainer) for a in plan(app, obs, Memory(verify=window), w.now()).actions)
+    closed = replace(window, state="passed")
+    assert any(isinstance(a, StopContainer) for a in plan(app, obs, Memory(verify=closed), w.now()).actions)
+
+
+def test_store_keeps_the_window_beside_the_memory(tmp_path: Path) -> None:
+    store = StateStore(tmp_path)
+    w = Window("green", "r2", "blue", "r1", "g", 10.0, 14.0)
+    store.save_window("a", w)
+    assert store.load_memory("a", 60, 3600).verify == w
+    (tmp_path / "apps" / "a" / "verify.json").write_text("[]")
+    assert store.load_window("a") is None  # corrupt: treated as absent
+
+
+# ------------------------------------------------------------------------------------------- the reconciler, in memory
+
+
+@dataclass
+class SickAfterSwitch(CheckedWorld):
+    """green's app stops answering its health check once traffic is on it (a leak that kills it soon after)."""
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        c = self.containers.get("dialogue-green")
+        if c is not None and self.routed("dialogue") == ["127.0.0.1:18082"]:
+            c.broken = True
+
+
+def test_reconciler_switches_back_remembers_and_retries_only_after_a_growing_backoff(tmp_path: Path) -> None:
+    base = world_for(make_app())
+    w = SickAfterSwitch(images=base.images)
+    w.include_paths |= base.include_paths
+    rec = reconciler(w, tmp_path / "s")
+    assert rec.reconcile(make_app()).result == "converged"
+    v2 = make_app(image="dialogue:2", activeColor="green", verify={"windowSeconds": 10, "healthFailures": 2, "accessLog": str(tmp_path / "none.log")})
+    r = rec.reconcile(v2)
+    assert r.result == "degraded" and w.routed("dialogue") == ["127.0.0.1:18081"] and w.violations == []
+    assert r.plan is not None and r.plan.blockers[0].reason == FAILED_REASON
+    store = StateStore(tmp_path / "s")
+    mem = store.load_memory("dialogue", 60, 3600)
+    rev = v2.revision("green")
+    assert mem.failures[rev].reason == FAILED_REASON and mem.failures[rev].count == 1
+    assert mem.verify is not None and mem.verify.state == "failed" and "access log" in mem.verify.figures
+    assert rec.metrics.registry.get_sample_value("bluegreen_verifications_total", {"app": "dialogue", "result": "failed"}) == 1
+    # Held off: nothing moves while the backoff runs.
+    assert rec.reconcile(v2).result == "degraded" and w.routed("dialogue") == ["127.0.0.1:18081"]
+    assert rec.metrics.registry.get_sample_value("bluegreen_verifications_total", {"app": "dialogue", "result": "failed"}) == 1
+    # Backoff over: a full deploy with its own window, which fails again; the next backoff is longer.
+    w.clock += 61
+    assert rec.reconcile(v2).result == "degraded" and w.routed("dialogue") == ["127.0.0.1:18081"] and w.violations == []
+    mem = store.load_memory("dialogue", 60, 3600)
+    assert mem.failures[rev].count == 2
+    assert rec.metrics.registry.get_sample_value("bluegreen_verifications_total", {"app": "dialogue", "result": "failed"}) == 2
