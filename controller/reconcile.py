@@ -27,6 +27,7 @@ from controller.actions import (
     WriteMarker,
 )
 from controller.apply import Context, Interrupted, apply
+from controller.dependencies import gate
 from controller.errors import CheckFailed, ControllerError, HealthCheckFailed, HookFailed
 from controller.facts import ContainerFact, Failure, Memory, Observed, hook_key
 from controller.hostfacts import with_capacity
@@ -106,6 +107,8 @@ class Reconciler:
         self.streaks: dict[str, int] = {}  # app -> consecutive passes backed off for (requeue.decide)
         self.source = source
         self.verifier = Verifier(world, store, self.metrics)
+        # dependsOn (issue 13): app -> its accessories not healthy now, with why (AccessoryRunner.dependencies)
+        self.dependencies: Callable[[BlueGreenApp], dict[str, str]] = lambda app: {}
 
     # Read-only ---------------------------------------------------------------------------
     def plan_only(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None) -> tuple[Plan, Observed, Resolved]:
@@ -114,6 +117,7 @@ class Reconciler:
         mem = self.store.load_memory(app.name, self.backoff_base, self.backoff_max)
         p = plan(app, obs, mem, self.world.now(), resolved.revision_extra)
         p, obs = with_capacity(app, self.world, obs, p, lambda o: plan(app, o, mem, self.world.now(), resolved.revision_extra))
+        p = gate(p, self.dependencies(app))
         return p, obs, resolved
 
     def status_only(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None) -> Status:
@@ -212,6 +216,7 @@ class Reconciler:
             mem = self.store.load_memory(app.name, self.backoff_base, self.backoff_max)
             p = plan(app, obs, mem, self.world.now(), resolved.revision_extra)
             p, obs = with_capacity(app, self.world, obs, p, lambda o: plan(app, o, mem, self.world.now(), resolved.revision_extra))  # noqa: B023
+            p = gate(p, self.dependencies(app))  # dependsOn (issue 13): a new color waits for its accessories
             if pass_no == 0:
                 log.info("reconcile.plan", actions=[a.describe() for a in p.actions], blockers=[b.reason for b in p.blockers], serving=p.serving)
             if not p.actions or error is not None:
