@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, NoReturn
 
-from controller import __version__
+from controller import __version__, accessory_cli
 from controller.counters import carry_over
 from controller.errors import EXIT_FAIL, EXIT_INVALID, EXIT_OK, ControllerError, InvalidInput, LockBusy
 from controller.logs import configure, redact_text
@@ -220,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.watch:
         from controller.watch import run_watch  # imported lazily: watchfiles is only needed here
 
-        if not loaded.apps and (source is None or source.checkout_path() is not None):
+        if not loaded.apps and not loaded.accessories and (source is None or source.checkout_path() is not None):
             for line in problem_lines(loaded, args.path):
                 err(line)
             err(f"{args.path}: no valid spec to watch")
@@ -237,7 +237,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.once:
         for name in loaded.rejected:
             metrics.invalid_spec(name)
-    if not loaded.apps:
+    if not loaded.apps and not loaded.accessories:
         if not loaded.problems:
             err(f"{args.path}: no *.yaml spec found")
         if args.once and args.metrics_textfile:
@@ -247,13 +247,16 @@ def main(argv: list[str] | None = None) -> int:
 
     world = HostWorld(args.docker_url)
     rec = build_reconciler(args, world, metrics)
+    runner = None
+    if accessory_cli.needed(loaded.accessories, loaded.apps):  # issue 13: kind: Accessory, dependsOn
+        runner = accessory_cli.build_runner(args, world, metrics, rec, loaded.accessories)
     try:
         if args.plan:
-            code = _plan(rec, loaded.apps, args.json)
+            code = _plan(rec, loaded.apps, args.json, runner, loaded.accessories)
         elif args.status:
-            code = _status(rec, loaded.apps, args.json)
+            code = _status(rec, loaded.apps, args.json, runner, loaded.accessories)
         else:
-            code = _once(rec, loaded.apps, args)
+            code = _once(rec, loaded.apps, args, runner, loaded.accessories)
             if source is not None and source.problem is not None:
                 err(f"source {source.cfg.shown_url} {source.cfg.ref}: {source.problem[0]}: {source.problem[1]}")
                 code = max(code, EXIT_FAIL)  # the committed state is not (all) in force
@@ -268,10 +271,15 @@ def _containers(rec: Reconciler) -> Any:
     return index_containers(rec.world)
 
 
-def _once(rec: Reconciler, apps: list[BlueGreenApp], args: argparse.Namespace) -> int:
+def _once(
+    rec: Reconciler, apps: list[BlueGreenApp], args: argparse.Namespace, runner: Any = None, accessories: Any = ()
+) -> int:
+    acc_code = EXIT_OK
     try:
         with Lock(args.state_dir, args.lock_timeout):
-            code = _converge(rec, apps)
+            if runner is not None:  # accessories first: the apps' networks and dependsOn need them
+                acc_code, apps = accessory_cli.reconcile_first(runner, list(accessories), apps)
+            code = max(_converge(rec, apps), acc_code)
             # Under the lock: the counters continue from the state dir (controller/counters.py).
             return _export(rec.metrics, args, code, carry=True)
     except ControllerError as e:  # the lock itself: busy, or its directory cannot be trusted
@@ -286,7 +294,7 @@ def _once(rec: Reconciler, apps: list[BlueGreenApp], args: argparse.Namespace) -
 def _converge(rec: Reconciler, apps: list[BlueGreenApp]) -> int:
     try:
         containers = _containers(rec)  # one Docker call for every app
-        results = _parallel(apps, lambda a: rec.reconcile(a, containers))
+        results = _parallel(apps, lambda a: rec.reconcile(a, containers)) if apps else []
     except ControllerError as e:
         err(str(e))
         for a in apps:  # Docker unreachable: still a (failed) run for monitoring
@@ -353,7 +361,10 @@ def _summary(r: AppResult) -> None:
         err(f"{r.app}: SecretsStale: {stale.message}")
 
 
-def _plan(rec: Reconciler, apps: list[BlueGreenApp], as_json: bool) -> int:
+def _plan(rec: Reconciler, apps: list[BlueGreenApp], as_json: bool, runner: Any = None, accessories: Any = ()) -> int:
+    acc_code, acc_rows = accessory_cli.plan_lines(runner, list(accessories), as_json, apps) if runner is not None else (EXIT_OK, [])
+    if acc_code == EXIT_INVALID:
+        return acc_code
     try:
         containers = _containers(rec)
         found = [(a, rec.plan_only(a, containers)) for a in apps]
@@ -368,11 +379,13 @@ def _plan(rec: Reconciler, apps: list[BlueGreenApp], as_json: bool) -> int:
         err(str(e))
         return EXIT_INVALID
     if as_json:
-        print(json.dumps([{**_plan_json(p), "secretsStale": stale.get(p.app), "prune": _prune_json(prunes.get(p.app, ()))} for _, p in plans], indent=2))
+        print(json.dumps([*acc_rows, *({**_plan_json(p), "secretsStale": stale.get(p.app), "prune": _prune_json(prunes.get(p.app, ()))} for _, p in plans)], indent=2))
     else:
+        for row in acc_rows:
+            print(row)
         for _, p in plans:
             print(render_plan(p, stale.get(p.app)) + _render_prune(prunes.get(p.app, ())))
-    return EXIT_OK if all(p.converged for _, p in plans) and not stale and not any(prunes.values()) else EXIT_FAIL
+    return max(acc_code, EXIT_OK if all(p.converged for _, p in plans) and not stale and not any(prunes.values()) else EXIT_FAIL)
 
 
 def _prune_json(removals: tuple[ImageRemoval, ...]) -> list[dict[str, Any]]:
@@ -407,20 +420,21 @@ def render_plan(p: Plan, secrets_stale: str | None = None) -> str:
     return "\n".join(lines)
 
 
-def _status(rec: Reconciler, apps: list[BlueGreenApp], as_json: bool) -> int:
+def _status(rec: Reconciler, apps: list[BlueGreenApp], as_json: bool, runner: Any = None, accessories: Any = ()) -> int:
     from controller.status import render_text
 
     try:
+        acc_code, acc_rows = accessory_cli.status_rows(runner, list(accessories)) if runner is not None else (EXIT_OK, [])
         containers = _containers(rec)
         statuses = [rec.status_only(a, containers) for a in apps]
     except ControllerError as e:
         err(str(e))
         return EXIT_INVALID
     if as_json:
-        print(json.dumps([s.to_json() for s in statuses], indent=2))
+        print(json.dumps([*acc_rows, *(s.to_json() for s in statuses)], indent=2))
     else:
-        print("\n\n".join(render_text(s) for s in statuses))
-    return EXIT_OK if all(s.is_true("Ready") for s in statuses) else EXIT_FAIL
+        print("\n\n".join([*(accessory_cli.render_status(r) for r in acc_rows), *(render_text(s) for s in statuses)]))
+    return max(acc_code, EXIT_OK if all(s.is_true("Ready") for s in statuses) else EXIT_FAIL)
 
 
 EXIT_STDOUT_CLOSED = 141

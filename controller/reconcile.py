@@ -27,6 +27,7 @@ from controller.actions import (
     WriteMarker,
 )
 from controller.apply import Context, Interrupted, apply
+from controller.dependencies import gate
 from controller.errors import CheckFailed, ControllerError, HealthCheckFailed, HookFailed
 from controller.facts import ContainerFact, Failure, Memory, Observed, hook_key
 from controller.failover import FAILED_OVER, FailoverState, activate, track
@@ -107,6 +108,8 @@ class Reconciler:
         self.streaks: dict[str, int] = {}  # app -> consecutive passes backed off for (requeue.decide)
         self.source = source
         self.verifier = Verifier(world, store, self.metrics)
+        # dependsOn (issue 13): app -> its accessories not healthy now, with why (AccessoryRunner.dependencies)
+        self.dependencies: Callable[[BlueGreenApp], dict[str, str]] = lambda app: {}
 
     # Read-only ---------------------------------------------------------------------------
     def plan_only(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None) -> tuple[Plan, Observed, Resolved]:
@@ -116,6 +119,7 @@ class Reconciler:
         fo = self._failover_state(app, obs, mem, save=False)
         p = plan(app, obs, mem, self.world.now(), resolved.revision_extra, failover=fo)
         p, obs = with_capacity(app, self.world, obs, p, lambda o: plan(app, o, mem, self.world.now(), resolved.revision_extra, failover=fo))
+        p = gate(p, self.dependencies(app))
         return p, obs, resolved
 
     def status_only(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None) -> Status:
@@ -216,6 +220,7 @@ class Reconciler:
             fo = self._failover_state(app, obs, mem, save=True, at=looked)
             p = plan(app, obs, mem, self.world.now(), resolved.revision_extra, failover=fo)
             p, obs = with_capacity(app, self.world, obs, p, lambda o: plan(app, o, mem, self.world.now(), resolved.revision_extra, failover=fo))  # noqa: B023
+            p = gate(p, self.dependencies(app))  # dependsOn (issue 13): a new color waits for its accessories
             if pass_no == 0:
                 log.info("reconcile.plan", actions=[a.describe() for a in p.actions], blockers=[b.reason for b in p.blockers], serving=p.serving)
             if not p.actions or error is not None:

@@ -431,6 +431,11 @@ class AppSpec(_Model):
     verify: VerifySpec | None = Field(
         None, description="Post-switch verification with automatic switch-back (absent: the switch is the end of a deploy)."
     )
+    dependsOn: list[Annotated[str, Field(pattern=NAME_RE)]] | None = Field(
+        None,
+        description="Accessories (kind: Accessory, same directory) that must be healthy before a new color starts; "
+        "the live color is never stopped or moved because of them.",
+    )
 
     @field_validator("image")
     @classmethod
@@ -439,6 +444,13 @@ class AppSpec(_Model):
             ImageRef.parse(v)
         except InvalidImageRef as e:
             raise ValueError(str(e)) from None
+        return v
+
+    @field_validator("dependsOn")
+    @classmethod
+    def _depends(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(set(v)) != len(v):
+            raise ValueError("dependsOn names an accessory twice")
         return v
 
     @field_validator("bindAddress")

@@ -14,9 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from controller.accessory import Accessory, kind_of, parse_accessory_doc
 from controller.drivers.files import read_spec
 from controller.errors import SpecError, one_line
-from controller.spec import BlueGreenApp, parse_app
+from controller.spec import BlueGreenApp, load_yaml, parse_app
 from controller.world import CHECK_PATH
 
 SUFFIXES = (".yaml", ".yml")
@@ -31,17 +32,20 @@ def spec_files(path: Path) -> list[Path]:
     raise SpecError(f"{path}: no such file or directory")
 
 
-def load_app(path: Path) -> BlueGreenApp:
+def _read(path: Path) -> str:
     try:
         # Root-equivalent: refused unless only root could have written it; read regular, bounded, non-blocking.
-        text = read_spec(path).decode("utf-8")
+        return read_spec(path).decode("utf-8")
     except SpecError:
         raise
     except (OSError, UnicodeDecodeError, ValueError) as e:
         raise SpecError(f"{path}: cannot read: {one_line(e)}") from None
     except Exception as e:  # whatever else reading one file raises is that file's error, not the run's
         raise SpecError(f"{path}: cannot read: {type(e).__name__}: {one_line(e)}") from None
-    return parse_app(text, str(path))
+
+
+def load_app(path: Path) -> BlueGreenApp:
+    return parse_app(_read(path), str(path))
 
 
 @dataclass(frozen=True)
@@ -127,6 +131,66 @@ def load_file(f: Path, state_dir: Path | None = None) -> BlueGreenApp:
     return app
 
 
+def load_document(f: Path, state_dir: Path | None = None) -> BlueGreenApp | Accessory:
+    """One spec file of either kind (issue 13): `kind: Accessory`, else a BlueGreenApp as `load_file` loads it."""
+    text = _read(f)
+    try:
+        doc = load_yaml(text, str(f))
+    except RecursionError:
+        raise SpecError(f"{f}: nested too deeply to load") from None
+    if kind_of(doc) == "Accessory":
+        assert isinstance(doc, dict)
+        return parse_accessory_doc(doc, str(f))
+    app = parse_app(text, str(f))
+    problem = host_problem(app) or state_dir_problem(app, state_dir)
+    if problem:
+        raise SpecError(f"{f}: {problem}")
+    return app
+
+
+def _accessory_resources(acc: Accessory) -> dict[str, str]:
+    s = acc.spec
+    out = {f"name {acc.name}": f"name {acc.name}"}
+    for port in s.ports.values():
+        out[f"port {port}"] = f"host port {s.bindAddress}:{port}"
+    for vol in s.volumes:
+        out[f"volume {vol}"] = f"volume {vol}"
+    return out
+
+
+def accessory_problems(apps: list[BlueGreenApp], accessories: dict[Path, Accessory]) -> list[tuple[Path | None, str, str]]:
+    """(file of the accessory or None for an app's, the name it is about, one-line message) per clash.
+
+    Names are unique across both kinds (an accessory's container is its name; an app's are <name>-blue/-green);
+    a host port is one owner's whatever the bind address (0.0.0.0 covers 127.0.0.1); a named volume belongs to
+    one accessory. An app's dependsOn must name accessories only: since accessories depend on nothing, no cycle
+    can form.
+    """
+    out: list[tuple[Path | None, str, str]] = []
+    owner: dict[str, str] = {}
+    for app in apps:
+        owner[f"name {app.name}"] = f"app {app.name}"
+        for color in ("blue", "green"):
+            owner[f"name {app.name}-{color}"] = f"app {app.name} (container {app.name}-{color})"
+        for port in (app.spec.ports.blue, app.spec.ports.green):
+            owner[f"port {port}"] = f"app {app.name}"
+    for f, acc in sorted(accessories.items()):
+        for key, label in sorted(_accessory_resources(acc).items()):
+            if key in owner:
+                out.append((f, acc.name, f"{f}: accessory {acc.name} and {owner[key]} both use {label}"))
+            else:
+                owner[key] = f"accessory {acc.name}"
+    names = {a.name for a in accessories.values()}
+    app_names = {a.name for a in apps}
+    for app in apps:
+        for dep in app.spec.dependsOn or []:
+            if dep in app_names:
+                out.append((None, app.name, f"app {app.name}: spec.dependsOn: {dep!r} is an app; only accessories can be depended on"))
+            elif dep not in names:
+                out.append((None, app.name, f"app {app.name}: spec.dependsOn: {dep!r} is no accessory in this directory"))
+    return out
+
+
 def name_hint(path: Path) -> str:
     """The app an unloadable spec file is about: its metadata.name if that much parses, else the file stem."""
     try:
@@ -157,6 +221,11 @@ class Selection:
 
     apps_by_file: dict[Path, BlueGreenApp] = field(default_factory=dict)
     problems: list[Problem] = field(default_factory=list)
+    accessories_by_file: dict[Path, Accessory] = field(default_factory=dict)  # kind: Accessory (issue 13)
+
+    @property
+    def accessories(self) -> list[Accessory]:
+        return list(self.accessories_by_file.values())
 
     @property
     def apps(self) -> list[BlueGreenApp]:
@@ -179,9 +248,14 @@ def select(path: Path, in_force: Mapping[Path, BlueGreenApp] | None = None, *, s
     out = Selection()
     files = spec_files(path)
     candidate: dict[Path, BlueGreenApp] = {}
+    accessories: dict[Path, Accessory] = {}
     for f in files:
         try:
-            candidate[f] = load_file(f, state_dir)
+            doc = load_document(f, state_dir)
+            if isinstance(doc, Accessory):
+                accessories[f] = doc
+                continue
+            candidate[f] = doc
         except SpecError as e:
             kept = previous.get(f)
             out.problems.append(Problem(f, kept.name if kept is not None else name_hint(f), str(e)))
@@ -214,5 +288,15 @@ def select(path: Path, in_force: Mapping[Path, BlueGreenApp] | None = None, *, s
         # Unreachable in practice (each round removes or reverts a side): never reconcile a conflict.
         bad = {n for c in conflicts(list(candidate.values())) for n in c.apps}
         candidate = {f: a for f, a in candidate.items() if a.name not in bad}
+    # Accessories (issue 13): a clash refuses the accessory (or the app whose dependsOn is wrong), never guesses.
+    for acc_file, name, message in accessory_problems(list(candidate.values()), accessories):
+        if acc_file is not None:
+            accessories.pop(acc_file, None)
+            out.problems.append(Problem(acc_file, name, message))
+        else:
+            for f in [g for g, a in candidate.items() if a.name == name]:
+                del candidate[f]
+                out.problems.append(Problem(f, name, f"{f}: {message}"))
     out.apps_by_file = candidate
+    out.accessories_by_file = accessories
     return out

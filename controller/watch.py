@@ -52,6 +52,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
+from controller.accessory_reconcile import AccessoryRunner
+from controller.accessory_watch import AccessoryLoop
 from controller.backoff import backoff
 from controller.errors import EXIT_FAIL, EXIT_INVALID, EXIT_OK, ControllerError, LockBusy, SpecError
 from controller.facts import LABEL_APP, ContainerFact
@@ -63,7 +65,7 @@ from controller.requeue import Requeue
 from controller.source import GitSource
 from controller.spec import BlueGreenApp
 from controller.specdir import select
-from controller.state import Lock
+from controller.state import Lock, StateStore
 from controller.world import World
 
 DEBOUNCE = 0.5  # seconds a trigger waits for more of its burst
@@ -160,6 +162,8 @@ class AppWorker:
         self.last_result: AppResult | None = None
         self.last_requeue: Requeue | None = None
         self.reconciler = watcher.make_reconciler(self._should_stop)
+        if watcher.accessory_loop is not None:  # dependsOn (issue 13): the accessories' health, observed per pass
+            self.reconciler.dependencies = watcher.accessory_loop.runner.dependencies
         self.thread = threading.Thread(target=self._loop, name=f"app-{app.name}", daemon=True)
 
     def _should_stop(self) -> bool:
@@ -298,6 +302,7 @@ class Watcher:
         docker: EventSource | None = None,
         rng: random.Random | None = None,
         source: GitSource | None = None,
+        accessory_runner: AccessoryRunner | None = None,
     ) -> None:
         self.path = path.absolute()
         self.source = source  # --git-url: specs read at the commit in force, fetched by the `git` thread
@@ -319,6 +324,19 @@ class Watcher:
         self._started = False
         self._events_stream: Any = None
         self._threads: list[threading.Thread] = []
+        # kind: Accessory (issue 13): one worker for every accessory, under the same pass lock.
+        self.accessory_loop = (
+            AccessoryLoop(
+                accessory_runner,
+                self.lock.held,
+                self.stop_event,
+                resync,
+                lambda: self.trigger_all("accessory", self.debounce, urgent=False),
+                docker,
+            )
+            if accessory_runner is not None
+            else None
+        )
 
     # Specs ------------------------------------------------------------------------------------
     def reload(self, source: str) -> list[str]:
@@ -345,6 +363,8 @@ class Watcher:
         old_names = {a.name: a for a in self.apps_by_file.values()}
         new_names = {a.name: a for a in new.values()}
         self.apps_by_file = new
+        if self.accessory_loop is not None:
+            self.accessory_loop.set(sel.accessories)
         self.watch_metrics.spec_errors.set(len(self.errors_by_file))
         triggered = []
         for name in sorted(set(old_names) - set(new_names)):
@@ -523,9 +543,14 @@ class Watcher:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
+        for t in self.accessory_loop.threads() if self.accessory_loop is not None else []:
+            t.start()
+            self._threads.append(t)
 
     def request_stop(self) -> None:
         self.stop_event.set()
+        if self.accessory_loop is not None:
+            self.accessory_loop.close()
         stream = self._events_stream
         if stream is not None:
             stream.close()
@@ -571,6 +596,9 @@ def run_watch(
     log = get_logger()
     world = HostWorld(args.docker_url)
     metrics = Metrics()
+    from controller.drivers.accessories import DockerAccessories
+    from controller.drivers.ssm import SsmSource
+
     watcher = Watcher(
         args.path,
         world,
@@ -581,6 +609,7 @@ def run_watch(
         resync=args.resync,
         docker=world.docker,
         source=getattr(args, "git_source", None),
+        accessory_runner=AccessoryRunner(DockerAccessories(world.docker), StateStore(args.state_dir), metrics.registry, SsmSource()),
     )
     if watcher.source is not None:
         from controller.metrics import SourceMetrics

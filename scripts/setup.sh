@@ -2,7 +2,7 @@
 # Prepare this machine for the bluegreen-controller tests (idempotent; run as root on Debian/Ubuntu):
 #   - Debian packages: docker.io nginx-light busybox-static apache2-utils prometheus
 #     prometheus-alertmanager docker-compose docker-registry wrk prometheus-node-exporter prometheus-nginx-exporter
-#     git openssh-client (the git source's tests: git http-backend, ssh-keygen signatures) (installed only when missing;
+#     git openssh-client (the git source's tests: git http-backend, ssh-keygen signatures) redis-server (accessory tests: its binaries go into a test image FROM scratch) (installed only when missing;
 #     their services are not started: the tests run private instances on free loopback ports)
 #   - a running dockerd (started in the background when `docker info` fails: no systemd here)
 #   - .venv with the project installed editable with its [test] extra (skipped when up to date)
@@ -13,7 +13,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PACKAGES=(docker.io nginx-light busybox-static apache2-utils prometheus prometheus-alertmanager
           docker-compose docker-registry wrk prometheus-node-exporter
-          prometheus-nginx-exporter git openssh-client)
+          prometheus-nginx-exporter git openssh-client redis-server)
 DOCKERD_LOG=/var/log/bluegreen-dockerd.log
 DOCKERD_TIMEOUT="${BLUEGREEN_DOCKERD_TIMEOUT:-60}"
 PYTHON="${PYTHON:-python3}"

@@ -247,6 +247,9 @@ def controller_metric_names() -> set[str]:
         metrics.WatchMetrics(m.registry)
     if hasattr(metrics, "SourceMetrics"):  # the git source's (--git-url), on the same registry
         metrics.SourceMetrics(m.registry).set(url="u", ref="r", commit="c", last_fetch_ok=None, ok=True, refused=False)
+    from controller import accessory_reconcile
+
+    accessory_reconcile.AccessoryMetrics(m.registry)  # kind: Accessory (issue 13), on the same registry
     names: set[str] = set()
     for fam in m.registry.collect():
         base = fam.name

@@ -14,7 +14,8 @@ from controller.specdir import conflicts, load_app
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "controller" / "schema" / "bluegreen.schema.json"
-SPECS = sorted((ROOT / "specs").rglob("*.y*ml"))
+# BlueGreenApp documents; `kind: Accessory` ones (issue 13) are checked by tests/test_accessory_planner.py.
+SPECS = sorted(p for p in (ROOT / "specs").rglob("*.y*ml") if "\nkind: Accessory\n" not in p.read_text(encoding="utf-8"))
 
 
 def test_shipped_schema_is_the_generated_one() -> None:
