@@ -28,6 +28,7 @@ from controller.actions import (
 )
 from controller.errors import ControllerError, HealthCheckFailed, NginxError, RouteUnverified, TemporaryError
 from controller.facts import LABEL_APP, LABEL_COLOR, LABEL_MANAGED, LABEL_REVISION, MANAGED_BY, HookRecord
+from controller.failover import WaitLiveOrFailover
 from controller.preview import PREVIEW_FLAG_CONTENT, preview_probe_url
 from controller.resources import Resources
 from controller.routing import (
@@ -94,6 +95,11 @@ def apply(ctx: Context, actions: tuple[Action, ...] | list[Action]) -> ApplyResu
         log.info("action.start", reason=action.reason)
         try:
             _HANDLERS[type(action)](ctx, action)
+        except Superseded as e:
+            log.info("action.superseded", reason=str(e))
+            ctx.record(action, True, str(e))
+            result.outcomes.append(Outcome(action, True, time.monotonic() - started))
+            break
         except ControllerError as e:
             took = time.monotonic() - started
             log.error("action.failed", error=str(e), seconds=round(took, 3))
@@ -198,6 +204,39 @@ def _wait(ctx: Context, a: Action) -> None:
             last_note = now
         pause = hc.intervalSeconds if passing_since is None else min(hc.intervalSeconds, max(0.05, hc.stableSeconds / 4))
         w.sleep(min(pause, max(0.05, deadline - now)) if passing_since is None else pause)
+
+
+class Superseded(Exception):
+    """What the rest of the plan was for no longer holds (a pending failover whose live color passes again):
+    the action counts as done, the plan stops there, and the next pass plans from a fresh observation."""
+
+
+def _wait_live(ctx: Context, a: Action) -> None:
+    """Failover pending (controller/failover.py): poll the live color until the failover instant. It passing
+    again (it served: one pass is enough, as for the live color everywhere) calls the switch off; so does the
+    target failing its probe, which is probed in the last interval before the instant so the switch follows
+    at once (it never goes to a color that has not just passed)."""
+    assert isinstance(a, WaitLiveOrFailover) and a.deadline is not None and a.to is not None
+    hc, w = ctx.app.spec.healthCheck, ctx.world
+    url, to_url = health_url(ctx.app, a.color), health_url(ctx.app, a.to)
+    fresh = hc.intervalSeconds + hc.requestTimeoutSeconds  # how old the target's last pass may be at the switch
+    passed_at: float | None = None
+    while True:
+        result = w.probe_health(url, hc.expectStatus, hc.requestTimeoutSeconds)
+        if result.ok:
+            raise Superseded(f"{ctx.app.container_name(a.color)} passes again: failover called off")
+        now = w.now()
+        if now + hc.intervalSeconds >= a.deadline and (passed_at is None or now - passed_at > fresh):
+            target = w.probe_health(to_url, hc.expectStatus, hc.requestTimeoutSeconds)
+            if not target.ok:
+                raise Superseded(f"{ctx.app.container_name(a.to)} fails its health check ({target.detail}): no failover now")
+            passed_at = now = w.now()
+        if now >= a.deadline:
+            ctx.log.warning("failover.due", color=a.color, last=result.detail, to=a.to)
+            return
+        if ctx.should_stop():
+            raise Interrupted(f"stop requested while waiting for {ctx.app.container_name(a.color)} to pass again; traffic untouched")
+        w.sleep(max(0.01, min(hc.intervalSeconds, a.deadline - now)))
 
 
 def _same_run(name: str, opened: RunState | None, now: RunState | None, path: str) -> None:
@@ -339,6 +378,7 @@ _HANDLERS: dict[type[Action], Callable[[Context, Any], None]] = {
     CreateContainer: _create,
     StartContainer: _start,
     WaitHealthy: _wait,
+    WaitLiveOrFailover: _wait_live,
     SwitchRoute: _switch,
     WriteMarker: _marker,
     StopContainer: _stop,

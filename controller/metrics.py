@@ -30,6 +30,7 @@ APP_CONVERGED = f"{PREFIX}_app_converged"  # gauge {app}: 1 when observed == des
 APP_CONDITION = f"{PREFIX}_app_condition"  # gauge {app, condition}: 1 when the condition is True
 LAST_SUCCESS = f"{PREFIX}_last_success_timestamp_seconds"  # gauge {app}: last converged pass
 LAST_RUN = f"{PREFIX}_last_run_timestamp_seconds"  # gauge: last pass of any result
+FAILOVERS = f"{PREFIX}_failovers"  # counter {app}: traffic moved to the previous color by spec.failover
 VERIFICATIONS = f"{PREFIX}_verifications"  # counter {app, result=passed|failed|abandoned}: post-switch windows closed
 BUILD_INFO = f"{PREFIX}_build"  # info -> bluegreen_build_info{version, python}
 # --watch only (WatchMetrics): absent from the --once textfile.
@@ -47,7 +48,7 @@ RESULTS = ("converged", "progressing", "degraded", "blocked", "error", "invalid"
 CUTOVER_RESULTS = ("success", "failed")
 VERIFY_RESULTS = ("passed", "failed", "abandoned")
 DRIFT_KINDS = ("container", "route", "include", "marker", "standby")
-CONDITIONS = ("Ready", "Progressing", "Degraded", "RollbackReady", "SecretsStale")
+CONDITIONS = ("Ready", "Progressing", "Degraded", "RollbackReady", "SecretsStale", "FailedOver")
 COLORS = ("blue", "green")
 TRIGGER_SOURCES = ("start", "spec", "docker", "resync", "retry")
 
@@ -83,6 +84,9 @@ class Metrics:
         self.app_condition = Gauge(APP_CONDITION, "1 when the condition is True.", ["app", "condition"], registry=r)
         self.last_success = Gauge(LAST_SUCCESS, "Unix time of the app's last converged reconcile.", ["app"], registry=r)
         self.last_run = Gauge(LAST_RUN, "Unix time of the last reconcile pass of any result.", registry=r)
+        self.failovers = Counter(
+            FAILOVERS, "Failovers: traffic moved to the previous color because the live one kept failing.", ["app"], registry=r
+        )
         self.build_info = Info(BUILD_INFO, "Controller build.", registry=r)
         self.build_info.info({"version": __version__, "python": platform.python_version()})
 

@@ -37,6 +37,8 @@ from controller.facts import (
     Memory,
     Observed,
 )
+from controller.failover import OFF, Decision, FailoverState, steer
+from controller.failover import decide as failover_rule
 from controller.gateplan import add_gates, gate_backoff
 from controller.preview import PreviewState, plan_preview
 from controller.routing import flag_color, flag_says, render_include, serving_color
@@ -57,6 +59,7 @@ class Plan:
     # The deploy-time revision inputs `revisions` were computed with (a created container is labelled with them).
     revision_extra: dict[str, str] = field(default_factory=dict)
     secrets_stale: str | None = None  # why the live color's secrets are out of date, if they are
+    failover: Decision = OFF  # what the failover rule said (controller/failover.py)
     preview: PreviewState | None = None  # spec.preview's condition (None: no preview in the spec)
 
     @property
@@ -95,6 +98,7 @@ def plan(
     mem: Memory,
     now: float,
     revision_extra: dict[str, str] | None = None,
+    failover: FailoverState | None = None,
 ) -> Plan:
     spec = app.spec
     want = spec.activeColor
@@ -107,6 +111,8 @@ def plan(
     actions: list[Action] = []
     blockers: list[Blocker] = []
     diffs: list[str] = []
+    # Failover: the rule is fed the remembered failing-since time (None: not remembered, so no failover).
+    fo = failover_rule(app, obs, mem, failover or FailoverState(), now)
 
     # A container under our name that we did not create (no managed-by/app labels) is someone else's:
     # never removed, started, stopped or switched to. The operator has to decide.
@@ -146,7 +152,9 @@ def plan(
         retry_at = failure.next_retry_at(mem.backoff_base, mem.backoff_max) if failure else None
         name = app.container_name(want)
         wait = WaitHealthy(want, f"{spec.healthCheck.path} must answer {spec.healthCheck.expectStatus}")
-        if live_running and not good:
+        if fo.kind in ("switch", "held"):
+            pass  # traffic goes to the other color by failover (steer below); the failed color is the operator's
+        elif live_running and not good:
             # Replacing the container that serves traffic would drop it. The blue-green way is to flip.
             blockers.append(
                 Blocker(
@@ -216,6 +224,7 @@ def plan(
     target: Color | None = want if will_be_ready else serving
     if held is not None:
         target = held.target
+    target = steer(app, obs, fo, target, serving, now, actions, blockers, diffs)
     if target in foreign:
         target = None  # never switch onto (nor rewrite files for) a container that is not ours
     if target is not None:
@@ -285,6 +294,7 @@ def plan(
         diffs=tuple(diffs),
         revision_extra=extra,
         secrets_stale=secrets_stale,
+        failover=fo,
         preview=pv.state,
     )
 

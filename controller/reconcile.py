@@ -30,6 +30,7 @@ from controller.apply import Context, Interrupted, apply
 from controller.dependencies import gate
 from controller.errors import CheckFailed, ControllerError, HealthCheckFailed, HookFailed
 from controller.facts import ContainerFact, Failure, Memory, Observed, hook_key
+from controller.failover import FAILED_OVER, FailoverState, activate, track
 from controller.hostfacts import with_capacity
 from controller.logs import get_logger
 from controller.metrics import Metrics
@@ -115,8 +116,9 @@ class Reconciler:
         resolved = self.resolver(app)
         obs = observe(app, self.world, containers if containers is not None else index_containers(self.world))
         mem = self.store.load_memory(app.name, self.backoff_base, self.backoff_max)
-        p = plan(app, obs, mem, self.world.now(), resolved.revision_extra)
-        p, obs = with_capacity(app, self.world, obs, p, lambda o: plan(app, o, mem, self.world.now(), resolved.revision_extra))
+        fo = self._failover_state(app, obs, mem, save=False)
+        p = plan(app, obs, mem, self.world.now(), resolved.revision_extra, failover=fo)
+        p, obs = with_capacity(app, self.world, obs, p, lambda o: plan(app, o, mem, self.world.now(), resolved.revision_extra, failover=fo))
         p = gate(p, self.dependencies(app))
         return p, obs, resolved
 
@@ -211,11 +213,13 @@ class Reconciler:
             self.verifier.run(app, plan(app, obs, mem, self.world.now(), resolved.revision_extra), obs, log, rid, self.should_stop)
             containers = None  # observed again below
         for pass_no in range(MAX_PASSES):
+            looked = self.world.now()  # failover: a failure seen by this observation is seen from its start
             index = containers if (pass_no == 0 and containers is not None) else index_containers(self.world)
             obs = observe(app, self.world, index)
             mem = self.store.load_memory(app.name, self.backoff_base, self.backoff_max)
-            p = plan(app, obs, mem, self.world.now(), resolved.revision_extra)
-            p, obs = with_capacity(app, self.world, obs, p, lambda o: plan(app, o, mem, self.world.now(), resolved.revision_extra))  # noqa: B023
+            fo = self._failover_state(app, obs, mem, save=True, at=looked)
+            p = plan(app, obs, mem, self.world.now(), resolved.revision_extra, failover=fo)
+            p, obs = with_capacity(app, self.world, obs, p, lambda o: plan(app, o, mem, self.world.now(), resolved.revision_extra, failover=fo))  # noqa: B023
             p = gate(p, self.dependencies(app))  # dependsOn (issue 13): a new color waits for its accessories
             if pass_no == 0:
                 log.info("reconcile.plan", actions=[a.describe() for a in p.actions], blockers=[b.reason for b in p.blockers], serving=p.serving)
@@ -250,6 +254,7 @@ class Reconciler:
             self.verifier.switched(app, outcome)
             done += [o.action.describe() for o in outcome.outcomes if o.ok]
             error = outcome.error
+            self._failed_over(app, p, fo, outcome.outcomes, rid, log)
             preview_error = None
             if isinstance(outcome.failed, PREVIEW_ACTIONS) and error is not None and not isinstance(error, Interrupted):
                 # spec.preview failed: remembered against its revision (backoff), PreviewReady False; not the pass's error.
@@ -292,6 +297,41 @@ class Reconciler:
         log.info("reconcile.done", result=res, actions=len(done), error=str(error) if error else None, requeue_after=requeue.after)
         return AppResult(app=app.name, result=res, plan=p, observed=obs, status=status, error=str(error) if error else None, actions_done=done, requeue=requeue)
 
+    # Failover (controller/failover.py) -------------------------------------------------
+    def _failover_state(self, app: BlueGreenApp, obs: Observed, mem: Memory, *, save: bool, at: float | None = None) -> FailoverState:
+        """The failover memory updated for `obs` (failing-since survives passes and cron runs); saved on change."""
+        old = self.store.load_failover(app.name)
+        new = track(app, obs, old, self.world.now() if at is None else at, mem)
+        if save and new != old:
+            self.store.save_failover(app.name, new)
+        return new
+
+    def _failed_over(self, app: BlueGreenApp, p: Plan, fo: FailoverState, outcomes: list[Any], rid: str, log: Any) -> None:
+        """After a pass whose plan failed over and whose switch was confirmed: remember, record, count."""
+        d = p.failover
+        if d.kind not in ("switch", "pending") or d.color is None:
+            return
+        if not any(o.ok and isinstance(o.action, SwitchRoute) and o.action.color == d.color for o in outcomes):
+            return
+        revision = fo.served.get(d.color, "")  # the rule checked that the container runs this one
+        now = self.world.now()
+        done = activate(app, fo, d, revision, now)
+        assert done.active is not None
+        self.store.save_failover(app.name, done)
+        self.metrics.failovers.labels(app=app.name).inc()
+        self.store.append_history(
+            {
+                "time": iso(now),
+                "app": app.name,
+                "reconcileId": rid,
+                "action": FAILED_OVER,
+                "color": d.color,
+                "image": app.spec.image,
+                "outcome": "ok",
+                "message": done.active.reason,
+            }
+        )
+        log.warning("failover.done", color=d.color, reason=done.active.reason)
     # Image pruning (controller/pruning.py) ------------------------------------------------------
     def prune_plan(self, app: BlueGreenApp, obs: Observed) -> tuple[ImageRemoval, ...]:
         """What pruning would remove now, for an app whose plan converged (`--plan` shows it)."""

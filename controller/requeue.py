@@ -35,7 +35,7 @@ from controller.planner import Plan
 SOON = 1.0  # seconds: a wait or a pass cut short is picked up again at once, give or take a debounce
 TEMPORARY_BASE, TEMPORARY_MAX = 1.0, 60.0  # temporary errors: 1 s, doubling, at most 60 s
 MIN_AFTER = 0.05  # a retry instant already past (clocks, rounding) must not turn into a busy loop
-SPEC_ONLY = frozenset({"LiveColorOutdated"})  # blockers that only a spec edit (or an event) lifts
+SPEC_ONLY = frozenset({"LiveColorOutdated", "FailedOver"})  # blockers that only a spec edit (or an event) lifts
 
 
 @dataclass(frozen=True)

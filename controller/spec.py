@@ -398,6 +398,15 @@ class AppSpec(_Model):
     secrets: SecretsSpec | None = Field(
         None, description="Secret env resolved at deploy time (values never logged; versions are part of the revision)."
     )
+    # Failover (docs/spec.md "Failover"; the rule: controller/failover.py).
+    failover: Literal["none", "previous"] = Field(
+        "none",
+        description="previous: when the live color fails its health check for failoverAfterSeconds and the other color "
+        "runs the revision that served before it and passes its check, route to it (until the spec changes).",
+    )
+    failoverAfterSeconds: float = Field(
+        10.0, ge=1, le=3600, description="With failover: previous, how long the live color must fail before traffic moves."
+    )
     preview: PreviewSpec | None = Field(
         None,
         description="Run this release on the idle color for requests with header X-Bluegreen-Preview: 1 or cookie "
@@ -475,6 +484,12 @@ class AppSpec(_Model):
                 "other hosts past Nginx (no Basic Auth, actuator included) and, through Docker's DNAT rules, past "
                 "ufw/iptables INPUT rules; set exposeBeyondLoopback: true if that is intended"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _failover_standby(self) -> AppSpec:
+        if self.failover == "previous" and self.standby == "stop":
+            raise ValueError("failover: previous needs standby: keep (a stopped previous color cannot take traffic)")
         return self
 
     @model_validator(mode="after")

@@ -5,6 +5,7 @@
     <state-dir>/counters.json            --once --metrics-textfile: the counters' totals (controller/counters.py)
     <state-dir>/apps/<app>/status.json   rebuilt from observation on every pass
     <state-dir>/apps/<app>/memory.json   failed revisions (for backoff), last deploy
+    <state-dir>/apps/<app>/failover.json failing-since time, revisions served, an active failover (controller/failover.py)
     <state-dir>/apps/<app>/verify.json   the last post-switch verification window (controller/verify.py)
 """
 
@@ -23,6 +24,7 @@ from typing import Any, TypeVar
 from controller.drivers import files
 from controller.errors import HostError, LockBusy
 from controller.facts import Failure, HookRecord, Memory
+from controller.failover import FailoverState
 from controller.jsonshape import Corrupt, Reader
 from controller.logs import get_logger, redact_json_text
 from controller.status import LastDeploy
@@ -217,6 +219,12 @@ class StateStore:
             raw["lastDeploy"] = last_deploy.to_json()
         files.write_atomic(self.app_dir(app) / "memory.json", redact_json_text(json.dumps(raw, indent=2, sort_keys=True)) + "\n")
 
+    # Failover ---------------------------------------------------------------------------
+    def load_failover(self, app: str) -> FailoverState:
+        return self._load(app, "failover.json", FailoverState.from_json) or FailoverState()
+
+    def save_failover(self, app: str, state: FailoverState) -> None:
+        files.write_atomic(self.app_dir(app) / "failover.json", json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n")
     # Verification window ----------------------------------------------------------------
     def load_window(self, app: str) -> Window | None:
         """The last verification window (None: none, or a corrupt file); `verify.window_closed` says if it ended."""

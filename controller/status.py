@@ -96,10 +96,22 @@ def conditions(
         "SecretsRotated" if secrets_stale else "Current",
         secrets_stale or "",
     )
-    out = [ready, prog, degraded, rb, stale]
+    out = [ready, prog, degraded, rb, stale, *_failed_over(app, plan)]
     if plan.preview is not None:  # spec.preview: its own condition; a failing preview degrades nothing else
         out.append(Condition("PreviewReady", plan.preview.ready, plan.preview.reason, plan.preview.message))
     return out
+
+
+def _failed_over(app: BlueGreenApp, plan: Plan) -> list[Condition]:
+    """Condition FailedOver, for apps with spec.failover (controller/failover.py): True while traffic is held on
+    the previous color; False with why not (or what is pending) otherwise."""
+    d = plan.failover
+    if app.spec.failover == "none" and d.kind == "off":
+        return []
+    if d.kind in ("switch", "held"):
+        return [Condition("FailedOver", True, "FailedOver", d.message)]
+    reason = {"pending": "FailoverPending", "unavailable": "FailoverUnavailable"}.get(d.kind, "NotFailedOver")
+    return [Condition("FailedOver", False, reason, d.message)]
 
 
 def _rollback_ready(app: BlueGreenApp, c: ContainerFact | None) -> bool:

@@ -7,6 +7,9 @@ Docker with a growing count), and kills the controller between any two of its mu
   `stableSeconds` without a restart (CheckedWorld records violations; issue 10 item 1);
 - once perturbations stop, the world reaches a fixed point within a bounded number of passes;
 - at the fixed point the marker names the color Nginx serves, and a further pass touches nothing.
+Failover (spec.failover: previous, issue 11 item 5): specs with it, and a rule that remembers the revision on a
+color as failed (VerificationFailed, as the verify step does). Throughout: a failover never routes to a revision
+remembered as failed, happens at most once per spec generation, and holds (no flapping back) while the spec stays.
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ from pathlib import Path
 import structlog
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from controller.facts import Memory
+from controller.facts import Failure, Memory
+from controller.failover import FailedOver, track
 from controller.observe import index_containers, observe
 from controller.planner import plan
 from controller.routing import route_fact, route_probe_url
 from controller.spec import BlueGreenApp
+from controller.state import StateStore
 from controller.testing import Crash, FakeImage, FakeWorld
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler
@@ -57,7 +62,13 @@ SPECS = [
     make_app(image="dialogue:1", activeColor="blue", hooks=GATED_HOOKS, checks=GATED_CHECKS),
     # spec.resources (issue 14): a limit the capacity check counts (see host_memory).
     make_app(image="dialogue:2", activeColor="green", resources={"memory": "1g"}),
+    # Failover to the previous color (issue 11 item 5).
+    make_app(image="dialogue:1", activeColor="blue", failover="previous", failoverAfterSeconds=2),
+    make_app(image="dialogue:2", activeColor="green", failover="previous", failoverAfterSeconds=2),
+    make_app(image="dialogue:loop", activeColor="green", failover="previous", failoverAfterSeconds=2),
+    make_app(image="dialogue:1", activeColor="green", failover="previous", failoverAfterSeconds=5, nginx={"switch": "reload"}),
 ]
+FAILOVER_BLUE, FAILOVER_GREEN = SPECS[-4], SPECS[-3]
 COLORS = ["blue", "green"]
 NEVER_STABLE = {"dialogue:bad", "dialogue:loop"}  # images that can never pass a full stability window
 MAX_PASSES = 4
@@ -83,18 +94,47 @@ class ControllerMachine(RuleBasedStateMachine):
         )
         assert all(a.spec.healthCheck.stableSeconds == self.world.stable_seconds for a in SPECS)
         self.world.include_paths.add(self.app.upstream_file)
+        self.tainted: set[str] = set()  # revisions remembered as VerificationFailed by the rule below
+        self.active: FailedOver | None = None  # failover.json's active failover after the last pass
+        self.fo_failed: set[str] = set()
+        self.failovers = 0  # failovers done since the spec last changed
+        self.route_touched = False  # a perturbation moved Nginx by hand since the last failover
+        self.scenario_done = False
+        self.steps = 0  # rules run so far in this example
 
     def teardown(self) -> None:
         self._logs.close()
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def _reconcile(self) -> None:
-        reconciler(self.world, self.state_dir).reconcile(self.app)
+        r = reconciler(self.world, self.state_dir)
+        remembered: set[str] = set()
+        if self.tainted:
+            remembered = (set(r.store.load_memory(self.app.name, 60, 3600).failures) | self.fo_failed) & self.tainted
+        try:
+            r.reconcile(self.app)
+        finally:
+            self._check_failover(r.store, remembered)
+
+    def _check_failover(self, store: StateStore, remembered: set[str]) -> None:
+        """A failover of the pass: never to a revision remembered as failed, at most one while the spec stays."""
+        fo = store.load_failover(self.app.name)
+        if fo.active is not None and fo.active != self.active:
+            assert fo.active.revision not in remembered, (fo.active, remembered)
+            self.failovers += 1
+            assert self.failovers == 1, "failed over twice under one spec: flapping"
+            self.route_touched = False
+        self.active, self.fo_failed = fo.active, set(fo.failed)
 
     # Desired state ---------------------------------------------------------------------------
     @rule(i=st.integers(0, len(SPECS) - 1))
     def change_spec(self, i: int) -> None:
-        self.app = SPECS[i]
+        self._set_app(SPECS[i])
+
+    def _set_app(self, app: BlueGreenApp) -> None:
+        if app.generation() != self.app.generation():
+            self.failovers = 0
+        self.app = app
 
     # The controller, whole or killed mid-way ------------------------------------------------------
     @rule()
@@ -127,6 +167,40 @@ class ControllerMachine(RuleBasedStateMachine):
         # The app died and Docker started it again (restart policy): restart count + 1, up for 0 s.
         self.world.docker_restarted(f"dialogue-{color}")
 
+    @rule(color=st.sampled_from(COLORS))
+    def verification_failed(self, color: str) -> None:
+        # What the verify step records for a revision that failed its post-switch window.
+        c = self.world.containers.get(f"dialogue-{color}")
+        rev = c.fact.revision if c is not None else None
+        if rev is None or c is None:
+            return
+        store = StateStore(self.state_dir)
+        mem = store.load_memory(self.app.name, 60, 3600)
+        failure = Failure(rev, c.fact.labels.get("bluegreen.color", color), 1, self.world.now(), "VerificationFailed", "5xx 40% > 5%")  # type: ignore[arg-type]
+        store.save_memory(self.app.name, replace(mem, failures={**mem.failures, rev: failure}), None)
+        self.tainted.add(rev)
+
+    # At most once, in an example's first steps (four passes: the suite's time budget); perturbations follow it.
+    @precondition(lambda self: not self.scenario_done and self.steps < 3)
+    @rule(taint=st.booleans(), wait=st.sampled_from([1, 3, 30]))
+    def live_dies_after_a_deploy(self, taint: bool, wait: int) -> None:
+        # The failover story in one step (random perturbations come before and after it): v1 served on blue,
+        # v2 deployed on green, maybe v1 remembered as failed, green stops passing, time passes, a pass.
+        self.scenario_done = True
+        self._set_app(FAILOVER_BLUE)
+        self._reconcile()
+        self._set_app(FAILOVER_GREEN)
+        self._reconcile()
+        if taint:
+            self.verification_failed("blue")
+        self.break_app("green", True)
+        self.world.clock += wait
+        self._reconcile()
+        # Green recovers: whatever happened, traffic must not flap back by itself (the invariant checks it).
+        self.break_app("green", False)
+        self.world.clock += 30
+        self._reconcile()
+
     @rule(color=st.sampled_from(COLORS), broken=st.booleans())
     def break_app(self, color: str, broken: bool) -> None:
         c = self.world.containers.get(f"dialogue-{color}")
@@ -136,6 +210,7 @@ class ControllerMachine(RuleBasedStateMachine):
     @rule(content=st.sampled_from([None, "", "# edited\n", "upstream dialogue { server 127.0.0.1:18082; }\n",
                                    "upstream dialogue { server 127.0.0.1:18081; }\n", "upstream dialogue {"]))
     def edit_include(self, content: str | None) -> None:
+        self.route_touched = True
         if content is None:
             self.world.files.pop(self.app.upstream_file, None)
         else:
@@ -143,6 +218,7 @@ class ControllerMachine(RuleBasedStateMachine):
 
     @rule(present=st.booleans())
     def edit_flag(self, present: bool) -> None:
+        self.route_touched = True
         # A hand edit of the switch: acts at once on the flag-aware site (no reload needed).
         if present:
             self.world.files[self.app.flag_file] = "green\n"
@@ -159,6 +235,7 @@ class ControllerMachine(RuleBasedStateMachine):
 
     @rule()
     def hand_reload(self) -> None:
+        self.route_touched = True
         # An operator's reload (logrotate, certbot): loads whatever the include says, valid or not.
         if all(not self.world._invalid(p) for p in self.world.include_paths):
             FakeWorld.reload(self.world)
@@ -172,6 +249,7 @@ class ControllerMachine(RuleBasedStateMachine):
 
     @rule(up=st.booleans())
     def nginx_availability(self, up: bool) -> None:
+        self.route_touched = True
         self.world.nginx_up = up
 
     @rule(up=st.booleans())
@@ -189,8 +267,23 @@ class ControllerMachine(RuleBasedStateMachine):
 
     # Properties --------------------------------------------------------------------------------
     @invariant()
+    def count_steps(self) -> None:
+        self.steps += 1
+
+    @invariant()
     def never_routed_to_an_unhealthy_container(self) -> None:
         assert self.world.violations == [], self.world.violations
+
+    @invariant()
+    def a_failover_holds_while_the_spec_stays(self) -> None:
+        active = self.active
+        if active is None or active.generation != self.app.generation() or self.route_touched or not self.world.nginx_up:
+            return
+        held = self.world.containers.get(f"dialogue-{active.to_color}")
+        if held is None or not self.world._health_now(held):
+            return  # the held color died too: traffic stays where it is, which a perturbation may have moved
+        live = route_fact(self.app, self.world.probe_route(route_probe_url(self.app), 1)).color
+        assert live == active.to_color, f"failed over to {active.to_color}, now {live}: flapped back"
 
     @invariant()
     def a_hook_runs_at_most_once_per_revision(self) -> None:
@@ -215,7 +308,8 @@ class ControllerMachine(RuleBasedStateMachine):
                 break
         else:
             raise AssertionError(f"no fixed point after {MAX_PASSES} passes: {[a.describe() for a in p.actions]}")
-        allowed = {"LiveColorOutdated", "BackingOff"}
+        # VerificationFailed: a revision the verification_failed rule marked, wanted again before its retry is due.
+        allowed = {"LiveColorOutdated", "BackingOff", "FailedOver", "VerificationFailed"}
         if self.app.spec.image in NEVER_STABLE:
             # The live color died and its replacement never gets healthy: reported, never "fixed" by recreating it.
             allowed.add("LiveUnhealthy")
@@ -230,7 +324,7 @@ class ControllerMachine(RuleBasedStateMachine):
             w.mutations.clear()
             self._reconcile()
             assert w.mutations == [], "a converged world must not be touched"
-        elif self.app.spec.image not in NEVER_STABLE and not any(b.reason == "LiveColorOutdated" for b in p.blockers):
+        elif self.app.spec.image not in NEVER_STABLE and not any(b.reason in ("LiveColorOutdated", "FailedOver") for b in p.blockers):
             # Only a backoff stands in the way: once it has passed, a good image converges.
             w.clock += 4000
             for _ in range(MAX_PASSES):
@@ -238,7 +332,9 @@ class ControllerMachine(RuleBasedStateMachine):
             assert self._plan(reconciler(w, self.state_dir).store.load_memory(self.app.name, 60, 3600)).converged
 
     def _plan(self, mem: Memory):  # type: ignore[no-untyped-def]
-        return plan(self.app, observe(self.app, self.world, index_containers(self.world)), mem, self.world.now())
+        obs = observe(self.app, self.world, index_containers(self.world))
+        fo = track(self.app, obs, StateStore(self.state_dir).load_failover(self.app.name), self.world.now())
+        return plan(self.app, obs, mem, self.world.now(), failover=fo)
 
 
 TestController = ControllerMachine.TestCase
