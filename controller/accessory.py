@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
+from controller import imageref
 from controller.errors import SpecError
-from controller.imageref import ImageRef, InvalidImageRef
 from controller.spec import (
     HEALTH_PATH_PATTERN,
     NETWORK_PATTERN,
@@ -92,11 +92,7 @@ class AccessorySpec(_Model):
     @field_validator("image")
     @classmethod
     def _image(cls, v: str) -> str:
-        try:
-            ImageRef.parse(v)
-        except InvalidImageRef as e:
-            raise ValueError(str(e)) from None
-        return v
+        return imageref.checked(v)
 
     @field_validator("ports", mode="before")
     @classmethod

@@ -57,6 +57,15 @@ class ImageRef:
         return self.repository, self.digest or self.tag or "latest"
 
 
+def checked(image: str) -> str:
+    """`image` itself when it parses; else ValueError with the reason (what pydantic validators raise)."""
+    try:
+        ImageRef.parse(image)
+    except InvalidImageRef as e:
+        raise ValueError(str(e)) from None
+    return image
+
+
 def is_valid(image: str) -> bool:
     try:
         ImageRef.parse(image)

@@ -19,8 +19,9 @@ import yaml.constructor
 import yaml.nodes
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from controller import imageref
 from controller.errors import SpecError, one_line
-from controller.imageref import ImageRef, InvalidImageRef
+from controller.imageref import ImageRef
 from controller.resources import Resources
 
 Color = Literal["blue", "green"]
@@ -262,11 +263,7 @@ class PreviewSpec(_Model):
     @field_validator("image")
     @classmethod
     def _image(cls, v: str) -> str:
-        try:
-            ImageRef.parse(v)
-        except InvalidImageRef as e:
-            raise ValueError(str(e)) from None
-        return v
+        return imageref.checked(v)
 
     @field_validator("env", mode="before")
     @classmethod
@@ -440,11 +437,7 @@ class AppSpec(_Model):
     @field_validator("image")
     @classmethod
     def _image(cls, v: str) -> str:
-        try:
-            ImageRef.parse(v)
-        except InvalidImageRef as e:
-            raise ValueError(str(e)) from None
-        return v
+        return imageref.checked(v)
 
     @field_validator("dependsOn")
     @classmethod

@@ -18,7 +18,7 @@ from controller.accessory_world import (
     OneOff,
     OneOffResult,
 )
-from controller.drivers.containers import DockerDriver
+from controller.drivers.containers import DockerDriver, restart_policy
 from controller.drivers.probes import Prober
 from controller.errors import DockerError, one_line
 from controller.world import HealthResult
@@ -63,9 +63,7 @@ class DockerAccessories:
     def create_accessory(self, req: AccessoryRequest) -> None:
         self.docker.ensure_image(req.image)
         client = self.docker.client()
-        policy: dict[str, Any] = {"Name": "" if req.restart_policy == "no" else req.restart_policy}
-        if req.restart_policy == "on-failure":
-            policy["MaximumRetryCount"] = 5
+        policy = restart_policy(req.restart_policy)
         kwargs: dict[str, Any] = dict(
             name=req.name,
             detach=True,

@@ -99,6 +99,14 @@ def _parse_time(value: str | None) -> float | None:
     return base.astimezone(timezone.utc).timestamp() + frac
 
 
+def restart_policy(name: str) -> dict[str, Any]:
+    """Docker's RestartPolicy for a spec's `restartPolicy` (on-failure gives up after 5 tries)."""
+    policy: dict[str, Any] = {"Name": "" if name == "no" else name}
+    if name == "on-failure":
+        policy["MaximumRetryCount"] = 5
+    return policy
+
+
 class DockerDriver:
     def __init__(self, base_url: str | None = None, timeout: float = 60.0) -> None:
         self._base_url = base_url
@@ -237,9 +245,7 @@ class DockerDriver:
     def create(self, req: ContainerRequest) -> None:
         self.ensure_image(req.image)
         client = self.client()
-        policy: dict[str, Any] = {"Name": "" if req.restart_policy == "no" else req.restart_policy}
-        if req.restart_policy == "on-failure":
-            policy["MaximumRetryCount"] = 5
+        policy = restart_policy(req.restart_policy)
         kwargs: dict[str, Any] = dict(
             name=req.name,
             detach=True,

@@ -96,17 +96,24 @@ class Prober:
         ) as r:
             yield r, deadline
 
-    def health(self, url: str, expect_status: int, timeout: float) -> HealthResult:
+    def _answer(self, url: str, timeout: float) -> tuple[httpx.Response, bytes] | HealthResult:
+        """The response and its body, read within `timeout` and the size cap; or why there is none (a failed result)."""
         deadline: _Deadline | None = None
         try:
             with self._get(url, timeout) as (r, deadline):
-                body = _read_capped(r, deadline, timeout)
+                return r, _read_capped(r, deadline, timeout)
         except _Incomplete as e:
             return HealthResult(False, str(e))
         except httpx.HTTPError as e:
             if (deadline is not None and deadline.expired) or isinstance(e, httpx.TimeoutException):
                 return HealthResult(False, f"no complete answer within {timeout:g}s")
             return HealthResult(False, _reason(e))
+
+    def health(self, url: str, expect_status: int, timeout: float) -> HealthResult:
+        answer = self._answer(url, timeout)
+        if isinstance(answer, HealthResult):
+            return answer
+        r, body = answer
         if r.status_code != expect_status:
             return HealthResult(False, f"HTTP {r.status_code}")
         # Spring Boot answers {"status": "UP"}; anything else with a status field is not healthy.
@@ -117,16 +124,10 @@ class Prober:
 
     def check(self, url: str, expect_status: int, body_contains: str | None, timeout: float) -> HealthResult:
         """A before-switch http check (spec.checks): the same bounded read as `health`, then status and body text."""
-        deadline: _Deadline | None = None
-        try:
-            with self._get(url, timeout) as (r, deadline):
-                body = _read_capped(r, deadline, timeout)
-        except _Incomplete as e:
-            return HealthResult(False, str(e))
-        except httpx.HTTPError as e:
-            if (deadline is not None and deadline.expired) or isinstance(e, httpx.TimeoutException):
-                return HealthResult(False, f"no complete answer within {timeout:g}s")
-            return HealthResult(False, _reason(e))
+        answer = self._answer(url, timeout)
+        if isinstance(answer, HealthResult):
+            return answer
+        r, body = answer
         if r.status_code != expect_status:
             return HealthResult(False, f"HTTP {r.status_code}, want {expect_status}")
         if body_contains is not None and body_contains.encode() not in body:
