@@ -12,8 +12,10 @@ gates=0
 if [ "$#" -eq 0 ]; then
     "$ROOT/scripts/gates.sh" || gates=$?
     # Two workers: most tests wait on real containers and nginx, not on the CPU, so two processes roughly halve
-    # the wall time on a 2-core machine. BLUEGREEN_TEST_WORKERS=0 runs them in one process.
-    set -- tests -q -n "${BLUEGREEN_TEST_WORKERS:-2}" --durations=20
+    # the wall time on a 2-core machine. Whole files go to one worker (loadfile), so a module's costly fixture
+    # (every bad-input CLI run, a registry, a monitoring stack) is set up once. BLUEGREEN_TEST_WORKERS=0 runs
+    # everything in one process.
+    set -- tests -q -n "${BLUEGREEN_TEST_WORKERS:-2}" --dist loadfile --durations=20
 fi
 "$ROOT/.venv/bin/python" -m pytest "$@"
 code=$?
