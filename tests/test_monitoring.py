@@ -225,9 +225,9 @@ def prom_targets(d: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]
 GRAFANA_BUILTINS = {"__rate_interval", "__interval", "__range", "__interval_ms", "__range_s", "__range_ms"}
 
 
-def substitute(expr: str, app: str = "demo", color: str = "blue|green") -> str:
+def substitute(expr: str, app: str = "demo", color: str = "blue|green", accessory: str = ".+") -> str:
     """Grafana's variables -> concrete values, as Grafana would send them to Prometheus."""
-    values = {"app": app, "color": color, "__rate_interval": "30s", "__interval": "15s", "__range": "1m", "__range_s": "60", "__range_ms": "60000", "__interval_ms": "15000"}
+    values = {"app": app, "color": color, "accessory": accessory, "__rate_interval": "30s", "__interval": "15s", "__range": "1m", "__range_s": "60", "__range_ms": "60000", "__interval_ms": "15000"}
 
     def rep(m: re.Match[str]) -> str:
         name = m.group(1) or m.group(2)
@@ -621,7 +621,7 @@ def test_dashboard_promql_parses(tmp_path: Path) -> None:
 
 def test_dashboard_covers_what_was_asked() -> None:
     exprs = " ".join(t["expr"] for _, t in prom_targets(dashboard()))
-    for needle in ("bluegreen_live_color", "bluegreen_cutovers_total", "bluegreen_reconcile_duration_seconds_bucket", "bluegreen_health_check_failures_total", "bluegreen_drift_repairs_total", "nginx_http_requests_total", 'status=~"5.."'):
+    for needle in ("bluegreen_accessory_up", "bluegreen_accessory_outdated", "bluegreen_accessory_blocked", "bluegreen_live_color", "bluegreen_cutovers_total", "bluegreen_reconcile_duration_seconds_bucket", "bluegreen_health_check_failures_total", "bluegreen_drift_repairs_total", "nginx_http_requests_total", 'status=~"5.."'):
         assert needle in exprs, needle
 
 
@@ -830,6 +830,7 @@ FAKES = r'''
 import os, random, sys, threading, time
 sys.path.insert(0, os.environ["REPO"])
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
+from controller.accessory_reconcile import AccessoryMetrics
 from controller.counters import carry_over
 from controller.metrics import Metrics
 
@@ -861,6 +862,20 @@ m.set_conditions("demo", {"Ready": True, "RollbackReady": True})
 m.app_converged.labels(app="demo").set(1)
 m.last_success.labels(app="demo").set(time.time())
 m.last_run.set(time.time())
+
+# Accessories (kind: Accessory) on the same registry, set as AccessoryRunner._status sets them: every blocker
+# reason gets a series per accessory. redis runs and is healthy; qdrant is down (AccessoryUnhealthy).
+BLOCKER_REASONS = ("AccessoryOutdated", "AccessoryNotOurs", "AccessoryUnhealthy")
+
+def set_accessory(am, name, up, outdated, blocked_by):
+    am.up.labels(accessory=name).set(up)
+    am.outdated.labels(accessory=name).set(outdated)
+    for reason in BLOCKER_REASONS:
+        am.blocked.labels(accessory=name, reason=reason).set(1 if reason == blocked_by else 0)
+
+acc = AccessoryMetrics(m.registry)
+set_accessory(acc, "redis", 1, 0, None)
+set_accessory(acc, "qdrant", 0, 0, "AccessoryUnhealthy")
 m.serve(ctrl_port)
 
 # Spring Boot colors: Micrometer's http_server_requests_seconds, served like /actuator/prometheus.
@@ -891,6 +906,8 @@ def cron_run(n):
     if result == "converged":
         c.last_success.labels(app="cronapp").set(time.time())
     c.last_run.set(time.time())
+    # mongo: running and healthy, but its spec changed under update: manual (blocker AccessoryOutdated).
+    set_accessory(AccessoryMetrics(c.registry), "mongo", 1, 1, "AccessoryOutdated")
     carry_over(c, __import__("pathlib").Path(textfile).parent / "state")
     c.write_textfile(__import__("pathlib").Path(textfile))
 
@@ -1051,6 +1068,14 @@ def test_live_every_dashboard_query_returns_data(stack: Stack) -> None:
     checked = 0
     for panel, target in prom_targets(d):
         expr = target["expr"]
+        if "bluegreen_accessory_" in expr:
+            # accessory panels, one accessory at a time: redis and qdrant (--watch), mongo (textfile)
+            for accessory in ("redis", "qdrant", "mongo"):
+                q = substitute(expr, accessory=accessory)
+                result = stack.query(q) if target.get("instant") else stack.query_range(q)
+                assert result, f"panel {panel['title']!r} ref {target['refId']} returned no data for accessory={accessory}: {q}"
+                checked += 1
+            continue
         if 'job="bluegreen-controller"' in expr:
             apps = ["demo"]  # --watch branch
         elif 'job!="bluegreen-controller"' in expr:
@@ -1069,6 +1094,16 @@ def test_live_every_dashboard_query_returns_data(stack: Stack) -> None:
     assert stat == {"demo": "green", "cronapp": "blue"}, "the Live color panel must show each app's live color"
     values = json.loads(http_get(f"{stack.prom}/api/v1/label/app/values?" + urllib.parse.urlencode({"match[]": "bluegreen_app_converged"})))["data"]
     assert set(values) == {"demo", "cronapp"}, "the $app variable's query"
+    # The accessory stats (variable $accessory = All) show each accessory's state from both routes.
+    by_title = {p["title"]: t for p, t in prom_targets(d)}
+    for title, want in (("Accessory up", {"redis": "1", "qdrant": "0", "mongo": "1"}), ("Accessory outdated", {"redis": "0", "qdrant": "0", "mongo": "1"}), ("Accessory blocked", {"redis": "0", "qdrant": "1", "mongo": "1"})):
+        got = {r["metric"]["accessory"]: r["value"][1] for r in stack.query(substitute(by_title[title]["expr"]))}
+        assert got == want, f"panel {title!r}: {got}"
+    (var,) = [v for v in d["templating"]["list"] if v["name"] == "accessory"]
+    metric = re.fullmatch(r"label_values\((\w+), accessory\)", var["definition"])
+    assert metric, var["definition"]
+    values = json.loads(http_get(f"{stack.prom}/api/v1/label/accessory/values?" + urllib.parse.urlencode({"match[]": metric.group(1)})))["data"]
+    assert set(values) == {"redis", "qdrant", "mongo"}, "the $accessory variable's query"
 
 
 def test_live_rules_evaluate_and_cutover_alert_fires_on_both_routes(stack: Stack) -> None:
@@ -1088,6 +1123,14 @@ def test_live_rules_evaluate_and_cutover_alert_fires_on_both_routes(stack: Stack
         return got if want <= got else None
 
     wait_for("BlueGreenCutoverFailed firing for demo (--watch) and cronapp (textfile)", firing, 15)
+
+    def accessory_alerts() -> set[tuple[str, str]]:
+        return {(a["labels"]["alertname"], a["labels"].get("accessory", "")) for a in http_json(f"{stack.prom}/api/v1/alerts")["data"]["alerts"] if a["labels"]["alertname"].startswith("BlueGreenAccessory")}
+
+    # Pending (their `for` is minutes): down qdrant (--watch) and outdated mongo (textfile), nothing for redis.
+    want_acc = {("BlueGreenAccessoryDown", "qdrant"), ("BlueGreenAccessoryOutdated", "mongo")}
+    assert wait_for("accessory alerts pending for qdrant and mongo", lambda: want_acc <= accessory_alerts(), 15)
+    assert accessory_alerts() == want_acc, accessory_alerts()
     active = {a["labels"]["alertname"] for a in http_json(f"{stack.prom}/api/v1/alerts")["data"]["alerts"]}
     broken = active & {"BlueGreenAppDown", "BlueGreenLiveColorDown", "BlueGreenNginxDown", "BlueGreenControllerStopped", "BlueGreenControllerMetricsAbsent", "BlueGreenHigh5xxRate", "BlueGreenHighLatency"}
     assert not broken, f"alerts pending or firing on a healthy stack: {broken}"
