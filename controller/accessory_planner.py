@@ -52,6 +52,7 @@ class AccessoryPlan:
     blockers: tuple[Blocker, ...]
     diffs: tuple[str, ...]
     healthy: bool  # healthy as observed (before the plan runs)
+    notes: tuple[str, ...] = ()  # plain-language remarks for --plan (what a recreate does to data)
 
     @property
     def converged(self) -> bool:
@@ -69,6 +70,26 @@ def changed_fields(acc: Accessory, c: AccessoryFact, extra: dict[str, str] | Non
     if "image" in out and c.image:
         out[out.index("image")] = f"image {c.image} -> {acc.spec.image}"
     return out or ["configuration"]
+
+
+def recreate_note(acc: Accessory) -> str | None:
+    """What `update: recreate` means for this accessory's data, said plainly in --plan (None with update: manual).
+
+    No volumes: a recreate loses nothing the controller could keep, so it is fine. With volumes: they are kept
+    (never removed), and the note says whether a backup runs first or warns that none is configured.
+    """
+    s = acc.spec
+    if s.update != "recreate":
+        return None
+    if not s.volumes:
+        return f"update: recreate is fine: {acc.name} has no volumes, so recreating it loses no data"
+    vols = ", ".join(sorted(s.volumes))
+    if s.backup is not None:
+        return f"update: recreate keeps volumes {vols} (never removed); the backup command runs first and must succeed"
+    return (
+        f"warning: update: recreate with volumes {vols} and no backup command: the volumes are kept, "
+        "but nothing is backed up before a recreate (add backup: {command: [...]})"
+    )
 
 
 def plan_accessory(acc: Accessory, obs: AccessoryObserved, extra: dict[str, str] | None = None) -> AccessoryPlan:
@@ -145,4 +166,5 @@ def plan_accessory(acc: Accessory, obs: AccessoryObserved, extra: dict[str, str]
         blockers=tuple(blockers),
         diffs=tuple(diffs),
         healthy=bool(c is not None and c.ours(name) and c.running and obs.healthy is not False),
+        notes=tuple(n for n in (recreate_note(acc),) if n is not None),
     )

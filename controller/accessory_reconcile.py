@@ -367,9 +367,10 @@ def conditions(r: AccessoryResult) -> list[dict[str, Any]]:
 
 
 def render_plan(p: AccessoryPlan) -> str:
+    notes = [f"  note: {n}" for n in p.notes]
     if p.converged:
-        return f"{p.accessory}: in sync (accessory{'' if p.healthy else ', not healthy'})"
-    lines = [f"{p.accessory}: {len(p.diffs)} differences, {len(p.actions)} actions (accessory)"]
+        return "\n".join([f"{p.accessory}: in sync (accessory{'' if p.healthy else ', not healthy'})", *notes])
+    lines = [f"{p.accessory}: {len(p.diffs)} differences, {len(p.actions)} actions (accessory)", *notes]
     lines += [f"  ~ {d}" for d in p.diffs]
     lines += [f"  {i}. {s.describe()}" for i, s in enumerate(p.actions, 1)]
     lines += [f"  ! blocked: {b.reason}: {b.message}" for b in p.blockers]
@@ -387,4 +388,5 @@ def plan_json(p: AccessoryPlan) -> dict[str, Any]:
         "diffs": list(p.diffs),
         "actions": [{"action": s.verb, "target": s.target, "reason": s.reason} for s in p.actions],
         "blockers": [{"reason": b.reason, "message": b.message} for b in p.blockers],
+        "notes": list(p.notes),
     }

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Set up this machine (scripts/setup.sh), then show the controller deploy a demo app blue v1 -> green v2
-# behind a private nginx on 127.0.0.1, and print its status. Cleans up everything it started.
+# behind a private nginx on 127.0.0.1 next to a Redis accessory the app dependsOn (created and healthy before
+# the app starts; stopped, it holds a new color back while the live one serves, and the next pass heals it),
+# and print their status. Cleans up everything it started (also the demo's own Redis volume).
 #
 #   sudo scripts/demo.sh
 #
@@ -25,6 +27,10 @@ cleanup() {
     local ids work pid
     ids=$(docker ps -aq --filter "label=bluegreen.app=$APP" 2>/dev/null || true)
     [ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1 || true
+    ids=$(docker ps -aq --filter "label=bluegreen.accessory=$APP-redis" 2>/dev/null || true)
+    [ -z "$ids" ] || docker rm -f $ids >/dev/null 2>&1 || true
+    docker network rm "$APP-net" >/dev/null 2>&1 || true
+    docker volume rm "$APP-redis-data" >/dev/null 2>&1 || true
     work=$(cat "$WORKFILE" 2>/dev/null || true)
     if [ -n "$work" ] && [ -f "$work/nginx/pid" ]; then
         pid=$(cat "$work/nginx/pid" 2>/dev/null || true)
