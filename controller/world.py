@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from controller.facts import CapacityFact, ContainerFact, ImageFact
+from controller.verify import PromAnswer as PromAnswer  # defined beside its parser; re-exported for World users
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,10 @@ class World(Protocol):
     def probe_health(self, url: str, expect_status: int, timeout: float) -> HealthResult: ...
 
     def probe_route(self, url: str, timeout: float) -> RouteProbe: ...
+
+    def query_prometheus(self, url: str, query: str, timeout: float) -> PromAnswer:
+        """GET <url>/api/v1/query?query=..., bounded like probe_health, redirects never followed; never raises."""
+        ...
 
     # Files and commands
     def read_file(self, path: Path) -> str | None: ...
