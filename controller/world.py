@@ -12,7 +12,9 @@ from pathlib import Path
 from typing import Protocol
 
 from controller.facts import CapacityFact, ContainerFact, ImageFact
-from controller.verify import PromAnswer as PromAnswer  # defined beside its parser; re-exported for World users
+
+# PromAnswer is defined beside its parser (controller.verify); re-exported for World users.
+from controller.verify import PromAnswer as PromAnswer
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from tests.support.net import free_port
 from tests.support.promserver import DRIBBLE, ERROR, HUGE, NOT_JSON, REDIRECT, prom_server, vector
 
 PROM = {"url": "http://127.0.0.1:9", "query": "q", "max": 1}
-SPEC = VerifySpec(windowSeconds=4, minRequests=4, healthFailures=2, prometheus=PROM)  # type: ignore[arg-type]
+SPEC = VerifySpec(windowSeconds=4, minRequests=4, healthFailures=2, prometheus=PROM)
 
 # ------------------------------------------------------------------------------------------- the verdict
 

@@ -6,6 +6,7 @@ is counted per path in `hits` (a redirect's target must never be asked).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -32,18 +33,16 @@ class PromServer:
 
 def _handler(server: PromServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+        def log_message(self, format: str, *args: Any) -> None:
             pass
 
-        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+        def do_GET(self) -> None:
             parts = urlsplit(self.path)
             server.hits[parts.path] = server.hits.get(parts.path, 0) + 1
             query = parse_qs(parts.query).get("query", [""])[0]
             answer = server.answers.get(query, {"status": "success", "data": {"resultType": "vector", "result": []}})
-            try:
+            with contextlib.suppress(OSError):  # the client hung up (its deadline): expected for the hostile modes
                 self._answer(answer)
-            except OSError:
-                pass  # the client hung up (its deadline): expected for the hostile modes
 
         def _answer(self, answer: Any) -> None:
             if isinstance(answer, str) and answer.startswith(REDIRECT):
