@@ -341,6 +341,46 @@ class HookSpec(_Model):
 class HooksSpec(_Model):
     beforeSwitch: HookSpec | None = Field(None, description="Once per revision, before the switch; a non-zero exit fails the deploy.")
     afterSwitch: HookSpec | None = Field(None, description="Once per revision, after a successful switch; does not gate it.")
+PROM_PLACEHOLDERS = ("{app}", "{color}", "{revision}")  # replaced in verify.prometheus.query (docs/spec.md)
+
+
+class PrometheusVerify(_Model):
+    """verify.prometheus: an instant query asked during the window; one number above `max` fails the new color."""
+
+    url: str = Field(
+        max_length=1024,
+        json_schema_extra={"pattern": r"^https?://[^/@?#\s]+(/[^?#@\s]*)?$"},
+        description="Prometheus base URL (http or https, no credentials, no query); GET <url>/api/v1/query is asked.",
+    )
+    query: str = Field(
+        min_length=1,
+        max_length=4096,
+        description="PromQL instant query; {app}, {color} and {revision} are replaced by the judged color's. It must "
+        "answer one number (a scalar or a one-sample vector).",
+    )
+    max: float = Field(ge=0, allow_inf_nan=False, description="The new color fails verification when the query answers more than this.")
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        # Checked here, not only by the schema pattern: credentials in the URL would reach logs and status.
+        m = re.fullmatch(r"(https?)://([^/?#\s]+)(/[^?#\s]*)?", v)
+        if m is None:
+            raise ValueError("must be an http:// or https:// URL without query or fragment")
+        if "@" in v:
+            raise ValueError("must not carry credentials (user:password@)")
+        return v.rstrip("/")
+
+    @field_validator("query")
+    @classmethod
+    def _query(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        if any(ord(ch) < 32 and ch not in "\t\n" for ch in v):
+            raise ValueError("must not contain control characters")
+        return v
+
+
 class VerifySpec(_Model):
     """Post-switch verification (docs/spec.md#verify): judge the new color for a window after each cutover."""
 
@@ -355,6 +395,9 @@ class VerifySpec(_Model):
         None,
         json_schema_extra={"pattern": PATH_PATTERN},
         description="The JSON-lines access log the site writes (docs/nginx.md). Default /var/log/nginx/bluegreen-<name>.access.log.",
+    )
+    prometheus: PrometheusVerify | None = Field(
+        None, description="Optional: an instant query asked during the window; an answer above its max fails the new color."
     )
 
     @field_validator("accessLog", mode="before")

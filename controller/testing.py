@@ -10,15 +10,18 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from controller.errors import DockerError, DockerUnavailable, HostError, ImageError, NginxError
 from controller.facts import CapacityFact, ContainerFact, ImageFact, include_servers, port_of
+from controller.verify import prom_answer
 from controller.world import (
     CommandResult,
     ContainerRequest,
     HealthResult,
     HookRequest,
     HookState,
+    PromAnswer,
     RouteProbe,
     RunState,
 )
@@ -101,6 +104,11 @@ class FakeWorld:
     disk_free: int | None = 100 * 1024**3
     container_memory: int = 16 * 1024**2  # what each running container uses
     image_size: int = 2 * 1024**2
+    # verify.prometheus: query -> the document Prometheus answers (default: an empty vector); `prom_up` False is
+    # nothing listening at the URL. Every query asked is kept in `prom_queries`.
+    prom_answers: dict[str, Any] = field(default_factory=dict)
+    prom_up: bool = True
+    prom_queries: list[str] = field(default_factory=list)
     mutations: list[str] = field(default_factory=list)
     _next_id: int = 0
 
@@ -272,6 +280,15 @@ class FakeWorld:
             if c.fact.state == "running" and c.fact.host_port == port:
                 return HealthResult(True, "HTTP 200 UP") if self._health_now(c) else HealthResult(False, "HTTP 503")
         return HealthResult(False, "connection refused")
+
+    def query_prometheus(self, url: str, query: str, timeout: float) -> PromAnswer:
+        # Same answers as drivers/prometheus.py for what the fake can be: up (200 + a document) or refused.
+        if "@" in url.split("//", 1)[-1].split("/", 1)[0]:
+            return PromAnswer(None, "credentials in the Prometheus URL refused")
+        self.prom_queries.append(query)
+        if not self.prom_up:
+            return PromAnswer(None, "connection refused")
+        return prom_answer(self.prom_answers.get(query, {"status": "success", "data": {"resultType": "vector", "result": []}}))
 
     def probe_route(self, url: str, timeout: float) -> RouteProbe:
         if not self.nginx_up:

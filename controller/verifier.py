@@ -23,10 +23,12 @@ from controller.routing import health_url, upstream_address
 from controller.spec import BlueGreenApp, other
 from controller.state import StateStore
 from controller.status import LastDeploy, iso
-from controller.verify import FAILED_REASON, Window, judge, tally
-from controller.world import World
+from controller.verify import FAILED_REASON, Window, judge, render_query, tally
+from controller.world import PromAnswer, World
 
 PROGRESS_EVERY = 5.0  # seconds between two progress lines of a window
+PROM_EVERY = 5.0  # seconds between two verify.prometheus queries (a scrape interval is 15 s by default)
+PROM_TIMEOUT = 5.0  # seconds one query may take, whatever the server does
 
 
 class Verifier:
@@ -92,6 +94,10 @@ class Verifier:
         pause = min(hc.intervalSeconds, 0.5)
         note = ""
         last_progress = self.world.now()
+        pm = v.prometheus
+        prom: PromAnswer | None = None  # its last answer, asked at prom_at
+        prom_at: float | None = None
+        prom_query = render_query(pm.query, app.name, w.color, w.revision) if pm is not None else ""
         log.info("verify.start", color=w.color, revision=w.revision, left=round(max(0.0, w.deadline - self.world.now()), 1))
         while True:
             try:
@@ -104,8 +110,11 @@ class Verifier:
             probe = self.world.probe_health(url, hc.expectStatus, hc.requestTimeoutSeconds)
             c = w.counts
             w = replace(w, counts=replace(c, probes=c.probes + 1, health_failures=0 if probe.ok else c.health_failures + 1))
+            if pm is not None and (prom_at is None or self.world.now() - prom_at >= PROM_EVERY):
+                prom_at = self.world.now()
+                prom = self.world.query_prometheus(pm.url, prom_query, PROM_TIMEOUT)
             now = self.world.now()
-            verdict = judge(v, w.counts, now, w.deadline)
+            verdict = judge(v, w.counts, now, w.deadline, prom)
             w = replace(w, figures=verdict.figures + (f"; access log: {note}" if note else ""))
             if verdict.state != "open":
                 return self._close(app, w, verdict.state, w.figures, rid, log)

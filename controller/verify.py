@@ -14,6 +14,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
+from controller.errors import one_line
 from controller.jsonshape import Corrupt, Reader
 from controller.spec import COLORS, Color, VerifySpec
 
@@ -207,24 +208,84 @@ def tally(lines: list[bytes], address: str, since: float, spec: VerifySpec) -> C
 
 
 @dataclass(frozen=True)
+class PromAnswer:
+    """verify.prometheus: the one number an instant query answered, or None and why not (detail)."""
+
+    value: float | None
+    detail: str  # e.g. "5", "no sample (empty vector)", "HTTP 400: query failed: bad_data: ...", "connection refused"
+
+
+def render_query(query: str, app: str, color: str, revision: str) -> str:
+    """verify.prometheus.query with its placeholders replaced (literally: PromQL's own braces stay as written)."""
+    return query.replace("{app}", app).replace("{color}", color).replace("{revision}", revision)
+
+
+def prom_answer(doc: Any) -> PromAnswer:
+    """The one number in a Prometheus /api/v1/query answer (decoded JSON), or None and why it is not one number."""
+    if not isinstance(doc, dict):
+        return PromAnswer(None, "not a Prometheus answer")
+    if doc.get("status") != "success":
+        kind, error = doc.get("errorType"), doc.get("error")
+        why = ": ".join(str(x) for x in (kind, error) if isinstance(x, str) and x) or "status is not success"
+        return PromAnswer(None, f"query failed: {why[:200]}")
+    data = doc.get("data")
+    kind = data.get("resultType") if isinstance(data, dict) else None
+    result = data.get("result") if isinstance(data, dict) else None
+    sample: Any = None
+    if kind == "scalar":
+        sample = result
+    elif kind == "vector" and isinstance(result, list):
+        if not result:
+            return PromAnswer(None, "no sample (empty vector)")
+        if len(result) > 1:
+            return PromAnswer(None, f"{len(result)} samples, not one number")
+        sample = result[0].get("value") if isinstance(result[0], dict) else None
+    else:
+        return PromAnswer(None, f"result type {str(kind)[:20]!r}, not one number")
+    if not isinstance(sample, list) or len(sample) != 2 or not isinstance(sample[1], str):
+        return PromAnswer(None, "malformed sample")
+    try:
+        value = float(sample[1][:64])
+    except ValueError:
+        return PromAnswer(None, "malformed sample")
+    if math.isnan(value):
+        return PromAnswer(None, "NaN, not a number")
+    return PromAnswer(value, f"{value:g}")
+
+
+@dataclass(frozen=True)
 class Verdict:
     state: State  # open: keep watching
     figures: str
 
 
-def figures(spec: VerifySpec, c: Counts) -> str:
+def figures(spec: VerifySpec, c: Counts, prom: PromAnswer | None = None) -> str:
     rate = c.errors / c.requests if c.requests else 0.0
     text = f"{c.errors} of {c.requests} requests 5xx (error rate {rate:.3f}, max {spec.maxErrorRate:g})"
     if spec.maxLatencyP99Ms is not None:
         text += f", {c.slow} slower than {spec.maxLatencyP99Ms:g} ms"
-    return text + f", {c.health_failures} consecutive failed health probes (max {spec.healthFailures})"
+    text += f", {c.health_failures} consecutive failed health probes (max {spec.healthFailures})"
+    if spec.prometheus is not None:
+        if prom is None:
+            text += ", prometheus not asked yet"
+        elif prom.value is None:
+            text += f", prometheus not judged ({one_line(prom.detail)[:200]})"
+        else:
+            text += f", prometheus {prom.value:g} (max {spec.prometheus.max:g})"
+    return text
 
 
-def judge(spec: VerifySpec, c: Counts, now: float, deadline: float) -> Verdict:
-    """Failed as soon as a threshold is crossed; passed when the window ends without one; else open."""
-    shown = figures(spec, c)
+def judge(spec: VerifySpec, c: Counts, now: float, deadline: float, prom: PromAnswer | None = None) -> Verdict:
+    """Failed as soon as a threshold is crossed; passed when the window ends without one; else open.
+
+    `prom` is the last verify.prometheus answer. One that is not a number (the query failed, Prometheus is down)
+    does not fail the window by itself: monitoring being away must not take a healthy release off the air."""
+    shown = figures(spec, c, prom)
     if c.health_failures >= spec.healthFailures:
         return Verdict("failed", f"health check failed {c.health_failures}x in a row; {shown}")
+    pm = spec.prometheus
+    if pm is not None and prom is not None and prom.value is not None and prom.value > pm.max:
+        return Verdict("failed", f"prometheus query above max ({prom.value:g} > {pm.max:g}): {shown}")
     if c.requests >= spec.minRequests:
         if c.errors / c.requests > spec.maxErrorRate:
             return Verdict("failed", f"error rate above maxErrorRate: {shown}")

@@ -13,6 +13,9 @@ from typing import Protocol
 
 from controller.facts import CapacityFact, ContainerFact, ImageFact
 
+# PromAnswer is defined beside its parser (controller.verify); re-exported for World users.
+from controller.verify import PromAnswer as PromAnswer
+
 
 @dataclass(frozen=True)
 class ContainerRequest:
@@ -130,6 +133,10 @@ class World(Protocol):
     def probe_health(self, url: str, expect_status: int, timeout: float) -> HealthResult: ...
 
     def probe_route(self, url: str, timeout: float) -> RouteProbe: ...
+
+    def query_prometheus(self, url: str, query: str, timeout: float) -> PromAnswer:
+        """GET <url>/api/v1/query?query=..., bounded like probe_health, redirects never followed; never raises."""
+        ...
 
     # Files and commands
     def read_file(self, path: Path) -> str | None: ...

@@ -484,3 +484,33 @@ def test_hook_and_check_contract(rig: Rig) -> None:
     refused = w.probe_check(f"http://127.0.0.1:{app.spec.ports.green}/version", 200, None, 2)
     assert (refused.ok, refused.detail) == (False, "connection refused")
     w.remove_container(app.container_name("blue"))
+
+
+@pytest.mark.parametrize("kind", ["host", "fake"])
+def test_prometheus_query_contract(kind: str) -> None:
+    """verify.prometheus: the same answers from both worlds for one number, no sample, several, and nobody there."""
+    from controller.drivers.host import HostWorld
+    from tests.support.promserver import prom_server, vector
+
+    answers = {"vector(5)": vector("5"), "empty": vector(), "two": vector("1", "2"), "nan": vector("NaN")}
+    fake = FakeWorld(prom_answers=answers)
+    host = HostWorld()
+    try:
+        with prom_server(answers) as server:
+            w: World = host if kind == "host" else fake
+            url = server.url if kind == "host" else "http://prometheus.invalid:9090"
+            got = [w.query_prometheus(url, q, 2) for q in ("vector(5)", "empty", "two", "nan")]
+            assert [(a.value, a.detail) for a in got] == [
+                (5.0, "5"),
+                (None, "no sample (empty vector)"),
+                (None, "2 samples, not one number"),
+                (None, "NaN, not a number"),
+            ]
+            secret = w.query_prometheus(url.replace("//", "//user:s3cret@"), "vector(5)", 2)
+            assert (secret.value, secret.detail) == (None, "credentials in the Prometheus URL refused")
+            assert server.hits.get("/api/v1/query", 0) == (4 if kind == "host" else 0)
+        fake.prom_up = False
+        down = (host if kind == "host" else fake).query_prometheus(f"http://127.0.0.1:{free_port()}", "vector(5)", 2)
+        assert (down.value, down.detail) == (None, "connection refused")
+    finally:
+        host.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 from controller.drivers import capacity, files, gates
 from controller.drivers.containers import DockerDriver
 from controller.drivers.probes import Prober
+from controller.drivers.prometheus import PromClient
 from controller.errors import NginxError
 from controller.facts import CapacityFact, ContainerFact, ImageFact
 from controller.world import (
@@ -17,6 +18,7 @@ from controller.world import (
     HealthResult,
     HookRequest,
     HookState,
+    PromAnswer,
     RouteProbe,
     RunState,
 )
@@ -26,9 +28,11 @@ class HostWorld:
     def __init__(self, docker_url: str | None = None) -> None:
         self.docker = DockerDriver(docker_url)
         self.probes = Prober()
+        self.prometheus = PromClient()
 
     def close(self) -> None:
         self.probes.close()
+        self.prometheus.close()
 
     # Docker
     def list_containers(self) -> list[ContainerFact]:
@@ -64,6 +68,9 @@ class HostWorld:
 
     def probe_route(self, url: str, timeout: float) -> RouteProbe:
         return self.probes.route(url, timeout)
+
+    def query_prometheus(self, url: str, query: str, timeout: float) -> PromAnswer:
+        return self.prometheus.query(url, query, timeout)
 
     # Files and commands
     def read_file(self, path: Path) -> str | None:

@@ -1,0 +1,97 @@
+"""verify.prometheus: one instant query, `GET <url>/api/v1/query?query=...`, bounded like the health probes.
+
+Prometheus's answer is as untrusted as an app's: the read ends at the timeout whatever the server sends (the
+probes' watchdog shuts the socket down), at most BODY_CAP bytes are read, a redirect is never followed (it could
+lead anywhere), and nothing is raised: every failure is a `PromAnswer` without a value and with a one-line why.
+The URL is never quoted in a message, and one carrying credentials is refused before any request, so a
+user:password cannot reach a log, status or history line even if the spec check were bypassed.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlsplit
+
+import httpx
+
+from controller.drivers.probes import _Deadline  # the one socket watchdog, shared with the health probes
+from controller.errors import one_line
+from controller.verify import prom_answer
+from controller.world import PromAnswer
+
+BODY_CAP = 64 * 1024  # an instant query of one number answers a few hundred bytes
+
+
+class _TooLong(Exception):
+    pass
+
+
+class PromClient:
+    def __init__(self) -> None:
+        # trust_env=False: no proxy from the environment; no keep-alive: every query's deadline can cut its socket.
+        self._client = httpx.Client(
+            trust_env=False,
+            follow_redirects=False,
+            headers={"User-Agent": "bluegreen-controller", "Accept-Encoding": "identity", "Accept": "application/json"},
+            limits=httpx.Limits(max_keepalive_connections=0),
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def query(self, url: str, query: str, timeout: float) -> PromAnswer:
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return PromAnswer(None, "the Prometheus URL is not a URL")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            return PromAnswer(None, "the Prometheus URL is not http(s)")
+        if parts.username is not None or parts.password is not None:
+            return PromAnswer(None, "credentials in the Prometheus URL refused")
+        target = url.rstrip("/") + "/api/v1/query"
+        deadline: _Deadline | None = None
+        try:
+            with _Deadline(timeout) as deadline, self._client.stream(
+                "GET", target, params={"query": query}, timeout=timeout, extensions={"trace": deadline.trace}
+            ) as r:
+                status = r.status_code
+                if r.is_redirect:
+                    return PromAnswer(None, f"HTTP {status}: redirect not followed")
+                body = _read(r, deadline, timeout)
+        except _TooLong as e:
+            return PromAnswer(None, str(e))
+        except httpx.HTTPError as e:
+            if (deadline is not None and deadline.expired) or isinstance(e, httpx.TimeoutException):
+                return PromAnswer(None, f"no complete answer within {timeout:g}s")
+            if isinstance(e, httpx.ConnectError):
+                return PromAnswer(None, "connection refused" if "refused" in str(e).lower() else "cannot connect")
+            return PromAnswer(None, f"HTTP error ({type(e).__name__})")  # its text may quote the URL: left out
+        try:
+            doc = json.loads(body)
+        except (ValueError, RecursionError):
+            return PromAnswer(None, f"HTTP {status}: not JSON")
+        answer = prom_answer(doc)
+        if status != 200:
+            # Prometheus answers 400/422/503 with {"status": "error", ...}: its error says why.
+            return PromAnswer(None, f"HTTP {status}: {one_line(answer.detail, 200)}" if answer.value is None else f"HTTP {status}")
+        return answer
+
+
+def _read(r: httpx.Response, deadline: _Deadline, timeout: float) -> bytes:
+    encoding = r.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise _TooLong(f"HTTP {r.status_code} with Content-Encoding {encoding[:20]!r} although identity was asked")
+    body = bytearray()
+    try:
+        for chunk in r.iter_raw():
+            body += chunk
+            if len(body) > BODY_CAP:
+                raise _TooLong(f"HTTP {r.status_code} with a body over {BODY_CAP // 1024} KiB: not one number")
+            if deadline.left() <= 0:
+                break
+    except httpx.HTTPError:
+        if not deadline.expired:
+            raise
+    if deadline.expired or deadline.left() <= 0:
+        raise _TooLong(f"HTTP {r.status_code} but the body did not end within {timeout:g}s ({len(body)} bytes)")
+    return bytes(body)
