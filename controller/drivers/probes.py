@@ -25,7 +25,7 @@ UPSTREAM_HEADER = "X-Bluegreen-Upstream"
 BODY_CAP = 64 * 1024  # bytes of a health answer read at most; a health answer is a few dozen
 
 
-class _Deadline:
+class Deadline:
     """Shuts down the probe's socket when `timeout` seconds have passed (httpx only bounds each read)."""
 
     def __init__(self, timeout: float) -> None:
@@ -62,7 +62,7 @@ class _Deadline:
     def left(self) -> float:
         return self.at - time.monotonic()
 
-    def __enter__(self) -> _Deadline:
+    def __enter__(self) -> Deadline:
         self._timer.start()
         return self
 
@@ -90,15 +90,15 @@ class Prober:
         self._client.close()
 
     @contextlib.contextmanager
-    def _get(self, url: str, timeout: float) -> Iterator[tuple[httpx.Response, _Deadline]]:
-        with _Deadline(timeout) as deadline, self._client.stream(
+    def _get(self, url: str, timeout: float) -> Iterator[tuple[httpx.Response, Deadline]]:
+        with Deadline(timeout) as deadline, self._client.stream(
             "GET", url, timeout=timeout, extensions={"trace": deadline.trace}
         ) as r:
             yield r, deadline
 
     def _answer(self, url: str, timeout: float) -> tuple[httpx.Response, bytes] | HealthResult:
         """The response and its body, read within `timeout` and the size cap; or why there is none (a failed result)."""
-        deadline: _Deadline | None = None
+        deadline: Deadline | None = None
         try:
             with self._get(url, timeout) as (r, deadline):
                 return r, _read_capped(r, deadline, timeout)
@@ -136,7 +136,7 @@ class Prober:
 
     def route(self, url: str, timeout: float) -> RouteProbe:
         # Only the status and the upstream header matter: the body is never read (the connection is closed).
-        deadline: _Deadline | None = None
+        deadline: Deadline | None = None
         try:
             with self._get(url, timeout) as (r, deadline):
                 status, upstream = r.status_code, r.headers.get(UPSTREAM_HEADER, "")
@@ -148,7 +148,7 @@ class Prober:
         return RouteProbe(True, upstream, f"HTTP {status} via {upstream or 'no upstream'}")
 
 
-def _read_capped(r: httpx.Response, deadline: _Deadline, timeout: float) -> bytes:
+def _read_capped(r: httpx.Response, deadline: Deadline, timeout: float) -> bytes:
     encoding = r.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         raise _Incomplete(f"HTTP {r.status_code} with Content-Encoding {encoding[:20]!r} although identity was asked")

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from controller.drivers.probes import _Deadline  # the one socket watchdog, shared with the health probes
+from controller.drivers.probes import Deadline  # the one socket watchdog, shared with the health probes
 from controller.errors import one_line
 from controller.verify import prom_answer
 from controller.world import PromAnswer
@@ -49,9 +49,9 @@ class PromClient:
         if parts.username is not None or parts.password is not None:
             return PromAnswer(None, "credentials in the Prometheus URL refused")
         target = url.rstrip("/") + "/api/v1/query"
-        deadline: _Deadline | None = None
+        deadline: Deadline | None = None
         try:
-            with _Deadline(timeout) as deadline, self._client.stream(
+            with Deadline(timeout) as deadline, self._client.stream(
                 "GET", target, params={"query": query}, timeout=timeout, extensions={"trace": deadline.trace}
             ) as r:
                 status = r.status_code
@@ -77,7 +77,7 @@ class PromClient:
         return answer
 
 
-def _read(r: httpx.Response, deadline: _Deadline, timeout: float) -> bytes:
+def _read(r: httpx.Response, deadline: Deadline, timeout: float) -> bytes:
     encoding = r.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
         raise _TooLong(f"HTTP {r.status_code} with Content-Encoding {encoding[:20]!r} although identity was asked")
