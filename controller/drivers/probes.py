@@ -70,7 +70,7 @@ class Deadline:
         self._timer.cancel()
 
 
-class _Incomplete(Exception):
+class Incomplete(Exception):
     """The body did not end within the cap or the deadline (detail in args[0])."""
 
 
@@ -101,8 +101,8 @@ class Prober:
         deadline: Deadline | None = None
         try:
             with self._get(url, timeout) as (r, deadline):
-                return r, _read_capped(r, deadline, timeout)
-        except _Incomplete as e:
+                return r, read_capped(r, deadline, timeout)
+        except Incomplete as e:
             return HealthResult(False, str(e))
         except httpx.HTTPError as e:
             if (deadline is not None and deadline.expired) or isinstance(e, httpx.TimeoutException):
@@ -148,23 +148,27 @@ class Prober:
         return RouteProbe(True, upstream, f"HTTP {status} via {upstream or 'no upstream'}")
 
 
-def _read_capped(r: httpx.Response, deadline: Deadline, timeout: float) -> bytes:
+def read_capped(
+    r: httpx.Response, deadline: Deadline, timeout: float, *, cap: int = BODY_CAP, unlike: str = "a health answer"
+) -> bytes:
+    """The whole body, identity-encoded, at most `cap` bytes, before the deadline; else Incomplete (why).
+    `unlike` names what an over-long body cannot be, for the message."""
     encoding = r.headers.get("content-encoding", "identity").strip().lower()
     if encoding not in ("", "identity"):
-        raise _Incomplete(f"HTTP {r.status_code} with Content-Encoding {encoding[:20]!r} although identity was asked")
+        raise Incomplete(f"HTTP {r.status_code} with Content-Encoding {encoding[:20]!r} although identity was asked")
     body = bytearray()
     try:
         for chunk in r.iter_raw():
             body += chunk
-            if len(body) > BODY_CAP:
-                raise _Incomplete(f"HTTP {r.status_code} with a body over {BODY_CAP // 1024} KiB: not a health answer")
+            if len(body) > cap:
+                raise Incomplete(f"HTTP {r.status_code} with a body over {cap // 1024} KiB: not {unlike}")
             if deadline.left() <= 0:
                 break
     except httpx.HTTPError:
         if not deadline.expired:
             raise
     if deadline.expired or deadline.left() <= 0:
-        raise _Incomplete(
+        raise Incomplete(
             f"HTTP {r.status_code} but the body did not end within {timeout:g}s ({len(body)} bytes): a stream or a stalled app"
         )
     return bytes(body)

@@ -14,16 +14,16 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from controller.drivers.probes import Deadline  # the one socket watchdog, shared with the health probes
+from controller.drivers.probes import (  # the one socket watchdog and bounded read
+    Deadline,
+    Incomplete,
+    read_capped,
+)
 from controller.errors import one_line
 from controller.verify import prom_answer
 from controller.world import PromAnswer
 
 BODY_CAP = 64 * 1024  # an instant query of one number answers a few hundred bytes
-
-
-class _TooLong(Exception):
-    pass
 
 
 class PromClient:
@@ -57,8 +57,8 @@ class PromClient:
                 status = r.status_code
                 if r.is_redirect:
                     return PromAnswer(None, f"HTTP {status}: redirect not followed")
-                body = _read(r, deadline, timeout)
-        except _TooLong as e:
+                body = read_capped(r, deadline, timeout, cap=BODY_CAP, unlike="one number")
+        except Incomplete as e:
             return PromAnswer(None, str(e))
         except httpx.HTTPError as e:
             if (deadline is not None and deadline.expired) or isinstance(e, httpx.TimeoutException):
@@ -75,23 +75,3 @@ class PromClient:
             # Prometheus answers 400/422/503 with {"status": "error", ...}: its error says why.
             return PromAnswer(None, f"HTTP {status}: {one_line(answer.detail, 200)}" if answer.value is None else f"HTTP {status}")
         return answer
-
-
-def _read(r: httpx.Response, deadline: Deadline, timeout: float) -> bytes:
-    encoding = r.headers.get("content-encoding", "identity").strip().lower()
-    if encoding not in ("", "identity"):
-        raise _TooLong(f"HTTP {r.status_code} with Content-Encoding {encoding[:20]!r} although identity was asked")
-    body = bytearray()
-    try:
-        for chunk in r.iter_raw():
-            body += chunk
-            if len(body) > BODY_CAP:
-                raise _TooLong(f"HTTP {r.status_code} with a body over {BODY_CAP // 1024} KiB: not one number")
-            if deadline.left() <= 0:
-                break
-    except httpx.HTTPError:
-        if not deadline.expired:
-            raise
-    if deadline.expired or deadline.left() <= 0:
-        raise _TooLong(f"HTTP {r.status_code} but the body did not end within {timeout:g}s ({len(body)} bytes)")
-    return bytes(body)
