@@ -306,6 +306,7 @@ class Traffic:
     max_requests: int = 5000
     max_seconds: float = 120.0
     answers: list[Answer] = field(default_factory=list)
+    retried: int = 0  # requests sent again once after a reused connection closed under them
     _stop: threading.Event = field(default_factory=threading.Event)
     _thread: threading.Thread | None = None
 
@@ -329,7 +330,14 @@ class Traffic:
                 if self._stop.is_set() or time.monotonic() > deadline:
                     return
                 try:
-                    r = client.get(self.url, timeout=3.0)
+                    try:
+                        r = client.get(self.url, timeout=3.0)
+                    except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+                        # An idle reused connection closed under the request (an nginx reload retires its old
+                        # workers): RFC 9110 §9.2.2 lets a client retry an idempotent GET, and browsers do, once.
+                        # Like bench_cutover's keep-alive clients; a second failure is an answer like any other.
+                        self.retried += 1
+                        r = client.get(self.url, timeout=3.0)
                     self.answers.append(
                         Answer(time.time(), r.status_code, r.headers.get("x-app-version"), r.headers.get("x-app-color"), r.text[:200])
                     )
