@@ -133,6 +133,9 @@ class Failure:
     last_failed_at: float
     reason: str
     message: str
+    # For a failed check or hook: the fingerprint of spec.checks/spec.hooks it failed with. They are not part of
+    # the revision (they shape no container), so this is how a fix to them is "a spec change, tried at once".
+    gates: str = ""
 
     def next_retry_at(self, base: float, cap: float) -> float:
         """When the planner tries the revision again (cron and watch alike; watch requeues for this instant)."""

@@ -10,6 +10,9 @@ A revision whose checks or hook failed backs off like one that failed its health
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from controller.actions import Action, Blocker, RemoveHook, RunCheck, RunHook, SwitchRoute
 from controller.facts import (
     LABEL_APP,
@@ -44,10 +47,22 @@ def describe_check(check: BeforeSwitchCheck) -> str:
     return f"{(check.command or ['?'])[0]} must exit 0"
 
 
+def gates_fingerprint(app: BlueGreenApp) -> str:
+    """What the gates are (spec.checks, spec.hooks): a failure is held against these, not against later ones."""
+    doc = {
+        "checks": app.spec.checks.model_dump(mode="json") if app.spec.checks is not None else None,
+        "hooks": app.spec.hooks.model_dump(mode="json") if app.spec.hooks is not None else None,
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def gate_backoff(app: BlueGreenApp, mem: Memory, revision: str, now: float) -> Blocker | None:
-    """A healthy new color whose revision failed a check or its hook is not tried again before its retry instant."""
+    """A healthy new color whose revision failed a check or its hook is not tried again before its retry instant,
+    unless the checks or hooks changed since (a spec change: tried at once)."""
     failure = mem.failures.get(revision)
     if failure is None or failure.reason not in GATE_REASONS:
+        return None
+    if failure.gates and failure.gates != gates_fingerprint(app):
         return None
     retry_at = failure.next_retry_at(mem.backoff_base, mem.backoff_max)
     if now >= retry_at:

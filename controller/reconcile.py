@@ -31,6 +31,7 @@ from controller.dependencies import gate
 from controller.errors import CheckFailed, ControllerError, HealthCheckFailed, HookFailed
 from controller.facts import ContainerFact, Failure, Memory, Observed, hook_key
 from controller.failover import FAILED_OVER, FailoverState, activate, track
+from controller.gateplan import gates_fingerprint
 from controller.hostfacts import with_capacity
 from controller.logs import get_logger
 from controller.metrics import Metrics
@@ -414,9 +415,12 @@ class Reconciler:
                 old = failures.get(rev)
                 failures[rev] = Failure(rev, want, (old.count if old else 0) + 1, now, "HealthCheckFailed", str(error))
         elif isinstance(failed, (RunCheck, RunHook)) and failed.color == want and isinstance(error, (CheckFailed, HookFailed)):
-            # A failed check or hook is a failed deploy: remembered against the revision, retried after backoff.
+            # A failed check or hook is a failed deploy: remembered against the revision and the gates it failed
+            # with, retried after backoff (or at once when the gates change: gateplan.gate_backoff).
             old = failures.get(rev)
-            failures[rev] = Failure(rev, want, (old.count if old else 0) + 1, now, type(error).__name__, str(error))
+            gates = gates_fingerprint(app)
+            count = (old.count if old is not None and old.gates == gates else 0) + 1
+            failures[rev] = Failure(rev, want, count, now, type(error).__name__, str(error), gates=gates)
         elif error is None and p.target == want:
             # Only a pass that leaves the desired color proven (a stable WaitHealthy, or steady) and live
             # clears the failure: a marker fixed while backing off is no proof (issue 10 item 1).

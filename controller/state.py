@@ -132,6 +132,7 @@ def _parse_memory(raw: dict[str, Any]) -> _MemoryFile:
             last_failed_at=f.number("last_failed_at"),
             reason=f.text("reason"),
             message=f.text("message"),
+            gates=f.text("gates") if f.has("gates") else "",
         )
     last = r.opt_obj("lastDeploy") if r.has("lastDeploy") else None
     return _MemoryFile(

@@ -15,6 +15,7 @@ import pytest
 
 from controller.actions import RemoveHook, RunCheck, RunHook
 from controller.facts import LABEL_HOOK, HookRecord, Memory, hook_key
+from controller.gateplan import gates_fingerprint
 from controller.observe import index_containers, observe
 from controller.planner import plan
 from controller.spec import BlueGreenApp
@@ -295,3 +296,33 @@ def test_a_retry_after_a_failed_hook_runs_it_anew_even_if_its_old_container_was_
     w.hook_script = lambda argv, env: (0, ("ok",))
     assert reconciler(w, tmp_path / "state").reconcile(v2).converged
     assert len(w.hook_runs) == 2 and w.routed("dialogue") == ["127.0.0.1:18082"]
+
+
+def test_a_fix_to_the_failing_check_is_a_spec_change_tried_at_once(tmp_path: Path) -> None:
+    """Checks and hooks are not part of the revision (they shape no container), yet changing them is a spec change:
+    the failure was held against the gates it failed with, so the fixed gates run at once, without the backoff."""
+    w, store = _deployed_v1(tmp_path)
+    w.check_script = lambda argv, env: (4, ("smoke failed",))
+    v2 = _app("dialogue:2", "green", checks=CHECKS)
+    rec = reconciler(w, tmp_path / "state")
+    assert rec.reconcile(v2).result == "degraded"
+    assert verbs(v2, w, store.load_memory("dialogue", 60, 3600)) == ["!BackingOff"]  # same gates: backing off
+    fixed = _app("dialogue:2", "green", checks={"beforeSwitch": [{"command": ["smoke", "--fast", "--retries", "3"]}]})
+    w.check_script = lambda argv, env: (0, ()) if "--retries" in argv else (4, ("smoke failed",))
+    assert verbs(fixed, w, store.load_memory("dialogue", 60, 3600))[:2] == ["RunCheck:green", "SwitchRoute:green"]
+    assert rec.reconcile(fixed).converged  # no clock moved: not waited out
+    assert w.routed("dialogue") == ["127.0.0.1:18082"]
+
+
+def test_a_failure_with_changed_gates_starts_its_count_anew(tmp_path: Path) -> None:
+    w, store = _deployed_v1(tmp_path)
+    w.check_script = lambda argv, env: (4, ("smoke failed",))
+    rec = reconciler(w, tmp_path / "state")
+    first = _app("dialogue:2", "green", checks=CHECKS)
+    r = rec.reconcile(first)
+    rev = r.plan.revisions["green"] if r.plan else ""
+    other = _app("dialogue:2", "green", checks={"beforeSwitch": [{"command": ["smoke", "--slow"]}]})
+    assert rec.reconcile(other).result == "degraded"  # changed gates: tried at once, and failed again
+    failure = store.load_memory("dialogue", 60, 3600).failures[rev]
+    assert failure.count == 1 and failure.reason == "CheckFailed"
+    assert failure.gates == gates_fingerprint(other) != gates_fingerprint(first)  # held against the new gates
