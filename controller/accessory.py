@@ -18,6 +18,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from controller import imageref
 from controller.errors import SpecError
 from controller.spec import (
+    ENV_NAME_RE,
     HEALTH_PATH_PATTERN,
     NETWORK_PATTERN,
     Metadata,
@@ -153,7 +154,7 @@ class AccessorySpec(_Model):
             if port is not None and str(port) not in self.ports and self.network is None:
                 raise ValueError(f"healthCheck port {port} is neither published (ports) nor reachable on a network")
         for k in self.env:
-            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", k):
+            if not ENV_NAME_RE.match(k):
                 raise ValueError(f"env: {k!r} is not an environment variable name")
         return self
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from tests.support.controller_run import Run, World, condition, run_reconcile, s
 from tests.support.moto import REGION, MotoServer
 from tests.support.nginx import NginxInstance
 from tests.support.shipped_site import start_shipped
+from tests.support.wait import wait_while_running
 
 pytestmark = [pytest.mark.docker, pytest.mark.nginx]
 
@@ -91,16 +91,6 @@ def _world(client: Any, app: str, inst: NginxInstance, tmp_path: Path, session_i
     env = spec.pop("env_", None)
     return GateWorld(client, app, inst, tmp_path, session_id, env=env, **{**FAST, **spec})
 
-
-def _wait_for(predicate: Any, proc: subprocess.Popen[str], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"the controller exited ({proc.returncode}) before {what}")
-        time.sleep(0.05)
-    raise AssertionError(f"{what} did not happen within {timeout:g}s")
 
 
 def test_failing_gates_keep_traffic_a_retry_does_not_rerun_the_hook_and_secrets_stay_out_of_logs(
@@ -187,7 +177,7 @@ def test_a_kill_9_while_the_hook_runs_does_not_run_it_twice(
     assert code == 1 and verbs[verbs.index("WaitHealthy") + 1 :][:3] == ["RunHook", "RunCheck", "SwitchRoute"], planned
     proc = start_reconcile(w.spec_path, w.state, "--once", stderr_path=tmp_path / "killed.log")
     try:
-        _wait_for(lambda: any(c.status == "running" for c in w.hook_containers()), proc, 30, "the hook container runs")
+        wait_while_running(lambda: any(c.status == "running" for c in w.hook_containers()), proc, 30, "the hook container runs", interval=0.05)
         proc.send_signal(signal.SIGKILL)
         assert proc.wait(timeout=10) == -signal.SIGKILL
     finally:

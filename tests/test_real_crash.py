@@ -26,19 +26,10 @@ import pytest
 from tests.support.controller_run import Run, Traffic, World, condition, get, history, read, start_reconcile
 from tests.support.images import crashloop_image, pin_images
 from tests.support.nginx import NginxInstance
+from tests.support.wait import wait_while_running
 
 pytestmark = [pytest.mark.docker, pytest.mark.nginx]
 
-
-def _wait_for(predicate: Callable[[], object], proc: subprocess.Popen[str], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"the controller exited ({proc.returncode}) before {what}")
-        time.sleep(0.01)
-    raise AssertionError(f"{what} did not happen within {timeout:g}s")
 
 
 def _health_down(w: World, color: str) -> bool:
@@ -80,13 +71,13 @@ def test_kill_9_mid_deploy_then_next_once_completes(
         proc = start_reconcile(w.spec_path, w.state, "--once", stderr_path=tmp_path / "killed.log")
         try:
             if instant == "health-wait":
-                _wait_for(lambda: _health_down(w, "green"), proc, 30, "green running and not healthy yet")
+                wait_while_running(lambda: _health_down(w, "green"), proc, 30, "green running and not healthy yet")
                 time.sleep(0.5)
             elif instant == "include-written":
-                _wait_for(test_flag.exists, proc, 30, "testCommand started")
+                wait_while_running(test_flag.exists, proc, 30, "testCommand started")
                 assert f":{w.ports['green']};" in (read(w.include) or "")
             else:
-                _wait_for(reload_flag.exists, proc, 30, "reload sent")
+                wait_while_running(reload_flag.exists, proc, 30, "reload sent")
             proc.send_signal(signal.SIGKILL)
             assert proc.wait(timeout=10) == -signal.SIGKILL
         finally:
@@ -138,7 +129,7 @@ def test_repeated_kill_9_at_spread_instants_never_routes_to_an_unhealthy_contain
                 def lock_taken(p: subprocess.Popen[str] = proc) -> bool:
                     return (read(lock) or "").strip() == str(p.pid)
 
-                _wait_for(lock_taken, proc, 30, "lock taken")
+                wait_while_running(lock_taken, proc, 30, "lock taken")
                 time.sleep(delay)
                 proc.send_signal(signal.SIGKILL)
                 code = proc.wait(timeout=10)

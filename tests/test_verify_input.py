@@ -1,5 +1,6 @@
-"""Bad `spec.verify` input (issue 11 item 6), through the real CLI: exit 2, one `reconcile:` line naming the field,
-nothing changed (no container for the app, no include, no marker, no state dir)."""
+"""Bad `spec.verify` input (issue 11 items 1 and 6, `verify.prometheus` included), through the real CLI: exit 2,
+one `reconcile:` line naming the field, nothing changed (no container for the app, no include, no marker, no state
+dir), no credential echoed."""
 
 from __future__ import annotations
 
@@ -27,6 +28,23 @@ CASES: dict[str, tuple[Any, str]] = {
     "log-with-semicolon": ({"accessLog": "/var/log/x;y"}, "verify.accessLog"),
     "unknown-field": ({"windowSecs": 5}, "verify.windowSecs"),
     "not-a-mapping": ("yes", "verify"),
+}
+# verify.prometheus (the optional instant query): no credential may be echoed either.
+PROM_OK = {"url": "http://127.0.0.1:9090", "query": "vector(0)", "max": 1}
+CASES |= {
+    f"{case}-prometheus": ({"windowSeconds": 2, "prometheus": prom}, field)  # no case name ends another
+    for case, (prom, field) in {
+        "ftp-url": ({**PROM_OK, "url": "ftp://127.0.0.1/"}, "verify.prometheus.url"),
+        "no-scheme": ({**PROM_OK, "url": "127.0.0.1:9090"}, "verify.prometheus.url"),
+        "credentials": ({**PROM_OK, "url": "http://admin:s3cret@127.0.0.1:9090"}, "verify.prometheus.url"),
+        "url-with-query": ({**PROM_OK, "url": "http://127.0.0.1:9090/?x=1"}, "verify.prometheus.url"),
+        "empty-query": ({**PROM_OK, "query": ""}, "verify.prometheus.query"),
+        "blank-query": ({**PROM_OK, "query": "   "}, "verify.prometheus.query"),
+        "negative-max": ({**PROM_OK, "max": -1}, "verify.prometheus.max"),
+        "nan-max": ({**PROM_OK, "max": "nan"}, "verify.prometheus.max"),
+        "missing-query": ({"url": PROM_OK["url"], "max": 1}, "verify.prometheus.query"),
+        "unknown-field": ({**PROM_OK, "maximum": 2}, "verify.prometheus.maximum"),
+    }.items()
 }
 
 
@@ -63,3 +81,4 @@ def test_bad_verify_input_exits_2_naming_the_field_and_changes_nothing(
     assert len(lines) == 1 and lines[0].startswith("reconcile: ") and CASES[case][1] in lines[0], p.stderr
     assert docker_client.containers.list(all=True, filters={"label": f"bluegreen.app={names[case]}"}) == []
     assert not (tmp / "nginx").exists() and not (tmp / "run").exists()
+    assert "s3cret" not in p.stderr

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -32,3 +33,17 @@ def wait_until(
             detail = f"last error: {last_exc!r}" if last_exc is not None else f"last value: {last_value!r}"
             raise TimeoutError(f"{message} not met after {timeout:g}s ({detail})") from last_exc
         time.sleep(interval)
+
+
+def wait_while_running(
+    predicate: Callable[[], object], proc: subprocess.Popen[str], timeout: float, what: str, interval: float = 0.01
+) -> None:
+    """Poll `predicate` until it is true; fail at once if the controller `proc` exits first, or after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the controller exited ({proc.returncode}) before {what}")
+        time.sleep(interval)
+    raise AssertionError(f"{what} did not happen within {timeout:g}s")
