@@ -15,7 +15,6 @@ from controller.accessory_reconcile import AccessoryResult, AccessoryRunner, pla
 from controller.errors import EXIT_FAIL, EXIT_INVALID, EXIT_OK, ControllerError
 from controller.logs import redact_text
 from controller.metrics import Metrics
-from controller.reconcile import Reconciler
 from controller.spec import BlueGreenApp
 from controller.state import StateStore
 
@@ -28,14 +27,13 @@ def needed(accessories: list[Accessory], apps: list[BlueGreenApp]) -> bool:
     return bool(accessories) or any(a.spec.dependsOn or a.spec.network for a in apps)
 
 
-def build_runner(args: argparse.Namespace, world: Any, metrics: Metrics, rec: Reconciler, accessories: list[Accessory]) -> AccessoryRunner:
-    """The runner on the app's Docker connection; the reconciler learns its dependsOn facts from it."""
+def build_runner(args: argparse.Namespace, world: Any, metrics: Metrics, accessories: list[Accessory]) -> AccessoryRunner:
+    """The runner on the app's Docker connection; the reconciler gathers its dependsOn facts from it."""
     from controller.drivers.accessories import DockerAccessories  # Docker SDK: loaded here, not at import
     from controller.drivers.ssm import SsmSource
 
     runner = AccessoryRunner(DockerAccessories(world.docker), StateStore(args.state_dir), metrics.registry, SsmSource())
     runner.accessories = {a.name: a for a in accessories}
-    rec.dependencies = runner.dependencies
     return runner
 
 

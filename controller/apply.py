@@ -68,8 +68,10 @@ class ApplyResult:
         return next((o.action for o in self.outcomes if not o.ok), None)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Context:
+    """What the executor works with, built whole for each pass's actions (nothing is set on it afterwards)."""
+
     app: BlueGreenApp
     world: World
     log: Any  # structlog BoundLogger

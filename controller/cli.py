@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from controller import __version__, accessory_cli
+from controller.actions import ImageRemoval
 from controller.counters import carry_over
 from controller.errors import EXIT_FAIL, EXIT_INVALID, EXIT_OK, ControllerError, InvalidInput, LockBusy
+from controller.gather import Dependencies, no_dependencies
 from controller.logs import configure, redact_text
 from controller.metrics import Metrics, SourceMetrics
 from controller.planner import Plan
-from controller.pruning import ImageRemoval
 from controller.reconcile import AppResult, Reconciler
 from controller.secrets import SecretsResolver
 from controller.spec import BlueGreenApp, json_schema
@@ -160,9 +161,14 @@ def problem_lines(sel: Selection, path: Path) -> list[str]:
 
 
 def build_reconciler(
-    args: argparse.Namespace, world: Any, metrics: Metrics, should_stop: Callable[[], bool] = lambda: False
+    args: argparse.Namespace,
+    world: Any,
+    metrics: Metrics,
+    should_stop: Callable[[], bool] = lambda: False,
+    dependencies: Dependencies = no_dependencies,
 ) -> Reconciler:
-    """The one place a Reconciler is built from the command line (--once, --plan, --status and --watch)."""
+    """The one place a Reconciler is built from the command line (--once, --plan, --status and --watch);
+    `dependencies`: the accessory runner's, for apps with `dependsOn`."""
     from controller.drivers.ssm import SsmSource  # boto3 itself only once an app has secrets
 
     return Reconciler(
@@ -174,6 +180,7 @@ def build_reconciler(
         should_stop=should_stop,
         resolver=SecretsResolver(world.write_file, SsmSource()),
         source=getattr(args, "git_source", None),
+        dependencies=dependencies,
     )
 
 
@@ -226,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
             err(f"{args.path}: no valid spec to watch")
             return EXIT_INVALID
         code: int = run_watch(
-            args, make_reconciler=lambda world, metrics, stop: build_reconciler(args, world, metrics, stop), err=err
+            args, make_reconciler=lambda world, metrics, stop, deps: build_reconciler(args, world, metrics, stop, deps), err=err
         )  # logs each invalid spec file as an event of its own
         return code
     for line in problem_lines(loaded, args.path):
@@ -246,10 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     from controller.drivers.host import HostWorld  # Docker SDK and httpx load here, not at import
 
     world = HostWorld(args.docker_url)
-    rec = build_reconciler(args, world, metrics)
     runner = None
     if accessory_cli.needed(loaded.accessories, loaded.apps):  # issue 13: kind: Accessory, dependsOn
-        runner = accessory_cli.build_runner(args, world, metrics, rec, loaded.accessories)
+        runner = accessory_cli.build_runner(args, world, metrics, loaded.accessories)
+    rec = build_reconciler(args, world, metrics, dependencies=runner.dependencies if runner is not None else no_dependencies)
     try:
         if args.plan:
             code = _plan(rec, loaded.apps, args.json, runner, loaded.accessories)
@@ -367,25 +374,20 @@ def _plan(rec: Reconciler, apps: list[BlueGreenApp], as_json: bool, runner: Any 
         return acc_code
     try:
         containers = _containers(rec)
-        found = [(a, rec.plan_only(a, containers)) for a in apps]
+        # With the images: what the next converged pass would prune (`Plan.prune`), from the same decide.
+        plans = [rec.plan_only(a, containers, images=True)[0] for a in apps]
     except ControllerError as e:
         err(str(e))
         return EXIT_INVALID
-    plans = [(a, r[0]) for a, r in found]
-    stale = {p.app: p.secrets_stale for _, p in plans if p.secrets_stale}  # secrets rotated since the live color started
-    try:  # images the next converged pass would remove (controller/pruning.py)
-        prunes = {a.name: rec.prune_plan(a, r[1]) for a, r in found if r[0].converged}
-    except ControllerError as e:
-        err(str(e))
-        return EXIT_INVALID
+    stale = {p.app: p.secrets_stale for p in plans if p.secrets_stale}  # secrets rotated since the live color started
     if as_json:
-        print(json.dumps([*acc_rows, *({**_plan_json(p), "secretsStale": stale.get(p.app), "prune": _prune_json(prunes.get(p.app, ()))} for _, p in plans)], indent=2))
+        print(json.dumps([*acc_rows, *({**_plan_json(p), "secretsStale": stale.get(p.app), "prune": _prune_json(p.prune)} for p in plans)], indent=2))
     else:
         for row in acc_rows:
             print(row)
-        for _, p in plans:
-            print(render_plan(p, stale.get(p.app)) + _render_prune(prunes.get(p.app, ())))
-    return max(acc_code, EXIT_OK if all(p.converged for _, p in plans) and not stale and not any(prunes.values()) else EXIT_FAIL)
+        for p in plans:
+            print(render_plan(p, stale.get(p.app)) + _render_prune(p.prune))
+    return max(acc_code, EXIT_OK if all(p.converged for p in plans) and not stale and not any(p.prune for p in plans) else EXIT_FAIL)
 
 
 def _prune_json(removals: tuple[ImageRemoval, ...]) -> list[dict[str, Any]]:

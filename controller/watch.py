@@ -57,6 +57,7 @@ from controller.accessory_watch import AccessoryLoop
 from controller.backoff import backoff
 from controller.errors import EXIT_FAIL, EXIT_INVALID, EXIT_OK, ControllerError, LockBusy, SpecError
 from controller.facts import LABEL_APP, ContainerFact
+from controller.gather import Dependencies
 from controller.logs import get_logger
 from controller.metrics import Metrics, WatchMetrics
 from controller.observe import index_containers
@@ -162,8 +163,6 @@ class AppWorker:
         self.last_result: AppResult | None = None
         self.last_requeue: Requeue | None = None
         self.reconciler = watcher.make_reconciler(self._should_stop)
-        if watcher.accessory_loop is not None:  # dependsOn (issue 13): the accessories' health, observed per pass
-            self.reconciler.dependencies = watcher.accessory_loop.runner.dependencies
         self.thread = threading.Thread(target=self._loop, name=f"app-{app.name}", daemon=True)
 
     def _should_stop(self) -> bool:
@@ -582,7 +581,7 @@ class Watcher:
 def run_watch(
     args: argparse.Namespace,
     *,
-    make_reconciler: Callable[[World, Metrics, Callable[[], bool]], Reconciler],
+    make_reconciler: Callable[[World, Metrics, Callable[[], bool], Dependencies], Reconciler],
     err: Callable[[str], None],
 ) -> int:
     """The service: `reconcile --watch`. The CLI hands in how to build a Reconciler and how to report."""
@@ -599,17 +598,19 @@ def run_watch(
     from controller.drivers.accessories import DockerAccessories
     from controller.drivers.ssm import SsmSource
 
+    runner = AccessoryRunner(DockerAccessories(world.docker), StateStore(args.state_dir), metrics.registry, SsmSource())
     watcher = Watcher(
         args.path,
         world,
         metrics,
-        lambda should_stop: make_reconciler(world, metrics, should_stop),
+        # dependsOn (issue 13): every app's reconciler gathers the accessories' health from the one runner
+        lambda should_stop: make_reconciler(world, metrics, should_stop, runner.dependencies),
         args.state_dir,
         lock_timeout=args.lock_timeout,
         resync=args.resync,
         docker=world.docker,
         source=getattr(args, "git_source", None),
-        accessory_runner=AccessoryRunner(DockerAccessories(world.docker), StateStore(args.state_dir), metrics.registry, SsmSource()),
+        accessory_runner=runner,
     )
     if watcher.source is not None:
         from controller.metrics import SourceMetrics

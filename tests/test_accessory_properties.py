@@ -10,7 +10,7 @@ a stranger's container under the accessory's name, a failing backup, a pass cut 
 - with `update: manual` an out-of-date container of ours is never removed;
 - a complete pass with nothing in the way (no stranger, a working backup) leaves the accessory as the spec says:
   ours, running, with the spec's config hash (unless update is manual and it was out of date);
-- `dependencies.gate` never holds back an action on the live color and never lets a new color start.
+- `rules/depends_on.depends_on` never holds back an action on the live color and never lets a new color start.
 """
 
 from __future__ import annotations
@@ -33,8 +33,7 @@ from controller.actions import (
     WaitHealthy,
     WriteMarker,
 )
-from controller.dependencies import gate
-from controller.planner import Plan
+from controller.rules.depends_on import depends_on
 from controller.state import StateStore
 from controller.testing_accessories import FakeAccessoryWorld
 
@@ -213,16 +212,17 @@ ACTIONS = st.lists(
 
 @settings(max_examples=200, deadline=None)
 @given(actions=ACTIONS, serving=st.sampled_from(["blue", "green", None]), ready=st.booleans())
-def test_gate_never_holds_the_live_color_and_never_starts_a_new_one(actions: list[tuple[Any, str]], serving: Any, ready: bool) -> None:
-    p = Plan("web", "g", {"blue": "r1", "green": "r2"}, serving, "green", tuple(cls(color, "x") for cls, color in actions), (), ())
-    g = gate(p, {} if ready else {"redis": "exited"})
+def test_depends_on_never_holds_the_live_color_and_never_starts_a_new_one(actions: list[tuple[Any, str]], serving: Any, ready: bool) -> None:
+    planned = tuple(cls(color, "x") for cls, color in actions)
+    held = depends_on(planned, serving, {} if ready else {"redis": "exited"})
     if ready:
-        assert g is p
+        assert held is None
         return
-    new = [a for a in g.actions if isinstance(a, (CreateContainer, StartContainer, RemoveContainer)) and a.color != serving]
-    assert not new, g.actions
-    assert not any(isinstance(a, (StopContainer, RemoveContainer)) and a.color == serving for a in g.actions) or g is p
-    if g is not p:  # held back: every heal of the live color is kept, in order, and the blocker says why
-        live = [a for a in p.actions if a.color == serving and isinstance(a, (CreateContainer, StartContainer, WaitHealthy))]
-        assert list(g.actions) == live
-        assert g.blockers[-1].reason == "DependencyNotReady"
+    kept = planned if held is None else held.actions
+    new = [a for a in kept if isinstance(a, (CreateContainer, StartContainer, RemoveContainer)) and a.color != serving]
+    assert not new, kept
+    assert not any(isinstance(a, (StopContainer, RemoveContainer)) and a.color == serving for a in kept) or held is None
+    if held is not None:  # held back: every heal of the live color is kept, in order, and the blocker says why
+        live = [a for a in planned if a.color == serving and isinstance(a, (CreateContainer, StartContainer, WaitHealthy))]
+        assert list(held.actions) == live
+        assert held.blocker.reason == "DependencyNotReady"

@@ -3,7 +3,7 @@
 `test_world_contract` is ONE scenario, run against both worlds with the same calls and the same
 assertions: the real one on a real dockerd, real test images and a private real nginx; the fake one
 configured to match (same image names, same ports, same paths). `test_same_plans_on_both_worlds`
-puts both worlds in the same situations and requires observe() + plan() to agree exactly.
+puts both worlds in the same situations and requires gather() + decide() to agree exactly.
 When they disagree, the fake is what gets fixed (controller/testing.py), never the assertion.
 """
 
@@ -20,8 +20,7 @@ import pytest
 from controller.errors import DockerError, HostError, ImageError, NginxError
 from controller.facts import LABEL_APP, LABEL_COLOR, LABEL_REVISION, ContainerFact
 from controller.metrics import Metrics
-from controller.observe import index_containers, observe
-from controller.planner import Plan, plan
+from controller.planner import Plan
 from controller.reconcile import Reconciler
 from controller.routing import health_url, render_include, route_fact, route_probe_url
 from controller.spec import BlueGreenApp, Color, NginxSpec
@@ -31,6 +30,7 @@ from controller.world import ContainerRequest, RunState, World
 from tests.factories import make_app
 from tests.support.containers import LABEL_TEST
 from tests.support.net import free_port
+from tests.support.plans import inputs_for, plan_for
 
 T = TypeVar("T")
 
@@ -192,7 +192,7 @@ def test_world_contract(rig: Rig) -> None:
     assert started is not None and abs(started - w.now()) < 120
     assert w.run_state(green) is None
     # Observation inspects the color that may get traffic and does not serve (Nginx has only its placeholder).
-    seen = observe(app, w, index_containers(w)).containers["blue"]
+    seen = inputs_for(app, w).observed.containers["blue"]
     assert seen is not None and seen.healthy and (seen.restart_count, seen.started_at, seen.restarting) == (0, run.started_at, False)
 
     # A never-healthy image answers, but not healthy.
@@ -366,8 +366,7 @@ def test_same_plans_on_both_worlds(request: pytest.FixtureRequest, tmp_path: Pat
         def plans(situation: str) -> None:
             got = {}
             for r in rigs:
-                obs = observe(r.app, r.world, index_containers(r.world))
-                got[r.kind] = _summary(plan(r.app, obs, stores[r.kind].load_memory(r.name, 60, 3600), r.world.now()))
+                got[r.kind] = _summary(plan_for(r.app, r.world, stores[r.kind]))
             assert got["host"] == got["fake"], situation
 
         def converge() -> None:

@@ -19,13 +19,12 @@ from controller.apply import Context, apply
 from controller.errors import HealthCheckFailed
 from controller.facts import Memory
 from controller.logs import get_logger
-from controller.observe import index_containers, observe
-from controller.planner import plan
 from controller.spec import BlueGreenApp
 from controller.testing import FakeImage
 from controller.world import ContainerRequest
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler
+from tests.support.plans import plan_for
 
 IMAGES = {"dialogue:1": FakeImage(), "dialogue:2": FakeImage(), "dialogue:loop": FakeImage("crashloop", 1.5)}
 
@@ -37,7 +36,7 @@ def _world(app: BlueGreenApp) -> CheckedWorld:
 
 
 def _verbs(app: BlueGreenApp, w: CheckedWorld, mem: Memory | None = None) -> list[str]:
-    p = plan(app, observe(app, w, index_containers(w)), mem or Memory(), w.now())
+    p = plan_for(app, w, mem or Memory())
     return [f"{a.verb}:{a.color}" for a in p.actions] + [f"!{b.reason}" for b in p.blockers]
 
 
@@ -76,7 +75,7 @@ def test_a_color_that_restarted_or_started_within_the_window_waits_a_full_window
         blue.fact = replace(blue.fact, state="restarting")
         blue.restart_at = w.clock + 5
     back = make_app(activeColor="blue")
-    p = plan(back, observe(back, w, index_containers(w)), Memory(), w.now())
+    p = plan_for(back, w, Memory())
     started = w.clock
     result = reconciler(w, tmp_path / "state").reconcile(back).result
     assert w.violations == []

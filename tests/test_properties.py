@@ -25,10 +25,9 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from controller.facts import Failure, Memory
-from controller.failover import FailedOver, track
-from controller.observe import index_containers, observe
-from controller.planner import plan
+from controller.facts import Failure
+from controller.failover import FailedOver
+from controller.planner import Plan
 from controller.routing import route_fact, route_probe_url
 from controller.spec import BlueGreenApp
 from controller.state import StateStore
@@ -301,9 +300,7 @@ class ControllerMachine(RuleBasedStateMachine):
             c.broken = False
         for _ in range(MAX_PASSES):
             self._reconcile()
-            p = self._plan(Memory())
-            mem = reconciler(w, self.state_dir).store.load_memory(self.app.name, 60, 3600)
-            p = self._plan(mem)
+            p = self._plan()
             if not p.actions:
                 break
         else:
@@ -329,12 +326,11 @@ class ControllerMachine(RuleBasedStateMachine):
             w.clock += 4000
             for _ in range(MAX_PASSES):
                 self._reconcile()
-            assert self._plan(reconciler(w, self.state_dir).store.load_memory(self.app.name, 60, 3600)).converged
+            assert self._plan().converged
 
-    def _plan(self, mem: Memory):  # type: ignore[no-untyped-def]
-        obs = observe(self.app, self.world, index_containers(self.world))
-        fo = track(self.app, obs, StateStore(self.state_dir).load_failover(self.app.name), self.world.now())
-        return plan(self.app, obs, mem, self.world.now(), failover=fo)
+    def _plan(self) -> Plan:
+        """What `--plan` shows now: gather + decide, every stage (capacity, dependsOn, failover, gates, ...)."""
+        return reconciler(self.world, self.state_dir).plan_only(self.app)[0]
 
 
 TestController = ControllerMachine.TestCase
