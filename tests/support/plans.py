@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from controller.decide import PassInputs, decide
 from controller.facts import ImagesObserved, Memory, Observed
@@ -48,17 +49,9 @@ def inputs_for(
     return gather(app, world, store, revision_extra=revision_extra, dependencies=lambda a: deps, images=images)
 
 
-def plan_for(
-    app: BlueGreenApp,
-    world: World,
-    memory: Memory | StateStore | None = None,
-    *,
-    failover: FailoverState | None = None,
-    revision_extra: dict[str, str] | None = None,
-    not_ready: dict[str, str] | None = None,
-    images: bool = False,
-) -> Plan:
-    return decide(inputs_for(app, world, memory, failover=failover, revision_extra=revision_extra, not_ready=not_ready, images=images))
+def plan_for(app: BlueGreenApp, world: World, memory: Memory | StateStore | None = None, **kw: Any) -> Plan:
+    """`decide(inputs_for(...))`: the keywords are `inputs_for`'s."""
+    return decide(inputs_for(app, world, memory, **kw))
 
 
 def decide_on(
