@@ -375,14 +375,10 @@ def export_app(app: BlueGreenApp, accessories: dict[str, Accessory], opts: Optio
         image, env = s.preview.image, {**s.env, **s.preview.env}
         notes.add(
             "spec.preview",
-            f"the Rollout's template is the preview release {s.preview.image}, paused before promotion "
-            "(kubectl argo rollouts promote = reconcile promote); on a cluster without this Rollout, apply it without "
-            "preview first, or the preview becomes the live release",
-        )
-        notes.add(
-            "spec.preview.cookie",
-            f"ingress-nginx routes a canary by cookie only on the value 'always': {PREVIEW_COOKIE}=always "
-            f"(the header {PREVIEW_HEADER}: 1 is unchanged)",
+            f"the Rollout's template is the preview release {s.preview.image}, paused before promotion (kubectl argo "
+            "rollouts promote = reconcile promote; on a cluster without this Rollout, apply it without preview first, or "
+            f"the preview goes live); the canary Ingress takes {PREVIEW_HEADER}: 1 as before, but the cookie only as "
+            f"{PREVIEW_COOKIE}=always (ingress-nginx's value)",
         )
     container = _app_container(app, notes, image, env)
     if env_from is not None:
