@@ -55,6 +55,7 @@ def test_golden_export_passes_every_check(capsys: pytest.CaptureFixture[str], mo
     assert text == path.read_text(), f"export of {spec} changed: review it, then BLUEGREEN_UPDATE_GOLDEN=1"
     assert problems(documents(out)) == []
     assert out.startswith(f"{HEADER}: ") and f"# source: {spec}" in out
+    assert not re.search(r"[&*]id[0-9]", out)  # no YAML anchor or alias: each value written out
     assert all(w.startswith("reconcile: export: warning: ") for w in warnings)
     assert run_export(capsys, "-f", spec)[1] == out  # deterministic: no timestamp, stable order
 

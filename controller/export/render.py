@@ -27,8 +27,14 @@ class Source:
     commit: str | None = None
 
 
+class _Dumper(yaml.SafeDumper):
+    def ignore_aliases(self, data: object) -> bool:
+        return True  # a value used twice (the pod labels) is written twice, never as an &anchor / *alias
+
+
 def document(doc: Doc) -> str:
-    return yaml.safe_dump(doc, sort_keys=True, default_flow_style=False, allow_unicode=True, width=1 << 16)
+    text: str = yaml.dump(doc, Dumper=_Dumper, sort_keys=True, default_flow_style=False, allow_unicode=True, width=1 << 16)
+    return text
 
 
 def _comment(src: Source, kind: str) -> str:
