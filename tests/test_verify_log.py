@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from controller.actions import StopContainer, SwitchRoute
-from controller.drivers.accesslog import LogPos, end, read_since
+from controller.drivers.accesslog import end, read_since
 from controller.facts import Failure, Memory
 from controller.jsonshape import Corrupt
 from controller.observe import index_containers, observe
@@ -21,6 +21,7 @@ from controller.planner import plan
 from controller.spec import BlueGreenApp, VerifySpec
 from controller.state import StateStore
 from controller.verify import FAILED_REASON, Counts, Window, judge, parse_line, tally, window_closed
+from controller.world import LogPos
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler, world_for
 
