@@ -385,12 +385,12 @@ class FakeWorld:
             return HealthResult(False, f"exec in {name}: No such container: {name}")
         self._settle()
         if c.state != "running":
-            return HealthResult(False, f"exec in {name}: container {c.fact.id} is not running")
+            return HealthResult(False, f"exec in {name}: Container {c.fact.id} is not running")
         if c.broken:
             return exec_result(1, "")
         answer = self.images.get(c.fact.image, FakeImage()).execs.get(tuple(argv))
         if answer is None:
-            return exec_result(127, _missing_command(argv))
+            return exec_result(126, _missing_command(argv))
         code, output = answer
         if code is None:
             self.clock += timeout
@@ -660,8 +660,8 @@ class FakeWorld:
             return None
         user = next((c for c in self.containers.values() if c.fact.image_id == image_id), None)
         if user is not None:  # like Docker without force: a container, running or stopped, keeps its image
-            state = "running" if user.fact.state == "running" else "stopped"
-            return f"conflict: unable to delete {image_id[7:19]} (must be forced) - image is being used by {state} container {user.fact.id[:12]}"
+            how = "cannot be forced) - image is being used by running" if user.state == "running" else "must be forced) - image is being used by stopped"
+            return f"conflict: unable to delete {image_id[7:19]} ({how} container {user.fact.id[:12]}"
         self._mutate(f"remove image {image_id[:19]}")
         self.pruned.update(refs)
         return None

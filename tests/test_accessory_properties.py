@@ -203,7 +203,7 @@ class HostMachine(RuleBasedStateMachine):
 
     def _serving(self) -> str | None:
         ports = {port_of(s) for s in self.world.routed(self.app.name)}
-        return next((c for c in ("blue", "green") if self.app.spec.ports.of(c) in ports), None)  # type: ignore[arg-type]
+        return next((c for c in ("blue", "green") if self.app.spec.ports.of(c) in ports), None)
 
     def _redis_ready(self) -> bool:
         c = self.world.containers.get("redis")
