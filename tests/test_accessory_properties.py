@@ -74,14 +74,29 @@ def make(image: str, update: str, backup: bool, env: str) -> Accessory:
     return Accessory.model_validate({"apiVersion": "bluegreen/v1", "kind": "Accessory", "metadata": {"name": "redis"}, "spec": spec})
 
 
-class AccessoryMachine(RuleBasedStateMachine):
-    def __init__(self) -> None:
+class VolumesKept(RuleBasedStateMachine):
+    """The invariant both machines share: a named volume, once seen, is never removed."""
+
+    def __init__(self, world: FakeWorld) -> None:
         super().__init__()
+        self.world = world
+        self.volumes_seen: set[str] = set()
+
+    @invariant()
+    def volumes_are_never_removed(self) -> None:
+        now = set(self.world.volumes)
+        assert self.volumes_seen <= now
+        self.volumes_seen = now
+
+
+class AccessoryMachine(VolumesKept):
+    world: FakeWorld
+
+    def __init__(self) -> None:
+        super().__init__(FakeWorld(images={img: redis_image() for img in REDIS_IMAGES}))
         self._tmp = tempfile.TemporaryDirectory(prefix="bgacc-")
-        self.world = FakeWorld(images={img: redis_image() for img in REDIS_IMAGES})
         self.runner = AccessoryRunner(self.world, StateStore(Path(self._tmp.name)))
         self.acc = make("redis:7.2", "manual", False, "a")
-        self.volumes_seen: set[str] = set()
         self.stranger: tuple[str, str] | None = None  # (image, state) of a stranger's container
         self.backup_exit: int | None = 0
 
@@ -166,12 +181,6 @@ class AccessoryMachine(RuleBasedStateMachine):
             assert "oneoff redis-backup" in calls[:first_destructive], calls
             assert self.backup_exit == 0, calls
 
-    @invariant()
-    def volumes_are_never_removed(self) -> None:
-        now = set(self.world.volumes)
-        assert self.volumes_seen <= now
-        self.volumes_seen = now
-
 
 TestAccessories = AccessoryMachine.TestCase
 TestAccessories.settings = settings(max_examples=60, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -184,18 +193,18 @@ APPS = [
 ]
 
 
-class HostMachine(RuleBasedStateMachine):
+class HostMachine(VolumesKept):
     """An app with `dependsOn: [redis]` beside its Redis accessory on one FakeWorld, both kinds killed mid-pass."""
 
+    world: CheckedWorld
+
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__(CheckedWorld(images={"dialogue:1": FakeImage(), "dialogue:2": FakeImage(), "redis:7.2": redis_image()}))
         self._logs = ExitStack()
         self._logs.enter_context(structlog.testing.capture_logs())
         self.state_dir = Path(tempfile.mkdtemp(prefix="bg-host-"))
-        self.world = CheckedWorld(images={"dialogue:1": FakeImage(), "dialogue:2": FakeImage(), "redis:7.2": redis_image()})
         self.world.include_paths.add(APPS[0].upstream_file)
         self.app: BlueGreenApp = APPS[0]
-        self.volumes_seen: set[str] = set()
 
     def teardown(self) -> None:
         self._logs.close()
@@ -273,12 +282,6 @@ class HostMachine(RuleBasedStateMachine):
     @invariant()
     def never_routed_to_an_unhealthy_color(self) -> None:
         assert self.world.violations == []
-
-    @invariant()
-    def volumes_are_never_removed(self) -> None:
-        now = set(self.world.volumes)
-        assert self.volumes_seen <= now
-        self.volumes_seen = now
 
 
 TestHost = HostMachine.TestCase
