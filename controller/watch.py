@@ -595,10 +595,9 @@ def run_watch(
     log = get_logger()
     world = HostWorld(args.docker_url)
     metrics = Metrics()
-    from controller.drivers.accessories import DockerAccessories
     from controller.drivers.ssm import SsmSource
 
-    runner = AccessoryRunner(DockerAccessories(world.docker), StateStore(args.state_dir), metrics.registry, SsmSource())
+    runner = AccessoryRunner(world, StateStore(args.state_dir), metrics.registry, SsmSource())
     watcher = Watcher(
         args.path,
         world,
