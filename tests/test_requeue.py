@@ -19,7 +19,7 @@ import pytest
 import controller
 from controller.actions import Blocker, WaitHealthy, WriteMarker
 from controller.apply import Interrupted
-from controller.backoff import backoff
+from controller.backoff import BackoffPolicy, backoff
 from controller.errors import (
     ControllerError,
     DockerError,
@@ -172,10 +172,10 @@ def test_one_backoff_formula_for_the_failure_memory_and_temporary_errors() -> No
     assert [backoff(n, 60.0, 3600.0) for n in (1, 2, 6, 7, 8)] == [60, 120, 1920, 3600, 3600]
     for count in (1, 2, 3, 9):
         f = Failure("r1", "green", count, NOW, "HealthCheckFailed", "boom")
-        assert f.next_retry_at(60.0, 3600.0) == NOW + backoff(count, 60.0, 3600.0)
+        assert f.next_retry_at(BackoffPolicy(60.0, 3600.0)) == NOW + backoff(count, 60.0, 3600.0)
     # A count no float power holds (a hand-edited memory.json): the cap, not an OverflowError.
     assert backoff(5000, 60.0, 3600.0) == 3600.0
-    assert Failure("r1", "green", 5000, NOW, "HealthCheckFailed", "boom").next_retry_at(60.0, 3600.0) == NOW + 3600.0
+    assert Failure("r1", "green", 5000, NOW, "HealthCheckFailed", "boom").next_retry_at(BackoffPolicy(60.0, 3600.0)) == NOW + 3600.0
 
 
 # ------------------------------------------------------------------------------------ AppResult.requeue on FakeWorld
@@ -202,7 +202,7 @@ def test_a_failed_deploy_is_requeued_at_its_remembered_retry_instant(tmp_path: P
     bad = make_app(image="dialogue:bad", activeColor="green")
     r = rec.reconcile(bad)
     assert r.result == "degraded" and r.error and "health" in r.error
-    failure = next(iter(StateStore(tmp_path / "state").load_memory("dialogue", 30, 100).failures.values()))
+    failure = next(iter(StateStore(tmp_path / "state").load_memory("dialogue").failures.values()))
     assert failure.count == 1 and failure.last_failed_at == w.now()
     assert r.requeue == Requeue(30.0, "BackingOff", 0)
 

@@ -24,16 +24,11 @@ from pathlib import Path
 
 from controller.drivers import files
 from controller.errors import HostError
+from controller.verify import LogPos
 
 READ_LIMIT = 8 * 1024 * 1024  # per file and read: a window polls about twice a second
 ROTATED_SUFFIX = ".1"  # logrotate's name for the previous file (delaycompress keeps it plain)
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
-
-
-@dataclass(frozen=True)
-class LogPos:
-    inode: int  # 0: the log did not exist
-    offset: int
 
 
 @dataclass(frozen=True)
