@@ -108,7 +108,16 @@ def test_backing_off_comes_back_exactly_at_the_remembered_retry_instant() -> Non
 
 
 def test_waits_and_interrupted_passes_come_back_soon_without_counting_a_failure() -> None:
+    # Only waits left (a color still starting): soon, and a streak of failed passes before it ends.
     assert decide(a_plan(waiting=True), None, now=NOW, failures=2) == Requeue(SOON, "progressing", 0)
+    # Interrupted (a stop between two steps): soon, counted as no failure, whatever the plan still holds:
+    # waits, other actions (which would otherwise back off), a blocker, or no plan at all (stopped before one).
+    stop = Interrupted("stop requested")
+    undone = replace(a_plan(), actions=(WriteMarker("blue", "Nginx serves blue"),))
+    for p in (a_plan(waiting=True), undone, a_plan("LiveUnhealthy"), a_plan("BackingOff"), None):
+        for streak in (0, 3):
+            got = decide(p, stop, now=NOW, retry_at=NOW + 500.0, failures=streak)
+            assert got == Requeue(SOON, "Interrupted", 0) and not got.backing_off, (p, streak)
 
 
 def test_actions_left_after_every_pass_back_off_instead_of_fighting_every_second() -> None:
@@ -116,8 +125,6 @@ def test_actions_left_after_every_pass_back_off_instead_of_fighting_every_second
     undone = replace(a_plan(), actions=(WriteMarker("blue", "Nginx serves blue"),))
     assert decide(undone, None, now=NOW) == Requeue(1.0, "progressing", 1)
     assert decide(undone, None, now=NOW, failures=3) == Requeue(8.0, "progressing", 4)
-    assert decide(a_plan(waiting=True), Interrupted("stop requested"), now=NOW, failures=2) == Requeue(SOON, "Interrupted", 0)
-    assert decide(None, Interrupted("stop requested"), now=NOW) == Requeue(SOON, "Interrupted", 0)
 
 
 @pytest.mark.parametrize(
