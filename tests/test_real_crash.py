@@ -18,6 +18,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -159,7 +160,7 @@ def test_repeated_kill_9_at_spread_instants_never_routes_to_an_unhealthy_contain
             log = tmp_path / f"run{n}.log"
             proc = start_reconcile(w.spec_path, w.state, "--once", "--log-format", "json", stderr_path=log)
             try:
-                wait_while_running(lambda p=proc, log=log, reached=reached: reached(log, p), proc, 60, instant)
+                wait_while_running(partial(reached, log, proc), proc, 60, instant)
                 proc.send_signal(signal.SIGKILL)
                 assert proc.wait(timeout=10) == -signal.SIGKILL, f"run {n} finished before its kill at: {instant}"
             finally:

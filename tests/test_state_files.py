@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from controller.document import Corrupt
 from structlog.testing import capture_logs
 
 from controller import logs
+from controller.document import Corrupt
 from controller.facts import Failure, Memory
 from controller.logs import register_secret
 from controller.reconcile import Reconciler
