@@ -24,7 +24,17 @@ from typing import Any
 
 import pytest
 
-from tests.support.controller_run import Run, Traffic, World, condition, get, history, read, start_reconcile
+from tests.support.controller_run import (
+    Run,
+    Traffic,
+    World,
+    condition,
+    get,
+    history,
+    json_lines,
+    read,
+    start_reconcile,
+)
 from tests.support.images import crashloop_image, pin_images, slow_image
 from tests.support.nginx import NginxInstance
 from tests.support.wait import wait_while_running
@@ -116,18 +126,6 @@ def test_kill_9_mid_deploy_then_next_once_completes(
 SLOW_SECONDS = 12  # the deploy's new color answers UP this long after its start: every kill below lands before
 
 
-def _events(log: Path) -> list[dict[str, Any]]:
-    """The JSON log lines a running controller wrote so far (a line being written is skipped)."""
-    out = []
-    for line in (read(log) or "").splitlines():
-        if line.startswith("{"):
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue
-    return out
-
-
 def test_repeated_kill_9_at_spread_instants_never_routes_to_an_unhealthy_container(
     docker_client: Any, test_images: dict[str, str], app_name: str, nginx: NginxInstance, tmp_path: Path, session_id: str
 ) -> None:
@@ -145,7 +143,7 @@ def test_repeated_kill_9_at_spread_instants_never_routes_to_an_unhealthy_contain
 
     def acting(verb: str | None, phase: str) -> Callable[[Path, subprocess.Popen[str]], bool]:
         return lambda log, _p: any(
-            e.get("event") == f"action.{phase}" and (verb is None or (e.get("action"), e.get("color")) == (verb, "green")) for e in _events(log)
+            e.get("event") == f"action.{phase}" and (verb is None or (e.get("action"), e.get("color")) == (verb, "green")) for e in json_lines(read(log) or "")
         )
 
     instants: list[tuple[str, Callable[[Path, subprocess.Popen[str]], bool]]] = [
