@@ -17,8 +17,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controller.accessory import CONFIG_FIELDS, Accessory
-from controller.accessory_world import AccessoryFact
 from controller.actions import Blocker
+from controller.facts import AccessoryFact
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """`--plan` says plainly what `update: recreate` means for an accessory's data (issue 13, item 7).
 
 No volumes: recreating loses no data, flagged as fine. Volumes with a backup: kept, backup first. Volumes
-without a backup: a warning. Pure planner and its text/JSON rendering, on the in-memory world.
+without a backup: a warning. Pure planner and its text/JSON rendering, on the in-memory world (`controller.testing.FakeWorld`).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 from controller.accessory import Accessory
 from controller.accessory_reconcile import AccessoryRunner, plan_json, render_plan
 from controller.state import StateStore
-from controller.testing_accessories import FakeAccessoryWorld
+from controller.testing import FakeImage, FakeWorld
 
 
 def accessory(**spec: Any) -> Accessory:
@@ -40,7 +40,7 @@ CASES: dict[str, tuple[dict[str, Any], str | None]] = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_plan_says_what_a_recreate_does_to_data(tmp_path: Path, case: str) -> None:
     spec, expected = CASES[case]
-    w = FakeAccessoryWorld()
+    w = FakeWorld(images={"redis:7.2": FakeImage(execs={("true",): (0, "")}), "redis:7.4": FakeImage()})
     run = AccessoryRunner(w, StateStore(tmp_path / "state"))
     first = accessory(**spec)
     assert run.reconcile(first).converged
