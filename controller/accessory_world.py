@@ -8,6 +8,7 @@ one; `tests/test_accessory_contract.py` runs the same assertions against both. M
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -18,6 +19,16 @@ LABEL_ACCESSORY = "bluegreen.accessory"
 LABEL_CONFIG = "bluegreen.accessory.config"  # config hash, like an app color's revision
 LABEL_FIELDS = "bluegreen.accessory.fields"  # field=hash,...: names what changed
 LABEL_ONEOFF = "bluegreen.accessory.oneoff"  # a backup container (removed when it ends)
+RETIRED_SUFFIX = "-retired"  # a recreate renames the old container so, until the new one has its volumes
+_ANONYMOUS_VOLUME = re.compile(r"^[0-9a-f]{64}$")  # the name Docker gives a volume nobody named (an image's VOLUME)
+
+
+def retired_name(accessory: str) -> str:
+    return accessory + RETIRED_SUFFIX
+
+
+def is_anonymous(volume: str) -> bool:
+    return bool(_ANONYMOUS_VOLUME.match(volume))
 
 
 @dataclass(frozen=True)
@@ -30,6 +41,13 @@ class AccessoryFact:
     labels: dict[str, str]
     state: str  # created, running, exited, restarting, ...
     networks: tuple[str, ...] = ()
+    mounts: tuple[tuple[str, str], ...] = ()  # (volume name, path in the container) of each volume mounted
+
+    def anonymous_volumes(self, named: dict[str, str]) -> dict[str, str]:
+        """Its anonymous volumes (an image's VOLUME, as Docker made them) -> path, but none a volume of `named`
+        (spec.volumes: volume -> path) is mounted at: what a recreate mounts again at the same paths."""
+        taken = set(named.values())
+        return {v: path for v, path in self.mounts if is_anonymous(v) and v not in named and path not in taken}
 
     @property
     def running(self) -> bool:
@@ -113,6 +131,12 @@ class AccessoryWorld(Protocol):
 
     def remove(self, name: str) -> None:
         """Remove the container only (never its volumes)."""
+        ...
+
+    def rename(self, name: str, new_name: str) -> None: ...
+
+    def image_volumes(self, image: str) -> tuple[str, ...] | None:
+        """The paths `image` declares as VOLUME, sorted; None when the image is not present locally (not pulled)."""
         ...
 
     def run_oneoff(self, job: OneOff, timeout: float) -> OneOffResult: ...

@@ -3,11 +3,14 @@
 It mirrors `drivers/accessories.DockerAccessories` as `tests/test_accessory_contract.py` checks: a create
 refuses a taken name or a missing network, removing a container leaves its volumes, a one-off's exit code is
 what its command says, health is what the test sets. Data written "into" a volume lives in `volume_data`, so a
-test can see that a recreate kept it.
+test can see that a recreate kept it. An image's VOLUMEs are in `images` (set by a test; an image is "pulled"
+with none when a container is created from it): a create mounts a new anonymous volume at each path no
+requested volume covers, as Docker does.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from controller.accessory_world import LABEL_ACCESSORY, AccessoryFact, AccessoryRequest, OneOff, OneOffResult
@@ -22,6 +25,7 @@ class FakeAccessory:
     image: str
     state: str = "running"
     networks: list[str] = field(default_factory=list)
+    mounts: dict[str, str] = field(default_factory=dict)  # volume -> path
 
 
 class FakeAccessoryWorld:
@@ -35,6 +39,8 @@ class FakeAccessoryWorld:
         self.oneoffs: list[OneOff] = []
         self.calls: list[str] = []
         self.clock = 1_000_000.0
+        self.images: dict[str, tuple[str, ...]] = {}  # images present locally -> the paths they declare as VOLUME
+        self._anonymous = 0
 
     # Test helpers
     def add_stranger(self, name: str, image: str = "other:1") -> None:
@@ -46,7 +52,7 @@ class FakeAccessoryWorld:
     # AccessoryWorld
     def list_accessories(self, names: frozenset[str]) -> list[AccessoryFact]:
         return [
-            AccessoryFact(n, f"id-{n}", c.image, dict(c.labels), c.state, tuple(sorted(c.networks)))
+            AccessoryFact(n, f"id-{n}", c.image, dict(c.labels), c.state, tuple(sorted(c.networks)), tuple(sorted(c.mounts.items())))
             for n, c in sorted(self.containers.items())
             if LABEL_ACCESSORY in c.labels or n in names
         ]
@@ -84,7 +90,14 @@ class FakeAccessoryWorld:
             raise DockerError(f"create {req.name}: network {req.network} not found")
         for vol in req.volumes:
             self.volumes.setdefault(vol, {})  # Docker creates a missing named volume on mount
-        self.containers[req.name] = FakeAccessory(req, dict(req.labels), req.image, "running", [req.network or "bridge"])
+        mounts = dict(req.volumes)
+        for path in self.images.setdefault(req.image, ()):  # "pulled"
+            if path not in mounts.values():  # an image's VOLUME no requested volume covers: a new anonymous one
+                self._anonymous += 1
+                vol = hashlib.sha256(f"anonymous-{self._anonymous}".encode()).hexdigest()
+                self.volumes[vol] = {}
+                mounts[vol] = path
+        self.containers[req.name] = FakeAccessory(req, dict(req.labels), req.image, "running", [req.network or "bridge"], mounts)
 
     def _get(self, name: str, what: str) -> FakeAccessory:
         c = self.containers.get(name)
@@ -103,6 +116,16 @@ class FakeAccessoryWorld:
     def remove(self, name: str) -> None:
         self.calls.append(f"remove {name}")
         self.containers.pop(name, None)  # volumes stay
+
+    def rename(self, name: str, new_name: str) -> None:
+        self.calls.append(f"rename {name} {new_name}")
+        self._get(name, "rename")
+        if new_name in self.containers:
+            raise DockerError(f"rename {name} to {new_name}: Conflict. The container name \"/{new_name}\" is already in use")
+        self.containers[new_name] = self.containers.pop(name)
+
+    def image_volumes(self, image: str) -> tuple[str, ...] | None:
+        return self.images.get(image)
 
     def run_oneoff(self, job: OneOff, timeout: float) -> OneOffResult:
         self.calls.append(f"oneoff {job.name}")

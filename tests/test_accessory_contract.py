@@ -38,7 +38,7 @@ def rig(request: pytest.FixtureRequest) -> Iterator[tuple[AccessoryWorld, str, s
         yield DockerAccessories(DockerDriver()), name, image
     finally:
         for c in client.containers.list(all=True, filters={"name": name}):
-            c.remove(force=True)
+            c.remove(force=True)  # (<name>-retired too: the filter matches a part of the name)
         for v in client.volumes.list(filters={"name": name}):
             v.remove(force=True)
         for n in client.networks.list(names=[f"{name}-net"]):
@@ -78,12 +78,19 @@ def test_accessory_world_contract(rig: tuple[AccessoryWorld, str, str]) -> None:
     w.create_accessory(req)
     (fact,) = w.list_accessories(frozenset({name}))
     assert fact.ours(name) and fact.running and net in fact.networks
+    assert fact.mounts == ((vol, "/data"),) and fact.anonymous_volumes({}) == {}
+    assert w.image_volumes(image) == () and w.image_volumes(f"{name}-absent:1") is None  # (this image declares no VOLUME)
     with pytest.raises(DockerError):
         w.create_accessory(req)  # the name is taken
 
     w.stop(name, 5)
     (fact,) = w.list_accessories(frozenset({name}))
     assert not fact.running and fact.state == "exited"
+    w.rename(name, f"{name}-retired")
+    assert [(c.name, c.mounts) for c in w.list_accessories(frozenset({name}))] == [(f"{name}-retired", ((vol, "/data"),))]  # by its label
+    with pytest.raises(DockerError):
+        w.rename(name, f"{name}-other")  # no container of that name any more
+    w.rename(f"{name}-retired", name)
     assert not w.check_command(name, ["/usr/bin/redis-cli", "ping"], 2).ok
     w.start(name)
 

@@ -20,7 +20,7 @@ from controller.accessory_world import (
 )
 from controller.drivers.containers import DockerDriver, restart_policy
 from controller.drivers.probes import Prober
-from controller.errors import DockerError, one_line
+from controller.errors import DockerError, ImageError, one_line
 from controller.world import HealthResult
 
 
@@ -48,6 +48,7 @@ class DockerAccessories:
             if LABEL_ONEOFF in labels:
                 continue
             nets = ((row.get("NetworkSettings") or {}).get("Networks") or {}).keys()
+            mounts = [(str(m.get("Name")), str(m.get("Destination"))) for m in row.get("Mounts") or [] if m.get("Type") == "volume" and m.get("Name")]
             out.append(
                 AccessoryFact(
                     name=name,
@@ -56,6 +57,7 @@ class DockerAccessories:
                     labels=labels,
                     state=row.get("State") or "",
                     networks=tuple(sorted(nets)),
+                    mounts=tuple(sorted(mounts)),
                 )
             )
         return out
@@ -93,8 +95,20 @@ class DockerAccessories:
         self.docker.stop(name, timeout)
 
     def remove(self, name: str) -> None:
-        # force=True, v=False: anonymous volumes aside, named volumes are never removed with a container.
+        # force=True, v=False: no volume is removed with a container, an anonymous one neither.
         self.docker.remove(name)
+
+    def rename(self, name: str, new_name: str) -> None:
+        api = self._api()
+        self._call(f"rename {name} to {new_name}", lambda: api.rename(name, new_name))
+
+    def image_volumes(self, image: str) -> tuple[str, ...] | None:
+        api = self._api()
+        try:
+            info = self._call(f"inspect image {image}", lambda: api.inspect_image(image))
+        except ImageError:
+            return None
+        return tuple(sorted((info.get("Config") or {}).get("Volumes") or {}))
 
     # Volumes and networks --------------------------------------------------------------------------------
     def list_volumes(self) -> set[str]:
