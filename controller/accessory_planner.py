@@ -21,8 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controller.accessory import CONFIG_FIELDS, Accessory
-from controller.accessory_world import AccessoryFact, is_anonymous, retired_name
 from controller.actions import Blocker
+from controller.facts import AccessoryFact, is_anonymous, retired_name
 
 
 @dataclass(frozen=True)

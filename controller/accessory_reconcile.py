@@ -17,25 +17,25 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from controller.accessory import Accessory
 from controller.accessory_planner import AccessoryObserved, AccessoryPlan, Step, plan_accessory
-from controller.accessory_world import (
+from controller.errors import ControllerError, DockerError, HealthCheckFailed, InvalidInput, one_line
+from controller.facts import (
+    FINGERPRINT_KEY,
     LABEL_ACCESSORY,
+    LABEL_ACCESSORY_IMAGE,
     LABEL_CONFIG,
     LABEL_FIELDS,
+    LABEL_MANAGED,
     LABEL_ONEOFF,
+    MANAGED_BY,
     AccessoryFact,
-    AccessoryRequest,
-    AccessoryWorld,
-    OneOff,
     retired_name,
 )
-from controller.errors import ControllerError, DockerError, HealthCheckFailed, InvalidInput, one_line
-from controller.facts import FINGERPRINT_KEY, LABEL_MANAGED, MANAGED_BY
 from controller.logs import get_logger
 from controller.secrets import SecretSource, fingerprint
 from controller.spec import BlueGreenApp
 from controller.state import StateStore
 from controller.status import iso
-from controller.world import HealthResult
+from controller.world import AccessoryRequest, HealthResult, OneOff, World
 
 MAX_PASSES = 3
 ACCESSORY_UP = "bluegreen_accessory_up"
@@ -69,7 +69,7 @@ class AccessoryResult:
 class AccessoryRunner:
     def __init__(
         self,
-        world: AccessoryWorld,
+        world: World,
         store: StateStore,
         registry: CollectorRegistry | None = None,
         secrets: SecretSource | None = None,
@@ -234,7 +234,7 @@ class AccessoryRunner:
             LABEL_ACCESSORY: acc.name,
             LABEL_CONFIG: config,
             LABEL_FIELDS: ",".join(f"{k}={v}" for k, v in acc.config_fields(extra).items()),
-            "bluegreen.accessory.image": acc.spec.image,
+            LABEL_ACCESSORY_IMAGE: acc.spec.image,
         }
 
     def _apply(self, acc: Accessory, step: Step, config: str, extra: dict[str, str], env: dict[str, str]) -> None:
@@ -263,13 +263,13 @@ class AccessoryRunner:
                 why = "timed out" if r.exit_code is None else f"exit {r.exit_code}"
                 raise DockerError(f"{acc.name}: backup failed ({why}: {r.output}); nothing recreated, the old container keeps running")
         elif step.verb == "StopAccessory":
-            w.stop(acc.name, s.stopTimeoutSeconds)
+            w.stop_container(acc.name, s.stopTimeoutSeconds)
         elif step.verb == "RetireAccessory":
-            w.rename(acc.name, retired_name(acc.name))
+            w.rename_container(acc.name, retired_name(acc.name))
         elif step.verb == "RemoveAccessory":
-            w.remove(step.target)
+            w.remove_container(step.target)
         elif step.verb == "CreateAccessory":
-            w.create_accessory(
+            w.create_container(
                 AccessoryRequest(
                     name=acc.name,
                     image=s.image,
@@ -285,7 +285,7 @@ class AccessoryRunner:
                 )
             )
         elif step.verb == "StartAccessory":
-            w.start(acc.name)
+            w.start_container(acc.name)
         elif step.verb == "WaitAccessoryHealthy":
             self._wait(acc)
         else:  # pragma: no cover - the planner's verbs are listed above

@@ -3,7 +3,7 @@
 No volumes: recreating loses no data, flagged as fine. Volumes with a backup: kept, backup first. Volumes
 without a backup: a warning. An image that declares `VOLUME /data` without spec.volumes (redis, mongo, qdrant):
 never "loses no data"; the anonymous volume is named and kept. Pure planner and its text/JSON rendering, on
-the in-memory world (on real Docker: tests/test_real_accessories.py).
+the in-memory world (`controller.testing.FakeWorld`; on real Docker: tests/test_real_accessories.py).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pytest
 from controller.accessory import Accessory
 from controller.accessory_reconcile import AccessoryRunner, plan_json, render_plan
 from controller.state import StateStore
-from controller.testing_accessories import FakeAccessoryWorld
+from controller.testing import FakeImage, FakeWorld
 
 
 def accessory(**spec: Any) -> Accessory:
@@ -42,7 +42,7 @@ CASES: dict[str, tuple[dict[str, Any], str | None]] = {
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_plan_says_what_a_recreate_does_to_data(tmp_path: Path, case: str) -> None:
     spec, expected = CASES[case]
-    w = FakeAccessoryWorld()
+    w = FakeWorld(images={"redis:7.2": FakeImage(execs={("true",): (0, "")}), "redis:7.4": FakeImage()})
     run = AccessoryRunner(w, StateStore(tmp_path / "state"))
     first = accessory(**spec)
     assert run.reconcile(first).converged
@@ -62,8 +62,7 @@ def test_plan_says_what_a_recreate_does_to_data(tmp_path: Path, case: str) -> No
 
 
 def test_an_image_volume_is_named_in_the_note_never_loses_no_data(tmp_path: Path) -> None:
-    w = FakeAccessoryWorld()
-    w.images["redis:7.2"] = w.images["redis:7.4"] = ("/data",)
+    w = FakeWorld(images={img: FakeImage(volumes=("/data",)) for img in ("redis:7.2", "redis:7.4")})
     run = AccessoryRunner(w, StateStore(tmp_path / "state"))
     # Before any container: the image's VOLUME is named.
     fresh = accessory(update="recreate", backup={"command": ["true"]})
@@ -87,7 +86,7 @@ def test_an_image_volume_is_named_in_the_note_never_loses_no_data(tmp_path: Path
 
 
 def test_an_image_not_present_locally_is_said_so() -> None:
-    w = FakeAccessoryWorld()
+    w = FakeWorld()
     run = AccessoryRunner(w, StateStore(Path("/nonexistent-state-never-written")))
     (note,) = run.plan(accessory(update="recreate", image="redis:9")).notes
     assert note == (

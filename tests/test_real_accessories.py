@@ -67,11 +67,13 @@ def accessory_doc(name: str, image: str, port: int, **spec: Any) -> dict[str, An
 
 def in_process(state: Path, doc: dict[str, Any]) -> AccessoryResult:
     """One accessory pass in this process: the runner `--once` uses, on the real dockerd (saves a Python start)."""
-    from controller.drivers.accessories import DockerAccessories
-    from controller.drivers.containers import DockerDriver
+    from controller.drivers.host import HostWorld
 
-    runner = AccessoryRunner(DockerAccessories(DockerDriver()), StateStore(state))
-    return runner.reconcile(Accessory.model_validate(doc))
+    world = HostWorld()
+    try:
+        return AccessoryRunner(world, StateStore(state)).reconcile(Accessory.model_validate(doc))
+    finally:
+        world.close()
 
 
 def redis(docker_client: Any, name: str, *args: str) -> str:

@@ -1,4 +1,5 @@
-"""`DockerAccessories`: the real `AccessoryWorld` (issue 13), on the app's Docker connection (`DockerDriver`).
+"""`DockerAccessories`: the accessory half of the real `World` (issue 13), composed into `drivers.host.HostWorld`
+on its Docker connection (`DockerDriver`) and probe client. Start, stop and remove are the containers driver's.
 
 Volumes are created, listed and mounted here, never removed. A one-off (backup) container is removed when it
 ends, and a leftover of a killed run (same name, our one-off label) is removed before the next one starts.
@@ -10,22 +11,15 @@ import socket
 import time
 from typing import Any
 
-from controller.accessory_world import (
-    LABEL_ACCESSORY,
-    LABEL_ONEOFF,
-    AccessoryFact,
-    AccessoryRequest,
-    OneOff,
-    OneOffResult,
-)
 from controller.drivers.containers import DockerDriver, restart_policy
 from controller.drivers.probes import Prober
 from controller.errors import DockerError, ImageError, one_line
-from controller.world import HealthResult
+from controller.facts import LABEL_ACCESSORY, LABEL_ACCESSORY_IMAGE, LABEL_ONEOFF, AccessoryFact
+from controller.world import AccessoryRequest, HealthResult, OneOff, OneOffResult, exec_result
 
 
 class DockerAccessories:
-    def __init__(self, docker: DockerDriver, probes: Prober | None = None) -> None:
+    def __init__(self, docker: DockerDriver, probes: Prober) -> None:
         self.docker = docker
         self._probes = probes
 
@@ -53,7 +47,7 @@ class DockerAccessories:
                 AccessoryFact(
                     name=name,
                     id=row["Id"],
-                    image=labels.get("bluegreen.accessory.image") or row.get("Image") or "",
+                    image=labels.get(LABEL_ACCESSORY_IMAGE) or row.get("Image") or "",
                     labels=labels,
                     state=row.get("State") or "",
                     networks=tuple(sorted(nets)),
@@ -62,7 +56,7 @@ class DockerAccessories:
             )
         return out
 
-    def create_accessory(self, req: AccessoryRequest) -> None:
+    def create(self, req: AccessoryRequest) -> None:
         self.docker.ensure_image(req.image)
         client = self.docker.client()
         policy = restart_policy(req.restart_policy)
@@ -87,16 +81,6 @@ class DockerAccessories:
         except DockerError:
             self._call(f"remove {req.name}", lambda: container.remove(force=True))  # the container, never a volume
             raise
-
-    def start(self, name: str) -> None:
-        self.docker.start(name)
-
-    def stop(self, name: str, timeout: int) -> None:
-        self.docker.stop(name, timeout)
-
-    def remove(self, name: str) -> None:
-        # force=True, v=False: no volume is removed with a container, an anonymous one neither.
-        self.docker.remove(name)
 
     def rename(self, name: str, new_name: str) -> None:
         api = self._api()
@@ -180,8 +164,7 @@ class DockerAccessories:
             code = self._call(f"exec in {name}", lambda: api.exec_inspect(ex["Id"])).get("ExitCode")
         except DockerError as e:
             return HealthResult(False, one_line(e))
-        text = one_line(bytes(out).decode("utf-8", "replace"), 120)
-        return HealthResult(code == 0, f"exit {code}: {text}" if text else f"exit {code}")
+        return exec_result(code, bytes(out).decode("utf-8", "replace"))
 
     def _address(self, name: str, network: str | None) -> str | None:
         api = self._api()
@@ -207,13 +190,6 @@ class DockerAccessories:
         addr = host or self._address(name, network)
         if addr is None:
             return HealthResult(False, "no address")
-        if self._probes is None:
-            self._probes = Prober()
         shown = f"[{addr}]" if ":" in addr else addr
         return self._probes.health(f"http://{shown}:{port}{path}", expect, timeout)
 
-    def now(self) -> float:
-        return time.time()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)

@@ -155,7 +155,8 @@ class _Tail:
             del self.data[:drop]
 
     def lines(self) -> tuple[str, ...]:
-        """Its lines, whole and split at "\\n" only (joined again they are its text), but the one the cut fell
-        inside; the caller redacts them, then trims and keeps the last ones."""
-        lines = bytes(self.data).decode("utf-8", errors="replace").split("\n")
+        """Its lines, whole and split at "\\n" only (joined again they are its text, but a last newline), but
+        the one the cut fell inside; the caller redacts them, then trims and keeps the last ones."""
+        text = bytes(self.data).decode("utf-8", errors="replace")
+        lines = text.removesuffix("\n").split("\n") if text else []
         return tuple(lines[1:] if self.cut else lines)
