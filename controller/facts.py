@@ -31,6 +31,8 @@ LABEL_ACCESSORY_IMAGE = "bluegreen.accessory.image"  # the spec's image referenc
 LABEL_CONFIG = "bluegreen.accessory.config"  # config hash, like an app color's revision
 LABEL_FIELDS = "bluegreen.accessory.fields"  # field=hash,...: names what changed
 LABEL_ONEOFF = "bluegreen.accessory.oneoff"  # a backup container (removed when it ends)
+RETIRED_SUFFIX = "-retired"  # a recreate renames an accessory's old container so, until the new one has its volumes
+_ANONYMOUS_VOLUME = re.compile(r"^[0-9a-f]{64}$")  # the name Docker gives a volume nobody named (an image's VOLUME)
 
 
 @dataclass(frozen=True)
@@ -92,10 +94,17 @@ class AccessoryFact:
     labels: dict[str, str]
     state: str  # created, running, exited, restarting, ...
     networks: tuple[str, ...] = ()
+    mounts: tuple[tuple[str, str], ...] = ()  # (volume name, path in the container) of each volume mounted
 
     @property
     def running(self) -> bool:
         return self.state == "running"
+
+    def anonymous_volumes(self, named: dict[str, str]) -> dict[str, str]:
+        """Its anonymous volumes (an image's VOLUME, as Docker made them) -> path, but none a volume of `named`
+        (spec.volumes: volume -> path) is mounted at: what a recreate mounts again at the same paths."""
+        taken = set(named.values())
+        return {v: path for v, path in self.mounts if is_anonymous(v) and v not in named and path not in taken}
 
     def ours(self, accessory: str) -> bool:
         """Created by the controller for this accessory (its labels say so); anything else is never touched."""
@@ -112,6 +121,14 @@ class AccessoryFact:
             if sep:
                 out[k] = v
         return out
+
+
+def retired_name(accessory: str) -> str:
+    return accessory + RETIRED_SUFFIX
+
+
+def is_anonymous(volume: str) -> bool:
+    return bool(_ANONYMOUS_VOLUME.match(volume))
 
 
 @dataclass(frozen=True)

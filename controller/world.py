@@ -178,7 +178,13 @@ class World(Protocol):
     def stop_container(self, name: str, timeout: int) -> None: ...
 
     def remove_container(self, name: str) -> None:
-        """Remove the container (never a named volume); removing one that is gone is not an error."""
+        """Remove the container (never a volume, an anonymous one neither); removing one that is gone is not an error."""
+        ...
+
+    def rename_container(self, name: str, new_name: str) -> None: ...
+
+    def image_volumes(self, image: str) -> tuple[str, ...] | None:
+        """The paths `image` declares as VOLUME, sorted; None when the image is not present locally (not pulled)."""
         ...
 
     def connections_to(self, host_port: int) -> int:
