@@ -28,12 +28,13 @@ from controller.facts import (
     LABEL_ONEOFF,
     MANAGED_BY,
     AccessoryFact,
+    retired_name,
 )
 from controller.logs import get_logger
 from controller.requeue import result_of
 from controller.secrets import SecretSource, fingerprint
 from controller.spec import BlueGreenApp
-from controller.state import StateStore
+from controller.state import HistoryEntry, Ledger, StateStore
 from controller.status import iso
 from controller.world import AccessoryRequest, HealthResult, OneOff, World
 
@@ -77,6 +78,7 @@ class AccessoryRunner:
     ) -> None:
         self.world = world
         self.store = store
+        self.ledger = Ledger(store)
         self.metrics = AccessoryMetrics(registry) if registry is not None else None
         self.secrets = secrets
         self.should_stop = should_stop
@@ -84,7 +86,9 @@ class AccessoryRunner:
 
     # Observation --------------------------------------------------------------------------------------------
     def _index(self, names: Iterable[str]) -> dict[str, AccessoryFact]:
-        wanted = frozenset(names)
+        """Containers by name: each accessory's, and the one an interrupted recreate left as <name>-retired."""
+        named = frozenset(names)
+        wanted = named | {retired_name(n) for n in named}
         return {c.name: c for c in self.world.list_accessories(wanted) if c.name in wanted}
 
     def _health(self, acc: Accessory, c: AccessoryFact) -> HealthResult:
@@ -118,6 +122,9 @@ class AccessoryRunner:
             networks=frozenset(self.world.list_networks()) if acc.spec.network else frozenset(),
             healthy=healthy,
             health_detail=detail,
+            retired=idx.get(retired_name(acc.name)),
+            # What a recreate does to data (--plan's note) depends on the volumes the image declares.
+            image_volumes=self.world.image_volumes(acc.spec.image) if acc.spec.update == "recreate" else None,
         )
 
     def _extra(self, acc: Accessory) -> tuple[dict[str, str], list[Any]]:
@@ -239,7 +246,7 @@ class AccessoryRunner:
                 name=f"{acc.name}-backup",
                 image=s.image,
                 command=list(s.backup.command),
-                volumes=dict(s.volumes),
+                volumes={**dict(step.keep), **s.volumes},
                 labels={**own, LABEL_ONEOFF: "backup"},
                 env=env,
                 network=s.network,
@@ -250,8 +257,10 @@ class AccessoryRunner:
                 raise DockerError(f"{acc.name}: backup failed ({why}: {r.output}); nothing recreated, the old container keeps running")
         elif step.verb == "StopAccessory":
             w.stop_container(acc.name, s.stopTimeoutSeconds)
+        elif step.verb == "RetireAccessory":
+            w.rename_container(acc.name, retired_name(acc.name))
         elif step.verb == "RemoveAccessory":
-            w.remove_container(acc.name)
+            w.remove_container(step.target)
         elif step.verb == "CreateAccessory":
             w.create_container(
                 AccessoryRequest(
@@ -261,7 +270,7 @@ class AccessoryRunner:
                     env=env,
                     ports={int(k): v for k, v in s.ports.items()},
                     host_ip=s.bindAddress,
-                    volumes=dict(s.volumes),
+                    volumes={**dict(step.keep), **s.volumes},  # the old container's anonymous volumes, same paths
                     command=list(s.command) if s.command is not None else None,
                     network=s.network,
                     aliases=(acc.name,) if s.network else (),
@@ -295,30 +304,19 @@ class AccessoryRunner:
             self.world.sleep(interval)
 
     def _record(self, acc: Accessory, rid: str, step: Step, *, ok: bool, message: str) -> None:
-        self.store.append_history(
-            {
-                "time": iso(self.world.now()),
-                "app": acc.name,
-                "kind": "Accessory",
-                "reconcileId": rid,
-                "action": step.verb,
-                "color": None,
-                "target": step.target,
-                "image": acc.spec.image,
-                "outcome": "ok" if ok else "failed",
-                "message": message,
-            }
-        )
+        outcome = "ok" if ok else "failed"
+        at = iso(self.world.now())
+        self.ledger.record(HistoryEntry(at, acc.name, rid, step.verb, None, acc.spec.image, outcome, message, kind="Accessory", target=step.target))
 
     def _status(self, acc: Accessory, r: AccessoryResult, rid: str) -> None:
         doc = status_json(acc, r, rid, self.world.now())
-        self.store.save_status(acc.name, doc)
+        self.store.save_accessory_status(acc.name, doc)
         m = self.metrics
         if m is not None:
             p = r.plan
             m.up.labels(accessory=acc.name).set(1 if r.result == "converged" or (p is not None and p.healthy and not p.actions) else 0)
             m.outdated.labels(accessory=acc.name).set(1 if p is not None and p.outdated and r.result != "converged" else 0)
-            for reason in ("AccessoryOutdated", "AccessoryNotOurs", "AccessoryUnhealthy"):
+            for reason in ("AccessoryOutdated", "AccessoryNotOurs", "AccessoryUnhealthy", "AccessoryRetiredKept"):
                 blocked = p is not None and any(b.reason == reason for b in p.blockers)
                 m.blocked.labels(accessory=acc.name, reason=reason).set(1 if blocked else 0)
 
@@ -378,7 +376,10 @@ def plan_json(p: AccessoryPlan) -> dict[str, Any]:
         "inSync": p.converged,
         "healthy": p.healthy,
         "diffs": list(p.diffs),
-        "actions": [{"action": s.verb, "target": s.target, "reason": s.reason} for s in p.actions],
+        "actions": [
+            {"action": s.verb, "target": s.target, "reason": s.reason, **({"keep": {v: path for v, path in s.keep}} if s.keep else {})}
+            for s in p.actions
+        ],
         "blockers": [{"reason": b.reason, "message": b.message} for b in p.blockers],
         "notes": list(p.notes),
     }

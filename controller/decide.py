@@ -22,6 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from controller.actions import CreatePreview, StartPreview, SwitchRoute
+from controller.backoff import DEFAULT_POLICY, BackoffPolicy
 from controller.facts import ImagesObserved, Memory, Observed
 from controller.failover import Decision, FailoverState
 from controller.planner import Plan
@@ -54,6 +55,7 @@ class PassInputs:
     revision_extra: dict[str, str] = field(default_factory=dict)  # deploy-time revision inputs (secrets fingerprint)
     not_ready: dict[str, str] = field(default_factory=dict)  # dependsOn: accessory -> why it is not ready
     images: ImagesObserved | None = None  # for pruning; None: not gathered (nothing is pruned)
+    policy: BackoffPolicy = DEFAULT_POLICY  # when a failed revision is tried again (--backoff-base, --backoff-max)
 
     @property
     def verification_open(self) -> bool:
@@ -82,8 +84,8 @@ def _core(i: PassInputs) -> _Core:
     rev = revisions[want]
     fo = failover(app, obs, mem, i.failover, now)
     fr = foreign(app, obs)
-    held = hold(app, obs, mem, now, rev, obs.serving)
-    return _Core(extra, stale, revisions, fr, fo, held, desired(app, obs, mem, now, rev, fo, fr.colors, held))
+    held = hold(app, obs, mem, now, rev, obs.serving, i.policy)
+    return _Core(extra, stale, revisions, fr, fo, held, desired(app, obs, mem, now, rev, fo, fr.colors, held, i.policy))
 
 
 def needs_capacity(i: PassInputs) -> bool:
@@ -113,7 +115,7 @@ def decide(i: PassInputs) -> Plan:
     blockers = (*c.foreign.blockers, *d.blockers, *((short,) if short is not None else ()))
     will_be_ready = d.will_be_ready and short is None
     # Deploy gates: a healthy new color whose checks or hook failed backs off before it is tried again.
-    gated = gate_backoff(app, mem, rev, now) if d.ready and serving != want and want not in c.foreign.colors else None
+    gated = gate_backoff(app, mem, rev, now, i.policy) if d.ready and serving != want and want not in c.foreign.colors else None
     if gated is not None:
         blockers = (*blockers, gated)
         will_be_ready = False
@@ -137,7 +139,7 @@ def decide(i: PassInputs) -> Plan:
     actions = (*actions, *g.after)
 
     # spec.preview on the idle color: the flag off first, its steps after the live color's.
-    pv = plan_preview(app, obs, mem, now, c.extra, target=r.target, foreign=c.foreign.colors)
+    pv = plan_preview(app, obs, mem, now, c.extra, target=r.target, foreign=c.foreign.colors, policy=i.policy)
     actions = (*pv.before, *actions, *pv.after)
     diffs = (*diffs, *pv.diffs)
     revisions = dict(c.revisions)

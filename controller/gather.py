@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Protocol
 
+from controller.backoff import DEFAULT_POLICY, BackoffPolicy
 from controller.decide import PassInputs, needs_capacity
 from controller.facts import CapacityFact, ContainerFact, Memory, Observed
 from controller.failover import FailoverState, track
@@ -37,7 +38,7 @@ def no_dependencies(app: BlueGreenApp) -> dict[str, str]:
 class Memories(Protocol):
     """What gathering reads from the state dir (state.StateStore)."""
 
-    def load_memory(self, app: str, backoff_base: float, backoff_max: float) -> Memory: ...
+    def load_memory(self, app: str) -> Memory: ...
 
     def load_failover(self, app: str) -> FailoverState: ...
 
@@ -51,15 +52,15 @@ def gather(
     dependencies: Dependencies = no_dependencies,
     containers: dict[str, ContainerFact] | None = None,
     images: bool = False,
-    backoff: tuple[float, float] = (60.0, 3600.0),
+    policy: BackoffPolicy = DEFAULT_POLICY,
 ) -> PassInputs:
     """`containers`: one Docker listing shared by the apps of a pass (else listed here)."""
     looked = world.now()  # failover: a failure seen by this observation is seen from its start
     obs = observe(app, world, containers if containers is not None else index_containers(world))
-    mem = store.load_memory(app.name, *backoff)
+    mem = store.load_memory(app.name)
     old = store.load_failover(app.name)
     fo = track(app, obs, old, looked, mem)
-    inputs = PassInputs(app, obs, mem, fo, fo != old, world.now(), dict(revision_extra or {}))
+    inputs = PassInputs(app, obs, mem, fo, fo != old, world.now(), dict(revision_extra or {}), policy=policy)
     if needs_capacity(inputs):
         inputs = replace(inputs, observed=replace(obs, capacity=_capacity(app, world, obs)), now=world.now())
     if app.spec.dependsOn:

@@ -29,9 +29,10 @@ from controller.actions import (
     WriteMarker,
 )
 from controller.apply import Context, Interrupted, apply
+from controller.backoff import BackoffPolicy
 from controller.decide import PassInputs, decide
 from controller.errors import CheckFailed, ControllerError, HookFailed
-from controller.facts import ContainerFact, Failure, HookRecord, Memory, Observed, hook_key
+from controller.facts import ContainerFact, HookRecord, Memory, Observed, hook_key
 from controller.failover import FAILED_OVER, FailoverState, activate
 from controller.gateplan import gates_fingerprint
 from controller.gather import Dependencies, gather, no_dependencies, with_images
@@ -43,8 +44,17 @@ from controller.requeue import NOT_RUN, Requeue, result_of
 from controller.requeue import decide as requeue_after
 from controller.secrets import NoSecrets, Resolved, Resolver
 from controller.spec import BlueGreenApp, other, preview_app
-from controller.state import StateStore
-from controller.status import Condition, LastDeploy, SourceStatus, Status, build_status, conditions, iso
+from controller.state import HistoryEntry, Ledger, StateStore
+from controller.status import (
+    Condition,
+    HookStatus,
+    LastDeploy,
+    SourceStatus,
+    Status,
+    build_status,
+    conditions,
+    iso,
+)
 from controller.verifier import Verifier
 from controller.verify import window_closed
 from controller.world import World
@@ -136,13 +146,13 @@ class Reconciler:
         self.world = world
         self.store = store
         self.metrics = metrics or Metrics()
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
+        self.policy = BackoffPolicy(backoff_base, backoff_max)
         self.should_stop = should_stop
         self.resolver: Resolver = resolver or NoSecrets()
         self.streaks: dict[str, int] = {}  # app -> consecutive passes backed off for (requeue.decide)
         self.source = source
-        self.verifier = Verifier(world, store, self.metrics)
+        self.ledger = Ledger(store, lambda app: source.history_fields(app).get("commit") if source is not None else None)
+        self.verifier = Verifier(world, store, self.metrics, self.ledger)
         self.dependencies = dependencies  # dependsOn (issue 13): the accessory runner's, gathered every pass
 
     # Read-only ---------------------------------------------------------------------------
@@ -158,7 +168,7 @@ class Reconciler:
             dependencies=self.dependencies,
             containers=containers,
             images=images,
-            backoff=(self.backoff_base, self.backoff_max),
+            policy=self.policy,
         )
 
     def plan_only(
@@ -171,7 +181,7 @@ class Reconciler:
 
     def status_only(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None) -> Status:
         p, obs, resolved = self.plan_only(app, containers)
-        previous = self.store.load_status(app.name, Status.from_json)
+        previous = self.store.load_status(app.name)
         # Keep the last pass's error visible: status must say why the last run failed.
         prev_error = previous.condition("Degraded") if previous is not None else None
         err = (
@@ -249,19 +259,9 @@ class Reconciler:
         env: dict[str, str] | None = None  # spec env + secret values; loaded (and the image present) before a create
 
         def record(action: Action, ok: bool, message: str) -> None:
-            self.store.append_history(
-                {
-                    "time": iso(self.world.now()),
-                    "app": app.name,
-                    "reconcileId": rid,
-                    "action": action.verb,
-                    "color": action.color,
-                    "image": preview_app(app).spec.image if isinstance(action, PREVIEW_ACTIONS) else app.spec.image,
-                    "outcome": "ok" if ok else "failed",
-                    "message": message,
-                    **(self.source.history_fields(app.name) if self.source is not None else {}),
-                }
-            )
+            image = preview_app(app).spec.image if isinstance(action, PREVIEW_ACTIONS) else app.spec.image
+            outcome = "ok" if ok else "failed"
+            self.ledger.record(HistoryEntry(iso(self.world.now()), app.name, rid, action.verb, action.color, image, outcome, message))
 
         for pass_no in range(MAX_PASSES):
             inputs = self.inputs(app, resolved, containers if pass_no == 0 else None)
@@ -342,7 +342,7 @@ class Reconciler:
         )
         self._export(app, obs, status)
         failure = mem.failures.get(p.revisions[app.spec.activeColor])
-        retry_at = failure.next_retry_at(mem.backoff_base, mem.backoff_max) if failure is not None else None
+        retry_at = failure.next_retry_at(self.policy) if failure is not None else None
         requeue = self.requeue(app.name, p, error, retry_at)
         log.info("reconcile.done", result=res, actions=len(done), error=message, requeue_after=requeue.after)
         return AppResult(app=app.name, result=res, plan=p, observed=obs, status=status, error=message, actions_done=done, requeue=requeue)
@@ -361,18 +361,7 @@ class Reconciler:
         assert done.active is not None
         self.store.save_failover(app.name, done)
         self.metrics.failovers.labels(app=app.name).inc()
-        self.store.append_history(
-            {
-                "time": iso(now),
-                "app": app.name,
-                "reconcileId": rid,
-                "action": FAILED_OVER,
-                "color": d.color,
-                "image": app.spec.image,
-                "outcome": "ok",
-                "message": done.active.reason,
-            }
-        )
+        self.ledger.record(HistoryEntry(iso(now), app.name, rid, FAILED_OVER, d.color, app.spec.image, "ok", done.active.reason))
         log.warning("failover.done", color=d.color, reason=done.active.reason)
 
     # Image pruning (controller/pruning.py) ------------------------------------------------------
@@ -385,18 +374,8 @@ class Reconciler:
             return
 
         def record(r: ImageRemoval, outcome: str, message: str) -> None:
-            self.store.append_history(
-                {
-                    "time": iso(self.world.now()),
-                    "app": app.name,
-                    "reconcileId": rid,
-                    "action": "RemoveImage",
-                    "image": ", ".join(r.references),
-                    "imageId": r.image_id,
-                    "outcome": outcome,
-                    "message": message,
-                }
-            )
+            at = iso(self.world.now())
+            self.ledger.record(HistoryEntry(at, app.name, rid, "RemoveImage", None, ", ".join(r.references), outcome, message, image_id=r.image_id))
 
         prune(self.world, removals, record=record, should_stop=self.should_stop, log=log)
 
@@ -414,9 +393,7 @@ class Reconciler:
         log.error("preview.failed", color=idle, revision=rev, error=str(error), kind=type(error).__name__)
         if app.spec.preview is None:
             return  # removing a leftover preview flag failed: no preview revision to hold it against (retried next pass)
-        old = mem.failures.get(rev)
-        failure = Failure(rev, idle, (old.count if old else 0) + 1, self.world.now(), type(error).__name__, str(error))
-        self.store.save_memory(app.name, replace(mem, failures={**mem.failures, rev: failure}), None)
+        self.store.save_memory(app.name, mem.bump(rev, idle, self.world.now(), type(error).__name__, str(error)), None)
 
     def _remember(
         self,
@@ -440,7 +417,6 @@ class Reconciler:
         now = self.world.now()
         want = app.spec.activeColor
         rev = p.revisions[want]
-        failures = dict(mem.failures)
         # To the desired color only: a switch back from a revision that failed verification is no deploy.
         cutover = any(isinstance(a, SwitchRoute) and a.color != obs.route.color and a.color == want for a in p.actions)
         deploying = cutover or any(isinstance(a, (CreateContainer, StartContainer)) and a.color == want for a in p.actions)
@@ -449,19 +425,15 @@ class Reconciler:
             if deploying:
                 # Held against the revision only when this pass started it: a live container killed
                 # while a pass waited on it is restarted by the next pass, not backed off.
-                old = failures.get(rev)
-                failures[rev] = Failure(rev, want, (old.count if old else 0) + 1, now, "HealthCheckFailed", str(error))
+                mem = mem.bump(rev, want, now, "HealthCheckFailed", str(error))
         elif isinstance(failed, (RunCheck, RunHook)) and failed.color == want and isinstance(error, (CheckFailed, HookFailed)):
             # A failed check or hook is a failed deploy: remembered against the revision and the gates it failed
             # with, retried after backoff (or at once when the gates change: gateplan.gate_backoff).
-            old = failures.get(rev)
-            gates = gates_fingerprint(app)
-            count = (old.count if old is not None and old.gates == gates else 0) + 1
-            failures[rev] = Failure(rev, want, count, now, type(error).__name__, str(error), gates=gates)
+            mem = mem.bump(rev, want, now, type(error).__name__, str(error), gates=gates_fingerprint(app))
         elif error is None and p.target == want:
             # Only a pass that leaves the desired color proven (a stable WaitHealthy, or steady) and live
             # clears the failure: a marker fixed while backing off is no proof (issue 10 item 1).
-            failures.pop(rev, None)
+            mem = replace(mem, failures={r: f for r, f in mem.failures.items() if r != rev})
         if deploying:
             ok = error is None
             if cutover:
@@ -477,8 +449,7 @@ class Reconciler:
                 message=None if ok else str(error),
             )
         # Forget failures of revisions that are no longer wanted, so the file cannot grow forever.
-        failures = {r: f for r, f in failures.items() if r in p.revisions.values()}
-        mem = replace(mem, failures=failures)
+        mem = replace(mem, failures={r: f for r, f in mem.failures.items() if r in p.revisions.values()})
         self.store.save_memory(app.name, mem, last_deploy)
         return mem, last_deploy
 
@@ -503,14 +474,14 @@ class Reconciler:
             obs,
             p,
             conditions=conds,
-            previous=self.store.load_status(app.name, Status.from_json),
+            previous=self.store.load_status(app.name),
             last_deploy=last_deploy,
             reconcile_id=rid,
             now=self.world.now(),
             secret_names=resolved.names,
             source=src,
         )
-        self.store.save_status(app.name, {**status.to_json(), **hook_status(hooks)})
+        self.store.save_status(app.name, replace(status, hooks=hook_status(hooks)))
         return status
 
     def _with_source(self, app: str, conds: list[Condition]) -> tuple[SourceStatus | None, list[Condition]]:
@@ -525,22 +496,12 @@ class Reconciler:
         self.metrics.set_conditions(app.name, {c.type: c.status for c in status.conditions})
 
 
-def hook_status(hooks: Mapping[str, HookRecord]) -> dict[str, Any]:
+def hook_status(hooks: Mapping[str, HookRecord]) -> tuple[HookStatus, ...] | None:
     """status.json "hooks": each remembered hook run (phase, revision, state, exit code, last lines), newest first."""
     if not hooks:
-        return {}
+        return None
     runs = sorted(hooks.values(), key=lambda h: h.started_at, reverse=True)
-    return {
-        "hooks": [
-            {
-                "phase": h.phase,
-                "revision": h.revision,
-                "state": h.state,
-                "exitCode": h.exit_code,
-                "startedAt": iso(h.started_at),
-                "finishedAt": iso(h.finished_at) if h.finished_at is not None else None,
-                "output": list(h.output),
-            }
-            for h in runs
-        ]
-    }
+    return tuple(
+        HookStatus(h.phase, h.revision, h.state, h.exit_code, iso(h.started_at), iso(h.finished_at) if h.finished_at is not None else None, h.output)
+        for h in runs
+    )

@@ -38,7 +38,7 @@ TEMPORARY_BASE, TEMPORARY_MAX = 1.0, 60.0  # temporary errors: 1 s, doubling, at
 MIN_AFTER = 0.05  # a retry instant already past (clocks, rounding) must not turn into a busy loop
 SPEC_ONLY = frozenset({"LiveColorOutdated", "FailedOver"})  # blockers that only a spec edit (or an event) lifts
 # A pass's first blocker that waits for the operator makes it "blocked"; any other blocker, "degraded".
-BLOCKED = frozenset({"LiveColorOutdated", "AccessoryOutdated", "AccessoryNotOurs"})
+BLOCKED = frozenset({"LiveColorOutdated", "AccessoryOutdated", "AccessoryNotOurs", "AccessoryRetiredKept"})
 
 
 def result_of(error: BaseException | None, *, converged: bool, blockers: Sequence[Blocker]) -> str:

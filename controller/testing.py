@@ -10,6 +10,7 @@ assertions, so the two cannot drift apart.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -66,6 +67,7 @@ class FakeImage:
     # not exist in the image.
     execs: dict[tuple[str, ...], tuple[int | None, str]] = field(default_factory=dict)
     listens: tuple[int, ...] | None = None  # container ports it accepts connections on; None: every port
+    volumes: tuple[str, ...] = ()  # paths it declares as VOLUME: an accessory's container gets an anonymous volume at each
 
     @property
     def lifetime(self) -> float | None:
@@ -92,6 +94,7 @@ class FakeContainer:
     request: ContainerRequest | AccessoryRequest | None = None  # what it was created with (None: a stranger's)
     ports: dict[int, int] = field(default_factory=dict)  # container port -> published host port
     networks: list[str] = field(default_factory=list)
+    mounts: dict[str, str] = field(default_factory=dict)  # volume -> path (an accessory's)
 
     @property
     def state(self) -> str:
@@ -222,7 +225,15 @@ class FakeWorld:
         self._docker()
         self._settle()
         return [
-            AccessoryFact(n, c.fact.id, c.fact.labels.get(LABEL_ACCESSORY_IMAGE) or c.fact.image, dict(c.fact.labels), c.state, tuple(sorted(c.networks)))
+            AccessoryFact(
+                n,
+                c.fact.id,
+                c.fact.labels.get(LABEL_ACCESSORY_IMAGE) or c.fact.image,
+                dict(c.fact.labels),
+                c.state,
+                tuple(sorted(c.networks)),
+                tuple(sorted(c.mounts.items())),
+            )
             for n, c in sorted(self.containers.items())
             if (LABEL_ACCESSORY in c.fact.labels or n in names) and LABEL_ONEOFF not in c.fact.labels
         ]
@@ -261,9 +272,17 @@ class FakeWorld:
             if c.state == "running" and set(c.ports.values()) & set(ports.values()):
                 raise DockerError(f"start {req.name}: port is already allocated")
         self._mutate(f"create {req.name}")
+        mounts: dict[str, str] = {}
         if isinstance(req, AccessoryRequest):
             for vol in req.volumes:
                 self.volumes.setdefault(vol, {})  # Docker creates a missing named volume on mount
+            mounts = dict(req.volumes)
+            for path in self.images[req.image].volumes:
+                if path not in mounts.values():  # an image's VOLUME no requested volume covers: a new anonymous one
+                    self._next_id += 1
+                    anonymous = hashlib.sha256(f"volume-{self._next_id}".encode()).hexdigest()
+                    self.volumes[anonymous] = {}
+                    mounts[anonymous] = path
         self._next_id += 1
         first = next(iter(ports.items()), None)
         fact = ContainerFact(
@@ -278,8 +297,9 @@ class FakeWorld:
             created=self.clock,
         )
         self.containers[req.name] = FakeContainer(
-            fact, dict(req.env), self.clock, restart_policy=req.restart_policy, request=req, ports=ports, networks=[req.network or "bridge"]
-        )
+            fact, dict(req.env), self.clock, restart_policy=req.restart_policy, request=req, ports=ports, networks=[req.network or "bridge"],
+            mounts=mounts,
+        )  # fmt: skip
 
     def add_stranger(self, name: str, image: str = "other:1", labels: dict[str, str] | None = None) -> None:
         """A container someone else made (not through the World): never to be touched by the controller."""
@@ -317,6 +337,20 @@ class FakeWorld:
         if name in self.containers:
             self._mutate(f"remove {name}")
             del self.containers[name]
+
+    def rename_container(self, name: str, new_name: str) -> None:
+        self._docker()
+        c = self._get(name)
+        if new_name in self.containers:
+            raise DockerError(f"rename {name} to {new_name}: Conflict. The container name \"/{new_name}\" is already in use")
+        self._mutate(f"rename {name} {new_name}")
+        c.fact = replace(c.fact, name=new_name)
+        self.containers[new_name] = self.containers.pop(name)
+
+    def image_volumes(self, image: str) -> tuple[str, ...] | None:
+        self._docker()
+        img = self.images.get(image)
+        return None if img is None or image in self.pruned else img.volumes
 
     def _get(self, name: str) -> FakeContainer:
         c = self.containers.get(name)

@@ -16,7 +16,9 @@ from typing import Protocol
 from controller.errors import one_line
 from controller.facts import AccessoryFact, CapacityFact, ContainerFact, ImageFact
 
-# PromAnswer is defined beside its parser (controller.verify); re-exported for World users.
+# PromAnswer is defined beside its parser, LogPos beside the window that keeps it (controller.verify);
+# re-exported for World users.
+from controller.verify import LogPos as LogPos
 from controller.verify import PromAnswer as PromAnswer
 
 
@@ -75,14 +77,6 @@ class OneOff:
 class OneOffResult:
     exit_code: int | None  # None: timed out (the container was removed)
     output: str  # last line of its output, one line
-
-
-@dataclass(frozen=True)
-class LogPos:
-    """A position in the access log: (inode, offset) when last read."""
-
-    inode: int  # 0: the log did not exist
-    offset: int
 
 
 @dataclass(frozen=True)
@@ -184,7 +178,13 @@ class World(Protocol):
     def stop_container(self, name: str, timeout: int) -> None: ...
 
     def remove_container(self, name: str) -> None:
-        """Remove the container (never a named volume); removing one that is gone is not an error."""
+        """Remove the container (never a volume, an anonymous one neither); removing one that is gone is not an error."""
+        ...
+
+    def rename_container(self, name: str, new_name: str) -> None: ...
+
+    def image_volumes(self, image: str) -> tuple[str, ...] | None:
+        """The paths `image` declares as VOLUME, sorted; None when the image is not present locally (not pulled)."""
         ...
 
     def connections_to(self, host_port: int) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -92,7 +93,7 @@ def test_outdated_recreate_backs_up_first_and_never_removes_a_volume(tmp_path: P
     new = accessory(image="redis:7.4", update="recreate", backup={"command": ["redis-cli", "save"]})
     r = runner(w, tmp_path).reconcile(new)
     assert r.converged, r
-    assert w.mutations == ["oneoff redis-backup", "stop redis", "remove redis", "create redis"]
+    assert w.mutations == ["oneoff redis-backup", "stop redis", "rename redis redis-retired", "create redis", "remove redis-retired"]
     assert w.oneoffs[0].volumes == {"redis-data": "/data"} and w.oneoffs[0].image == "redis:7.4"
     assert "redis-data" in w.volumes
 
@@ -107,20 +108,65 @@ def test_a_failed_backup_stops_the_recreate(tmp_path: Path) -> None:
     assert w.mutations == ["oneoff redis-backup"] and w.containers["redis"].state == "running"
 
 
-@pytest.mark.parametrize("crash_after", ["stop redis", "remove redis"])
+@pytest.mark.parametrize("crash_after", ["stop", "rename", "create"])
 def test_a_recreate_cut_short_is_completed_by_the_next_pass(tmp_path: Path, crash_after: str) -> None:
     w = fake_world()
+    for img in ("redis:7.2", "redis:7.4"):
+        w.images[img].volumes = ("/cache", "/data")  # /data: spec.volumes; /cache: anonymous
     runner(w, tmp_path).reconcile(accessory())
+    (anon,) = [v for v, path in w.containers["redis"].mounts.items() if path == "/cache"]
     new = accessory(image="redis:7.4", update="recreate")
     # The world as a kill -9 right after that step leaves it.
     w.stop_container("redis", 1)
-    if crash_after == "remove redis":
-        w.remove_container("redis")
+    if crash_after in ("rename", "create"):
+        w.rename_container("redis", "redis-retired")
+    if crash_after == "create":
+        labels = runner(w, tmp_path)._labels(new, new.config_hash(), {})
+        w.create_container(replace(_req(w, "redis-retired"), image="redis:7.4", labels=labels, volumes={anon: "/cache", "redis-data": "/data"}))
     w.mutations.clear()
     r = runner(w, tmp_path).reconcile(new)
     assert r.converged, r
-    assert w.mutations == (["remove redis", "create redis"] if crash_after == "stop redis" else ["create redis"])
-    assert "redis-data" in w.volumes
+    rest = {"stop": ["rename redis redis-retired", "create redis", "remove redis-retired"], "rename": ["create redis", "remove redis-retired"]}
+    assert w.mutations == rest.get(crash_after, ["remove redis-retired"])
+    assert w.containers["redis"].mounts == {"redis-data": "/data", anon: "/cache"} and set(w.containers) == {"redis"}
+    assert {"redis-data", anon} <= set(w.volumes)
+
+
+def _req(w: FakeWorld, name: str) -> AccessoryRequest:
+    req = w.containers[name].request
+    assert isinstance(req, AccessoryRequest)
+    return req
+
+
+def test_an_image_volume_is_kept_across_a_recreate_and_the_backup_sees_it(tmp_path: Path) -> None:
+    """No spec.volumes, an image that declares VOLUME /data (redis, mongo, qdrant do): the anonymous volume
+    Docker made is mounted again at /data by the recreated container, and by the backup before it."""
+    w = fake_world()
+    for img in ("redis:7.2", "redis:7.4"):
+        w.images[img].volumes = ("/data",)
+    runner(w, tmp_path).reconcile(accessory(volumes={}))
+    (anon,) = w.containers["redis"].mounts
+    new = accessory(image="redis:7.4", volumes={}, update="recreate", backup={"command": ["redis-cli", "save"]})
+    p = runner(w, tmp_path).plan(new)
+    create = next(s for s in p.actions if s.verb == "CreateAccessory")
+    assert create.keep == ((anon, "/data"),) and f"with anonymous volumes {anon[:12]} at /data" in create.reason
+    assert runner(w, tmp_path).reconcile(new).converged
+    assert w.containers["redis"].mounts == {anon: "/data"} and w.oneoffs[0].volumes == {anon: "/data"}
+    assert set(w.volumes) == {anon}  # no second, empty anonymous volume
+
+
+def test_a_retired_container_whose_volumes_the_current_one_lacks_is_kept(tmp_path: Path) -> None:
+    w = fake_world()
+    w.images["redis:7.2"].volumes = ("/data",)
+    runner(w, tmp_path).reconcile(accessory(volumes={}))
+    w.stop_container("redis", 1)
+    w.rename_container("redis", "redis-retired")
+    w.images["redis:7.2"].volumes = ()
+    w.create_container(replace(_req(w, "redis-retired"), volumes={}))  # by hand
+    w.mutations.clear()
+    r = runner(w, tmp_path).reconcile(accessory(volumes={}))
+    assert r.result == "blocked" and r.plan is not None and r.plan.blockers[0].reason == "AccessoryRetiredKept", r
+    assert "docker rm redis-retired, without -v" in r.plan.blockers[0].message and w.mutations == []
 
 
 def test_stopped_is_started_and_a_stranger_is_never_touched(tmp_path: Path) -> None:

@@ -6,6 +6,9 @@ a stranger's container under the accessory's name, a failing backup, a pass cut 
 — these hold:
 
 - a named volume is never removed;
+- the anonymous volume of the image's VOLUME (/cache here) is mounted by the accessory's container after every
+  complete pass, the same one throughout (a recreate, even cut short, keeps it) unless the container was removed
+  by hand;
 - a container the controller did not create is never started, stopped or removed;
 - a recreate never stops or removes the old container before its backup succeeded in the same pass;
 - with `update: manual` an out-of-date container of ours is never removed;
@@ -100,6 +103,9 @@ class AccessoryMachine(VolumesKept):
         self.acc = make("redis:7.2", "manual", False, "a")
         self.stranger: tuple[str, str] | None = None  # (image, state) of a stranger's container
         self.backup_exit: int | None = 0
+        self.world.images["redis:7.2"].volumes = ("/cache", "/data")  # /data: spec.volumes; /cache: anonymous
+        self.world.images["redis:7.4"].volumes = ("/cache",)
+        self.cache: str | None = None  # the anonymous volume at /cache, once a container of ours made it
 
     def teardown(self) -> None:
         self._tmp.cleanup()
@@ -124,6 +130,7 @@ class AccessoryMachine(VolumesKept):
         c = self.world.containers.get("redis")
         if c is not None and c.request is not None:
             del self.world.containers["redis"]
+            self.cache = None  # its anonymous volume is orphaned by hand: a new container gets a new one
 
     @rule()
     def stranger_takes_the_name(self) -> None:
@@ -163,6 +170,10 @@ class AccessoryMachine(VolumesKept):
             return  # the backup failed: nothing recreated (checked by the ordering invariant)
         assert c is not None and c.request is not None and c.state == "running"
         assert c.fact.labels["bluegreen.accessory.config"] == self.acc.config_hash()
+        (cache,) = [v for v, path in c.mounts.items() if path == "/cache"]
+        assert self.cache in (None, cache), "a recreate left the image volume's data behind"
+        self.cache = cache
+        assert "redis-retired" not in self.world.containers
 
     def _pass(self, crashed_ok: bool) -> None:
         self.world.mutations.clear()
@@ -177,8 +188,9 @@ class AccessoryMachine(VolumesKept):
             assert self.world.containers.get("redis") is stranger and stranger.state == self.stranger[1]  # type: ignore[index]
             assert not any(c.split()[-1] == "redis" for c in calls), calls
         # The backup comes first: no stop/remove of the old container before a successful backup in this pass.
-        if self.acc.spec.backup is not None and "remove redis" in calls and self.acc.spec.update == "recreate":
-            first_destructive = min(calls.index(c) for c in ("stop redis", "remove redis") if c in calls)
+        retire = "rename redis redis-retired"
+        if self.acc.spec.backup is not None and retire in calls and self.acc.spec.update == "recreate":
+            first_destructive = min(calls.index(c) for c in ("stop redis", retire) if c in calls)
             assert "oneoff redis-backup" in calls[:first_destructive], calls
             assert self.backup_exit == 0, calls
 

@@ -759,6 +759,8 @@ def test_accessory_contract(acc_rig: AccessoryRig) -> None:
     w.create_container(req)
     (fact,) = [a for a in w.list_accessories(frozenset({name})) if a.name == name]
     assert fact.ours(name) and fact.running and fact.networks == (net,) and fact.image == acc_rig.redis
+    assert fact.mounts == ((vol, "/data"),) and fact.anonymous_volumes({}) == {}
+    assert w.image_volumes(acc_rig.redis) == () and w.image_volumes(f"{name}-absent:1") is None  # (it declares no VOLUME)
     assert all(c.name != name for c in w.list_containers())  # not an app's container
     with pytest.raises(DockerError):
         w.create_container(req)  # the name is taken
@@ -810,6 +812,13 @@ def test_accessory_contract(acc_rig: AccessoryRig) -> None:
     stopped = w.check_command(name, REDIS_CLI_PING, 2)
     assert not stopped.ok and stopped.detail.startswith(f"exec in {name}: Container ") and stopped.detail.endswith(" is not running")
     assert w.check_tcp(name, net, None, 6379, 2).detail == "no address"
+    # Renamed aside (a recreate's retired container): still listed by its label, with its volumes.
+    retired = f"{name}-retired"
+    w.rename_container(name, retired)
+    assert [(a.name, a.mounts) for a in w.list_accessories(frozenset({name})) if a.name.startswith(name)] == [(retired, ((vol, "/data"),))]
+    with pytest.raises(DockerError):
+        w.rename_container(name, f"{name}-other")  # no container of that name any more
+    w.rename_container(retired, name)
     w.start_container(name)
     assert _eventually(w, lambda: w.check_command(name, REDIS_CLI_PING, 2).ok, "redis back")
 

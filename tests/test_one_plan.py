@@ -95,9 +95,9 @@ class CountingStore(StateStore):
     memory_reads = 0
     failover_reads = 0
 
-    def load_memory(self, app: str, backoff_base: float, backoff_max: float) -> Memory:
+    def load_memory(self, app: str) -> Memory:
         self.memory_reads += 1
-        return super().load_memory(app, backoff_base, backoff_max)
+        return super().load_memory(app)
 
     def load_failover(self, app: str) -> FailoverState:
         self.failover_reads += 1

@@ -109,7 +109,7 @@ class ControllerMachine(RuleBasedStateMachine):
         r = reconciler(self.world, self.state_dir)
         remembered: set[str] = set()
         if self.tainted:
-            remembered = (set(r.store.load_memory(self.app.name, 60, 3600).failures) | self.fo_failed) & self.tainted
+            remembered = (set(r.store.load_memory(self.app.name).failures) | self.fo_failed) & self.tainted
         try:
             r.reconcile(self.app)
         finally:
@@ -174,7 +174,7 @@ class ControllerMachine(RuleBasedStateMachine):
         if rev is None or c is None:
             return
         store = StateStore(self.state_dir)
-        mem = store.load_memory(self.app.name, 60, 3600)
+        mem = store.load_memory(self.app.name)
         failure = Failure(rev, c.fact.labels.get("bluegreen.color", color), 1, self.world.now(), "VerificationFailed", "5xx 40% > 5%")  # type: ignore[arg-type]
         store.save_memory(self.app.name, replace(mem, failures={**mem.failures, rev: failure}), None)
         self.tainted.add(rev)

@@ -13,7 +13,7 @@ from typing import Any
 
 from controller.drivers.containers import DockerDriver, restart_policy
 from controller.drivers.probes import Prober
-from controller.errors import DockerError, one_line
+from controller.errors import DockerError, ImageError, one_line
 from controller.facts import LABEL_ACCESSORY, LABEL_ACCESSORY_IMAGE, LABEL_ONEOFF, AccessoryFact
 from controller.world import AccessoryRequest, HealthResult, OneOff, OneOffResult, exec_result
 
@@ -42,6 +42,7 @@ class DockerAccessories:
             if LABEL_ONEOFF in labels:
                 continue
             nets = ((row.get("NetworkSettings") or {}).get("Networks") or {}).keys()
+            mounts = [(str(m.get("Name")), str(m.get("Destination"))) for m in row.get("Mounts") or [] if m.get("Type") == "volume" and m.get("Name")]
             out.append(
                 AccessoryFact(
                     name=name,
@@ -50,6 +51,7 @@ class DockerAccessories:
                     labels=labels,
                     state=row.get("State") or "",
                     networks=tuple(sorted(nets)),
+                    mounts=tuple(sorted(mounts)),
                 )
             )
         return out
@@ -79,6 +81,18 @@ class DockerAccessories:
         except DockerError:
             self._call(f"remove {req.name}", lambda: container.remove(force=True))  # the container, never a volume
             raise
+
+    def rename(self, name: str, new_name: str) -> None:
+        api = self._api()
+        self._call(f"rename {name} to {new_name}", lambda: api.rename(name, new_name))
+
+    def image_volumes(self, image: str) -> tuple[str, ...] | None:
+        api = self._api()
+        try:
+            info = self._call(f"inspect image {image}", lambda: api.inspect_image(image))
+        except ImageError:
+            return None
+        return tuple(sorted((info.get("Config") or {}).get("Volumes") or {}))
 
     # Volumes and networks --------------------------------------------------------------------------------
     def list_volumes(self) -> set[str]:

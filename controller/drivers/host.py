@@ -68,7 +68,13 @@ class HostWorld:
         self.docker.stop(name, timeout)
 
     def remove_container(self, name: str) -> None:
-        self.docker.remove(name)
+        self.docker.remove(name)  # force=True, v=False: no volume goes with it, an anonymous one neither
+
+    def rename_container(self, name: str, new_name: str) -> None:
+        self.accessories.rename(name, new_name)
+
+    def image_volumes(self, image: str) -> tuple[str, ...] | None:
+        return self.accessories.image_volumes(image)
 
     def connections_to(self, host_port: int) -> int:
         return established_connections(host_port)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controller.actions import Action, Blocker, CreateContainer, RemoveContainer, StartContainer, WaitHealthy
+from controller.backoff import BackoffPolicy
 from controller.facts import MANAGED_BY, ContainerFact, Memory, Observed
 from controller.failover import Decision
 from controller.planner import describe_container, matches
@@ -32,7 +33,15 @@ class Desired:
 
 
 def desired(
-    app: BlueGreenApp, obs: Observed, mem: Memory, now: float, rev: str, fo: Decision, foreign: frozenset[Color], held: Hold | None
+    app: BlueGreenApp,
+    obs: Observed,
+    mem: Memory,
+    now: float,
+    rev: str,
+    fo: Decision,
+    foreign: frozenset[Color],
+    held: Hold | None,
+    policy: BackoffPolicy,
 ) -> Desired:
     spec = app.spec
     want = spec.activeColor
@@ -64,7 +73,7 @@ def desired(
         diffs.append(f"container {app.container_name(want)}: {describe_container(cur)}; want running healthy {spec.image} revision={rev}")
         live_running = serving == want and cur is not None and cur.running
         failure = mem.failures.get(rev)
-        retry_at = failure.next_retry_at(mem.backoff_base, mem.backoff_max) if failure else None
+        retry_at = failure.next_retry_at(policy) if failure else None
         name = app.container_name(want)
         wait = WaitHealthy(want, f"{spec.healthCheck.path} must answer {spec.healthCheck.expectStatus}")
         if fo.kind in ("switch", "held"):

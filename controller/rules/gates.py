@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controller.actions import Action, Blocker, RemoveHook, RunCheck, RunHook
+from controller.backoff import BackoffPolicy
 from controller.facts import LABEL_COLOR, LABEL_HOOK, LABEL_REVISION, Memory, Observed, hook_key
 from controller.gateplan import AFTER, BEFORE, GATE_REASONS, gates_fingerprint
 from controller.spec import COLORS, BeforeSwitchCheck, BlueGreenApp, Color
@@ -25,7 +26,7 @@ def describe_check(check: BeforeSwitchCheck) -> str:
     return f"{(check.command or ['?'])[0]} must exit 0"
 
 
-def gate_backoff(app: BlueGreenApp, mem: Memory, revision: str, now: float) -> Blocker | None:
+def gate_backoff(app: BlueGreenApp, mem: Memory, revision: str, now: float, policy: BackoffPolicy) -> Blocker | None:
     """A healthy new color whose revision failed a check or its hook is not tried again before its retry instant,
     unless the checks or hooks changed since (a spec change: tried at once)."""
     failure = mem.failures.get(revision)
@@ -33,7 +34,7 @@ def gate_backoff(app: BlueGreenApp, mem: Memory, revision: str, now: float) -> B
         return None
     if failure.gates and failure.gates != gates_fingerprint(app):
         return None
-    retry_at = failure.next_retry_at(mem.backoff_base, mem.backoff_max)
+    retry_at = failure.next_retry_at(policy)
     if now >= retry_at:
         return None
     return Blocker(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from controller.backoff import DEFAULT_POLICY, BackoffPolicy
 from controller.decide import PassInputs, decide
 from controller.facts import ImagesObserved, Memory, Observed
 from controller.failover import FailoverState
@@ -27,7 +28,7 @@ class Remembered:
     memory: Memory = field(default_factory=Memory)
     failover: FailoverState = field(default_factory=FailoverState)
 
-    def load_memory(self, app: str, backoff_base: float, backoff_max: float) -> Memory:
+    def load_memory(self, app: str) -> Memory:
         return self.memory
 
     def load_failover(self, app: str) -> FailoverState:
@@ -43,10 +44,11 @@ def inputs_for(
     revision_extra: dict[str, str] | None = None,
     not_ready: dict[str, str] | None = None,
     images: bool = False,
+    policy: BackoffPolicy = DEFAULT_POLICY,
 ) -> PassInputs:
     store = memory if isinstance(memory, StateStore) else Remembered(memory or Memory(), failover or FailoverState())
     deps = dict(not_ready or {})
-    return gather(app, world, store, revision_extra=revision_extra, dependencies=lambda a: deps, images=images)
+    return gather(app, world, store, revision_extra=revision_extra, dependencies=lambda a: deps, images=images, policy=policy)
 
 
 def plan_for(app: BlueGreenApp, world: World, memory: Memory | StateStore | None = None, **kw: Any) -> Plan:
@@ -64,8 +66,9 @@ def decide_on(
     revision_extra: dict[str, str] | None = None,
     not_ready: dict[str, str] | None = None,
     images: ImagesObserved | None = None,
+    policy: BackoffPolicy = DEFAULT_POLICY,
 ) -> Plan:
     fo = failover or FailoverState()
     return decide(
-        PassInputs(app, obs, memory or Memory(), fo, False, now, dict(revision_extra or {}), dict(not_ready or {}), images)
+        PassInputs(app, obs, memory or Memory(), fo, False, now, dict(revision_extra or {}), dict(not_ready or {}), images, policy)
     )
