@@ -28,6 +28,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from controller.facts import Failure
 from controller.failover import FailedOver
 from controller.planner import Plan
+from controller.reconcile import AppResult
 from controller.routing import route_fact, route_probe_url
 from controller.spec import BlueGreenApp
 from controller.state import StateStore
@@ -105,13 +106,13 @@ class ControllerMachine(RuleBasedStateMachine):
         self._logs.close()
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
-    def _reconcile(self) -> None:
+    def _reconcile(self) -> AppResult:
         r = reconciler(self.world, self.state_dir)
         remembered: set[str] = set()
         if self.tainted:
             remembered = (set(r.store.load_memory(self.app.name).failures) | self.fo_failed) & self.tainted
         try:
-            r.reconcile(self.app)
+            return r.reconcile(self.app)
         finally:
             self._check_failover(r.store, remembered)
 
@@ -299,7 +300,7 @@ class ControllerMachine(RuleBasedStateMachine):
         for c in w.containers.values():
             c.broken = False
         for _ in range(MAX_PASSES):
-            self._reconcile()
+            last = self._reconcile()
             p = self._plan()
             if not p.actions:
                 break
@@ -318,6 +319,12 @@ class ControllerMachine(RuleBasedStateMachine):
             assert w.files.get(self.app.marker_path) == marker_before, (marker_before, w.files.get(self.app.marker_path))
         if p.converged:
             assert live == self.app.spec.activeColor
+            if not last.converged:
+                # The world converged after a run that did not (its last wait failed, a crash loop up again): the
+                # first converged run does the housekeeping a converged run does (pruning), and nothing else.
+                w.mutations.clear()
+                assert self._reconcile().converged
+                assert all(m.startswith("remove image ") for m in w.mutations), w.mutations
             w.mutations.clear()
             self._reconcile()
             assert w.mutations == [], "a converged world must not be touched"

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 
 from controller.actions import Action, Blocker, StartContainer, WaitHealthy
 from controller.facts import ContainerFact, Memory, Observed
-from controller.failover import FAILED_OVER, OFF, Decision, FailoverState, WaitLiveOrFailover, passing
+from controller.failover import FAILED_OVER, OFF, Decision, FailoverState, Kind, WaitLiveOrFailover, passing
 from controller.spec import BlueGreenApp, Color, other
 
 
@@ -40,23 +40,20 @@ def failover(app: BlueGreenApp, obs: Observed, mem: Memory, state: FailoverState
     if why_not:
         return Decision("unavailable", deadline=deadline, message=f"{live} fails its health check; no failover: {why_not}")
     assert cand is not None and cand.revision is not None
+    failing = now - state.failing_since
     if now < deadline:
-        return Decision(
-            "pending",
-            cand_color,
-            deadline=deadline,
-            message=f"{live} fails its health check for {now - state.failing_since:.1f}s; failover to {name} "
-            f"(revision {cand.revision}) after {spec.failoverAfterSeconds:g}s unless it recovers",
-            steady=cand.steady(now, spec.healthCheck.stableSeconds),
+        kind: Kind = "pending"
+        message = (
+            f"{live} fails its health check for {failing:.1f}s; failover to {name} "
+            f"(revision {cand.revision}) after {spec.failoverAfterSeconds:g}s unless it recovers"
         )
-    return Decision(
-        "switch",
-        cand_color,
-        deadline=deadline,
-        message=f"{live} failed its health check for {now - state.failing_since:.1f}s "
-        f"(failoverAfterSeconds {spec.failoverAfterSeconds:g}); {name} passes and runs revision {cand.revision}, which served before",
-        steady=cand.steady(now, spec.healthCheck.stableSeconds),
-    )
+    else:
+        kind = "switch"
+        message = (
+            f"{live} failed its health check for {failing:.1f}s (failoverAfterSeconds {spec.failoverAfterSeconds:g}); "
+            f"{name} passes and runs revision {cand.revision}, which served before"
+        )
+    return Decision(kind, cand_color, deadline=deadline, message=message, steady=cand.steady(now, spec.healthCheck.stableSeconds))
 
 
 def _unavailable(app: BlueGreenApp, cand: ContainerFact | None, color: Color, mem: Memory, state: FailoverState) -> str:
