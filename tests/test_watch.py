@@ -31,7 +31,7 @@ from controller.reconcile import Reconciler
 from controller.requeue import decide
 from controller.state import Lock, StateStore
 from controller.testing import FakeWorld
-from controller.watch import PassLock, Watcher, jittered, reconnect_delay
+from controller.watch import AppKind, Manager, PassLock, jittered, reconnect_delay
 from tests.factories import app_doc
 from tests.support.controller_run import (
     Snapshot,
@@ -494,11 +494,11 @@ def test_watch_refuses_textfile_and_a_taken_metrics_port(setup: Setup) -> None:
 # ------------------------------------------------------------------------------------ in-process
 
 
-def _watcher(tmp_path: Path, path: Path) -> Watcher:
+def _watcher(tmp_path: Path, path: Path) -> Manager:
     world = FakeWorld()
     metrics = Metrics()
     store = StateStore(tmp_path / "state")
-    return Watcher(path, world, metrics, lambda stop: Reconciler(world, store, metrics, should_stop=stop), tmp_path / "state")
+    return Manager(path, [AppKind(Reconciler(world, store, metrics))], metrics, tmp_path / "state")
 
 
 def _write(path: Path, doc: dict[str, Any] | str) -> None:
@@ -514,24 +514,24 @@ def test_reload_keeps_the_last_valid_spec_and_reports_each_problem_once(
     _write(d / "b.yaml", app_doc("b", ports={"blue": 19001, "green": 19002}))
     w = _watcher(tmp_path, d)
     assert sorted(w.reload("start")) == ["a", "b"]
-    first = w.workers["a"].app
+    first = w.workers["a"].obj
 
     _write(d / "a.yaml", "metadata: {name: a}\nspec: [")
     assert w.reload("spec") == []
     assert w.reload("resync") == []  # re-read: same problem, no second event
-    assert w.workers["a"].app is first
+    assert w.workers["a"].obj is first
     assert w.errors_by_file == {d / "a.yaml": w.errors_by_file[d / "a.yaml"]}
     assert w.metrics.registry.get_sample_value("bluegreen_spec_errors") == 1
 
     # b tries to take a's ports: refused, b keeps its last valid spec.
     _write(d / "b.yaml", app_doc("b"))
     assert w.reload("spec") == []
-    assert w.workers["b"].app.spec.ports.blue == 19001
+    assert w.workers["b"].obj.spec.ports.blue == 19001
 
     _write(d / "a.yaml", app_doc("a", image="dialogue:2"))
     _write(d / "b.yaml", app_doc("b", ports={"blue": 19001, "green": 19002}))
     assert w.reload("spec") == ["a"]
-    assert w.workers["a"].app.spec.image == "dialogue:2"
+    assert w.workers["a"].obj.spec.image == "dialogue:2"
     assert w.errors_by_file == {}
 
     (d / "b.yaml").unlink()
