@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Literal, NoReturn
 
@@ -84,16 +84,7 @@ class Settings:
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> Settings:
-        return cls(
-            state_dir=a.state_dir,
-            lock_timeout=a.lock_timeout,
-            backoff_base=a.backoff_base,
-            backoff_max=a.backoff_max,
-            metrics_textfile=a.metrics_textfile,
-            docker_url=a.docker_url,
-            log_format=a.log_format,
-            log_level=a.log_level,
-        )
+        return cls(**{f.name: getattr(a, f.name) for f in fields(cls)})  # the same names as the arguments'
 
 
 @dataclass(frozen=True)
@@ -115,18 +106,7 @@ class SourceOptions:
     def from_args(cls, a: argparse.Namespace) -> SourceOptions | None:
         if a.git_url is None:
             return None
-        return cls(
-            url=a.git_url,
-            ref=a.git_ref,
-            path=a.git_path,
-            interval=a.git_interval,
-            verify=a.git_verify,
-            token_file=a.git_token_file,
-            token_ssm=a.git_token_ssm,
-            token_ssm_region=a.git_token_ssm_region,
-            ssh_key=a.git_ssh_key,
-            known_hosts=a.git_known_hosts,
-        )
+        return cls(**{f.name: getattr(a, f"git_{f.name}") for f in fields(cls)})  # --git-url, --git-ref, ...
 
 
 Mode = Literal["once", "plan", "status", "watch"]
