@@ -14,8 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.accessory_reconcile import AccessoryRunner
-from controller.accessory_world import LABEL_ACCESSORY
-from controller.facts import ContainerFact
+from controller.facts import LABEL_ACCESSORY, ContainerFact
 from controller.requeue import Requeue
 from controller.specdir import Selection
 from controller.watch import Outcome, Snapshot

@@ -1,5 +1,6 @@
 """Command line: `reconcile --once | --plan | --status | --watch -f PATH`, and
-`reconcile deploy -f SPEC --image IMG | rollback -f SPEC | promote -f SPEC` (edit the spec; see controller/release.py).
+`reconcile deploy -f SPEC --image IMG | rollback -f SPEC | promote -f SPEC` (edit the spec; see controller/release.py),
+`reconcile export -f PATH --to argo-rollouts [-o DIR] [--namespace NS]` (manifests; see controller/export/).
 
 Exit codes
   --once    0 converged; 1 could not converge; 2 invalid input (YAML, spec, arguments)
@@ -9,6 +10,8 @@ Exit codes
   deploy, rollback, promote
             0 spec written (--apply: and converged); 1 --apply: written, could not converge; 2 refused or invalid
             input (one line; the spec file unchanged)
+  export    0 written (a warning line per approximated field); 1 cannot write; 2 invalid input or a spec it cannot
+            express (nothing written)
   any mode  141 (128 + SIGPIPE, as a shell reports a program killed by it) when standard output was closed
             before everything was written (`reconcile --schema | head -1`): no error message, the rest is dropped
 """
@@ -82,6 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         from controller.release import main as release_main
 
         return release_main(words)
+    if words and words[0] == "export":  # `reconcile export -f PATH --to argo-rollouts`: controller/export/
+        from controller.export.command import main as export_main
+
+        return export_main(words[1:], git=runtime.git_checkout)
     args = build_parser().parse_args(argv)
     if args.schema:
         print(json.dumps(json_schema(), indent=2))

@@ -14,11 +14,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from controller.errors import InvalidInput
 from controller.metrics import Metrics
-from controller.options import Settings, SourceOptions
+from controller.options import Settings, SourceOptions, state_dir_arg
 from controller.reconcile import Reconciler
 from controller.secrets import SecretsResolver
 from controller.state import StateStore
@@ -76,11 +77,8 @@ def build(
     runner = None
     if accessories is not None:
         from controller.accessory_reconcile import AccessoryRunner
-        from controller.drivers.accessories import DockerAccessories
 
-        if docker is None:
-            raise InvalidInput("accessories need a Docker connection")  # a programming error: a World without Docker
-        runner = AccessoryRunner(DockerAccessories(docker), store, metrics.registry, SsmSource())
+        runner = AccessoryRunner(world, store, metrics.registry, SsmSource())
         runner.accessories = {a.name: a for a in accessories}
     apps = Reconciler(
         world,
@@ -105,6 +103,18 @@ def open_git(opts: SourceOptions, settings: Settings, *, fetch: bool) -> GitSour
 
     token = ssm_token(opts.token_ssm, opts.token_ssm_region) if opts.token_ssm is not None else None
     return open_source(opts, settings.state_dir, token=token, fetch=fetch)
+
+
+def git_checkout(url: str, ref: str, path: str, state_dir: Path) -> tuple[Path, str]:
+    """`reconcile export --git-url`: the spec path in the checkout in force and its commit (read, never fetched)."""
+    from controller.source import GitSource, config_from_options
+
+    cfg = config_from_options(SourceOptions(url=url, ref=ref, path=path))
+    src = GitSource(cfg, state_dir_arg(str(state_dir)))
+    concrete = src.checkout_path()
+    if concrete is None:
+        raise InvalidInput(f"{cfg.shown_url} {ref}: no commit in force in {state_dir} (run reconcile --once --git-url ... first)")
+    return concrete, concrete.relative_to(src.root / "checkouts").parts[0]
 
 
 def ssm_token(name: str, region: str | None) -> str:

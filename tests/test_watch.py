@@ -585,17 +585,17 @@ def test_pass_lock_is_shared_by_workers_and_excludes_other_runs(tmp_path: Path) 
 def test_one_manager_routes_one_event_stream_by_label_and_wakes_only_the_dependents_of_an_accessory(tmp_path: Path) -> None:
     from controller.accessory_reconcile import AccessoryRunner
     from controller.accessory_watch import AccessoryKind
-    from controller.testing_accessories import FakeAccessoryWorld
+    from controller.testing import FakeImage
 
     d = tmp_path / "specs"
     d.mkdir()
     _write(d / "a.yaml", app_doc("a", dependsOn=["cache"]))
     _write(d / "b.yaml", app_doc("b", ports={"blue": 19001, "green": 19002}))
     _write(d / "cache.yaml", {"apiVersion": "bluegreen/v1", "kind": "Accessory", "metadata": {"name": "cache"}, "spec": {"image": "redis:7", "healthCheck": {"command": ["redis-cli", "ping"], "timeoutSeconds": 1}}})
-    world, accessories = FakeWorld(), FakeAccessoryWorld()
+    world = FakeWorld(images={"redis:7": FakeImage(execs={("redis-cli", "ping"): (0, "PONG")})})  # one World, both kinds
     metrics = Metrics()
     store = StateStore(tmp_path / "state")
-    runner = AccessoryRunner(accessories, store, metrics.registry)
+    runner = AccessoryRunner(world, store, metrics.registry)
     m = Manager(d, [AppKind(Reconciler(world, store, metrics, dependencies=runner.dependencies)), AccessoryKind(runner)], metrics, tmp_path / "state")
     assert m.reload("start") == ["a", "b", "cache"]
     assert {n: w.kind.name for n, w in m.workers.items()} == {"a": "app", "b": "app", "cache": "accessory"}
@@ -627,7 +627,7 @@ def test_one_manager_routes_one_event_stream_by_label_and_wakes_only_the_depende
     cache._pass(cache.obj, {"test"}, None)  # still ready: nobody else is woken
     assert pending() == []
 
-    accessories.healthy["cache"] = False  # unhealthy: not converged, tried again in RETRY; its dependents woken
+    world.containers["cache"].broken = True  # unhealthy: not converged, tried again in RETRY; its dependents woken
     cache._pass(cache.obj, {"test"}, None)
     assert cache.last_requeue is not None and cache.last_requeue.after == 5.0 and not cache.last_requeue.backing_off
     assert pending() == ["a", "cache"]
