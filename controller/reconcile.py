@@ -28,10 +28,10 @@ from controller.actions import (
     WaitHealthy,
     WriteMarker,
 )
-from controller.apply import Context, Interrupted, apply
+from controller.apply import Context, apply
 from controller.backoff import BackoffPolicy
 from controller.decide import PassInputs, decide
-from controller.errors import CheckFailed, ControllerError, HookFailed
+from controller.errors import CheckFailed, ControllerError, HookFailed, Interrupted
 from controller.facts import ContainerFact, HookRecord, Memory, Observed, hook_key
 from controller.failover import FAILED_OVER, FailoverState, activate
 from controller.gateplan import gates_fingerprint
@@ -141,19 +141,19 @@ class Reconciler:
         should_stop: Callable[[], bool] = lambda: False,
         resolver: Resolver | None = None,
         source: SourceView | None = None,
-        dependencies: Dependencies = no_dependencies,
+        dependencies: Dependencies | None = None,
     ) -> None:
         self.world = world
         self.store = store
         self.metrics = metrics or Metrics()
         self.policy = BackoffPolicy(backoff_base, backoff_max)
-        self.should_stop = should_stop
+        self.should_stop = should_stop  # the default of each reconcile's `should_stop`
         self.resolver: Resolver = resolver or NoSecrets()
         self.streaks: dict[str, int] = {}  # app -> consecutive passes backed off for (requeue.decide)
         self.source = source
         self.ledger = Ledger(store, lambda app: source.history_fields(app).get("commit") if source is not None else None)
         self.verifier = Verifier(world, store, self.metrics, self.ledger)
-        self.dependencies = dependencies  # dependsOn (issue 13): the accessory runner's, gathered every pass
+        self.dependencies = dependencies or no_dependencies  # dependsOn (issue 13): the accessory runner's, gathered every pass
 
     # Read-only ---------------------------------------------------------------------------
     def inputs(
@@ -208,13 +208,17 @@ class Reconciler:
         )
 
     # Converge ----------------------------------------------------------------------------
-    def reconcile(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None) -> AppResult:
+    def reconcile(
+        self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None, *, should_stop: Callable[[], bool] | None = None
+    ) -> AppResult:
+        """Converge `app`; `should_stop` (default: the constructor's) is checked between steps and inside waits."""
+        stop = should_stop or self.should_stop
         rid = uuid.uuid4().hex[:12]
         log = get_logger(app=app.name, image=app.spec.image, reconcile_id=rid)
         started = time.monotonic()
         result = AppResult(app=app.name, result="error")
         try:
-            result = self._converge(app, containers, rid, log)
+            result = self._converge(app, containers, rid, log, stop)
         except ControllerError as e:
             log.error("reconcile.error", error=str(e), kind=type(e).__name__)
             result = AppResult(app=app.name, result="error", error=str(e), requeue=self.requeue(app.name, None, e))
@@ -228,29 +232,33 @@ class Reconciler:
             m.app_converged.labels(app=app.name).set(1 if result.converged else 0)
         return result
 
-    def _converge(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None, rid: str, log: Any) -> AppResult:
+    def _converge(
+        self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None, rid: str, log: Any, stop: Callable[[], bool]
+    ) -> AppResult:
         verify = app.spec.verify is not None
         if verify and not window_closed(self.store.load_window(app.name)):
             # A window a killed or stopped run left open is judged first, for the time left: the passes below would
             # otherwise wait on the health of a new color that is failing (the very thing the window judges).
             left = self.inputs(app, self.resolver(app), containers)
-            self.verifier.run(app, decide(left), left.observed, log, rid, self.should_stop)
+            self.verifier.run(app, decide(left), left.observed, log, rid, stop)
             containers = None  # observed again below
         done: list[str] = []
         while True:
-            run = self._passes(app, containers, rid, log)
+            run = self._passes(app, containers, rid, log, stop)
             done += run.done
             if not verify or run.error is not None:
                 break
             # Post-switch verification: an open window (this run's cutover, or one a killed run left) is judged to
             # its verdict here, then the world is converged once more (switched back, or the standby stopped).
-            closed = self.verifier.run(app, run.plan, run.inputs.observed, log, rid, self.should_stop)
+            closed = self.verifier.run(app, run.plan, run.inputs.observed, log, rid, stop)
             if closed is None or closed.state not in ("passed", "failed"):
                 break
             verify, containers = False, None
-        return self._finish(app, run, done, rid, log)
+        return self._finish(app, run, done, rid, log, stop)
 
-    def _passes(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None, rid: str, log: Any) -> _Run:
+    def _passes(
+        self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None, rid: str, log: Any, stop: Callable[[], bool]
+    ) -> _Run:
         """Gather, decide, apply, until a pass plans nothing, fails, or MAX_PASSES are used up."""
         resolved = self.resolver(app)
         last_deploy = self.store.load_last_deploy(app.name)
@@ -296,7 +304,7 @@ class Reconciler:
                 world=self.world,
                 log=log,
                 record=record,
-                should_stop=self.should_stop,
+                should_stop=stop,
                 env=env if env is not None else {},
                 revision_extra=p.revision_extra,
                 remember_hook=hooks.remember,  # deploy gates: a hook's run is remembered in the state dir
@@ -325,7 +333,7 @@ class Reconciler:
         # `inputs` and `p` are from the last observation: the world as we leave it.
         return _Run(inputs, p, mem, hooks, resolved, last_deploy, error, done)
 
-    def _finish(self, app: BlueGreenApp, run: _Run, done: list[str], rid: str, log: Any) -> AppResult:
+    def _finish(self, app: BlueGreenApp, run: _Run, done: list[str], rid: str, log: Any, stop: Callable[[], bool]) -> AppResult:
         """The reconcile's end: its result, converged generation, pruning, status, metrics and requeue."""
         p, obs, mem, error = run.plan, run.inputs.observed, run.memory, run.error
         # Interrupted: stopped by SIGTERM between steps; the deploy resumes on the next run.
@@ -334,7 +342,7 @@ class Reconciler:
             if mem.converged_generation != p.generation:
                 mem = replace(mem, converged_generation=p.generation)
                 self.store.save_memory(app.name, mem, None)
-            self._prune(app, run.inputs, rid, log)
+            self._prune(app, run.inputs, rid, log, stop)
         message = str(error) if error else None
         status = self._write_status(
             app, obs, p, run.resolved, run.hooks.known, last_deploy=run.last_deploy, rid=rid, error=message,
@@ -365,7 +373,7 @@ class Reconciler:
         log.warning("failover.done", color=d.color, reason=done.active.reason)
 
     # Image pruning (controller/pruning.py) ------------------------------------------------------
-    def _prune(self, app: BlueGreenApp, inputs: PassInputs, rid: str, log: Any) -> None:
+    def _prune(self, app: BlueGreenApp, inputs: PassInputs, rid: str, log: Any, stop: Callable[[], bool]) -> None:
         """After a converged pass: housekeeping that never fails it (an error is logged; the next pass plans again)."""
         try:
             removals = decide(with_images(inputs, self.world)).prune  # the same plan, with the images gathered
@@ -377,7 +385,7 @@ class Reconciler:
             at = iso(self.world.now())
             self.ledger.record(HistoryEntry(at, app.name, rid, "RemoveImage", None, ", ".join(r.references), outcome, message, image_id=r.image_id))
 
-        prune(self.world, removals, record=record, should_stop=self.should_stop, log=log)
+        prune(self.world, removals, record=record, should_stop=stop, log=log)
 
     def requeue(self, app: str, p: Plan | None, error: BaseException | None, retry_at: float | None = None) -> Requeue:
         """When to come back for `app` after a pass (or an attempt that did not run: `p` None), counting its failures."""
