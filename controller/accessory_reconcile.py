@@ -17,6 +17,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from controller.accessory import Accessory
 from controller.accessory_planner import AccessoryObserved, AccessoryPlan, Step, plan_accessory
+from controller.documents import iso
 from controller.errors import ControllerError, DockerError, HealthCheckFailed, InvalidInput, one_line
 from controller.facts import (
     FINGERPRINT_KEY,
@@ -35,7 +36,6 @@ from controller.requeue import result_of
 from controller.secrets import SecretSource, fingerprint
 from controller.spec import BlueGreenApp
 from controller.state import HistoryEntry, Ledger, StateStore
-from controller.status import iso
 from controller.world import AccessoryRequest, HealthResult, OneOff, World
 
 MAX_PASSES = 3

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 
 from controller.actions import CreatePreview, StartPreview, SwitchRoute
 from controller.backoff import DEFAULT_POLICY, BackoffPolicy
+from controller.documents import FailoverState
 from controller.facts import ImagesObserved, Memory, Observed
-from controller.failover import Decision, FailoverState
+from controller.failover import Decision
 from controller.planner import Plan
 from controller.rules.capacity import capacity_blocker, skipped
 from controller.rules.depends_on import depends_on

@@ -16,45 +16,15 @@ changes (a new generation), which the operator does to flip to the healthy color
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
-from typing import Annotated, Literal
-
-from pydantic import Field
+from dataclasses import dataclass, replace
+from typing import Literal
 
 from controller.actions import WaitHealthy
-from controller.document import Document, Epoch, Stored
+from controller.documents import FailedOver, FailoverState
 from controller.facts import ContainerFact, Memory, Observed
 from controller.spec import BlueGreenApp, Color, other
 
 Kind = Literal["off", "ok", "pending", "switch", "held", "unavailable"]
-
-
-@dataclass(frozen=True)
-class FailedOver(Stored):
-    """An active failover: traffic moved from `from_color` to `to_color` while the spec was `generation`."""
-
-    generation: str
-    from_color: Annotated[Color, Field(alias="from")]
-    to_color: Annotated[Color, Field(alias="to")]
-    revision: str  # the revision routed to
-    at: Epoch
-    reason: str
-
-
-@dataclass(frozen=True)
-class FailoverState(Stored):
-    """What the failover rule needs to remember between passes (failover.json)."""
-
-    failing_color: Annotated[Color | None, Field(alias="failingColor")] = None
-    failing_since: Annotated[Epoch | None, Field(alias="failingSince")] = None
-    served: dict[Color, str] = field(default_factory=dict)  # color -> revision it last served while passing
-    active: FailedOver | None = None
-    # Served revisions the failure memory held as failed (revision -> reason), kept here because memory.json
-    # forgets failures of revisions the spec no longer names, which the previous release's soon is.
-    failed: dict[str, str] = field(default_factory=dict)
-
-
-FAILOVER = Document(FailoverState)  # failover.json
 
 
 @dataclass(frozen=True)

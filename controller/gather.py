@@ -19,8 +19,9 @@ from typing import Protocol
 
 from controller.backoff import DEFAULT_POLICY, BackoffPolicy
 from controller.decide import PassInputs, needs_capacity
+from controller.documents import FailoverState
 from controller.facts import CapacityFact, ContainerFact, Memory, Observed
-from controller.failover import FailoverState, track
+from controller.failover import track
 from controller.observe import index_containers, observe
 from controller.pruning import observe_images
 from controller.spec import BlueGreenApp

@@ -188,7 +188,8 @@ def render_plan(p: Plan, secrets_stale: str | None = None) -> str:
 
 # --status ----------------------------------------------------------------------------------------------------
 def status(rec: Reconciler, apps: list[BlueGreenApp], as_json: bool, runner: Any = None, accessories: Any = ()) -> int:
-    from controller.status import STATUS, render_text
+    from controller.documents import STATUS
+    from controller.status import render_text
 
     try:
         acc_code, acc_rows = accessory_cli.status_rows(runner, list(accessories)) if runner is not None else (EXIT_OK, [])

@@ -31,9 +31,10 @@ from controller.actions import (
 from controller.apply import Context, apply
 from controller.backoff import BackoffPolicy
 from controller.decide import PassInputs, decide
+from controller.documents import Condition, FailoverState, HookStatus, LastDeploy, SourceStatus, Status, iso
 from controller.errors import CheckFailed, ControllerError, HookFailed, Interrupted
 from controller.facts import ContainerFact, HookRecord, Memory, Observed, hook_key
-from controller.failover import FAILED_OVER, FailoverState, activate
+from controller.failover import FAILED_OVER, activate
 from controller.gateplan import gates_fingerprint
 from controller.gather import Dependencies, gather, no_dependencies, with_images
 from controller.logs import get_logger
@@ -45,16 +46,7 @@ from controller.requeue import decide as requeue_after
 from controller.secrets import NoSecrets, Resolved, Resolver
 from controller.spec import BlueGreenApp, other, preview_app
 from controller.state import HistoryEntry, Ledger, StateStore
-from controller.status import (
-    Condition,
-    HookStatus,
-    LastDeploy,
-    SourceStatus,
-    Status,
-    build_status,
-    conditions,
-    iso,
-)
+from controller.status import build_status, conditions
 from controller.verifier import Verifier
 from controller.verify import window_closed
 from controller.world import World

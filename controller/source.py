@@ -38,6 +38,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from controller.backoff import backoff
+from controller.documents import Condition, InvalidAt, SourceStatus, iso
 from controller.drivers import files
 from controller.drivers import git as gitdrv
 from controller.errors import InvalidInput, SourceError, SpecError, one_line
@@ -47,7 +48,6 @@ from controller.options import SourceOptions
 from controller.spec import BlueGreenApp
 from controller.specdir import Problem, Selection
 from controller.specdir import select as select_specs
-from controller.status import Condition, InvalidAt, SourceStatus, iso
 
 HEAD_REF = "refs/bluegreen/head"
 APPLIED_REF = "refs/bluegreen/applied"

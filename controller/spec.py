@@ -24,6 +24,9 @@ from controller.errors import SpecError, one_line
 from controller.imageref import ImageRef
 from controller.resources import Resources
 
+# The PATH a deploy check's command runs with (drivers/gates.py); the spec directory finds commands on it.
+CHECK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
 Color = Literal["blue", "green"]
 COLORS: tuple[Color, Color] = ("blue", "green")
 

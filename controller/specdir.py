@@ -17,8 +17,7 @@ from pathlib import Path
 from controller.accessory import Accessory, kind_of, parse_accessory_doc
 from controller.drivers.files import read_spec
 from controller.errors import SpecError, one_line
-from controller.spec import BlueGreenApp, load_yaml, parse_app
-from controller.world import CHECK_PATH
+from controller.spec import CHECK_PATH, BlueGreenApp, load_yaml, parse_app
 
 SUFFIXES = (".yaml", ".yml")
 

@@ -24,13 +24,12 @@ from typing import Annotated, Any, TypeVar
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from controller.document import Corrupt, Document, Stored, omit_none
+from controller.documents import FAILOVER, STATUS, FailoverState, LastDeploy, Status
 from controller.drivers import files
 from controller.errors import HostError, LockBusy
 from controller.facts import Failure, HookRecord, Memory
-from controller.failover import FAILOVER, FailoverState
 from controller.logs import get_logger, redact_json_text
 from controller.spec import Color
-from controller.status import STATUS, LastDeploy, Status
 from controller.verify import WINDOW, Window
 
 T = TypeVar("T")

@@ -15,6 +15,7 @@ from typing import Any
 
 from controller.actions import SwitchRoute
 from controller.apply import ApplyResult
+from controller.documents import LastDeploy, iso
 from controller.errors import HostError, one_line
 from controller.facts import Failure, Memory, Observed
 from controller.metrics import Metrics
@@ -22,7 +23,6 @@ from controller.planner import Plan
 from controller.routing import health_url, upstream_address
 from controller.spec import BlueGreenApp, other
 from controller.state import HistoryEntry, Ledger, StateStore
-from controller.status import LastDeploy, iso
 from controller.verify import FAILED_REASON, Window, judge, render_query, tally
 from controller.world import LogPos, PromAnswer, World
 

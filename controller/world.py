@@ -15,6 +15,7 @@ from typing import Protocol
 
 from controller.errors import one_line
 from controller.facts import AccessoryFact, CapacityFact, ContainerFact, ImageFact
+from controller.spec import CHECK_PATH as CHECK_PATH  # re-exported: the drivers run checks with it
 
 # PromAnswer is defined beside its parser, LogPos beside the window that keeps it (controller.verify);
 # re-exported for World users.
@@ -146,7 +147,6 @@ def exec_result(code: int | None, output: str) -> HealthResult:
 HOOK_OUTPUT_LINES = 50  # lines of a hook's or check's output kept (and logged)
 OUTPUT_CAP = 64 * 1024  # bytes of it read at most
 # A check command's PATH: it sees nothing else of the controller's environment (root's: no credentials leak).
-CHECK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 
 class World(Protocol):

@@ -13,13 +13,14 @@ import pytest
 
 from controller.actions import CreateContainer
 from controller.decide import decide
+from controller.documents import STATUS
 from controller.errors import HostError, SpecError
 from controller.facts import CapacityFact, Observed
 from controller.planner import Plan
 from controller.resources import GIB, MIB, parse_size
 from controller.rules.capacity import DISK_HEADROOM, HEADROOM_MIN, headroom
 from controller.spec import BlueGreenApp, parse_app
-from controller.status import STATUS, render_text
+from controller.status import render_text
 from controller.testing import FakeImage, FakeWorld
 from controller.world import ContainerRequest
 from tests.factories import app_doc, make_app

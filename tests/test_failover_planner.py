@@ -13,8 +13,9 @@ from structlog.testing import capture_logs
 
 from controller.actions import SwitchRoute, WriteMarker
 from controller.decide import decide
+from controller.documents import FailedOver, FailoverState
 from controller.facts import Failure, Memory
-from controller.failover import FailedOver, FailoverState, WaitLiveOrFailover
+from controller.failover import WaitLiveOrFailover
 from controller.reconcile import Reconciler
 from controller.spec import BlueGreenApp
 from controller.state import StateStore

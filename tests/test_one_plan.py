@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import controller.planner
+from controller.documents import FailoverState
 from controller.facts import Memory
-from controller.failover import FailoverState
 from controller.state import StateStore
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler, world_for

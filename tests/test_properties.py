@@ -25,8 +25,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from controller.documents import FailedOver
 from controller.facts import Failure
-from controller.failover import FailedOver
 from controller.planner import Plan
 from controller.reconcile import AppResult
 from controller.routing import route_fact, route_probe_url

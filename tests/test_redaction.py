@@ -22,12 +22,12 @@ import structlog
 from structlog.testing import capture_logs
 
 from controller import logs
+from controller.documents import LastDeploy
 from controller.drivers.gates import _Tail
 from controller.facts import Failure, Memory
 from controller.gaterun import LINE_CAP, shown_output
 from controller.logs import MASK, redact_json_text, redact_secrets, redact_text, register_secret
 from controller.state import HistoryEntry, Ledger, StateStore
-from controller.status import LastDeploy
 from controller.world import OUTPUT_CAP
 from tests.factories import make_app
 from tests.fakes import reconciler, world_for

@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from controller.documents import STATUS
 from controller.drivers.aws import aws_config, aws_errors
 from controller.drivers.ssm import SsmSource
 from controller.errors import ControllerError, SecretsError, ServiceUnavailable, TemporaryError
@@ -35,7 +36,6 @@ from controller.secrets import (
     render_env_file,
 )
 from controller.spec import SsmSecrets, parse_app
-from controller.status import STATUS
 from tests.conftest import _unavailable
 from tests.support.controller_run import ROOT, Run, World, condition, get, run_reconcile
 from tests.support.moto import AWS_ENV_KEYS, REGION, MotoServer, MotoUnavailable

@@ -18,12 +18,13 @@ from structlog.testing import capture_logs
 
 from controller import logs
 from controller.document import Corrupt
+from controller.documents import STATUS, LastDeploy
 from controller.facts import Failure, Memory
 from controller.logs import register_secret
 from controller.reconcile import Reconciler
 from controller.spec import BlueGreenApp
 from controller.state import StateStore
-from controller.status import STATUS, LastDeploy, render_text
+from controller.status import render_text
 from controller.testing import FakeWorld
 from tests.factories import make_app
 from tests.fakes import reconciler, world_for

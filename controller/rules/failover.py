@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from controller.actions import Action, Blocker, StartContainer, WaitHealthy
+from controller.documents import FailoverState
 from controller.facts import ContainerFact, Memory, Observed
-from controller.failover import FAILED_OVER, OFF, Decision, FailoverState, Kind, WaitLiveOrFailover, passing
+from controller.failover import FAILED_OVER, OFF, Decision, Kind, WaitLiveOrFailover, passing
 from controller.spec import BlueGreenApp, Color, other
 
 

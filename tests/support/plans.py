@@ -12,8 +12,8 @@ from typing import Any
 
 from controller.backoff import DEFAULT_POLICY, BackoffPolicy
 from controller.decide import PassInputs, decide
+from controller.documents import FailoverState
 from controller.facts import ImagesObserved, Memory, Observed
-from controller.failover import FailoverState
 from controller.gather import gather
 from controller.planner import Plan
 from controller.spec import BlueGreenApp
