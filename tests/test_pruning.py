@@ -10,12 +10,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from controller.facts import ContainerFact, ImageFact, ImagesObserved, Memory, Observed, RouteFact
-from controller.reconcile import Reconciler
-from controller.rules.pruning import plan_pruning, repository
-from controller.testing import Crash, FakeImage
-from controller.verify import Window
-from controller.world import ContainerRequest
+from controller.app.reconcile import Reconciler
+from controller.app.rules.pruning import plan_pruning, repository
+from controller.world.facts import ContainerFact, ImageFact, ImagesObserved, Memory, Observed, RouteFact
+from controller.world.fake import Crash, FakeImage
+from controller.world.protocol import ContainerRequest
+from controller.world.verification import Window
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler, world_for
 from tests.support.plans import plan_for
@@ -172,7 +172,7 @@ def test_an_image_taken_into_use_after_the_observation_is_skipped_never_forced(t
 
 
 def test_plan_shows_what_would_be_removed_and_says_changes_are_pending(tmp_path: Path, capsys: Any) -> None:
-    from controller.modes import plan as _plan
+    from controller.cli.modes import plan as _plan
 
     app, w, rec = _deployed(tmp_path, keep=7)  # nothing pruned at the deploy: 7 unused images, 7 kept
     assert w.pruned == set()
