@@ -56,9 +56,9 @@ def passing(app: BlueGreenApp, c: ContainerFact | None) -> bool:
 
 def track(app: BlueGreenApp, obs: Observed, state: FailoverState, now: float, mem: Memory | None = None) -> FailoverState:
     """The state after observing `obs`: what each color served (for every app, so that a failover enabled later
-    knows the standby's release), and with spec.failover when the live color began failing and which served
-    revision `mem` holds as failed; the end of a failover whose spec has changed. Pure: the caller saves it when
-    it differs (for an app without failover, only at a cutover)."""
+    knows the standby's release) and which served revision `mem` holds as failed; with spec.failover when the
+    live color began failing; the end of a failover whose spec has changed. Pure: the caller saves it when
+    it differs (for an app without failover: at a cutover, or when a served revision is remembered as failed)."""
     serving = obs.serving
     active = state.active if state.active is not None and state.active.generation == app.generation() else None
     served = dict(state.served)
@@ -72,7 +72,7 @@ def track(app: BlueGreenApp, obs: Observed, state: FailoverState, now: float, me
             failing_color = serving
             failing_since = state.failing_since if state.failing_color == serving and state.failing_since is not None else now
     failed = {rev: why for rev, why in state.failed.items() if rev in served.values()}
-    for rev in served.values() if app.spec.failover != "none" else ():
+    for rev in served.values():  # for every app: a failover enabled later knows what failed before (issue 19 #4)
         f = mem.failures.get(rev) if mem is not None else None
         if f is not None:
             failed[rev] = f"{f.reason}: {f.message}"

@@ -456,8 +456,10 @@ class Reconciler:
                 outcome="success" if ok else "failed",
                 message=None if ok else str(error),
             )
-        # Forget failures of revisions that are no longer wanted, so the file cannot grow forever.
-        mem = replace(mem, failures={r: f for r, f in mem.failures.items() if r in p.revisions.values()})
+        # Forget failures of revisions that no longer matter, so the file cannot grow forever: never one the spec
+        # names, nor one a color still runs (failover and switch-back must still know it failed: issue 19 #4).
+        running = {c.revision for c in obs.containers.values() if c is not None and c.revision}
+        mem = mem.keep_failures({*p.revisions.values(), *running})
         self.store.save_memory(app.name, mem, last_deploy)
         return mem, last_deploy
 

@@ -253,8 +253,9 @@ class FailoverState(Stored):
     failing_since: Annotated[Epoch | None, Field(alias="failingSince")] = None
     served: dict[Color, str] = field(default_factory=dict)  # color -> revision it last served while passing
     active: FailedOver | None = None
-    # Served revisions the failure memory held as failed (revision -> reason), kept here because memory.json
-    # forgets failures of revisions the spec no longer names, which the previous release's soon is.
+    # Served revisions the failure memory held as failed (revision -> reason), for every app (failover on or not),
+    # kept here as long as a color's last served revision is one (memory.json forgets a failure once no color runs
+    # its revision and the spec names it no more).
     failed: dict[str, str] = field(default_factory=dict)
 
 
