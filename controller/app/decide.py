@@ -37,7 +37,7 @@ from controller.app.rules.standby import standby
 from controller.app.rules.switchback import Hold, hold
 from controller.kernel.backoff import DEFAULT_POLICY, BackoffPolicy
 from controller.spec.app import COLORS, BlueGreenApp, Color, other
-from controller.store.documents import FailoverState
+from controller.store.documents import FailedOver, FailoverState
 from controller.world.actions import CreatePreview, StartPreview, SwitchRoute
 from controller.world.facts import ImagesObserved, Memory, Observed
 from controller.world.verification import window_closed
@@ -57,6 +57,9 @@ class PassInputs:
     not_ready: dict[str, str] = field(default_factory=dict)  # dependsOn: accessory -> why it is not ready
     images: ImagesObserved | None = None  # for pruning; None: not gathered (nothing is pruned)
     policy: BackoffPolicy = DEFAULT_POLICY  # when a failed revision is tried again (--backoff-base, --backoff-max)
+    # A failover this observation found done (its switch announced, traffic on its color): the caller that saves
+    # `failover` records it, once (history, metric).
+    failed_over: FailedOver | None = None
 
     @property
     def verification_open(self) -> bool:

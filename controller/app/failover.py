@@ -10,6 +10,8 @@ since `failing_since`; once that is `failoverAfterSeconds` old, traffic moves to
 - it runs the revision that color last served (`served`: recorded while it served and passed), i.e. the
   release that served before the failing one, not something deployed there since,
 - the failure memory holds no failure of that revision (a deploy that failed, VerificationFailed, ...).
+The failover is announced (`intend`, saved before its switch runs) and made active by the first observation
+that finds traffic on its color (`track`), so a kill -9 at any instant never loses it.
 Once failed over, nothing moves back by itself (no flapping): the failover holds until the spec document
 changes (a new generation), which the operator does to flip to the healthy color or to redeploy.
 """
@@ -60,6 +62,9 @@ def track(app: BlueGreenApp, obs: Observed, state: FailoverState, now: float, me
     live color began failing; the end of a failover whose spec has changed. Pure: the caller saves it when
     it differs (for an app without failover: at a cutover, or when a served revision is remembered as failed)."""
     serving = obs.serving
+    intent, state = state.switching, replace(state, switching=None)
+    if intent is not None and state.active is None and intent.generation == app.generation() and serving == intent.to_color:
+        state = activate(app, state, intent.to_color, intent.revision, now)  # the switch it announced happened
     active = state.active if state.active is not None and state.active.generation == app.generation() else None
     served = dict(state.served)
     failing_color, failing_since = None, None
@@ -79,14 +84,21 @@ def track(app: BlueGreenApp, obs: Observed, state: FailoverState, now: float, me
     return FailoverState(failing_color=failing_color, failing_since=failing_since, served=served, active=active, failed=failed)
 
 
-def activate(app: BlueGreenApp, state: FailoverState, d: Decision, revision: str, now: float) -> FailoverState:
-    """The state once traffic has moved by decision `d` (a `switch`, or a `pending` one whose instant came)."""
+def intend(app: BlueGreenApp, state: FailoverState, d: Decision, now: float) -> FailoverState:
+    """The state to save before the switch of decision `d` (a `switch`, or a `pending` one) runs: the failover it
+    announces, made `active` by the first observation that finds traffic on `d.color` (`track`)."""
     assert d.kind in ("switch", "pending") and d.color is not None
-    failed = other(d.color)
+    revision = state.served.get(d.color, "")  # the rule checked that the container runs this one
+    return replace(state, switching=FailedOver(app.generation(), other(d.color), d.color, revision, now, d.message))
+
+
+def activate(app: BlueGreenApp, state: FailoverState, to: Color, revision: str, now: float) -> FailoverState:
+    """The state once traffic has moved to `to` by a failover."""
+    failed = other(to)
     since = state.failing_since if state.failing_since is not None else now
     reason = (
         f"{app.container_name(failed)} failed its health check for {now - since:.1f}s (failoverAfterSeconds "
-        f"{app.spec.failoverAfterSeconds:g}); {app.container_name(d.color)} passes and runs revision {revision}, which served before"
+        f"{app.spec.failoverAfterSeconds:g}); {app.container_name(to)} passes and runs revision {revision}, which served before"
     )
-    rec = FailedOver(app.generation(), failed, d.color, revision, now, reason)
+    rec = FailedOver(app.generation(), failed, to, revision, now, reason)
     return replace(state, active=rec, failing_color=None, failing_since=None)

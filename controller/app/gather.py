@@ -61,7 +61,8 @@ def gather(
     mem = store.load_memory(app.name)
     old = store.load_failover(app.name)
     fo = track(app, obs, old, looked, mem)
-    inputs = PassInputs(app, obs, mem, fo, fo != old, world.now(), dict(revision_extra or {}), policy=policy)
+    done = fo.active if old.switching is not None and fo.active is not None and fo.active != old.active else None
+    inputs = PassInputs(app, obs, mem, fo, fo != old, world.now(), dict(revision_extra or {}), policy=policy, failed_over=done)
     if needs_capacity(inputs):
         inputs = replace(inputs, observed=replace(obs, capacity=_capacity(app, world, obs)), now=world.now())
     if app.spec.dependsOn:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 from controller.app.apply import Context, apply
 from controller.app.decide import PassInputs, decide
-from controller.app.failover import FAILED_OVER, activate
+from controller.app.failover import FAILED_OVER, intend
 from controller.app.gates import gates_fingerprint
 from controller.app.gather import Dependencies, gather, no_dependencies, with_images
 from controller.app.plan import Plan
@@ -30,7 +30,7 @@ from controller.kernel.logs import get_logger
 from controller.spec.app import BlueGreenApp, other, preview_app
 from controller.store.documents import (
     Condition,
-    FailoverState,
+    FailedOver,
     HookStatus,
     LastDeploy,
     SourceStatus,
@@ -275,6 +275,8 @@ class Reconciler:
             inputs = self.inputs(app, resolved, containers if pass_no == 0 else None)
             if inputs.failover_changed:
                 self.store.save_failover(app.name, inputs.failover)  # failing-since survives passes and cron runs
+            if inputs.failed_over is not None:
+                self._failed_over(app, inputs.failed_over, rid, log)
             mem, obs = inputs.memory, inputs.observed
             hooks = _Hooks(self.store, app.name, mem.hooks)
             p = decide(inputs)
@@ -315,11 +317,13 @@ class Reconciler:
                 for a in p.actions:
                     self.metrics.drift_repairs.labels(app=app.name, kind=drift_kind(a, obs)).inc()
             self.verifier.note_switch(app, p, obs, mem)
+            if p.failover.kind in ("switch", "pending") and any(isinstance(a, SwitchRoute) and a.color == p.failover.color for a in p.actions):
+                # Announced before the switch runs: the next observation that finds traffic moved records it.
+                self.store.save_failover(app.name, intend(app, inputs.failover, p.failover, self.world.now()))
             outcome = apply(ctx, p.actions)
             self.verifier.switched(app, outcome)
             done += [o.action.describe() for o in outcome.outcomes if o.ok]
             error = outcome.error
-            self._failed_over(app, p, inputs.failover, outcome.outcomes, rid, log)
             preview_error = None
             if isinstance(outcome.failed, PREVIEW_ACTIONS) and error is not None and not isinstance(error, Interrupted):
                 # spec.preview failed: remembered against its revision (backoff), PreviewReady False; not the pass's error.
@@ -356,21 +360,11 @@ class Reconciler:
         return AppResult(app=app.name, result=res, plan=p, observed=obs, status=status, error=message, actions_done=done, requeue=requeue)
 
     # Failover (controller/app/failover.py) -------------------------------------------------
-    def _failed_over(self, app: BlueGreenApp, p: Plan, fo: FailoverState, outcomes: list[Any], rid: str, log: Any) -> None:
-        """After a pass whose plan failed over and whose switch was confirmed: remember, record, count."""
-        d = p.failover
-        if d.kind not in ("switch", "pending") or d.color is None:
-            return
-        if not any(o.ok and isinstance(o.action, SwitchRoute) and o.action.color == d.color for o in outcomes):
-            return
-        revision = fo.served.get(d.color, "")  # the rule checked that the container runs this one
-        now = self.world.now()
-        done = activate(app, fo, d, revision, now)
-        assert done.active is not None
-        self.store.save_failover(app.name, done)
+    def _failed_over(self, app: BlueGreenApp, done: FailedOver, rid: str, log: Any) -> None:
+        """A failover observed done (controller/app/failover.py `track`), its state saved: recorded and counted, once."""
         self.metrics.failovers.labels(app=app.name).inc()
-        self.ledger.record(HistoryEntry(iso(now), app.name, rid, FAILED_OVER, d.color, app.spec.image, "ok", done.active.reason))
-        log.warning("failover.done", color=d.color, reason=done.active.reason)
+        self.ledger.record(HistoryEntry(iso(done.at), app.name, rid, FAILED_OVER, done.to_color, app.spec.image, "ok", done.reason))
+        log.warning("failover.done", color=done.to_color, reason=done.reason)
 
     # Image pruning (controller/app/steps/prune.py) ------------------------------------------------------
     def _prune(self, app: BlueGreenApp, inputs: PassInputs, rid: str, log: Any, stop: Callable[[], bool]) -> None:

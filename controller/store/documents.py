@@ -253,6 +253,13 @@ class FailoverState(Stored):
     failing_since: Annotated[Epoch | None, Field(alias="failingSince")] = None
     served: dict[Color, str] = field(default_factory=dict)  # color -> revision it last served while passing
     active: FailedOver | None = None
+    # A failover about to switch (saved before the switch runs): the next observation that finds traffic on its
+    # `to_color` makes it `active`, whatever instant a kill -9 hit; one that does not drops it (issue 19 #5).
+    switching: FailedOver | None = None
+
+    @model_serializer(mode="wrap")
+    def _json(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return omit_none(handler, self, frozenset({"switching"}))
     # Served revisions the failure memory held as failed (revision -> reason), for every app (failover on or not),
     # kept here as long as a color's last served revision is one (memory.json forgets a failure once no color runs
     # its revision and the spec names it no more).
