@@ -237,12 +237,12 @@ def _wait_live(ctx: Context, a: Action) -> None:
         result = w.probe_health(url, hc.expectStatus, hc.requestTimeoutSeconds)
         if result.ok:
             raise Superseded(f"{ctx.app.container_name(a.color)} passes again: failover called off")
-        now = w.now()
+        now = w.monotonic()  # the failover instant is on the monotonic clock
         if now + hc.intervalSeconds >= a.deadline and (passed_at is None or now - passed_at > fresh):
             target = w.probe_health(to_url, hc.expectStatus, hc.requestTimeoutSeconds)
             if not target.ok:
                 raise Superseded(f"{ctx.app.container_name(a.to)} fails its health check ({target.detail}): no failover now")
-            passed_at = now = w.now()
+            passed_at = now = w.monotonic()
         if now >= a.deadline:
             ctx.log.warning("failover.due", color=a.color, last=result.detail, to=a.to)
             return

@@ -60,6 +60,11 @@ class PassInputs:
     # A failover this observation found done (its switch announced, traffic on its color): the caller that saves
     # `failover` records it, once (history, metric).
     failed_over: FailedOver | None = None
+    mono: float | None = None  # the monotonic clock at `now` (World.monotonic); None: hand-built inputs, `now` stands in
+
+    @property
+    def monotonic(self) -> float:
+        return self.mono if self.mono is not None else self.now
 
     @property
     def verification_open(self) -> bool:
@@ -86,7 +91,7 @@ def _core(i: PassInputs) -> _Core:
     extra, stale = hold_live_secrets(app, obs.containers[want], obs.serving, i.revision_extra)
     revisions = {c: app.revision(c, extra) for c in COLORS}
     rev = revisions[want]
-    fo = failover(app, obs, mem, i.failover, now)
+    fo = failover(app, obs, mem, i.failover, now, i.monotonic)
     fr = foreign(app, obs)
     held = hold(app, obs, mem, now, rev, obs.serving, i.policy)
     return _Core(extra, stale, revisions, fr, fo, held, desired(app, obs, mem, now, rev, fo, fr.colors, held, i.policy))

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
+from controller.kernel.elapsed import Elapsed
 from controller.spec.app import BlueGreenApp, Color, other
 from controller.store.documents import FailedOver, FailoverState
 from controller.world.actions import WaitHealthy
@@ -33,7 +34,7 @@ Kind = Literal["off", "ok", "pending", "switch", "held", "unavailable"]
 class Decision:
     kind: Kind
     color: Color | None = None  # switch/held: where traffic goes
-    deadline: float | None = None  # pending/switch: failing_since + failoverAfterSeconds
+    deadline: float | None = None  # pending/switch: the failover instant, on the monotonic clock (World.monotonic)
     message: str = ""
     steady: bool = True  # switch: the target ran a full stability window (else it must prove one first)
 
@@ -56,7 +57,7 @@ def passing(app: BlueGreenApp, c: ContainerFact | None) -> bool:
     return c is not None and c.ours(app.name) and c.running and c.healthy is True
 
 
-def track(app: BlueGreenApp, obs: Observed, state: FailoverState, now: float, mem: Memory | None = None) -> FailoverState:
+def track(app: BlueGreenApp, obs: Observed, state: FailoverState, now: float, mono: float, mem: Memory | None = None) -> FailoverState:
     """The state after observing `obs`: what each color served (for every app, so that a failover enabled later
     knows the standby's release) and which served revision `mem` holds as failed; with spec.failover when the
     live color began failing; the end of a failover whose spec has changed. Pure: the caller saves it when
@@ -64,10 +65,10 @@ def track(app: BlueGreenApp, obs: Observed, state: FailoverState, now: float, me
     serving = obs.serving
     intent, state = state.switching, replace(state, switching=None)
     if intent is not None and state.active is None and intent.generation == app.generation() and serving == intent.to_color:
-        state = activate(app, state, intent.to_color, intent.revision, now)  # the switch it announced happened
+        state = activate(app, state, intent.to_color, intent.revision, now, mono)  # the switch it announced happened
     active = state.active if state.active is not None and state.active.generation == app.generation() else None
     served = dict(state.served)
-    failing_color, failing_since = None, None
+    failing_color, failing_since, failing_for = None, None, None
     if serving is not None:
         live = obs.containers[serving]
         if passing(app, live) and live is not None and live.revision:
@@ -75,13 +76,26 @@ def track(app: BlueGreenApp, obs: Observed, state: FailoverState, now: float, me
         elif app.spec.failover != "none" and (live is None or live.ours(app.name)):
             # Not running, restarting, or failing its probe: failing since the first pass that saw it so.
             failing_color = serving
-            failing_since = state.failing_since if state.failing_color == serving and state.failing_since is not None else now
+            if state.failing_color == serving and state.failing_since is not None:
+                failing_since, failing_for = state.failing_since, failed_for(app, state, now, mono)
+            else:
+                failing_since, failing_for = now, Elapsed(0.0, mono)
     failed = {rev: why for rev, why in state.failed.items() if rev in served.values()}
     for rev in served.values():  # for every app: a failover enabled later knows what failed before (issue 19 #4)
         f = mem.failures.get(rev) if mem is not None else None
         if f is not None:
             failed[rev] = f"{f.reason}: {f.message}"
-    return FailoverState(failing_color=failing_color, failing_since=failing_since, served=served, active=active, failed=failed)
+    return FailoverState(
+        failing_color=failing_color, failing_since=failing_since, failing_for=failing_for, served=served, active=active, failed=failed
+    )
+
+
+def failed_for(app: BlueGreenApp, state: FailoverState, now: float, mono: float) -> Elapsed:
+    """How long the failing color has failed, counted up to monotonic reading `mono` (a state written without it:
+    the wall clock's age of failing-since, within [0, failoverAfterSeconds]: a step either way is harmless)."""
+    if state.failing_for is not None:
+        return state.failing_for.at(mono)
+    return Elapsed.since_wall(state.failing_since if state.failing_since is not None else now, now, mono, app.spec.failoverAfterSeconds)
 
 
 def intend(app: BlueGreenApp, state: FailoverState, d: Decision, now: float) -> FailoverState:
@@ -92,13 +106,12 @@ def intend(app: BlueGreenApp, state: FailoverState, d: Decision, now: float) -> 
     return replace(state, switching=FailedOver(app.generation(), other(d.color), d.color, revision, now, d.message))
 
 
-def activate(app: BlueGreenApp, state: FailoverState, to: Color, revision: str, now: float) -> FailoverState:
+def activate(app: BlueGreenApp, state: FailoverState, to: Color, revision: str, now: float, mono: float) -> FailoverState:
     """The state once traffic has moved to `to` by a failover."""
     failed = other(to)
-    since = state.failing_since if state.failing_since is not None else now
     reason = (
-        f"{app.container_name(failed)} failed its health check for {now - since:.1f}s (failoverAfterSeconds "
+        f"{app.container_name(failed)} failed its health check for {failed_for(app, state, now, mono).seconds:.1f}s (failoverAfterSeconds "
         f"{app.spec.failoverAfterSeconds:g}); {app.container_name(to)} passes and runs revision {revision}, which served before"
     )
     rec = FailedOver(app.generation(), failed, to, revision, now, reason)
-    return replace(state, active=rec, failing_color=None, failing_since=None)
+    return replace(state, active=rec, failing_color=None, failing_since=None, failing_for=None)

@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from controller.kernel.document import MAX_INT, Document, Epoch, Stored, omit_none
+from controller.kernel.elapsed import Elapsed
 from controller.spec.app import COLORS, BlueGreenApp, Color
 from controller.world.actions import Blocker
 
@@ -250,7 +251,9 @@ class FailoverState(Stored):
     """What the failover rule needs to remember between passes (failover.json)."""
 
     failing_color: Annotated[Color | None, Field(alias="failingColor")] = None
-    failing_since: Annotated[Epoch | None, Field(alias="failingSince")] = None
+    failing_since: Annotated[Epoch | None, Field(alias="failingSince")] = None  # wall clock, shown
+    # how long it has failed, on the monotonic clock (controller/kernel/elapsed.py): what failoverAfterSeconds judges
+    failing_for: Annotated[Elapsed | None, Field(alias="failingFor")] = None
     served: dict[Color, str] = field(default_factory=dict)  # color -> revision it last served while passing
     active: FailedOver | None = None
     # A failover about to switch (saved before the switch runs): the next observation that finds traffic on its
@@ -259,7 +262,7 @@ class FailoverState(Stored):
 
     @model_serializer(mode="wrap")
     def _json(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return omit_none(handler, self, frozenset({"switching"}))
+        return omit_none(handler, self, frozenset({"switching", "failingFor"}))
     # Served revisions the failure memory held as failed (revision -> reason), for every app (failover on or not),
     # kept here as long as a color's last served revision is one (memory.json forgets a failure once no color runs
     # its revision and the spec names it no more).
