@@ -130,3 +130,14 @@ class RemoveHook(Action):
     name: str = ""
     phase: str = ""
     revision: str = ""
+
+
+# Maintenance (spec.maintenance, hooks.beforeSwitch.maintenance; controller/maintenance.py plans it).
+@dataclass(frozen=True)
+class SwitchMaintenance(Action):
+    """Create (`on`, holding `message`) or remove the maintenance flag file, then confirm through the control server
+    that the site answers (or no longer answers) with the maintenance page. `wrap`: around a migration's switch."""
+
+    on: bool = False
+    message: str = ""
+    wrap: bool = False

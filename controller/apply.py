@@ -20,6 +20,7 @@ from controller.actions import (
     StartContainer,
     StartPreview,
     StopContainer,
+    SwitchMaintenance,
     SwitchPreview,
     SwitchRoute,
     WaitHealthy,
@@ -29,6 +30,7 @@ from controller.actions import (
 from controller.errors import ControllerError, HealthCheckFailed, NginxError, RouteUnverified, TemporaryError
 from controller.facts import LABEL_APP, LABEL_COLOR, LABEL_MANAGED, LABEL_REVISION, MANAGED_BY, HookRecord
 from controller.failover import WaitLiveOrFailover
+from controller.maintenance import maintenance_probe_url, served
 from controller.preview import PREVIEW_FLAG_CONTENT, preview_probe_url
 from controller.resources import Resources
 from controller.routing import (
@@ -373,6 +375,35 @@ def _switch_preview(ctx: Context, a: Action) -> None:
         w.sleep(ctx.verify_interval)
 
 
+def _switch_maintenance(ctx: Context, a: Action) -> None:
+    """Create (with the message) or remove the maintenance flag, then ask the control server whether the site answers
+    with the maintenance page. The flag acts at once (the site tests it per request; no reload). A maintenance that
+    cannot be confirmed on is removed again: the site is left serving, as it was."""
+    assert isinstance(a, SwitchMaintenance)
+    app, w = ctx.app, ctx.world
+    flag = app.maintenance_flag_file
+    if a.on:
+        if w.read_file(flag) != a.message:
+            w.write_file(flag, a.message)  # atomic rename: the site sees the old message or the new one, never half
+    else:
+        w.remove_file(flag)
+    url = maintenance_probe_url(app)
+    deadline = w.now() + app.spec.nginx.verifyTimeoutSeconds
+    while True:
+        fact = route_fact(app, w.probe_route(url, app.spec.healthCheck.requestTimeoutSeconds))
+        if served(fact) is a.on:
+            return
+        if w.now() >= deadline:
+            if a.on:
+                w.remove_file(flag)
+            raise RouteUnverified(
+                f"the site of {app.name} is {'not ' if a.on else 'still '}in maintenance "
+                f"{app.spec.nginx.verifyTimeoutSeconds:g}s after {'creating' if a.on else 'removing'} {flag} ({fact.detail}; "
+                "maintenance needs the site and control route of nginx/ from this version)"
+            )
+        w.sleep(ctx.verify_interval)
+
+
 _HANDLERS: dict[type[Action], Callable[[Context, Any], None]] = {
     RemoveContainer: _remove,
     CreateContainer: _create,
@@ -387,6 +418,7 @@ _HANDLERS: dict[type[Action], Callable[[Context, Any], None]] = {
     StartPreview: _start,
     WaitPreview: _wait,
     SwitchPreview: _switch_preview,
+    SwitchMaintenance: _switch_maintenance,
 }
 
 

@@ -10,7 +10,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from controller.actions import Blocker, CreateContainer, RemoveContainer, StartContainer, WaitHealthy
+from controller.actions import (
+    Blocker,
+    CreateContainer,
+    RemoveContainer,
+    StartContainer,
+    SwitchMaintenance,
+    WaitHealthy,
+)
 from controller.planner import Plan
 
 
@@ -21,7 +28,11 @@ def gate(p: Plan, not_ready: dict[str, str]) -> Plan:
     new_color = any(isinstance(a, (CreateContainer, StartContainer, RemoveContainer)) and a.color != live for a in p.actions)
     if not new_color:
         return p  # only the live color is healed (or the route fixed): a dependency never holds that back
-    kept = tuple(a for a in p.actions if live is not None and a.color == live and isinstance(a, (CreateContainer, StartContainer, WaitHealthy)))
+    kept = tuple(
+        a for a in p.actions
+        if (live is not None and a.color == live and isinstance(a, (CreateContainer, StartContainer, WaitHealthy)))
+        or (isinstance(a, SwitchMaintenance) and not a.wrap)  # spec.maintenance, or a leftover turned off: not the new color's
+    )  # fmt: skip
     why = "; ".join(f"{name}: {detail}" for name, detail in sorted(not_ready.items()))
     serving = f"{live} keeps serving" if live is not None else "nothing serves yet"
     blocker = Blocker("DependencyNotReady", f"dependsOn not healthy ({why}): the new color waits; {serving}")

@@ -40,6 +40,7 @@ from controller.facts import (
 from controller.failover import OFF, Decision, FailoverState, steer
 from controller.failover import decide as failover_rule
 from controller.gateplan import add_gates, gate_backoff
+from controller.maintenance import MaintenanceState, plan_maintenance
 from controller.preview import PreviewState, plan_preview
 from controller.routing import flag_color, flag_says, render_include, serving_color
 from controller.spec import COLORS, BlueGreenApp, Color, canonical_ip, other
@@ -61,6 +62,7 @@ class Plan:
     secrets_stale: str | None = None  # why the live color's secrets are out of date, if they are
     failover: Decision = OFF  # what the failover rule said (controller/failover.py)
     preview: PreviewState | None = None  # spec.preview's condition (None: no preview in the spec)
+    maintenance: MaintenanceState | None = None  # the Maintenance condition (None: no maintenance for this app)
 
     @property
     def converged(self) -> bool:
@@ -283,6 +285,10 @@ def plan(
     if pv.revision is not None:
         revisions[idle] = pv.revision  # the idle color's wanted revision (and failure memory key) is the preview's
 
+    # Maintenance (controller/maintenance.py): spec.maintenance, a wrapped migration's switch, else off first.
+    actions, maintenance_diffs, maintenance = plan_maintenance(app, obs, serving, actions)
+    diffs += maintenance_diffs
+
     return Plan(
         app=app.name,
         generation=app.generation(),
@@ -296,6 +302,7 @@ def plan(
         secrets_stale=secrets_stale,
         failover=fo,
         preview=pv.state,
+        maintenance=maintenance,
     )
 
 

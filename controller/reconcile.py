@@ -34,6 +34,7 @@ from controller.failover import FAILED_OVER, FailoverState, activate, track
 from controller.gateplan import gates_fingerprint
 from controller.hostfacts import with_capacity
 from controller.logs import get_logger
+from controller.maintenance import cleanup_after_failure
 from controller.metrics import Metrics
 from controller.observe import index_containers, observe
 from controller.planner import Plan, plan
@@ -224,6 +225,11 @@ class Reconciler:
             p = gate(p, self.dependencies(app))  # dependsOn (issue 13): a new color waits for its accessories
             if pass_no == 0:
                 log.info("reconcile.plan", actions=[a.describe() for a in p.actions], blockers=[b.reason for b in p.blockers], serving=p.serving)
+            if error is not None and (cleanup := cleanup_after_failure(p.actions)):
+                # A failed pass still turns maintenance off (a failed migration: the old color serves again).
+                outcome = apply(ctx, cleanup)
+                done += [o.action.describe() for o in outcome.outcomes if o.ok]
+                continue
             if not p.actions or error is not None:
                 break
             if any(isinstance(a, (CreateContainer, RunHook)) for a in p.actions) and not prepared:
