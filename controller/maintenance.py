@@ -19,7 +19,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.actions import Action, RunCheck, RunHook, SwitchMaintenance, SwitchRoute
+from controller.actions import (
+    Action,
+    CreateContainer,
+    RemoveContainer,
+    RunCheck,
+    RunHook,
+    StartContainer,
+    SwitchMaintenance,
+    SwitchRoute,
+    WaitHealthy,
+)
 from controller.facts import Observed, RouteFact
 from controller.spec import BlueGreenApp, Color
 
@@ -89,6 +99,9 @@ def plan_maintenance(
         diffs.append(f"maintenance flag {flag}: {shown}{_unconfirmed(obs, on_now)}; spec.maintenance.enabled")
         out.insert(0, SwitchMaintenance(color, f"create {flag}: the site answers 503 with the maintenance page, confirm", on=True, message=text))
     elif wrapped and switch_at is not None:
+        # The new color still to be made healthy (a kill -9 left maintenance on and the color went): the site serves
+        # meanwhile; maintenance comes back just before the gates.
+        prepares = any(isinstance(a, _PREPARE) and a.color == want for a in out[:switch_at])
         first_gate = switch_at
         while first_gate > 0 and isinstance(out[first_gate - 1], (RunHook, RunCheck)):
             first_gate -= 1
@@ -97,7 +110,7 @@ def plan_maintenance(
                 switch_at + 1,
                 SwitchMaintenance(want, f"remove {flag}: {want} serves; the migration's maintenance ends, confirm", wrap=True),
             )
-        if not right:
+        if not right or prepares:
             diffs.append(f"maintenance flag {flag}: {shown}; the migration to {want} runs in maintenance")
             out.insert(
                 first_gate,
@@ -105,6 +118,9 @@ def plan_maintenance(
                     color, f"create {flag}: maintenance for the migration (hooks.beforeSwitch.maintenance), confirm", on=True, message=text, wrap=True
                 ),
             )
+        if on_now and prepares:
+            diffs.append(f"maintenance flag {flag}: present; {want} is not healthy yet")
+            out.insert(0, SwitchMaintenance(color, f"remove {flag}: {want} is not healthy yet, {color} serves meanwhile, confirm"))
     elif on_now and not enabled:
         diffs.append(f"maintenance flag {flag}: present; no maintenance wanted")
         out.insert(0, SwitchMaintenance(color, f"remove {flag}: no maintenance wanted, {color} serves again, confirm"))
@@ -117,6 +133,9 @@ def plan_maintenance(
     else:
         state = MaintenanceState(False, "Off", "the site serves the live color")
     return out, tuple(diffs), state
+
+
+_PREPARE = (CreateContainer, StartContainer, RemoveContainer, WaitHealthy)
 
 
 def _unconfirmed(obs: Observed, on_now: bool) -> str:
