@@ -1,5 +1,5 @@
 """Command line: `reconcile --once | --plan | --status | --watch -f PATH`, and
-`reconcile deploy -f SPEC --image IMG | rollback -f SPEC | promote -f SPEC` (edit the spec; see controller/release.py),
+`reconcile deploy -f SPEC --image IMG | rollback -f SPEC | promote -f SPEC | maintenance on|off -f SPEC` (edit the spec; see controller/release.py),
 `reconcile export -f PATH --to argo-rollouts [-o DIR] [--namespace NS]` (manifests; see controller/export/).
 
 Exit codes
@@ -7,7 +7,7 @@ Exit codes
   --plan    0 in sync; 1 changes pending (or blocked); 2 invalid input or error
   --status  0 every app Ready; 1 some app not Ready; 2 invalid input or error
   --watch   0 after SIGTERM/SIGINT; 1 cannot serve --metrics-port; 2 invalid arguments or no valid spec at start
-  deploy, rollback, promote
+  deploy, rollback, promote, maintenance
             0 spec written (--apply: and converged); 1 --apply: written, could not converge; 2 refused or invalid
             input (one line; the spec file unchanged)
   export    0 written (a warning line per approximated field); 1 cannot write; 2 invalid input or a spec it cannot
@@ -199,7 +199,7 @@ def err(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
-    if words and words[0] in ("deploy", "rollback", "promote"):  # `reconcile deploy -f SPEC ...`: controller/release.py
+    if words and words[0] in ("deploy", "rollback", "promote", "maintenance"):  # `reconcile deploy -f SPEC ...`: controller/release.py
         from controller.release import main as release_main
 
         return release_main(words)
