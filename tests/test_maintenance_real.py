@@ -205,8 +205,8 @@ def test_spec_maintenance_on_and_off(
     st = w.status()
     cond = condition(st, "Maintenance")
     assert (cond["status"], cond["reason"]) == ("True", "Enabled") and condition(st, "Ready")["status"] == "True"
-    r = w.once()  # converged: nothing touched
-    assert not [e for e in r.logs() if e.get("event") == "action.start"], r.explain()
+    again = w.once()  # converged: nothing touched
+    assert not [e for e in again.logs() if e.get("event") == "action.start"], again.explain()
     w.set(maintenance={"enabled": False})
     w.once()
     with httpx.Client(trust_env=False, timeout=5) as c:
