@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from controller.actions import (
@@ -28,7 +29,15 @@ from controller.actions import (
     WriteMarker,
 )
 from controller.errors import ControllerError, HealthCheckFailed, NginxError, RouteUnverified, TemporaryError
-from controller.facts import LABEL_APP, LABEL_COLOR, LABEL_MANAGED, LABEL_REVISION, MANAGED_BY, HookRecord
+from controller.facts import (
+    LABEL_APP,
+    LABEL_COLOR,
+    LABEL_MANAGED,
+    LABEL_REVISION,
+    MANAGED_BY,
+    HookRecord,
+    RouteFact,
+)
 from controller.failover import WaitLiveOrFailover
 from controller.maintenance import maintenance_probe_url, served
 from controller.preview import PREVIEW_FLAG_CONTENT, preview_probe_url
@@ -350,29 +359,16 @@ def _switch_preview(ctx: Context, a: Action) -> None:
     """Create or remove the preview flag, then ask the control server where a preview request goes. The flag acts
     at once (the site tests it per request; no reload) and names only a proven preview, so it is never restored."""
     assert isinstance(a, SwitchPreview)
-    app, w = ctx.app, ctx.world
-    flag = app.preview_flag_file
-    if a.on:
-        if w.read_file(flag) != PREVIEW_FLAG_CONTENT:
-            w.write_file(flag, PREVIEW_FLAG_CONTENT)
-    else:
-        w.remove_file(flag)
-    url = preview_probe_url(app)
-    deadline = w.now() + app.spec.nginx.verifyTimeoutSeconds
-    while True:
-        fact = route_fact(app, w.probe_route(url, app.spec.healthCheck.requestTimeoutSeconds))
-        if fact.reachable and fact.color == a.color:
-            return
-        if w.now() >= deadline:
-            if a.on:
-                w.remove_file(flag)  # the preview failed: leave the site as it was
-            seen = fact.color or fact.upstream or fact.detail
-            raise RouteUnverified(
-                f"preview requests for {app.name} reach {seen or 'nothing'}, not {a.color}, "
-                f"{app.spec.nginx.verifyTimeoutSeconds:g}s after {'creating' if a.on else 'removing'} {flag} "
-                "(the preview needs the site and control route of nginx/ from this version)"
-            )
-        w.sleep(ctx.verify_interval)
+    app = ctx.app
+    fact = _flag_file(ctx, app.preview_flag_file, PREVIEW_FLAG_CONTENT if a.on else None, preview_probe_url(app),
+                      lambda f: f.reachable and f.color == a.color)  # fmt: skip
+    if fact is not None:
+        seen = fact.color or fact.upstream or fact.detail
+        raise RouteUnverified(
+            f"preview requests for {app.name} reach {seen or 'nothing'}, not {a.color}, "
+            f"{app.spec.nginx.verifyTimeoutSeconds:g}s after {'creating' if a.on else 'removing'} {app.preview_flag_file} "
+            "(the preview needs the site and control route of nginx/ from this version)"
+        )
 
 
 def _switch_maintenance(ctx: Context, a: Action) -> None:
@@ -380,27 +376,35 @@ def _switch_maintenance(ctx: Context, a: Action) -> None:
     with the maintenance page. The flag acts at once (the site tests it per request; no reload). A maintenance that
     cannot be confirmed on is removed again: the site is left serving, as it was."""
     assert isinstance(a, SwitchMaintenance)
-    app, w = ctx.app, ctx.world
+    app = ctx.app
     flag = app.maintenance_flag_file
-    if a.on:
-        if w.read_file(flag) != a.message:
-            w.write_file(flag, a.message)  # atomic rename: the site sees the old message or the new one, never half
-    else:
+    fact = _flag_file(ctx, flag, a.message if a.on else None, maintenance_probe_url(app), lambda f: served(f) is a.on)
+    if fact is not None:
+        raise RouteUnverified(
+            f"the site of {app.name} is {'not ' if a.on else 'still '}in maintenance "
+            f"{app.spec.nginx.verifyTimeoutSeconds:g}s after {'creating' if a.on else 'removing'} {flag} ({fact.detail}; "
+            "maintenance needs the site and control route of nginx/ from this version)"
+        )
+
+
+def _flag_file(ctx: Context, flag: Path, content: str | None, url: str, done: Callable[[RouteFact], bool]) -> RouteFact | None:
+    """Write `flag` with `content` (atomic: the site sees the old file or the new one) or remove it (None), then ask
+    the control server at `url` until `done` (None returned) or verifyTimeoutSeconds pass: then a flag just created
+    is removed again (the site is left as it was) and the last answer returned."""
+    app, w = ctx.app, ctx.world
+    if content is None:
         w.remove_file(flag)
-    url = maintenance_probe_url(app)
+    elif w.read_file(flag) != content:
+        w.write_file(flag, content)
     deadline = w.now() + app.spec.nginx.verifyTimeoutSeconds
     while True:
         fact = route_fact(app, w.probe_route(url, app.spec.healthCheck.requestTimeoutSeconds))
-        if served(fact) is a.on:
-            return
+        if done(fact):
+            return None
         if w.now() >= deadline:
-            if a.on:
+            if content is not None:
                 w.remove_file(flag)
-            raise RouteUnverified(
-                f"the site of {app.name} is {'not ' if a.on else 'still '}in maintenance "
-                f"{app.spec.nginx.verifyTimeoutSeconds:g}s after {'creating' if a.on else 'removing'} {flag} ({fact.detail}; "
-                "maintenance needs the site and control route of nginx/ from this version)"
-            )
+            return fact
         w.sleep(ctx.verify_interval)
 
 

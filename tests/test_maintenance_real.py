@@ -15,7 +15,6 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,25 +24,15 @@ import pytest
 
 from tests.support.controller_run import World, condition, run_reconcile, start_reconcile
 from tests.support.nginx import NginxInstance
-from tests.support.shipped_site import RETRY_AFTER, start_shipped
+from tests.support.shipped_site import RETRY_AFTER, SHIPPED_USERS
 from tests.support.wait import wait_until, wait_while_running
 
 pytestmark = [pytest.mark.docker, pytest.mark.nginx]
 
-USERS = {"ops": "correct horse"}
-AUTH = ("ops", "correct horse")
+AUTH = next(iter(SHIPPED_USERS.items()))
 FAST = {"healthCheck": {"stableSeconds": 0.5, "intervalSeconds": 0.1}}
 HOOK_SLEEP = 2.0
 HOOK = {"beforeSwitch": {"command": ["sh", "-c", f"echo migrating; sleep {HOOK_SLEEP:g}; echo migrated"], "timeoutSeconds": 60, "maintenance": True}}
-
-
-@pytest.fixture
-def shipped(tmp_path: Path, app_name: str, nginx: NginxInstance) -> Iterator[NginxInstance]:
-    inst = start_shipped(tmp_path / "shipped", [app_name], USERS)
-    try:
-        yield inst
-    finally:
-        inst.stop()
 
 
 class MaintWorld(World):
@@ -119,6 +108,14 @@ def window(answers: list[Answer]) -> float:
     return next(a.at for a in answers if a.kind == "v2") - first
 
 
+def _polling_v1(site: NginxInstance, app: str) -> Poller:
+    """A poller started on the public site, once it has seen v1 answer."""
+    poller = Poller(site.public_url_for(app) + "/version")
+    poller.start()
+    wait_until(lambda: poller.seen("v1"), 10, message="the poller gets v1")
+    return poller
+
+
 def _step_seconds(r: Any, verb: str) -> float:
     done = [e["seconds"] for e in r.logs() if e.get("event") == "action.done" and e.get("action") == verb]
     assert done, r.explain()
@@ -126,9 +123,9 @@ def _step_seconds(r: Any, verb: str) -> float:
 
 
 def test_a_wrapped_migration_answers_v1_then_maintenance_then_v2(
-    docker_client: Any, test_images: dict[str, str], app_name: str, shipped: NginxInstance, tmp_path: Path, session_id: str
+    docker_client: Any, test_images: dict[str, str], app_name: str, shipped_site: NginxInstance, tmp_path: Path, session_id: str
 ) -> None:
-    w = MaintWorld(docker_client, app_name, shipped, tmp_path, session_id)
+    w = MaintWorld(docker_client, app_name, shipped_site, tmp_path, session_id)
     w.once()
     w.set(image=test_images["v2"], activeColor="green", hooks=HOOK)
     code, planned = w.plan_json()
@@ -136,9 +133,7 @@ def test_a_wrapped_migration_answers_v1_then_maintenance_then_v2(
     assert code == 1 and verbs[verbs.index("WaitHealthy") + 1 :] == [
         "SwitchMaintenance", "RunHook", "SwitchRoute", "SwitchMaintenance", "WriteMarker"
     ], planned  # fmt: skip
-    poller = Poller(shipped.public_url_for(app_name) + "/version")
-    poller.start()
-    wait_until(lambda: poller.seen("v1"), 10, message="the poller gets v1")
+    poller = _polling_v1(shipped_site, app_name)
     r = w.once(timeout=120)
     wait_until(lambda: poller.answers[-1].kind == "v2", 10, message="the poller gets v2")
     answers = poller.finish()
@@ -149,18 +144,16 @@ def test_a_wrapped_migration_answers_v1_then_maintenance_then_v2(
     assert HOOK_SLEEP <= took <= hook + 1.0, (took, hook)
     assert w.routed() == "green"
     assert condition(w.status(), "Maintenance")["status"] == "False"
-    assert not Path(f"{shipped.upstream_file(app_name).parent}/{app_name}.green.maintenance").exists()
+    assert not Path(f"{shipped_site.upstream_file(app_name).parent}/{app_name}.green.maintenance").exists()
 
 
 def test_a_kill_9_during_a_wrapped_migration_is_finished_by_the_next_pass(
-    docker_client: Any, test_images: dict[str, str], app_name: str, shipped: NginxInstance, tmp_path: Path, session_id: str
+    docker_client: Any, test_images: dict[str, str], app_name: str, shipped_site: NginxInstance, tmp_path: Path, session_id: str
 ) -> None:
-    w = MaintWorld(docker_client, app_name, shipped, tmp_path, session_id)
+    w = MaintWorld(docker_client, app_name, shipped_site, tmp_path, session_id)
     w.once()
     w.set(image=test_images["v2"], activeColor="green", hooks=HOOK)
-    poller = Poller(shipped.public_url_for(app_name) + "/version")
-    poller.start()
-    wait_until(lambda: poller.seen("v1"), 10, message="the poller gets v1")
+    poller = _polling_v1(shipped_site, app_name)
     proc = start_reconcile(w.spec_path, w.state, "--once", stderr_path=tmp_path / "killed.log")
     try:
         wait_while_running(lambda: any(c.status == "running" for c in w.hook_containers()), proc, 60, "the hook runs", interval=0.05)
@@ -181,11 +174,11 @@ def test_a_kill_9_during_a_wrapped_migration_is_finished_by_the_next_pass(
 
 
 def test_spec_maintenance_on_and_off(
-    docker_client: Any, test_images: dict[str, str], app_name: str, shipped: NginxInstance, tmp_path: Path, session_id: str
+    docker_client: Any, test_images: dict[str, str], app_name: str, shipped_site: NginxInstance, tmp_path: Path, session_id: str
 ) -> None:
-    w = MaintWorld(docker_client, app_name, shipped, tmp_path, session_id)
+    w = MaintWorld(docker_client, app_name, shipped_site, tmp_path, session_id)
     w.once()
-    url = shipped.public_url_for(app_name) + "/version"
+    url = shipped_site.public_url_for(app_name) + "/version"
     w.set(maintenance={"enabled": True, "message": "Back at 10:00 UTC, sorry!"})
     code, planned = w.plan_json()
     assert code == 1 and [a["action"] for a in planned["actions"]] == ["SwitchMaintenance"], planned
@@ -197,10 +190,10 @@ def test_spec_maintenance_on_and_off(
         r = c.get(url, auth=AUTH, headers={"Accept": "application/json"})
         assert r.status_code == 503 and r.json() == {"status": "maintenance", "message": "Back at 10:00 UTC, sorry!"}
         assert c.get(url).status_code == 401, "the maintenance page asks for the password like everything else"
-        assert c.get(shipped.public_url_for(app_name) + "/actuator/health", auth=AUTH).status_code == 503
+        assert c.get(shipped_site.public_url_for(app_name) + "/actuator/health", auth=AUTH).status_code == 503
         # The control server and the colors' ports are not in maintenance: health checks and confirmations go on.
-        assert c.get(f"{shipped.control_url}/bluegreen/{app_name}/actuator/health").status_code == 200
-        assert c.get(f"{shipped.control_url}/bluegreen-maintenance/{app_name}").status_code == 503
+        assert c.get(f"{shipped_site.control_url}/bluegreen/{app_name}/actuator/health").status_code == 200
+        assert c.get(f"{shipped_site.control_url}/bluegreen-maintenance/{app_name}").status_code == 503
         assert c.get(f"http://127.0.0.1:{w.ports['blue']}/version").status_code == 200
     st = w.status()
     cond = condition(st, "Maintenance")
@@ -211,5 +204,5 @@ def test_spec_maintenance_on_and_off(
     w.once()
     with httpx.Client(trust_env=False, timeout=5) as c:
         assert c.get(url, auth=AUTH).text.startswith("v1")
-        assert c.get(f"{shipped.control_url}/bluegreen-maintenance/{app_name}").status_code == 204
+        assert c.get(f"{shipped_site.control_url}/bluegreen-maintenance/{app_name}").status_code == 204
     assert condition(w.status(), "Maintenance")["status"] == "False"

@@ -15,6 +15,7 @@ from .nginx import NginxInstance
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SHIPPED = ROOT / "nginx"
+SHIPPED_USERS = {"ops": "correct horse"}  # the Basic Auth users of the `shipped_site` fixture (tests/conftest.py)
 RETRY_AFTER = "30"  # the Retry-After of the maintenance answers (install.sh --retry-after)
 
 
