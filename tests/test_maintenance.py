@@ -8,7 +8,6 @@ the controller, so a test sees the order in which a client would have seen them.
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,9 @@ from controller.maintenance import DEFAULT_MESSAGE
 from controller.observe import index_containers, observe
 from controller.planner import plan
 from controller.spec import BlueGreenApp, parse_app
-from controller.testing import Crash
 from controller.verify import parse_line
 from tests.factories import make_app
-from tests.fakes import CheckedWorld, reconciler
+from tests.fakes import CheckedWorld, crash_then_converge, reconciler
 
 HOOK = {"beforeSwitch": {"command": ["migrate", "--up"], "timeoutSeconds": 30, "maintenance": True}}
 BLUE, GREEN, MAINT = "127.0.0.1:18081", "127.0.0.1:18082", "maintenance"
@@ -159,13 +157,7 @@ def test_a_kill_9_at_any_mutation_is_finished_by_the_next_pass(tmp_path: Path, c
     w = _deployed_v1(tmp_path)
     w.hook_seconds = 5.0
     v2 = make_app(image="dialogue:2", activeColor="green", hooks=HOOK)
-    w.crash_after = crash_after + 1  # +1: the green container's own create goes through
-    with contextlib.suppress(Crash):
-        reconciler(w, tmp_path / "state").reconcile(v2)
-    w.crash_after = None
-    for _ in range(3):
-        if reconciler(w, tmp_path / "state").reconcile(v2).converged:
-            break
+    crash_then_converge(w, tmp_path / "state", v2, crash_after + 1)  # +1: the green container's own create goes through
     assert w.routed("dialogue") == [GREEN] and v2.maintenance_flag_file not in w.files
     assert len(w.hook_runs) == 1, w.mutations
     # Whatever the kill: old answers, then maintenance, then only new ones (never old after maintenance began).

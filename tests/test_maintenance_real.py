@@ -12,7 +12,6 @@ loopback poller that records every answer of the public site in order.
 
 from __future__ import annotations
 
-import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import pytest
 from tests.support.controller_run import World, condition, run_reconcile, start_reconcile
 from tests.support.nginx import NginxInstance
 from tests.support.shipped_site import RETRY_AFTER, SHIPPED_USERS
-from tests.support.wait import wait_until, wait_while_running
+from tests.support.wait import kill_9_when, wait_until
 
 pytestmark = [pytest.mark.docker, pytest.mark.nginx]
 
@@ -155,14 +154,7 @@ def test_a_kill_9_during_a_wrapped_migration_is_finished_by_the_next_pass(
     w.set(image=test_images["v2"], activeColor="green", hooks=HOOK)
     poller = _polling_v1(shipped_site, app_name)
     proc = start_reconcile(w.spec_path, w.state, "--once", stderr_path=tmp_path / "killed.log")
-    try:
-        wait_while_running(lambda: any(c.status == "running" for c in w.hook_containers()), proc, 60, "the hook runs", interval=0.05)
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=10) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+    kill_9_when(lambda: any(c.status == "running" for c in w.hook_containers()), proc, 60, "the hook runs")
     assert poller.answers[-1].kind == "maint", runs(poller.answers)  # left in maintenance by the lost process ...
     r = w.once(timeout=120)  # ... and the next pass, from the desired state alone, ends it once v2 serves
     assert any(e.get("event") == "hook.resumed" for e in r.logs()), r.explain()
