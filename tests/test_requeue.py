@@ -1,4 +1,4 @@
-"""The requeue contract (controller/requeue.py): when a reconcile wants to come back, for each kind of ending.
+"""The requeue contract (controller/app/requeue.py): when a reconcile wants to come back, for each kind of ending.
 
 Three levels: `decide` on hand-made plans (pure), the Reconciler's `AppResult.requeue` on FakeWorld (the
 plans and errors real passes end with), and the watch worker obeying it (in-process, no threads started).
@@ -17,14 +17,16 @@ from pathlib import Path
 import pytest
 
 import controller
-from controller.actions import Blocker, WaitHealthy, WriteMarker
-from controller.apply import Interrupted
-from controller.backoff import BackoffPolicy, backoff
-from controller.errors import (
+from controller.app.plan import Plan
+from controller.app.reconcile import Reconciler
+from controller.app.requeue import MIN_AFTER, SOON, TEMPORARY_MAX, Requeue, decide
+from controller.kernel.backoff import BackoffPolicy, backoff
+from controller.kernel.errors import (
     ControllerError,
     DockerError,
     DockerUnavailable,
     HealthCheckFailed,
+    Interrupted,
     InvalidInput,
     LockBusy,
     NginxError,
@@ -32,15 +34,13 @@ from controller.errors import (
     RouteUnverified,
     TemporaryError,
 )
-from controller.facts import Failure
-from controller.metrics import Metrics
-from controller.planner import Plan
-from controller.reconcile import Reconciler
-from controller.requeue import MIN_AFTER, SOON, TEMPORARY_MAX, Requeue, decide
-from controller.spec import BlueGreenApp
-from controller.state import StateStore
-from controller.testing import FakeWorld
-from controller.watch import AppWorker, Watcher
+from controller.runtime.watch import AppKind, Manager, Worker
+from controller.spec.app import BlueGreenApp
+from controller.store.metrics import Metrics
+from controller.store.state import StateStore
+from controller.world.actions import Blocker, WaitHealthy, WriteMarker
+from controller.world.facts import Failure
+from controller.world.fake import FakeWorld
 from tests.factories import app_doc, make_app, write_spec
 from tests.fakes import CheckedWorld, reconciler, world_for
 
@@ -68,7 +68,7 @@ def all_subclasses(cls: type[ControllerError]) -> set[type[ControllerError]]:
 
 
 def every_error_class() -> set[type[ControllerError]]:
-    # Import every module of the package first, so an error class defined anywhere (apply.Interrupted, ...) is seen.
+    # Import every module of the package first, so an error class defined anywhere (drivers, ...) is seen.
     for mod in pkgutil.walk_packages(controller.__path__, "controller."):
         if not mod.name.endswith("__main__"):  # that one runs the command line
             importlib.import_module(mod.name)
@@ -285,26 +285,20 @@ def test_a_huge_failure_count_in_memory_backs_off_to_the_cap_instead_of_crashing
 # ------------------------------------------------------------------------------------ the watch worker obeys it
 
 
-def worker_for(tmp_path: Path, world: FakeWorld, doc: dict[str, object], base: float = 60.0) -> AppWorker:
+def worker_for(tmp_path: Path, world: FakeWorld, doc: dict[str, object], base: float = 60.0) -> Worker:
     specs = tmp_path / "specs"
     specs.mkdir(exist_ok=True)
     write_spec(specs / "dialogue.yaml", doc)
     metrics = Metrics()
     store = StateStore(tmp_path / "state")
-    watcher = Watcher(
-        specs,
-        world,
-        metrics,
-        lambda stop: Reconciler(world, store, metrics, backoff_base=base, should_stop=stop),
-        tmp_path / "state",
-    )
+    watcher = Manager(specs, [AppKind(Reconciler(world, store, metrics, backoff_base=base))], metrics, tmp_path / "state")
     assert watcher.reload("start") == ["dialogue"]  # workers made, threads not started: passes run here
     return watcher.workers["dialogue"]
 
 
-def run_pass(worker: AppWorker) -> float | None:
+def run_pass(worker: Worker) -> float | None:
     """One pass as the worker thread runs it; returns how far ahead (s) it scheduled the next one, None: not at all."""
-    worker._pass(worker.app, {"test"}, None)
+    worker._pass(worker.obj, {"test"}, None)
     due = worker.due
     return None if due is None else due - time.monotonic()
 
@@ -313,11 +307,11 @@ def test_watch_schedules_nothing_for_a_blocked_app_and_the_retry_instant_for_a_b
     world = world_for(make_app())
     worker = worker_for(tmp_path, world, app_doc())
     assert run_pass(worker) is None  # converged
-    worker.app = make_app(image="dialogue:2")
+    worker.obj = make_app(image="dialogue:2")
     assert run_pass(worker) is None  # LiveColorOutdated: the old policy retried it after 1 s, 2 s, 4 s, ...
     assert worker.last_requeue == Requeue(None, "LiveColorOutdated", 0)
 
-    worker.app = make_app(image="dialogue:bad", activeColor="green")
+    worker.obj = make_app(image="dialogue:bad", activeColor="green")
     ahead = run_pass(worker)  # the failed deploy: next pass at the memory's instant, 60 s, not jittered
     assert ahead is not None and 59.5 < ahead <= 60.0
 
