@@ -1,4 +1,4 @@
-"""Maintenance (controller/maintenance.py) on the in-memory world: spec.maintenance as desired state, a wrapped
+"""Maintenance (controller/app/rules/maintenance.py) on the in-memory world: spec.maintenance as desired state, a wrapped
 migration (hooks.beforeSwitch.maintenance) in order, a failed hook ending it, a kill -9 at every mutation.
 
 A public request is answered by the flag-aware site of nginx/: the maintenance page while `<flagFile>.maintenance`
@@ -14,15 +14,13 @@ from typing import Any
 
 import pytest
 
-from controller.errors import SpecError
-from controller.facts import Memory
-from controller.maintenance import DEFAULT_MESSAGE
-from controller.observe import index_containers, observe
-from controller.planner import plan
-from controller.spec import BlueGreenApp, parse_app
-from controller.verify import parse_line
+from controller.app.rules.maintenance import DEFAULT_MESSAGE
+from controller.kernel.errors import SpecError
+from controller.spec.app import BlueGreenApp, parse_app
+from controller.world.verification import parse_line
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, crash_then_converge, reconciler
+from tests.support.plans import plan_for
 
 HOOK = {"beforeSwitch": {"command": ["migrate", "--up"], "timeoutSeconds": 30, "maintenance": True}}
 BLUE, GREEN, MAINT = "127.0.0.1:18081", "127.0.0.1:18082", "maintenance"
@@ -51,7 +49,7 @@ class AnsweringWorld(CheckedWorld):
 
 
 def _world(app: BlueGreenApp) -> AnsweringWorld:
-    from controller.testing import FakeImage
+    from controller.world.fake import FakeImage
 
     w = AnsweringWorld(images={"dialogue:1": FakeImage(), "dialogue:2": FakeImage()})
     w.include_paths.add(app.upstream_file)
@@ -77,7 +75,7 @@ def test_spec_maintenance_is_desired_state(tmp_path: Path) -> None:
     on = make_app(maintenance={"enabled": True, "message": "Back at 10:00 (UTC)"})
     flag = on.maintenance_flag_file
     assert flag == Path("/nginx/dialogue.green.maintenance")
-    p = plan(on, observe(on, w, index_containers(w)), Memory(), w.now())
+    p = plan_for(on, w)
     assert [a.describe() for a in p.actions] == [
         f"SwitchMaintenance(blue): create {flag}: the site answers 503 with the maintenance page, confirm"
     ]
@@ -112,7 +110,7 @@ def test_a_wrapped_migration_answers_old_then_maintenance_then_new(tmp_path: Pat
         return 0, ("migrated",)
 
     w.hook_script = hook
-    p = plan(v2, observe(v2, w, index_containers(w)), Memory(), w.now())
+    p = plan_for(v2, w)
     assert [a.verb for a in p.actions] == [
         "CreateContainer", "WaitHealthy", "SwitchMaintenance", "RunHook", "SwitchRoute", "SwitchMaintenance", "WriteMarker"
     ]  # fmt: skip
@@ -166,12 +164,10 @@ def test_a_kill_9_at_any_mutation_is_finished_by_the_next_pass(tmp_path: Path, c
 
 
 def test_a_leftover_maintenance_is_turned_off_even_when_a_dependency_holds_the_deploy(tmp_path: Path) -> None:
-    from controller.dependencies import gate
-
     w = _deployed_v1(tmp_path)
     v2 = make_app(image="dialogue:2", activeColor="green", hooks=HOOK)
     w.files[v2.maintenance_flag_file] = DEFAULT_MESSAGE  # a killed pass's, its deploy no longer wanted now
-    p = gate(plan(v2, observe(v2, w, index_containers(w)), Memory(), w.now()), {"redis": "connection refused"})
+    p = plan_for(v2, w, not_ready={"redis": "connection refused"})
     assert [(a.verb, getattr(a, "on", None)) for a in p.actions] == [("SwitchMaintenance", False)]
     assert [b.reason for b in p.blockers] == ["DependencyNotReady"]
 

@@ -17,8 +17,8 @@ from controller.app.apply import Context, apply
 from controller.app.decide import PassInputs, decide
 from controller.app.failover import FAILED_OVER, activate
 from controller.app.gates import gates_fingerprint
-from controller.app.maintenance import cleanup_after_failure
 from controller.app.gather import Dependencies, gather, no_dependencies, with_images
+from controller.app.maintenance import cleanup_after_failure
 from controller.app.plan import Plan
 from controller.app.requeue import NOT_RUN, Requeue, result_of
 from controller.app.requeue import decide as requeue_after

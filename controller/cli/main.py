@@ -30,7 +30,16 @@ from controller.cli import modes
 from controller.kernel.errors import EXIT_FAIL, EXIT_INVALID, EXIT_OK, ControllerError, InvalidInput
 from controller.kernel.logs import configure
 from controller.runtime import build as runtime
-from controller.runtime.options import RELEASE_COMMANDS, Options, Parser, add_state_dir, err, nonneg, port, positive
+from controller.runtime.options import (
+    RELEASE_COMMANDS,
+    Options,
+    Parser,
+    add_state_dir,
+    err,
+    nonneg,
+    port,
+    positive,
+)
 from controller.spec.app import json_schema
 from controller.spec.directory import Selection, select
 from controller.store.metrics import Metrics, SourceMetrics

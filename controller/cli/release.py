@@ -42,6 +42,7 @@ from controller.spec.directory import host_problem, select, state_dir_problem
 from controller.spec.edit import Current, Edited, edit, read_current, unified_diff
 from controller.world.facts import ContainerFact, Observed
 
+
 class Refused(SpecError):
     """The edit would be a mistake on this host now (exit 2, nothing written)."""
 

@@ -356,7 +356,7 @@ class HooksSpec(_Model):
         None, description="Once per revision, before the switch; a non-zero exit fails the deploy."
     )
     afterSwitch: HookSpec | None = Field(None, description="Once per revision, after a successful switch; does not gate it.")
-# Maintenance (controller/maintenance.py; the site of nginx/ answers it). -------------------------------------
+# Maintenance (controller/app/rules/maintenance.py; the site of nginx/ answers it). -------------------------------------
 MAINTENANCE_MESSAGE_MAX = 500
 # Put into the HTML page and inside a JSON string by nginx's SSI as written: nothing HTML or JSON would read as markup.
 _MESSAGE_REFUSED = re.compile(r'["\\<>&\x00-\x1f\x7f-\x9f\u2028\u2029]')

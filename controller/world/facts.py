@@ -177,7 +177,7 @@ class Observed:
     # (probed only while the spec has a preview or the flag exists).
     preview_flag: str | None = None
     preview_route: RouteFact | None = None
-    # Maintenance (controller/maintenance.py): the flag file's content (the message), and what the control server's
+    # Maintenance (controller/app/rules/maintenance.py): the flag file's content (the message), and what the control server's
     # maintenance route answered (asked only while the flag exists).
     maintenance_flag: str | None = None
     maintenance_route: RouteFact | None = None

@@ -1,4 +1,5 @@
-"""Maintenance: the site answers every public request with 503 and the maintenance page. Pure rules, no I/O.
+"""The maintenance rule (spec.maintenance, hooks.beforeSwitch.maintenance): the site answers every public request
+with 503 and the maintenance page. Pure.
 
 The switch is a file, like the color's: while `<flagFile>.maintenance` exists the site of nginx/ answers every public
 request itself (503, Retry-After, the page with the file's content as its message); the control server and the
@@ -12,14 +13,20 @@ next pass and nothing stays in maintenance because the process that turned it on
    the beforeSwitch hook or finds maintenance already on (a killed pass's, resumed): on after the new color is
    healthy and just before the gates, off right after the switch is confirmed.
 3. Otherwise off, first thing in the plan: after a failed hook or check (the revision backs off, no switch is
-   planned) the old color serves again; the reconciler applies that step even after a failed pass.
+   planned) the old color serves again; the reconciler applies that step even after a failed pass
+   (controller/app/maintenance.py's `cleanup_after_failure`).
+
+Composed by controller/app/decide.py after the gates and the preview: it places its steps by the SwitchRoute and the
+RunHook/RunCheck steps they put in the plan.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.actions import (
+from controller.app.maintenance import MaintenanceState, served
+from controller.spec.app import BlueGreenApp
+from controller.world.actions import (
     Action,
     CreateContainer,
     RemoveContainer,
@@ -30,20 +37,13 @@ from controller.actions import (
     SwitchRoute,
     WaitHealthy,
 )
-from controller.facts import Observed, RouteFact
-from controller.spec import BlueGreenApp, Color
+from controller.world.facts import Observed
 
 DEFAULT_MESSAGE = "We are updating the service and will be back shortly."
-ON_STATUS, OFF_STATUS = 503, 204  # what the control route answers
-
-
-def maintenance_probe_url(app: BlueGreenApp) -> str:
-    """The control server's maintenance route: 503 while the site answers with the maintenance page, 204 otherwise."""
-    return f"{app.spec.nginx.controlUrl.rstrip('/')}/bluegreen-maintenance/{app.name}"
 
 
 def message(app: BlueGreenApp) -> str:
-    """What the flag file holds: the page's message (the site shows it as written; spec.py restricts it)."""
+    """What the flag file holds: the page's message (the site shows it as written; spec/app.py restricts it)."""
     m = app.spec.maintenance
     return m.message if m is not None and m.message else DEFAULT_MESSAGE
 
@@ -57,29 +57,19 @@ def wraps_migrations(app: BlueGreenApp) -> bool:
     return hooks is not None and hooks.beforeSwitch is not None and hooks.beforeSwitch.maintenance
 
 
-def served(route: RouteFact | None) -> bool | None:
-    """What the control route said: True in maintenance, False not, None unknown (not asked, unreachable, other)."""
-    if route is None or not route.reachable:
-        return None
-    return {ON_STATUS: True, OFF_STATUS: False}.get(route.status)
-
-
 @dataclass(frozen=True)
-class MaintenanceState:
-    """What the Maintenance condition says: `on` is what the site does (the flag on disk)."""
-
-    on: bool  # the flag is on disk now (the plan may change it)
-    reason: str  # Enabled, Migration, Ending (on, not wanted: turned off by this plan), Off
-    message: str
+class MaintenancePlan:
+    actions: tuple[Action, ...]  # the plan's actions with the maintenance steps in place
+    diffs: tuple[str, ...] = ()
+    state: MaintenanceState | None = None  # the Maintenance condition (None: no maintenance for this app)
 
 
-def plan_maintenance(
-    app: BlueGreenApp, obs: Observed, serving: Color | None, actions: list[Action]
-) -> tuple[list[Action], tuple[str, ...], MaintenanceState | None]:
-    """The planner's actions with the maintenance steps added; diffs; the condition (None: no maintenance here)."""
+def plan_maintenance(app: BlueGreenApp, obs: Observed, actions: tuple[Action, ...]) -> MaintenancePlan:
+    """The plan's actions (the gates' and the preview's included) with the maintenance steps added."""
     if app.spec.nginx.switch != "flag":
-        return actions, (), None
+        return MaintenancePlan(actions)
     want = app.spec.activeColor
+    serving = obs.serving
     flag = app.maintenance_flag_file
     on_now = obs.maintenance_flag is not None
     text = message(app)
@@ -90,7 +80,7 @@ def plan_maintenance(
     wrapped = wraps_migrations(app) and cutover and (runs_hook or on_now)
     enabled = wanted_by_spec(app)
     if not (enabled or wrapped or on_now or wraps_migrations(app) or app.spec.maintenance is not None):
-        return actions, (), None
+        return MaintenancePlan(actions)
     color = serving or want
     out = list(actions)
     diffs: list[str] = []
@@ -132,7 +122,7 @@ def plan_maintenance(
         state = MaintenanceState(True, "Ending", "maintenance is on and no longer wanted: it is turned off")
     else:
         state = MaintenanceState(False, "Off", "the site serves the live color")
-    return out, tuple(diffs), state
+    return MaintenancePlan(tuple(out), tuple(diffs), state)
 
 
 _PREPARE = (CreateContainer, StartContainer, RemoveContainer, WaitHealthy)
@@ -147,12 +137,3 @@ def _unconfirmed(obs: Observed, on_now: bool) -> str:
     r = obs.maintenance_route
     return f", not confirmed ({r.detail if r is not None else 'not asked'})"
 
-
-def cleanup_after_failure(actions: tuple[Action, ...]) -> tuple[Action, ...]:
-    """The steps a plan made after a failed pass may still take: maintenance turned off first (rule 3)."""
-    out: list[Action] = []
-    for a in actions:
-        if not (isinstance(a, SwitchMaintenance) and not a.on and not a.wrap):
-            break
-        out.append(a)
-    return tuple(out)
