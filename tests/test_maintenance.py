@@ -165,7 +165,7 @@ def test_a_kill_9_at_any_mutation_is_finished_by_the_next_pass(tmp_path: Path, c
 
 def test_a_leftover_maintenance_is_turned_off_even_when_a_dependency_holds_the_deploy(tmp_path: Path) -> None:
     w = _deployed_v1(tmp_path)
-    v2 = make_app(image="dialogue:2", activeColor="green", hooks=HOOK)
+    v2 = make_app(image="dialogue:2", activeColor="green", hooks=HOOK, dependsOn=["redis"])
     w.files[v2.maintenance_flag_file] = DEFAULT_MESSAGE  # a killed pass's, its deploy no longer wanted now
     p = plan_for(v2, w, not_ready={"redis": "connection refused"})
     assert [(a.verb, getattr(a, "on", None)) for a in p.actions] == [("SwitchMaintenance", False)]
