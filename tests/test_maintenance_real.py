@@ -115,6 +115,13 @@ def _polling_v1(site: NginxInstance, app: str) -> Poller:
     return poller
 
 
+def _v1_deployed_v2_wanted(w: MaintWorld, images: dict[str, str]) -> MaintWorld:
+    """v1 converged on blue, then the spec set to v2 on green with the wrapped migration (HOOK)."""
+    w.once()
+    w.set(image=images["v2"], activeColor="green", hooks=HOOK)
+    return w
+
+
 def _step_seconds(r: Any, verb: str) -> float:
     done = [e["seconds"] for e in r.logs() if e.get("event") == "action.done" and e.get("action") == verb]
     assert done, r.explain()
@@ -124,9 +131,7 @@ def _step_seconds(r: Any, verb: str) -> float:
 def test_a_wrapped_migration_answers_v1_then_maintenance_then_v2(
     docker_client: Any, test_images: dict[str, str], app_name: str, shipped_site: NginxInstance, tmp_path: Path, session_id: str
 ) -> None:
-    w = MaintWorld(docker_client, app_name, shipped_site, tmp_path, session_id)
-    w.once()
-    w.set(image=test_images["v2"], activeColor="green", hooks=HOOK)
+    w = _v1_deployed_v2_wanted(MaintWorld(docker_client, app_name, shipped_site, tmp_path, session_id), test_images)
     code, planned = w.plan_json()
     verbs = [a["action"] for a in planned["actions"]]
     assert code == 1 and verbs[verbs.index("WaitHealthy") + 1 :] == [
@@ -149,9 +154,7 @@ def test_a_wrapped_migration_answers_v1_then_maintenance_then_v2(
 def test_a_kill_9_during_a_wrapped_migration_is_finished_by_the_next_pass(
     docker_client: Any, test_images: dict[str, str], app_name: str, shipped_site: NginxInstance, tmp_path: Path, session_id: str
 ) -> None:
-    w = MaintWorld(docker_client, app_name, shipped_site, tmp_path, session_id)
-    w.once()
-    w.set(image=test_images["v2"], activeColor="green", hooks=HOOK)
+    w = _v1_deployed_v2_wanted(MaintWorld(docker_client, app_name, shipped_site, tmp_path, session_id), test_images)
     poller = _polling_v1(shipped_site, app_name)
     proc = start_reconcile(w.spec_path, w.state, "--once", stderr_path=tmp_path / "killed.log")
     kill_9_when(lambda: any(c.status == "running" for c in w.hook_containers()), proc, 60, "the hook runs")
