@@ -20,33 +20,17 @@ from controller.world.fake import Crash
 from controller.world.protocol import LogPos, LogRead
 from controller.world.verification import FAILED_REASON
 from tests.factories import make_app
-from tests.fakes import CheckedWorld, reconciler, world_for
+from tests.fakes import CheckedWorld, reconciler, switched_back, world_for
 from tests.support.plans import inputs_for
 
 BLUE, GREEN = "127.0.0.1:18081", "127.0.0.1:18082"
 
 
-@dataclass
-class SickAfterSwitch(CheckedWorld):
-    """green stops answering its health check while traffic is on it (verification fails it)."""
-
-    def sleep(self, seconds: float) -> None:
-        super().sleep(seconds)
-        c = self.containers.get("dialogue-green")
-        if c is not None and self.routed("dialogue") == [GREEN]:
-            c.broken = True
-
-
 def test_failover_enabled_later_never_goes_to_a_revision_that_failed_verification(tmp_path: Path) -> None:
     """#4: a verification failure, then a spec change that names the failed revision no more, and failover enabled:
     blue failing must not move traffic to green, which still runs the revision that failed its window."""
-    base = world_for(make_app())
-    w = SickAfterSwitch(images=base.images)
-    w.include_paths |= base.include_paths
-    rec = reconciler(w, tmp_path / "s")
-    assert rec.reconcile(make_app()).result == "converged"
-    v2 = make_app(image="dialogue:2", activeColor="green", verify={"windowSeconds": 10, "healthFailures": 2, "accessLog": str(tmp_path / "none.log")})
-    assert rec.reconcile(v2).result == "degraded" and w.routed("dialogue") == [BLUE]
+    w, rec, v2, r = switched_back(tmp_path / "s")
+    assert r.result == "degraded" and w.routed("dialogue") == [BLUE]
     failed = v2.revision("green")
     assert StateStore(tmp_path / "s").load_memory("dialogue").failures[failed].reason == FAILED_REASON
     w.containers["dialogue-green"].broken = False  # the failed release answers its health check again

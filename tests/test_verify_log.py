@@ -30,7 +30,7 @@ from controller.world.verification import (
     window_closed,
 )
 from tests.factories import make_app
-from tests.fakes import CheckedWorld, reconciler, world_for
+from tests.fakes import CheckedWorld, reconciler, switched_back, world_for
 from tests.support.plans import decide_on, inputs_for
 
 GREEN = "127.0.0.1:18082"
@@ -214,25 +214,8 @@ def test_store_keeps_the_window_beside_the_memory(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------- the reconciler, in memory
 
 
-@dataclass
-class SickAfterSwitch(CheckedWorld):
-    """green's app stops answering its health check once traffic is on it (a leak that kills it soon after)."""
-
-    def sleep(self, seconds: float) -> None:
-        super().sleep(seconds)
-        c = self.containers.get("dialogue-green")
-        if c is not None and self.routed("dialogue") == ["127.0.0.1:18082"]:
-            c.broken = True
-
-
 def test_reconciler_switches_back_remembers_and_retries_only_after_a_growing_backoff(tmp_path: Path) -> None:
-    base = world_for(make_app())
-    w = SickAfterSwitch(images=base.images)
-    w.include_paths |= base.include_paths
-    rec = reconciler(w, tmp_path / "s")
-    assert rec.reconcile(make_app()).result == "converged"
-    v2 = make_app(image="dialogue:2", activeColor="green", verify={"windowSeconds": 10, "healthFailures": 2, "accessLog": str(tmp_path / "none.log")})
-    r = rec.reconcile(v2)
+    w, rec, v2, r = switched_back(tmp_path / "s")
     assert r.result == "degraded" and w.routed("dialogue") == ["127.0.0.1:18081"] and w.violations == []
     assert r.plan is not None and r.plan.blockers[0].reason == FAILED_REASON
     store = StateStore(tmp_path / "s")
