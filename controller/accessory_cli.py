@@ -1,6 +1,9 @@
 """The command line's accessory part (issue 13): `--once` reconciles the accessories of the spec directory before
 its apps (under the same lock), `--plan` and `--status` show them beside the apps, and an app's `dependsOn`
 and `network` are checked against what the accessory pass observes.
+
+Imported by the CLI at start; the accessory modules themselves load only when `needed` (a run without
+accessories, `dependsOn` or `network` does not load them).
 """
 
 from __future__ import annotations
@@ -8,16 +11,17 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from controller.accessory import Accessory
-from controller.accessory_reconcile import AccessoryResult, AccessoryRunner, plan_json, render_plan
 from controller.errors import EXIT_FAIL, EXIT_INVALID, EXIT_OK, ControllerError
 from controller.logs import redact_text
-from controller.metrics import Metrics
-from controller.reconcile import Reconciler
-from controller.spec import BlueGreenApp
-from controller.state import StateStore
+
+if TYPE_CHECKING:
+    from controller.accessory import Accessory
+    from controller.accessory_reconcile import AccessoryResult, AccessoryRunner
+    from controller.metrics import Metrics
+    from controller.reconcile import Reconciler
+    from controller.spec import BlueGreenApp
 
 
 def err(message: str) -> None:
@@ -30,8 +34,10 @@ def needed(accessories: list[Accessory], apps: list[BlueGreenApp]) -> bool:
 
 def build_runner(args: argparse.Namespace, world: Any, metrics: Metrics, rec: Reconciler, accessories: list[Accessory]) -> AccessoryRunner:
     """The runner on the app's Docker connection; the reconciler learns its dependsOn facts from it."""
+    from controller.accessory_reconcile import AccessoryRunner
     from controller.drivers.accessories import DockerAccessories  # Docker SDK: loaded here, not at import
     from controller.drivers.ssm import SsmSource
+    from controller.state import StateStore
 
     runner = AccessoryRunner(DockerAccessories(world.docker), StateStore(args.state_dir), metrics.registry, SsmSource())
     runner.accessories = {a.name: a for a in accessories}
@@ -71,6 +77,8 @@ def plan_lines(
     runner: AccessoryRunner, accessories: list[Accessory], as_json: bool, apps: Sequence[BlueGreenApp] = ()
 ) -> tuple[int, list[Any]]:
     """Each accessory's plan (text or JSON rows); exit 1 when one is not in sync, 2 when an app's network is unknown."""
+    from controller.accessory_reconcile import plan_json, render_plan
+
     code = EXIT_OK
     rows: list[Any] = []
     try:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.spec import Color
+from controller.specbase import Color
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.actions import (
     Action,
@@ -30,7 +30,6 @@ from controller.errors import ControllerError, HealthCheckFailed, NginxError, Ro
 from controller.facts import LABEL_APP, LABEL_COLOR, LABEL_MANAGED, LABEL_REVISION, MANAGED_BY, HookRecord
 from controller.failover import WaitLiveOrFailover
 from controller.preview import PREVIEW_FLAG_CONTENT, preview_probe_url
-from controller.resources import Resources
 from controller.routing import (
     FLAG_CONTENT,
     flag_says,
@@ -39,8 +38,12 @@ from controller.routing import (
     route_fact,
     route_probe_url,
 )
-from controller.spec import BlueGreenApp, Color, preview_app
+from controller.specbase import Color, preview_app
 from controller.world import ContainerRequest, RunState, World
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.resources import Resources
+    from controller.spec import BlueGreenApp
 
 
 class Interrupted(TemporaryError):

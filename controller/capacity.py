@@ -18,10 +18,14 @@ Not enough → blocker `InsufficientCapacity` with the figures; nothing starts a
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from controller.actions import Action, Blocker, CreateContainer, StartContainer
 from controller.facts import CapacityFact, ContainerFact
-from controller.resources import GIB, MIB, human
-from controller.spec import BlueGreenApp, Color
+from controller.specbase import GIB, MIB, Color, human
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec import BlueGreenApp
 
 HEADROOM_MIN = 256 * MIB
 HEADROOM_FRACTION = 0.10

@@ -20,22 +20,23 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from controller import __version__, accessory_cli
 from controller.counters import carry_over
 from controller.errors import EXIT_FAIL, EXIT_INVALID, EXIT_OK, ControllerError, InvalidInput, LockBusy
 from controller.logs import configure, redact_text
-from controller.metrics import Metrics, SourceMetrics
+from controller.metrics import Metrics, NullMetrics, SourceMetrics
 from controller.planner import Plan
 from controller.pruning import ImageRemoval
 from controller.reconcile import AppResult, Reconciler
 from controller.secrets import SecretsResolver
-from controller.spec import BlueGreenApp, json_schema
 from controller.specdir import Selection, select
 from controller.state import DEFAULT_STATE_DIR, Lock, StateStore
+
+if TYPE_CHECKING:
+    from controller.spec import BlueGreenApp
 
 
 class _Parser(argparse.ArgumentParser):
@@ -115,7 +116,7 @@ def _ssm_token(name: str, region: str | None) -> str:
 
 def _state_dir(v: str) -> Path:
     """Absolute, normalised, safe characters: the rules of the paths a spec names (spec.check_path)."""
-    from controller.spec import check_path
+    from controller.specbase import check_path
 
     try:
         return Path(check_path(v, "--state-dir"))
@@ -145,8 +146,9 @@ def _port(v: str) -> int:
 
 
 def load_specs(path: Path, state_dir: Path | None = None) -> Selection:
-    """Every valid app, and one problem per invalid file: one broken spec must not stop the others."""
-    return select(path, state_dir=state_dir)
+    """Every valid app, and one problem per invalid file: one broken spec must not stop the others (through the state
+    dir's spec cache: an unchanged file is not parsed or validated again, controller/speccache.py)."""
+    return select(path, state_dir=state_dir, cached=state_dir is not None)
 
 
 def problem_lines(sel: Selection, path: Path) -> list[str]:
@@ -189,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
         return release_main(words)
     args = build_parser().parse_args(argv)
     if args.schema:
+        from controller.spec import json_schema
+
         print(json.dumps(json_schema(), indent=2))
         return EXIT_OK
     if (args.path is None) == (args.git_url is None):
@@ -231,8 +235,9 @@ def main(argv: list[str] | None = None) -> int:
         return code
     for line in problem_lines(loaded, args.path):
         err(line)
-    metrics = Metrics()
-    if source is not None:
+    exported = bool(args.once and args.metrics_textfile)  # else nothing is exported: no prometheus_client
+    metrics = Metrics() if exported else NullMetrics()
+    if source is not None and exported:
         source.bind_metrics(SourceMetrics(metrics.registry))
     if args.once:
         for name in loaded.rejected:
@@ -342,6 +347,8 @@ def _parallel(apps: list[BlueGreenApp], fn: Any) -> list[AppResult]:
     # A slow health wait for one app must not hold up the others.
     if len(apps) == 1:
         return [fn(apps[0])]
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=min(8, len(apps)), thread_name_prefix="app") as pool:
         return list(pool.map(fn, apps))
 

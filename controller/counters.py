@@ -18,15 +18,16 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
-
-from prometheus_client import Counter
+from typing import TYPE_CHECKING, Any
 
 from controller.drivers import files
 from controller.errors import ControllerError
 from controller.jsonshape import Corrupt
 from controller.logs import get_logger
 from controller.metrics import Metrics
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter
 
 COUNTERS_FILE = "counters.json"
 FORMAT = 1
@@ -37,6 +38,8 @@ MAX_VALUE = float(2**53)
 
 def counters_of(metrics: Metrics) -> dict[str, Counter]:
     """Every counter of `metrics`, by family name (`bluegreen_cutovers`, without `_total`)."""
+    from prometheus_client import Counter
+
     out: dict[str, Counter] = {}
     for value in vars(metrics).values():
         if isinstance(value, Counter):

@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 
 from controller.backoff import backoff
-from controller.spec import COLORS, Color
+from controller.specbase import COLORS, Color
 from controller.verify import Window
 
 # Labels the controller puts on every container it creates.

@@ -16,13 +16,16 @@ changes (a new generation), which the operator does to flip to the healthy color
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from controller.actions import Action, Blocker, StartContainer, WaitHealthy
 from controller.facts import LABEL_APP, ContainerFact, Memory, Observed
 from controller.jsonshape import Reader
 from controller.routing import serving_color
-from controller.spec import COLORS, BlueGreenApp, Color, other
+from controller.specbase import COLORS, Color, other
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec import BlueGreenApp
 
 Kind = Literal["off", "ok", "pending", "switch", "held", "unavailable"]
 

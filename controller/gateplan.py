@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import TYPE_CHECKING
 
 from controller.actions import Action, Blocker, RemoveHook, RunCheck, RunHook, SwitchRoute
 from controller.facts import (
@@ -25,7 +26,10 @@ from controller.facts import (
     Observed,
     hook_key,
 )
-from controller.spec import COLORS, BeforeSwitchCheck, BlueGreenApp, Color
+from controller.specbase import COLORS, Color
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec import BeforeSwitchCheck, BlueGreenApp
 
 GATE_REASONS = frozenset({"CheckFailed", "HookFailed"})
 BEFORE, AFTER = "beforeSwitch", "afterSwitch"

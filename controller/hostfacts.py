@@ -9,12 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from controller.capacity import new_color
 from controller.facts import CapacityFact, Observed
 from controller.planner import Plan
-from controller.spec import BlueGreenApp
 from controller.world import World
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec import BlueGreenApp
 
 
 def observe_capacity(app: BlueGreenApp, world: World, obs: Observed, p: Plan) -> CapacityFact:

@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterator
 from typing import Any
 
-from controller.spec import COLORS, Color
+from controller.specbase import COLORS, Color
 
 MAX_INT = 2**53  # larger integers are not exact in JSON readers (JavaScript, jq): no field of ours needs them
 

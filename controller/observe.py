@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from controller.facts import LABEL_APP, LABEL_HOOK, ContainerFact, Observed, RouteFact
 from controller.preview import preview_probe_url
 from controller.routing import configured_color, route_fact, route_probe_url, serving_color
-from controller.spec import COLORS, BlueGreenApp, Color
+from controller.specbase import COLORS, Color
 from controller.world import RunState, World
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec import BlueGreenApp
 
 ROUTE_SETTLE_PROBES = 5  # x 0.1 s: longer than a reload takes to reach every worker
 

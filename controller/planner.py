@@ -14,6 +14,7 @@ Safety rules, in order of precedence:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from controller.actions import (
     Action,
@@ -42,8 +43,11 @@ from controller.failover import decide as failover_rule
 from controller.gateplan import add_gates, gate_backoff
 from controller.preview import PreviewState, plan_preview
 from controller.routing import flag_color, flag_says, render_include, serving_color
-from controller.spec import COLORS, BlueGreenApp, Color, canonical_ip, other
+from controller.specbase import COLORS, Color, canonical_ip, other
 from controller.switchback import hold, standby_may_stop
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec import BlueGreenApp
 
 
 @dataclass(frozen=True)

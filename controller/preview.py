@@ -21,11 +21,15 @@ Rules, on top of the planner's (which keep precedence):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from controller.actions import Action, CreatePreview, RemovePreview, StartPreview, SwitchPreview, WaitPreview
 from controller.capacity import capacity_blocker
 from controller.facts import ContainerFact, Memory, Observed
-from controller.spec import BlueGreenApp, Color, other, preview_app
+from controller.specbase import Color, other, preview_app
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec import BlueGreenApp
 
 PREVIEW_FLAG_CONTENT = "preview\n"  # what the controller writes; the site only tests that the file exists
 HEADER = "X-Bluegreen-Preview"

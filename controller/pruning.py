@@ -14,13 +14,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.errors import ControllerError
 from controller.facts import ImageFact, ImagesObserved, Observed
 from controller.imageref import ImageRef, InvalidImageRef
-from controller.spec import BlueGreenApp
 from controller.world import World
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec import BlueGreenApp
 
 _DOCKER_HUB = (None, "docker.io", "index.docker.io", "registry-1.docker.io")
 

@@ -10,7 +10,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from controller.actions import (
     PREVIEW_ACTIONS,
@@ -40,12 +40,15 @@ from controller.planner import Plan, plan
 from controller.pruning import ImageRemoval, observe_images, plan_pruning, prune
 from controller.requeue import NOT_RUN, Requeue, decide
 from controller.secrets import NoSecrets, Resolved, Resolver
-from controller.spec import BlueGreenApp, other, preview_app
+from controller.specbase import other, preview_app
 from controller.state import StateStore
 from controller.status import Condition, LastDeploy, SourceStatus, Status, build_status, conditions, iso
 from controller.verifier import Verifier
 from controller.verify import window_closed
 from controller.world import World
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec import BlueGreenApp
 
 MAX_PASSES = 4
 

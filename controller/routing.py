@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from controller.facts import RouteFact, color_of_port, include_servers, port_of
-from controller.spec import COLORS, BlueGreenApp, Color
+from controller.specbase import COLORS, Color
 from controller.world import RouteProbe
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec import BlueGreenApp
 
 HEADER = "# Managed by bluegreen-controller: hand edits are reverted on the next pass."
 

@@ -4,6 +4,9 @@ One policy for every mode. `--once`, `--plan` and `--status` call `select` with 
 `--watch` calls it with the specs in force since the last read, so an invalid or conflicting edit of a
 file leaves that file's last valid spec in force. Conflicts are data (`Conflict`), never sentences that
 a caller has to parse back into app names.
+
+The cron modes pass a `SpecCache` (controller/speccache.py): a file whose bytes were validated before is not
+parsed or validated again (no PyYAML, no pydantic); the host checks run either way.
 """
 
 from __future__ import annotations
@@ -13,12 +16,16 @@ import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from controller.accessory import Accessory, kind_of, parse_accessory_doc
 from controller.drivers.files import read_spec
 from controller.errors import SpecError, one_line
-from controller.spec import BlueGreenApp, load_yaml, parse_app
+from controller.speccache import SpecCache
 from controller.world import CHECK_PATH
+
+if TYPE_CHECKING:  # the models load with the first spec that is validated (not on a cache hit)
+    from controller.accessory import Accessory
+    from controller.spec import BlueGreenApp
 
 SUFFIXES = (".yaml", ".yml")
 
@@ -32,19 +39,32 @@ def spec_files(path: Path) -> list[Path]:
     raise SpecError(f"{path}: no such file or directory")
 
 
-def _read(path: Path) -> str:
+def _read_bytes(path: Path) -> bytes:
     try:
         # Root-equivalent: refused unless only root could have written it; read regular, bounded, non-blocking.
-        return read_spec(path).decode("utf-8")
+        return read_spec(path)
     except SpecError:
         raise
-    except (OSError, UnicodeDecodeError, ValueError) as e:
+    except (OSError, ValueError) as e:
         raise SpecError(f"{path}: cannot read: {one_line(e)}") from None
     except Exception as e:  # whatever else reading one file raises is that file's error, not the run's
         raise SpecError(f"{path}: cannot read: {type(e).__name__}: {one_line(e)}") from None
 
 
+def _text(path: Path, data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpecError(f"{path}: cannot read: {one_line(e)}") from None
+
+
+def _read(path: Path) -> str:
+    return _text(path, _read_bytes(path))
+
+
 def load_app(path: Path) -> BlueGreenApp:
+    from controller.spec import parse_app
+
     return parse_app(_read(path), str(path))
 
 
@@ -131,17 +151,26 @@ def load_file(f: Path, state_dir: Path | None = None) -> BlueGreenApp:
     return app
 
 
-def load_document(f: Path, state_dir: Path | None = None) -> BlueGreenApp | Accessory:
-    """One spec file of either kind (issue 13): `kind: Accessory`, else a BlueGreenApp as `load_file` loads it."""
-    text = _read(f)
-    try:
-        doc = load_yaml(text, str(f))
-    except RecursionError:
-        raise SpecError(f"{f}: nested too deeply to load") from None
-    if kind_of(doc) == "Accessory":
-        assert isinstance(doc, dict)
-        return parse_accessory_doc(doc, str(f))
-    app = parse_app(text, str(f))
+def load_document(f: Path, state_dir: Path | None = None, cache: SpecCache | None = None) -> BlueGreenApp | Accessory:
+    """One spec file of either kind (issue 13): `kind: Accessory`, else a BlueGreenApp as `load_file` loads it
+    (from `cache` when these bytes were validated before)."""
+    data = _read_bytes(f)
+    app = cache.load(data) if cache is not None else None
+    if app is None:
+        from controller.accessory import kind_of, parse_accessory_doc
+        from controller.spec import load_yaml, parse_app
+
+        text = _text(f, data)
+        try:
+            doc = load_yaml(text, str(f))
+        except RecursionError:
+            raise SpecError(f"{f}: nested too deeply to load") from None
+        if kind_of(doc) == "Accessory":
+            assert isinstance(doc, dict)
+            return parse_accessory_doc(doc, str(f))
+        app = parse_app(text, str(f))
+        if cache is not None:
+            cache.store(data, app)
     problem = host_problem(app) or state_dir_problem(app, state_dir)
     if problem:
         raise SpecError(f"{f}: {problem}")
@@ -237,8 +266,10 @@ class Selection:
         return [p.app or p.file.stem for p in self.problems]
 
 
-def select(path: Path, in_force: Mapping[Path, BlueGreenApp] | None = None, *, state_dir: Path | None = None) -> Selection:
-    """Read `path` and decide what is in force.
+def select(
+    path: Path, in_force: Mapping[Path, BlueGreenApp] | None = None, *, state_dir: Path | None = None, cached: bool = False
+) -> Selection:
+    """Read `path` and decide what is in force (`cached`: through the state dir's spec cache).
 
     A file that fails to load keeps its spec from `in_force` (watch mode) or is dropped (`in_force` empty).
     When two apps conflict, the side whose spec changed since `in_force` is refused (the edit that caused the
@@ -249,10 +280,11 @@ def select(path: Path, in_force: Mapping[Path, BlueGreenApp] | None = None, *, s
     files = spec_files(path)
     candidate: dict[Path, BlueGreenApp] = {}
     accessories: dict[Path, Accessory] = {}
+    cache = SpecCache(state_dir) if cached and state_dir is not None else None
     for f in files:
         try:
-            doc = load_document(f, state_dir)
-            if isinstance(doc, Accessory):
+            doc = load_document(f, state_dir, cache)
+            if doc.kind == "Accessory":
                 accessories[f] = doc
                 continue
             candidate[f] = doc

@@ -9,14 +9,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.actions import Blocker
 from controller.facts import LABEL_APP, ContainerFact, Observed
 from controller.jsonshape import Corrupt, Reader
 from controller.planner import Plan, describe_container, describe_file, matches
 from controller.routing import configured_color, render_include
-from controller.spec import COLORS, BlueGreenApp, Color, other, preview_app
+from controller.specbase import COLORS, Color, other, preview_app
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec import BlueGreenApp
 
 
 @dataclass(frozen=True)

@@ -10,11 +10,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from controller.actions import Blocker
 from controller.facts import LABEL_APP, Memory, Observed
-from controller.spec import BlueGreenApp, Color
+from controller.specbase import Color
 from controller.verify import FAILED_REASON, hold_message
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec import BlueGreenApp
 
 
 @dataclass(frozen=True)

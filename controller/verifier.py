@@ -10,7 +10,7 @@ VerificationFailed, with the figures) in the failure memory; the planner (switch
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.actions import SwitchRoute
 from controller.apply import ApplyResult
@@ -20,11 +20,14 @@ from controller.facts import Failure, Observed
 from controller.metrics import Metrics
 from controller.planner import Plan, ours
 from controller.routing import health_url, upstream_address
-from controller.spec import BlueGreenApp, other
+from controller.specbase import other
 from controller.state import StateStore
 from controller.status import LastDeploy, iso
 from controller.verify import FAILED_REASON, Window, judge, render_query, tally
 from controller.world import PromAnswer, World
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec import BlueGreenApp
 
 PROGRESS_EVERY = 5.0  # seconds between two progress lines of a window
 PROM_EVERY = 5.0  # seconds between two verify.prometheus queries (a scrape interval is 15 s by default)

@@ -8,13 +8,16 @@ with the log redactor the moment it arrives. Errors are SecretsError with one li
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.drivers.aws import aws_client, aws_errors
 from controller.errors import SecretsError
 from controller.logs import register_secret
 from controller.secrets import SecretRef
-from controller.spec import ENV_NAME_RE, SsmSecrets
+from controller.specbase import ENV_NAME_RE
+
+if TYPE_CHECKING:
+    from controller.spec import SsmSecrets
 
 _BATCH = 10  # GetParameters takes at most 10 names
 
