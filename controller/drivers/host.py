@@ -1,15 +1,18 @@
-"""`HostWorld`: the real `World`, composed of the Docker, probe and file drivers."""
+"""`HostWorld`: the real `World`, composed of the Docker, probe and file drivers.
+
+The drivers a pass does not always need (capacity, deploy gates, Prometheus) are imported at their first use.
+"""
 
 from __future__ import annotations
 
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from controller.drivers import capacity, files, gates
+from controller.drivers import files
 from controller.drivers.containers import DockerDriver
 from controller.drivers.probes import Prober
-from controller.drivers.prometheus import PromClient
 from controller.errors import NginxError
 from controller.facts import CapacityFact, ContainerFact, ImageFact
 from controller.world import (
@@ -23,16 +26,26 @@ from controller.world import (
     RunState,
 )
 
+if TYPE_CHECKING:
+    from controller.drivers.prometheus import PromClient
+
 
 class HostWorld:
     def __init__(self, docker_url: str | None = None) -> None:
         self.docker = DockerDriver(docker_url)
         self.probes = Prober()
-        self.prometheus = PromClient()
+        self._prometheus: PromClient | None = None
+
+    @property
+    def prometheus(self) -> PromClient:
+        if self._prometheus is None:
+            from controller.drivers.prometheus import PromClient
+
+            self._prometheus = PromClient(self.probes)  # the one HTTP client
+        return self._prometheus
 
     def close(self) -> None:
         self.probes.close()
-        self.prometheus.close()
 
     # Docker
     def list_containers(self) -> list[ContainerFact]:
@@ -60,6 +73,8 @@ class HostWorld:
         return established_connections(host_port)
 
     def host_capacity(self, image: str, measure: tuple[str, ...], size_of: str | None) -> CapacityFact:
+        from controller.drivers import capacity
+
         return capacity.host_capacity(self.docker, image, measure, size_of)
 
     # HTTP
@@ -97,24 +112,35 @@ class HostWorld:
             tail = next((ln for ln in reversed(lines) if "emerg" in ln or "error" in ln), lines[-1] if lines else "")
             raise NginxError(f"{' '.join(argv)} failed (exit {p.returncode}): {tail.strip()[:300]}")
 
-    # Deploy gates (controller/drivers/gates.py)
+    # Deploy gates (controller/drivers/gates.py, imported at the first gate)
     def find_hook(self, labels: dict[str, str]) -> HookState | None:
+        from controller.drivers import gates
+
         return gates.find_hook(self.docker, labels)
 
     def create_hook(self, req: HookRequest) -> None:
+        from controller.drivers import gates
+
         gates.create_hook(self.docker, req)
 
     def wait_hook(self, name: str, timeout: float) -> int | None:
+        from controller.drivers import gates
+
         return gates.wait_hook(self.docker, name, timeout)
 
     def hook_logs(self, name: str) -> tuple[str, ...]:
+        from controller.drivers import gates
+
         return gates.hook_logs(self.docker, name)
 
     def probe_check(self, url: str, expect_status: int, body_contains: str | None, timeout: float) -> HealthResult:
         return self.probes.check(url, expect_status, body_contains, timeout)
 
     def run_check(self, argv: list[str], env: dict[str, str], timeout: float) -> CommandResult:
+        from controller.drivers import gates
+
         return gates.run_check(argv, env, timeout)
+
     # Images (pruning)
     def list_images(self) -> list[ImageFact]:
         return self.docker.list_images()
