@@ -39,6 +39,9 @@ if TYPE_CHECKING:
     from controller.spec import BlueGreenApp
 
 
+PRUNE_INTERVAL = 3600.0  # cron: seconds between image sweeps of runs that change nothing (docs/operations.md)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         # One line, like every other error of ours; `--help` has the rest.
@@ -76,6 +79,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=_port, help="--watch: serve /metrics on this port")
     p.add_argument("--metrics-addr", default="127.0.0.1", help="--watch: address for --metrics-port (default %(default)s)")
     p.add_argument("--resync", type=_positive, default=60.0, help="--watch: full resync period, seconds (jittered)")
+    p.add_argument(
+        "--prune-interval",
+        type=_nonneg,
+        default=PRUNE_INTERVAL,
+        help="--once: unused images (spec.keepImages) are swept after a pass that changed something, else at most "
+        "every this many seconds (default %(default)s; 0: after every converged pass; --watch: every --resync)",
+    )
     p.add_argument("--docker-url", default=None, help="Docker daemon URL (default: DOCKER_HOST or the local socket)")
     add_source_arguments(p)
     return p
@@ -176,6 +186,8 @@ def build_reconciler(
         should_stop=should_stop,
         resolver=SecretsResolver(world.write_file, SsmSource()),
         source=getattr(args, "git_source", None),
+        # Image sweeps (docs/operations.md): --watch on its resync period, cron at most every --prune-interval.
+        prune_every=args.resync if getattr(args, "watch", False) else getattr(args, "prune_interval", PRUNE_INTERVAL),
     )
 
 

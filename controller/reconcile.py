@@ -101,6 +101,7 @@ class Reconciler:
         should_stop: Callable[[], bool] = lambda: False,
         resolver: Resolver | None = None,
         source: SourceView | None = None,
+        prune_every: float = 0.0,
     ) -> None:
         self.world = world
         self.store = store
@@ -111,6 +112,7 @@ class Reconciler:
         self.resolver: Resolver = resolver or NoSecrets()
         self.streaks: dict[str, int] = {}  # app -> consecutive passes backed off for (requeue.decide)
         self.source = source
+        self.prune_every = prune_every  # seconds between image sweeps of a pass that changed nothing (0: every pass)
         self.verifier = Verifier(world, store, self.metrics)
         # dependsOn (issue 13): app -> its accessories not healthy now, with why (AccessoryRunner.dependencies)
         self.dependencies: Callable[[BlueGreenApp], dict[str, str]] = lambda app: {}
@@ -288,7 +290,7 @@ class Reconciler:
             if mem.converged_generation != p.generation:
                 mem = replace(mem, converged_generation=p.generation)
                 self.store.save_memory(app.name, mem, None)
-            self._prune(app, obs, rid, log)
+            self._prune(app, obs, rid, log, changed=bool(done))
         elif p.blockers:
             res = "blocked" if p.blockers[0].reason in ("LiveColorOutdated",) else "degraded"
         else:
@@ -342,15 +344,27 @@ class Reconciler:
         # The one hook for a post-switch verification window (issue 11): True while it is open.
         return plan_pruning(app, obs, observe_images(self.world), verification_open=False)
 
-    def _prune(self, app: BlueGreenApp, obs: Observed, rid: str, log: Any) -> None:
-        """After a converged pass: housekeeping that never fails it (an error is logged; the next pass plans again)."""
+    def _prune(self, app: BlueGreenApp, obs: Observed, rid: str, log: Any, *, changed: bool) -> None:
+        """After a converged pass: housekeeping that never fails it (an error is logged; the next pass plans again).
+
+        A sweep runs after a pass that changed something, else once `prune_every` seconds have passed since the
+        last completed one (remembered in the state dir): a no-op cron run does not list the images."""
+        now = self.world.now()
+        if self.prune_every > 0 and not changed:
+            last = self.store.load_swept_at(app.name)
+            if last is not None and 0 <= now - last < self.prune_every:
+                return
         try:
             removals = self.prune_plan(app, obs)
         except ControllerError as e:
             log.warning("image.prune_unobserved", error=str(e))
             return
 
+        failed = False
+
         def record(r: ImageRemoval, outcome: str, message: str) -> None:
+            nonlocal failed
+            failed = failed or outcome == "failed"
             self.store.append_history(
                 {
                     "time": iso(self.world.now()),
@@ -365,6 +379,8 @@ class Reconciler:
             )
 
         prune(self.world, removals, record=record, should_stop=self.should_stop, log=log)
+        if self.prune_every > 0 and not failed and not self.should_stop():  # else due again on the next pass
+            self.store.save_swept_at(app.name, now)
 
     def requeue(self, app: str, p: Plan | None, error: BaseException | None, retry_at: float | None = None) -> Requeue:
         """When to come back for `app` after a pass (or an attempt that did not run: `p` None), counting its failures."""

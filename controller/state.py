@@ -7,12 +7,15 @@
     <state-dir>/apps/<app>/memory.json   failed revisions (for backoff), last deploy
     <state-dir>/apps/<app>/failover.json failing-since time, revisions served, an active failover (controller/failover.py)
     <state-dir>/apps/<app>/verify.json   the last post-switch verification window (controller/verify.py)
+    <state-dir>/apps/<app>/pruned.json   when unused images were last swept (spec.keepImages, controller/pruning.py)
+    <state-dir>/cache/specs/<key>.json   validated specs (controller/speccache.py)
 """
 
 from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import threading
 import time
@@ -242,6 +245,14 @@ class StateStore:
     def save_status(self, app: str, status: Mapping[str, Any]) -> None:
         files.write_atomic(self.app_dir(app) / "status.json", redact_json_text(json.dumps(status, indent=2, sort_keys=True)) + "\n")
 
+    # Image sweeps (controller/pruning.py) ------------------------------------------------
+    def load_swept_at(self, app: str) -> float | None:
+        """When the app's unused images were last swept (Unix time); None when never, or unreadable."""
+        return self._load(app, "pruned.json", _parse_swept)
+
+    def save_swept_at(self, app: str, at: float) -> None:
+        files.write_atomic(self.app_dir(app) / "pruned.json", json.dumps({"sweptAt": at}) + "\n")
+
     # History ----------------------------------------------------------------------------
     def append_history(self, entry: dict[str, Any]) -> None:
         line = redact_json_text(json.dumps(entry, sort_keys=True, separators=(",", ":"))) + "\n"
@@ -283,6 +294,13 @@ class StateStore:
                     if len(out) >= limit:
                         return list(reversed(out))
         return list(reversed(out))
+
+
+def _parse_swept(raw: dict[str, Any]) -> float:
+    at = raw.get("sweptAt")
+    if isinstance(at, bool) or not isinstance(at, (int, float)) or not math.isfinite(at) or set(raw) != {"sweptAt"}:
+        raise Corrupt("not a sweep time")
+    return float(at)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
