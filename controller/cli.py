@@ -16,6 +16,7 @@ Exit codes
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -195,11 +196,21 @@ def err(message: str) -> None:
     print(f"reconcile: {redact_text(message)}", file=sys.stderr)
 
 
+def started() -> None:
+    """Start-up is over: what it allocated (modules, the drivers) moves to the permanent generation, so the cyclic
+    GC that `run` turned off for it (tens of ms of a cron run) comes back without walking all of it again. A
+    caller of `main` that left the GC on (tests) is not affected."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
+
+
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
     if words and words[0] in ("deploy", "rollback", "promote"):  # `reconcile deploy -f SPEC ...`: controller/release.py
         from controller.release import main as release_main
 
+        started()  # a deploy may run long: the GC is back from here
         return release_main(words)
     args = build_parser().parse_args(argv)
     if args.schema:
@@ -241,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
                 err(line)
             err(f"{args.path}: no valid spec to watch")
             return EXIT_INVALID
+        started()
         code: int = run_watch(
             args, make_reconciler=lambda world, metrics, stop: build_reconciler(args, world, metrics, stop), err=err
         )  # logs each invalid spec file as an event of its own
@@ -267,6 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     runner = None
     if accessory_cli.needed(loaded.accessories, loaded.apps):  # issue 13: kind: Accessory, dependsOn
         runner = accessory_cli.build_runner(args, world, metrics, rec, loaded.accessories)
+    started()
     try:
         if args.plan:
             code = _plan(rec, loaded.apps, args.json, runner, loaded.accessories)
@@ -472,6 +485,7 @@ def _stdout_closed() -> bool:
 
 
 def run() -> None:
+    gc.disable()  # until `started`: see there
     try:
         code = main()
         sys.stdout.flush()  # so that a closed stdout shows here, not as a traceback at interpreter exit
