@@ -185,7 +185,8 @@ class ListingWorld(CheckedWorld):
 
 def test_a_pass_that_changes_nothing_sweeps_at_most_every_prune_every_seconds_one_that_changes_at_once(tmp_path: Path) -> None:
     app = make_app(image="dialogue:1", keepImages=2)
-    w = _world(app, ListingWorld)
+    w = ListingWorld(images={f"dialogue:{i}": FakeImage(created=float(i)) for i in range(1, 8)})
+    w.include_paths.add(app.upstream_file)
     state = StateStore(tmp_path / "state")
 
     def cron_run(a: Any = app) -> str:  # a fresh reconciler, as each cron run starts one: the cadence is in the state dir
@@ -223,7 +224,8 @@ class FailingRemoval(ListingWorld):
 
 def test_a_sweep_that_failed_is_due_again_on_the_next_run(tmp_path: Path) -> None:
     app = make_app(image="dialogue:1", keepImages=2)
-    w = _world(app, FailingRemoval)
+    w = FailingRemoval(images={f"dialogue:{i}": FakeImage(created=float(i)) for i in range(1, 8)})
+    w.include_paths.add(app.upstream_file)
     state = StateStore(tmp_path / "state")
     for expected in (1, 2):
         assert Reconciler(w, state, Metrics(), prune_every=3600.0).reconcile(app).result == "converged"  # never fails it
