@@ -6,7 +6,8 @@ that validate a spec: any change to them is a new key). At most MAX_ENTRIES entr
 oldest beyond that. An entry is read like every state file (controller/drivers/files.py: trusted directories, no
 link followed, a regular file only, bounded) and checked as a whole (its key, a sha256 of its payload, its shape):
 anything else — missing, torn, hand-edited, a link, a FIFO, another format — is a miss, and the spec is loaded and
-validated as without a cache. Only valid apps are stored; the host checks (nginx commands on PATH, paths outside
+validated as without a cache. Only valid apps that are put in force are stored (a run refused for its input writes
+nothing); the host checks (nginx commands on PATH, paths outside
 the state dir) run on every load, hit or not.
 
 What a hit returns is the validated document in a pydantic-free form (`Record`): every field as the model holds
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -171,6 +173,18 @@ class SpecCache:
 
     def __init__(self, state_dir: Path) -> None:
         self.dir = state_dir / CACHE_DIR
+        self._staged: dict[Path, tuple[bytes, BlueGreenApp]] = {}
+
+    def stage(self, file: Path, data: bytes, app: BlueGreenApp) -> None:
+        """`app` was validated from `file` holding `data`: stored by `commit` if it is put in force."""
+        self._staged[file] = (data, app)
+
+    def commit(self, in_force: Mapping[Path, object]) -> None:
+        """Store the staged apps that are in force: a run refused for its input writes nothing (a conflict, say)."""
+        for file, (data, app) in self._staged.items():
+            if in_force.get(file) is app:
+                self.store(data, app)
+        self._staged.clear()
 
     def key(self, data: bytes) -> str | None:
         fp = fingerprint()

@@ -170,7 +170,7 @@ def load_document(f: Path, state_dir: Path | None = None, cache: SpecCache | Non
             return parse_accessory_doc(doc, str(f))
         app = parse_app(text, str(f))
         if cache is not None:
-            cache.store(data, app)
+            cache.stage(f, data, app)  # stored if it is put in force (select)
     problem = host_problem(app) or state_dir_problem(app, state_dir)
     if problem:
         raise SpecError(f"{f}: {problem}")
@@ -331,4 +331,6 @@ def select(
                 out.problems.append(Problem(f, name, f"{f}: {message}"))
     out.apps_by_file = candidate
     out.accessories_by_file = accessories
+    if cache is not None:
+        cache.commit(candidate)
     return out
