@@ -33,6 +33,7 @@ from controller.planner import Plan
 from controller.pruning import ImageRemoval
 from controller.reconcile import AppResult, Reconciler
 from controller.secrets import SecretsResolver
+from controller.speccache import SpecCache
 from controller.specdir import Selection, select
 from controller.state import DEFAULT_STATE_DIR, Lock, StateStore
 
@@ -156,10 +157,11 @@ def _port(v: str) -> int:
     return int(v)
 
 
-def load_specs(path: Path, state_dir: Path | None = None) -> Selection:
-    """Every valid app, and one problem per invalid file: one broken spec must not stop the others (through the state
-    dir's spec cache: an unchanged file is not parsed or validated again, controller/speccache.py)."""
-    return select(path, state_dir=state_dir, cached=state_dir is not None)
+def load_specs(path: Path, state_dir: Path | None = None, *, store: bool = True) -> Selection:
+    """Every valid app, and one problem per invalid file: one broken spec must not stop the others. Through the state
+    dir's spec cache (controller/speccache.py): an unchanged file is not parsed or validated again; `store`: cache
+    what was validated (not --plan and --status, which change nothing)."""
+    return select(path, state_dir=state_dir, cache=SpecCache(state_dir, store=store) if state_dir is not None else None)
 
 
 def problem_lines(sel: Selection, path: Path) -> list[str]:
@@ -238,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             err(f"{source.cfg.shown_url} {source.cfg.ref}: no commit fetched yet: {(source.problem or ('', 'unknown'))[1]}")
             return EXIT_FAIL
     try:
-        loaded = source.select(args.path, state_dir=args.state_dir) if source is not None else load_specs(args.path, args.state_dir)
+        loaded = source.select(args.path, state_dir=args.state_dir) if source is not None else load_specs(args.path, args.state_dir, store=args.once)
     except InvalidInput as e:
         if source is None or not args.watch:
             err(str(e))

@@ -6,8 +6,9 @@ that validate a spec: any change to them is a new key). At most MAX_ENTRIES entr
 oldest beyond that. An entry is read like every state file (controller/drivers/files.py: trusted directories, no
 link followed, a regular file only, bounded) and checked as a whole (its key, a sha256 of its payload, its shape):
 anything else — missing, torn, hand-edited, a link, a FIFO, another format — is a miss, and the spec is loaded and
-validated as without a cache. Only valid apps that are put in force are stored (a run refused for its input writes
-nothing); the host checks (nginx commands on PATH, paths outside
+validated as without a cache. Only `--once` (and `deploy --apply`) store entries, and only of valid apps put in
+force (a run refused for its input writes nothing); `--plan` and `--status` read them and write nothing. The host
+checks (nginx commands on PATH, paths outside
 the state dir) run on every load, hit or not.
 
 What a hit returns is the validated document in a pydantic-free form (`Record`): every field as the model holds
@@ -171,13 +172,15 @@ def fingerprint() -> str | None:
 class SpecCache:
     """The cache of one state dir (module doc). Never raises: a problem is a miss, or an entry not written."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, *, store: bool = True) -> None:
         self.dir = state_dir / CACHE_DIR
+        self.writes = store  # False: read the cache, never write it (--plan, --status change nothing)
         self._staged: dict[Path, tuple[bytes, BlueGreenApp]] = {}
 
     def stage(self, file: Path, data: bytes, app: BlueGreenApp) -> None:
         """`app` was validated from `file` holding `data`: stored by `commit` if it is put in force."""
-        self._staged[file] = (data, app)
+        if self.writes:
+            self._staged[file] = (data, app)
 
     def commit(self, in_force: Mapping[Path, object]) -> None:
         """Store the staged apps that are in force: a run refused for its input writes nothing (a conflict, say)."""

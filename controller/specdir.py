@@ -267,9 +267,9 @@ class Selection:
 
 
 def select(
-    path: Path, in_force: Mapping[Path, BlueGreenApp] | None = None, *, state_dir: Path | None = None, cached: bool = False
+    path: Path, in_force: Mapping[Path, BlueGreenApp] | None = None, *, state_dir: Path | None = None, cache: SpecCache | None = None
 ) -> Selection:
-    """Read `path` and decide what is in force (`cached`: through the state dir's spec cache).
+    """Read `path` and decide what is in force (through `cache`, the state dir's spec cache, when given).
 
     A file that fails to load keeps its spec from `in_force` (watch mode) or is dropped (`in_force` empty).
     When two apps conflict, the side whose spec changed since `in_force` is refused (the edit that caused the
@@ -280,7 +280,6 @@ def select(
     files = spec_files(path)
     candidate: dict[Path, BlueGreenApp] = {}
     accessories: dict[Path, Accessory] = {}
-    cache = SpecCache(state_dir) if cached and state_dir is not None else None
     for f in files:
         try:
             doc = load_document(f, state_dir, cache)

@@ -239,16 +239,22 @@ def test_the_cache_keeps_at_most_max_entries_the_newest(tmp_path: Path, monkeypa
 def test_select_through_the_cache_checks_the_host_on_a_hit_too(tmp_path: Path) -> None:
     path, _ = _spec_file(tmp_path, app_doc())
     state = tmp_path / "state"
-    first = select(path, state_dir=state, cached=True)
-    second = select(path, state_dir=state, cached=True)
+    first = select(path, state_dir=state, cache=SpecCache(state))
+    second = select(path, state_dir=state, cache=SpecCache(state))
     assert [type(a).__name__ for a in first.apps] == ["BlueGreenApp"] and [type(a).__name__ for a in second.apps] == ["CachedApp"]
     assert same(second.apps[0], first.apps[0])
+    cache_dir = SpecCache(state).dir
     # The host changed (its nginx is gone from PATH): the cached spec is refused like a validated one.
     _spec_file(tmp_path, app_doc(nginx={"testCommand": ["no-such-nginx", "-t"]}))
     for _ in range(2):
-        sel = select(path, state_dir=state, cached=True)
+        sel = select(path, state_dir=state, cache=SpecCache(state))
         assert sel.apps == [] and "no-such-nginx: command not found" in sel.problems[0].message
-    # Without `cached` (--watch) every load validates.
+    # A read-only cache (--plan, --status) reads entries and writes none.
+    other, _ = _spec_file(tmp_path, app_doc(name="other", ports={"blue": 18091, "green": 18092}), "other.yaml")
+    before = sorted(cache_dir.iterdir())
+    assert [type(a).__name__ for a in select(other, state_dir=state, cache=SpecCache(state, store=False)).apps] == ["BlueGreenApp"]
+    assert sorted(cache_dir.iterdir()) == before
+    # Without a cache (--watch) every load validates.
     _spec_file(tmp_path, app_doc())
     assert [type(a) for a in select(path, state_dir=state).apps] == [BlueGreenApp]
 
@@ -256,7 +262,7 @@ def test_select_through_the_cache_checks_the_host_on_a_hit_too(tmp_path: Path) -
 def test_an_invalid_spec_is_not_cached_and_still_reported(tmp_path: Path) -> None:
     path, _ = _spec_file(tmp_path, app_doc(keepImages=0))
     for _ in range(2):
-        sel = select(path, state_dir=tmp_path / "state", cached=True)
+        sel = select(path, state_dir=tmp_path / "state", cache=SpecCache(tmp_path / "state"))
         assert sel.apps == [] and "keepImages" in sel.problems[0].message
     assert not (tmp_path / "state" / "cache").exists()
     with pytest.raises(SpecError):
@@ -269,10 +275,11 @@ def test_a_hit_loads_neither_pyyaml_nor_pydantic(tmp_path: Path) -> None:
     doc["spec"]["checks"]["beforeSwitch"][1]["command"] = [sys.executable]  # a command found on this host
     path, _ = _spec_file(tmp_path, doc)
     state = tmp_path / "state"
-    assert select(path, state_dir=state, cached=True).apps  # fills the cache (this process has both loaded anyway)
+    assert select(path, state_dir=state, cache=SpecCache(state)).apps  # fills the cache (this process has both loaded anyway)
     code = (
         "import sys, json; from pathlib import Path; from controller.specdir import select; "
-        f"sel = select(Path({str(path)!r}), state_dir=Path({str(state)!r}), cached=True); "
+        "from controller.speccache import SpecCache; "
+        f"sel = select(Path({str(path)!r}), state_dir=Path({str(state)!r}), cache=SpecCache(Path({str(state)!r}), store=False)); "
         "print(json.dumps([type(sel.apps[0]).__name__, sorted(m for m in ('yaml', 'pydantic', 'pydantic_core', 'controller.spec') if m in sys.modules)]))"
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
