@@ -33,13 +33,12 @@ def needed(accessories: list[Accessory], apps: list[BlueGreenApp]) -> bool:
 
 
 def build_runner(args: argparse.Namespace, world: Any, metrics: Metrics, rec: Reconciler, accessories: list[Accessory]) -> AccessoryRunner:
-    """The runner on the app's Docker connection; the reconciler learns its dependsOn facts from it."""
+    """The runner on the app's World; the reconciler learns its dependsOn facts from it."""
     from controller.accessory_reconcile import AccessoryRunner
-    from controller.drivers.accessories import DockerAccessories  # Docker SDK: loaded here, not at import
     from controller.drivers.ssm import SsmSource
     from controller.state import StateStore
 
-    runner = AccessoryRunner(DockerAccessories(world.docker), StateStore(args.state_dir), metrics.registry, SsmSource())
+    runner = AccessoryRunner(world, StateStore(args.state_dir), metrics.registry, SsmSource())
     runner.accessories = {a.name: a for a in accessories}
     rec.dependencies = runner.dependencies
     return runner

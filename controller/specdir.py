@@ -151,9 +151,13 @@ def load_file(f: Path, state_dir: Path | None = None) -> BlueGreenApp:
     return app
 
 
-def load_document(f: Path, state_dir: Path | None = None, cache: SpecCache | None = None) -> BlueGreenApp | Accessory:
+def load_document(
+    f: Path, state_dir: Path | None = None, cache: SpecCache | None = None, *, host: bool = True
+) -> BlueGreenApp | Accessory:
     """One spec file of either kind (issue 13): `kind: Accessory`, else a BlueGreenApp as `load_file` loads it
-    (from `cache` when these bytes were validated before)."""
+    (from `cache` when these bytes were validated before).
+
+    `host=False` (reconcile export): the spec is not checked against this host (its Nginx commands)."""
     data = _read_bytes(f)
     app = cache.load(data) if cache is not None else None
     if app is None:
@@ -171,7 +175,7 @@ def load_document(f: Path, state_dir: Path | None = None, cache: SpecCache | Non
         app = parse_app(text, str(f))
         if cache is not None:
             cache.stage(f, data, app)  # stored if it is put in force (select)
-    problem = host_problem(app) or state_dir_problem(app, state_dir)
+    problem = (host_problem(app) if host else None) or state_dir_problem(app, state_dir)
     if problem:
         raise SpecError(f"{f}: {problem}")
     return app
@@ -267,13 +271,19 @@ class Selection:
 
 
 def select(
-    path: Path, in_force: Mapping[Path, BlueGreenApp] | None = None, *, state_dir: Path | None = None, cache: SpecCache | None = None
+    path: Path,
+    in_force: Mapping[Path, BlueGreenApp] | None = None,
+    *,
+    state_dir: Path | None = None,
+    host: bool = True,
+    cache: SpecCache | None = None,
 ) -> Selection:
     """Read `path` and decide what is in force (through `cache`, the state dir's spec cache, when given).
 
     A file that fails to load keeps its spec from `in_force` (watch mode) or is dropped (`in_force` empty).
     When two apps conflict, the side whose spec changed since `in_force` is refused (the edit that caused the
     conflict); when neither or both changed, both are refused. Raises SpecError when `path` itself is gone.
+    `host=False` skips the checks against this host (`load_document`).
     """
     previous = dict(in_force or {})
     out = Selection()
@@ -282,7 +292,7 @@ def select(
     accessories: dict[Path, Accessory] = {}
     for f in files:
         try:
-            doc = load_document(f, state_dir, cache)
+            doc = load_document(f, state_dir, cache, host=host)
             if doc.kind == "Accessory":
                 accessories[f] = doc
                 continue

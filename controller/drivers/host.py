@@ -1,6 +1,8 @@
-"""`HostWorld`: the real `World`, composed of the Docker, probe and file drivers.
+"""`HostWorld`: the real `World`, composed of the Docker (containers, accessories, gates, capacity), probe,
+Prometheus, access-log and file drivers.
 
-The drivers a pass does not always need (capacity, deploy gates, Prometheus) are imported at their first use.
+The drivers a no-op pass of an app does not need (accessories, capacity, deploy gates, Prometheus, the access log)
+are imported at their first use: a cron run pays only for what it uses.
 """
 
 from __future__ import annotations
@@ -14,19 +16,25 @@ from controller.drivers import files
 from controller.drivers.containers import DockerDriver
 from controller.drivers.probes import Prober
 from controller.errors import NginxError
-from controller.facts import CapacityFact, ContainerFact, ImageFact
+from controller.facts import AccessoryFact, CapacityFact, ContainerFact, ImageFact
 from controller.world import (
+    AccessoryRequest,
     CommandResult,
     ContainerRequest,
     HealthResult,
     HookRequest,
     HookState,
+    LogPos,
+    LogRead,
+    OneOff,
+    OneOffResult,
     PromAnswer,
     RouteProbe,
     RunState,
 )
 
 if TYPE_CHECKING:
+    from controller.drivers.accessories import DockerAccessories
     from controller.drivers.prometheus import PromClient
 
 
@@ -34,7 +42,16 @@ class HostWorld:
     def __init__(self, docker_url: str | None = None) -> None:
         self.docker = DockerDriver(docker_url)
         self.probes = Prober()
+        self._accessories: DockerAccessories | None = None
         self._prometheus: PromClient | None = None
+
+    @property
+    def accessories(self) -> DockerAccessories:
+        if self._accessories is None:
+            from controller.drivers.accessories import DockerAccessories
+
+            self._accessories = DockerAccessories(self.docker, self.probes)
+        return self._accessories
 
     @property
     def prometheus(self) -> PromClient:
@@ -47,15 +64,21 @@ class HostWorld:
     def close(self) -> None:
         self.probes.close()
 
-    # Docker
+    # Containers
     def list_containers(self) -> list[ContainerFact]:
         return self.docker.list_containers()
+
+    def list_accessories(self, names: frozenset[str]) -> list[AccessoryFact]:
+        return self.accessories.list_accessories(names)
 
     def run_state(self, name: str) -> RunState | None:
         return self.docker.run_state(name)
 
-    def create_container(self, req: ContainerRequest) -> None:
-        self.docker.create(req)
+    def create_container(self, req: ContainerRequest | AccessoryRequest) -> None:
+        if isinstance(req, AccessoryRequest):
+            self.accessories.create(req)
+        else:
+            self.docker.create(req)
 
     def ensure_image(self, image: str) -> None:
         self.docker.ensure_image(image)
@@ -67,11 +90,46 @@ class HostWorld:
         self.docker.stop(name, timeout)
 
     def remove_container(self, name: str) -> None:
-        self.docker.remove(name)
+        self.docker.remove(name)  # force=True, v=False: no volume goes with it, an anonymous one neither
+
+    def rename_container(self, name: str, new_name: str) -> None:
+        self.accessories.rename(name, new_name)
+
+    def image_volumes(self, image: str) -> tuple[str, ...] | None:
+        return self.accessories.image_volumes(image)
 
     def connections_to(self, host_port: int) -> int:
         return established_connections(host_port)
 
+    # Volumes, networks, one-offs and accessory checks (controller/drivers/accessories.py)
+    def list_volumes(self) -> set[str]:
+        return self.accessories.list_volumes()
+
+    def create_volume(self, name: str, labels: dict[str, str]) -> None:
+        self.accessories.create_volume(name, labels)
+
+    def list_networks(self) -> set[str]:
+        return self.accessories.list_networks()
+
+    def create_network(self, name: str, labels: dict[str, str]) -> None:
+        self.accessories.create_network(name, labels)
+
+    def connect_network(self, network: str, container: str, aliases: tuple[str, ...]) -> None:
+        self.accessories.connect_network(network, container, aliases)
+
+    def run_oneoff(self, job: OneOff, timeout: float) -> OneOffResult:
+        return self.accessories.run_oneoff(job, timeout)
+
+    def check_command(self, name: str, argv: list[str], timeout: float) -> HealthResult:
+        return self.accessories.check_command(name, argv, timeout)
+
+    def check_tcp(self, name: str, network: str | None, host: str | None, port: int, timeout: float) -> HealthResult:
+        return self.accessories.check_tcp(name, network, host, port, timeout)
+
+    def check_http(self, name: str, network: str | None, host: str | None, port: int, path: str, expect: int, timeout: float) -> HealthResult:
+        return self.accessories.check_http(name, network, host, port, path, expect, timeout)
+
+    # Host facts
     def host_capacity(self, image: str, measure: tuple[str, ...], size_of: str | None) -> CapacityFact:
         from controller.drivers import capacity
 
@@ -86,6 +144,17 @@ class HostWorld:
 
     def query_prometheus(self, url: str, query: str, timeout: float) -> PromAnswer:
         return self.prometheus.query(url, query, timeout)
+
+    # The access log (controller/drivers/accesslog.py: rotation, partial lines, no link or FIFO followed)
+    def access_log_end(self, path: Path) -> LogPos:
+        from controller.drivers import accesslog
+
+        return accesslog.end(path)
+
+    def read_access_log(self, path: Path, pos: LogPos) -> LogRead:
+        from controller.drivers import accesslog
+
+        return accesslog.read_since(path, pos)
 
     # Files and commands
     def read_file(self, path: Path) -> str | None:
@@ -112,7 +181,7 @@ class HostWorld:
             tail = next((ln for ln in reversed(lines) if "emerg" in ln or "error" in ln), lines[-1] if lines else "")
             raise NginxError(f"{' '.join(argv)} failed (exit {p.returncode}): {tail.strip()[:300]}")
 
-    # Deploy gates (controller/drivers/gates.py, imported at the first gate)
+    # Deploy gates (controller/drivers/gates.py)
     def find_hook(self, labels: dict[str, str]) -> HookState | None:
         from controller.drivers import gates
 
