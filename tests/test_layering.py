@@ -43,7 +43,7 @@ NO_OP_MODULES = frozenset(
     {
         "controller", "controller.accessory_cli", "controller.actions", "controller.apply", "controller.backoff",
         "controller.capacity", "controller.cli", "controller.counters", "controller.dependencies", "controller.drivers",
-        "controller.drivers.accesslog", "controller.drivers.aws", "controller.drivers.containers",
+        "controller.drivers.aws", "controller.drivers.containers",
         "controller.drivers.files", "controller.drivers.host", "controller.drivers.mapping", "controller.drivers.probes",
         "controller.drivers.ssm", "controller.errors", "controller.facts", "controller.failover", "controller.gateplan",
         "controller.gaterun", "controller.hostfacts", "controller.imageref", "controller.jsonshape", "controller.logs",
@@ -62,7 +62,7 @@ NEVER = frozenset(
         "controller.accessory_reconcile", "controller.accessory_world", "controller.drivers.accessories",
         "controller.source", "controller.drivers.git", "controller.watch", "controller.release", "controller.specedit",
         "controller.drivers.capacity", "controller.drivers.gates", "controller.drivers.prometheus",
-        "controller.drivers.registry",
+        "controller.drivers.registry", "controller.drivers.accesslog", "controller.export",
     }
 )  # fmt: skip
 # Third-party packages a no-op pass may load: the Docker SDK and its requests stack, httpx and its transport,
