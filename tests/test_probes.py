@@ -103,9 +103,9 @@ def test_route_probe_ends_within_its_timeout(prober: Prober, app: RunningContain
 def test_plain_http_probes_load_no_ca_bundle_and_prometheus_shares_the_one_client(monkeypatch: pytest.MonkeyPatch) -> None:
     """Issue 18 item 8: the CA bundle (tens of ms a cron run) is loaded only for an https:// URL, once."""
     import ssl
-    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from controller.drivers.host import HostWorld
+    from tests.support.promserver import prom_server
 
     loads: list[object] = []
     real = ssl.SSLContext.load_verify_locations
@@ -115,31 +115,16 @@ def test_plain_http_probes_load_no_ca_bundle_and_prometheus_shares_the_one_clien
         real(self, *a, **kw)
 
     monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counting)
-
-    class Up(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = b'{"status":"UP"}'
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Up)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     world = HostWorld()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/actuator/health"
-        assert [world.probe_health(url, 200, 2.0).ok for _ in range(3)] == [True] * 3
-        assert loads == []  # http: no TLS set up at all
-        assert world.prometheus._client is world.probes.client  # one client a run
-        closed = f"https://127.0.0.1:{server.server_address[1]}/actuator/health"  # speaks no TLS: the handshake fails
-        assert [world.probe_health(closed, 200, 2.0).ok for _ in range(2)] == [False, False]
-        assert len(loads) == 1  # the https transport (certifi's bundle) made once, at the first https:// request
-        assert world.probe_health(url, 200, 2.0).ok
-    finally:
-        world.close()
-        server.shutdown()
-        server.server_close()
+    with prom_server({"": {"status": "UP"}}) as server:  # any GET without a query: 200 {"status": "UP"}
+        try:
+            url = f"{server.url}/actuator/health"
+            assert [world.probe_health(url, 200, 2.0).ok for _ in range(3)] == [True] * 3
+            assert loads == []  # http: no TLS set up at all
+            assert world.prometheus._client is world.probes.client  # one client a run
+            tls = url.replace("http://", "https://")  # the server speaks no TLS: the handshake fails
+            assert [world.probe_health(tls, 200, 2.0).ok for _ in range(2)] == [False, False]
+            assert len(loads) == 1  # the https transport (certifi's bundle) made once, at the first https:// request
+            assert world.probe_health(url, 200, 2.0).ok
+        finally:
+            world.close()
