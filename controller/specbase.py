@@ -3,8 +3,8 @@ an app's files and hashes from its fields.
 
 The pydantic models (`controller/spec.py`, `controller/resources.py`) validate a spec; these mixins give them their
 derived properties, and give the same properties to the validated form a cache hit returns
-(`controller/speccache.py`), so a cron run whose specs did not change needs neither library. Everything here reads
-fields only; nothing validates.
+(`controller/speccache.py`), so a cron run whose specs did not change loads neither the models nor PyYAML.
+Everything here reads fields only; nothing validates.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The validated-spec cache: a cron run whose spec files did not change needs neither PyYAML nor pydantic.
+"""The validated-spec cache: a cron run whose spec files did not change loads neither PyYAML nor the spec models.
 
 `<state-dir>/cache/specs/<key>.json` holds one validated `BlueGreenApp`, keyed by the sha256 of the spec file's
 bytes, the controller version and the models' fingerprint (the shipped JSON schema and the source of the modules
@@ -11,7 +11,7 @@ force (a run refused for its input writes nothing); `--plan` and `--status` read
 checks (nginx commands on PATH, paths outside
 the state dir) run on every load, hit or not.
 
-What a hit returns is the validated document in a pydantic-free form (`Record`): every field as the model holds
+What a hit returns is the validated document in a form free of the models (`Record`, no pydantic): every field as the model holds
 it (nested models as records, paths as `Path`), the rules of `controller/specbase.py` (name, written paths,
 generation, revision, `Ports.of`, the `Resources` limits), `model_dump`/`model_copy` for what the controller calls
 on a spec. Before an entry is written, its decoded form is compared with the model (dump, generation, revisions,

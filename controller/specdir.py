@@ -6,7 +6,7 @@ file leaves that file's last valid spec in force. Conflicts are data (`Conflict`
 a caller has to parse back into app names.
 
 The cron modes pass a `SpecCache` (controller/speccache.py): a file whose bytes were validated before is not
-parsed or validated again (no PyYAML, no pydantic); the host checks run either way.
+parsed or validated again (no PyYAML, no spec models); the host checks run either way.
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ NO_OP_MODULES = frozenset(
         "controller.drivers.aws", "controller.drivers.containers",
         "controller.drivers.files", "controller.drivers.host", "controller.drivers.mapping", "controller.drivers.probes",
         "controller.drivers.ssm", "controller.errors", "controller.facts", "controller.failover", "controller.gateplan",
-        "controller.gaterun", "controller.hostfacts", "controller.imageref", "controller.jsonshape", "controller.logs",
+        "controller.gaterun", "controller.hostfacts", "controller.imageref", "controller.document", "controller.logs",
         "controller.metrics", "controller.observe", "controller.planner", "controller.preview", "controller.pruning",
         "controller.reconcile", "controller.requeue", "controller.routing", "controller.secrets", "controller.specbase",
         "controller.speccache", "controller.specdir", "controller.state", "controller.status", "controller.switchback",
@@ -57,7 +57,7 @@ NO_OP_MODULES = frozenset(
 # spec-editing commands, the drivers of capacity, gates and Prometheus, and what only some apps need.
 NEVER = frozenset(
     {
-        "pydantic", "pydantic_core", "yaml", "boto3", "botocore", "ruamel", "prometheus_client", "watchfiles",
+        "yaml", "boto3", "botocore", "ruamel", "prometheus_client", "watchfiles",
         "controller.spec", "controller.resources", "controller.accessory", "controller.accessory_planner",
         "controller.accessory_reconcile", "controller.accessory_world", "controller.drivers.accessories",
         "controller.source", "controller.drivers.git", "controller.watch", "controller.release", "controller.specedit",
@@ -66,9 +66,11 @@ NEVER = frozenset(
     }
 )  # fmt: skip
 # Third-party packages a no-op pass may load: the Docker SDK and its requests stack, httpx and its transport,
-# and (a pass that logs: --once at info) structlog, which imports asyncio.
+# pydantic for the state files (controller/document.py; the spec models stay out: a spec-cache hit), and (a pass
+# that logs: --once at info) structlog, which imports asyncio.
 THIRD_PARTY = frozenset({"docker", "requests", "urllib3", "charset_normalizer", "idna", "certifi", "cython_runtime",
-                         "httpx", "httpcore", "h11", "anyio", "sniffio"})  # fmt: skip
+                         "httpx", "httpcore", "h11", "anyio", "sniffio", "pydantic", "pydantic_core", "annotated_types",
+                         "typing_extensions", "typing_inspection"})  # fmt: skip
 LOGS = frozenset({"structlog", "asyncio"})
 
 # sys.modules after one pass in a fresh interpreter. httpx imports rich, click and pygments (its own command line)

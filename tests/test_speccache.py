@@ -269,7 +269,7 @@ def test_an_invalid_spec_is_not_cached_and_still_reported(tmp_path: Path) -> Non
         load_document(path, None, SpecCache(tmp_path / "state"))
 
 
-def test_a_hit_loads_neither_pyyaml_nor_pydantic(tmp_path: Path) -> None:
+def test_a_hit_loads_neither_pyyaml_nor_the_spec_models(tmp_path: Path) -> None:
     doc = json.loads(json.dumps(RICH))
     del doc["spec"]["dependsOn"]  # an accessory this directory lacks
     doc["spec"]["checks"]["beforeSwitch"][1]["command"] = [sys.executable]  # a command found on this host
@@ -280,7 +280,7 @@ def test_a_hit_loads_neither_pyyaml_nor_pydantic(tmp_path: Path) -> None:
         "import sys, json; from pathlib import Path; from controller.specdir import select; "
         "from controller.speccache import SpecCache; "
         f"sel = select(Path({str(path)!r}), state_dir=Path({str(state)!r}), cache=SpecCache(Path({str(state)!r}), store=False)); "
-        "print(json.dumps([type(sel.apps[0]).__name__, sorted(m for m in ('yaml', 'pydantic', 'pydantic_core', 'controller.spec') if m in sys.modules)]))"
+        "print(json.dumps([type(sel.apps[0]).__name__, sorted(m for m in ('yaml', 'controller.spec', 'controller.resources', 'controller.accessory') if m in sys.modules)]))"
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
     assert p.returncode == 0, p.stderr
