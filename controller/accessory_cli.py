@@ -1,47 +1,21 @@
-"""The command line's accessory part (issue 13): `--once` reconciles the accessories of the spec directory before
+"""The one-shot modes' accessory part (issue 13): `--once` reconciles the accessories of the spec directory before
 its apps (under the same lock), `--plan` and `--status` show them beside the apps, and an app's `dependsOn`
-and `network` are checked against what the accessory pass observes.
-
-Imported by the CLI at start; the accessory modules themselves load only when `needed` (a run without
-accessories, `dependsOn` or `network` does not load them).
+and `network` are checked against what the accessory pass observes. The runner is built by controller/runtime.py.
+Imported by the one-shot modes; the accessory modules themselves load only with a runner.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from controller.errors import EXIT_FAIL, EXIT_INVALID, EXIT_OK, ControllerError
-from controller.logs import redact_text
+from controller.options import err
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the accessory modules load only with a runner (runtime.needs_accessories)
     from controller.accessory import Accessory
     from controller.accessory_reconcile import AccessoryResult, AccessoryRunner
-    from controller.metrics import Metrics
-    from controller.reconcile import Reconciler
     from controller.spec import BlueGreenApp
-
-
-def err(message: str) -> None:
-    print(f"reconcile: {redact_text(message)}", file=sys.stderr)
-
-
-def needed(accessories: list[Accessory], apps: list[BlueGreenApp]) -> bool:
-    return bool(accessories) or any(a.spec.dependsOn or a.spec.network for a in apps)
-
-
-def build_runner(args: argparse.Namespace, world: Any, metrics: Metrics, rec: Reconciler, accessories: list[Accessory]) -> AccessoryRunner:
-    """The runner on the app's World; the reconciler learns its dependsOn facts from it."""
-    from controller.accessory_reconcile import AccessoryRunner
-    from controller.drivers.ssm import SsmSource
-    from controller.state import StateStore
-
-    runner = AccessoryRunner(world, StateStore(args.state_dir), metrics.registry, SsmSource())
-    runner.accessories = {a.name: a for a in accessories}
-    rec.dependencies = runner.dependencies
-    return runner
 
 
 def summary(r: AccessoryResult) -> None:
