@@ -18,7 +18,6 @@ from controller.errors import EXIT_INVALID
 from controller.logs import redact_text
 from controller.state import DEFAULT_STATE_DIR
 
-
 PRUNE_INTERVAL = 3600.0  # cron: seconds between image sweeps of runs that change nothing
 
 

@@ -47,8 +47,8 @@ NO_OP_MODULES = frozenset(
         "controller.drivers.files", "controller.drivers.host", "controller.drivers.mapping", "controller.drivers.probes",
         "controller.drivers.ssm", "controller.errors", "controller.facts", "controller.failover", "controller.gateplan",
         "controller.gaterun", "controller.hostfacts", "controller.imageref", "controller.document", "controller.logs",
-        "controller.metrics", "controller.observe", "controller.planner", "controller.preview", "controller.pruning",
-        "controller.reconcile", "controller.requeue", "controller.routing", "controller.secrets", "controller.specbase",
+        "controller.metrics", "controller.modes", "controller.observe", "controller.options", "controller.planner", "controller.preview", "controller.pruning",
+        "controller.reconcile", "controller.requeue", "controller.routing", "controller.runtime", "controller.secrets", "controller.specbase",
         "controller.speccache", "controller.specdir", "controller.state", "controller.status", "controller.switchback",
         "controller.verifier", "controller.verify", "controller.world",
     }
