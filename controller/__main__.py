@@ -2,6 +2,6 @@ import gc
 
 gc.disable()  # start-up (imports) makes no garbage worth a collection: cli.started() freezes and re-enables it
 
-from controller.cli import run  # noqa: E402
+from controller.cli.main import run  # noqa: E402
 
 run()

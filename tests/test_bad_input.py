@@ -391,7 +391,7 @@ def test_bad_input(case: Case, ran: dict[str, Ran], docker_client: Any) -> None:
 
 
 def _state_written(state: Path) -> list[str]:
-    """What a run wrote in the state dir, but the spec cache's entries (controller/speccache.py): a valid spec put in
+    """What a run wrote in the state dir, but the spec cache's entries (controller/spec/cache.py): a valid spec put in
     force is cached before the host refuses the run (Docker unreachable, say); that is no state of an app."""
     cache = ("cache", "cache/specs")
     return [n for n in sorted(str(p.relative_to(state)) for p in state.rglob("*")) if n not in cache and not n.startswith("cache/specs/")]

@@ -21,7 +21,7 @@ from tests.support.nginx import NginxInstance
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = ("docker", "boto3", "botocore", "httpx", "requests")
-MODULES = ("controller.reconcile", "controller.planner", "controller.observe", "controller.status", "controller.cli")
+MODULES = ("controller.app.reconcile", "controller.app.plan", "controller.app.observe", "controller.app.status", "controller.cli.main")
 
 
 def test_importing_the_core_and_the_cli_loads_no_docker_aws_or_http_client() -> None:
@@ -41,16 +41,28 @@ def test_importing_the_core_and_the_cli_loads_no_docker_aws_or_http_client() -> 
 # add it here on purpose.
 NO_OP_MODULES = frozenset(
     {
-        "controller", "controller.accessory_cli", "controller.actions", "controller.apply", "controller.backoff",
-        "controller.capacity", "controller.cli", "controller.counters", "controller.dependencies", "controller.drivers",
-        "controller.drivers.aws", "controller.drivers.containers",
-        "controller.drivers.files", "controller.drivers.host", "controller.drivers.mapping", "controller.drivers.probes",
-        "controller.drivers.ssm", "controller.errors", "controller.facts", "controller.failover", "controller.gateplan",
-        "controller.gaterun", "controller.hostfacts", "controller.imageref", "controller.document", "controller.logs",
-        "controller.metrics", "controller.modes", "controller.observe", "controller.options", "controller.planner", "controller.preview", "controller.pruning",
-        "controller.reconcile", "controller.requeue", "controller.routing", "controller.runtime", "controller.secrets", "controller.specbase",
-        "controller.speccache", "controller.specdir", "controller.state", "controller.status", "controller.switchback",
-        "controller.verifier", "controller.verify", "controller.world",
+        "controller",
+        "controller.app", "controller.app.apply", "controller.app.decide", "controller.app.failover",
+        "controller.app.gates", "controller.app.gather", "controller.app.observe", "controller.app.plan",
+        "controller.app.preview", "controller.app.reconcile", "controller.app.requeue", "controller.app.routing",
+        "controller.app.rules", "controller.app.rules.capacity", "controller.app.rules.depends_on",
+        "controller.app.rules.desired", "controller.app.rules.failover", "controller.app.rules.foreign",
+        "controller.app.rules.gates", "controller.app.rules.preview", "controller.app.rules.pruning",
+        "controller.app.rules.route", "controller.app.rules.secrets", "controller.app.rules.standby",
+        "controller.app.rules.switchback",
+        "controller.app.status", "controller.app.steps", "controller.app.steps.gates", "controller.app.steps.prune",
+        "controller.app.steps.verify",
+        "controller.cli", "controller.cli.accessories", "controller.cli.main", "controller.cli.modes",
+        "controller.drivers", "controller.drivers.aws", "controller.drivers.containers", "controller.drivers.host",
+        "controller.drivers.mapping", "controller.drivers.probes", "controller.drivers.ssm",
+        "controller.kernel", "controller.kernel.backoff", "controller.kernel.document", "controller.kernel.errors",
+        "controller.kernel.files", "controller.kernel.imageref", "controller.kernel.logs",
+        "controller.runtime", "controller.runtime.build", "controller.runtime.options",
+        "controller.spec", "controller.spec.base", "controller.spec.cache", "controller.spec.directory",
+        "controller.store", "controller.store.counters", "controller.store.documents", "controller.store.metrics",
+        "controller.store.state",
+        "controller.world", "controller.world.actions", "controller.world.facts", "controller.world.protocol",
+        "controller.world.secrets", "controller.world.verification",
     }
 )  # fmt: skip
 # Never on that path: the spec models and YAML (a spec-cache hit), the accessory modules, the git source, the
@@ -58,15 +70,15 @@ NO_OP_MODULES = frozenset(
 NEVER = frozenset(
     {
         "yaml", "boto3", "botocore", "ruamel", "prometheus_client", "watchfiles",
-        "controller.spec", "controller.resources", "controller.accessory", "controller.accessory_planner",
-        "controller.accessory_reconcile", "controller.accessory_world", "controller.drivers.accessories",
-        "controller.source", "controller.drivers.git", "controller.watch", "controller.release", "controller.specedit",
+        "controller.spec.app", "controller.spec.resources", "controller.spec.accessory", "controller.accessory",
+        "controller.accessory.plan", "controller.accessory.reconcile", "controller.drivers.accessories", "controller.runtime.accessory_kind",
+        "controller.runtime.source", "controller.drivers.git", "controller.runtime.watch", "controller.cli.release", "controller.spec.edit",
         "controller.drivers.capacity", "controller.drivers.gates", "controller.drivers.prometheus",
         "controller.drivers.registry", "controller.drivers.accesslog", "controller.export",
     }
 )  # fmt: skip
 # Third-party packages a no-op pass may load: the Docker SDK and its requests stack, httpx and its transport,
-# pydantic for the state files (controller/document.py; the spec models stay out: a spec-cache hit), and (a pass
+# pydantic for the state files (controller/kernel/document.py; the spec models stay out: a spec-cache hit), and (a pass
 # that logs: --once at info) structlog, which imports asyncio.
 THIRD_PARTY = frozenset({"docker", "requests", "urllib3", "charset_normalizer", "idna", "certifi", "cython_runtime",
                          "httpx", "httpcore", "h11", "anyio", "sniffio", "pydantic", "pydantic_core", "annotated_types",
@@ -82,7 +94,7 @@ class Hide:
         if name.split(".")[0] in ("rich", "click", "pygments"):
             raise ImportError(name + " hidden: not installed without the [test] extra")
 sys.meta_path.insert(0, Hide())
-from controller.cli import main
+from controller.cli.main import main
 code = main(sys.argv[1:])
 print(json.dumps({"code": code, "modules": sorted(sys.modules)}), file=sys.stderr)
 """

@@ -1,4 +1,4 @@
-"""The validated-spec cache (controller/speccache.py): a hit, a miss on any change of the file or of the models, entries
+"""The validated-spec cache (controller/spec/cache.py): a hit, a miss on any change of the file or of the models, entries
 that are corrupt or hostile (a miss, never followed, never blocking), its bound, and the cached form answering
 everything the controller asks of a spec exactly as the model does."""
 
@@ -16,12 +16,12 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from controller import speccache
-from controller.errors import SpecError
-from controller.spec import BlueGreenApp
-from controller.specbase import COLORS, preview_app
-from controller.speccache import RECORDS, CachedApp, Record, SpecCache, decode, encode, same
-from controller.specdir import load_document, select
+from controller.kernel.errors import SpecError
+from controller.spec import cache as speccache
+from controller.spec.app import BlueGreenApp
+from controller.spec.base import COLORS, preview_app
+from controller.spec.cache import RECORDS, CachedApp, Record, SpecCache, decode, encode, same
+from controller.spec.directory import load_document, select
 from tests.factories import app_doc, make_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -95,7 +95,7 @@ def test_the_cached_form_answers_as_the_model_does(doc: dict[str, Any]) -> None:
 
 
 def test_every_method_and_property_a_spec_model_has_a_cached_record_has_too() -> None:
-    """A rule added to a model (say `Ports.describe`) must be added to its record (controller/specbase.py), or a cron
+    """A rule added to a model (say `Ports.describe`) must be added to its record (controller/spec/base.py), or a cron
     run whose spec is cached would fail where a validated one works."""
     found: dict[str, type[BaseModel]] = {}
 
@@ -139,6 +139,7 @@ def test_a_hit_returns_the_cached_app_a_changed_byte_misses(tmp_path: Path) -> N
 
 
 def test_another_controller_version_or_models_schema_misses(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert all((speccache._PACKAGE / name).is_file() for name in speccache._FINGERPRINT_FILES)  # else: no cache at all
     cache, data, _ = _filled(tmp_path)
     assert cache.load(data) is not None
     monkeypatch.setattr(speccache, "_fingerprint", None)
@@ -158,7 +159,7 @@ def test_another_controller_version_or_models_schema_misses(tmp_path: Path, monk
     monkeypatch.setattr(speccache, "_fingerprint", None)
     assert cache.load(data) is None  # another schema: a miss
     monkeypatch.setattr(speccache, "_fingerprint", None)
-    (package / "spec.py").write_text((package / "spec.py").read_text() + "\n# a validator changed\n")
+    (package / "spec" / "app.py").write_text((package / "spec" / "app.py").read_text() + "\n# a validator changed\n")
     schema.write_text((speccache._PACKAGE / "schema" / "bluegreen.schema.json").read_text())
     assert cache.load(data) is None  # the same schema, other validating code: a miss too
 
@@ -277,10 +278,10 @@ def test_a_hit_loads_neither_pyyaml_nor_the_spec_models(tmp_path: Path) -> None:
     state = tmp_path / "state"
     assert select(path, state_dir=state, cache=SpecCache(state)).apps  # fills the cache (this process has both loaded anyway)
     code = (
-        "import sys, json; from pathlib import Path; from controller.specdir import select; "
-        "from controller.speccache import SpecCache; "
+        "import sys, json; from pathlib import Path; from controller.spec.directory import select; "
+        "from controller.spec.cache import SpecCache; "
         f"sel = select(Path({str(path)!r}), state_dir=Path({str(state)!r}), cache=SpecCache(Path({str(state)!r}), store=False)); "
-        "print(json.dumps([type(sel.apps[0]).__name__, sorted(m for m in ('yaml', 'controller.spec', 'controller.resources', 'controller.accessory') if m in sys.modules)]))"
+        "print(json.dumps([type(sel.apps[0]).__name__, sorted(m for m in ('yaml', 'controller.spec.app', 'controller.spec.resources', 'controller.spec.accessory') if m in sys.modules)]))"
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
     assert p.returncode == 0, p.stderr

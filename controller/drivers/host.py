@@ -12,12 +12,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from controller.drivers import files
 from controller.drivers.containers import DockerDriver
 from controller.drivers.probes import Prober
-from controller.errors import NginxError
-from controller.facts import AccessoryFact, CapacityFact, ContainerFact, ImageFact
-from controller.world import (
+from controller.kernel import files
+from controller.kernel.errors import NginxError
+from controller.world.facts import AccessoryFact, CapacityFact, ContainerFact, ImageFact
+from controller.world.protocol import (
     AccessoryRequest,
     CommandResult,
     ContainerRequest,
