@@ -43,10 +43,10 @@ NO_OP_MODULES = frozenset(
     {
         "controller",
         "controller.app", "controller.app.apply", "controller.app.decide", "controller.app.failover",
-        "controller.app.gates", "controller.app.gather", "controller.app.observe", "controller.app.plan",
+        "controller.app.gates", "controller.app.gather", "controller.app.maintenance", "controller.app.observe", "controller.app.plan",
         "controller.app.preview", "controller.app.reconcile", "controller.app.requeue", "controller.app.routing",
         "controller.app.rules", "controller.app.rules.capacity", "controller.app.rules.depends_on",
-        "controller.app.rules.desired", "controller.app.rules.failover", "controller.app.rules.foreign",
+        "controller.app.rules.desired", "controller.app.rules.failover", "controller.app.rules.foreign", "controller.app.rules.maintenance",
         "controller.app.rules.gates", "controller.app.rules.preview", "controller.app.rules.pruning",
         "controller.app.rules.route", "controller.app.rules.secrets", "controller.app.rules.standby",
         "controller.app.rules.switchback",

@@ -202,12 +202,19 @@ class AppRules:
         """switch: flag: present = requests that ask for the preview go to the idle color (nginx/ tests `@FLAG@.preview`)."""
         return self.flag_file.with_name(self.flag_file.name + ".preview")
 
+    @property
+    def maintenance_flag_file(self) -> Path:
+        """switch: flag: present = the site answers every public request with 503 and the maintenance page; its content
+        is the message the page shows (nginx/ tests `@FLAG@.maintenance`)."""
+        return self.flag_file.with_name(self.flag_file.name + ".maintenance")
+
     def written_paths(self) -> dict[str, Path]:
         """Every file the controller writes for this app, by the spec field that names it (defaults included)."""
         out = {"spec.marker": self.marker_path, "spec.nginx.upstreamFile": self.upstream_file}
         if self.spec.nginx.switch == "flag":
             out["spec.nginx.flagFile"] = self.flag_file
             out["spec.nginx.flagFile + .preview"] = self.preview_flag_file
+            out["spec.nginx.flagFile + .maintenance"] = self.maintenance_flag_file
         if self.spec.secrets is not None and self.spec.secrets.envFile is not None:
             out["spec.secrets.envFile"] = self.spec.secrets.envFile
         return out
