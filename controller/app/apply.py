@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.app.failover import WaitLiveOrFailover
 from controller.app.maintenance import maintenance_probe_url, served
@@ -31,8 +31,7 @@ from controller.kernel.errors import (
     NginxError,
     RouteUnverified,
 )
-from controller.spec.app import BlueGreenApp, Color, preview_app
-from controller.spec.resources import Resources
+from controller.spec.base import Color, preview_app
 from controller.world.actions import (
     Action,
     CreateContainer,
@@ -59,6 +58,10 @@ from controller.world.facts import (
     RouteFact,
 )
 from controller.world.protocol import ContainerRequest, RunState, World
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
+    from controller.spec.resources import Resources
 
 
 @dataclass

@@ -22,6 +22,7 @@ module puts them together, in this order (earlier rules take precedence):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from controller.app.failover import Decision
 from controller.app.plan import Plan
@@ -39,11 +40,14 @@ from controller.app.rules.secrets import hold_live_secrets
 from controller.app.rules.standby import standby
 from controller.app.rules.switchback import Hold, hold
 from controller.kernel.backoff import DEFAULT_POLICY, BackoffPolicy
-from controller.spec.app import COLORS, BlueGreenApp, Color, other
+from controller.spec.base import COLORS, Color, other
 from controller.store.documents import FailedOver, FailoverState
 from controller.world.actions import CreatePreview, StartPreview, SwitchRoute
 from controller.world.facts import ImagesObserved, Memory, Observed
 from controller.world.verification import window_closed
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 
 @dataclass(frozen=True)

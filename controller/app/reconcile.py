@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from controller.app.apply import Context, apply
 from controller.app.decide import PassInputs, decide
@@ -28,7 +28,7 @@ from controller.app.steps.verify import Verifier
 from controller.kernel.backoff import BackoffPolicy
 from controller.kernel.errors import CheckFailed, ControllerError, HookFailed, Interrupted
 from controller.kernel.logs import get_logger
-from controller.spec.app import BlueGreenApp, other, preview_app
+from controller.spec.base import other, preview_app
 from controller.store.documents import (
     Condition,
     FailedOver,
@@ -59,6 +59,9 @@ from controller.world.facts import ContainerFact, HookRecord, Memory, Observed, 
 from controller.world.protocol import World
 from controller.world.secrets import NoSecrets, Resolved, Resolver
 from controller.world.verification import window_closed
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 MAX_PASSES = 4
 
@@ -143,6 +146,7 @@ class Reconciler:
         resolver: Resolver | None = None,
         source: SourceView | None = None,
         dependencies: Dependencies | None = None,
+        prune_every: float = 0.0,
     ) -> None:
         self.world = world
         self.store = store
@@ -152,6 +156,7 @@ class Reconciler:
         self.resolver: Resolver = resolver or NoSecrets()
         self.streaks: dict[str, int] = {}  # app -> consecutive passes backed off for (requeue.decide)
         self.source = source
+        self.prune_every = prune_every  # seconds between image sweeps of a pass that changed nothing (0: every pass)
         self.ledger = Ledger(store, lambda app: source.history_fields(app).get("commit") if source is not None else None)
         self.verifier = Verifier(world, store, self.metrics, self.ledger)
         self.dependencies = dependencies or no_dependencies  # dependsOn (issue 13): the accessory runner's, gathered every pass
@@ -355,7 +360,7 @@ class Reconciler:
             if mem.converged_generation != p.generation:
                 mem = replace(mem, converged_generation=p.generation)
                 self.store.save_memory(app.name, mem, None)
-            self._prune(app, run.inputs, rid, log, stop)
+            self._prune(app, run.inputs, rid, log, stop, changed=bool(done))
         message = str(error) if error else None
         status = self._write_status(
             app, obs, p, run.resolved, run.hooks.known, last_deploy=run.last_deploy, rid=rid, error=message,
@@ -376,19 +381,33 @@ class Reconciler:
         log.warning("failover.done", color=done.to_color, reason=done.reason)
 
     # Image pruning (controller/app/steps/prune.py) ------------------------------------------------------
-    def _prune(self, app: BlueGreenApp, inputs: PassInputs, rid: str, log: Any, stop: Callable[[], bool]) -> None:
-        """After a converged pass: housekeeping that never fails it (an error is logged; the next pass plans again)."""
+    def _prune(self, app: BlueGreenApp, inputs: PassInputs, rid: str, log: Any, stop: Callable[[], bool], *, changed: bool) -> None:
+        """After a converged pass: housekeeping that never fails it (an error is logged; the next pass plans again).
+
+        A sweep runs after a pass that changed something, else once `prune_every` seconds have passed since the
+        last completed one (remembered in the state dir): a no-op cron run does not list the images."""
+        now = self.world.now()
+        if self.prune_every > 0 and not changed:
+            last = self.store.load_swept_at(app.name)
+            if last is not None and 0 <= now - last < self.prune_every:
+                return
         try:
             removals = decide(with_images(inputs, self.world)).prune  # the same plan, with the images gathered
         except ControllerError as e:
             log.warning("image.prune_unobserved", error=str(e))
             return
 
+        failed = False
+
         def record(r: ImageRemoval, outcome: str, message: str) -> None:
+            nonlocal failed
+            failed = failed or outcome == "failed"
             at = iso(self.world.now())
             self.ledger.record(HistoryEntry(at, app.name, rid, "RemoveImage", None, ", ".join(r.references), outcome, message, image_id=r.image_id))
 
         prune(self.world, removals, record=record, should_stop=stop, log=log)
+        if self.prune_every > 0 and not failed and not stop():  # else due again on the next pass
+            self.store.save_swept_at(app.name, now)
 
     def requeue(self, app: str, p: Plan | None, error: BaseException | None, retry_at: float | None = None) -> Requeue:
         """When to come back for `app` after a pass (or an attempt that did not run: `p` None), counting its failures."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controller.kernel.document import Stored
-from controller.spec.app import Color
+from controller.spec.base import Color
 
 
 @dataclass(frozen=True)

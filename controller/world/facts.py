@@ -10,7 +10,7 @@ from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from controller.kernel.backoff import BackoffPolicy
 from controller.kernel.document import MAX_INT, Epoch, Stored, omit_none
-from controller.spec.app import COLORS, Color
+from controller.spec.base import COLORS, Color
 from controller.world.verification import Window
 
 # Labels the controller puts on every container it creates.

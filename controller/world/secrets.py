@@ -25,11 +25,13 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from controller.kernel.errors import SecretsError
-from controller.spec.app import BlueGreenApp, SsmSecrets
 from controller.world.facts import FINGERPRINT_KEY, LABEL_FINGERPRINT
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp, SsmSecrets
 
 __all__ = [
     "FINGERPRINT_KEY",

@@ -11,12 +11,16 @@ A revision whose checks or hook failed backs off like one that failed its health
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from controller.app.gates import AFTER, BEFORE, GATE_REASONS, gates_fingerprint
 from controller.kernel.backoff import BackoffPolicy
-from controller.spec.app import COLORS, BeforeSwitchCheck, BlueGreenApp, Color
+from controller.spec.base import COLORS, Color
 from controller.world.actions import Action, Blocker, RemoveHook, RunCheck, RunHook
 from controller.world.facts import LABEL_COLOR, LABEL_HOOK, LABEL_REVISION, Memory, Observed, hook_key
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BeforeSwitchCheck, BlueGreenApp
 
 
 def describe_check(check: BeforeSwitchCheck) -> str:
