@@ -1,5 +1,6 @@
 """Command line: `reconcile --once | --plan | --status | --watch -f PATH`, and
-`reconcile deploy -f SPEC --image IMG | rollback -f SPEC | promote -f SPEC` (edit the spec; see controller/cli/release.py),
+`reconcile deploy -f SPEC --image IMG | rollback -f SPEC | promote -f SPEC | maintenance on|off -f SPEC` (edit the spec;
+see controller/cli/release.py),
 `reconcile export -f PATH --to argo-rollouts [-o DIR] [--namespace NS]` (manifests; see controller/export/).
 
 Exit codes
@@ -7,7 +8,7 @@ Exit codes
   --plan    0 in sync; 1 changes pending (or blocked); 2 invalid input or error
   --status  0 every app Ready; 1 some app not Ready; 2 invalid input or error
   --watch   0 after SIGTERM/SIGINT; 1 cannot serve --metrics-port; 2 invalid arguments or no valid spec at start
-  deploy, rollback, promote
+  deploy, rollback, promote, maintenance
             0 spec written (--apply: and converged); 1 --apply: written, could not converge; 2 refused or invalid
             input (one line; the spec file unchanged)
   export    0 written (a warning line per approximated field); 1 cannot write; 2 invalid input or a spec it cannot
@@ -29,7 +30,16 @@ from controller.cli import modes
 from controller.kernel.errors import EXIT_FAIL, EXIT_INVALID, EXIT_OK, ControllerError, InvalidInput
 from controller.kernel.logs import configure
 from controller.runtime import build as runtime
-from controller.runtime.options import Options, Parser, add_state_dir, err, nonneg, port, positive
+from controller.runtime.options import (
+    RELEASE_COMMANDS,
+    Options,
+    Parser,
+    add_state_dir,
+    err,
+    nonneg,
+    port,
+    positive,
+)
 from controller.spec.app import json_schema
 from controller.spec.directory import Selection, select
 from controller.store.metrics import Metrics, SourceMetrics
@@ -83,7 +93,7 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
-    if words and words[0] in ("deploy", "rollback", "promote"):  # `reconcile deploy -f SPEC ...`: controller/cli/release.py
+    if words and words[0] in RELEASE_COMMANDS:  # `reconcile deploy -f SPEC ...`: controller/cli/release.py
         from controller.cli.release import main as release_main
 
         return release_main(words)
