@@ -405,13 +405,13 @@ class FakeWorld:
         c = self._get(name)
         self._settle()
         if c.fact.state == "running" and c.started_at is not None:
-            self.clock += max(0.0, min(timeout, c.started_at + self.hook_seconds - self.clock))
+            self.sleep(max(0.0, min(timeout, c.started_at + self.hook_seconds - self.clock)))  # time passes like any wait
             self._settle()
         return c.exit_code if c.fact.state == "exited" else None
 
     def hook_logs(self, name: str) -> tuple[str, ...]:
         self._docker()
-        return self._get(name).output[-50:]
+        return tuple(line[:500] for line in self._get(name).output[-50:])  # like drivers/gates: each line cut at 500
 
     def probe_check(self, url: str, expect_status: int, body_contains: str | None, timeout: float) -> HealthResult:
         self._settle()
