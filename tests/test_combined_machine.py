@@ -92,7 +92,7 @@ ACCESSORY = "redis"
 STABLE = 2.0  # healthCheck.stableSeconds (the default)
 RATE = 4.0  # requests per second the fake Nginx serves (and logs)
 MAX_LINES = 40  # logged per time step at most (a long wait is not ten thousand lines)
-PASS_LIMIT = 900.0  # real seconds one run may take: health timeouts, hooks and a window fit many times over
+PASS_LIMIT = 300.0  # real seconds one run may take: health timeouts, hooks and a window fit twice over
 BACKOFF_BASE = 60.0
 
 # Secrets of the app (SSM): a long single-line token and a multi-line key, deterministic, random-looking.
@@ -195,7 +195,7 @@ class MachineWorld(CheckedWorld):
     access_log: Path | None = None
     served: list[tuple[float, str, int]] = field(default_factory=list)  # (real time, upstream, status)
     carry: float = 0.0
-    route_changes: list[tuple[float, str | None]] = field(default_factory=list)  # (real time, color now served)
+    route_changes: list[tuple[float, str | None, str]] = field(default_factory=list)  # (real time, color now served, spec generation)
     events: list[tuple[float, Callable[[], None]]] = field(default_factory=list)
     fired: bool = False
     stop_at: float | None = None
@@ -294,7 +294,7 @@ class MachineWorld(CheckedWorld):
         if after == before:
             return
         color = next((c for c in ("blue", "green") if self._on(after, c)), None)
-        self.route_changes.append((self.clock, color))
+        self.route_changes.append((self.clock, color, self.app.generation() if self.app is not None else ""))
         self._onto_failed(color)
         if self.budget.after_switch:
             self.budget.left = 0  # the next World call is the one the kill comes before
@@ -485,7 +485,6 @@ class CombinedMachine(RuleBasedStateMachine):
         self.known: set[int] = set()  # known defects this example showed: its checks end there
         self.known_defects = set(KNOWN_DEFECTS)  # the scenarios below empty it: every defect fails them
         self.reported = 0
-        self.moved_away: str | None = None  # generation under which the controller moved traffic off the desired color
         self.checked_windows: set[tuple[str, float]] = set()
         self._run()  # v1 on blue, served, like a host where the app already runs
 
@@ -499,8 +498,6 @@ class CombinedMachine(RuleBasedStateMachine):
             app = d.build(self.tmp / "access.log")
         except pydantic.ValidationError:
             return  # an edit the schema refuses (a preview of the live image): the operator's spec stays
-        if getattr(self, "app", None) is None or app.generation() != self.app.generation():
-            self.moved_away = None
         self.desired, self.app = d, app
         self.world.app = app
         self.world.revision_extra = self.resolver(app).revision_extra
@@ -669,7 +666,7 @@ class CombinedMachine(RuleBasedStateMachine):
             return
         if w.state == "passed" and (w.revision, w.started_at) not in self.checked_windows:
             self.checked_windows.add((w.revision, w.started_at))
-            since = max((t for t, c in self.world.route_changes if c == w.color), default=0.0)
+            since = max((t for t, c, _ in self.world.route_changes if c == w.color), default=0.0)
             address = upstream_address(self.app, w.color)
             answers = [s for t, a, s in self.world.served if t >= since and a == address]
             v = self.app.spec.verify
@@ -685,8 +682,8 @@ class CombinedMachine(RuleBasedStateMachine):
         want = self.app.spec.activeColor
         live = self._live()
         changes = self.world.route_changes
-        if live is None or live == want or not changes or changes[-1][1] != live:
-            return
+        if live is None or live == want or not changes or changes[-1][1:] != (live, self.app.generation()):
+            return  # not moved there by the controller under this spec
         fo = self.store.load_failover(APP)
         mem = self.store.load_memory(APP, BACKOFF_BASE, 3600)
         held = mem.failures.get(self.app.revision(want, self.world.revision_extra))
