@@ -467,7 +467,8 @@ class CombinedMachine(RuleBasedStateMachine):
         super().__init__()
         self._stack = ExitStack()
         self.logs: list[MutableMapping[str, Any]] = self._stack.enter_context(structlog.testing.capture_logs(processors=[logs.redact_secrets]))
-        self.tmp = Path(tempfile.mkdtemp(prefix="bg-machine-"))
+        # In memory where the host has it: the state dir fsyncs every write, and a window saves itself twice a second.
+        self.tmp = Path(tempfile.mkdtemp(prefix="bg-machine-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
         self.state_dir = self.tmp / "state"
         self.store = StateStore(self.state_dir)
         self.world = MachineWorld(images=dict(IMAGES), stable_seconds=STABLE, hook_script=hook_script, access_log=self.tmp / "access.log")
