@@ -29,11 +29,10 @@ def needed(accessories: list[Accessory], apps: list[BlueGreenApp]) -> bool:
 
 
 def build_runner(args: argparse.Namespace, world: Any, metrics: Metrics, rec: Reconciler, accessories: list[Accessory]) -> AccessoryRunner:
-    """The runner on the app's Docker connection; the reconciler learns its dependsOn facts from it."""
-    from controller.drivers.accessories import DockerAccessories  # Docker SDK: loaded here, not at import
+    """The runner on the app's World; the reconciler learns its dependsOn facts from it."""
     from controller.drivers.ssm import SsmSource
 
-    runner = AccessoryRunner(DockerAccessories(world.docker), StateStore(args.state_dir), metrics.registry, SsmSource())
+    runner = AccessoryRunner(world, StateStore(args.state_dir), metrics.registry, SsmSource())
     runner.accessories = {a.name: a for a in accessories}
     rec.dependencies = runner.dependencies
     return runner

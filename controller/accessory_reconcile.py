@@ -17,24 +17,25 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from controller.accessory import Accessory
 from controller.accessory_planner import AccessoryObserved, AccessoryPlan, Step, plan_accessory
-from controller.accessory_world import (
+from controller.errors import ControllerError, DockerError, HealthCheckFailed, InvalidInput, one_line
+from controller.facts import (
+    FINGERPRINT_KEY,
     LABEL_ACCESSORY,
+    LABEL_ACCESSORY_IMAGE,
     LABEL_CONFIG,
     LABEL_FIELDS,
+    LABEL_MANAGED,
     LABEL_ONEOFF,
+    MANAGED_BY,
     AccessoryFact,
-    AccessoryRequest,
-    AccessoryWorld,
-    OneOff,
+    retired_name,
 )
-from controller.errors import ControllerError, DockerError, HealthCheckFailed, InvalidInput, one_line
-from controller.facts import FINGERPRINT_KEY, LABEL_MANAGED, MANAGED_BY
 from controller.logs import get_logger
 from controller.secrets import SecretSource, fingerprint
 from controller.spec import BlueGreenApp
 from controller.state import StateStore
 from controller.status import iso
-from controller.world import HealthResult
+from controller.world import AccessoryRequest, HealthResult, OneOff, World
 
 MAX_PASSES = 3
 ACCESSORY_UP = "bluegreen_accessory_up"
@@ -68,7 +69,7 @@ class AccessoryResult:
 class AccessoryRunner:
     def __init__(
         self,
-        world: AccessoryWorld,
+        world: World,
         store: StateStore,
         registry: CollectorRegistry | None = None,
         secrets: SecretSource | None = None,
@@ -83,7 +84,9 @@ class AccessoryRunner:
 
     # Observation --------------------------------------------------------------------------------------------
     def _index(self, names: Iterable[str]) -> dict[str, AccessoryFact]:
-        wanted = frozenset(names)
+        """Containers by name: each accessory's, and the one an interrupted recreate left as <name>-retired."""
+        named = frozenset(names)
+        wanted = named | {retired_name(n) for n in named}
         return {c.name: c for c in self.world.list_accessories(wanted) if c.name in wanted}
 
     def _health(self, acc: Accessory, c: AccessoryFact) -> HealthResult:
@@ -117,6 +120,9 @@ class AccessoryRunner:
             networks=frozenset(self.world.list_networks()) if acc.spec.network else frozenset(),
             healthy=healthy,
             health_detail=detail,
+            retired=idx.get(retired_name(acc.name)),
+            # What a recreate does to data (--plan's note) depends on the volumes the image declares.
+            image_volumes=self.world.image_volumes(acc.spec.image) if acc.spec.update == "recreate" else None,
         )
 
     def _extra(self, acc: Accessory) -> tuple[dict[str, str], list[Any]]:
@@ -214,7 +220,7 @@ class AccessoryRunner:
         elif p.converged:
             res = "converged"
         elif p.blockers:
-            res = "blocked" if p.blockers[0].reason in ("AccessoryOutdated", "AccessoryNotOurs") else "degraded"
+            res = "blocked" if p.blockers[0].reason in ("AccessoryOutdated", "AccessoryNotOurs", "AccessoryRetiredKept") else "degraded"
         else:
             res = "progressing"
         result = AccessoryResult(acc.name, res, p, healthy=bool(p and p.healthy), error=str(error) if error else None, actions_done=done)
@@ -228,7 +234,7 @@ class AccessoryRunner:
             LABEL_ACCESSORY: acc.name,
             LABEL_CONFIG: config,
             LABEL_FIELDS: ",".join(f"{k}={v}" for k, v in acc.config_fields(extra).items()),
-            "bluegreen.accessory.image": acc.spec.image,
+            LABEL_ACCESSORY_IMAGE: acc.spec.image,
         }
 
     def _apply(self, acc: Accessory, step: Step, config: str, extra: dict[str, str], env: dict[str, str]) -> None:
@@ -247,7 +253,7 @@ class AccessoryRunner:
                 name=f"{acc.name}-backup",
                 image=s.image,
                 command=list(s.backup.command),
-                volumes=dict(s.volumes),
+                volumes={**dict(step.keep), **s.volumes},
                 labels={**own, LABEL_ONEOFF: "backup"},
                 env=env,
                 network=s.network,
@@ -257,11 +263,13 @@ class AccessoryRunner:
                 why = "timed out" if r.exit_code is None else f"exit {r.exit_code}"
                 raise DockerError(f"{acc.name}: backup failed ({why}: {r.output}); nothing recreated, the old container keeps running")
         elif step.verb == "StopAccessory":
-            w.stop(acc.name, s.stopTimeoutSeconds)
+            w.stop_container(acc.name, s.stopTimeoutSeconds)
+        elif step.verb == "RetireAccessory":
+            w.rename_container(acc.name, retired_name(acc.name))
         elif step.verb == "RemoveAccessory":
-            w.remove(acc.name)
+            w.remove_container(step.target)
         elif step.verb == "CreateAccessory":
-            w.create_accessory(
+            w.create_container(
                 AccessoryRequest(
                     name=acc.name,
                     image=s.image,
@@ -269,7 +277,7 @@ class AccessoryRunner:
                     env=env,
                     ports={int(k): v for k, v in s.ports.items()},
                     host_ip=s.bindAddress,
-                    volumes=dict(s.volumes),
+                    volumes={**dict(step.keep), **s.volumes},  # the old container's anonymous volumes, same paths
                     command=list(s.command) if s.command is not None else None,
                     network=s.network,
                     aliases=(acc.name,) if s.network else (),
@@ -277,7 +285,7 @@ class AccessoryRunner:
                 )
             )
         elif step.verb == "StartAccessory":
-            w.start(acc.name)
+            w.start_container(acc.name)
         elif step.verb == "WaitAccessoryHealthy":
             self._wait(acc)
         else:  # pragma: no cover - the planner's verbs are listed above
@@ -326,7 +334,7 @@ class AccessoryRunner:
             p = r.plan
             m.up.labels(accessory=acc.name).set(1 if r.result == "converged" or (p is not None and p.healthy and not p.actions) else 0)
             m.outdated.labels(accessory=acc.name).set(1 if p is not None and p.outdated and r.result != "converged" else 0)
-            for reason in ("AccessoryOutdated", "AccessoryNotOurs", "AccessoryUnhealthy"):
+            for reason in ("AccessoryOutdated", "AccessoryNotOurs", "AccessoryUnhealthy", "AccessoryRetiredKept"):
                 blocked = p is not None and any(b.reason == reason for b in p.blockers)
                 m.blocked.labels(accessory=acc.name, reason=reason).set(1 if blocked else 0)
 
@@ -386,7 +394,10 @@ def plan_json(p: AccessoryPlan) -> dict[str, Any]:
         "inSync": p.converged,
         "healthy": p.healthy,
         "diffs": list(p.diffs),
-        "actions": [{"action": s.verb, "target": s.target, "reason": s.reason} for s in p.actions],
+        "actions": [
+            {"action": s.verb, "target": s.target, "reason": s.reason, **({"keep": {v: path for v, path in s.keep}} if s.keep else {})}
+            for s in p.actions
+        ],
         "blockers": [{"reason": b.reason, "message": b.message} for b in p.blockers],
         "notes": list(p.notes),
     }

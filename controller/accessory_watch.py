@@ -14,8 +14,8 @@ from typing import Any
 
 from controller.accessory import Accessory
 from controller.accessory_reconcile import AccessoryRunner
-from controller.accessory_world import LABEL_ACCESSORY
 from controller.errors import ControllerError
+from controller.facts import LABEL_ACCESSORY
 from controller.logs import get_logger
 
 RETRY = 5.0  # seconds between passes while an accessory is not converged

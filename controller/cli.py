@@ -1,5 +1,6 @@
 """Command line: `reconcile --once | --plan | --status | --watch -f PATH`, and
-`reconcile deploy -f SPEC --image IMG | rollback -f SPEC | promote -f SPEC` (edit the spec; see controller/release.py).
+`reconcile deploy -f SPEC --image IMG | rollback -f SPEC | promote -f SPEC` (edit the spec; see controller/release.py),
+`reconcile export -f PATH --to argo-rollouts [-o DIR] [--namespace NS]` (manifests; see controller/export/).
 
 Exit codes
   --once    0 converged; 1 could not converge; 2 invalid input (YAML, spec, arguments)
@@ -9,6 +10,8 @@ Exit codes
   deploy, rollback, promote
             0 spec written (--apply: and converged); 1 --apply: written, could not converge; 2 refused or invalid
             input (one line; the spec file unchanged)
+  export    0 written (a warning line per approximated field); 1 cannot write; 2 invalid input or a spec it cannot
+            express (nothing written)
   any mode  141 (128 + SIGPIPE, as a shell reports a program killed by it) when standard output was closed
             before everything was written (`reconcile --schema | head -1`): no error message, the rest is dropped
 """
@@ -113,6 +116,19 @@ def _ssm_token(name: str, region: str | None) -> str:
     return ssm.values(cfg, ssm.versions(cfg))["GIT_TOKEN"]  # registered with the log redactor on arrival
 
 
+def _git_checkout(url: str, ref: str, path: str, state_dir: Path) -> tuple[Path, str]:
+    """`reconcile export --git-url`: the spec path in the checkout in force and its commit (read, never fetched)."""
+    from controller.source import GitSource, config_from_args
+
+    none = dict.fromkeys(("git_verify", "git_token_file", "git_ssh_key", "git_known_hosts"))
+    cfg = config_from_args(argparse.Namespace(git_url=url, git_ref=ref, git_path=path, git_interval=60.0, **none))
+    src = GitSource(cfg, Path(_state_dir(str(state_dir))))
+    concrete = src.checkout_path()
+    if concrete is None:
+        raise InvalidInput(f"{cfg.shown_url} {ref}: no commit in force in {state_dir} (run reconcile --once --git-url ... first)")
+    return concrete, concrete.relative_to(src.root / "checkouts").parts[0]
+
+
 def _state_dir(v: str) -> Path:
     """Absolute, normalised, safe characters: the rules of the paths a spec names (spec.check_path)."""
     from controller.spec import check_path
@@ -187,6 +203,10 @@ def main(argv: list[str] | None = None) -> int:
         from controller.release import main as release_main
 
         return release_main(words)
+    if words and words[0] == "export":  # `reconcile export -f PATH --to argo-rollouts`: controller/export/
+        from controller.export.command import main as export_main
+
+        return export_main(words[1:], git=_git_checkout)
     args = build_parser().parse_args(argv)
     if args.schema:
         print(json.dumps(json_schema(), indent=2))

@@ -19,6 +19,16 @@ MANAGED_BY = "bluegreen-controller"
 FINGERPRINT_KEY = "secrets-fingerprint"
 LABEL_FINGERPRINT = f"bluegreen.{FINGERPRINT_KEY}"
 LABEL_HOOK = "bluegreen.hook"  # on a hook's one-off container: its phase (beforeSwitch, afterSwitch)
+# A color's container name (<app>-blue|green): listed as an app's container even without our labels (a stranger's).
+COLOR_CONTAINER_NAME = re.compile(r"^[a-z0-9-]+-(blue|green)$")
+# Labels on an accessory's containers (issue 13).
+LABEL_ACCESSORY = "bluegreen.accessory"
+LABEL_ACCESSORY_IMAGE = "bluegreen.accessory.image"  # the spec's image reference (Docker lists the resolved one)
+LABEL_CONFIG = "bluegreen.accessory.config"  # config hash, like an app color's revision
+LABEL_FIELDS = "bluegreen.accessory.fields"  # field=hash,...: names what changed
+LABEL_ONEOFF = "bluegreen.accessory.oneoff"  # a backup container (removed when it ends)
+RETIRED_SUFFIX = "-retired"  # a recreate renames an accessory's old container so, until the new one has its volumes
+_ANONYMOUS_VOLUME = re.compile(r"^[0-9a-f]{64}$")  # the name Docker gives a volume nobody named (an image's VOLUME)
 
 
 @dataclass(frozen=True)
@@ -68,6 +78,53 @@ class ContainerFact:
             and self.started_at is not None
             and now - self.started_at >= window
         )
+
+
+@dataclass(frozen=True)
+class AccessoryFact:
+    """A container that has an accessory's name or label, as Docker lists it."""
+
+    name: str
+    id: str
+    image: str
+    labels: dict[str, str]
+    state: str  # created, running, exited, restarting, ...
+    networks: tuple[str, ...] = ()
+    mounts: tuple[tuple[str, str], ...] = ()  # (volume name, path in the container) of each volume mounted
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    def anonymous_volumes(self, named: dict[str, str]) -> dict[str, str]:
+        """Its anonymous volumes (an image's VOLUME, as Docker made them) -> path, but none a volume of `named`
+        (spec.volumes: volume -> path) is mounted at: what a recreate mounts again at the same paths."""
+        taken = set(named.values())
+        return {v: path for v, path in self.mounts if is_anonymous(v) and v not in named and path not in taken}
+
+    def ours(self, accessory: str) -> bool:
+        """Created by the controller for this accessory (its labels say so); anything else is never touched."""
+        return self.labels.get(LABEL_MANAGED) == MANAGED_BY and self.labels.get(LABEL_ACCESSORY) == accessory
+
+    @property
+    def config(self) -> str | None:
+        return self.labels.get(LABEL_CONFIG)
+
+    def fields(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for part in self.labels.get(LABEL_FIELDS, "").split(","):
+            k, sep, v = part.partition("=")
+            if sep:
+                out[k] = v
+        return out
+
+
+def retired_name(accessory: str) -> str:
+    return accessory + RETIRED_SUFFIX
+
+
+def is_anonymous(volume: str) -> bool:
+    return bool(_ANONYMOUS_VOLUME.match(volume))
 
 
 @dataclass(frozen=True)

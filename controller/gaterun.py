@@ -4,8 +4,9 @@ A hook runs in a one-off container of the new image with the color's env (secret
 labelled with its app, phase and revision. Kill -9 safety: the container is found again by those labels
 before one is created, so a pass that resumes after a killed one waits for (or collects) the same run; the
 run is remembered (memory.json "hooks": started, then its exit code and last lines) before its container is
-removed, so a later pass never starts it again for that revision. Output goes to the log line by line through
-the redactor, and its last lines (redacted) to the record that status.json shows.
+removed, so a later pass never starts it again for that revision. Output is redacted whole (a multi-line secret
+spans lines) before any cut, then trimmed to its last HOOK_OUTPUT_LINES lines of at most LINE_CAP characters:
+those go to the log line by line, and the last STATUS_LINES to the record that status.json shows.
 """
 
 from __future__ import annotations
@@ -19,13 +20,21 @@ from controller.facts import LABEL_COLOR, HookRecord
 from controller.gateplan import AFTER, hook_container_name, hook_labels
 from controller.logs import redact_text
 from controller.routing import upstream_address
-from controller.world import HookRequest
+from controller.world import HOOK_OUTPUT_LINES, HookRequest
 
 if TYPE_CHECKING:
     from controller.apply import Context
 
 STATUS_LINES = 10  # last lines of a hook's output kept in memory.json / status.json
 WAIT_SLICE = 1.0  # seconds: a hook wait looks at should_stop this often
+LINE_CAP = 500  # characters of an output line kept
+
+
+def shown_output(lines: tuple[str, ...]) -> tuple[str, ...]:
+    """What may be logged and stored of an output: redacted as one text first, then cut; blank lines dropped."""
+    text = redact_text("\n".join(lines))
+    kept = [ln.rstrip() for ln in text.split("\n") if ln.strip()]
+    return tuple(ln[:LINE_CAP] for ln in kept[-HOOK_OUTPUT_LINES:])
 
 
 def _interrupted(message: str) -> ControllerError:
@@ -103,7 +112,7 @@ def _hook(ctx: Context, a: RunHook) -> None:
         code = w.wait_hook(name, min(WAIT_SLICE, left))
         if code is None and ctx.should_stop():
             raise _interrupted(f"stop requested while hooks.{a.phase} runs in {name}; the next pass collects it")
-    output = tuple(redact_text(line) for line in _logs(ctx, name))
+    output = shown_output(_logs(ctx, name))
     for line in output:
         ctx.log.info("hook.output", phase=a.phase, container=name, line=line)
     ctx.remember_hook(HookRecord(a.phase, a.revision, "done", started, code, w.now(), output[-STATUS_LINES:]))
@@ -149,7 +158,7 @@ def run_check(ctx: Context, a: Action) -> None:
         "BLUEGREEN_REVISION": a.revision,
     }
     res = w.run_check(argv, env, check.timeoutSeconds)
-    output = tuple(redact_text(line) for line in res.output)
+    output = shown_output(res.output)
     for line in output:
         ctx.log.info("check.output", check=what, line=line)
     last = one_line(output[-1], 200) if output else "no output"
@@ -169,7 +178,7 @@ def remove_hook(ctx: Context, a: Action) -> None:
         app = ctx.app
         found = w.find_hook(hook_labels(app, a.phase, a.revision))
         if found is not None and found.name == a.name and found.state in ("exited", "dead"):
-            output = tuple(redact_text(line) for line in _logs(ctx, a.name))
+            output = shown_output(_logs(ctx, a.name))
             ctx.remember_hook(HookRecord(a.phase, a.revision, "done", rec.started_at, found.exit_code, w.now(), output[-STATUS_LINES:]))
     w.remove_container(a.name)
 

@@ -13,10 +13,17 @@ Masking rule (docs/secrets.md, "Redaction"):
   or `_`): `pin=ab12` and `"ab12"` lose it, `evergreen` keeps its `green`. Masking it inside words too would
   blank every line; ignoring it (as before) would print it. A short secret inside a longer word is not leaked
   as such: nothing tells which part of the word it is.
+- A value is registered with the forms of it an output may carry (`secret_forms`): its JSON-escaped text, each
+  line of a multi-line value (a PEM key printed indented or one line at a time), and its base64 encoding
+  (standard and URL-safe, whole and in the 76-column lines `base64` prints); a line or a piece of MIN_FRAGMENT
+  characters or more is masked on its own.
+- Text is redacted whole, before anything cuts it: a multi-line value matches only across its lines, and a cut
+  inside a value leaves a fragment no rule matches (controller/gaterun.py, controller/drivers/gates.py).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import re
@@ -31,6 +38,8 @@ _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
 MASK = "[REDACTED]"
 MIN_SUBSTRING = 8
+MIN_FRAGMENT = 16  # a line or a base64 piece of a secret this long is masked on its own
+BASE64_COLUMNS = 76  # `base64`'s (coreutils, busybox) and MIME's line length
 LABEL_FIELDS = frozenset(
     {
         # log lines (promtail extracts these; see monitoring/promtail)
@@ -44,10 +53,29 @@ LABEL_FIELDS = frozenset(
 
 
 def register_secret(value: str) -> None:
-    """Mask `value` in every log line and state file from now on (see the masking rule above)."""
+    """Mask `value`, and the forms of it an output may carry, in every log line and state file from now on."""
     if value:
+        forms = secret_forms(value)
         with _secrets_lock:
-            _secrets.add(value)
+            _secrets.update(forms)
+
+
+def secret_forms(value: str) -> set[str]:
+    """`value`, its JSON-escaped text, its lines of MIN_FRAGMENT+ characters, and its base64 encodings.
+
+    base64: of the value's first 3*k bytes, whose encoding does not depend on what follows the value (`echo`'s
+    newline, padding); whole (`base64 -w0`, a Basic auth header) and cut at BASE64_COLUMNS (`base64`'s lines).
+    Only encodings that start at the value's first byte: one taken from inside a longer encoded text is not.
+    """
+    forms = {value, json.dumps(value)[1:-1]}
+    forms.update(line.strip() for line in value.splitlines() if len(line.strip()) >= MIN_FRAGMENT)
+    raw = value.encode()
+    aligned = raw[: len(raw) // 3 * 3]
+    for encode in (base64.b64encode, base64.urlsafe_b64encode):
+        text = encode(aligned).decode()
+        pieces = [text] + [text[i : i + BASE64_COLUMNS] for i in range(0, len(text), BASE64_COLUMNS)]
+        forms.update(p for p in pieces if len(p) >= MIN_FRAGMENT)
+    return forms
 
 
 def _pattern() -> re.Pattern[str] | None:

@@ -12,10 +12,12 @@ In the state dir:
     <state-dir>/source/lock              flock: one fetch at a time (cron --once and --watch share the clone)
 
 `sync()` fetches the ref, checks that the new commit descends from the applied one (a force-push is refused),
-verifies its signature when `--git-verify` is given (SSH signatures, git's gpg.ssh.allowedSignersFile), checks
-it out into a new directory and switches `current`. Any failure keeps the last good commit in force and is
-recorded with a reason (the `SourceUnavailable` condition): Unreachable, AuthFailed, RefNotFound, FetchFailed,
-HistoryRewritten, SignatureRefused, PathNotFound. The spec files are then read by the one spec-dir policy
+verifies signatures when `--git-verify` is given (SSH signatures, git's gpg.ssh.allowedSignersFile): every
+commit after the one in force up to the fetched one, at most MAX_VERIFIED_COMMITS of them (a longer range is
+refused), or the fetched commit alone when none is in force yet; then checks it out into a new directory and
+switches `current`. Any failure keeps the last good commit in force and is recorded with a reason (the
+`SourceUnavailable` condition): Unreachable, AuthFailed, RefNotFound, FetchFailed, HistoryRewritten,
+SignatureRefused, PathNotFound. The spec files are then read by the one spec-dir policy
 (`specdir.select`) at that exact commit: `select()` below resolves `current` once per read, and keys the
 result by the stable path, so an app whose spec is invalid at a new commit keeps its last valid spec (watch
 mode), exactly as for a local invalid edit; the problem's message names the checkout, i.e. the commit.
@@ -51,6 +53,7 @@ APPLIED_REF = "refs/bluegreen/applied"
 KEEP_CHECKOUTS = 3  # the one in force and the two before it (a reader that resolved an older one still finds it)
 JITTER = 0.1
 FAILURE_CAP_FACTOR = 5  # a failing fetch is retried after min(interval, 5 s), doubling, up to 5 intervals
+MAX_VERIFIED_COMMITS = 200  # with --git-verify: commits since the one in force verified by one sync, at most
 
 _SAFE_PATH = re.compile(r"^[A-Za-z0-9._@+-]+$")
 _SCP = re.compile(r"^(?:[A-Za-z0-9._-]+@)?[A-Za-z0-9.-]+:(?!/)[A-Za-z0-9._~/+-]+$")
@@ -433,13 +436,33 @@ class GitSource:
                     f"commit {head[:12]} on {cfg.ref} does not descend from the commit in force {applied.sha[:12]} "
                     "(force-push?): refused; push a new commit on top, or remove the state dir's source/ to start over",
                 )
-        signer = self._verify(head) if cfg.verify is not None else None
+        signer = self._verify_range(applied, head) if cfg.verify is not None else None
         commit = self._describe(head, signer)
         self._checkout(commit)
         s.url, s.ref, s.applied = cfg.shown_url, cfg.ref, commit
         self.log.info("source.applied", commit=head, subject=commit.subject, author_date=commit.author_date, signer=signer, url=cfg.shown_url, ref=cfg.ref)
 
-    def _verify(self, sha: str) -> str:
+    def _verify_range(self, applied: Commit | None, head: str) -> str:
+        """Every commit `head` brings over the one in force must be signed by an allowed key (a signed commit on
+        top of an unsigned one does not vouch for it), oldest first, so a refusal names the first that is not.
+        With none in force (the first sync, another URL or ref), `head` alone: the first commit put in force is
+        the anchor. The signer of `head`."""
+        if applied is None or applied.sha == head:  # (the same commit, its checkout gone: made again)
+            return self._verify(head)
+        ref = self.cfg.ref
+        # Newest first, one more than the limit: whether the range is too long, without listing all of it.
+        shas = self.git.check(["rev-list", f"--max-count={MAX_VERIFIED_COMMITS + 1}", f"{applied.sha}..{head}", "--"]).split()
+        if len(shas) > MAX_VERIFIED_COMMITS:
+            raise SourceError(
+                "SignatureRefused",
+                f"{ref} at {head[:12]} is more than {MAX_VERIFIED_COMMITS} commits ahead of the commit in force {applied.sha[:12]}, "
+                "more than one sync verifies: refused; after checking them, remove the state dir's source/ to put the head in force",
+            )
+        where = f" (one of the {len(shas)} commits from the commit in force {applied.sha[:12]} to {head[:12]}, each must be signed)"
+        signers = {sha: self._verify(sha, "" if sha == head else where) for sha in reversed(shas)}
+        return signers[head]
+
+    def _verify(self, sha: str, where: str = "") -> str:
         assert self.cfg.verify is not None
         r = self.git.run(
             ["verify-commit", "--raw", sha],
@@ -455,7 +478,7 @@ class GitSource:
             why = "not signed"
         else:
             why = f"signature not valid: {gitdrv.last_line(out)}"
-        raise SourceError("SignatureRefused", f"commit {sha[:12]} on {self.cfg.ref}: {why}: refused")
+        raise SourceError("SignatureRefused", f"commit {sha[:12]} on {self.cfg.ref}: {why}: refused{where}")
 
     def _describe(self, sha: str, signer: str | None) -> Commit:
         out = self.git.check(["log", "-1", "--no-show-signature", "--format=%aI%x00%s", sha])

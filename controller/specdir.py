@@ -131,8 +131,10 @@ def load_file(f: Path, state_dir: Path | None = None) -> BlueGreenApp:
     return app
 
 
-def load_document(f: Path, state_dir: Path | None = None) -> BlueGreenApp | Accessory:
-    """One spec file of either kind (issue 13): `kind: Accessory`, else a BlueGreenApp as `load_file` loads it."""
+def load_document(f: Path, state_dir: Path | None = None, *, host: bool = True) -> BlueGreenApp | Accessory:
+    """One spec file of either kind (issue 13): `kind: Accessory`, else a BlueGreenApp as `load_file` loads it.
+
+    `host=False` (reconcile export): the spec is not checked against this host (its Nginx commands)."""
     text = _read(f)
     try:
         doc = load_yaml(text, str(f))
@@ -142,7 +144,7 @@ def load_document(f: Path, state_dir: Path | None = None) -> BlueGreenApp | Acce
         assert isinstance(doc, dict)
         return parse_accessory_doc(doc, str(f))
     app = parse_app(text, str(f))
-    problem = host_problem(app) or state_dir_problem(app, state_dir)
+    problem = (host_problem(app) if host else None) or state_dir_problem(app, state_dir)
     if problem:
         raise SpecError(f"{f}: {problem}")
     return app
@@ -237,12 +239,15 @@ class Selection:
         return [p.app or p.file.stem for p in self.problems]
 
 
-def select(path: Path, in_force: Mapping[Path, BlueGreenApp] | None = None, *, state_dir: Path | None = None) -> Selection:
+def select(
+    path: Path, in_force: Mapping[Path, BlueGreenApp] | None = None, *, state_dir: Path | None = None, host: bool = True
+) -> Selection:
     """Read `path` and decide what is in force.
 
     A file that fails to load keeps its spec from `in_force` (watch mode) or is dropped (`in_force` empty).
     When two apps conflict, the side whose spec changed since `in_force` is refused (the edit that caused the
     conflict); when neither or both changed, both are refused. Raises SpecError when `path` itself is gone.
+    `host=False` skips the checks against this host (`load_document`).
     """
     previous = dict(in_force or {})
     out = Selection()
@@ -251,7 +256,7 @@ def select(path: Path, in_force: Mapping[Path, BlueGreenApp] | None = None, *, s
     accessories: dict[Path, Accessory] = {}
     for f in files:
         try:
-            doc = load_document(f, state_dir)
+            doc = load_document(f, state_dir, host=host)
             if isinstance(doc, Accessory):
                 accessories[f] = doc
                 continue

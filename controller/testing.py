@@ -1,29 +1,52 @@
 """Test helpers shipped with the package: `FakeWorld`, an in-memory `World` (logs: use structlog.testing.capture_logs).
 
-`FakeWorld` behaves like the host as far as the controller can observe it; `tests/test_contract.py`
-runs one scenario against it and against the real drivers so the two cannot drift apart.
+`FakeWorld` behaves like the host as far as the controller can observe it, for both kinds: an app's colors
+and hooks, and accessories (containers by name, named volumes, networks, one-offs, in-container checks), plus
+the access log, Prometheus and the host's capacity. One clock (`sleep` advances it) and one crash budget
+(`crash_after`: every mutation of either kind counts) serve both, so apps and accessories are property-tested
+together. `tests/test_contract.py` calls every `World` method on it and on the real drivers with the same
+assertions, so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from controller.errors import DockerError, DockerUnavailable, HostError, ImageError, NginxError
-from controller.facts import CapacityFact, ContainerFact, ImageFact, include_servers, port_of
+from controller.errors import DockerError, DockerUnavailable, HostError, ImageError, NginxError, one_line
+from controller.facts import (
+    COLOR_CONTAINER_NAME,
+    LABEL_ACCESSORY,
+    LABEL_ACCESSORY_IMAGE,
+    LABEL_APP,
+    LABEL_ONEOFF,
+    AccessoryFact,
+    CapacityFact,
+    ContainerFact,
+    ImageFact,
+    include_servers,
+    port_of,
+)
 from controller.verify import prom_answer
 from controller.world import (
+    AccessoryRequest,
     CommandResult,
     ContainerRequest,
     HealthResult,
     HookRequest,
     HookState,
+    LogPos,
+    LogRead,
+    OneOff,
+    OneOffResult,
     PromAnswer,
     RouteProbe,
     RunState,
+    exec_result,
 )
 
 
@@ -39,6 +62,12 @@ class FakeImage:
     health: str = "up"
     slow_seconds: float = 0.0
     created: float = 0.0  # the image's creation time (pruning keeps the most recent)
+    # What a command run in a container of this image answers (`docker exec`: check_command; a one-off:
+    # run_oneoff): argv -> (exit code, output); None: it runs on past any timeout. A command not listed does
+    # not exist in the image.
+    execs: dict[tuple[str, ...], tuple[int | None, str]] = field(default_factory=dict)
+    listens: tuple[int, ...] | None = None  # container ports it accepts connections on; None: every port
+    volumes: tuple[str, ...] = ()  # paths it declares as VOLUME: an accessory's container gets an anonymous volume at each
 
     @property
     def lifetime(self) -> float | None:
@@ -62,7 +91,18 @@ class FakeContainer:
     command: list[str] | None = None  # a hook container: its command (exits `hook_seconds` after its start)
     exit_code: int | None = None
     output: tuple[str, ...] = ()
-    request: ContainerRequest | None = None  # what it was created with (limits included)
+    request: ContainerRequest | AccessoryRequest | None = None  # what it was created with (None: a stranger's)
+    ports: dict[int, int] = field(default_factory=dict)  # container port -> published host port
+    networks: list[str] = field(default_factory=list)
+    mounts: dict[str, str] = field(default_factory=dict)  # volume -> path (an accessory's)
+
+    @property
+    def state(self) -> str:
+        return self.fact.state
+
+
+def _missing_command(argv: list[str]) -> str:
+    return f'OCI runtime exec failed: exec failed: unable to start container process: exec: "{argv[0]}": executable file not found in $PATH'
 
 
 _ROUTE_URL = re.compile(r"/bluegreen/(?P<app>[a-z0-9-]+)/")
@@ -109,6 +149,14 @@ class FakeWorld:
     prom_answers: dict[str, Any] = field(default_factory=dict)
     prom_up: bool = True
     prom_queries: list[str] = field(default_factory=list)
+    # Accessories: named volumes (name -> labels; never removed), networks (name -> labels), one-offs run.
+    volumes: dict[str, dict[str, str]] = field(default_factory=dict)
+    networks: dict[str, dict[str, str]] = field(default_factory=lambda: {"bridge": {}})
+    oneoffs: list[OneOff] = field(default_factory=list)
+    # Established connections to a host port (a drain waits for 0), as a test holds them open.
+    connections: dict[int, int] = field(default_factory=dict)
+    # Nginx's access log: path -> (inode, bytes written); `log_access` appends, `rotate_access_log` starts anew.
+    access_logs: dict[Path, tuple[int, bytes]] = field(default_factory=dict)
     mutations: list[str] = field(default_factory=list)
     _next_id: int = 0
 
@@ -171,7 +219,24 @@ class FakeWorld:
     def list_containers(self) -> list[ContainerFact]:
         self._docker()
         self._settle()
-        return [c.fact for c in self.containers.values()]
+        return [c.fact for c in self.containers.values() if LABEL_APP in c.fact.labels or COLOR_CONTAINER_NAME.match(c.fact.name)]
+
+    def list_accessories(self, names: frozenset[str]) -> list[AccessoryFact]:
+        self._docker()
+        self._settle()
+        return [
+            AccessoryFact(
+                n,
+                c.fact.id,
+                c.fact.labels.get(LABEL_ACCESSORY_IMAGE) or c.fact.image,
+                dict(c.fact.labels),
+                c.state,
+                tuple(sorted(c.networks)),
+                tuple(sorted(c.mounts.items())),
+            )
+            for n, c in sorted(self.containers.items())
+            if (LABEL_ACCESSORY in c.fact.labels or n in names) and LABEL_ONEOFF not in c.fact.labels
+        ]
 
     def run_state(self, name: str) -> RunState | None:
         self._docker()
@@ -188,35 +253,65 @@ class FakeWorld:
             raise ImageError(f"image {image} is not present locally and cannot be pulled: not found")
         self.pruned.discard(image)  # pulled again
 
-    def create_container(self, req: ContainerRequest) -> None:
+    def create_container(self, req: ContainerRequest | AccessoryRequest) -> None:
         self._docker()
         if req.image not in self.images:
             raise ImageError(f"image {req.image} is not present locally and cannot be pulled: not found")
         if req.name in self.containers:
-            raise DockerError(f"create {req.name}: Conflict. The container name is already in use")
+            raise DockerError(f"create {req.name}: Conflict. The container name \"/{req.name}\" is already in use")
+        if req.network is not None and req.network not in self.networks:
+            raise DockerError(f"create {req.name}: network {req.network} not found")
         self.pruned.discard(req.image)  # pulled again
-        if req.nano_cpus is not None and req.nano_cpus > self.cpus * 10**9:
+        if isinstance(req, ContainerRequest) and req.nano_cpus is not None and req.nano_cpus > self.cpus * 10**9:
             # Docker refuses it at create: nothing is made
             raise DockerError(
                 f"create {req.name}: Range of CPUs is from 0.01 to {self.cpus}.00, as there are only {self.cpus} CPUs available"
             )
+        ports = {req.container_port: req.host_port} if isinstance(req, ContainerRequest) else dict(req.ports)
         for c in self.containers.values():
-            if c.fact.state == "running" and c.fact.host_port == req.host_port:
+            if c.state == "running" and set(c.ports.values()) & set(ports.values()):
                 raise DockerError(f"start {req.name}: port is already allocated")
         self._mutate(f"create {req.name}")
+        mounts: dict[str, str] = {}
+        if isinstance(req, AccessoryRequest):
+            for vol in req.volumes:
+                self.volumes.setdefault(vol, {})  # Docker creates a missing named volume on mount
+            mounts = dict(req.volumes)
+            for path in self.images[req.image].volumes:
+                if path not in mounts.values():  # an image's VOLUME no requested volume covers: a new anonymous one
+                    self._next_id += 1
+                    anonymous = hashlib.sha256(f"volume-{self._next_id}".encode()).hexdigest()
+                    self.volumes[anonymous] = {}
+                    mounts[anonymous] = path
         self._next_id += 1
+        first = next(iter(ports.items()), None)
         fact = ContainerFact(
             name=req.name,
             id=f"{self._next_id:064x}",
             image=req.image,
-            image_id=f"sha256:{abs(hash(req.image)):064x}"[:71],
+            image_id=self.image_id_of(req.image),
             labels=dict(req.labels),
             state="running",
-            host_ip=req.host_ip,
-            host_port=req.host_port,
+            host_ip=req.host_ip if first is not None else None,
+            host_port=first[1] if first is not None else None,
             created=self.clock,
         )
-        self.containers[req.name] = FakeContainer(fact, dict(req.env), self.clock, restart_policy=req.restart_policy, request=req)
+        self.containers[req.name] = FakeContainer(
+            fact, dict(req.env), self.clock, restart_policy=req.restart_policy, request=req, ports=ports, networks=[req.network or "bridge"],
+            mounts=mounts,
+        )  # fmt: skip
+
+    def add_stranger(self, name: str, image: str = "other:1", labels: dict[str, str] | None = None) -> None:
+        """A container someone else made (not through the World): never to be touched by the controller."""
+        self._next_id += 1
+        fact = ContainerFact(name, f"{self._next_id:064x}", image, self.image_id_of(image), dict(labels or {}), "running", None, None, self.clock)
+        self.containers[name] = FakeContainer(fact, {}, self.clock, networks=["bridge"])
+
+    def kill(self, name: str) -> None:
+        """A perturbation: the container's main process died and stays down (restart policy aside)."""
+        c = self.containers[name]
+        c.fact = replace(c.fact, state="exited")
+        c.restart_at = None
 
     def start_container(self, name: str) -> None:
         self._docker()
@@ -243,6 +338,20 @@ class FakeWorld:
             self._mutate(f"remove {name}")
             del self.containers[name]
 
+    def rename_container(self, name: str, new_name: str) -> None:
+        self._docker()
+        c = self._get(name)
+        if new_name in self.containers:
+            raise DockerError(f"rename {name} to {new_name}: Conflict. The container name \"/{new_name}\" is already in use")
+        self._mutate(f"rename {name} {new_name}")
+        c.fact = replace(c.fact, name=new_name)
+        self.containers[new_name] = self.containers.pop(name)
+
+    def image_volumes(self, image: str) -> tuple[str, ...] | None:
+        self._docker()
+        img = self.images.get(image)
+        return None if img is None or image in self.pruned else img.volumes
+
     def _get(self, name: str) -> FakeContainer:
         c = self.containers.get(name)
         if c is None:
@@ -250,7 +359,115 @@ class FakeWorld:
         return c
 
     def connections_to(self, host_port: int) -> int:
-        return 0
+        return self.connections.get(host_port, 0)
+
+    # Volumes, networks, one-offs and accessory checks ---------------------------------------------------------
+    def list_volumes(self) -> set[str]:
+        self._docker()
+        return set(self.volumes)
+
+    def create_volume(self, name: str, labels: dict[str, str]) -> None:
+        self._docker()
+        self._mutate(f"create volume {name}")
+        self.volumes.setdefault(name, dict(labels))  # Docker: creating an existing volume is a no-op
+
+    def list_networks(self) -> set[str]:
+        self._docker()
+        return set(self.networks)
+
+    def create_network(self, name: str, labels: dict[str, str]) -> None:
+        self._docker()
+        if name in self.networks:
+            raise DockerError(f"create network {name}: network with name {name} already exists")
+        self._mutate(f"create network {name}")
+        self.networks[name] = dict(labels)
+
+    def connect_network(self, network: str, container: str, aliases: tuple[str, ...]) -> None:
+        self._docker()
+        c = self._get(container)
+        if network not in self.networks:
+            raise DockerError(f"connect {container} to {network}: network {network} not found")
+        if network not in c.networks:
+            self._mutate(f"connect {container} to {network}")
+            c.networks.append(network)
+
+    def run_oneoff(self, job: OneOff, timeout: float) -> OneOffResult:
+        self._docker()
+        self.ensure_image(job.image)
+        old = self.containers.get(job.name)
+        if old is not None:
+            if LABEL_ONEOFF not in old.fact.labels:
+                raise DockerError(f"{job.name}: a container of that name exists and is not a one-off of ours")
+            self.remove_container(job.name)  # the leftover of a killed run
+        answer = self.images[job.image].execs.get(tuple(job.command))
+        if answer is None:
+            raise DockerError(f"start {job.name}: {_missing_command(job.command)}")
+        self._mutate(f"oneoff {job.name}")
+        self.oneoffs.append(job)
+        for vol in job.volumes:
+            self.volumes.setdefault(vol, {})
+        code, output = answer
+        if code is None:
+            self.clock += timeout
+            return OneOffResult(None, f"timed out after {timeout:g}s")
+        lines = [ln for ln in output.splitlines() if ln.strip()]
+        return OneOffResult(code, one_line(lines[-1]) if lines else "")
+
+    def check_command(self, name: str, argv: list[str], timeout: float) -> HealthResult:
+        c = self.containers.get(name)
+        if c is None or not self.docker_up:
+            return HealthResult(False, f"exec in {name}: No such container: {name}")
+        self._settle()
+        if c.state != "running":
+            return HealthResult(False, f"exec in {name}: Container {c.fact.id} is not running")
+        if c.broken:
+            return exec_result(1, "")
+        answer = self.images.get(c.fact.image, FakeImage()).execs.get(tuple(argv))
+        if answer is None:
+            return exec_result(126, _missing_command(argv))
+        code, output = answer
+        if code is None:
+            self.clock += timeout
+            return HealthResult(False, f"timed out after {timeout:g}s")
+        return exec_result(code, output)
+
+    def _listener(self, name: str, network: str | None, host: str | None, port: int) -> tuple[str, FakeContainer | None]:
+        """(the address a check connects to, the container that accepts there or None); ("", None): no address."""
+        self._settle()
+        if host is not None:
+            for c in self.containers.values():
+                cport = next((cp for cp, hp in c.ports.items() if hp == port and c.fact.host_ip == host), None)
+                if cport is not None and c.state == "running":
+                    return host, c if self._accepts(c, cport) else None
+            return host, None
+        named = self.containers.get(name)
+        if named is None or named.state != "running" or (network is not None and network not in named.networks):
+            return "", None
+        return f"172.30.0.{int(named.fact.id, 16) % 250 + 2}", named if self._accepts(named, port) else None
+
+    def _accepts(self, c: FakeContainer, port: int) -> bool:
+        listens = self.images.get(c.fact.image, FakeImage()).listens
+        return not c.broken and (listens is None or port in listens)
+
+    def check_tcp(self, name: str, network: str | None, host: str | None, port: int, timeout: float) -> HealthResult:
+        addr, c = self._listener(name, network, host, port)
+        if not addr:
+            return HealthResult(False, "no address")
+        return HealthResult(True, f"{addr}:{port} accepts") if c is not None else HealthResult(False, f"{addr}:{port}: Connection refused")
+
+    def check_http(self, name: str, network: str | None, host: str | None, port: int, path: str, expect: int, timeout: float) -> HealthResult:
+        addr, c = self._listener(name, network, host, port)
+        if not addr:
+            return HealthResult(False, "no address")
+        if c is None:
+            return HealthResult(False, "connection refused")
+        healthy = self._health_now(c)
+        status = self.pages[path][0] if path in self.pages else 200 if healthy else 503
+        if status != expect:
+            return HealthResult(False, f"HTTP {status}")
+        return HealthResult(True, f"HTTP {status}" + (" UP" if path not in self.pages else ""))
+
+    # Host facts ----------------------------------------------------------------------------------------------
 
     def host_capacity(self, image: str, measure: tuple[str, ...], size_of: str | None) -> CapacityFact:
         self._docker()
@@ -264,7 +481,7 @@ class FakeWorld:
             # Like the kernel's: what running containers use is not available.
             mem_available=max(0, self.mem_available - self.container_memory * sum(c.fact.state == "running" for c in self.containers.values())),
             meminfo="/fake/meminfo",
-            usage={n: self.container_memory for n in measure if n in self.containers and self.containers[n].fact.state == "running"},
+            usage={n: self.container_memory for n in measure if n in self.containers and self.containers[n].state == "running"},
             image_present=present,
             image_size=self.image_size if size_of in ids and not present else None,
             docker_root="/var/lib/docker",
@@ -302,6 +519,32 @@ class FakeWorld:
             named = m.group("app") if m and m.group("app") in self.loaded else ""
             return RouteProbe(True, named, f"HTTP 502 via {named or 'no upstream'}")
         return RouteProbe(True, servers[0], f"HTTP 200 via {servers[0]}")
+
+    # The access log ------------------------------------------------------------------------------
+    def log_access(self, path: Path, *records: bytes, partial: bytes = b"") -> None:
+        """What Nginx appends to its access log: whole records (a line each), then maybe a line being written."""
+        inode, data = self.access_logs.get(path, (len(self.access_logs) + 1, b""))
+        self.access_logs[path] = (inode, data + b"".join(r + b"\n" for r in records) + partial)
+
+    def rotate_access_log(self, path: Path) -> None:
+        """logrotate without a copy the reader finds: a new, empty log under the same name."""
+        self.access_logs[path] = (max((i for i, _ in self.access_logs.values()), default=0) + 1, b"")
+
+    def access_log_end(self, path: Path) -> LogPos:
+        if path not in self.access_logs:
+            return LogPos(0, 0)
+        inode, data = self.access_logs[path]
+        return LogPos(inode, len(data))
+
+    def read_access_log(self, path: Path, pos: LogPos) -> LogRead:
+        if path not in self.access_logs:
+            return LogRead([], pos, f"{path.name} is missing or not a regular file")
+        inode, data = self.access_logs[path]
+        start = 0 if pos.inode and (inode != pos.inode or len(data) < pos.offset) else pos.offset
+        cut = data.rfind(b"\n", start)
+        if cut < 0:
+            return LogRead([], LogPos(inode, start))  # nothing whole yet: a partial line waits for the next read
+        return LogRead(data[start:cut].split(b"\n"), LogPos(inode, cut + 1))
 
     # Files and commands ------------------------------------------------------------------------
     def read_file(self, path: Path) -> str | None:
@@ -388,10 +631,10 @@ class FakeWorld:
         self._mutate(f"create {req.name}")
         self._next_id += 1
         fact = ContainerFact(
-            name=req.name, id=f"{self._next_id:064x}", image=req.image, image_id=f"sha256:{abs(hash(req.image)):064x}"[:71],
+            name=req.name, id=f"{self._next_id:064x}", image=req.image, image_id=self.image_id_of(req.image),
             labels=dict(req.labels), state="created", host_ip=None, host_port=None, created=self.clock,
         )  # fmt: skip
-        self.containers[req.name] = FakeContainer(fact, dict(req.env), None, restart_policy="no", command=list(req.command))
+        self.containers[req.name] = FakeContainer(fact, dict(req.env), None, restart_policy="no", command=list(req.command), networks=[req.network or "bridge"])
 
     def _start_hook(self, c: FakeContainer) -> None:
         assert c.command is not None
@@ -451,8 +694,8 @@ class FakeWorld:
             return None
         user = next((c for c in self.containers.values() if c.fact.image_id == image_id), None)
         if user is not None:  # like Docker without force: a container, running or stopped, keeps its image
-            state = "running" if user.fact.state == "running" else "stopped"
-            return f"conflict: unable to delete {image_id[7:19]} (must be forced) - image is being used by {state} container {user.fact.id[:12]}"
+            how = "cannot be forced) - image is being used by running" if user.state == "running" else "must be forced) - image is being used by stopped"
+            return f"conflict: unable to delete {image_id[7:19]} ({how} container {user.fact.id[:12]}"
         self._mutate(f"remove image {image_id[:19]}")
         self.pruned.update(refs)
         return None

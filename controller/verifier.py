@@ -2,9 +2,10 @@
 
 `note_switch` (before the plan that switches runs) notes the access log's end: what Nginx logs after it for
 the new color is the new color's. `switched` starts the clock once the switch is confirmed. `run` reads the log
-and probes the new color's health until a threshold is crossed or the window ends, saving the window after
-every read (state dir: a kill -9 resumes it). A failed window is remembered as a failed revision (reason
-VerificationFailed, with the figures) in the failure memory; the planner (switchback.py) then routes back.
+through the World (`read_access_log`: the in-memory world feeds it traffic) and probes the new color's health
+until a threshold is crossed or the window ends, saving the window after every read (state dir: a kill -9
+resumes it). A failed window is remembered as a failed revision (reason VerificationFailed, with the figures)
+in the failure memory; the planner (switchback.py) then routes back.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Any
 
 from controller.actions import SwitchRoute
 from controller.apply import ApplyResult
-from controller.drivers import accesslog
 from controller.errors import HostError, one_line
 from controller.facts import Failure, Observed
 from controller.metrics import Metrics
@@ -24,7 +24,7 @@ from controller.spec import BlueGreenApp, other
 from controller.state import StateStore
 from controller.status import LastDeploy, iso
 from controller.verify import FAILED_REASON, Window, judge, render_query, tally
-from controller.world import PromAnswer, World
+from controller.world import LogPos, PromAnswer, World
 
 PROGRESS_EVERY = 5.0  # seconds between two progress lines of a window
 PROM_EVERY = 5.0  # seconds between two verify.prometheus queries (a scrape interval is 15 s by default)
@@ -48,9 +48,9 @@ class Verifier:
         prev = obs.containers[frm]
         prior = self.store.load_memory(app.name, 1.0, 1.0).failures.get(p.revisions[want])
         try:
-            pos = accesslog.end(app.access_log)
+            pos = self.world.access_log_end(app.access_log)
         except HostError:
-            pos = accesslog.LogPos(0, 0)  # judged on health alone; `run` says why
+            pos = LogPos(0, 0)  # judged on health alone; `run` says why
         now = self.world.now()
         self.store.save_window(
             app.name,
@@ -101,7 +101,7 @@ class Verifier:
         log.info("verify.start", color=w.color, revision=w.revision, left=round(max(0.0, w.deadline - self.world.now()), 1))
         while True:
             try:
-                read = accesslog.read_since(app.access_log, accesslog.LogPos(w.log_inode, w.log_offset))
+                read = self.world.read_access_log(app.access_log, LogPos(w.log_inode, w.log_offset))
                 note = read.note
                 counts = w.counts.add(tally(read.lines, address, w.started_at, v))
                 w = replace(w, log_inode=read.pos.inode, log_offset=read.pos.offset, counts=counts)

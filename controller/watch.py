@@ -596,7 +596,6 @@ def run_watch(
     log = get_logger()
     world = HostWorld(args.docker_url)
     metrics = Metrics()
-    from controller.drivers.accessories import DockerAccessories
     from controller.drivers.ssm import SsmSource
 
     watcher = Watcher(
@@ -609,7 +608,7 @@ def run_watch(
         resync=args.resync,
         docker=world.docker,
         source=getattr(args, "git_source", None),
-        accessory_runner=AccessoryRunner(DockerAccessories(world.docker), StateStore(args.state_dir), metrics.registry, SsmSource()),
+        accessory_runner=AccessoryRunner(world, StateStore(args.state_dir), metrics.registry, SsmSource()),
     )
     if watcher.source is not None:
         from controller.metrics import SourceMetrics

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -17,15 +18,16 @@ import yaml
 from controller.accessory import Accessory, json_schema
 from controller.accessory_planner import AccessoryObserved, plan_accessory
 from controller.accessory_reconcile import AccessoryRunner
-from controller.accessory_world import AccessoryFact
 from controller.actions import CreateContainer, StartContainer, SwitchRoute, WaitHealthy, WriteMarker
 from controller.dependencies import gate
+from controller.facts import AccessoryFact
 from controller.planner import Plan
 from controller.secrets import SecretRef
 from controller.spec import SsmSecrets
 from controller.specdir import select
 from controller.state import StateStore
-from controller.testing_accessories import FakeAccessoryWorld
+from controller.testing import FakeImage, FakeWorld
+from controller.world import AccessoryRequest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -42,18 +44,27 @@ def accessory(name: str = "redis", **spec: Any) -> Accessory:
     return Accessory.model_validate({"apiVersion": "bluegreen/v1", "kind": "Accessory", "metadata": {"name": name}, "spec": body})
 
 
-def runner(world: FakeAccessoryWorld, tmp_path: Path) -> AccessoryRunner:
+PING = ("redis-cli", "ping")
+
+
+def fake_world() -> FakeWorld:
+    """An in-memory host with the images these tests name: `redis-cli ping` answers PONG, a backup succeeds."""
+    execs: dict[tuple[str, ...], tuple[int | None, str]] = {PING: (0, "PONG"), ("redis-cli", "save"): (0, "OK")}
+    return FakeWorld(images={img: FakeImage(execs=dict(execs)) for img in ("redis:7.2", "redis:7.4", "mongo:7.0")})
+
+
+def runner(world: FakeWorld, tmp_path: Path) -> AccessoryRunner:
     return AccessoryRunner(world, StateStore(tmp_path / "state"))
 
 
 def test_missing_creates_network_volume_container_and_waits_then_in_sync(tmp_path: Path) -> None:
-    w = FakeAccessoryWorld()
+    w = fake_world()
     a = accessory()
     r = runner(w, tmp_path).reconcile(a)
     assert r.converged, r
-    assert w.calls == ["create_network dialogue", "create_volume redis-data", "create redis"]
-    req = w.containers["redis"].req
-    assert req is not None and req.aliases == ("redis",) and req.ports == {6379: 16379} and req.host_ip == "127.0.0.1"
+    assert w.mutations == ["create network dialogue", "create volume redis-data", "create redis"]
+    req = w.containers["redis"].request
+    assert isinstance(req, AccessoryRequest) and req.aliases == ("redis",) and req.ports == {6379: 16379} and req.host_ip == "127.0.0.1"
     assert plan_accessory(a, runner(w, tmp_path).observe(a)).converged
     history = [json.loads(line) for line in (tmp_path / "state" / "history.jsonl").read_text().splitlines()]
     assert [h["action"] for h in history] == ["EnsureNetwork", "EnsureVolume", "CreateAccessory", "WaitAccessoryHealthy"]
@@ -64,74 +75,119 @@ def test_missing_creates_network_volume_container_and_waits_then_in_sync(tmp_pat
 
 
 def test_outdated_manual_blocks_and_touches_nothing(tmp_path: Path) -> None:
-    w = FakeAccessoryWorld()
+    w = fake_world()
     runner(w, tmp_path).reconcile(accessory())
-    w.calls.clear()
+    w.mutations.clear()
     r = runner(w, tmp_path).reconcile(accessory(image="redis:7.4"))
     assert r.result == "blocked" and r.plan is not None
     (b,) = r.plan.blockers
     assert b.reason == "AccessoryOutdated" and "image redis:7.2 -> redis:7.4" in b.message and "update: recreate" in b.message
-    assert w.calls == []
+    assert w.mutations == []
     status = json.loads((tmp_path / "state" / "apps" / "redis" / "status.json").read_text())
     assert status["conditions"][1] == {"type": "Degraded", "status": True, "reason": "AccessoryOutdated", "message": b.message}
 
 
 def test_outdated_recreate_backs_up_first_and_never_removes_a_volume(tmp_path: Path) -> None:
-    w = FakeAccessoryWorld()
+    w = fake_world()
     runner(w, tmp_path).reconcile(accessory())
-    w.calls.clear()
+    w.mutations.clear()
     new = accessory(image="redis:7.4", update="recreate", backup={"command": ["redis-cli", "save"]})
     r = runner(w, tmp_path).reconcile(new)
     assert r.converged, r
-    assert w.calls == ["oneoff redis-backup", "stop redis", "remove redis", "create redis"]
+    assert w.mutations == ["oneoff redis-backup", "stop redis", "rename redis redis-retired", "create redis", "remove redis-retired"]
     assert w.oneoffs[0].volumes == {"redis-data": "/data"} and w.oneoffs[0].image == "redis:7.4"
     assert "redis-data" in w.volumes
 
 
 def test_a_failed_backup_stops_the_recreate(tmp_path: Path) -> None:
-    w = FakeAccessoryWorld()
+    w = fake_world()
     runner(w, tmp_path).reconcile(accessory())
-    w.calls.clear()
-    w.oneoff_exit = 3
+    w.mutations.clear()
+    w.images["redis:7.2"].execs[("x",)] = (3, "disk full")
     r = runner(w, tmp_path).reconcile(accessory(env={"A": "1"}, update="recreate", backup={"command": ["x"]}))
-    assert r.result == "error" and r.error is not None and "backup failed (exit 3" in r.error
-    assert w.calls == ["oneoff redis-backup"] and w.containers["redis"].state == "running"
+    assert r.result == "error" and r.error is not None and "backup failed (exit 3: disk full)" in r.error
+    assert w.mutations == ["oneoff redis-backup"] and w.containers["redis"].state == "running"
 
 
-@pytest.mark.parametrize("crash_after", ["stop redis", "remove redis"])
+@pytest.mark.parametrize("crash_after", ["stop", "rename", "create"])
 def test_a_recreate_cut_short_is_completed_by_the_next_pass(tmp_path: Path, crash_after: str) -> None:
-    w = FakeAccessoryWorld()
+    w = fake_world()
+    for img in ("redis:7.2", "redis:7.4"):
+        w.images[img].volumes = ("/cache", "/data")  # /data: spec.volumes; /cache: anonymous
     runner(w, tmp_path).reconcile(accessory())
+    (anon,) = [v for v, path in w.containers["redis"].mounts.items() if path == "/cache"]
     new = accessory(image="redis:7.4", update="recreate")
     # The world as a kill -9 right after that step leaves it.
-    w.stop("redis", 1)
-    if crash_after == "remove redis":
-        w.remove("redis")
-    w.calls.clear()
+    w.stop_container("redis", 1)
+    if crash_after in ("rename", "create"):
+        w.rename_container("redis", "redis-retired")
+    if crash_after == "create":
+        labels = runner(w, tmp_path)._labels(new, new.config_hash(), {})
+        w.create_container(replace(_req(w, "redis-retired"), image="redis:7.4", labels=labels, volumes={anon: "/cache", "redis-data": "/data"}))
+    w.mutations.clear()
     r = runner(w, tmp_path).reconcile(new)
     assert r.converged, r
-    assert w.calls == (["remove redis", "create redis"] if crash_after == "stop redis" else ["create redis"])
-    assert "redis-data" in w.volumes
+    rest = {"stop": ["rename redis redis-retired", "create redis", "remove redis-retired"], "rename": ["create redis", "remove redis-retired"]}
+    assert w.mutations == rest.get(crash_after, ["remove redis-retired"])
+    assert w.containers["redis"].mounts == {"redis-data": "/data", anon: "/cache"} and set(w.containers) == {"redis"}
+    assert {"redis-data", anon} <= set(w.volumes)
+
+
+def _req(w: FakeWorld, name: str) -> AccessoryRequest:
+    req = w.containers[name].request
+    assert isinstance(req, AccessoryRequest)
+    return req
+
+
+def test_an_image_volume_is_kept_across_a_recreate_and_the_backup_sees_it(tmp_path: Path) -> None:
+    """No spec.volumes, an image that declares VOLUME /data (redis, mongo, qdrant do): the anonymous volume
+    Docker made is mounted again at /data by the recreated container, and by the backup before it."""
+    w = fake_world()
+    for img in ("redis:7.2", "redis:7.4"):
+        w.images[img].volumes = ("/data",)
+    runner(w, tmp_path).reconcile(accessory(volumes={}))
+    (anon,) = w.containers["redis"].mounts
+    new = accessory(image="redis:7.4", volumes={}, update="recreate", backup={"command": ["redis-cli", "save"]})
+    p = runner(w, tmp_path).plan(new)
+    create = next(s for s in p.actions if s.verb == "CreateAccessory")
+    assert create.keep == ((anon, "/data"),) and f"with anonymous volumes {anon[:12]} at /data" in create.reason
+    assert runner(w, tmp_path).reconcile(new).converged
+    assert w.containers["redis"].mounts == {anon: "/data"} and w.oneoffs[0].volumes == {anon: "/data"}
+    assert set(w.volumes) == {anon}  # no second, empty anonymous volume
+
+
+def test_a_retired_container_whose_volumes_the_current_one_lacks_is_kept(tmp_path: Path) -> None:
+    w = fake_world()
+    w.images["redis:7.2"].volumes = ("/data",)
+    runner(w, tmp_path).reconcile(accessory(volumes={}))
+    w.stop_container("redis", 1)
+    w.rename_container("redis", "redis-retired")
+    w.images["redis:7.2"].volumes = ()
+    w.create_container(replace(_req(w, "redis-retired"), volumes={}))  # by hand
+    w.mutations.clear()
+    r = runner(w, tmp_path).reconcile(accessory(volumes={}))
+    assert r.result == "blocked" and r.plan is not None and r.plan.blockers[0].reason == "AccessoryRetiredKept", r
+    assert "docker rm redis-retired, without -v" in r.plan.blockers[0].message and w.mutations == []
 
 
 def test_stopped_is_started_and_a_stranger_is_never_touched(tmp_path: Path) -> None:
-    w = FakeAccessoryWorld()
+    w = fake_world()
     runner(w, tmp_path).reconcile(accessory())
     w.kill("redis")
-    w.calls.clear()
+    w.mutations.clear()
     assert runner(w, tmp_path).reconcile(accessory()).converged
-    assert w.calls == ["start redis"]
+    assert w.mutations == ["start redis"]
     w.containers.clear()
     w.add_stranger("redis")
-    w.calls.clear()
+    w.mutations.clear()
     r = runner(w, tmp_path).reconcile(accessory())
     assert r.result == "blocked" and r.plan is not None and r.plan.blockers[0].reason == "AccessoryNotOurs"
-    assert w.calls == []
+    assert w.mutations == []
 
 
 def test_a_new_accessory_that_never_gets_healthy_fails_its_wait(tmp_path: Path) -> None:
-    w = FakeAccessoryWorld()
-    w.healthy["redis"] = False
+    w = fake_world()
+    w.images["redis:7.2"].execs[PING] = (1, "")
     r = runner(w, tmp_path).reconcile(accessory())
     assert r.result == "degraded" and r.error is not None and "redis: not healthy after 2s: exit 1" in r.error
     assert w.clock == 1_000_000.0 + 2.0  # waited the check's timeoutSeconds on the world's clock, polling each interval
@@ -153,12 +209,12 @@ class StubSsm:
 
 
 def test_ssm_secrets_reach_the_container_and_a_rotation_makes_it_outdated(tmp_path: Path) -> None:
-    w = FakeAccessoryWorld()
+    w = fake_world()
     ssm = StubSsm()
     run = AccessoryRunner(w, StateStore(tmp_path / "state"), secrets=ssm)
     mongo = accessory("mongo", image="mongo:7.0", ports={}, secrets={"ssm": {"path": "/dialogue/prod/mongo/"}})
     assert run.reconcile(mongo).converged
-    req = w.containers["mongo"].req
+    req = w.containers["mongo"].request
     assert req is not None and req.env == {"MONGO_INITDB_ROOT_PASSWORD": "s3cret-v1"}
     assert run.reconcile(mongo).converged and ssm.value_calls == 1  # values are read only for a create
     ssm.version = 2
@@ -169,11 +225,11 @@ def test_ssm_secrets_reach_the_container_and_a_rotation_makes_it_outdated(tmp_pa
 
 
 def test_unhealthy_is_reported_and_not_ready_for_dependants(tmp_path: Path) -> None:
-    w = FakeAccessoryWorld()
+    w = fake_world()
     run = runner(w, tmp_path)
     run.reconcile_all([accessory()])
     assert run.not_ready(["redis"]) == {}
-    w.healthy["redis"] = False
+    w.containers["redis"].broken = True
     assert run.not_ready(["redis"]) == {"redis": "unhealthy: exit 1"}
     obs = run.observe(accessory())
     assert plan_accessory(accessory(), obs).blockers[0].reason == "AccessoryUnhealthy"
@@ -182,7 +238,7 @@ def test_unhealthy_is_reported_and_not_ready_for_dependants(tmp_path: Path) -> N
 def test_an_app_network_must_exist_or_be_declared(tmp_path: Path) -> None:
     from tests.factories import make_app
 
-    w = FakeAccessoryWorld()
+    w = fake_world()
     w.networks["existing"] = {}
     run = runner(w, tmp_path)
     run.accessories = {"redis": accessory()}  # declares "dialogue" (created by its pass)

@@ -1,29 +1,42 @@
-"""Property tests (hypothesis state machine) for accessories and dependsOn (issue 13), on the in-memory world.
+"""Property tests (hypothesis state machines) for accessories and dependsOn (issue 13), on the one in-memory world
+(`controller.testing.FakeWorld`: one clock and one crash budget for apps and accessories).
 
 Whatever happens between passes — a spec change (image, env, update mode, backup), a kill, a removal by hand,
 a stranger's container under the accessory's name, a failing backup, a pass cut short after any step (kill -9)
 — these hold:
 
 - a named volume is never removed;
+- the anonymous volume of the image's VOLUME (/cache here) is mounted by the accessory's container after every
+  complete pass, the same one throughout (a recreate, even cut short, keeps it) unless the container was removed
+  by hand;
 - a container the controller did not create is never started, stopped or removed;
 - a recreate never stops or removes the old container before its backup succeeded in the same pass;
 - with `update: manual` an out-of-date container of ours is never removed;
 - a complete pass with nothing in the way (no stranger, a working backup) leaves the accessory as the spec says:
   ours, running, with the spec's config hash (unless update is manual and it was out of date);
 - `dependencies.gate` never holds back an action on the live color and never lets a new color start.
+
+Apps and accessories together (`HostMachine`): an app that `dependsOn` a Redis accessory on a shared network, both
+reconciled per pass (accessories first) on one world, killed after any mutation of either kind, with Redis killed,
+removed or broken between passes. Nginx is never switched onto an unhealthy or unsteady color (CheckedWorld), no new
+color is created or started while Redis is not ready, and with Redis healthy the app converges.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
+import structlog
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from controller.accessory import Accessory
 from controller.accessory_reconcile import AccessoryRunner
-from controller.accessory_world import AccessoryRequest, OneOff, OneOffResult
 from controller.actions import (
     CreateContainer,
     RemoveContainer,
@@ -34,55 +47,20 @@ from controller.actions import (
     WriteMarker,
 )
 from controller.dependencies import gate
+from controller.facts import port_of
 from controller.planner import Plan
+from controller.spec import BlueGreenApp
 from controller.state import StateStore
-from controller.testing_accessories import FakeAccessoryWorld
+from controller.testing import Crash, FakeImage, FakeWorld
+from tests.factories import make_app
+from tests.fakes import CheckedWorld, reconciler
+
+PING = ("redis-cli", "ping")
+REDIS_IMAGES = ("redis:7.2", "redis:7.4")
 
 
-class Crash(BaseException):
-    """kill -9: the pass ends right after a step took effect (BaseException: no handler of the runner sees it)."""
-
-
-class CrashingWorld(FakeAccessoryWorld):
-    """Counts the steps that change the world; the `crash_after`-th one takes effect, then the pass dies."""
-
-    crash_after: int | None = None
-
-    def _step(self) -> None:
-        if self.crash_after is not None:
-            self.crash_after -= 1
-            if self.crash_after <= 0:
-                self.crash_after = None
-                raise Crash()
-
-    def create_volume(self, name: str, labels: dict[str, str]) -> None:
-        super().create_volume(name, labels)
-        self._step()
-
-    def create_network(self, name: str, labels: dict[str, str]) -> None:
-        super().create_network(name, labels)
-        self._step()
-
-    def create_accessory(self, req: AccessoryRequest) -> None:
-        super().create_accessory(req)
-        self._step()
-
-    def start(self, name: str) -> None:
-        super().start(name)
-        self._step()
-
-    def stop(self, name: str, timeout: int) -> None:
-        super().stop(name, timeout)
-        self._step()
-
-    def remove(self, name: str) -> None:
-        super().remove(name)
-        self._step()
-
-    def run_oneoff(self, job: OneOff, timeout: float) -> OneOffResult:
-        r = super().run_oneoff(job, timeout)
-        self._step()
-        return r
+def redis_image() -> FakeImage:
+    return FakeImage(execs={PING: (0, "PONG"), ("backup",): (0, "")}, listens=(6379,))
 
 
 def make(image: str, update: str, backup: bool, env: str) -> Accessory:
@@ -92,31 +70,47 @@ def make(image: str, update: str, backup: bool, env: str) -> Accessory:
         "network": "dialogue",
         "update": update,
         "env": {"V": env},
-        "healthCheck": {"command": ["redis-cli", "ping"], "timeoutSeconds": 1, "intervalSeconds": 0.5},
+        "healthCheck": {"command": list(PING), "timeoutSeconds": 1, "intervalSeconds": 0.5},
     }
     if backup:
         spec["backup"] = {"command": ["backup"]}
     return Accessory.model_validate({"apiVersion": "bluegreen/v1", "kind": "Accessory", "metadata": {"name": "redis"}, "spec": spec})
 
 
-class AccessoryMachine(RuleBasedStateMachine):
-    def __init__(self) -> None:
-        super().__init__()
-        import tempfile
-        from pathlib import Path
+class VolumesKept(RuleBasedStateMachine):
+    """The invariant both machines share: a named volume, once seen, is never removed."""
 
+    def __init__(self, world: FakeWorld) -> None:
+        super().__init__()
+        self.world = world
+        self.volumes_seen: set[str] = set()
+
+    @invariant()
+    def volumes_are_never_removed(self) -> None:
+        now = set(self.world.volumes)
+        assert self.volumes_seen <= now
+        self.volumes_seen = now
+
+
+class AccessoryMachine(VolumesKept):
+    world: FakeWorld
+
+    def __init__(self) -> None:
+        super().__init__(FakeWorld(images={img: redis_image() for img in REDIS_IMAGES}))
         self._tmp = tempfile.TemporaryDirectory(prefix="bgacc-")
-        self.world = CrashingWorld()
         self.runner = AccessoryRunner(self.world, StateStore(Path(self._tmp.name)))
         self.acc = make("redis:7.2", "manual", False, "a")
-        self.volumes_seen: set[str] = set()
         self.stranger: tuple[str, str] | None = None  # (image, state) of a stranger's container
+        self.backup_exit: int | None = 0
+        self.world.images["redis:7.2"].volumes = ("/cache", "/data")  # /data: spec.volumes; /cache: anonymous
+        self.world.images["redis:7.4"].volumes = ("/cache",)
+        self.cache: str | None = None  # the anonymous volume at /cache, once a container of ours made it
 
     def teardown(self) -> None:
         self._tmp.cleanup()
 
     @rule(
-        image=st.sampled_from(["redis:7.2", "redis:7.4"]),
+        image=st.sampled_from(list(REDIS_IMAGES)),
         update=st.sampled_from(["manual", "recreate"]),
         backup=st.booleans(),
         env=st.sampled_from(["a", "b"]),
@@ -127,14 +121,15 @@ class AccessoryMachine(RuleBasedStateMachine):
     @rule()
     def kill(self) -> None:
         c = self.world.containers.get("redis")
-        if c is not None and c.req is not None:
-            c.state = "exited"
+        if c is not None and c.request is not None:
+            self.world.kill("redis")
 
     @rule()
     def remove_by_hand(self) -> None:
         c = self.world.containers.get("redis")
-        if c is not None and c.req is not None:
+        if c is not None and c.request is not None:
             del self.world.containers["redis"]
+            self.cache = None  # its anonymous volume is orphaned by hand: a new container gets a new one
 
     @rule()
     def stranger_takes_the_name(self) -> None:
@@ -150,17 +145,19 @@ class AccessoryMachine(RuleBasedStateMachine):
 
     @rule(code=st.sampled_from([0, 0, 1, None]))
     def backup_outcome(self, code: int | None) -> None:
-        self.world.oneoff_exit = code
+        self.backup_exit = code  # None: it runs past its timeout
+        for img in REDIS_IMAGES:
+            self.world.images[img].execs[("backup",)] = (code, "")
 
-    @rule(after=st.integers(min_value=1, max_value=5))
+    @rule(after=st.integers(min_value=0, max_value=5))
     def reconcile_killed_midway(self, after: int) -> None:
-        self.world.crash_after = after
+        self.world.crash_after = after  # `after` steps take effect, the next one kills the pass
         self._pass(crashed_ok=True)
 
     @rule()
     def reconcile(self) -> None:
         before = self.world.containers.get("redis")
-        was_outdated = before is not None and before.req is not None and before.labels.get("bluegreen.accessory.config") != self.acc.config_hash()
+        was_outdated = before is not None and before.request is not None and before.fact.labels.get("bluegreen.accessory.config") != self.acc.config_hash()
         self._pass(crashed_ok=False)
         c = self.world.containers.get("redis")
         if self.stranger is not None:
@@ -168,38 +165,139 @@ class AccessoryMachine(RuleBasedStateMachine):
         if self.acc.spec.update == "manual" and was_outdated:
             assert c is before, "update: manual replaced the container"
             return
-        if self.acc.spec.backup is not None and self.world.oneoff_exit != 0 and was_outdated:
+        if self.acc.spec.backup is not None and self.backup_exit != 0 and was_outdated:
             return  # the backup failed: nothing recreated (checked by the ordering invariant)
-        assert c is not None and c.req is not None and c.state == "running"
-        assert c.labels["bluegreen.accessory.config"] == self.acc.config_hash()
+        assert c is not None and c.request is not None and c.state == "running"
+        assert c.fact.labels["bluegreen.accessory.config"] == self.acc.config_hash()
+        (cache,) = [v for v, path in c.mounts.items() if path == "/cache"]
+        assert self.cache in (None, cache), "a recreate left the image volume's data behind"
+        self.cache = cache
+        assert "redis-retired" not in self.world.containers
 
     def _pass(self, crashed_ok: bool) -> None:
-        self.world.calls.clear()
+        self.world.mutations.clear()
         stranger = self.world.containers.get("redis") if self.stranger is not None else None
         try:
             self.runner.reconcile(self.acc)
         except Crash:
             assert crashed_ok
         self.world.crash_after = None
-        calls = self.world.calls
+        calls = self.world.mutations
         if stranger is not None:
             assert self.world.containers.get("redis") is stranger and stranger.state == self.stranger[1]  # type: ignore[index]
-            assert not any(c.endswith(" redis") and not c.startswith("create_") for c in calls), calls
+            assert not any(c.split()[-1] == "redis" for c in calls), calls
         # The backup comes first: no stop/remove of the old container before a successful backup in this pass.
-        if self.acc.spec.backup is not None and "remove redis" in calls and self.acc.spec.update == "recreate":
-            first_destructive = min(calls.index(c) for c in ("stop redis", "remove redis") if c in calls)
+        retire = "rename redis redis-retired"
+        if self.acc.spec.backup is not None and retire in calls and self.acc.spec.update == "recreate":
+            first_destructive = min(calls.index(c) for c in ("stop redis", retire) if c in calls)
             assert "oneoff redis-backup" in calls[:first_destructive], calls
-            assert self.world.oneoff_exit == 0, calls
-
-    @invariant()
-    def volumes_are_never_removed(self) -> None:
-        now = set(self.world.volumes)
-        assert self.volumes_seen <= now
-        self.volumes_seen = now
+            assert self.backup_exit == 0, calls
 
 
 TestAccessories = AccessoryMachine.TestCase
 TestAccessories.settings = settings(max_examples=60, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+REDIS = make("redis:7.2", "recreate", False, "a")
+APPS = [
+    make_app(image=image, activeColor=color, dependsOn=["redis"], network="dialogue")
+    for image, color in (("dialogue:1", "blue"), ("dialogue:2", "green"))  # deploy and rollback: never the live image changed
+]
+
+
+class HostMachine(VolumesKept):
+    """An app with `dependsOn: [redis]` beside its Redis accessory on one FakeWorld, both kinds killed mid-pass."""
+
+    world: CheckedWorld
+
+    def __init__(self) -> None:
+        super().__init__(CheckedWorld(images={"dialogue:1": FakeImage(), "dialogue:2": FakeImage(), "redis:7.2": redis_image()}))
+        self._logs = ExitStack()
+        self._logs.enter_context(structlog.testing.capture_logs())
+        self.state_dir = Path(tempfile.mkdtemp(prefix="bg-host-"))
+        self.world.include_paths.add(APPS[0].upstream_file)
+        self.app: BlueGreenApp = APPS[0]
+
+    def teardown(self) -> None:
+        self._logs.close()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
+
+    def _serving(self) -> str | None:
+        ports = {port_of(s) for s in self.world.routed(self.app.name)}
+        return next((c for c in ("blue", "green") if self.app.spec.ports.of(c) in ports), None)
+
+    def _redis_ready(self) -> bool:
+        c = self.world.containers.get("redis")
+        return c is not None and c.request is not None and c.state == "running" and not c.broken
+
+    def _pass(self) -> bool:
+        """Accessories, then the app (the order of a directory pass); True when the app converged."""
+        store = StateStore(self.state_dir)
+        runner = AccessoryRunner(self.world, store)
+        runner.reconcile_all([REDIS])
+        rec = reconciler(self.world, self.state_dir)
+        rec.dependencies = runner.dependencies
+        ready, serving = self._redis_ready(), self._serving()
+        self.world.mutations.clear()
+        converged = rec.reconcile(self.app).converged
+        if not ready:
+            # dependsOn: no new color is created or started while Redis is not ready (the live one may be healed).
+            new = [m for m in self.world.mutations if m.split()[0] in ("create", "start") and not m.endswith(f"-{serving}")]
+            assert not [m for m in new if m.split()[-1].startswith(f"{self.app.name}-")], (serving, self.world.mutations)
+        return converged
+
+    @rule(i=st.integers(0, len(APPS) - 1))
+    def change_spec(self, i: int) -> None:
+        self.app = APPS[i]
+
+    @rule()
+    def reconcile(self) -> None:
+        converged = self._pass()
+        if self._redis_ready():
+            for _ in range(3):  # settles within a bounded number of passes once nothing perturbs it
+                if converged:
+                    break
+                converged = self._pass()
+            assert converged, self.world.mutations
+            assert self._serving() == self.app.spec.activeColor
+
+    @rule(budget=st.integers(0, 10))
+    def reconcile_killed(self, budget: int) -> None:
+        self.world.crash_after = budget  # counts the mutations of both kinds: a kill -9 anywhere in the pass
+        try:
+            self._pass()
+        except Crash:
+            pass
+        finally:
+            self.world.crash_after = None
+
+    @rule()
+    def kill_redis(self) -> None:
+        if "redis" in self.world.containers:
+            self.world.kill("redis")
+
+    @rule()
+    def remove_redis(self) -> None:
+        self.world.containers.pop("redis", None)
+
+    @rule(broken=st.booleans())
+    def redis_breaks(self, broken: bool) -> None:
+        c = self.world.containers.get("redis")
+        if c is not None:
+            c.broken = broken  # running, but `redis-cli ping` fails: not ready for its dependants
+
+    @rule(color=st.sampled_from(["blue", "green"]))
+    def stop_color(self, color: str) -> None:
+        if f"{self.app.name}-{color}" in self.world.containers:
+            self.world.kill(f"{self.app.name}-{color}")
+
+    @invariant()
+    def never_routed_to_an_unhealthy_color(self) -> None:
+        assert self.world.violations == []
+
+
+TestHost = HostMachine.TestCase
+TestHost.settings = settings(max_examples=100, stateful_step_count=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 ACTIONS = st.lists(

@@ -22,6 +22,7 @@ from controller.resources import GIB, MIB, parse_size
 from controller.spec import BlueGreenApp, parse_app
 from controller.status import Status, render_text
 from controller.testing import FakeImage, FakeWorld
+from controller.world import ContainerRequest
 from tests.factories import app_doc, make_app
 from tests.fakes import CheckedWorld, reconciler, world_for
 
@@ -212,7 +213,7 @@ def test_the_reconciler_refuses_leaves_blue_serving_and_creates_nothing(tmp_path
     w.mem_available = 2 * GIB
     assert rec.reconcile(want).result == "converged"
     req = w.containers[want.container_name("green")].request
-    assert req is not None and req.memory == 512 * MIB and req.nano_cpus is None
+    assert isinstance(req, ContainerRequest) and req.memory == 512 * MIB and req.nano_cpus is None
 
 
 def test_an_unreadable_meminfo_fails_the_pass_and_starts_nothing(tmp_path: Path) -> None:

@@ -1,15 +1,20 @@
 """Contract: the in-memory `FakeWorld` behaves like the real `HostWorld` as far as the controller observes.
 
-`test_world_contract` is ONE scenario, run against both worlds with the same calls and the same
-assertions: the real one on a real dockerd, real test images and a private real nginx; the fake one
-configured to match (same image names, same ports, same paths). `test_same_plans_on_both_worlds`
-puts both worlds in the same situations and requires observe() + plan() to agree exactly.
-When they disagree, the fake is what gets fixed (controller/testing.py), never the assertion.
+Every test here runs the same calls and the same assertions against both worlds: the real one on a real
+dockerd, real test images (tests/conftest.py, tests/support/: the app images, the Redis image) and a private
+real nginx; the fake one configured to match (same image names, same ports, same paths, the same commands
+scripted). Together they call every `World` method (apps, accessories, the access log, Prometheus, host facts):
+`test_every_world_method_is_exercised_here` fails when a method is added to the protocol and not called here.
+`test_same_plans_on_both_worlds` puts both worlds in the same situations and requires observe() + plan() to
+agree exactly. When they disagree, the fake is what gets fixed (controller/testing.py), never the assertion.
 """
 
 from __future__ import annotations
 
+import ast
 import os
+import socket
+import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -18,7 +23,16 @@ from typing import Any, TypeVar
 import pytest
 
 from controller.errors import DockerError, HostError, ImageError, NginxError
-from controller.facts import LABEL_APP, LABEL_COLOR, LABEL_REVISION, ContainerFact
+from controller.facts import (
+    LABEL_ACCESSORY,
+    LABEL_APP,
+    LABEL_COLOR,
+    LABEL_MANAGED,
+    LABEL_ONEOFF,
+    LABEL_REVISION,
+    MANAGED_BY,
+    ContainerFact,
+)
 from controller.metrics import Metrics
 from controller.observe import index_containers, observe
 from controller.planner import Plan, plan
@@ -27,17 +41,20 @@ from controller.routing import health_url, render_include, route_fact, route_pro
 from controller.spec import BlueGreenApp, Color, NginxSpec
 from controller.state import StateStore
 from controller.testing import FakeImage, FakeWorld
-from controller.world import ContainerRequest, RunState, World
+from controller.world import AccessoryRequest, ContainerRequest, LogPos, OneOff, RunState, World
 from tests.factories import make_app
 from tests.support.containers import LABEL_TEST
 from tests.support.net import free_port
+from tests.support.nginx import SITE_TEMPLATE
 
 T = TypeVar("T")
 
 # An image reference no registry can serve: the pull fails at once (connection refused on loopback).
 MISSING_IMAGE = "127.0.0.1:9/bgtest/missing:nope"
-# The test nginx's site is a plain `proxy_pass http://<app>`: the switch that reloads Nginx.
-RELOAD_SWITCH = {"switch": "reload"} if "switch" in NginxSpec.model_fields else {}
+# nginx.switch must match the site: the default (flag) needs the flag-aware site of nginx/ (`if (-f <flag>)`); the
+# test nginx's default site (tests/support/nginx.SITE_TEMPLATE) is a plain `proxy_pass http://<app>`: reload.
+RELOAD_SWITCH = {} if "if (-f" in SITE_TEMPLATE else {"switch": "reload"}
+assert NginxSpec.model_fields["switch"].default == "flag"  # so RELOAD_SWITCH is what makes these specs reload
 PLACEHOLDER = "# placeholder\nupstream {app} {{\n    server 127.0.0.1:9 down;\n}}\n"
 
 
@@ -141,7 +158,13 @@ def make_rig(kind: str, request: pytest.FixtureRequest, tmp: Path, ports: tuple[
     return fake_rig(f"t{os.urandom(4).hex()}", tmp, ports, {LABEL_TEST: "contract"})
 
 
-@pytest.fixture(params=["host", "fake"])
+# The real halves need a real dockerd (and nginx); the fixtures are reached through getfixturevalue, so the
+# markers conftest adds by fixture name are set here.
+HOST = pytest.param("host", marks=[pytest.mark.docker, pytest.mark.nginx])
+HOST_DOCKER = pytest.param("host", marks=[pytest.mark.docker])
+
+
+@pytest.fixture(params=[HOST, "fake"])
 def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
     r = make_rig(request.param, request, tmp_path / request.param, (free_port(), free_port()))
     try:
@@ -353,6 +376,8 @@ def _variant(app: BlueGreenApp, **spec: Any) -> BlueGreenApp:
     return BlueGreenApp.model_validate(doc)
 
 
+@pytest.mark.docker
+@pytest.mark.nginx
 def test_same_plans_on_both_worlds(request: pytest.FixtureRequest, tmp_path: Path) -> None:
     ports = (free_port(), free_port())
     shared = tmp_path / "shared"  # same marker path in both worlds (the fake never touches the disk)
@@ -514,3 +539,328 @@ def test_prometheus_query_contract(kind: str) -> None:
         assert (down.value, down.detail) == (None, "connection refused")
     finally:
         host.close()
+
+
+# --------------------------------------------------------------------------------------------- images, drains
+
+
+def test_image_and_connection_contract(rig: Rig, request: pytest.FixtureRequest) -> None:
+    """ensure_image, list_images, image_ids_in_use, remove_image (pruning) and connections_to (a drain)."""
+    w, app = rig.world, rig.app
+    blue = app.container_name("blue")
+    healthy = rig.images["healthy"]
+
+    w.ensure_image(healthy)  # present: nothing to pull
+    with pytest.raises(ImageError):
+        w.ensure_image(MISSING_IMAGE)
+    refs = {r for img in w.list_images() for r in img.references}
+    assert healthy in refs and MISSING_IMAGE not in refs
+
+    w.create_container(rig.request("blue", healthy))
+    c = rig.fact(blue)
+    assert c is not None
+    assert c.image_id in w.image_ids_in_use()
+    assert any(img.id == c.image_id for img in w.list_images() if healthy in img.references)
+    # Never forced: an image a container uses stays, and the daemon's reason comes back.
+    reason = w.remove_image(c.image_id)
+    assert reason is not None and reason.startswith(f"conflict: unable to delete {c.image_id[7:19]} (cannot be forced) - image is being used by running container")
+    assert healthy in {r for img in w.list_images() for r in img.references}
+
+    # An image no container uses: removed, listed no more; removing it again (or any unknown id) is not an error.
+    tag = f"bgtest-contract:{uuid.uuid4().hex[:10]}"
+    client: Any = None
+    if isinstance(w, FakeWorld):
+        w.images[tag] = FakeImage()
+    else:
+        client = request.getfixturevalue("docker_client")
+        repo, _, version = tag.partition(":")
+        client.containers.get(blue).commit(repository=repo, tag=version)
+    try:
+        spare = next(img for img in w.list_images() if tag in img.references)
+        assert spare.id != c.image_id and spare.id not in w.image_ids_in_use()
+        assert w.remove_image(spare.id) is None
+        assert tag not in {r for img in w.list_images() for r in img.references}
+        assert w.remove_image(spare.id) is None
+        assert w.remove_image("sha256:" + "0" * 64) is None
+    finally:
+        if client is not None:
+            for img in client.images.list(name=tag.partition(":")[0]):
+                client.images.remove(img.id, force=True)
+
+    # connections_to: what a drain waits on, one established connection to the published port while it is open.
+    pb = app.spec.ports.blue
+    rig.eventually(lambda: w.probe_health(health_url(app, "blue"), 200, 2).ok, "blue healthy")
+    assert w.connections_to(pb) == 0
+    with socket.create_connection(("127.0.0.1", pb), timeout=2) if rig.kind == "host" else _held(w, pb):
+        assert rig.eventually(lambda: w.connections_to(pb) == 1, "one connection counted")
+    assert rig.eventually(lambda: w.connections_to(pb) == 0, "connection gone")
+    w.remove_container(blue)
+
+
+class _held:
+    """The fake's side of an open client connection to `port` (FakeWorld.connections), for a `with`."""
+
+    def __init__(self, w: World, port: int) -> None:
+        assert isinstance(w, FakeWorld)
+        self.w, self.port = w, port
+
+    def __enter__(self) -> None:
+        self.w.connections[self.port] = self.w.connections.get(self.port, 0) + 1
+
+    def __exit__(self, *exc: object) -> None:
+        self.w.connections[self.port] -= 1
+
+
+# --------------------------------------------------------------------------------------------- access log
+
+
+@pytest.mark.parametrize("kind", ["host", "fake"])
+def test_access_log_contract(kind: str, tmp_path: Path) -> None:
+    """access_log_end / read_access_log (post-switch verification): from a noted position, whole lines only."""
+    from controller.drivers.host import HostWorld
+
+    fake = FakeWorld()
+    host = HostWorld()
+    w: World = host if kind == "host" else fake
+    log = tmp_path / "logs" / "access.log"
+    log.parent.mkdir()
+
+    def append(*records: bytes, partial: bytes = b"") -> None:
+        if kind == "fake":
+            fake.log_access(log, *records, partial=partial)
+        else:
+            with log.open("ab") as f:
+                f.write(b"".join(r + b"\n" for r in records) + partial)
+
+    try:
+        assert w.access_log_end(log) == LogPos(0, 0)
+        missing = w.read_access_log(log, LogPos(0, 0))
+        assert (missing.lines, missing.pos, missing.note) == ([], LogPos(0, 0), "access.log is missing or not a regular file")
+        append(b"before")
+        pos = w.access_log_end(log)  # the switch: what was logged before is not the new color's
+        assert pos.inode != 0 and pos.offset == len(b"before\n")
+        append(b'{"status":"200"}', b'{"status":"502"}', partial=b'{"sta')
+        r = w.read_access_log(log, pos)
+        assert (r.lines, r.pos, r.note) == ([b'{"status":"200"}', b'{"status":"502"}'], LogPos(pos.inode, pos.offset + 34), "")
+        assert w.read_access_log(log, r.pos).lines == []  # the partial line waits
+        append(b'tus":"504"}')
+        r2 = w.read_access_log(log, r.pos)
+        assert r2.lines == [b'{"status":"504"}'] and w.read_access_log(log, r2.pos).lines == []
+        # Rotated with no copy to read on from (truncated in place; a new log): read from its start.
+        if kind == "fake":
+            fake.rotate_access_log(log)
+        else:
+            log.write_bytes(b"")
+        append(b'{"status":"201"}')
+        assert w.read_access_log(log, r2.pos).lines == [b'{"status":"201"}']
+    finally:
+        host.close()
+
+
+# --------------------------------------------------------------------------------------------- accessories
+
+
+@dataclass
+class AccessoryRig:
+    world: World
+    name: str
+    redis: str  # the Redis test image
+    web: str  # an HTTP test image (the app's, serving /actuator/health on 8081)
+    fake: FakeWorld | None
+
+
+REDIS_CLI_PING = ["/usr/bin/redis-cli", "ping"]
+FAILING = ["/bin/busybox", "sh", "-c", "echo bad; exit 3"]
+ONEOFF_FAILS = ["/bin/busybox", "sh", "-c", "echo one; echo two; exit 3"]
+ONEOFF_HANGS = ["/bin/busybox", "sleep", "30"]
+
+
+@pytest.fixture(params=["fake", HOST_DOCKER])
+def acc_rig(request: pytest.FixtureRequest) -> Iterator[AccessoryRig]:
+    """The host one removes its containers, volume and networks afterwards (named after the rig)."""
+    name = f"ctr{uuid.uuid4().hex[:8]}"
+    if request.param == "fake":
+        redis, web = "bgtest-redis:fake", "bgtest:v1"
+        execs: dict[tuple[str, ...], tuple[int | None, str]] = {
+            tuple(REDIS_CLI_PING): (0, "PONG\n"),
+            tuple(FAILING): (3, "bad\n"),
+            ("/bin/busybox", "true"): (0, ""),
+            tuple(ONEOFF_FAILS): (3, "one\ntwo\n"),
+            tuple(ONEOFF_HANGS): (None, ""),
+        }
+        fake = FakeWorld(images={redis: FakeImage(execs=execs, listens=(6379,)), web: FakeImage()})
+        yield AccessoryRig(fake, name, redis, web, fake)
+        return
+    from controller.drivers.host import HostWorld
+    from tests.support.redis_image import RedisImageUnavailable, build_redis_image
+
+    client: Any = request.getfixturevalue("docker_client")
+    images: dict[str, str] = request.getfixturevalue("test_images")
+    try:
+        redis = build_redis_image(client)
+    except RedisImageUnavailable as e:
+        pytest.skip(str(e))
+    world = HostWorld()
+    try:
+        yield AccessoryRig(world, name, redis, images["v1"], None)
+    finally:
+        world.close()
+        for c in client.containers.list(all=True, filters={"name": name}):
+            c.remove(force=True)
+        for v in client.volumes.list(filters={"name": name}):
+            v.remove(force=True)
+        for n in client.networks.list(names=[f"{name}-net", f"{name}-net2"]):
+            n.remove()
+
+
+def _eventually(w: World, fn: Callable[[], T], what: str, timeout: float = 20.0) -> T:
+    deadline = w.now() + timeout
+    for _ in range(2000):
+        value = fn()
+        if value or w.now() >= deadline:
+            break
+        w.sleep(0.1)
+    assert value, f"{what} not met within {timeout:g}s (last: {value!r})"
+    return value
+
+
+def test_accessory_contract(acc_rig: AccessoryRig) -> None:
+    """Containers by name, volumes, networks, one-offs and the three accessory checks (issue 13)."""
+    w, name = acc_rig.world, acc_rig.name
+    net, net2, vol, web = f"{name}-net", f"{name}-net2", f"{name}-data", f"{name}-web"
+    own = {LABEL_MANAGED: MANAGED_BY, LABEL_ACCESSORY: name}
+    port, web_port = free_port(), free_port()
+    req = AccessoryRequest(
+        name=name,
+        image=acc_rig.redis,
+        labels=own,
+        env={"A": "1"},
+        ports={6379: port},
+        host_ip="127.0.0.1",
+        volumes={vol: "/data"},
+        command=["/usr/bin/redis-server", "--dir", "/data"],
+        network=net,
+        aliases=(name,),
+    )
+    # A missing network: the create fails and leaves no container.
+    with pytest.raises(DockerError):
+        w.create_container(req)
+    assert [c.name for c in w.list_accessories(frozenset({name})) if c.name == name] == []
+    assert w.run_state(name) is None
+
+    assert net not in w.list_networks()
+    w.create_network(net, own)
+    assert net in w.list_networks()
+    with pytest.raises(DockerError):
+        w.create_network(net, own)  # a second network of that name is refused, not made twice
+    w.create_volume(vol, own)
+    w.create_volume(vol, own)  # creating an existing volume is a no-op
+    assert vol in w.list_volumes()
+
+    w.create_container(req)
+    (fact,) = [a for a in w.list_accessories(frozenset({name})) if a.name == name]
+    assert fact.ours(name) and fact.running and fact.networks == (net,) and fact.image == acc_rig.redis
+    assert fact.mounts == ((vol, "/data"),) and fact.anonymous_volumes({}) == {}
+    assert w.image_volumes(acc_rig.redis) == () and w.image_volumes(f"{name}-absent:1") is None  # (it declares no VOLUME)
+    assert all(c.name != name for c in w.list_containers())  # not an app's container
+    with pytest.raises(DockerError):
+        w.create_container(req)  # the name is taken
+
+    # check_command runs its argv in the container: the answer is that command's.
+    assert _eventually(w, lambda: w.check_command(name, REDIS_CLI_PING, 2).ok, "redis answers PONG")
+    assert w.check_command(name, REDIS_CLI_PING, 2).detail == "exit 0: PONG"
+    failed = w.check_command(name, FAILING, 2)
+    assert (failed.ok, failed.detail) == (False, "exit 3: bad")
+    missing = w.check_command(name, ["nope"], 2)
+    assert not missing.ok and missing.detail.startswith("exit 126: ") and "executable file not found" in missing.detail
+
+    # check_tcp: the container's address on its network, or a published port on the host.
+    tcp = w.check_tcp(name, net, None, 6379, 2)
+    assert tcp.ok and tcp.detail.endswith(":6379 accepts")
+    closed = w.check_tcp(name, net, None, 6380, 2)
+    assert not closed.ok and closed.detail.endswith(":6380: Connection refused")
+    assert w.check_tcp(name, None, "127.0.0.1", port, 2) == w.check_tcp(name, net, "127.0.0.1", port, 2)
+    assert w.check_tcp(name, None, "127.0.0.1", port, 2).detail == f"127.0.0.1:{port} accepts"
+    assert w.check_tcp(name, "bridge", None, 6379, 2).detail == "no address"  # not on that network
+
+    # check_http against an HTTP accessory (the app test image), by network address and by published port.
+    w.create_container(AccessoryRequest(web, acc_rig.web, {**own, LABEL_ACCESSORY: web}, {}, {8081: web_port}, "127.0.0.1", {}, None, net, (web,)))
+    assert _eventually(w, lambda: w.check_http(web, net, None, 8081, "/actuator/health", 200, 2).ok, "web healthy")
+    assert w.check_http(web, net, None, 8081, "/actuator/health", 200, 2).detail == "HTTP 200 UP"
+    assert w.check_http(web, None, "127.0.0.1", web_port, "/actuator/health", 200, 2).detail == "HTTP 200 UP"
+    wrong = w.check_http(web, net, None, 8081, "/actuator/health", 201, 2)
+    assert (wrong.ok, wrong.detail) == (False, "HTTP 200")
+    refused = w.check_http(name, net, None, 6380, "/", 200, 2)
+    assert (refused.ok, refused.detail) == (False, "connection refused")
+
+    # connect_network: a second network; joining twice is a no-op; a missing network or container is refused.
+    w.create_network(net2, own)
+    w.connect_network(net2, web, (web,))
+    w.connect_network(net2, web, (web,))
+    (wf,) = [a for a in w.list_accessories(frozenset({web})) if a.name == web]
+    assert wf.networks == tuple(sorted((net, net2)))
+    assert _eventually(w, lambda: w.check_tcp(web, net2, None, 8081, 2).ok, "web reachable on the second network")
+    with pytest.raises(DockerError):
+        w.connect_network(f"{name}-nonet", web, ())
+    with pytest.raises(DockerError):
+        w.connect_network(net2, f"{name}-nobody", ())
+    w.remove_container(web)
+
+    # Stopped: listed as exited, no check passes.
+    w.stop_container(name, 5)
+    (fact,) = [a for a in w.list_accessories(frozenset({name})) if a.name == name]
+    assert not fact.running and fact.state == "exited"
+    stopped = w.check_command(name, REDIS_CLI_PING, 2)
+    assert not stopped.ok and stopped.detail.startswith(f"exec in {name}: Container ") and stopped.detail.endswith(" is not running")
+    assert w.check_tcp(name, net, None, 6379, 2).detail == "no address"
+    # Renamed aside (a recreate's retired container): still listed by its label, with its volumes.
+    retired = f"{name}-retired"
+    w.rename_container(name, retired)
+    assert [(a.name, a.mounts) for a in w.list_accessories(frozenset({name})) if a.name.startswith(name)] == [(retired, ((vol, "/data"),))]
+    with pytest.raises(DockerError):
+        w.rename_container(name, f"{name}-other")  # no container of that name any more
+    w.rename_container(retired, name)
+    w.start_container(name)
+    assert _eventually(w, lambda: w.check_command(name, REDIS_CLI_PING, 2).ok, "redis back")
+
+    # One-offs: the exit code and last output line; removed when they end, also at their timeout.
+    oneoff = f"{name}-backup"
+    labels = {**own, LABEL_ONEOFF: "backup"}
+
+    def job(command: list[str]) -> OneOff:
+        return OneOff(oneoff, acc_rig.redis, command, {vol: "/data"}, labels, {"B": "2"}, net)
+
+    ok = w.run_oneoff(job(["/bin/busybox", "true"]), 20)
+    assert (ok.exit_code, ok.output) == (0, "")
+    bad = w.run_oneoff(job(ONEOFF_FAILS), 20)
+    assert (bad.exit_code, bad.output) == (3, "two")
+    hung = w.run_oneoff(job(ONEOFF_HANGS), 1)
+    assert (hung.exit_code, hung.output) == (None, "timed out after 1s")
+    with pytest.raises(DockerError):
+        w.run_oneoff(job(["/no/such/binary"]), 20)  # it cannot start
+    assert w.run_state(oneoff) is None  # none of them is left behind
+    assert [c.name for c in w.list_accessories(frozenset({name, oneoff})) if c.name.startswith(name)] == [name]
+
+    w.remove_container(name)
+    assert [a for a in w.list_accessories(frozenset({name})) if a.name == name] == []
+    assert vol in w.list_volumes()  # removing the container never removes its volume
+    w.remove_container(name)  # removing a missing container is fine
+
+
+# --------------------------------------------------------------------------------------------- the meta-test
+
+
+def _world_methods() -> set[str]:
+    return {n for n, v in vars(World).items() if callable(v) and not n.startswith("_")}
+
+
+def test_every_world_method_is_exercised_here() -> None:
+    """A method added to World must be called by this contract (on both worlds), and both worlds must have it."""
+    from controller.drivers.host import HostWorld
+
+    tree = ast.parse(Path(__file__).read_text())
+    called = {n.func.attr for n in ast.walk(tree) if isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)}
+    methods = _world_methods()
+    assert len(methods) > 30, sorted(methods)  # the protocol as read here, not an empty set
+    assert sorted(methods - called) == []
+    assert [m for m in sorted(methods) if not callable(getattr(FakeWorld, m, None)) or not callable(getattr(HostWorld, m, None))] == []

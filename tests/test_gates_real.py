@@ -5,12 +5,17 @@
 - A hook runs exactly once per revision across a retry (a check that failed after the hook passed) and a kill -9
   of the controller while the hook container runs: the next pass finds it by its labels and collects it.
   Runs are counted from Docker's own `start` events of containers labelled as this app's hook.
-- Secret values (moto SSM) printed by a hook never reach a log line, status.json or memory.json.
+- Secret values (moto SSM) printed by a hook never reach a log line, status.json or memory.json: not even a
+  fragment of 16 characters of a long one (an 800-character JWT, longer than a kept line) or of a multi-line one
+  (a PEM key, printed whole by `env`, indented line by line, base64-encoded), nor of one the 64 KiB output cap
+  cuts in two.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import secrets as random_secrets
 import signal
 import time
 import uuid
@@ -193,3 +198,66 @@ def test_a_kill_9_while_the_hook_runs_does_not_run_it_twice(
     starts = w.hook_starts(began)
     assert len(starts) == 1, starts
     assert [h["output"] for h in w.status()["hooks"]] == [["migrating", "migrated"]]
+
+
+def _jwt(length: int) -> str:
+    """A JWT-shaped token (three base64url parts) of `length` characters, random."""
+    head = "eyJhbGciOiJSUzI1NiJ9"
+    sig = base64.urlsafe_b64encode(random_secrets.token_bytes(48)).decode().rstrip("=")
+    body = base64.urlsafe_b64encode(random_secrets.token_bytes(length)).decode()[: length - len(head) - len(sig) - 2]
+    return f"{head}.{body}.{sig}"
+
+
+def _pem(lines: int) -> str:
+    body = base64.b64encode(random_secrets.token_bytes(48 * lines + 20)).decode()
+    rows = [body[i : i + 64] for i in range(0, len(body), 64)]
+    return "\n".join(["-----BEGIN PRIVATE KEY-----", *rows, "-----END PRIVATE KEY-----"])
+
+
+def _fragments(secret: str, size: int = 16) -> set[str]:
+    """Every `size`-character piece of `secret`, as text and as JSON escapes it (a newline spanned)."""
+    return {t[i : i + size] for t in (secret, json.dumps(secret)[1:-1]) for i in range(len(t) - size + 1)}
+
+
+def test_no_fragment_of_a_long_or_multi_line_secret_printed_by_a_hook_reaches_logs_or_state(
+    moto: MotoServer, docker_client: Any, test_images: dict[str, str], app_name: str, shipped: NginxInstance, tmp_path: Path, session_id: str
+) -> None:
+    base = f"/{app_name}/prod/"
+    jwt, pem = _jwt(800), _pem(10)
+    assert len(jwt) == 800 and pem.count("\n") == 12
+    ssm = moto.client("ssm")
+    ssm.put_parameter(Name=base + "API_JWT", Value=jwt, Type="SecureString", Overwrite=True)
+    ssm.put_parameter(Name=base + "TLS_KEY", Value=pem, Type="SecureString", Overwrite=True)
+    # beforeSwitch prints its environment (a JWT line longer than a kept line; the PEM whole) and the PEM
+    # indented; afterSwitch the secrets base64-encoded, whole and in `base64`'s 76-column lines.
+    env_dump = 'env; echo "$TLS_KEY" | sed "s/^/key> /"; echo dumped'
+    encoded = 'printf %s "$API_JWT" | base64 -w0; echo; echo "$API_JWT" | base64; printf %s "$TLS_KEY" | base64 -w0; echo; echo encoded'
+    hooks = {"beforeSwitch": {"command": ["sh", "-c", env_dump], "timeoutSeconds": 20},
+             "afterSwitch": {"command": ["sh", "-c", encoded], "timeoutSeconds": 20}}  # fmt: skip
+    w = _world(docker_client, app_name, shipped, tmp_path, session_id, env_=moto.env(region=None), secrets={"ssm": {"path": base, "region": REGION}}, hooks=hooks)
+    runs = [w.once()]
+    assert (w.served(), w.routed()) == ("v1", "blue")
+    shown = {h["phase"]: h["output"] for h in w.status()["hooks"]}
+    assert shown["beforeSwitch"][-1] == "dumped" and "key> [REDACTED]" in shown["beforeSwitch"], shown
+    assert shown["afterSwitch"][-1] == "encoded" and "[REDACTED]" in shown["afterSwitch"], shown
+    logged = [e["line"] for e in runs[0].logs() if e.get("event") == "hook.output"]
+    assert "API_JWT=[REDACTED]" in logged and "TLS_KEY=[REDACTED]" in logged, runs[0].explain()
+
+    # The next revision's hook prints the JWT so that the 64 KiB cap on its output cuts it in two: 8 lines
+    # of 8100 characters follow it, so the cap keeps its last ~720 characters.
+    cut = 'printf "jwt=%s\\n" "$API_JWT"; x=$(printf "%8099s" "" | tr " " x); for i in 1 2 3 4 5 6 7 8; do echo "$i$x"; done'
+    w.set(image=test_images["v2"], activeColor="green", hooks={**hooks, "beforeSwitch": {"command": ["sh", "-c", cut], "timeoutSeconds": 20}})
+    runs.append(w.once())
+    assert (w.served(), w.routed()) == ("v2", "green")
+    before = next(h for h in w.status()["hooks"] if h["phase"] == "beforeSwitch")  # newest first
+    # The line the cut began in is dropped; the others are kept, each cut to 500 characters after redaction.
+    assert [ln[:2] for ln in before["output"]] == [f"{i}x" for i in range(1, 9)] and {len(ln) for ln in before["output"]} == {500}, before
+
+    channels = {f"run{i}.{k}": getattr(x, k) for i, x in enumerate(runs) for k in ("stdout", "stderr")}
+    channels.update({str(p): p.read_text(errors="replace") for p in sorted(w.state.rglob("*")) if p.is_file()})
+    assert any("memory.json" in k for k in channels) and any("history" in k for k in channels), sorted(channels)
+    for name, secret in (("API_JWT", jwt), ("TLS_KEY", pem)):
+        pieces = _fragments(secret)
+        for where, text in channels.items():
+            leaked = sorted(f for f in pieces if f in text)
+            assert not leaked, f"{name}: {len(leaked)} fragments leaked into {where}, e.g. {leaked[:3]}"

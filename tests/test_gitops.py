@@ -25,6 +25,7 @@ import httpx
 import pytest
 import yaml
 
+from controller import source as source_module
 from controller.cli import main
 from controller.errors import InvalidInput
 from controller.metrics import SourceMetrics
@@ -456,3 +457,48 @@ def test_watch_deploys_a_signed_commit_and_keeps_it_against_unsigned_force_push_
 def source_condition(status: dict[str, Any]) -> dict[str, Any]:
     found: dict[str, Any] = next(c for c in status["conditions"] if c["type"] == "SourceUnavailable")
     return found
+
+
+def test_every_commit_since_the_one_in_force_must_be_signed(
+    gitserver: GitHttpServer, signer: tuple[Path, Path], tmp_path: Path, captured_logs: list[MutableMapping[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A signed commit on top of an unsigned one does not carry it in: the whole range is verified (issue 19 #9)."""
+    key, allowed = signer
+    up = Upstream(gitserver.root, f"range{time.monotonic_ns()}", key)
+    c1 = up.commit({"specs/a.yaml": spec_text("a")}, "c1")
+    up.push()
+    args = source_args(gitserver.url(up.bare.name), git_token_file=token_file(tmp_path), git_verify=allowed)
+    src = GitSource(config_from_args(args), tmp_path / "state")
+    assert src.sync() is True and c1 in str(src.checkout_path())
+
+    # An unsigned change, then a signed commit on top of it: both refused, status naming the unsigned one.
+    unsigned = up.commit({"specs/a.yaml": spec_text("a", image="evil:1")}, "unsigned", signed=False)
+    on_top = up.commit({"specs/b.yaml": spec_text("b")}, "signed on top")
+    up.push()
+    assert src.sync() is False and c1 in str(src.checkout_path())
+    assert src.problem is not None and src.problem[0] == "SignatureRefused", src.problem
+    assert src.problem[1].startswith(f"commit {unsigned[:12]} on main: not signed: refused"), src.problem
+    assert f"from the commit in force {c1[:12]} to {on_top[:12]}" in src.problem[1]
+    st, cond = src.status_for("a")
+    assert (st.commit, st.head, cond.status, cond.reason) == (c1, on_top, True, "SignatureRefused")
+    assert unsigned[:12] in cond.message and f"commit {c1[:12]} stays in force" in cond.message
+    assert "evil:1" not in (src.stable_path / "a.yaml").read_text()
+
+    # The branch rewritten without it (still on top of the commit in force): two signed commits, applied at once.
+    up.reset(c1)
+    up.commit({"specs/a.yaml": spec_text("a", image="dialogue:2")}, "c2")
+    c3 = up.commit({"specs/b.yaml": spec_text("b")}, "c3")
+    up.push(force=True)
+    assert src.sync() is True and c3 in str(src.checkout_path()) and src.problem is None
+    assert "dialogue:2" in (src.stable_path / "a.yaml").read_text()
+    st, _ = src.status_for("a")
+    assert st.commit == c3 and st.signer is not None and st.signer.startswith("ci@test.invalid")
+
+    # A range longer than one sync verifies is refused, with the limit named.
+    monkeypatch.setattr(source_module, "MAX_VERIFIED_COMMITS", 2)
+    for i in range(3):
+        last = up.commit({"specs/a.yaml": spec_text("a", image=f"dialogue:{4 + i}")}, f"c{4 + i}")
+    up.push()
+    assert src.sync() is False and c3 in str(src.checkout_path())
+    assert src.problem is not None and src.problem[0] == "SignatureRefused"
+    assert f"main at {last[:12]} is more than 2 commits ahead of the commit in force {c3[:12]}" in src.problem[1]

@@ -22,7 +22,7 @@ from controller.state import StateStore
 from tests.support.controller_run import app_spec, run_reconcile, served_version, start_reconcile, write_spec
 from tests.support.net import free_port
 from tests.support.nginx import NginxInstance
-from tests.support.redis_image import RedisImageUnavailable, build_redis_image
+from tests.support.redis_image import RedisImageUnavailable, build_redis_image, build_redis_volume_image
 
 CLI = "/usr/bin/redis-cli"
 
@@ -67,11 +67,13 @@ def accessory_doc(name: str, image: str, port: int, **spec: Any) -> dict[str, An
 
 def in_process(state: Path, doc: dict[str, Any]) -> AccessoryResult:
     """One accessory pass in this process: the runner `--once` uses, on the real dockerd (saves a Python start)."""
-    from controller.drivers.accessories import DockerAccessories
-    from controller.drivers.containers import DockerDriver
+    from controller.drivers.host import HostWorld
 
-    runner = AccessoryRunner(DockerAccessories(DockerDriver()), StateStore(state))
-    return runner.reconcile(Accessory.model_validate(doc))
+    world = HostWorld()
+    try:
+        return AccessoryRunner(world, StateStore(state)).reconcile(Accessory.model_validate(doc))
+    finally:
+        world.close()
 
 
 def redis(docker_client: Any, name: str, *args: str) -> str:
@@ -178,6 +180,51 @@ def test_kill_9_during_a_recreate_the_next_pass_completes_and_the_volume_is_kept
     assert redis(docker_client, acc, "GET", "k") == "kept"
     assert _inode(docker_client, acc) == volume_id  # the same volume directory, not a new one
     assert not docker_client.containers.list(all=True, filters={"name": f"{acc}-backup"})  # the leftover one-off is gone
+
+
+def test_the_anonymous_volume_of_an_image_volume_survives_a_recreate_and_plan_names_it(
+    docker_client: Any, redis_image: str, acc: str, tmp_path: Path
+) -> None:
+    """An image that declares VOLUME /data and an accessory without spec.volumes (issue 19 #7): Docker gives
+    the container an anonymous volume; a recreate mounts that same volume again at /data, the data survives,
+    and --plan names the volume instead of saying that recreating loses no data."""
+    image = build_redis_volume_image(docker_client)
+    specs, state = tmp_path / "specs", tmp_path / "state"
+    specs.mkdir()
+    port = free_port()
+    doc = accessory_doc(acc, image, port, volumes={}, update="recreate")
+    anon: list[str] = []
+    try:
+        write_spec(specs / "redis.yaml", doc)
+        r = run_reconcile(specs, state, "--once")
+        assert r.returncode == 0, r.explain()
+        c = docker_client.containers.get(acc)
+        anon = [m["Name"] for m in c.attrs["Mounts"] if m["Destination"] == "/data" and m["Type"] == "volume"]
+        assert len(anon) == 1 and len(anon[0]) == 64, c.attrs["Mounts"]  # anonymous: Docker named it
+        redis(docker_client, acc, "SET", "k", "in-the-image-volume")
+        redis(docker_client, acc, "SAVE")
+        first, inode = c.id, _inode(docker_client, acc)
+
+        changed = [*doc["spec"]["command"], "--maxmemory", "64mb"]
+        write_spec(specs / "redis.yaml", accessory_doc(acc, image, port, volumes={}, update="recreate", command=changed))
+        r = run_reconcile(specs, state, "--plan")
+        assert "loses no data" not in r.stdout, r.explain()
+        assert f"note: warning: update: recreate with anonymous volume {anon[0][:12]} at /data and no backup command" in r.stdout, r.explain()
+        assert f"CreateAccessory({acc}): recreate from {image}, with anonymous volumes {anon[0][:12]} at /data" in r.stdout, r.explain()
+
+        r = run_reconcile(specs, state, "--once")
+        assert r.returncode == 0, r.explain()
+        c = docker_client.containers.get(acc)
+        assert c.id != first and "--maxmemory" in c.attrs["Config"]["Cmd"]
+        assert [m["Name"] for m in c.attrs["Mounts"] if m["Destination"] == "/data"] == anon  # the same volume
+        assert _inode(docker_client, acc) == inode
+        assert redis(docker_client, acc, "GET", "k") == "in-the-image-volume"
+        assert not docker_client.containers.list(all=True, filters={"name": f"{acc}-retired"})
+    finally:
+        for c in docker_client.containers.list(all=True, filters={"label": f"bluegreen.accessory={acc}"}):
+            c.remove(force=True)
+        for v in anon:
+            docker_client.volumes.get(v).remove(force=True)
 
 
 def test_a_dependency_down_keeps_a_new_color_from_starting_and_the_live_one_serving(

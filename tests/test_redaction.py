@@ -5,10 +5,14 @@
   the app name does not blank the labels Loki, the alerts and `--history` select on.
 - A secret of 8+ characters is masked inside words too; a shorter one wherever it is a whole word (it was
   not masked at all below 4 characters).
+- A multi-line secret is masked whole and line by line (a line of 16+ characters), its base64 forms too; output
+  is redacted as one text before any cut (a line cut to 500 characters, the 64 KiB cap): no fragment of 16+
+  characters survives (on real Docker: tests/test_gates_real.py).
 """
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -18,10 +22,13 @@ import structlog
 from structlog.testing import capture_logs
 
 from controller import logs
+from controller.drivers.gates import _Tail
 from controller.facts import Failure, Memory
-from controller.logs import MASK, redact_json_text, redact_secrets, register_secret
+from controller.gaterun import LINE_CAP, shown_output
+from controller.logs import MASK, redact_json_text, redact_secrets, redact_text, register_secret
 from controller.state import StateStore
 from controller.status import LastDeploy
+from controller.world import OUTPUT_CAP
 from tests.factories import make_app
 from tests.fakes import reconciler, world_for
 
@@ -103,3 +110,41 @@ def test_redact_json_text_keeps_layout_and_non_json_text() -> None:
     out = redact_json_text(doc)
     assert out == doc.replace(f"x{LONG}", f"x{MASK}")
     assert redact_json_text(f"not json {LONG}") == f"not json {MASK}"
+
+
+PEM = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\nBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\nMzEfYyjiWA4R==\n-----END PRIVATE KEY-----"
+
+
+def test_a_multi_line_secret_is_masked_whole_and_line_by_line() -> None:
+    register_secret(PEM)
+    assert redact_text(f"key={PEM}\nnext") == f"key={MASK}\nnext"
+    indented = "\n".join("  " + ln for ln in PEM.splitlines())
+    assert redact_text(indented) == "\n".join(f"  {MASK}" if len(ln) >= 16 else "  " + ln for ln in PEM.splitlines())
+    assert redact_text(json.dumps({"k": PEM})) == json.dumps({"k": MASK})  # printed as JSON by the hook itself
+
+
+def test_base64_forms_of_a_secret_are_masked() -> None:
+    secret = "s3cr3t-" + "x" * 100 + "+/?"
+    register_secret(secret)
+    raw = secret.encode()
+    for text in (base64.b64encode(raw).decode(), base64.b64encode(raw + b"\n").decode(), base64.urlsafe_b64encode(raw).decode()):
+        assert len(redact_text(text)) < 16 + len(MASK), text  # at most the tail that depends on what follows
+    wrapped = base64.encodebytes(raw + b"\n").decode()  # 76-column lines, as `echo "$S" | base64` prints
+    assert all(len(ln) < 16 or ln == MASK for ln in redact_text(wrapped).splitlines())
+
+
+def test_output_is_redacted_before_a_line_is_cut() -> None:
+    jwt = "eyJ" + "a" * 797
+    register_secret(jwt)
+    out = shown_output((f"API_JWT={jwt}", "", "y" * 900))
+    assert out == (f"API_JWT={MASK}", "y" * LINE_CAP)
+
+
+def test_the_line_the_output_cap_cut_inside_is_dropped_whole() -> None:
+    tail = _Tail()
+    tail.add(b"jwt=" + b"a" * 800 + b"\n")
+    tail.add(b"z" * (OUTPUT_CAP - 100) + b"\n")
+    assert tail.lines() == ("z" * (OUTPUT_CAP - 100),)
+    exact = _Tail()  # a cut on a line boundary loses no line
+    exact.add(b"a" * 9 + b"\n" + b"b" * (OUTPUT_CAP - 1) + b"\n")
+    assert exact.lines() == ("b" * (OUTPUT_CAP - 1),)

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from controller.actions import StopContainer, SwitchRoute
-from controller.drivers.accesslog import LogPos, end, read_since
+from controller.drivers.accesslog import end, read_since
 from controller.facts import Failure, Memory
 from controller.jsonshape import Corrupt
 from controller.observe import index_containers, observe
@@ -21,6 +21,7 @@ from controller.planner import plan
 from controller.spec import BlueGreenApp, VerifySpec
 from controller.state import StateStore
 from controller.verify import FAILED_REASON, Counts, Window, judge, parse_line, tally, window_closed
+from controller.world import LogPos
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler, world_for
 
@@ -241,3 +242,35 @@ def test_reconciler_switches_back_remembers_and_retries_only_after_a_growing_bac
     mem = store.load_memory("dialogue", 60, 3600)
     assert mem.failures[rev].count == 2
     assert rec.metrics.registry.get_sample_value("bluegreen_verifications_total", {"app": "dialogue", "result": "failed"}) == 2
+
+
+@dataclass
+class ErrorsAfterSwitch(CheckedWorld):
+    """Nginx proxies a request to each server it routes to per tick of the clock and logs it (through the World's
+    access log, as the verifier reads it): green answers 502, blue 200. Health stays UP throughout."""
+
+    log: Path = Path("/var/log/nginx/bluegreen.access.log")
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        for server in self.routed("dialogue"):
+            self.log_access(self.log, line(self.clock, server, "502" if server == GREEN else "200"))
+
+
+def test_traffic_the_world_logs_fails_the_window_and_switches_back(tmp_path: Path) -> None:
+    base = world_for(make_app())
+    log = tmp_path / "access.log"  # never on disk: the in-memory world's log
+    w = ErrorsAfterSwitch(images=base.images, log=log)
+    w.include_paths |= base.include_paths
+    w.log_access(log, line(w.clock, BLUE, "500"))  # before the switch: not the new color's
+    rec = reconciler(w, tmp_path / "s")
+    assert rec.reconcile(make_app()).result == "converged"
+    v2 = make_app(image="dialogue:2", activeColor="green", verify={"windowSeconds": 10, "minRequests": 4, "maxErrorRate": 0.1, "accessLog": str(log)})
+    r = rec.reconcile(v2)
+    assert r.result == "degraded" and w.routed("dialogue") == [BLUE] and w.violations == []
+    mem = StateStore(tmp_path / "s").load_memory("dialogue", 60, 3600)
+    window = mem.verify
+    assert window is not None and window.state == "failed" and window.figures.startswith("error rate above maxErrorRate")
+    assert window.counts.requests >= 4 and window.counts.errors == window.counts.requests  # green's 502s only
+    assert "access log:" not in window.figures and not log.exists()
+    assert mem.failures[v2.revision("green")].reason == FAILED_REASON

@@ -1,4 +1,5 @@
-"""Reading Nginx's JSON-lines access log from a noted position, across rotation (file I/O only).
+"""Reading Nginx's JSON-lines access log from a noted position, across rotation (file I/O only): the real
+`World.access_log_end` / `World.read_access_log`.
 
 A position is (inode, offset) of the log when last read. On the next read:
 
@@ -19,28 +20,15 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 
 from controller.drivers import files
 from controller.errors import HostError
+from controller.world import LogPos, LogRead
 
 READ_LIMIT = 8 * 1024 * 1024  # per file and read: a window polls about twice a second
 ROTATED_SUFFIX = ".1"  # logrotate's name for the previous file (delaycompress keeps it plain)
 _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
-
-
-@dataclass(frozen=True)
-class LogPos:
-    inode: int  # 0: the log did not exist
-    offset: int
-
-
-@dataclass(frozen=True)
-class LogRead:
-    lines: list[bytes]
-    pos: LogPos
-    note: str = ""  # why nothing could be read (shown with the figures), "" when all went well
 
 
 def end(path: Path) -> LogPos:

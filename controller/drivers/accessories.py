@@ -1,4 +1,5 @@
-"""`DockerAccessories`: the real `AccessoryWorld` (issue 13), on the app's Docker connection (`DockerDriver`).
+"""`DockerAccessories`: the accessory half of the real `World` (issue 13), composed into `drivers.host.HostWorld`
+on its Docker connection (`DockerDriver`) and probe client. Start, stop and remove are the containers driver's.
 
 Volumes are created, listed and mounted here, never removed. A one-off (backup) container is removed when it
 ends, and a leftover of a killed run (same name, our one-off label) is removed before the next one starts.
@@ -10,22 +11,15 @@ import socket
 import time
 from typing import Any
 
-from controller.accessory_world import (
-    LABEL_ACCESSORY,
-    LABEL_ONEOFF,
-    AccessoryFact,
-    AccessoryRequest,
-    OneOff,
-    OneOffResult,
-)
 from controller.drivers.containers import DockerDriver, restart_policy
 from controller.drivers.probes import Prober
-from controller.errors import DockerError, one_line
-from controller.world import HealthResult
+from controller.errors import DockerError, ImageError, one_line
+from controller.facts import LABEL_ACCESSORY, LABEL_ACCESSORY_IMAGE, LABEL_ONEOFF, AccessoryFact
+from controller.world import AccessoryRequest, HealthResult, OneOff, OneOffResult, exec_result
 
 
 class DockerAccessories:
-    def __init__(self, docker: DockerDriver, probes: Prober | None = None) -> None:
+    def __init__(self, docker: DockerDriver, probes: Prober) -> None:
         self.docker = docker
         self._probes = probes
 
@@ -48,19 +42,21 @@ class DockerAccessories:
             if LABEL_ONEOFF in labels:
                 continue
             nets = ((row.get("NetworkSettings") or {}).get("Networks") or {}).keys()
+            mounts = [(str(m.get("Name")), str(m.get("Destination"))) for m in row.get("Mounts") or [] if m.get("Type") == "volume" and m.get("Name")]
             out.append(
                 AccessoryFact(
                     name=name,
                     id=row["Id"],
-                    image=labels.get("bluegreen.accessory.image") or row.get("Image") or "",
+                    image=labels.get(LABEL_ACCESSORY_IMAGE) or row.get("Image") or "",
                     labels=labels,
                     state=row.get("State") or "",
                     networks=tuple(sorted(nets)),
+                    mounts=tuple(sorted(mounts)),
                 )
             )
         return out
 
-    def create_accessory(self, req: AccessoryRequest) -> None:
+    def create(self, req: AccessoryRequest) -> None:
         self.docker.ensure_image(req.image)
         client = self.docker.client()
         policy = restart_policy(req.restart_policy)
@@ -86,15 +82,17 @@ class DockerAccessories:
             self._call(f"remove {req.name}", lambda: container.remove(force=True))  # the container, never a volume
             raise
 
-    def start(self, name: str) -> None:
-        self.docker.start(name)
+    def rename(self, name: str, new_name: str) -> None:
+        api = self._api()
+        self._call(f"rename {name} to {new_name}", lambda: api.rename(name, new_name))
 
-    def stop(self, name: str, timeout: int) -> None:
-        self.docker.stop(name, timeout)
-
-    def remove(self, name: str) -> None:
-        # force=True, v=False: anonymous volumes aside, named volumes are never removed with a container.
-        self.docker.remove(name)
+    def image_volumes(self, image: str) -> tuple[str, ...] | None:
+        api = self._api()
+        try:
+            info = self._call(f"inspect image {image}", lambda: api.inspect_image(image))
+        except ImageError:
+            return None
+        return tuple(sorted((info.get("Config") or {}).get("Volumes") or {}))
 
     # Volumes and networks --------------------------------------------------------------------------------
     def list_volumes(self) -> set[str]:
@@ -166,8 +164,7 @@ class DockerAccessories:
             code = self._call(f"exec in {name}", lambda: api.exec_inspect(ex["Id"])).get("ExitCode")
         except DockerError as e:
             return HealthResult(False, one_line(e))
-        text = one_line(bytes(out).decode("utf-8", "replace"), 120)
-        return HealthResult(code == 0, f"exit {code}: {text}" if text else f"exit {code}")
+        return exec_result(code, bytes(out).decode("utf-8", "replace"))
 
     def _address(self, name: str, network: str | None) -> str | None:
         api = self._api()
@@ -193,13 +190,6 @@ class DockerAccessories:
         addr = host or self._address(name, network)
         if addr is None:
             return HealthResult(False, "no address")
-        if self._probes is None:
-            self._probes = Prober()
         shown = f"[{addr}]" if ":" in addr else addr
         return self._probes.health(f"http://{shown}:{port}{path}", expect, timeout)
 
-    def now(self) -> float:
-        return time.time()
-
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)

@@ -20,14 +20,13 @@ import requests.exceptions
 
 from controller.drivers.mapping import Rule, map_exceptions
 from controller.errors import DockerError, DockerUnavailable, ImageError, InvalidInput
-from controller.facts import LABEL_APP, ContainerFact, ImageFact
+from controller.facts import COLOR_CONTAINER_NAME, LABEL_APP, ContainerFact, ImageFact
 from controller.world import ContainerRequest, RunState
 
 T = TypeVar("T")
 # An image without RepoDigests (built locally, not pushed yet) is asked about again after this long.
 NO_DIGEST_RECHECK = 60.0
 # Names we consider ours even when a human created them without our labels.
-_OUR_NAME = re.compile(r"^[a-z0-9-]+-(blue|green)$")
 
 
 def _unreachable(e: BaseException) -> bool:
@@ -157,7 +156,7 @@ class DockerDriver:
             names = [n.lstrip("/") for n in row.get("Names") or []]
             name = names[0] if names else ""
             labels = row.get("Labels") or {}
-            if LABEL_APP not in labels and not _OUR_NAME.match(name):
+            if LABEL_APP not in labels and not COLOR_CONTAINER_NAME.match(name):
                 continue
             state = row.get("State") or ""
             host_ip, host_port = _published(row.get("Ports") or [])

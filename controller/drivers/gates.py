@@ -2,7 +2,9 @@
 
 Everything here is bounded: a hook's output is read from its tail, at most OUTPUT_CAP bytes; a check command's
 output is drained by a thread that keeps only the last OUTPUT_CAP bytes, and the command (its whole process
-group) is killed at its timeout. Nothing here redacts: the caller logs through the redactor.
+group) is killed at its timeout. Nothing here redacts, so nothing here cuts a line either: the lines come back
+whole, for the caller to redact before it trims them (controller/gaterun.py). Where the byte cap cut the output,
+its first line, which the cut began inside (maybe inside a secret), is dropped.
 """
 
 from __future__ import annotations
@@ -82,19 +84,17 @@ def wait_hook(docker: DockerDriver, name: str, timeout: float) -> int | None:
 
 def hook_logs(docker: DockerDriver, name: str) -> tuple[str, ...]:
     api = docker.client().api
-    data = bytearray()
+    data = _Tail()
     with _mapped(f"logs of {name}"):
         stream = api.logs(name, stdout=True, stderr=True, stream=True, follow=False, tail=HOOK_OUTPUT_LINES)
         try:
             for chunk in stream:
-                data += chunk
-                if len(data) > OUTPUT_CAP:
-                    del data[: len(data) - OUTPUT_CAP]
+                data.add(chunk)
         finally:
             close = getattr(stream, "close", None)
             if close is not None:
                 close()
-    return _lines(bytes(data))
+    return data.lines()
 
 
 def run_check(argv: list[str], env: dict[str, str], timeout: float) -> CommandResult:
@@ -111,7 +111,7 @@ def run_check(argv: list[str], env: dict[str, str], timeout: float) -> CommandRe
         )
     except OSError as e:
         return CommandResult(127, (f"{argv[0]}: {e.strerror or e}",))
-    tail = bytearray()
+    tail = _Tail()
     assert p.stdout is not None
     out = p.stdout
     fd = out.fileno()
@@ -119,9 +119,7 @@ def run_check(argv: list[str], env: dict[str, str], timeout: float) -> CommandRe
     def drain() -> None:
         try:
             for chunk in iter(lambda: os.read(fd, 65536), b""):
-                tail.extend(chunk)
-                if len(tail) > OUTPUT_CAP:
-                    del tail[: len(tail) - OUTPUT_CAP]
+                tail.add(chunk)
         except OSError:
             pass  # closed below after the join timed out (a grandchild outside the group kept the pipe open)
 
@@ -139,10 +137,26 @@ def run_check(argv: list[str], env: dict[str, str], timeout: float) -> CommandRe
         p.wait()
     reader.join(timeout=2)
     out.close()
-    return CommandResult(code, _lines(bytes(tail)))
+    return CommandResult(code, tail.lines())
 
 
-def _lines(data: bytes) -> tuple[str, ...]:
-    text = data.decode("utf-8", errors="replace")
-    lines = [ln.rstrip() for ln in text.splitlines() if ln.strip()]
-    return tuple(ln[:500] for ln in lines[-HOOK_OUTPUT_LINES:])
+class _Tail:
+    """The last OUTPUT_CAP bytes of an output, and whether the bytes dropped before them ended inside a line."""
+
+    def __init__(self) -> None:
+        self.data = bytearray()
+        self.cut = False
+
+    def add(self, chunk: bytes) -> None:
+        self.data += chunk
+        drop = len(self.data) - OUTPUT_CAP
+        if drop > 0:
+            self.cut = self.data[drop - 1] != ord("\n")
+            del self.data[:drop]
+
+    def lines(self) -> tuple[str, ...]:
+        """Its lines, whole and split at "\\n" only (joined again they are its text, but a last newline), but
+        the one the cut fell inside; the caller redacts them, then trims and keeps the last ones."""
+        text = bytes(self.data).decode("utf-8", errors="replace")
+        lines = text.removesuffix("\n").split("\n") if text else []
+        return tuple(lines[1:] if self.cut else lines)

@@ -1,4 +1,5 @@
-"""`HostWorld`: the real `World`, composed of the Docker, probe and file drivers."""
+"""`HostWorld`: the real `World`, composed of the Docker (containers, accessories, gates, capacity), probe,
+Prometheus, access-log and file drivers."""
 
 from __future__ import annotations
 
@@ -6,18 +7,24 @@ import subprocess
 import time
 from pathlib import Path
 
-from controller.drivers import capacity, files, gates
+from controller.drivers import accesslog, capacity, files, gates
+from controller.drivers.accessories import DockerAccessories
 from controller.drivers.containers import DockerDriver
 from controller.drivers.probes import Prober
 from controller.drivers.prometheus import PromClient
 from controller.errors import NginxError
-from controller.facts import CapacityFact, ContainerFact, ImageFact
+from controller.facts import AccessoryFact, CapacityFact, ContainerFact, ImageFact
 from controller.world import (
+    AccessoryRequest,
     CommandResult,
     ContainerRequest,
     HealthResult,
     HookRequest,
     HookState,
+    LogPos,
+    LogRead,
+    OneOff,
+    OneOffResult,
     PromAnswer,
     RouteProbe,
     RunState,
@@ -28,21 +35,28 @@ class HostWorld:
     def __init__(self, docker_url: str | None = None) -> None:
         self.docker = DockerDriver(docker_url)
         self.probes = Prober()
+        self.accessories = DockerAccessories(self.docker, self.probes)
         self.prometheus = PromClient()
 
     def close(self) -> None:
         self.probes.close()
         self.prometheus.close()
 
-    # Docker
+    # Containers
     def list_containers(self) -> list[ContainerFact]:
         return self.docker.list_containers()
+
+    def list_accessories(self, names: frozenset[str]) -> list[AccessoryFact]:
+        return self.accessories.list_accessories(names)
 
     def run_state(self, name: str) -> RunState | None:
         return self.docker.run_state(name)
 
-    def create_container(self, req: ContainerRequest) -> None:
-        self.docker.create(req)
+    def create_container(self, req: ContainerRequest | AccessoryRequest) -> None:
+        if isinstance(req, AccessoryRequest):
+            self.accessories.create(req)
+        else:
+            self.docker.create(req)
 
     def ensure_image(self, image: str) -> None:
         self.docker.ensure_image(image)
@@ -54,11 +68,46 @@ class HostWorld:
         self.docker.stop(name, timeout)
 
     def remove_container(self, name: str) -> None:
-        self.docker.remove(name)
+        self.docker.remove(name)  # force=True, v=False: no volume goes with it, an anonymous one neither
+
+    def rename_container(self, name: str, new_name: str) -> None:
+        self.accessories.rename(name, new_name)
+
+    def image_volumes(self, image: str) -> tuple[str, ...] | None:
+        return self.accessories.image_volumes(image)
 
     def connections_to(self, host_port: int) -> int:
         return established_connections(host_port)
 
+    # Volumes, networks, one-offs and accessory checks (controller/drivers/accessories.py)
+    def list_volumes(self) -> set[str]:
+        return self.accessories.list_volumes()
+
+    def create_volume(self, name: str, labels: dict[str, str]) -> None:
+        self.accessories.create_volume(name, labels)
+
+    def list_networks(self) -> set[str]:
+        return self.accessories.list_networks()
+
+    def create_network(self, name: str, labels: dict[str, str]) -> None:
+        self.accessories.create_network(name, labels)
+
+    def connect_network(self, network: str, container: str, aliases: tuple[str, ...]) -> None:
+        self.accessories.connect_network(network, container, aliases)
+
+    def run_oneoff(self, job: OneOff, timeout: float) -> OneOffResult:
+        return self.accessories.run_oneoff(job, timeout)
+
+    def check_command(self, name: str, argv: list[str], timeout: float) -> HealthResult:
+        return self.accessories.check_command(name, argv, timeout)
+
+    def check_tcp(self, name: str, network: str | None, host: str | None, port: int, timeout: float) -> HealthResult:
+        return self.accessories.check_tcp(name, network, host, port, timeout)
+
+    def check_http(self, name: str, network: str | None, host: str | None, port: int, path: str, expect: int, timeout: float) -> HealthResult:
+        return self.accessories.check_http(name, network, host, port, path, expect, timeout)
+
+    # Host facts
     def host_capacity(self, image: str, measure: tuple[str, ...], size_of: str | None) -> CapacityFact:
         return capacity.host_capacity(self.docker, image, measure, size_of)
 
@@ -71,6 +120,13 @@ class HostWorld:
 
     def query_prometheus(self, url: str, query: str, timeout: float) -> PromAnswer:
         return self.prometheus.query(url, query, timeout)
+
+    # The access log (controller/drivers/accesslog.py: rotation, partial lines, no link or FIFO followed)
+    def access_log_end(self, path: Path) -> LogPos:
+        return accesslog.end(path)
+
+    def read_access_log(self, path: Path, pos: LogPos) -> LogRead:
+        return accesslog.read_since(path, pos)
 
     # Files and commands
     def read_file(self, path: Path) -> str | None:
@@ -115,6 +171,7 @@ class HostWorld:
 
     def run_check(self, argv: list[str], env: dict[str, str], timeout: float) -> CommandResult:
         return gates.run_check(argv, env, timeout)
+
     # Images (pruning)
     def list_images(self) -> list[ImageFact]:
         return self.docker.list_images()

@@ -14,6 +14,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,14 +54,9 @@ def build_redis_image(client: Any) -> str:
     for dest, src in files:
         st = src.stat()
         h.update(f"{dest}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
-    tag = f"bgtest-redis:{h.hexdigest()[:12]}"
-    try:
-        client.images.get(tag)
-        return tag
-    except Exception:  # not built yet (docker.errors.ImageNotFound)
-        pass
-    with tempfile.TemporaryDirectory(prefix="bgtest-redis-") as tmp:
-        root = Path(tmp) / "root"
+
+    def context(tmp: Path) -> str:
+        root = tmp / "root"
         for dest, src in files:
             target = root / dest.lstrip("/")
             target.parent.mkdir(parents=True, exist_ok=True)
@@ -68,6 +64,26 @@ def build_redis_image(client: Any) -> str:
         for d in ("data", "tmp"):
             (root / d).mkdir(mode=0o1777, exist_ok=True)
             os.chmod(root / d, 0o1777)
-        (Path(tmp) / "Dockerfile").write_text(DOCKERFILE)
-        client.images.build(path=tmp, tag=tag, labels={"bluegreen.test-image": "redis"}, rm=True, forcerm=True, pull=False)
+        return DOCKERFILE
+
+    return _built(client, f"bgtest-redis:{h.hexdigest()[:12]}", "redis", context)
+
+
+def build_redis_volume_image(client: Any) -> str:
+    """The Redis image plus `VOLUME /data`, as the official redis, mongo and qdrant images declare their data
+    directory: a container made without a volume at /data gets an anonymous one. Built FROM the local Redis image."""
+    base = build_redis_image(client)
+    return _built(client, f"bgtest-redis-volume:{base.rpartition(':')[2]}", "redis-volume", lambda _: f"FROM {base}\nVOLUME /data\n")
+
+
+def _built(client: Any, tag: str, kind: str, context: Callable[[Path], str]) -> str:
+    """`tag`, built (nothing pulled) unless present: `context` fills the build directory and gives the Dockerfile."""
+    try:
+        client.images.get(tag)
+        return tag
+    except Exception:  # not built yet (docker.errors.ImageNotFound)
+        pass
+    with tempfile.TemporaryDirectory(prefix=f"bgtest-{kind}-") as tmp:
+        (Path(tmp) / "Dockerfile").write_text(context(Path(tmp)))
+        client.images.build(path=tmp, tag=tag, labels={"bluegreen.test-image": kind}, rm=True, forcerm=True, pull=False)
     return tag
