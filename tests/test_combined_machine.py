@@ -51,7 +51,6 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 from controller import logs, release
 from controller.accessory import Accessory
 from controller.accessory_reconcile import AccessoryRunner
-from controller.accessory_world import AccessoryRequest, AccessoryWorld
 from controller.facts import LABEL_HOOK, port_of
 from controller.metrics import Metrics
 from controller.reconcile import Reconciler
@@ -60,7 +59,6 @@ from controller.secrets import SecretRef, SecretsResolver
 from controller.spec import BlueGreenApp, SsmSecrets, other
 from controller.state import StateStore
 from controller.testing import Crash, FakeImage
-from controller.testing_accessories import FakeAccessoryWorld
 from controller.verify import FAILED_REASON
 from controller.world import HookState, RunState, World
 from tests.factories import make_app
@@ -68,13 +66,11 @@ from tests.fakes import CheckedWorld
 
 # Issue 19's defects not fixed on main yet (number -> what the machine sees). Remove an entry when its fix lands.
 KNOWN_DEFECTS: dict[int, str] = {
-    1: "a hook's output leaks a fragment of a long or multi-line secret (cut before redaction, line by line)",
     2: "switch-back routes to a previous color Docker restarted less than stableSeconds ago",
     3: "with a preview, the pass after the switch replaces the switch-back target while the window is open",
     4: "failover routes to a revision that failed verification (memory forgot it when the spec moved on)",
     5: "a kill -9 right after a failover's switch: nothing in the state dir says why traffic moved",
     6: "a spec change while a beforeSwitch hook runs starts the new revision's hook beside the old one",
-    7: "an accessory recreated from an image that declares a VOLUME loses its data (fresh anonymous volume)",
     8: "a hook's output collected by a later pass (RemoveHook) is stored before its secrets are registered",
     10: "a wall-clock step wedges a window (back) or passes a failing release as 'fewer than minRequests' (forward)",
     11: "rollback accepts a standby Docker restarted since it was proven",
@@ -109,6 +105,7 @@ SECRETS = {"API_TOKEN": JWT, "TLS_KEY": PEM}
 FRAGMENT = 16
 _FRAGMENTS = frozenset(line[i : i + FRAGMENT] for v in SECRETS.values() for line in v.split("\n") for i in range(len(line) - FRAGMENT + 1))
 
+PING = ("redis-cli", "ping")
 IMAGES = {
     "dialogue:1": FakeImage(created=1.0),
     "dialogue:2": FakeImage(created=2.0),
@@ -116,6 +113,9 @@ IMAGES = {
     "dialogue:5xx": FakeImage(created=4.0),  # healthy, but every request it serves fails (verification's prey)
     "dialogue:loop": FakeImage("crashloop", 1.5, created=5.0),
     "dialogue:bad": FakeImage("never", created=6.0),
+    # The accessory: like the real redis image, it declares VOLUME /data (kept across a recreate: issue 19 #7).
+    "redis:7.2": FakeImage(execs={PING: (0, "PONG")}, volumes=("/data",)),
+    "redis:7.4": FakeImage(execs={PING: (0, "PONG")}, volumes=("/data",)),
 }
 FAILING_TRAFFIC = {"dialogue:5xx"}
 VERIFY: dict[str, dict[str, Any]] = {
@@ -147,7 +147,7 @@ class Budget:
             self.left -= 1
 
 
-_WORLD_CALLS = frozenset(n for n in dir(World) if not n.startswith("_")) | frozenset(n for n in dir(AccessoryWorld) if not n.startswith("_"))
+_WORLD_CALLS = frozenset(n for n in dir(World) if not n.startswith("_"))
 
 
 class Killable:
@@ -192,7 +192,6 @@ class MachineWorld(CheckedWorld):
     offset: float = 0.0  # wall - real
     stepped_forward: bool = False
     wall_at: dict[float, float] = field(default_factory=dict)  # a start instant (real) -> Docker's StartedAt (wall)
-    access_log: Path | None = None
     served: list[tuple[float, str, int]] = field(default_factory=list)  # (real time, upstream, status)
     carry: float = 0.0
     route_changes: list[tuple[float, str | None, str]] = field(default_factory=list)  # (real time, color now served, spec generation)
@@ -269,13 +268,12 @@ class MachineWorld(CheckedWorld):
             self.served.append((at, servers[0], status))
             lines.append(json.dumps({"msec": f"{at + self.offset:.3f}", "upstream_addr": servers[0],
                                      "upstream_status": str(status), "upstream_response_time": "0.010"}))  # fmt: skip
-        if self.access_log is not None:
-            with self.access_log.open("a") as f:
-                f.write("".join(line + "\n" for line in lines))
+        if self.app is not None and self.app.spec.verify is not None:
+            self.log_access(self.app.access_log, *(line.encode() for line in lines))
 
     def _answer(self, server: str) -> int:
         port = port_of(server)
-        c = next((c for c in self.containers.values() if c.fact.state == "running" and c.fact.host_port == port), None)
+        c = next((c for c in self.containers.values() if c.state == "running" and c.fact.host_port == port), None)
         if c is None:
             return 502
         if not self._health_now(c) or c.fact.image in FAILING_TRAFFIC:
@@ -368,32 +366,6 @@ class MachineWorld(CheckedWorld):
             self.found.append(Violation(6, f"two beforeSwitch hooks of {APP} run at once: {sorted(running)}"))
 
 
-class MachineAccessories(FakeAccessoryWorld):
-    """FakeAccessoryWorld whose images declare VOLUME /data: a path no named volume covers gets an anonymous
-    volume at create, which a new container does not get back (like `docker run` without --volumes-from)."""
-
-    IMAGE_VOLUMES = ("/data",)
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.mounts: dict[str, dict[str, str]] = {}  # container -> path -> volume
-        self._anon = 0
-
-    def create_accessory(self, req: AccessoryRequest) -> None:
-        super().create_accessory(req)
-        mounts = {path: vol for vol, path in req.volumes.items()}
-        for path in self.IMAGE_VOLUMES:
-            if path not in mounts:
-                self._anon += 1
-                mounts[path] = f"anon-{self._anon:04d}"
-                self.volumes.setdefault(mounts[path], {})
-        self.mounts[req.name] = mounts
-
-    def remove(self, name: str) -> None:
-        super().remove(name)
-        self.mounts.pop(name, None)
-
-
 class FakeSsm:
     """SSM as drivers/ssm.py answers it: versions every pass; values registered with the redactor when read."""
 
@@ -427,7 +399,7 @@ class Desired:
     keep_images: int = 3
     resources: bool = False
 
-    def build(self, access_log: Path) -> BlueGreenApp:
+    def build(self) -> BlueGreenApp:
         spec: dict[str, Any] = {
             "image": self.image,
             "activeColor": self.color,
@@ -436,7 +408,7 @@ class Desired:
             "secrets": {"ssm": {"path": "/dialogue/prod/"}},
         }
         if self.verify is not None:
-            spec["verify"] = {**VERIFY[self.verify], "accessLog": str(access_log)}
+            spec["verify"] = VERIFY[self.verify]
         if self.failover:
             spec |= {"failover": "previous", "failoverAfterSeconds": 2}
         if self.preview is not None:
@@ -455,7 +427,7 @@ def accessory(image: str, named: bool) -> Accessory:
     spec: dict[str, Any] = {
         "image": image,
         "update": "recreate",
-        "healthCheck": {"command": ["redis-cli", "ping"], "timeoutSeconds": 1, "intervalSeconds": 0.5},
+        "healthCheck": {"command": list(PING), "timeoutSeconds": 1, "intervalSeconds": 0.5},
     }
     if named:
         spec["volumes"] = {"redis-data": "/data"}
@@ -471,11 +443,10 @@ class CombinedMachine(RuleBasedStateMachine):
         self.tmp = Path(tempfile.mkdtemp(prefix="bg-machine-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
         self.state_dir = self.tmp / "state"
         self.store = StateStore(self.state_dir)
-        self.world = MachineWorld(images=dict(IMAGES), stable_seconds=STABLE, hook_script=hook_script, access_log=self.tmp / "access.log")
+        self.world = MachineWorld(images=dict(IMAGES), stable_seconds=STABLE, hook_script=hook_script)
         self.world.store = self.store
-        self.acc_world = MachineAccessories()
         self.acc = accessory("redis:7.2", False)
-        self.data: str | None = None  # what the app wrote into the accessory's /data
+        self.data: str | None = None  # the volume at the accessory's /data once the app wrote into it
         self.budget = self.world.budget
         self.resolver = SecretsResolver(None, FakeSsm())
         self.desired = Desired()
@@ -496,7 +467,7 @@ class CombinedMachine(RuleBasedStateMachine):
     # The spec --------------------------------------------------------------------------------------------------
     def _set(self, d: Desired) -> None:
         try:
-            app = d.build(self.tmp / "access.log")
+            app = d.build()
         except pydantic.ValidationError:
             return  # an edit the schema refuses (a preview of the live image): the operator's spec stays
         self.desired, self.app = d, app
@@ -580,7 +551,7 @@ class CombinedMachine(RuleBasedStateMachine):
         w.run_started = w.clock
         r = Reconciler(cast(World, Killable(w, self.budget)), self.store, Metrics(), backoff_base=BACKOFF_BASE,
                        should_stop=w.should_stop, resolver=self.resolver)  # fmt: skip
-        runner = AccessoryRunner(cast(AccessoryWorld, Killable(self.acc_world, self.budget)), self.store)
+        runner = AccessoryRunner(cast(World, Killable(w, self.budget)), self.store)
         r.dependencies = runner.dependencies
         complete = False
         try:
@@ -597,12 +568,7 @@ class CombinedMachine(RuleBasedStateMachine):
 
     # Perturbations ------------------------------------------------------------------------------------------------
     def _docker_restarts(self, what: str) -> None:
-        if what == ACCESSORY:
-            c = self.acc_world.containers.get(ACCESSORY)
-            if c is not None:
-                c.state = "exited"  # it died; `unless-stopped` would restart it: the controller's next pass does
-        else:
-            self.world.docker_restarted(f"{APP}-{what}")
+        self.world.docker_restarted(what if what == ACCESSORY else f"{APP}-{what}")
 
     @rule(what=st.sampled_from(["blue", "green", ACCESSORY]))
     def docker_restarts(self, what: str) -> None:
@@ -622,14 +588,15 @@ class CombinedMachine(RuleBasedStateMachine):
 
     @rule(healthy=st.booleans())
     def accessory_health(self, healthy: bool) -> None:
-        self.acc_world.healthy[ACCESSORY] = healthy
+        c = self.world.containers.get(ACCESSORY)
+        if c is not None:
+            c.broken = not healthy
 
     @rule()
     def write_accessory_data(self) -> None:
-        vol = self.acc_world.mounts.get(ACCESSORY, {}).get("/data")
-        if vol is not None:
-            self.data = f"counter-{len(self.acc_world.volume_data)}"
-            self.acc_world.volume_data[vol] = self.data
+        """The app writes into the accessory's /data: the volume there must stay the accessory's /data."""
+        c = self.world.containers.get(ACCESSORY)
+        self.data = next((vol for vol, path in c.mounts.items() if path == "/data"), None) if c is not None else None
 
     @rule(low=st.booleans())
     def host_memory(self, low: bool) -> None:
@@ -703,7 +670,8 @@ class CombinedMachine(RuleBasedStateMachine):
         port = port_of(pr[0])
         c = next((c for c in w.containers.values() if c.fact.host_port == port and c.command is None), None)
         if c is None or c.fact.state != "running" or not w._health_now(c):
-            down = self.app.spec.dependsOn and runner_down(self.acc_world)
+            a = w.containers.get(ACCESSORY)
+            down = self.app.spec.dependsOn and (a is None or a.state != "running" or a.broken)
             w.found.append(Violation(12 if down else None, f"preview requests reach {pr[0]}, which is {c.fact.state if c else 'gone'}"))
 
     # Invariants ------------------------------------------------------------------------------------------------
@@ -733,23 +701,18 @@ class CombinedMachine(RuleBasedStateMachine):
 
     @invariant()
     def no_volume_removed_and_data_kept(self) -> None:
-        now = set(self.acc_world.volumes)
+        now = set(self.world.volumes)
         assert self.volumes_seen <= now, f"volumes removed: {self.volumes_seen - now}"
         self.volumes_seen = now
-        vol = self.acc_world.mounts.get(ACCESSORY, {}).get("/data")
-        if self.data is not None and vol is not None and self.acc_world.volume_data.get(vol) != self.data:
-            self.world.found.append(Violation(7, f"{ACCESSORY} was recreated and its /data ({self.data}) is gone"))
+        c = self.world.containers.get(ACCESSORY)
+        if self.data is not None and c is not None and c.mounts.get(self.data) != "/data":
+            self.world.found.append(Violation(7, f"{ACCESSORY} was recreated without its /data volume {self.data[:12]}: the data is gone"))
             self.data = None
             self.no_violation()
 
 
 def _leaks(text: str) -> bool:
     return any(text[i : i + FRAGMENT] in _FRAGMENTS for i in range(len(text) - FRAGMENT + 1))
-
-
-def runner_down(w: FakeAccessoryWorld) -> bool:
-    c = w.containers.get(ACCESSORY)
-    return c is None or c.state != "running" or not w.healthy.get(ACCESSORY, True)
 
 
 def _int_env(name: str, default: int) -> int:
