@@ -46,7 +46,7 @@ import pytest
 import structlog
 from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
-from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from controller import logs, release
 from controller.accessory import Accessory
@@ -85,6 +85,7 @@ if _hunt:
 
 APP = "dialogue"
 ACCESSORY = "redis"
+NAMED_VOLUME = "redis-data"
 STABLE = 2.0  # healthCheck.stableSeconds (the default)
 RATE = 4.0  # requests per second the fake Nginx serves (and logs)
 MAX_LINES = 40  # logged per time step at most (a long wait is not ten thousand lines)
@@ -430,7 +431,7 @@ def accessory(image: str, named: bool) -> Accessory:
         "healthCheck": {"command": list(PING), "timeoutSeconds": 1, "intervalSeconds": 0.5},
     }
     if named:
-        spec["volumes"] = {"redis-data": "/data"}
+        spec["volumes"] = {NAMED_VOLUME: "/data"}
     return Accessory.model_validate({"apiVersion": "bluegreen/v1", "kind": "Accessory", "metadata": {"name": ACCESSORY}, "spec": spec})
 
 
@@ -458,7 +459,18 @@ class CombinedMachine(RuleBasedStateMachine):
         self.known_defects = set(KNOWN_DEFECTS)  # the scenarios below empty it: every defect fails them
         self.reported = 0
         self.checked_windows: set[tuple[str, float]] = set()
-        self._run()  # v1 on blue, served, like a host where the app already runs
+
+    @initialize(
+        verify=st.sampled_from([None, "strict"]),
+        failover=st.booleans(),
+        preview=st.sampled_from([None, "dialogue:3"]),
+        hooks=st.sampled_from([None, "migrate"]),
+        depends=st.booleans(),
+    )
+    def start(self, verify: str | None, failover: bool, preview: str | None, hooks: str | None, depends: bool) -> None:
+        """v1 on blue, served, like a host where the app already runs, with features drawn for the example."""
+        self._set(replace(self.desired, verify=verify, failover=failover, preview=preview, hooks=hooks, depends=depends))
+        self._run()
 
     def teardown(self) -> None:
         self._stack.close()
@@ -511,6 +523,8 @@ class CombinedMachine(RuleBasedStateMachine):
     @rule(image=st.sampled_from(["redis:7.2", "redis:7.4"]), named=st.booleans())
     def edit_accessory(self, image: str, named: bool) -> None:
         self.acc = accessory(image, named)
+        if named and self.data != NAMED_VOLUME:
+            self.data = None  # the operator mounts a named volume over /data: the old data stays in its volume (--plan warns)
 
     @rule()
     def rollback(self) -> None:
@@ -768,6 +782,7 @@ def run_scenario(steps: list[Step]) -> CombinedMachine:
     m = CombinedMachine()
     m.known_defects = set()
     try:
+        m.start(verify=None, failover=False, preview=None, hooks=None, depends=False)
         m.no_violation()
         for name, args in steps:
             getattr(m, name)(**args)
