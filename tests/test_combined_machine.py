@@ -51,7 +51,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from controller import logs, release
 from controller.accessory import Accessory
 from controller.accessory_reconcile import AccessoryRunner
-from controller.facts import LABEL_HOOK, port_of
+from controller.facts import LABEL_HOOK, is_anonymous, port_of
 from controller.metrics import Metrics
 from controller.reconcile import Reconciler
 from controller.routing import upstream_address
@@ -721,8 +721,9 @@ class CombinedMachine(RuleBasedStateMachine):
         assert self.volumes_seen <= now, f"volumes removed: {self.volumes_seen - now}"
         self.volumes_seen = now
         c = self.world.containers.get(ACCESSORY)
-        if any(path == "/data" and vol != self.data for vol, path in self.acc.spec.volumes.items()):
-            self.data = None  # the operator mounts another volume over /data: the old data stays in its own (--plan warns)
+        named = next((vol for vol, path in self.acc.spec.volumes.items() if path == "/data"), None)
+        if self.data is not None and (named != self.data if named is not None else not is_anonymous(self.data)):
+            self.data = None  # the operator mounts another volume at /data (or none): the data stays in its own (--plan warns)
         if self.data is not None and c is not None and c.mounts.get(self.data) != "/data":
             self.world.found.append(Violation(7, f"{ACCESSORY} was recreated without its /data volume {self.data[:12]}: the data is gone"))
             self.data = None
