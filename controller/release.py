@@ -25,29 +25,17 @@ invalid input or the host could not be observed: one line on stderr, the file un
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
-from typing import Any
 
-from controller.cli import (
-    _nonneg,
-    _Parser,
-    _positive,
-    _state_dir,
-    build_reconciler,
-    err,
-    load_specs,
-    problem_lines,
-)
+from controller import modes, runtime
 from controller.errors import EXIT_INVALID, EXIT_OK, ControllerError, SpecError
 from controller.facts import LABEL_APP, ContainerFact, Observed
 from controller.logs import configure
-from controller.metrics import Metrics
+from controller.options import Parser, ReleaseOptions, Settings, add_state_dir, err, nonneg, positive
 from controller.spec import BlueGreenApp, Color, other
-from controller.specdir import host_problem, state_dir_problem
+from controller.specdir import host_problem, select, state_dir_problem
 from controller.specedit import Current, Edited, edit, read_current, unified_diff
-from controller.state import DEFAULT_STATE_DIR
 
 COMMANDS = ("deploy", "rollback", "promote")
 
@@ -57,8 +45,8 @@ class Refused(SpecError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="reconcile", description="Edit a spec file for a release (deploy, rollback, promote); see the module doc.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = Parser(prog="reconcile", description="Edit a spec file for a release (deploy, rollback, promote); see the module doc.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     helps = {
         "deploy": "image <- --image, flip activeColor (refused while the spec and Nginx disagree, unless --force)",
         "rollback": "flip activeColor back to the warm standby, image <- what it runs (refused when there is none)",
@@ -74,71 +62,65 @@ def build_parser() -> argparse.ArgumentParser:
         how = c.add_mutually_exclusive_group()
         how.add_argument("--apply", action="store_true", help="after writing, converge at once (the path of --once)")
         how.add_argument("--dry-run", action="store_true", help="print the diff; write nothing")
-        c.add_argument(
-            "--state-dir",
-            type=_state_dir,
-            default=os.environ.get("BLUEGREEN_STATE_DIR") or str(DEFAULT_STATE_DIR),
-            help="lock, status and history (env BLUEGREEN_STATE_DIR; default %(default)s)",
-        )
-        c.add_argument("--lock-timeout", type=_nonneg, default=30.0, help="--apply: seconds to wait for another run's lock")
+        add_state_dir(c)
+        c.add_argument("--lock-timeout", type=nonneg, default=30.0, help="--apply: seconds to wait for another run's lock")
         c.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
         c.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
-        c.add_argument("--backoff-base", type=_positive, default=60.0, help="--apply: as for --once")
-        c.add_argument("--backoff-max", type=_positive, default=3600.0, help="--apply: as for --once")
+        c.add_argument("--backoff-base", type=positive, default=60.0, help="--apply: as for --once")
+        c.add_argument("--backoff-max", type=positive, default=3600.0, help="--apply: as for --once")
         c.add_argument("--metrics-textfile", type=Path, help="--apply: as for --once")
         c.add_argument("--docker-url", default=None, help="Docker daemon URL (default: DOCKER_HOST or the local socket)")
     return p
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    host = _Host(args.docker_url)
+    opts = ReleaseOptions.from_args(build_parser().parse_args(argv))  # the Namespace ends here
+    host = _Host(opts.run)
     try:
         try:
-            before, text, cur = _read(args.path)
-            edited = _decide(args, text, cur, host)
+            before, text, cur = _read(opts.path)
+            edited = _decide(opts, text, cur, host)
         except ControllerError as e:
             err(str(e))
             return EXIT_INVALID
         after = edited.text.encode("utf-8")
-        sys.stdout.write(unified_diff(text, edited.text, str(args.path)))
-        if args.dry_run:
-            print(f"{cur.name}: --dry-run: {args.path} not written")
+        sys.stdout.write(unified_diff(text, edited.text, str(opts.path)))
+        if opts.dry_run:
+            print(f"{cur.name}: --dry-run: {opts.path} not written")
             return EXIT_OK
         from controller.drivers.files import write_spec
 
         try:
-            write_spec(args.path, after, before)
+            write_spec(opts.path, after, before)
         except ControllerError as e:
             err(str(e))
             return EXIT_INVALID
         s = edited.app.spec
-        print(f"{cur.name}: wrote {args.path}: {s.activeColor} is to serve {s.image}")
-        if not args.apply:
+        print(f"{cur.name}: wrote {opts.path}: {s.activeColor} is to serve {s.image}")
+        if not opts.apply:
             return EXIT_OK
-        configure(args.log_format, level=args.log_level)  # the logs of the converge, as for --once
-        return _apply(args, host.get())
+        configure(opts.run.log_format, level=opts.run.log_level)  # the logs of the converge, as for --once
+        return _apply(opts, host)
     finally:
         host.close()
 
 
 class _Host:
-    """The host, connected to only when it is looked at: `deploy --force` edits a checkout in CI, without Docker."""
+    """The run's parts (controller/runtime.py), built once, when the host is first looked at: `deploy --force`
+    edits a checkout in CI, without Docker."""
 
-    def __init__(self, docker_url: str | None) -> None:
-        self.docker_url = docker_url
-        self.world: Any = None
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.rt: runtime.Runtime | None = None
 
-    def get(self) -> Any:
-        if self.world is None:
-            from controller.drivers.host import HostWorld  # Docker SDK and httpx load here, not at import
-
-            self.world = HostWorld(self.docker_url)
-        return self.world
+    def get(self) -> runtime.Runtime:
+        if self.rt is None:
+            self.rt = runtime.build(self.settings)
+        return self.rt
 
     def close(self) -> None:
-        if self.world is not None:
-            self.world.close()
+        if self.rt is not None:
+            self.rt.close()
 
 
 def _read(path: Path) -> tuple[bytes, str, Current]:
@@ -154,15 +136,16 @@ def _read(path: Path) -> tuple[bytes, str, Current]:
     return before, text, read_current(text, str(path))
 
 
-def _decide(args: argparse.Namespace, text: str, cur: Current, host: _Host) -> Edited:
-    source = str(args.path)
+def _decide(opts: ReleaseOptions, text: str, cur: Current, host: _Host) -> Edited:
+    source = str(opts.path)
     if cur.active_color not in ("blue", "green"):
         raise SpecError(f"{source}: spec.activeColor: {cur.active_color!r} is not blue or green")
     active: Color = "blue" if cur.active_color == "blue" else "green"
     to = other(active)
-    if args.command == "deploy":
-        edited = edit(text, source, {"image": args.image, "activeColor": to})
-    elif args.command == "promote":
+    if opts.command == "deploy":
+        assert opts.image is not None  # required by the parser
+        edited = edit(text, source, {"image": opts.image, "activeColor": to})
+    elif opts.command == "promote":
         if not cur.has_preview:
             raise Refused(f"{source}: spec.preview is not set: nothing to promote")
         if cur.preview_image is None:
@@ -172,28 +155,28 @@ def _decide(args: argparse.Namespace, text: str, cur: Current, host: _Host) -> E
         edited = edit(text, source, {"image": cur.preview_image, "activeColor": to}, remove=("preview",))
     else:
         edited = None
-    if edited is not None and args.force and not args.apply:
+    if edited is not None and opts.force and not opts.apply:
         _note_preview_env(cur)
         return edited  # forced: nothing on this host is looked at (a CI job editing a checkout)
     # The host is observed with the app as it will be (same names, ports and Nginx files; only image and color differ).
     app = edited.app if edited is not None else _validated(text, source)
-    problem = host_problem(app) or state_dir_problem(app, args.state_dir)
+    problem = host_problem(app) or state_dir_problem(app, opts.run.state_dir)
     if problem:
         raise SpecError(f"{source}: {problem}")
-    world = host.get()
-    obs, serving = _observe(app, world)
-    if args.command == "rollback":
+    rt = host.get()
+    obs, serving = _observe(app, rt)
+    if opts.command == "rollback":
         standby = obs.containers[to]
         why = _not_warm(app, standby)
         if why is not None or standby is None:
             raise Refused(f"{source}: refused: no warm standby to roll back to: {app.container_name(to)} {why}")
         edited = edit(text, source, {"image": standby.image, "activeColor": to})
-        _note_recreate(args, world, edited.app, to)
+        _note_recreate(rt, edited.app, to)
         return edited
     assert edited is not None
-    if not args.force:
+    if not opts.force:
         _check_agreement(source, app, cur, active, obs, serving)
-    if args.command == "promote":
+    if opts.command == "promote":
         _note_preview_env(cur)
         idle = obs.containers[to]
         if idle is None or _not_warm(app, idle) is not None or idle.image != cur.preview_image:
@@ -207,13 +190,13 @@ def _note_preview_env(cur: Current) -> None:
             "spec.env only (a preview container that ran with it is recreated before the switch)")
 
 
-def _note_recreate(args: argparse.Namespace, world: Any, app: BlueGreenApp, color: Color) -> None:
+def _note_recreate(rt: runtime.Runtime, app: BlueGreenApp, color: Color) -> None:
     """Say when converging the edit recreates `color` (its container's revision is not the spec's: env, ports or
     labels changed since it was made): then the rollback is a health-gated deploy, not a switch."""
     from controller.actions import CreateContainer
 
     try:
-        p, _, _ = build_reconciler(args, world, Metrics()).plan_only(app)
+        p, _, _ = rt.apps.plan_only(app)
     except ControllerError:
         return  # only a note: the plan of the converging run says it again
     if any(isinstance(a, CreateContainer) and a.color == color for a in p.actions):
@@ -227,11 +210,11 @@ def _validated(text: str, source: str) -> BlueGreenApp:
     return parse_app(text, source)
 
 
-def _observe(app: BlueGreenApp, world: Any) -> tuple[Observed, Color | None]:
+def _observe(app: BlueGreenApp, rt: runtime.Runtime) -> tuple[Observed, Color | None]:
     from controller.observe import index_containers, observe
     from controller.routing import serving_color
 
-    obs = observe(app, world, index_containers(world))
+    obs = observe(app, rt.world, index_containers(rt.world))
     return obs, serving_color(app, obs.route, obs.include, obs.flag)
 
 
@@ -267,14 +250,12 @@ def _check_agreement(source: str, app: BlueGreenApp, cur: Current, active: Color
         raise Refused(f"{source}: refused: {app.container_name(active)} runs {live.image}, not the spec's image {cur.image} ({hint})")
 
 
-def _apply(args: argparse.Namespace, world: Any) -> int:
-    """Converge the written spec now: exactly what `reconcile --once -f SPEC` does."""
-    from controller.cli import _once
-
-    loaded = load_specs(args.path, args.state_dir)
-    for line in problem_lines(loaded, args.path):
+def _apply(opts: ReleaseOptions, host: _Host) -> int:
+    """Converge the written spec now: exactly what `reconcile --once -f SPEC` does, on the same Runtime."""
+    loaded = select(opts.path, state_dir=opts.run.state_dir)
+    for line in modes.problem_lines(loaded, opts.path):
         err(line)
     if not loaded.apps:
         return EXIT_INVALID
-    rec = build_reconciler(args, world, Metrics())
-    return _once(rec, loaded.apps, args)
+    rt = host.get()
+    return modes.once(rt, loaded.apps, loaded.accessories)
