@@ -53,6 +53,7 @@ from controller.accessory import Accessory
 from controller.accessory_reconcile import AccessoryRunner
 from controller.facts import LABEL_HOOK, is_anonymous, port_of
 from controller.metrics import Metrics
+from controller.observe import index_containers, observe
 from controller.reconcile import Reconciler
 from controller.routing import upstream_address
 from controller.secrets import SecretRef, SecretsResolver
@@ -310,7 +311,7 @@ class MachineWorld(CheckedWorld):
         """Traffic leaves the desired color because its revision failed verification (switchback.py)."""
         if self.store is None or self.app is None:
             return False
-        mem = self.store.load_memory(APP, BACKOFF_BASE, 3600)
+        mem = self.store.load_memory(APP)
         f = mem.failures.get(self.app.revision(self.app.spec.activeColor, self.revision_extra))
         return f is not None and f.reason == FAILED_REASON
 
@@ -334,7 +335,7 @@ class MachineWorld(CheckedWorld):
         """Union the state dir's failed revisions into the machine's record (which forgets nothing by itself)."""
         if self.store is None or self.app is None:
             return
-        for rev, f in self.store.load_memory(APP, BACKOFF_BASE, 3600).failures.items():
+        for rev, f in self.store.load_memory(APP).failures.items():
             self.failed.setdefault(rev, Failed(f.reason, f.last_failed_at, self.app.generation()))
 
     def _window_target(self, name: str) -> bool:
@@ -531,7 +532,7 @@ class CombinedMachine(RuleBasedStateMachine):
     @rule()
     def rollback(self) -> None:
         """`reconcile rollback`: accepted only for a warm standby (it is then the spec's activeColor)."""
-        obs, _serving = release._observe(self.app, self.world)
+        obs = observe(self.app, self.world, index_containers(self.world))  # what release's rollback observes
         to = other(self.app.spec.activeColor)
         standby = obs.containers[to]
         if release._not_warm(self.app, standby) is not None or standby is None:
@@ -565,10 +566,9 @@ class CombinedMachine(RuleBasedStateMachine):
         logs._secrets.clear()  # a new process: nothing registered until it reads secret values (logs.register_secret)
         w.fired = False
         w.run_started = w.clock
-        r = Reconciler(cast(World, Killable(w, self.budget)), self.store, Metrics(), backoff_base=BACKOFF_BASE,
-                       should_stop=w.should_stop, resolver=self.resolver)  # fmt: skip
         runner = AccessoryRunner(cast(World, Killable(w, self.budget)), self.store)
-        r.dependencies = runner.dependencies
+        r = Reconciler(cast(World, Killable(w, self.budget)), self.store, Metrics(), backoff_base=BACKOFF_BASE,
+                       should_stop=w.should_stop, resolver=self.resolver, dependencies=runner.dependencies)  # fmt: skip
         complete = False
         try:
             runner.reconcile_all([self.acc])
@@ -669,7 +669,7 @@ class CombinedMachine(RuleBasedStateMachine):
         if live is None or live == want or not changes or changes[-1][1:] != (live, self.app.generation()):
             return  # not moved there by the controller under this spec
         fo = self.store.load_failover(APP)
-        mem = self.store.load_memory(APP, BACKOFF_BASE, 3600)
+        mem = self.store.load_memory(APP)
         held = mem.failures.get(self.app.revision(want, self.world.revision_extra))
         if (fo.active is not None and fo.active.to_color == live) or held is not None:
             return
@@ -783,9 +783,10 @@ SCENARIOS: dict[int | str, list[Step]] = {
 }
 
 
-def run_scenario(steps: list[Step]) -> CombinedMachine:
+def run_scenario(steps: list[Step], quiet: frozenset[int] = frozenset()) -> CombinedMachine:
+    """The steps with the machine's checks after each; `quiet`: defects that end the run silently."""
     m = CombinedMachine()
-    m.known_defects = set()
+    m.known_defects = set(quiet)
     try:
         m.start(verify=None, failover=False, preview=None, hooks=None, depends=False)
         m.no_violation()
@@ -809,4 +810,10 @@ def _known(n: int | str) -> Any:
 
 @pytest.mark.parametrize("name", [pytest.param(n, marks=_known(n)) for n in SCENARIOS])
 def test_machine_reaches_defect(name: int | str) -> None:
-    run_scenario(SCENARIOS[name])
+    defect = _defect(name)
+    try:
+        run_scenario(SCENARIOS[name], quiet=ISSUE_19 - {defect})  # another defect first ends it quietly: an XPASS
+    except AssertionError as e:
+        if not str(e).startswith(f"issue 19 #{defect}:"):
+            raise RuntimeError(f"the run for defect #{defect} failed otherwise: {e}") from e
+        raise
