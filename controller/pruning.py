@@ -1,10 +1,10 @@
 """Image pruning (`spec.keepImages`): after a converged pass, remove images of the app's repository that
 no container uses, keeping the N most recent and never one a color, any container or the spec names.
 
-Three parts, the same shape as a pass: `observe_images` reads (two daemon calls), `plan_pruning` is pure
-(observed facts in, removals out) and `prune` gives the removals effect, oldest first. Nothing is
-remembered between passes: a pass killed half-way through leaves fewer images, and the next pass plans
-again from what it observes. Removing the oldest first never changes which images are the N most
+Three parts, the same shape as a pass: `observe_images` reads (two daemon calls; `gather` calls it),
+`rules/pruning.plan_pruning` is pure (observed facts in, removals out: `Plan.prune`) and `prune` gives the
+removals effect, oldest first. Nothing is remembered between passes: a pass killed half-way through leaves
+fewer images, and the next pass plans again from what it observes. Removing the oldest first never changes which images are the N most
 recent, so a re-plan keeps the same ones. Removal is by image id and never forced: Docker refuses (and
 the image stays) when a container started meanwhile uses it or another repository names it.
 """
@@ -12,65 +12,12 @@ the image stays) when a container started meanwhile uses it or another repositor
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
+from controller.actions import ImageRemoval
 from controller.errors import ControllerError
-from controller.facts import ImageFact, ImagesObserved, Observed
-from controller.imageref import ImageRef, InvalidImageRef
-from controller.spec import BlueGreenApp
+from controller.facts import ImagesObserved
 from controller.world import World
-
-_DOCKER_HUB = (None, "docker.io", "index.docker.io", "registry-1.docker.io")
-
-
-@dataclass(frozen=True)
-class ImageRemoval:
-    image_id: str
-    references: tuple[str, ...]
-    created: float
-    reason: str
-
-    def describe(self) -> str:
-        return f"RemoveImage({', '.join(self.references)} {self.image_id[:19]}): {self.reason}"
-
-
-def repository(reference: str) -> str | None:
-    """The repository a reference names, as Docker shows it (`docker.io/library/x` is `x`); None if unparsable."""
-    try:
-        ref = ImageRef.parse(reference)
-    except InvalidImageRef:
-        return None
-    if ref.registry in _DOCKER_HUB:
-        return ref.path.removeprefix("library/")
-    return ref.repository
-
-
-def _names(reference: str) -> set[str]:
-    """The names under which Docker lists the image `reference` means (`x` is `x:latest`; a digest its own)."""
-    try:
-        ref = ImageRef.parse(reference)
-    except InvalidImageRef:
-        return set()
-    repo = repository(reference)
-    out = set()
-    if ref.digest:
-        out.add(f"{repo}@{ref.digest}")
-    if ref.tag or not ref.digest:
-        out.add(f"{repo}:{ref.tag or 'latest'}")
-    return out
-
-
-def protected_references(app: BlueGreenApp) -> set[str]:
-    """The images the spec names: its own and, where the spec has one, its preview's."""
-    names = _names(app.spec.image)
-    preview = getattr(app.spec, "preview", None)  # spec.preview.image (issue 12), when this version has it
-    preview_image = getattr(preview, "image", None)
-    if isinstance(preview_image, str):
-        names |= _names(preview_image)
-    return names
-
 
 # ---------------------------------------------------------------------------------------------- observe
 
@@ -79,47 +26,6 @@ def observe_images(world: World) -> ImagesObserved:
     """Containers after images: an image a container created in between is then seen as in use."""
     images = tuple(world.list_images())
     return ImagesObserved(images=images, in_use=world.image_ids_in_use())
-
-
-# ---------------------------------------------------------------------------------------------- plan (pure)
-
-
-def plan_pruning(
-    app: BlueGreenApp, obs: Observed, images: ImagesObserved, *, verification_open: bool = False
-) -> tuple[ImageRemoval, ...]:
-    """The images to remove, oldest first. Called only for a converged plan.
-
-    `verification_open`: a post-switch verification window is still open (the rollback target must stay):
-    nothing is removed until it closes. It is the one hook for that; False keeps pruning as it is.
-    """
-    if verification_open:
-        return ()
-    repo = repository(app.spec.image)
-    keep_names = protected_references(app)
-    colors = {c.image_id for c in obs.containers.values() if c is not None and c.image_id}
-    candidates: list[ImageFact] = []
-    for img in images.images:
-        repos = {repository(r) for r in img.references}
-        if repos != {repo}:
-            continue  # not this repository's, or also another's (or a name we cannot read): not ours alone
-        if img.id in images.in_use or img.id in colors or keep_names & set(img.references):
-            continue
-        candidates.append(img)
-    newest_first = sorted(candidates, key=lambda i: (i.created, i.id), reverse=True)
-    n = app.spec.keepImages
-    return tuple(
-        ImageRemoval(
-            image_id=img.id,
-            references=tuple(sorted(img.references)),
-            created=img.created,
-            reason=f"created {_iso(img.created)}, used by no container; the {n} more recent unused image{'s' if n != 1 else ''} of {repo} are kept",
-        )
-        for img in reversed(newest_first[n:])
-    )
-
-
-def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # ---------------------------------------------------------------------------------------------- apply

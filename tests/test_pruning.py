@@ -6,17 +6,19 @@ The real-dockerd side (kill -9 mid-prune, Docker's refusal of an image in use) i
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-from controller.facts import ContainerFact, ImageFact, ImagesObserved, Observed, RouteFact
-from controller.pruning import plan_pruning, repository
+from controller.facts import ContainerFact, ImageFact, ImagesObserved, Memory, Observed, RouteFact
 from controller.reconcile import Reconciler
+from controller.rules.pruning import plan_pruning, repository
 from controller.testing import Crash, FakeImage
+from controller.verify import Window
 from controller.world import ContainerRequest
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler, world_for
+from tests.support.plans import plan_for
 
 DAY = 86400.0
 
@@ -45,7 +47,7 @@ def test_keeps_the_n_most_recent_unused_and_every_protected_image() -> None:
     digest_only = _img("dialogue@sha256:" + "a" * 64, 0.4 * DAY)  # pulled by digest: this repository's
     images = ImagesObserved((*old, live, used, shared, foreign, digest_only), in_use=frozenset({used.id}))
 
-    removals = plan_pruning(app, _obs(blue=_color(live)), images)
+    removals = plan_pruning(app, _obs(blue=_color(live)), images, verification_open=False)
 
     # Unused images of the repository newest first: :6 :5 | :4 :3 :2 :1 digest-only. The two newest stay.
     assert [r.references for r in removals] == [
@@ -62,13 +64,12 @@ def test_a_color_image_and_a_preview_image_are_never_removed() -> None:
     app = make_app(image="dialogue:n0", keepImages=1)
     green = ContainerFact(name="dialogue-green", id="d" * 64, image="dialogue:2", image_id=green_img.id, labels={},
                           state="exited", host_ip=None, host_port=None)
-    removals = plan_pruning(app, _obs(blue=_color(blue_img), green=green), images)
+    removals = plan_pruning(app, _obs(blue=_color(blue_img), green=green), images, verification_open=False)
     assert [r.references for r in removals] == [("dialogue:n1",)]  # n0 is the spec's, n2 the one most recent kept
 
-    # spec.preview.image (issue 12) is read defensively: a spec that has one protects it too.
-    spec = SimpleNamespace(image="dialogue:n0", keepImages=1, preview=SimpleNamespace(image="dialogue:n1"))
-    with_preview: Any = SimpleNamespace(spec=spec)
-    assert plan_pruning(with_preview, _obs(blue=_color(blue_img), green=green), images) == ()
+    # spec.preview.image (issue 12) is protected too.
+    with_preview = make_app(image="dialogue:n0", keepImages=1, preview={"image": "dialogue:n1"})
+    assert plan_pruning(with_preview, _obs(blue=_color(blue_img), green=green), images, verification_open=False) == ()
 
 
 def test_repository_names_as_docker_lists_them() -> None:
@@ -102,6 +103,21 @@ def test_a_converged_pass_prunes_and_history_records_each_removal(tmp_path: Path
     # A removed image is only gone locally: deploying it again pulls it.
     flip = make_app(image="dialogue:2", activeColor="green", keepImages=2)
     assert rec.reconcile(flip).result == "converged" and "dialogue:2" not in w.pruned
+
+
+def test_the_plan_shows_what_a_converged_pass_prunes_and_nothing_while_a_window_is_open(tmp_path: Path) -> None:
+    """`--plan` and the pass read `Plan.prune` from the same decide; an open verification window keeps every image
+    (the rollback target stays until the verdict)."""
+    deployed = make_app(image="dialogue:1", keepImages=7)
+    w = _world(deployed)
+    assert reconciler(w, tmp_path / "state").reconcile(deployed).result == "converged" and not w.pruned
+    app = make_app(image="dialogue:1", keepImages=2)
+    p = plan_for(app, w, images=True)
+    assert p.converged and [r.references for r in p.prune] == [(f"dialogue:{i}",) for i in (2, 3, 4, 5)]
+    assert plan_for(app, w).prune == ()  # images not gathered: nothing to prune from
+    window = Window("blue", app.revision("blue"), "green", None, app.generation(), 0.0, 60.0)
+    assert plan_for(app, w, Memory(verify=window), images=True).prune == ()
+    assert plan_for(app, w, Memory(verify=replace(window, state="passed")), images=True).prune == p.prune
 
 
 def _world(app: Any, world: type[CheckedWorld] = CheckedWorld) -> CheckedWorld:
