@@ -222,6 +222,7 @@ class MachineWorld(CheckedWorld):
         self.advance(seconds)
 
     def advance(self, seconds: float) -> None:
+        """Real time passes: Nginx serves meanwhile, events fire at their instant, a run too long is Wedged."""
         end = self.clock + max(0.0, seconds)
         while True:
             due = sorted((e for e in self.events if e[0] <= end), key=lambda e: e[0])
@@ -463,7 +464,7 @@ class CombinedMachine(RuleBasedStateMachine):
         self.volumes_seen: set[str] = set()
         self.scanned_logs = 0
         self.known: set[int] = set()  # known defects this example showed: its checks end there
-        self.known_defects = set(KNOWN_DEFECTS)  # the scenarios below empty it: every defect fails them
+        self.known_defects = set(KNOWN_DEFECTS)  # the scripted runs below keep only the others quiet
         self.reported = 0
         self.checked_windows: set[tuple[str, float]] = set()
 
