@@ -13,8 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller import __version__
-from controller.errors import HostError
-from controller.metrics import (
+from controller.kernel.errors import HostError
+from controller.store.metrics import (
     APP_CONDITION,
     APP_CONVERGED,
     BUILD_INFO,
@@ -81,7 +81,7 @@ def test_textfile_write_failure_leaves_no_temporary_file(tmp_path: Path) -> None
     path = tmp_path / "bluegreen.prom"
     path.mkdir()  # something in the way that os.replace cannot replace
     (path / "keep").write_text("x")
-    with pytest.raises(HostError):  # the one atomic write (controller/drivers/files.py) says what failed in one line
+    with pytest.raises(HostError):  # the one atomic write (controller/kernel/files.py) says what failed in one line
         Metrics().write_textfile(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bluegreen.prom"]
 
@@ -187,3 +187,28 @@ def test_once_textfile_counts_invalid_specs_and_an_unreachable_docker(
     assert value(s, RECONCILE_RUNS + "_total", app=app_name, result="error") == 1
     assert value(s, APP_CONVERGED, app=app_name) == 0
     assert value(s, LAST_RUN) is not None
+
+
+def test_a_run_that_exports_nothing_counts_into_null_metrics() -> None:
+    """--plan, --status and --once without --metrics-textfile: every metric of `Metrics` takes the same calls and
+    records nothing; nothing is registered (tests/test_layering.py: prometheus_client is not even imported)."""
+    from prometheus_client import Counter, Gauge, Histogram
+
+    from controller.store.metrics import NullMetrics
+
+    real, null = Metrics(), NullMetrics()
+    assert null.registry is None
+    for name, metric in vars(real).items():
+        if not isinstance(metric, (Counter, Gauge, Histogram)):
+            continue
+        labels = {k: "x" for k in metric._labelnames}
+        child = getattr(null, name).labels(**labels) if labels else getattr(null, name)
+        for call, arg in (("inc", 1), ("set", 1), ("observe", 0.5)):
+            if hasattr(metric.labels(**labels) if labels else metric, call):
+                getattr(child, call)(arg)
+    null.set_live_color("a", "blue")
+    null.set_conditions("a", {"Ready": True})
+    null.invalid_spec("a")
+    null.unreachable("a")
+    with pytest.raises(AttributeError):
+        _ = null._not_a_metric
