@@ -48,20 +48,22 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from controller import logs, release
-from controller.accessory import Accessory
-from controller.accessory_reconcile import AccessoryRunner
-from controller.facts import LABEL_HOOK, is_anonymous, port_of
-from controller.metrics import Metrics
-from controller.observe import index_containers, observe
-from controller.reconcile import Reconciler
-from controller.routing import upstream_address
-from controller.secrets import SecretRef, SecretsResolver
-from controller.spec import BlueGreenApp, SsmSecrets, other
-from controller.state import StateStore
-from controller.testing import Crash, FakeImage
-from controller.verify import FAILED_REASON
-from controller.world import HookState, RunState, World
+from controller.accessory.reconcile import AccessoryRunner
+from controller.app.observe import index_containers, observe
+from controller.app.reconcile import Reconciler
+from controller.app.routing import upstream_address
+from controller.cli import release
+from controller.kernel import logs
+from controller.spec.accessory import Accessory
+from controller.spec.app import BlueGreenApp, SsmSecrets
+from controller.spec.base import other
+from controller.store.metrics import Metrics
+from controller.store.state import StateStore
+from controller.world.facts import LABEL_HOOK, is_anonymous, port_of
+from controller.world.fake import Crash, FakeImage
+from controller.world.protocol import HookState, RunState, World
+from controller.world.secrets import SecretRef, SecretsResolver
+from controller.world.verification import FAILED_REASON
 from tests.factories import make_app
 from tests.fakes import CheckedWorld
 
