@@ -679,7 +679,9 @@ class CombinedMachine(RuleBasedStateMachine):
         fo = self.store.load_failover(APP)
         mem = self.store.load_memory(APP)
         held = mem.failures.get(self.app.revision(want, self.world.revision_extra))
-        if (fo.active is not None and fo.active.to_color == live) or held is not None:
+        # An active failover, or one announced before its switch (made active by the next observation: a kill -9
+        # between the switch and that observation leaves the announcement).
+        if any(f is not None and f.to_color == live for f in (fo.active, fo.switching)) or held is not None:
             return
         if self.app.spec.failover != "none":
             self.world.found.append(Violation(5, f"Nginx serves {live}, the spec wants {want}; no failover or held revision in the state dir says why"))
