@@ -71,8 +71,6 @@ from tests.fakes import CheckedWorld
 KNOWN_DEFECTS: dict[int, str] = {
     2: "switch-back routes to a previous color Docker restarted less than stableSeconds ago",
     3: "with a preview, the pass after the switch replaces the switch-back target while the window is open",
-    6: "a spec change while a beforeSwitch hook runs starts the new revision's hook beside the old one",
-    8: "a hook's output collected by a later pass (RemoveHook) is stored before its secrets are registered",
     11: "rollback accepts a standby Docker restarted since it was proven",
     12: "an accessory down: the dependsOn gate drops SwitchPreview(off); preview requests go to a dead preview",
     # Found by this machine, not in issue 19's table:
