@@ -257,3 +257,16 @@ def test_a_wall_clock_step_forward_while_the_live_color_fails_does_not_fail_over
     wait = p.actions[0]
     assert isinstance(wait, WaitLiveOrFailover) and wait.deadline is not None
     assert wait.deadline == pytest.approx(w.monotonic() + 1.5)  # the instant on the monotonic clock
+
+
+def test_a_wall_clock_step_back_never_stretches_a_health_wait(tmp_path: Path) -> None:
+    """The wait on a failing live color has a deadline from Docker's StartedAt (wall time): a day back, it still
+    ends within timeoutSeconds of the monotonic clock (found by tests/test_combined_machine.py)."""
+    w = world_for(make_app())
+    r = reconciler(w, tmp_path / "s")
+    assert r.reconcile(make_app()).result == "converged"
+    w.containers["dialogue-blue"].broken = True
+    w.step_wall(-86_400.0)
+    start = w.monotonic()
+    r.reconcile(make_app())
+    assert w.monotonic() - start <= make_app().spec.healthCheck.timeoutSeconds + 5

@@ -189,8 +189,11 @@ def _wait(ctx: Context, a: Action) -> None:
     hc = ctx.app.spec.healthCheck
     w = ctx.world
     name = ctx.app.container_name(a.color)
-    begun = w.now()
-    deadline = a.deadline if a.deadline is not None else begun + hc.timeoutSeconds
+    # The wait runs on the monotonic clock; a deadline the plan set on the wall clock (from Docker's StartedAt) leaves
+    # at most timeoutSeconds: a wall clock stepped back never makes it wait a day (issue 19 #10).
+    begun = w.monotonic()
+    left = hc.timeoutSeconds if a.deadline is None else min(max(0.0, a.deadline - w.now()), hc.timeoutSeconds)
+    deadline = begun + left
     url = health_url(ctx.app, a.color)
     last_note = begun
     probes = 0
@@ -199,7 +202,7 @@ def _wait(ctx: Context, a: Action) -> None:
     while True:
         result = w.probe_health(url, hc.expectStatus, hc.requestTimeoutSeconds)
         probes += 1
-        now = w.now()
+        now = w.monotonic()
         if result.ok:
             if passing_since is None:
                 passing_since, run = now, w.run_state(name)

@@ -79,10 +79,13 @@ class Window(Stored):
     prior_failures: Annotated[int, Field(alias="priorFailures", ge=0, le=1_000_000)] = 0
     # the window's time judged so far, on the monotonic clock (None in files written before it: the wall clock's)
     elapsed: Elapsed | None = None
+    # True from the note before the switch until its confirmation: a window a kill left so counts from its resumption
+    # (the time before the switch, a deploy's, is no traffic of the new color)
+    pending: bool | None = None
 
     @model_serializer(mode="wrap")
     def _json(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return omit_none(handler, self, frozenset({"elapsed"}))
+        return omit_none(handler, self, frozenset({"elapsed", "pending"}))
 
     @property
     def open(self) -> bool:
@@ -91,6 +94,8 @@ class Window(Stored):
     def judged(self, length: float, now: float, mono: float) -> Elapsed:
         """The window's time counted up to monotonic reading `mono` (`length`: windowSeconds; `now`: the wall clock,
         for a window written without `elapsed` only)."""
+        if self.pending:
+            return Elapsed(0.0, mono)
         if self.elapsed is None:
             return Elapsed.since_wall(self.started_at, now, mono, length)
         return self.elapsed.at(mono)

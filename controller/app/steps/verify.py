@@ -72,6 +72,7 @@ class Verifier:
                 log=pos,
                 prior_failures=prior.count if prior is not None and prior.reason == FAILED_REASON else 0,
                 elapsed=Elapsed(0.0, self.world.monotonic()),
+                pending=True,
             ),
         )
 
@@ -84,7 +85,7 @@ class Verifier:
         if any(o.ok and isinstance(o.action, SwitchRoute) and o.action.color == w.color for o in outcome.outcomes):
             now = self.world.now()
             restart = Elapsed(0.0, self.world.monotonic())
-            self.store.save_window(app.name, replace(w, started_at=now, deadline=now + v.windowSeconds, elapsed=restart))
+            self.store.save_window(app.name, replace(w, started_at=now, deadline=now + v.windowSeconds, elapsed=restart, pending=None))
 
     def run(self, app: BlueGreenApp, p: Plan, obs: Observed, log: Any, rid: str, should_stop: Any) -> Window | None:
         """Judge the open window to its verdict; the closed window, or None (none open, or stopped: it resumes)."""
@@ -106,7 +107,7 @@ class Verifier:
         prom_at: float | None = None
         prom_query = render_query(pm.query, app.name, w.color, w.revision) if pm is not None else ""
         length = v.windowSeconds
-        w = replace(w, elapsed=w.judged(length, self.world.now(), self.world.monotonic()))
+        w = replace(w, elapsed=w.judged(length, self.world.now(), self.world.monotonic()), pending=None)  # it serves: counting
         log.info("verify.start", color=w.color, revision=w.revision, left=round(max(0.0, length - _seconds(w)), 1))
         while True:
             try:
