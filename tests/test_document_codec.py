@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import types
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -37,7 +38,7 @@ def strategy(hint: Any) -> st.SearchStrategy[Any]:
             return st.fixed_dictionaries({c: value for c in COLORS})
         for m in meta:
             if isinstance(m, Interval):
-                if base is int or typing.get_args(base) and int in typing.get_args(base):
+                if base is int or int in typing.get_args(base):
                     ints = st.integers(min_value=m.ge, max_value=m.le)  # type: ignore[arg-type]
                     return st.one_of(st.none(), ints) if type(None) in typing.get_args(base) else ints
                 floats = st.floats(min_value=m.ge, max_value=m.le, allow_nan=False)  # type: ignore[arg-type]
@@ -46,7 +47,7 @@ def strategy(hint: Any) -> st.SearchStrategy[Any]:
                 return st.text(max_size=m.max_length)
         return strategy(base)
     origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (typing.Union, __import__("types").UnionType):
+    if origin in (typing.Union, types.UnionType):
         return st.one_of(*(strategy(a) for a in args))
     if origin is Literal:
         return st.sampled_from(args)
@@ -58,7 +59,7 @@ def strategy(hint: Any) -> st.SearchStrategy[Any]:
         return st.dictionaries(strategy(args[0]), strategy(args[1]), max_size=2)
     if isinstance(hint, type) and issubclass(hint, Stored):
         hints = typing.get_type_hints(hint, include_extras=True)
-        return st.builds(hint, **{f.name: strategy(hints[f.name]) for f in dataclasses.fields(hint)})
+        return st.builds(hint, **{f.name: strategy(hints[f.name]) for f in dataclasses.fields(typing.cast(Any, hint))})
     return {str: TEXT, bool: st.booleans(), int: st.integers(-(2**31), 2**31), float: st.floats(allow_nan=False, allow_infinity=False), type(None): st.none()}[hint]
 
 

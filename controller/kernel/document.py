@@ -110,7 +110,7 @@ class Stored:
             def without_none(value: object, dump: Callable[[object], dict[str, Any]]) -> dict[str, Any]:
                 return {k: v for k, v in dump(value).items() if v is not None or k not in keys}
 
-            schema["serialization"] = core_schema.wrap_serializer_function_ser_schema(without_none)
+            typing.cast(dict[str, Any], schema)["serialization"] = core_schema.wrap_serializer_function_ser_schema(without_none)
         return schema
 
 
