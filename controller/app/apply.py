@@ -100,6 +100,8 @@ class Context:
     # Deploy gates (controller/app/steps/gates.py): a hook's run, remembered in the state dir, and read back.
     remember_hook: Callable[[HookRecord], None] = lambda r: None
     hook_record: Callable[[str, str], HookRecord | None] = lambda phase, revision: None
+    # The secrets fingerprint whose values are registered with the redactor: output of a run of it may be read.
+    secrets: str | None = None
 
 
 def apply(ctx: Context, actions: tuple[Action, ...] | list[Action]) -> ApplyResult:

@@ -47,6 +47,7 @@ from controller.world.actions import (
     CreatePreview,
     ImageRemoval,
     RemoveContainer,
+    RemoveHook,
     RunCheck,
     RunHook,
     StartContainer,
@@ -55,7 +56,7 @@ from controller.world.actions import (
     WaitHealthy,
     WriteMarker,
 )
-from controller.world.facts import ContainerFact, HookRecord, Memory, Observed, hook_key
+from controller.world.facts import NO_SECRETS, ContainerFact, HookRecord, Memory, Observed, hook_key
 from controller.world.protocol import World
 from controller.world.secrets import NoSecrets, Resolved, Resolver
 from controller.world.verification import window_closed
@@ -271,6 +272,7 @@ class Reconciler:
         error: ControllerError | None = None
         done: list[str] = []
         env: dict[str, str] | None = None  # spec env + secret values; loaded (and the image present) before a create
+        registered: str | None = None  # the secrets (fingerprint) registered with the redactor: their output may be read
 
         def record(action: Action, ok: bool, message: str) -> None:
             image = preview_app(app).spec.image if isinstance(action, PREVIEW_ACTIONS) else app.spec.image
@@ -288,6 +290,7 @@ class Reconciler:
                 revision_extra=p.revision_extra,
                 remember_hook=hooks.remember,  # deploy gates: a hook's run is remembered in the state dir
                 hook_record=hooks.get,
+                secrets=registered,
             )
 
         for pass_no in range(MAX_PASSES):
@@ -311,15 +314,25 @@ class Reconciler:
                 try:
                     self.world.ensure_image(app.spec.image)
                     env = self.resolver.load_values(app, resolved)
+                    registered = resolved.fingerprint or NO_SECRETS
                 except ControllerError as e:
                     error = e
                     continue
+            if any(isinstance(a, (RemoveHook, RunCheck)) for a in p.actions) and registered is None:
+                # Output a secret may be in is read: the values are registered with the redactor first (the source
+                # does that as they arrive). When they cannot be had, the output is not kept (steps/gates.py).
+                try:
+                    self.resolver.read_values(app, resolved)
+                    registered = resolved.fingerprint or NO_SECRETS
+                except ControllerError as e:
+                    log.warning("secrets.unavailable_for_redaction", error=str(e))
             if any(isinstance(a, CreatePreview) for a in p.actions) and app.spec.preview is not None:
                 # The preview's image, pulled like a deploy's; one that cannot be had fails the preview only.
                 try:
                     self.world.ensure_image(app.spec.preview.image)
                     if env is None:
                         env = self.resolver.load_values(app, resolved)
+                        registered = resolved.fingerprint or NO_SECRETS
                 except ControllerError as e:
                     self._preview_failed(app, p, mem, e, log)
                     continue

@@ -24,6 +24,7 @@ from controller.spec.base import (  # noqa: F401  (re-exported: the pydantic-fre
     CHECK_PATH,
     COLORS,
     ENV_NAME_RE,
+    HOOK_TIMEOUT_DEFAULT,
     PATH_CHARS,
     PATH_MAX,
     PATH_PATTERN,
@@ -283,7 +284,7 @@ class HookSpec(_Model):
     command: list[str] = Field(
         description="Command of a one-off container of the new image (replaces its entrypoint; no shell unless you name one)."
     )
-    timeoutSeconds: float = Field(600.0, gt=0, le=GATE_TIMEOUT_MAX, description="The container is killed and removed after this long.")
+    timeoutSeconds: float = Field(HOOK_TIMEOUT_DEFAULT, gt=0, le=GATE_TIMEOUT_MAX, description="The container is killed and removed after this long.")
 
     @field_validator("command")
     @classmethod

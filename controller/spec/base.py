@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 # The PATH a deploy check's command runs with (drivers/gates.py); the spec directory finds commands on it.
 CHECK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+HOOK_TIMEOUT_DEFAULT = 600.0  # a hook's timeoutSeconds when the spec does not say (spec.app.HookSpec)
 
 Color = Literal["blue", "green"]
 COLORS: tuple[Color, Color] = ("blue", "green")
