@@ -18,6 +18,7 @@ from controller.spec.app import BlueGreenApp, VerifySpec
 from controller.store.state import StateStore
 from controller.world.actions import StopContainer, SwitchRoute
 from controller.world.facts import Failure, Memory
+from controller.world.fake import FakeImage
 from controller.world.verification import (
     FAILED_REASON,
     WINDOW,
@@ -282,3 +283,22 @@ def test_traffic_the_world_logs_fails_the_window_and_switches_back(tmp_path: Pat
     assert window.counts.requests >= 4 and window.counts.errors == window.counts.requests  # green's 502s only
     assert "access log:" not in window.figures and not log.exists()
     assert mem.failures[v2.revision("green")].reason == FAILED_REASON
+
+
+def test_a_preview_waits_for_the_window_the_switch_back_target_stays(tmp_path: Path) -> None:
+    """Issue 19 #3: a preview in the spec never replaces the previous color (the switch-back target) while the
+    window is open: the failing release is switched back from, and the preview takes the idle color only after."""
+    base = world_for(make_app(), images={"dialogue:1": FakeImage(), "dialogue:2": FakeImage(), "dialogue:3": FakeImage()})
+    w = SickAfterSwitch(images=base.images)
+    w.include_paths |= base.include_paths
+    rec = reconciler(w, tmp_path / "s")
+    assert rec.reconcile(make_app()).result == "converged"
+    blue = w.containers["dialogue-blue"].fact
+    verify = {"windowSeconds": 10, "healthFailures": 2, "accessLog": str(tmp_path / "none.log")}
+    v2 = make_app(image="dialogue:2", activeColor="green", verify=verify, preview={"image": "dialogue:3"})
+    r = rec.reconcile(v2)
+    assert r.plan is not None and r.plan.blockers[0].reason == FAILED_REASON, r.plan
+    assert "not available" not in r.plan.blockers[0].message
+    assert w.routed("dialogue") == ["127.0.0.1:18081"] and w.violations == []
+    assert w.containers["dialogue-blue"].fact == blue  # never replaced nor stopped: it serves again
+    assert r.plan.preview is not None and r.plan.preview.reason == "WaitingForLive"
