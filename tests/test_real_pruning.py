@@ -112,9 +112,13 @@ def test_pruning_keeps_both_colors_and_n_others_across_a_kill_9_mid_prune(
         assert shown["inSync"] and [p["references"] for p in shown["prune"]] == [[f"{repo}:{n}"] for n in sorted(doomed)], shown
         assert [p["imageId"] for p in shown["prune"]] == [ids[n] for n in sorted(doomed)]
         assert present(docker_client, ids) == set(ids)
+        # A cron run that changes nothing sweeps at most every --prune-interval (default 1 h; the deploy above
+        # swept): it removes nothing yet.
+        w.once()
+        assert present(docker_client, ids) == set(ids)
 
-        # kill -9 the run right after Docker reports its first image removal.
-        proc = start_reconcile(w.spec_path, w.state, "--once")
+        # kill -9 a sweep (--prune-interval 0: due on every pass) right after Docker reports its first image removal.
+        proc = start_reconcile(w.spec_path, w.state, "--once", "--prune-interval", "0")
         killed_after: list[str] = []
 
         def kill_on_first_removal() -> None:
@@ -134,8 +138,8 @@ def test_pruning_keeps_both_colors_and_n_others_across_a_kill_9_mid_prune(
         assert kept <= after_kill, "a kept image was removed"
         assert "o01" not in after_kill and doomed & after_kill, f"not killed mid-prune: {sorted(set(ids) - after_kill)} removed"
 
-        # The next run plans again from what is there, finishes, and keeps exactly the same images.
-        r = w.once()
+        # The next sweep plans again from what is there, finishes, and keeps exactly the same images.
+        r = w.once("--prune-interval", "0")
         assert present(docker_client, ids) == kept, r.explain()
         w.assert_serving("green", "c2")
         rids = {line.get("reconcile_id") for line in r.logs()} - {None}

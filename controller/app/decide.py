@@ -9,17 +9,21 @@ module puts them together, in this order (earlier rules take precedence):
 3. failover: what the rule says for this observation (rules/failover.py)
 4. switch-back: a revision that failed its verification is held off (rules/switchback.py)
 5. the desired color's steps (rules/desired.py); the capacity of a new color (rules/capacity.py); a failed
-   gate's backoff (rules/gates.py)
+   gate's backoff, and another revision's beforeSwitch hook still running (rules/gates.py)
 6. failover steers traffic (rules/failover.py); the route and the marker (rules/route.py); the idle color
    (rules/standby.py)
-7. deploy gates around the switch (rules/gates.py); the preview on the idle color (rules/preview.py)
-8. `dependsOn` holds a new color back (rules/depends_on.py)
-9. pruning, for a converged plan whose image facts were gathered (rules/pruning.py)
+7. deploy gates around the switch, hooks past their timeout stopped first (rules/gates.py); the preview on the
+   idle color (rules/preview.py)
+8. maintenance: spec.maintenance, a wrapped migration around the gates and the switch placed in 7, else off first
+   (rules/maintenance.py)
+9. `dependsOn` holds a new color back (rules/depends_on.py)
+10. pruning, for a converged plan whose image facts were gathered (rules/pruning.py)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from controller.app.failover import Decision
 from controller.app.plan import Plan
@@ -28,7 +32,8 @@ from controller.app.rules.depends_on import depends_on
 from controller.app.rules.desired import Desired, desired
 from controller.app.rules.failover import failover, steer
 from controller.app.rules.foreign import Foreign, foreign
-from controller.app.rules.gates import gate_backoff, gates
+from controller.app.rules.gates import gate_backoff, gates, hook_busy
+from controller.app.rules.maintenance import plan_maintenance
 from controller.app.rules.preview import plan_preview
 from controller.app.rules.pruning import plan_pruning
 from controller.app.rules.route import route
@@ -36,11 +41,14 @@ from controller.app.rules.secrets import hold_live_secrets
 from controller.app.rules.standby import standby
 from controller.app.rules.switchback import Hold, hold
 from controller.kernel.backoff import DEFAULT_POLICY, BackoffPolicy
-from controller.spec.app import COLORS, BlueGreenApp, Color, other
+from controller.spec.base import COLORS, Color, other
 from controller.store.documents import FailoverState
 from controller.world.actions import CreatePreview, StartPreview, SwitchRoute
 from controller.world.facts import ImagesObserved, Memory, Observed
 from controller.world.verification import window_closed
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 
 @dataclass(frozen=True)
@@ -120,6 +128,11 @@ def decide(i: PassInputs) -> Plan:
     if gated is not None:
         blockers = (*blockers, gated)
         will_be_ready = False
+    # One migration at a time: no switch (and so no hook of its own) while another revision's beforeSwitch hook runs.
+    busy = hook_busy(app, obs, mem, rev, now) if will_be_ready and serving != want and want not in c.foreign.colors else None
+    if busy is not None:
+        blockers = (*blockers, busy)
+        will_be_ready = False
 
     # Where traffic goes: the desired color once it is (or will have been proven) healthy; else stay put.
     target: Color | None = want if will_be_ready else serving
@@ -135,10 +148,10 @@ def decide(i: PassInputs) -> Plan:
 
     # Deploy gates (spec.hooks, spec.checks) between healthy and the switch, and after it.
     switch_at = next((n for n, a in enumerate(actions) if isinstance(a, SwitchRoute) and a.color == want), None)
-    g = gates(app, obs, mem, rev, switching=switch_at is not None)
+    g = gates(app, obs, mem, rev, switching=switch_at is not None, now=now)
     if switch_at is not None:
         actions = (*actions[:switch_at], *g.before_switch, *actions[switch_at:])
-    actions = (*actions, *g.after)
+    actions = (*g.first, *actions, *g.after)
 
     # spec.preview on the idle color: the flag off first, its steps after the live color's.
     pv = plan_preview(app, obs, mem, now, c.extra, target=r.target, foreign=c.foreign.colors, policy=i.policy)
@@ -147,6 +160,10 @@ def decide(i: PassInputs) -> Plan:
     revisions = dict(c.revisions)
     if pv.revision is not None:
         revisions[idle] = pv.revision  # the idle color's wanted revision (and failure memory key) is the preview's
+
+    # Maintenance: spec.maintenance; a wrapped migration's flag around its gates and switch (placed above); else off first.
+    mt = plan_maintenance(app, obs, actions)
+    actions, diffs = mt.actions, (*diffs, *mt.diffs)
 
     # dependsOn: a new color waits for its accessories; the live color is never held back.
     held = depends_on(actions, serving, i.not_ready)
@@ -167,5 +184,6 @@ def decide(i: PassInputs) -> Plan:
         secrets_stale=c.secrets_stale,
         failover=c.failover,
         preview=pv.state,
+        maintenance=mt.state,
         prune=plan_pruning(app, obs, i.images, verification_open=i.verification_open) if converged and i.images is not None else (),
     )

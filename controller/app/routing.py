@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from controller.spec.app import COLORS, BlueGreenApp, Color
+from typing import TYPE_CHECKING
+
+from controller.spec.base import COLORS, Color
 from controller.world.facts import RouteFact, color_of_port, include_servers, port_of
 from controller.world.protocol import RouteProbe
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 HEADER = "# Managed by bluegreen-controller: hand edits are reverted on the next pass."
 
@@ -96,7 +101,7 @@ def route_fact(app: BlueGreenApp, probe: RouteProbe) -> RouteFact:
     # After a retry Nginx lists every server tried ("a:1, b:2"); the last one answered.
     last = probe.upstream.split(",")[-1].strip() if probe.upstream else ""
     color = color_of_port(port_of(last), color_ports(app))
-    return RouteFact(reachable=True, color=color, upstream=probe.upstream, detail=probe.detail)
+    return RouteFact(reachable=True, color=color, upstream=probe.upstream, detail=probe.detail, status=probe.status)
 
 
 def health_url(app: BlueGreenApp, color: Color) -> str:

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from controller.app.plan import Plan, describe_container, describe_file, matches
 from controller.app.routing import configured_color, render_include
-from controller.spec.app import COLORS, BlueGreenApp, Color, other, preview_app
+from controller.spec.base import COLORS, Color, other, preview_app
 from controller.store.documents import (
     Condition,
     ContainerStatus,
@@ -29,6 +30,9 @@ from controller.store.documents import (
 )
 from controller.world.actions import Blocker
 from controller.world.facts import LABEL_APP, ContainerFact, Observed
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 
 def conditions(
@@ -82,6 +86,8 @@ def conditions(
     out = [ready, prog, degraded, rb, stale, *_failed_over(app, plan)]
     if plan.preview is not None:  # spec.preview: its own condition; a failing preview degrades nothing else
         out.append(Condition("PreviewReady", plan.preview.ready, plan.preview.reason, plan.preview.message))
+    if plan.maintenance is not None:  # controller/app/rules/maintenance.py: True while the site answers with the maintenance page
+        out.append(Condition("Maintenance", plan.maintenance.on, plan.maintenance.reason, plan.maintenance.message))
     return out
 
 

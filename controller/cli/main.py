@@ -1,5 +1,6 @@
 """Command line: `reconcile --once | --plan | --status | --watch -f PATH`, and
-`reconcile deploy -f SPEC --image IMG | rollback -f SPEC | promote -f SPEC` (edit the spec; see controller/cli/release.py),
+`reconcile deploy -f SPEC --image IMG | rollback -f SPEC | promote -f SPEC | maintenance on|off -f SPEC` (edit the spec;
+see controller/cli/release.py),
 `reconcile export -f PATH --to argo-rollouts [-o DIR] [--namespace NS]` (manifests; see controller/export/).
 
 Exit codes
@@ -7,7 +8,7 @@ Exit codes
   --plan    0 in sync; 1 changes pending (or blocked); 2 invalid input or error
   --status  0 every app Ready; 1 some app not Ready; 2 invalid input or error
   --watch   0 after SIGTERM/SIGINT; 1 cannot serve --metrics-port; 2 invalid arguments or no valid spec at start
-  deploy, rollback, promote
+  deploy, rollback, promote, maintenance
             0 spec written (--apply: and converged); 1 --apply: written, could not converge; 2 refused or invalid
             input (one line; the spec file unchanged)
   export    0 written (a warning line per approximated field); 1 cannot write; 2 invalid input or a spec it cannot
@@ -19,6 +20,8 @@ Exit codes
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import gc
 import json
 import os
 import sys
@@ -29,10 +32,20 @@ from controller.cli import modes
 from controller.kernel.errors import EXIT_FAIL, EXIT_INVALID, EXIT_OK, ControllerError, InvalidInput
 from controller.kernel.logs import configure
 from controller.runtime import build as runtime
-from controller.runtime.options import Options, Parser, add_state_dir, err, nonneg, port, positive
-from controller.spec.app import json_schema
+from controller.runtime.options import (
+    PRUNE_INTERVAL,
+    RELEASE_COMMANDS,
+    Options,
+    Parser,
+    add_state_dir,
+    err,
+    nonneg,
+    port,
+    positive,
+)
+from controller.spec.cache import SpecCache
 from controller.spec.directory import Selection, select
-from controller.store.metrics import Metrics, SourceMetrics
+from controller.store.metrics import Metrics, NullMetrics, SourceMetrics
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=port, help="--watch: serve /metrics on this port")
     p.add_argument("--metrics-addr", default="127.0.0.1", help="--watch: address for --metrics-port (default %(default)s)")
     p.add_argument("--resync", type=positive, default=60.0, help="--watch: full resync period, seconds (jittered)")
+    p.add_argument(
+        "--prune-interval",
+        type=nonneg,
+        default=PRUNE_INTERVAL,
+        help="--once: unused images (spec.keepImages) are swept after a pass that changed something, else at most "
+        "every this many seconds (default %(default)s; 0: after every converged pass; --watch: every --resync)",
+    )
     p.add_argument("--docker-url", default=None, help="Docker daemon URL (default: DOCKER_HOST or the local socket)")
     add_source_arguments(p)
     return p
@@ -83,16 +103,20 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
-    if words and words[0] in ("deploy", "rollback", "promote"):  # `reconcile deploy -f SPEC ...`: controller/cli/release.py
+    if words and words[0] in RELEASE_COMMANDS:  # `reconcile deploy -f SPEC ...`: controller/cli/release.py
         from controller.cli.release import main as release_main
 
+        started()  # a deploy may run long: the GC is back from here
         return release_main(words)
     if words and words[0] == "export":  # `reconcile export -f PATH --to argo-rollouts`: controller/export/
         from controller.export.command import main as export_main
 
+        started()
         return export_main(words[1:], git=runtime.git_checkout)
     args = build_parser().parse_args(argv)
     if args.schema:
+        from controller.spec.app import json_schema
+
         print(json.dumps(json_schema(), indent=2))
         return EXIT_OK
     if (args.path is None) == (args.git_url is None):
@@ -102,8 +126,19 @@ def main(argv: list[str] | None = None) -> int:
     if opts.mode == "watch" and opts.run.metrics_textfile:
         err("invalid arguments: --metrics-textfile is for --once; with --watch use --metrics-port")
         return EXIT_INVALID
+    if opts.mode == "watch":  # image sweeps on the resync period (docs/operations.md#image-pruning)
+        opts = dataclasses.replace(opts, run=dataclasses.replace(opts.run, prune_interval=opts.resync))
     configure(opts.run.log_format, level=opts.run.log_level)
     return _run(opts)
+
+
+def started() -> None:
+    """Start-up is over: what it allocated (modules, the drivers) moves to the permanent generation, so the cyclic
+    GC that `run` turned off for it (tens of ms of a cron run) comes back without walking all of it again. A
+    caller of `main` that left the GC on (tests) is not affected."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def _run(opts: Options) -> int:
@@ -123,7 +158,9 @@ def _run(opts: Options) -> int:
             return EXIT_FAIL
     assert path is not None
     try:
-        loaded = source.select(path, state_dir=opts.run.state_dir) if source is not None else select(path, state_dir=opts.run.state_dir)
+        # The spec cache (controller/spec/cache.py): read by --once, --plan and --status, written by --once only.
+        cache = None if watch else SpecCache(opts.run.state_dir, store=opts.mode == "once")
+        loaded = source.select(path, state_dir=opts.run.state_dir) if source is not None else select(path, state_dir=opts.run.state_dir, cache=cache)
     except InvalidInput as e:
         if source is None or not watch:
             err(str(e))
@@ -137,8 +174,9 @@ def _run(opts: Options) -> int:
     if not watch:
         for line in modes.problem_lines(loaded, path):
             err(line)
-    metrics = Metrics()
-    if source is not None:
+    exported = watch or (opts.mode == "once" and opts.run.metrics_textfile is not None)
+    metrics = Metrics() if exported else NullMetrics()  # nothing exported: no prometheus_client
+    if source is not None and exported:
         source.bind_metrics(SourceMetrics(metrics.registry))
     if opts.mode == "once":
         for name in loaded.rejected:
@@ -152,6 +190,7 @@ def _run(opts: Options) -> int:
     # The accessory reconciler only when the specs need it (--watch: always; an edit may add one).
     needed = watch or runtime.needs_accessories(loaded.accessories, loaded.apps)
     rt = runtime.build(opts.run, metrics, accessories=loaded.accessories if needed else None, source=source)
+    started()
     try:
         if watch:
             return _watch(rt, path, opts)  # logs each invalid spec file as an event of its own
@@ -194,6 +233,7 @@ def _stdout_closed() -> bool:
 
 
 def run() -> None:
+    gc.disable()  # until `started`: see there
     try:
         code = main()
         sys.stdout.flush()  # so that a closed stdout shows here, not as a traceback at interpreter exit

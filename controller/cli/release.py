@@ -1,4 +1,5 @@
-"""`reconcile deploy | rollback | promote -f SPEC`: the two-field edit of a release, made by a command.
+"""`reconcile deploy | rollback | promote | maintenance on|off -f SPEC`: the two-field edit of a release (or the
+maintenance block), made by a command.
 
 A deploy is `image` and `activeColor` changed together, consistently; doing it by hand is where mistakes
 happen. Each command reads the spec file (the trust checks of every spec read), looks at the host (the same
@@ -16,6 +17,9 @@ same path as `reconcile --once -f SPEC`.
   container exists, is ours, runs, passes its health check and is steady (Docker shows it running `stableSeconds`
   without a restart: a warm standby, the rollback is a switch). The host is gathered for the spec as it will be, so
   the standby is inspected as the color that is to take traffic (restart count, start time).
+- maintenance on|off [--message TEXT]: the `spec.maintenance` block <- {enabled: true|false, message} (the message
+  kept unless --message gives another; the block's own comments are not kept). Nothing on the host is looked at:
+  maintenance is desired state like the rest, and the next pass turns it on or off (at once with --apply).
 - promote: image <- spec.preview.image, activeColor <- the other color (the one that runs the preview), and
   the `preview` block removed. Checked like a deploy. `spec.preview.env` is dropped with the block: the
   release runs with `spec.env` (a note says so; the idle color is then recreated before the switch).
@@ -40,27 +44,29 @@ from controller.spec.directory import host_problem, select, state_dir_problem
 from controller.spec.edit import Current, Edited, edit, read_current, unified_diff
 from controller.world.facts import Observed
 
-COMMANDS = ("deploy", "rollback", "promote")
-
 
 class Refused(SpecError):
     """The edit would be a mistake on this host now (exit 2, nothing written)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="reconcile", description="Edit a spec file for a release (deploy, rollback, promote); see the module doc.")
+    p = Parser(prog="reconcile", description="Edit a spec file for a release (deploy, rollback, promote, maintenance); see the module doc.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     helps = {
         "deploy": "image <- --image, flip activeColor (refused while the spec and Nginx disagree, unless --force)",
         "rollback": "flip activeColor back to the warm standby, image <- what it runs (refused when there is none)",
         "promote": "image <- spec.preview.image, flip activeColor, remove spec.preview",
+        "maintenance": "spec.maintenance.enabled <- on|off (the site answers every request with 503 and the maintenance page)",
     }
     for name, text in helps.items():
         c = sub.add_parser(name, help=text, description=text)
         c.add_argument("-f", "--file", dest="path", type=Path, required=True, help="the spec file to edit (one file, not a directory)")
         if name == "deploy":
             c.add_argument("--image", required=True, help="the image to deploy: name[:tag] or name@sha256:digest")
-        if name != "rollback":
+        if name == "maintenance":
+            c.add_argument("state", choices=("on", "off"), help="on: the site answers 503; off: the live color answers again")
+            c.add_argument("--message", help='the page\'s message (one line, without " \\ < > &); default: the one in the spec')
+        if name not in ("rollback", "maintenance"):
             c.add_argument("--force", action="store_true", help="write even when the spec and what Nginx serves disagree")
         how = c.add_mutually_exclusive_group()
         how.add_argument("--apply", action="store_true", help="after writing, converge at once (the path of --once)")
@@ -99,7 +105,10 @@ def main(argv: list[str]) -> int:
             err(str(e))
             return EXIT_INVALID
         s = edited.app.spec
-        print(f"{cur.name}: wrote {opts.path}: {s.activeColor} is to serve {s.image}")
+        if opts.command == "maintenance":
+            print(f"{cur.name}: wrote {opts.path}: maintenance {'on' if opts.maintenance else 'off'}")
+        else:
+            print(f"{cur.name}: wrote {opts.path}: {s.activeColor} is to serve {s.image}")
         if not opts.apply:
             return EXIT_OK
         configure(opts.run.log_format, level=opts.run.log_level)  # the logs of the converge, as for --once
@@ -145,6 +154,13 @@ def _decide(opts: ReleaseOptions, text: str, cur: Current, host: _Host) -> Edite
         raise SpecError(f"{source}: spec.activeColor: {cur.active_color!r} is not blue or green")
     active: Color = "blue" if cur.active_color == "blue" else "green"
     to = other(active)
+    if opts.command == "maintenance":
+        assert opts.maintenance is not None  # required by the parser
+        m = _validated(text, source).spec.maintenance
+        block: dict[str, str | bool] = {"enabled": opts.maintenance}
+        if (msg := opts.message if opts.message is not None else m.message if m is not None else None) is not None:
+            block["message"] = msg
+        return edit(text, source, {}, blocks={"maintenance": block})
     if opts.command == "deploy":
         assert opts.image is not None  # required by the parser
         edited = edit(text, source, {"image": opts.image, "activeColor": to})
@@ -205,6 +221,12 @@ def _note_recreate(rt: runtime.Runtime, app: BlueGreenApp, color: Color) -> None
     if any(isinstance(a, CreateContainer) and a.color == color for a in p.actions):
         err(f"note: {app.container_name(color)} was made from another revision of the spec (env, ports or labels changed "
             "since): converging recreates it, health-gated, before the switch; not an instant rollback")
+
+
+def _validated(text: str, source: str) -> BlueGreenApp:
+    from controller.spec.app import parse_app
+
+    return parse_app(text, source)
 
 
 def _observe(app: BlueGreenApp, rt: runtime.Runtime) -> Observed:

@@ -89,6 +89,7 @@ def build(
         resolver=SecretsResolver(world.write_file, SsmSource()),
         source=source,
         dependencies=runner.dependencies if runner is not None else None,
+        prune_every=settings.prune_interval,
     )
     return Runtime(settings, world, store, metrics, apps, runner, source, docker, close)
 

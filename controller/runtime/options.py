@@ -1,4 +1,4 @@
-"""The command line's words, parsed into typed options: what `reconcile` and `reconcile deploy|rollback|promote`
+"""The command line's words, parsed into typed options: what `reconcile` and `reconcile deploy|rollback|promote|maintenance`
 share (the argument types, one-line errors, the run settings), and nothing else.
 
 argparse's Namespace stops at the parsers (controller/cli/main.py, controller/cli/release.py): each turns it into one of
@@ -12,11 +12,13 @@ import os
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal, NoReturn
+from typing import Literal, NoReturn, get_args
 
 from controller.kernel.errors import EXIT_INVALID
 from controller.kernel.logs import redact_text
 from controller.store.state import DEFAULT_STATE_DIR
+
+PRUNE_INTERVAL = 3600.0  # cron: seconds between image sweeps of runs that change nothing
 
 
 def err(message: str) -> None:
@@ -32,7 +34,7 @@ class Parser(argparse.ArgumentParser):
 
 def state_dir_arg(v: str) -> Path:
     """Absolute, normalised, safe characters: the rules of the paths a spec names (spec.check_path)."""
-    from controller.spec.app import check_path
+    from controller.spec.base import check_path
 
     try:
         return Path(check_path(v, "--state-dir"))
@@ -81,10 +83,14 @@ class Settings:
     docker_url: str | None = None
     log_format: str = "auto"
     log_level: str = "info"
+    # Seconds between image sweeps of passes that change nothing (docs/operations.md#image-pruning): cron's
+    # --prune-interval; --watch sweeps on its resync period; 0: after every converged pass.
+    prune_interval: float = PRUNE_INTERVAL
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> Settings:
-        return cls(**{f.name: getattr(a, f.name) for f in fields(cls)})  # the same names as the arguments'
+        # The same names as the arguments' (a parser without one of them: the default).
+        return cls(**{f.name: getattr(a, f.name) for f in fields(cls) if hasattr(a, f.name)})
 
 
 @dataclass(frozen=True)
@@ -140,17 +146,23 @@ class Options:
         )
 
 
+ReleaseCommand = Literal["deploy", "rollback", "promote", "maintenance"]
+RELEASE_COMMANDS: tuple[ReleaseCommand, ...] = get_args(ReleaseCommand)  # `reconcile <word> -f SPEC`: cli/release.py
+
+
 @dataclass(frozen=True)
 class ReleaseOptions:
-    """`reconcile deploy | rollback | promote -f SPEC` (controller/cli/release.py)."""
+    """`reconcile deploy | rollback | promote | maintenance on|off -f SPEC` (controller/cli/release.py)."""
 
-    command: Literal["deploy", "rollback", "promote"]
+    command: ReleaseCommand
     path: Path
     run: Settings
     image: str | None = None
     force: bool = False
     apply: bool = False
     dry_run: bool = False
+    maintenance: bool | None = None  # maintenance on (True) | off (False)
+    message: str | None = None  # maintenance --message
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> ReleaseOptions:
@@ -162,4 +174,6 @@ class ReleaseOptions:
             force=bool(getattr(a, "force", False)),
             apply=a.apply,
             dry_run=a.dry_run,
+            maintenance={"on": True, "off": False}.get(getattr(a, "state", None) or ""),
+            message=getattr(a, "message", None),
         )

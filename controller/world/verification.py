@@ -12,13 +12,16 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field, replace
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field
 
 from controller.kernel.document import Count, Document, Epoch, Stored
 from controller.kernel.errors import one_line
-from controller.spec.app import COLORS, Color, VerifySpec
+from controller.spec.base import COLORS, Color
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import VerifySpec
 
 State = Literal["open", "passed", "failed", "abandoned"]
 STATES: tuple[State, ...] = ("open", "passed", "failed", "abandoned")
@@ -103,8 +106,8 @@ def parse_line(line: bytes) -> Entry | None:
         raw = json.loads(line)
     except (ValueError, RecursionError):
         return None
-    if not isinstance(raw, dict):
-        return None
+    if not isinstance(raw, dict) or raw.get("maintenance") == "1":
+        return None  # the site's own maintenance answer (nginx/): no color served it
     t, addrs, statuses, times = raw.get("msec"), raw.get("upstream_addr"), raw.get("upstream_status"), raw.get("upstream_response_time")
     if isinstance(t, str):
         try:

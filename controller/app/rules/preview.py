@@ -22,12 +22,13 @@ Rules, on top of the app's own (which keep precedence; composed by controller/ap
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from controller.app.plan import describe_container, matches
 from controller.app.preview import COOKIE, HEADER, PreviewState
 from controller.app.rules.capacity import capacity_blocker
 from controller.kernel.backoff import BackoffPolicy
-from controller.spec.app import BlueGreenApp, Color, other, preview_app
+from controller.spec.base import Color, other, preview_app
 from controller.world.actions import (
     Action,
     CreatePreview,
@@ -38,6 +39,9 @@ from controller.world.actions import (
 )
 from controller.world.facts import ContainerFact, Memory, Observed
 from controller.world.verification import window_closed
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 
 @dataclass(frozen=True)

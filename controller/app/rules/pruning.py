@@ -7,11 +7,14 @@ names. Observing the images and removing them: controller/app/steps/prune.py.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from controller.kernel.imageref import ImageRef, InvalidImageRef
-from controller.spec.app import BlueGreenApp
 from controller.world.actions import ImageRemoval
 from controller.world.facts import ImageFact, ImagesObserved, Observed
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 _DOCKER_HUB = (None, "docker.io", "index.docker.io", "registry-1.docker.io")
 

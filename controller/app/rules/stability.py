@@ -4,8 +4,13 @@ pass waits out a full stability window on it first (`WaitHealthy`, which fails i
 
 from __future__ import annotations
 
-from controller.spec.app import BlueGreenApp, Color
+from typing import TYPE_CHECKING
+
+from controller.spec.base import Color
 from controller.world.actions import Action, WaitHealthy
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 
 def prove_window(app: BlueGreenApp, color: Color, steady: bool, before: str) -> tuple[Action, ...]:
