@@ -14,7 +14,9 @@ same path as `reconcile --once -f SPEC`.
   failed: deploying on top of it would flip to the color that never took traffic); `--force` skips that, and
   without `--apply` looks at nothing on the host (no Docker needed: a CI job editing a checkout).
 - rollback: activeColor <- the other color, image <- what that color's container runs. Refused unless that
-  container exists, is ours, runs and passes its health check (a warm standby: the rollback is a switch).
+  container exists, is ours, runs, passes its health check and is steady (Docker shows it running `stableSeconds`
+  without a restart: a warm standby, the rollback is a switch). The host is gathered for the spec as it will be, so
+  the standby is inspected as the color that is to take traffic (restart count, start time).
 - maintenance on|off [--message TEXT]: the `spec.maintenance` block <- {enabled: true|false, message} (the message
   kept unless --message gives another; the block's own comments are not kept). Nothing on the host is looked at:
   maintenance is desired state like the rest, and the next pass turns it on or off (at once with --apply).
@@ -40,7 +42,7 @@ from controller.runtime.options import Parser, ReleaseOptions, Settings, add_sta
 from controller.spec.app import BlueGreenApp, Color, other
 from controller.spec.directory import host_problem, select, state_dir_problem
 from controller.spec.edit import Current, Edited, edit, read_current, unified_diff
-from controller.world.facts import ContainerFact, Observed
+from controller.world.facts import Observed
 
 
 class Refused(SpecError):
@@ -176,7 +178,7 @@ def _decide(opts: ReleaseOptions, text: str, cur: Current, host: _Host) -> Edite
         _note_preview_env(cur)
         return edited  # forced: nothing on this host is looked at (a CI job editing a checkout)
     # The host is observed with the app as it will be (same names, ports and Nginx files; only image and color differ).
-    app = edited.app if edited is not None else _validated(text, source)
+    app = edited.app if edited is not None else edit(text, source, {"activeColor": to}).app
     problem = host_problem(app) or state_dir_problem(app, opts.run.state_dir)
     if problem:
         raise SpecError(f"{source}: {problem}")
@@ -184,7 +186,7 @@ def _decide(opts: ReleaseOptions, text: str, cur: Current, host: _Host) -> Edite
     obs = _observe(app, rt)
     if opts.command == "rollback":
         standby = obs.containers[to]
-        why = _not_warm(app, standby)
+        why = _not_warm(app, to, obs)
         if why is not None or standby is None:
             raise Refused(f"{source}: refused: no warm standby to roll back to: {app.container_name(to)} {why}")
         edited = edit(text, source, {"image": standby.image, "activeColor": to})
@@ -196,7 +198,7 @@ def _decide(opts: ReleaseOptions, text: str, cur: Current, host: _Host) -> Edite
     if opts.command == "promote":
         _note_preview_env(cur)
         idle = obs.containers[to]
-        if idle is None or _not_warm(app, idle) is not None or idle.image != cur.preview_image:
+        if idle is None or _not_warm(app, to, obs) is not None or idle.image != cur.preview_image:
             err(f"note: {app.container_name(to)} does not run a healthy {cur.preview_image}: the switch waits for a deploy of it")
     return edited
 
@@ -234,8 +236,10 @@ def _observe(app: BlueGreenApp, rt: runtime.Runtime) -> Observed:
     return gather(app, rt.world, rt.apps.store).observed
 
 
-def _not_warm(app: BlueGreenApp, c: ContainerFact | None) -> str | None:
-    """Why `c` is no warm standby (a switch to it would not be instant and safe), or None."""
+def _not_warm(app: BlueGreenApp, color: Color, obs: Observed) -> str | None:
+    """Why `color`'s container is no warm standby (a switch to it would not be instant and safe), or None. `obs` was
+    gathered for the spec that makes `color` the active one: a running standby that passes is inspected (rule 1)."""
+    c = obs.containers[color]
     if c is None:
         return "does not exist"
     if not c.ours(app.name):
@@ -244,8 +248,15 @@ def _not_warm(app: BlueGreenApp, c: ContainerFact | None) -> str | None:
         return f"is not running ({c.state})"
     if c.healthy is not True:
         return f"fails its health check ({c.health_detail or 'no answer'})"
+    if obs.serving == color:
+        return None  # it serves already: no switch to prove
+    stable = app.spec.healthCheck.stableSeconds
+    if c.restart_count is None or c.started_at is None:
+        return "could not be inspected (removed or exited meanwhile?)"
     if c.restart_count:
-        return f"was restarted {c.restart_count} times by Docker since it was proven"
+        return f"was restarted {c.restart_count} times by Docker since it was started: not steady (a crash loop?)"
+    if not c.steady(obs.at, stable):
+        return f"has run {max(0.0, obs.at - c.started_at):.1f}s since it was started, not stableSeconds ({stable:g}s)"
     return None
 
 
