@@ -1,5 +1,6 @@
 """Command line: `reconcile --once | --plan | --status | --watch -f PATH`, and
-`reconcile deploy -f SPEC --image IMG | rollback -f SPEC | promote -f SPEC` (edit the spec; see controller/release.py),
+`reconcile deploy -f SPEC --image IMG | rollback -f SPEC [--to REF] | promote -f SPEC` (edit the spec; see
+controller/release.py), `reconcile releases -f SPEC [--json]` (what served, and what a rollback to each would be),
 `reconcile export -f PATH --to argo-rollouts [-o DIR] [--namespace NS]` (manifests; see controller/export/).
 
 Exit codes
@@ -79,8 +80,49 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-addr", default="127.0.0.1", help="--watch: address for --metrics-port (default %(default)s)")
     p.add_argument("--resync", type=_positive, default=60.0, help="--watch: full resync period, seconds (jittered)")
     p.add_argument("--docker-url", default=None, help="Docker daemon URL (default: DOCKER_HOST or the local socket)")
+    add_notify_argument(p)
     add_source_arguments(p)
     return p
+
+
+def add_notify_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--notify-url",
+        dest="notify_urls",
+        action="append",
+        type=_notify_url,
+        default=[],
+        metavar="URL",
+        help="--once, --watch: POST each release event (cutover, switch-back, failover, rollback, deploy failed, source "
+        "commit refused) as JSON here; repeatable; https://, or http:// to a loopback address",
+    )
+
+
+def _notify_url(v: str) -> str:
+    from controller.releases import check_notify_url
+
+    try:
+        return check_notify_url(v)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--notify-url: {e}") from None
+
+
+def open_notifier(args: argparse.Namespace) -> Any:
+    """--notify-url: the Notifier (drivers/notify.py; httpx loads here), kept on `args` for every Reconciler and the
+    git source; None without one. `close_notifier` delivers what is queued at the end of the run."""
+    if not getattr(args, "notify_urls", None):
+        args.notify = None
+        return None
+    from controller.drivers.notify import Notifier
+
+    args.notify = Notifier(args.notify_urls, on_failure=lambda: None)
+    return args.notify
+
+
+def close_notifier(args: argparse.Namespace, wait: float = 10.0) -> None:
+    notifier = getattr(args, "notify", None)
+    if notifier is not None:
+        notifier.close(wait)
 
 
 def add_source_arguments(p: argparse.ArgumentParser) -> None:
@@ -181,6 +223,9 @@ def build_reconciler(
     """The one place a Reconciler is built from the command line (--once, --plan, --status and --watch)."""
     from controller.drivers.ssm import SsmSource  # boto3 itself only once an app has secrets
 
+    notify = getattr(args, "notify", None)
+    if notify is not None:
+        notify.on_failure = metrics.notifications_failed.inc
     return Reconciler(
         world,
         StateStore(args.state_dir),
@@ -190,6 +235,7 @@ def build_reconciler(
         should_stop=should_stop,
         resolver=SecretsResolver(world.write_file, SsmSource()),
         source=getattr(args, "git_source", None),
+        notify=notify,
     )
 
 
@@ -199,7 +245,7 @@ def err(message: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
-    if words and words[0] in ("deploy", "rollback", "promote"):  # `reconcile deploy -f SPEC ...`: controller/release.py
+    if words and words[0] in ("deploy", "rollback", "promote", "releases"):  # `reconcile deploy -f SPEC ...`: controller/release.py
         from controller.release import main as release_main
 
         return release_main(words)
@@ -215,6 +261,15 @@ def main(argv: list[str] | None = None) -> int:
         err("invalid arguments: -f PATH or --git-url URL is required (not both)")
         return EXIT_INVALID
     configure(args.log_format, level=args.log_level)
+    if args.once or args.watch:
+        open_notifier(args)
+    try:
+        return _main(args)
+    finally:
+        close_notifier(args)  # after the lock is released: a receiver never holds up another run
+
+
+def _main(args: argparse.Namespace) -> int:
     source = None
     if args.git_url is not None:
         from controller.source import open_source

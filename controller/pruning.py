@@ -1,12 +1,13 @@
 """Image pruning (`spec.keepImages`): after a converged pass, remove images of the app's repository that
-no container uses, keeping the N most recent and never one a color, any container or the spec names.
+no container uses, keeping the images of the N most recent releases (controller/releases.py) and any image
+that may be the next one, and never one a color, any container or the spec names.
 
 Three parts, the same shape as a pass: `observe_images` reads (two daemon calls), `plan_pruning` is pure
-(observed facts in, removals out) and `prune` gives the removals effect, oldest first. Nothing is
-remembered between passes: a pass killed half-way through leaves fewer images, and the next pass plans
-again from what it observes. Removing the oldest first never changes which images are the N most
-recent, so a re-plan keeps the same ones. Removal is by image id and never forced: Docker refuses (and
-the image stays) when a container started meanwhile uses it or another repository names it.
+(observed facts and the release ledger in, removals out) and `prune` gives the removals effect, oldest first.
+A pass killed half-way through leaves fewer images, and the next pass plans again from what it observes:
+which images are kept depends on the releases, not on which others are left. Removal is by image id and
+never forced: Docker refuses (and the image stays) when a container started meanwhile uses it or another
+repository names it.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from controller.errors import ControllerError
-from controller.facts import ImageFact, ImagesObserved, Observed
+from controller.facts import ImagesObserved, Observed
 from controller.imageref import ImageRef, InvalidImageRef
+from controller.releases import Ledger, keep_reason
 from controller.spec import BlueGreenApp
 from controller.world import World
 
@@ -81,11 +83,17 @@ def observe_images(world: World) -> ImagesObserved:
     return ImagesObserved(images=images, in_use=world.image_ids_in_use())
 
 
+def repository_image_ids(app: BlueGreenApp, images: ImagesObserved) -> list[str]:
+    """The ids of the local images of the app's repository (the ledger notes when each was first seen)."""
+    repo = repository(app.spec.image)
+    return [img.id for img in images.images if repo in {repository(r) for r in img.references}]
+
+
 # ---------------------------------------------------------------------------------------------- plan (pure)
 
 
 def plan_pruning(
-    app: BlueGreenApp, obs: Observed, images: ImagesObserved, *, verification_open: bool = False
+    app: BlueGreenApp, obs: Observed, images: ImagesObserved, ledger: Ledger, *, verification_open: bool = False
 ) -> tuple[ImageRemoval, ...]:
     """The images to remove, oldest first. Called only for a converged plan.
 
@@ -97,25 +105,22 @@ def plan_pruning(
     repo = repository(app.spec.image)
     keep_names = protected_references(app)
     colors = {c.image_id for c in obs.containers.values() if c is not None and c.image_id}
-    candidates: list[ImageFact] = []
-    for img in images.images:
+    n = app.spec.keepImages
+    out: list[ImageRemoval] = []
+    for img in sorted(images.images, key=lambda i: (i.created, i.id)):
         repos = {repository(r) for r in img.references}
         if repos != {repo}:
             continue  # not this repository's, or also another's (or a name we cannot read): not ours alone
         if img.id in images.in_use or img.id in colors or keep_names & set(img.references):
             continue
-        candidates.append(img)
-    newest_first = sorted(candidates, key=lambda i: (i.created, i.id), reverse=True)
-    n = app.spec.keepImages
-    return tuple(
-        ImageRemoval(
-            image_id=img.id,
-            references=tuple(sorted(img.references)),
-            created=img.created,
-            reason=f"created {_iso(img.created)}, used by no container; the {n} more recent unused image{'s' if n != 1 else ''} of {repo} are kept",
+        if keep_reason(ledger, n, img.id, img.references, img.created) is not None:
+            continue
+        reason = (
+            f"created {_iso(img.created)}, used by no container, the image of none of the {n} most recent release"
+            f"{'s' if n != 1 else ''} of {app.name}, not new since release #{ledger.releases[-1].number} took traffic"
         )
-        for img in reversed(newest_first[n:])
-    )
+        out.append(ImageRemoval(image_id=img.id, references=tuple(sorted(img.references)), created=img.created, reason=reason))
+    return tuple(out)
 
 
 def _iso(t: float) -> str:

@@ -29,7 +29,7 @@ from controller.actions import (
 from controller.apply import Context, Interrupted, apply
 from controller.dependencies import gate
 from controller.errors import CheckFailed, ControllerError, HealthCheckFailed, HookFailed
-from controller.facts import ContainerFact, Failure, Memory, Observed, hook_key
+from controller.facts import LABEL_APP, ContainerFact, Failure, Memory, Observed, hook_key
 from controller.failover import FAILED_OVER, FailoverState, activate, track
 from controller.gateplan import gates_fingerprint
 from controller.hostfacts import with_capacity
@@ -37,7 +37,19 @@ from controller.logs import get_logger
 from controller.metrics import Metrics
 from controller.observe import index_containers, observe
 from controller.planner import Plan, plan
-from controller.pruning import ImageRemoval, observe_images, plan_pruning, prune
+from controller.pruning import ImageRemoval, observe_images, plan_pruning, prune, repository_image_ids
+from controller.releases import (
+    EVENT_OF,
+    Began,
+    Ledger,
+    Origin,
+    Taken,
+    begin,
+    classify,
+    event,
+    local_actor,
+    note_seen,
+)
 from controller.requeue import NOT_RUN, Requeue, decide
 from controller.secrets import NoSecrets, Resolved, Resolver
 from controller.spec import BlueGreenApp, other, preview_app
@@ -56,6 +68,8 @@ class SourceView(Protocol):
     def history_fields(self, app: str) -> dict[str, Any]: ...
 
     def status_for(self, app: str) -> tuple[SourceStatus, Condition]: ...
+
+    def origin(self, app: str) -> Origin: ...
 
 
 @dataclass
@@ -98,6 +112,7 @@ class Reconciler:
         should_stop: Callable[[], bool] = lambda: False,
         resolver: Resolver | None = None,
         source: SourceView | None = None,
+        notify: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self.world = world
         self.store = store
@@ -108,6 +123,9 @@ class Reconciler:
         self.resolver: Resolver = resolver or NoSecrets()
         self.streaks: dict[str, int] = {}  # app -> consecutive passes backed off for (requeue.decide)
         self.source = source
+        # Release events (controller/releases.py event): queued, never waited on (drivers/notify.py posts them).
+        self.notify: Callable[[dict[str, Any]], None] = notify or (lambda body: None)
+        self.actor = local_actor()
         self.verifier = Verifier(world, store, self.metrics)
         # dependsOn (issue 13): app -> its accessories not healthy now, with why (AccessoryRunner.dependencies)
         self.dependencies: Callable[[BlueGreenApp], dict[str, str]] = lambda app: {}
@@ -224,6 +242,8 @@ class Reconciler:
             p = gate(p, self.dependencies(app))  # dependsOn (issue 13): a new color waits for its accessories
             if pass_no == 0:
                 log.info("reconcile.plan", actions=[a.describe() for a in p.actions], blockers=[b.reason for b in p.blockers], serving=p.serving)
+            if not p.actions and error is None:
+                self._observed_release(app, obs)
             if not p.actions or error is not None:
                 break
             if any(isinstance(a, (CreateContainer, RunHook)) for a in p.actions) and not prepared:
@@ -256,6 +276,7 @@ class Reconciler:
             done += [o.action.describe() for o in outcome.outcomes if o.ok]
             error = outcome.error
             self._failed_over(app, p, fo, outcome.outcomes, rid, log)
+            self._released(app, p, obs, outcome.outcomes, log)
             preview_error = None
             if isinstance(outcome.failed, PREVIEW_ACTIONS) and error is not None and not isinstance(error, Interrupted):
                 # spec.preview failed: remembered against its revision (backoff), PreviewReady False; not the pass's error.
@@ -334,15 +355,21 @@ class Reconciler:
         )
         log.warning("failover.done", color=d.color, reason=done.active.reason)
     # Image pruning (controller/pruning.py) ------------------------------------------------------
-    def prune_plan(self, app: BlueGreenApp, obs: Observed) -> tuple[ImageRemoval, ...]:
-        """What pruning would remove now, for an app whose plan converged (`--plan` shows it)."""
+    def prune_plan(self, app: BlueGreenApp, obs: Observed, *, save: bool = False) -> tuple[ImageRemoval, ...]:
+        """What pruning would remove now, for an app whose plan converged (`--plan` shows it). The images of the
+        app's repository not seen before are noted in the ledger as seen now (`save`: written back)."""
+        images = observe_images(self.world)
+        ledger = self.store.load_releases(app.name)
+        seen = note_seen(ledger, repository_image_ids(app, images), self.world.now())
+        if save and seen is not ledger:
+            self.store.save_releases(app.name, seen)
         # The one hook for a post-switch verification window (issue 11): True while it is open.
-        return plan_pruning(app, obs, observe_images(self.world), verification_open=False)
+        return plan_pruning(app, obs, images, seen, verification_open=False)
 
     def _prune(self, app: BlueGreenApp, obs: Observed, rid: str, log: Any) -> None:
         """After a converged pass: housekeeping that never fails it (an error is logged; the next pass plans again)."""
         try:
-            removals = self.prune_plan(app, obs)
+            removals = self.prune_plan(app, obs, save=True)
         except ControllerError as e:
             log.warning("image.prune_unobserved", error=str(e))
             return
@@ -362,6 +389,71 @@ class Reconciler:
             )
 
         prune(self.world, removals, record=record, should_stop=self.should_stop, log=log)
+
+    # Releases (controller/releases.py) -----------------------------------------------------------
+    def _origin(self, app: str) -> Origin:
+        """The git commit the app's spec came from (--git-url), else the user who ran the controller."""
+        o = self.source.origin(app) if self.source is not None else Origin()
+        return o if o.commit is not None else Origin(actor=self.actor)
+
+    def _begin(self, app: BlueGreenApp, ledger: Ledger, taken: Taken, began: Began, detail: str | None, log: Any) -> None:
+        after = begin(ledger, taken, began, self._origin(app.name), detail=detail)
+        if after is ledger:
+            return
+        self.store.save_releases(app.name, after)
+        new, previous = after.releases[-1], ledger.live
+        log.info("release.began", release=new.number, revision=new.revision, color=new.color, began=began,
+                 ended=previous.number if previous is not None else None)
+        if began != "observed":
+            self.notify(event(EVENT_OF[began], app.name, taken.at, release=new, previous=ledger.live, figures=detail))
+
+    def _released(self, app: BlueGreenApp, p: Plan, obs: Observed, outcomes: list[Any], log: Any) -> None:
+        """After a pass's actions: a confirmed switch to the other color began a release (and ended the one before).
+        Called after the switch and its marker: the ledger and the notification never delay a switch."""
+        want = app.spec.activeColor
+        for o in outcomes:
+            a = o.action
+            if not (o.ok and isinstance(a, SwitchRoute)) or a.color == p.serving:
+                continue
+            c = obs.containers[a.color]
+            if a.color == want:
+                revision, image = p.revisions[want], app.spec.image
+            elif c is not None and c.revision is not None:
+                revision, image = c.revision, c.image  # a switch back or a failover: what the color runs
+            else:
+                continue
+            ledger = self.store.load_releases(app.name)
+            failover = p.failover.kind in ("switch", "pending") and p.failover.color == a.color
+            began = classify(ledger, revision, desired=a.color == want and not failover, failover=failover)
+            detail = None
+            if began == "switch-back":
+                w = self.store.load_window(app.name)
+                detail = w.figures if w is not None and w.state == "failed" else None
+            elif began == "failover":
+                active = self.store.load_failover(app.name).active
+                detail = active.reason if active is not None else None
+            same = c is not None and c.revision == revision
+            taken = Taken(revision, image, a.color, self.world.now(),
+                          digest=c.repo_digests[0] if same and c is not None and c.repo_digests else None,
+                          image_id=c.image_id if same and c is not None and c.image_id else None)
+            self._begin(app, ledger, taken, began, detail, log)
+
+    def _observed_release(self, app: BlueGreenApp, obs: Observed) -> None:
+        """Level-triggered: the ledger names live what Nginx serves. A release the controller did not see begin (a
+        run killed between its switch and the ledger, a switch by hand, the first run of this version) is recorded
+        as "observed"; the live release's digest and image id are filled in once its container is seen."""
+        color = obs.route.color if obs.route.reachable else None
+        c = obs.containers[color] if color is not None else None
+        if color is None or c is None or c.revision is None or not c.running or c.labels.get(LABEL_APP) != app.name:
+            return
+        ledger = self.store.load_releases(app.name)
+        live = ledger.live
+        if live is None or live.revision != c.revision or live.color != color:
+            taken = Taken(c.revision, c.image, color, self.world.now(), c.repo_digests[0] if c.repo_digests else None, c.image_id or None)
+            self._begin(app, ledger, taken, "observed", None, get_logger(app=app.name))
+        elif (live.digest is None and c.repo_digests) or (live.image_id is None and c.image_id):
+            filled = replace(live, digest=live.digest or (c.repo_digests[0] if c.repo_digests else None), image_id=live.image_id or c.image_id or None)
+            self.store.save_releases(app.name, replace(ledger, releases=[*ledger.releases[:-1], filled]))
 
     def requeue(self, app: str, p: Plan | None, error: BaseException | None, retry_at: float | None = None) -> Requeue:
         """When to come back for `app` after a pass (or an attempt that did not run: `p` None), counting its failures."""
@@ -429,6 +521,8 @@ class Reconciler:
             ok = error is None
             if cutover:
                 self.metrics.cutovers.labels(app=app.name, result="success" if ok else "failed").inc()
+            if not ok:
+                self.notify(event("deploy-failed", app.name, now, image=app.spec.image, revision=rev, message=str(error), origin=self._origin(app.name)))
             last_deploy = LastDeploy(
                 at=iso(now),
                 reconcile_id=rid,
@@ -484,6 +578,8 @@ class Reconciler:
 
     def _export(self, app: BlueGreenApp, obs: Observed, status: Status) -> None:
         self.metrics.set_live_color(app.name, obs.route.color if obs.route.reachable else None)
+        live = self.store.load_releases(app.name).live
+        self.metrics.set_release(app.name, (live.number, live.image, live.began, live.started_at) if live is not None else None)
         self.metrics.set_conditions(app.name, {c.type: c.status for c in status.conditions})
 
 

@@ -14,6 +14,12 @@ same path as `reconcile --once -f SPEC`.
   without `--apply` looks at nothing on the host (no Docker needed: a CI job editing a checkout).
 - rollback: activeColor <- the other color, image <- what that color's container runs. Refused unless that
   container exists, is ours, runs and passes its health check (a warm standby: the rollback is a switch).
+- rollback --to REF (a release number from `reconcile releases`, a revision or an image): image <- that
+  release's image, activeColor <- the other color. Checked like a deploy, and refused unless the table says the
+  release can be rolled back to now (controller/releases.py `assess`: a switch, or a deploy of an image present
+  or pullable with the spec's configuration unchanged since).
+- releases (no edit): the table of the app's releases (state dir), newest first, with what rolling back to each
+  would be now; `--json`.
 - promote: image <- spec.preview.image, activeColor <- the other color (the one that runs the preview), and
   the `preview` block removed. Checked like a deploy. `spec.preview.env` is dropped with the block: the
   release runs with `spec.env` (a note says so; the idle color is then recreated before the switch).
@@ -25,6 +31,7 @@ invalid input or the host could not be observed: one line on stderr, the file un
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -35,21 +42,25 @@ from controller.cli import (
     _Parser,
     _positive,
     _state_dir,
+    add_notify_argument,
     build_reconciler,
+    close_notifier,
     err,
     load_specs,
+    open_notifier,
     problem_lines,
 )
 from controller.errors import EXIT_INVALID, EXIT_OK, ControllerError, SpecError
 from controller.facts import LABEL_APP, ContainerFact, Observed
 from controller.logs import configure
 from controller.metrics import Metrics
+from controller.releases import Host, Ledger, Release, Row, assess, render_table, table_json
 from controller.spec import BlueGreenApp, Color, other
 from controller.specdir import host_problem, state_dir_problem
 from controller.specedit import Current, Edited, edit, read_current, unified_diff
-from controller.state import DEFAULT_STATE_DIR
+from controller.state import DEFAULT_STATE_DIR, StateStore
 
-COMMANDS = ("deploy", "rollback", "promote")
+COMMANDS = ("deploy", "rollback", "promote", "releases")
 
 
 class Refused(SpecError):
@@ -63,17 +74,25 @@ def build_parser() -> argparse.ArgumentParser:
         "deploy": "image <- --image, flip activeColor (refused while the spec and Nginx disagree, unless --force)",
         "rollback": "flip activeColor back to the warm standby, image <- what it runs (refused when there is none)",
         "promote": "image <- spec.preview.image, flip activeColor, remove spec.preview",
+        "releases": "the app's releases, newest first: how each ended, and what rolling back to it would be now",
     }
     for name, text in helps.items():
         c = sub.add_parser(name, help=text, description=text)
-        c.add_argument("-f", "--file", dest="path", type=Path, required=True, help="the spec file to edit (one file, not a directory)")
+        c.add_argument("-f", "--file", dest="path", type=Path, required=True, help="the spec file (one file, not a directory)")
         if name == "deploy":
             c.add_argument("--image", required=True, help="the image to deploy: name[:tag] or name@sha256:digest")
-        if name != "rollback":
+        if name == "rollback":
+            c.add_argument("--to", metavar="REF", help="a release (its number in `reconcile releases`, a revision or an image); "
+                           "default: the warm standby")
+        if name in ("deploy", "promote"):
             c.add_argument("--force", action="store_true", help="write even when the spec and what Nginx serves disagree")
-        how = c.add_mutually_exclusive_group()
-        how.add_argument("--apply", action="store_true", help="after writing, converge at once (the path of --once)")
-        how.add_argument("--dry-run", action="store_true", help="print the diff; write nothing")
+        if name == "releases":
+            c.add_argument("--json", action="store_true", help="machine-readable output")
+        else:
+            how = c.add_mutually_exclusive_group()
+            how.add_argument("--apply", action="store_true", help="after writing, converge at once (the path of --once)")
+            how.add_argument("--dry-run", action="store_true", help="print the diff; write nothing")
+            add_notify_argument(c)
         c.add_argument(
             "--state-dir",
             type=_state_dir,
@@ -93,6 +112,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
     host = _Host(args.docker_url)
+    if args.command == "releases":
+        try:
+            return _releases(args, host)
+        except ControllerError as e:
+            err(str(e))
+            return EXIT_INVALID
+        finally:
+            host.close()
     try:
         try:
             before, text, cur = _read(args.path)
@@ -117,7 +144,11 @@ def main(argv: list[str]) -> int:
         if not args.apply:
             return EXIT_OK
         configure(args.log_format, level=args.log_level)  # the logs of the converge, as for --once
-        return _apply(args, host.get())
+        open_notifier(args)
+        try:
+            return _apply(args, host.get())
+        finally:
+            close_notifier(args)
     finally:
         host.close()
 
@@ -160,6 +191,7 @@ def _decide(args: argparse.Namespace, text: str, cur: Current, host: _Host) -> E
         raise SpecError(f"{source}: spec.activeColor: {cur.active_color!r} is not blue or green")
     active: Color = "blue" if cur.active_color == "blue" else "green"
     to = other(active)
+    force = getattr(args, "force", False)
     if args.command == "deploy":
         edited = edit(text, source, {"image": args.image, "activeColor": to})
     elif args.command == "promote":
@@ -172,7 +204,7 @@ def _decide(args: argparse.Namespace, text: str, cur: Current, host: _Host) -> E
         edited = edit(text, source, {"image": cur.preview_image, "activeColor": to}, remove=("preview",))
     else:
         edited = None
-    if edited is not None and args.force and not args.apply:
+    if edited is not None and force and not args.apply:
         _note_preview_env(cur)
         return edited  # forced: nothing on this host is looked at (a CI job editing a checkout)
     # The host is observed with the app as it will be (same names, ports and Nginx files; only image and color differ).
@@ -182,6 +214,19 @@ def _decide(args: argparse.Namespace, text: str, cur: Current, host: _Host) -> E
         raise SpecError(f"{source}: {problem}")
     world = host.get()
     obs, serving = _observe(app, world)
+    if args.command == "rollback" and args.to is not None:
+        _check_agreement(source, app, cur, active, obs, serving)
+        ledger = StateStore(args.state_dir).load_releases(app.name)
+        target = ledger.find(args.to)
+        if target is None:
+            raise Refused(f"{source}: refused: no release of {app.name} matches {args.to!r} (see reconcile releases -f {source})")
+        row = next(r for r in _table(args, app, obs, world, ledger) if r.release is target)
+        if row.way == "live":
+            raise Refused(f"{source}: refused: release #{target.number} ({target.image}) is the live release")
+        if row.way == "no":
+            raise Refused(f"{source}: refused: release #{target.number} ({target.image}) cannot be rolled back to: {row.why}")
+        err(f"note: rollback to release #{target.number} ({target.image}): {row.why}")
+        return edit(text, source, {"image": target.image, "activeColor": to})
     if args.command == "rollback":
         standby = obs.containers[to]
         why = _not_warm(app, standby)
@@ -191,7 +236,7 @@ def _decide(args: argparse.Namespace, text: str, cur: Current, host: _Host) -> E
         _note_recreate(args, world, edited.app, to)
         return edited
     assert edited is not None
-    if not args.force:
+    if not force:
         _check_agreement(source, app, cur, active, obs, serving)
     if args.command == "promote":
         _note_preview_env(cur)
@@ -265,6 +310,46 @@ def _check_agreement(source: str, app: BlueGreenApp, cur: Current, active: Color
         raise Refused(f"{source}: refused: Nginx serves {active}, but {app.container_name(active)} is not the controller's container ({hint})")
     if live.image != cur.image:
         raise Refused(f"{source}: refused: {app.container_name(active)} runs {live.image}, not the spec's image {cur.image} ({hint})")
+
+
+def _table(args: argparse.Namespace, app: BlueGreenApp, obs: Observed, world: Any, ledger: Ledger) -> list[Row]:
+    """The releases and what rolling back to each would be now, judged on the observed host."""
+    extra = build_reconciler(args, world, Metrics()).resolver(app).revision_extra
+    live: Color = obs.route.color if obs.route.reachable and obs.route.color is not None else app.spec.activeColor
+    idle = other(live)
+    standby = obs.containers[idle]
+
+    def with_image(r: Release) -> BlueGreenApp:
+        return app.model_copy(update={"spec": app.spec.model_copy(update={"image": r.image})})
+
+    return assess(
+        ledger,
+        Host(
+            config_revision=lambda r: with_image(r).revision(r.color, extra),
+            idle_revision=lambda r: with_image(r).revision(idle, extra),
+            obtainable=world.image_obtainable,
+            warm_revision=standby.revision if standby is not None and _not_warm(app, standby) is None else None,
+            idle=idle,
+        ),
+    )
+
+
+def _releases(args: argparse.Namespace, host: _Host) -> int:
+    """`reconcile releases -f SPEC [--json]`: the table; reads the spec, the state dir and the host, writes nothing."""
+    _, text, _ = _read(args.path)
+    app = _validated(text, str(args.path))
+    problem = host_problem(app) or state_dir_problem(app, args.state_dir)
+    if problem:
+        raise SpecError(f"{args.path}: {problem}")
+    world = host.get()
+    obs, _ = _observe(app, world)
+    rows = _table(args, app, obs, world, StateStore(args.state_dir).load_releases(app.name))
+    now = world.now()
+    if args.json:
+        print(json.dumps(table_json(app.name, rows, now), indent=2))
+    else:
+        sys.stdout.write(render_table(app.name, rows, now))
+    return EXIT_OK
 
 
 def _apply(args: argparse.Namespace, world: Any) -> int:

@@ -7,6 +7,7 @@
     <state-dir>/apps/<app>/memory.json   failed revisions (for backoff), last deploy
     <state-dir>/apps/<app>/failover.json failing-since time, revisions served, an active failover (controller/failover.py)
     <state-dir>/apps/<app>/verify.json   the last post-switch verification window (controller/verify.py)
+    <state-dir>/apps/<app>/releases.json the releases: what served, when, how it ended (controller/releases.py)
 """
 
 from __future__ import annotations
@@ -21,12 +22,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from controller.document import Corrupt as Invalid
 from controller.drivers import files
 from controller.errors import HostError, LockBusy
 from controller.facts import Failure, HookRecord, Memory
 from controller.failover import FailoverState
 from controller.jsonshape import Corrupt, Reader
 from controller.logs import get_logger, redact_json_text
+from controller.releases import RELEASES, Ledger
 from controller.status import LastDeploy
 from controller.verify import Window
 
@@ -234,6 +237,14 @@ class StateStore:
     def save_window(self, app: str, window: Window) -> None:
         files.write_atomic(self.app_dir(app) / "verify.json", json.dumps(window.to_json(), indent=2, sort_keys=True) + "\n")
 
+    # Releases ---------------------------------------------------------------------------
+    def load_releases(self, app: str) -> Ledger:
+        """The release ledger (empty when absent, or corrupt: warned once, like every state file)."""
+        return self._load(app, "releases.json", _parse_releases) or Ledger()
+
+    def save_releases(self, app: str, ledger: Ledger) -> None:
+        files.write_atomic(self.app_dir(app) / "releases.json", redact_json_text(RELEASES.text(ledger).rstrip("\n")) + "\n")
+
     # Status -----------------------------------------------------------------------------
     def load_status(self, app: str, parse: Callable[[dict[str, Any]], T]) -> T | None:
         """The last status written, read back by `parse` (which raises Corrupt); None when absent or corrupt."""
@@ -283,6 +294,13 @@ class StateStore:
                     if len(out) >= limit:
                         return list(reversed(out))
         return list(reversed(out))
+
+
+def _parse_releases(raw: dict[str, Any]) -> Ledger:
+    try:
+        return RELEASES.parse(json.dumps(raw))
+    except Invalid as e:
+        raise Corrupt(str(e)) from None
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
