@@ -224,7 +224,7 @@ def keep_reason(ledger: Ledger, keep: int, image_id: str, references: Iterable[s
     if created > newest:
         return f"created {_iso(created)}, after release #{ledger.releases[-1].number} took traffic"
     seen = ledger.seen.get(image_id)
-    if seen is None or seen > newest:
+    if seen is None or seen >= newest:  # seen in the pass that recorded it: not known to be older
         return f"first seen {_iso(seen) if seen is not None else 'now'}, after release #{ledger.releases[-1].number} took traffic"
     return None
 
