@@ -204,6 +204,20 @@ def _names(reference: str) -> set[str]:
     return out
 
 
+def recent(ledger: Ledger, keep: int) -> list[Release]:
+    """The N most recent releases, newest first; a release of an image that served before counts once (going back
+    to a release does not push another out)."""
+    out: list[Release] = []
+    images: set[str] = set()
+    for r in reversed(ledger.releases):
+        if len(images) >= keep:
+            break
+        if r.image not in images:
+            images.add(r.image)
+            out.append(r)
+    return out
+
+
 def keep_reason(ledger: Ledger, keep: int, image_id: str, references: Iterable[str], created: float) -> str | None:
     """Why pruning keeps this unused image of the app's repository, or None (it may go). `spec.keepImages` = N:
 
@@ -212,11 +226,10 @@ def keep_reason(ledger: Ledger, keep: int, image_id: str, references: Iterable[s
       may be the next release;
     - no release is recorded yet: nothing is known to be old.
     """
-    recent = ledger.releases[-keep:]
-    if not recent:
+    if not ledger.releases:
         return "no release recorded yet"
     refs = set(references)
-    for r in reversed(recent):
+    for r in recent(ledger, keep):
         names = _names(r.image) | ({r.digest} if r.digest else set())
         if r.image_id == image_id or names & refs:
             return f"the image of release #{r.number} (one of the {keep} most recent)"

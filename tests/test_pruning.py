@@ -13,8 +13,8 @@ from typing import Any
 
 from controller.facts import ContainerFact, ImageFact, ImagesObserved, Observed, RouteFact
 from controller.pruning import plan_pruning, repository
-from controller.releases import Ledger, Release
 from controller.reconcile import Reconciler
+from controller.releases import Ledger, Release
 from controller.testing import Crash, FakeImage
 from controller.world import ContainerRequest
 from tests.factories import make_app
@@ -111,7 +111,7 @@ def _removed(tmp_path: Path) -> list[dict[str, Any]]:
 
 
 def test_a_converged_pass_prunes_and_history_records_each_removal(tmp_path: Path) -> None:
-    app, w, rec = _deployed(tmp_path, keep=2)
+    _, w, rec = _deployed(tmp_path, keep=2)
     flip = make_app(image="dialogue:2", activeColor="green", keepImages=2)
     assert rec.reconcile(flip).result == "converged"  # release #2
     left = sorted(ref for ref in w.images if ref not in w.pruned)

@@ -22,7 +22,6 @@ from controller.releases import (
     Host,
     Ledger,
     Origin,
-    Release,
     Taken,
     assess,
     begin,
@@ -30,6 +29,7 @@ from controller.releases import (
     classify,
     event,
     keep_reason,
+    recent,
     render_table,
     table_json,
 )
@@ -95,6 +95,10 @@ def test_keep_reason() -> None:
     assert keep_reason(led, 2, "sha256:old", ["app:9"], 301.0) == "created 1970-01-01T00:05:01Z, after release #3 took traffic"
     assert keep_reason(led, 2, "sha256:unseen", ["app:9"], 0.0) is not None  # not seen yet: seen now
     assert keep_reason(Ledger(), 2, "sha256:old", ["app:9"], 0.0) == "no release recorded yet"
+    # A rollback to #2 (its image again) does not push #1's image out of the 2 most recent.
+    back = begin(led, _taken("r2", "app:2", "green", 400.0), "rollback", Origin())
+    assert keep_reason(back, 2, "sha256:old", ["app:1"], 0.0) is None and keep_reason(back, 3, "sha256:old", ["app:1"], 0.0) is not None
+    assert [r.number for r in recent(back, 3)] == [4, 3, 1]
 
 
 def test_assess_marks_live_switch_deploy_and_why_not() -> None:
