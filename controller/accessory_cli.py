@@ -98,7 +98,7 @@ def status_rows(runner: AccessoryRunner, accessories: list[Accessory]) -> tuple[
     index = runner._index(a.name for a in accessories)
     for acc in sorted(accessories, key=lambda a: a.name):
         p = runner.plan(acc, index)
-        last = runner.store.load_status(acc.name, lambda d: d) or {}
+        last = runner.store.load_accessory_status(acc.name) or {}
         rows.append(
             {
                 "kind": "Accessory",

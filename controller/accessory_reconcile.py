@@ -33,7 +33,7 @@ from controller.facts import (
 from controller.logs import get_logger
 from controller.secrets import SecretSource, fingerprint
 from controller.spec import BlueGreenApp
-from controller.state import StateStore
+from controller.state import HistoryEntry, Ledger, StateStore
 from controller.status import iso
 from controller.world import AccessoryRequest, HealthResult, OneOff, World
 
@@ -77,6 +77,7 @@ class AccessoryRunner:
     ) -> None:
         self.world = world
         self.store = store
+        self.ledger = Ledger(store)
         self.metrics = AccessoryMetrics(registry) if registry is not None else None
         self.secrets = secrets
         self.should_stop = should_stop
@@ -311,24 +312,13 @@ class AccessoryRunner:
             self.world.sleep(interval)
 
     def _record(self, acc: Accessory, rid: str, step: Step, *, ok: bool, message: str) -> None:
-        self.store.append_history(
-            {
-                "time": iso(self.world.now()),
-                "app": acc.name,
-                "kind": "Accessory",
-                "reconcileId": rid,
-                "action": step.verb,
-                "color": None,
-                "target": step.target,
-                "image": acc.spec.image,
-                "outcome": "ok" if ok else "failed",
-                "message": message,
-            }
-        )
+        outcome = "ok" if ok else "failed"
+        at = iso(self.world.now())
+        self.ledger.record(HistoryEntry(at, acc.name, rid, step.verb, None, acc.spec.image, outcome, message, kind="Accessory", target=step.target))
 
     def _status(self, acc: Accessory, r: AccessoryResult, rid: str) -> None:
         doc = status_json(acc, r, rid, self.world.now())
-        self.store.save_status(acc.name, doc)
+        self.store.save_accessory_status(acc.name, doc)
         m = self.metrics
         if m is not None:
             p = r.plan

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from controller.document import Stored
 from controller.spec import Color
 
 
@@ -65,7 +66,7 @@ class StopContainer(Action):
 
 
 @dataclass(frozen=True)
-class Blocker:
+class Blocker(Stored):
     """A difference the controller will not resolve by itself; it makes the pass fail (exit 1)."""
 
     reason: str  # CamelCase, becomes the Degraded condition's reason

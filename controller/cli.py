@@ -115,7 +115,7 @@ def open_notifier(args: argparse.Namespace) -> Any:
         return None
     from controller.drivers.notify import Notifier
 
-    args.notify = Notifier(args.notify_urls, on_failure=lambda: None)
+    args.notify = Notifier(args.notify_urls, on_failure=lambda reason: None)  # counted once a Reconciler is built
     return args.notify
 
 
@@ -225,7 +225,7 @@ def build_reconciler(
 
     notify = getattr(args, "notify", None)
     if notify is not None:
-        notify.on_failure = metrics.notifications_failed.inc
+        notify.on_failure = metrics.notification_failed
     return Reconciler(
         world,
         StateStore(args.state_dir),
@@ -496,7 +496,7 @@ def render_plan(p: Plan, secrets_stale: str | None = None) -> str:
 
 
 def _status(rec: Reconciler, apps: list[BlueGreenApp], as_json: bool, runner: Any = None, accessories: Any = ()) -> int:
-    from controller.status import render_text
+    from controller.status import STATUS, render_text
 
     try:
         acc_code, acc_rows = accessory_cli.status_rows(runner, list(accessories)) if runner is not None else (EXIT_OK, [])
@@ -506,7 +506,7 @@ def _status(rec: Reconciler, apps: list[BlueGreenApp], as_json: bool, runner: An
         err(str(e))
         return EXIT_INVALID
     if as_json:
-        print(json.dumps([*acc_rows, *(s.to_json() for s in statuses)], indent=2))
+        print(json.dumps([*acc_rows, *(STATUS.dump(s) for s in statuses)], indent=2))
     else:
         print("\n\n".join([*(accessory_cli.render_status(r) for r in acc_rows), *(render_text(s) for s in statuses)]))
     return max(acc_code, EXIT_OK if all(s.is_true("Ready") for s in statuses) else EXIT_FAIL)

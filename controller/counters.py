@@ -16,20 +16,21 @@ export are dropped; the reconcile-duration histogram is not carried (it is per r
 from __future__ import annotations
 
 import json
-import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Literal
 
 from prometheus_client import Counter
+from pydantic import Field
 
+from controller.document import Corrupt, Document, Stored
 from controller.drivers import files
 from controller.errors import ControllerError
-from controller.jsonshape import Corrupt
 from controller.logs import get_logger
 from controller.metrics import Metrics
 
 COUNTERS_FILE = "counters.json"
-FORMAT = 1
+FORMAT: Literal[1] = 1
 MAX_SERIES = 10_000  # a few per app and label value: far more than any host has
 MAX_LABEL = 256  # app names are at most 50 characters; label values are ours
 MAX_VALUE = float(2**53)
@@ -45,51 +46,47 @@ def counters_of(metrics: Metrics) -> dict[str, Counter]:
     return out
 
 
-def snapshot(metrics: Metrics) -> dict[str, list[dict[str, Any]]]:
-    """{family: [{"labels": {...}, "value": total}, ...]} for every counter series of `metrics`."""
-    out: dict[str, list[dict[str, Any]]] = {}
+Label = Annotated[str, Field(max_length=MAX_LABEL)]
+
+
+@dataclass(frozen=True)
+class Series(Stored):
+    labels: dict[Label, Label]  # label name -> value ({} for a counter without labels)
+    value: Annotated[float, Field(ge=0, le=MAX_VALUE)]
+
+
+@dataclass(frozen=True)
+class CountersFile(Stored):
+    """counters.json: {family: [series, ...]} of every counter (family without `_total`)."""
+
+    format: Literal[1]
+    counters: dict[str, list[Series]]
+
+
+COUNTERS = Document(CountersFile)
+
+
+def snapshot(metrics: Metrics) -> CountersFile:
+    """Every counter series of `metrics`, with its total."""
+    out: dict[str, list[Series]] = {}
     for name, counter in sorted(counters_of(metrics).items()):
         series = [
-            {"labels": dict(s.labels), "value": s.value}
+            Series(dict(s.labels), s.value)
             for family in counter.collect()
             for s in family.samples
             if s.name == f"{name}_total"
         ]
         if series:
-            out[name] = sorted(series, key=lambda e: sorted(e["labels"].items()))
-    return out
+            out[name] = sorted(series, key=lambda e: sorted(e.labels.items()))
+    return CountersFile(FORMAT, out)
 
 
-def parse(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
+def parse(text: str) -> CountersFile:
     """The counters in a counters.json, checked as a whole; Corrupt names the first problem (never the content)."""
-    try:
-        data = json.loads(text)
-    except (ValueError, RecursionError):
-        raise Corrupt("not JSON") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT or not isinstance(data.get("counters"), dict):
-        raise Corrupt(f"not a counters file of format {FORMAT}")
-    out: dict[str, list[tuple[dict[str, str], float]]] = {}
-    count = 0
-    for name, series in data["counters"].items():
-        if not isinstance(series, list):
-            raise Corrupt(f"counters.{name[:60]}: not a list")
-        rows: list[tuple[dict[str, str], float]] = []
-        for i, entry in enumerate(series):
-            where = f"counters.{name[:60]}[{i}]"
-            count += 1
-            if count > MAX_SERIES:
-                raise Corrupt(f"more than {MAX_SERIES} series")
-            if not isinstance(entry, dict) or not isinstance(entry.get("labels"), dict):
-                raise Corrupt(f"{where}: not an object with labels")
-            labels = entry["labels"]
-            if not all(isinstance(k, str) and isinstance(v, str) and len(k) <= MAX_LABEL and len(v) <= MAX_LABEL for k, v in labels.items()):
-                raise Corrupt(f"{where}.labels: not short strings")
-            value = entry.get("value")
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 <= value <= MAX_VALUE:
-                raise Corrupt(f"{where}.value: not a count")
-            rows.append((labels, float(value)))
-        out[name] = rows
-    return out
+    stored = COUNTERS.parse(text)
+    if sum(len(rows) for rows in stored.counters.values()) > MAX_SERIES:
+        raise Corrupt(f"more than {MAX_SERIES} series")
+    return stored
 
 
 def carry_over(metrics: Metrics, state_dir: Path) -> None:
@@ -100,12 +97,12 @@ def carry_over(metrics: Metrics, state_dir: Path) -> None:
     """
     log = get_logger()
     path = state_dir / COUNTERS_FILE
-    stored: dict[str, list[tuple[dict[str, str], float]]] = {}
+    stored: dict[str, list[Series]] = {}
     try:
         text = files.read_text(path, files.STATE)
         if isinstance(text, files.Garbage):
             raise Corrupt(f"garbage ({text.what})")
-        stored = parse(text) if text is not None else {}
+        stored = parse(text).counters if text is not None else {}
     except (Corrupt, ControllerError) as e:
         log.warning("counters.corrupt", path=str(path), problem=str(e), action="counters start from 0")
         stored = {}
@@ -114,12 +111,12 @@ def carry_over(metrics: Metrics, state_dir: Path) -> None:
         counter = known.get(name)
         if counter is None:
             continue  # a counter this version does not export
-        for labels, value in rows:
+        for row in rows:
             try:
-                (counter.labels(**labels) if labels else counter).inc(value)
+                (counter.labels(**row.labels) if row.labels else counter).inc(row.value)
             except ValueError:  # label names of another version: that series starts again
                 log.warning("counters.skipped", path=str(path), counter=name, problem="label names differ")
     try:
-        files.write_atomic(path, json.dumps({"format": FORMAT, "counters": snapshot(metrics)}, sort_keys=True) + "\n", 0o644)
+        files.write_atomic(path, json.dumps(COUNTERS.dump(snapshot(metrics)), sort_keys=True) + "\n", 0o644)
     except ControllerError as e:
         log.error("counters.unsaved", path=str(path), error=str(e))

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Annotated, Any
 
-from controller.backoff import backoff
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
+
+from controller.backoff import BackoffPolicy
+from controller.document import MAX_INT, Epoch, Stored, omit_none
 from controller.spec import COLORS, Color
 from controller.verify import Window
 
@@ -181,36 +185,40 @@ class Observed:
 
 
 @dataclass(frozen=True)
-class Failure:
-    """A revision whose deploy failed; remembered so cron does not retry it every minute."""
+class Failure(Stored):
+    """A revision whose deploy failed; remembered so cron does not retry it every minute (memory.json "failures")."""
 
     revision: str
     color: Color
-    count: int
-    last_failed_at: float
+    count: Annotated[int, Field(ge=1, le=MAX_INT)]
+    last_failed_at: Epoch
     reason: str
     message: str
     # For a failed check or hook: the fingerprint of spec.checks/spec.hooks it failed with. They are not part of
     # the revision (they shape no container), so this is how a fix to them is "a spec change, tried at once".
     gates: str = ""
 
-    def next_retry_at(self, base: float, cap: float) -> float:
+    def next_retry_at(self, policy: BackoffPolicy) -> float:
         """When the planner tries the revision again (cron and watch alike; watch requeues for this instant)."""
-        return self.last_failed_at + backoff(self.count, base, cap)
+        return self.last_failed_at + policy.delay(self.count)
 
 
 @dataclass(frozen=True)
-class HookRecord:
+class HookRecord(Stored):
     """That a hook ran for a revision (memory.json "hooks"): `state` running (started, no result yet),
     done (exit code known) or lost (its container vanished before a result). Output is redacted, bounded."""
 
     phase: str
     revision: str
     state: str
-    started_at: float
-    exit_code: int | None = None
-    finished_at: float | None = None
+    started_at: Annotated[Epoch, Field(alias="startedAt")]
+    exit_code: Annotated[int | None, Field(alias="exitCode", ge=-(2**31), le=MAX_INT)] = None
+    finished_at: Annotated[Epoch | None, Field(alias="finishedAt")] = None
     output: tuple[str, ...] = ()
+
+    @model_serializer(mode="wrap")
+    def _json(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return omit_none(handler, self, frozenset({"finishedAt"}))
 
     @property
     def key(self) -> str:
@@ -231,10 +239,16 @@ class Memory:
 
     failures: dict[str, Failure] = field(default_factory=dict)
     converged_generation: str | None = None
-    backoff_base: float = 60.0
-    backoff_max: float = 3600.0
     hooks: dict[str, HookRecord] = field(default_factory=dict)  # hook_key(phase, revision) -> its last run
     verify: Window | None = None  # the last post-switch verification window (apps/<app>/verify.json)
+
+    def bump(self, revision: str, color: Color, at: float, reason: str, message: str, *, gates: str | None = None) -> Memory:
+        """`revision` failed (again) at `at`: its count grows by one. With `gates` (a failed check or hook: the
+        fingerprint of the checks and hooks it failed with), a failure recorded with other gates counts from 0."""
+        old = self.failures.get(revision)
+        count = (old.count if old is not None and (gates is None or old.gates == gates) else 0) + 1
+        failure = Failure(revision, color, count, at, reason, message, gates=gates or "")
+        return replace(self, failures={**self.failures, revision: failure})
 
 
 _SERVER_RE = re.compile(r"^\s*server\s+([^\s;]+)\s*([^;]*);", re.MULTILINE)

@@ -16,74 +16,45 @@ changes (a new generation), which the operator does to flip to the healthy color
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Annotated, Literal
+
+from pydantic import Field
 
 from controller.actions import Action, Blocker, StartContainer, WaitHealthy
+from controller.document import Document, Epoch, Stored
 from controller.facts import LABEL_APP, ContainerFact, Memory, Observed
-from controller.jsonshape import Reader
 from controller.routing import serving_color
-from controller.spec import COLORS, BlueGreenApp, Color, other
+from controller.spec import BlueGreenApp, Color, other
 
 Kind = Literal["off", "ok", "pending", "switch", "held", "unavailable"]
 
 
 @dataclass(frozen=True)
-class FailedOver:
+class FailedOver(Stored):
     """An active failover: traffic moved from `from_color` to `to_color` while the spec was `generation`."""
 
     generation: str
-    from_color: Color
-    to_color: Color
+    from_color: Annotated[Color, Field(alias="from")]
+    to_color: Annotated[Color, Field(alias="to")]
     revision: str  # the revision routed to
-    at: float
+    at: Epoch
     reason: str
 
 
 @dataclass(frozen=True)
-class FailoverState:
+class FailoverState(Stored):
     """What the failover rule needs to remember between passes (failover.json)."""
 
-    failing_color: Color | None = None
-    failing_since: float | None = None
+    failing_color: Annotated[Color | None, Field(alias="failingColor")] = None
+    failing_since: Annotated[Epoch | None, Field(alias="failingSince")] = None
     served: dict[Color, str] = field(default_factory=dict)  # color -> revision it last served while passing
     active: FailedOver | None = None
     # Served revisions the failure memory held as failed (revision -> reason), kept here because memory.json
     # forgets failures of revisions the spec no longer names, which the previous release's soon is.
     failed: dict[str, str] = field(default_factory=dict)
 
-    def to_json(self) -> dict[str, Any]:
-        a = self.active
-        return {
-            "failingColor": self.failing_color,
-            "failingSince": self.failing_since,
-            "served": dict(self.served),
-            "failed": dict(self.failed),
-            "active": None
-            if a is None
-            else {"generation": a.generation, "from": a.from_color, "to": a.to_color, "revision": a.revision, "at": a.at, "reason": a.reason},
-        }
 
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> FailoverState:
-        """Raises jsonshape.Corrupt for anything but what `to_json` writes (the store then treats it as absent)."""
-        r = Reader(raw)
-        s = r.obj("served")
-        served: dict[Color, str] = {c: s.text(c) for c in COLORS if s.has(c)}
-        since = None if r.has("failingSince") and raw["failingSince"] is None else r.number("failingSince")
-        a = r.opt_obj("active")
-        failed: dict[str, str] = {}
-        if r.has("failed"):
-            f = r.obj("failed")
-            failed = {rev: f.text(rev) for rev in raw["failed"]}
-        return cls(
-            failing_color=r.opt_color("failingColor"),
-            failing_since=since,
-            served=served,
-            active=None
-            if a is None
-            else FailedOver(a.text("generation"), a.color("from"), a.color("to"), a.text("revision"), a.number("at"), a.text("reason")),
-            failed=failed,
-        )
+FAILOVER = Document(FailoverState)  # failover.json
 
 
 @dataclass(frozen=True)

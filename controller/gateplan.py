@@ -14,6 +14,7 @@ import hashlib
 import json
 
 from controller.actions import Action, Blocker, RemoveHook, RunCheck, RunHook, SwitchRoute
+from controller.backoff import BackoffPolicy
 from controller.facts import (
     LABEL_APP,
     LABEL_COLOR,
@@ -56,7 +57,7 @@ def gates_fingerprint(app: BlueGreenApp) -> str:
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def gate_backoff(app: BlueGreenApp, mem: Memory, revision: str, now: float) -> Blocker | None:
+def gate_backoff(app: BlueGreenApp, mem: Memory, revision: str, now: float, policy: BackoffPolicy) -> Blocker | None:
     """A healthy new color whose revision failed a check or its hook is not tried again before its retry instant,
     unless the checks or hooks changed since (a spec change: tried at once)."""
     failure = mem.failures.get(revision)
@@ -64,7 +65,7 @@ def gate_backoff(app: BlueGreenApp, mem: Memory, revision: str, now: float) -> B
         return None
     if failure.gates and failure.gates != gates_fingerprint(app):
         return None
-    retry_at = failure.next_retry_at(mem.backoff_base, mem.backoff_max)
+    retry_at = failure.next_retry_at(policy)
     if now >= retry_at:
         return None
     return Blocker(

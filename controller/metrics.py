@@ -33,7 +33,7 @@ LAST_RUN = f"{PREFIX}_last_run_timestamp_seconds"  # gauge: last pass of any res
 FAILOVERS = f"{PREFIX}_failovers"  # counter {app}: traffic moved to the previous color by spec.failover
 VERIFICATIONS = f"{PREFIX}_verifications"  # counter {app, result=passed|failed|abandoned}: post-switch windows closed
 RELEASE_STARTED = f"{PREFIX}_release_start_timestamp_seconds"  # gauge {app, release, image, began}: the live release
-NOTIFICATIONS_FAILED = f"{PREFIX}_notifications_failed"  # counter: release notifications not delivered (drivers/notify.py)
+NOTIFICATIONS_FAILED = f"{PREFIX}_notifications_failed"  # counter {reason=failed|dropped}: release notifications not delivered
 BUILD_INFO = f"{PREFIX}_build"  # info -> bluegreen_build_info{version, python}
 # --watch only (WatchMetrics): absent from the --once textfile.
 WATCH_TRIGGERS = f"{PREFIX}_watch_triggers"  # counter {source}: what asked for a pass
@@ -49,6 +49,7 @@ SOURCE_REFUSED = f"{PREFIX}_source_commit_refused"  # gauge: 1 while the fetched
 RESULTS = ("converged", "progressing", "degraded", "blocked", "error", "invalid")
 CUTOVER_RESULTS = ("success", "failed")
 VERIFY_RESULTS = ("passed", "failed", "abandoned")
+NOTIFY_FAILURES = ("failed", "dropped")
 DRIFT_KINDS = ("container", "route", "include", "marker", "standby")
 CONDITIONS = ("Ready", "Progressing", "Degraded", "RollbackReady", "SecretsStale", "FailedOver")
 COLORS = ("blue", "green")
@@ -97,7 +98,10 @@ class Metrics:
         )
         self._release_labels: dict[str, tuple[str, str, str]] = {}
         self.notifications_failed = Counter(
-            NOTIFICATIONS_FAILED, "Release notifications not delivered (after their retries, or dropped: queue full).", registry=r
+            NOTIFICATIONS_FAILED,
+            "Release notifications not delivered: failed (every attempt), dropped (queue full, or still queued at the end of a run).",
+            ["reason"],
+            registry=r,
         )
         self.build_info = Info(BUILD_INFO, "Controller build.", registry=r)
         self.build_info.info({"version": __version__, "python": platform.python_version()})
@@ -120,6 +124,9 @@ class Metrics:
         if live is not None and labels is not None:
             self.release_started.labels(app, *labels).set(live[3])
             self._release_labels[app] = labels
+
+    def notification_failed(self, reason: str) -> None:
+        self.notifications_failed.labels(reason=reason).inc()
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -26,6 +26,7 @@ from controller.actions import (
     WaitHealthy,
     WriteMarker,
 )
+from controller.backoff import DEFAULT_POLICY, BackoffPolicy
 from controller.capacity import capacity_blocker
 from controller.facts import (
     FINGERPRINT_KEY,
@@ -99,6 +100,7 @@ def plan(
     now: float,
     revision_extra: dict[str, str] | None = None,
     failover: FailoverState | None = None,
+    policy: BackoffPolicy = DEFAULT_POLICY,
 ) -> Plan:
     spec = app.spec
     want = spec.activeColor
@@ -139,7 +141,7 @@ def plan(
     will_be_ready = ready
 
     # Post-switch verification failed for this revision: it gets no traffic until a retry is due (switchback.py).
-    held = hold(app, obs, mem, now, rev, serving)
+    held = hold(app, obs, mem, now, rev, serving, policy)
     if want in foreign:
         diffs.append(f"container {app.container_name(want)}: not created by {MANAGED_BY}; left alone")
     elif held is not None:
@@ -149,7 +151,7 @@ def plan(
         diffs.append(f"container {app.container_name(want)}: {describe_container(cur)}; want running healthy {spec.image} revision={rev}")
         live_running = serving == want and cur is not None and cur.running
         failure = mem.failures.get(rev)
-        retry_at = failure.next_retry_at(mem.backoff_base, mem.backoff_max) if failure else None
+        retry_at = failure.next_retry_at(policy) if failure else None
         name = app.container_name(want)
         wait = WaitHealthy(want, f"{spec.healthCheck.path} must answer {spec.healthCheck.expectStatus}")
         if fo.kind in ("switch", "held"):
@@ -216,7 +218,7 @@ def plan(
             will_be_ready = True
 
     # Deploy gates: a healthy new color whose checks or hook failed backs off before it is tried again.
-    if ready and serving != want and want not in foreign and (gated := gate_backoff(app, mem, rev, now)) is not None:
+    if ready and serving != want and want not in foreign and (gated := gate_backoff(app, mem, rev, now, policy)) is not None:
         blockers.append(gated)
         will_be_ready = False
 
@@ -277,7 +279,7 @@ def plan(
     add_gates(app, obs, mem, rev, serving, actions)
 
     # spec.preview on the idle color (controller/preview.py): the flag off first, its steps after the live color's.
-    pv = plan_preview(app, obs, mem, now, extra, serving=serving, target=target, foreign=set(foreign))
+    pv = plan_preview(app, obs, mem, now, extra, serving=serving, target=target, foreign=set(foreign), policy=policy)
     actions = [*pv.before, *actions, *pv.after]
     diffs += pv.diffs
     if pv.revision is not None:

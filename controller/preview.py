@@ -23,6 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controller.actions import Action, CreatePreview, RemovePreview, StartPreview, SwitchPreview, WaitPreview
+from controller.backoff import BackoffPolicy
 from controller.capacity import capacity_blocker
 from controller.facts import ContainerFact, Memory, Observed
 from controller.spec import BlueGreenApp, Color, other, preview_app
@@ -65,6 +66,7 @@ def plan_preview(
     serving: Color | None,
     target: Color | None,
     foreign: set[Color],
+    policy: BackoffPolicy,
 ) -> PreviewPlan:
     from controller.planner import describe_container, matches  # the planner imports this module
 
@@ -99,7 +101,7 @@ def plan_preview(
     confirmed = flag_on and pr is not None and pr.reachable and pr.color == idle
     ask = f"requests with {HEADER}: 1 or cookie {COOKIE}=1"
     failure = mem.failures.get(rev)
-    retry_at = failure.next_retry_at(mem.backoff_base, mem.backoff_max) if failure else None
+    retry_at = failure.next_retry_at(policy) if failure else None
     backing_off = (
         PreviewState(
             False,

@@ -20,7 +20,7 @@ from typing import Any
 from controller.errors import ControllerError
 from controller.facts import ImagesObserved, Observed
 from controller.imageref import ImageRef, InvalidImageRef
-from controller.releases import Ledger, keep_reason
+from controller.releases import Releases, keep_reason
 from controller.spec import BlueGreenApp
 from controller.world import World
 
@@ -93,7 +93,7 @@ def repository_image_ids(app: BlueGreenApp, images: ImagesObserved) -> list[str]
 
 
 def plan_pruning(
-    app: BlueGreenApp, obs: Observed, images: ImagesObserved, ledger: Ledger, *, verification_open: bool = False
+    app: BlueGreenApp, obs: Observed, images: ImagesObserved, ledger: Releases, *, verification_open: bool = False
 ) -> tuple[ImageRemoval, ...]:
     """The images to remove, oldest first. Called only for a converged plan.
 

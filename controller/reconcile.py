@@ -27,9 +27,10 @@ from controller.actions import (
     WriteMarker,
 )
 from controller.apply import Context, Interrupted, apply
+from controller.backoff import BackoffPolicy
 from controller.dependencies import gate
 from controller.errors import CheckFailed, ControllerError, HealthCheckFailed, HookFailed
-from controller.facts import LABEL_APP, ContainerFact, Failure, Memory, Observed, hook_key
+from controller.facts import LABEL_APP, ContainerFact, Memory, Observed, hook_key
 from controller.failover import FAILED_OVER, FailoverState, activate, track
 from controller.gateplan import gates_fingerprint
 from controller.hostfacts import with_capacity
@@ -41,8 +42,8 @@ from controller.pruning import ImageRemoval, observe_images, plan_pruning, prune
 from controller.releases import (
     EVENT_OF,
     Began,
-    Ledger,
     Origin,
+    Releases,
     Taken,
     begin,
     classify,
@@ -53,8 +54,17 @@ from controller.releases import (
 from controller.requeue import NOT_RUN, Requeue, decide
 from controller.secrets import NoSecrets, Resolved, Resolver
 from controller.spec import BlueGreenApp, other, preview_app
-from controller.state import StateStore
-from controller.status import Condition, LastDeploy, SourceStatus, Status, build_status, conditions, iso
+from controller.state import HistoryEntry, Ledger, StateStore
+from controller.status import (
+    Condition,
+    HookStatus,
+    LastDeploy,
+    SourceStatus,
+    Status,
+    build_status,
+    conditions,
+    iso,
+)
 from controller.verifier import Verifier
 from controller.verify import window_closed
 from controller.world import World
@@ -117,8 +127,7 @@ class Reconciler:
         self.world = world
         self.store = store
         self.metrics = metrics or Metrics()
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
+        self.policy = BackoffPolicy(backoff_base, backoff_max)
         self.should_stop = should_stop
         self.resolver: Resolver = resolver or NoSecrets()
         self.streaks: dict[str, int] = {}  # app -> consecutive passes backed off for (requeue.decide)
@@ -126,7 +135,8 @@ class Reconciler:
         # Release events (controller/releases.py event): queued, never waited on (drivers/notify.py posts them).
         self.notify: Callable[[dict[str, Any]], None] = notify or (lambda body: None)
         self.actor = local_actor()
-        self.verifier = Verifier(world, store, self.metrics)
+        self.ledger = Ledger(store, lambda app: source.history_fields(app).get("commit") if source is not None else None)
+        self.verifier = Verifier(world, store, self.metrics, self.ledger)
         # dependsOn (issue 13): app -> its accessories not healthy now, with why (AccessoryRunner.dependencies)
         self.dependencies: Callable[[BlueGreenApp], dict[str, str]] = lambda app: {}
 
@@ -134,16 +144,16 @@ class Reconciler:
     def plan_only(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None) -> tuple[Plan, Observed, Resolved]:
         resolved = self.resolver(app)
         obs = observe(app, self.world, containers if containers is not None else index_containers(self.world))
-        mem = self.store.load_memory(app.name, self.backoff_base, self.backoff_max)
+        mem = self.store.load_memory(app.name)
         fo = self._failover_state(app, obs, mem, save=False)
-        p = plan(app, obs, mem, self.world.now(), resolved.revision_extra, failover=fo)
-        p, obs = with_capacity(app, self.world, obs, p, lambda o: plan(app, o, mem, self.world.now(), resolved.revision_extra, failover=fo))
+        p = plan(app, obs, mem, self.world.now(), resolved.revision_extra, failover=fo, policy=self.policy)
+        p, obs = with_capacity(app, self.world, obs, p, lambda o: plan(app, o, mem, self.world.now(), resolved.revision_extra, failover=fo, policy=self.policy))
         p = gate(p, self.dependencies(app))
         return p, obs, resolved
 
     def status_only(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None) -> Status:
         p, obs, resolved = self.plan_only(app, containers)
-        previous = self.store.load_status(app.name, Status.from_json)
+        previous = self.store.load_status(app.name)
         # Keep the last pass's error visible: status must say why the last run failed.
         prev_error = previous.condition("Degraded") if previous is not None else None
         err = (
@@ -200,19 +210,9 @@ class Reconciler:
         prepared = False  # image present and secret values loaded
 
         def record(action: Action, ok: bool, message: str) -> None:
-            self.store.append_history(
-                {
-                    "time": iso(self.world.now()),
-                    "app": app.name,
-                    "reconcileId": rid,
-                    "action": action.verb,
-                    "color": action.color,
-                    "image": preview_app(app).spec.image if isinstance(action, PREVIEW_ACTIONS) else app.spec.image,
-                    "outcome": "ok" if ok else "failed",
-                    "message": message,
-                    **(self.source.history_fields(app.name) if self.source is not None else {}),
-                }
-            )
+            image = preview_app(app).spec.image if isinstance(action, PREVIEW_ACTIONS) else app.spec.image
+            outcome = "ok" if ok else "failed"
+            self.ledger.record(HistoryEntry(iso(self.world.now()), app.name, rid, action.verb, action.color, image, outcome, message))
 
         ctx = Context(
             app=app,
@@ -223,22 +223,22 @@ class Reconciler:
         )
         # Deploy gates: a hook's run is remembered in the state dir (controller/gaterun.py).
         ctx.remember_hook = lambda rec: self.store.record_hook(app.name, rec)
-        ctx.hook_record = lambda phase, rev: self.store.load_memory(app.name, 0, 0).hooks.get(hook_key(phase, rev))
+        ctx.hook_record = lambda phase, rev: self.store.load_memory(app.name).hooks.get(hook_key(phase, rev))
         if verify and app.spec.verify is not None and not window_closed(self.store.load_window(app.name)):
             # A window a killed or stopped run left open is judged first, for the time left: the passes below would
             # otherwise wait on the health of a new color that is failing (the very thing the window judges).
             obs = observe(app, self.world, containers if containers is not None else index_containers(self.world))
-            mem = self.store.load_memory(app.name, self.backoff_base, self.backoff_max)
-            self.verifier.run(app, plan(app, obs, mem, self.world.now(), resolved.revision_extra), obs, log, rid, self.should_stop)
+            mem = self.store.load_memory(app.name)
+            self.verifier.run(app, plan(app, obs, mem, self.world.now(), resolved.revision_extra, policy=self.policy), obs, log, rid, self.should_stop)
             containers = None  # observed again below
         for pass_no in range(MAX_PASSES):
             looked = self.world.now()  # failover: a failure seen by this observation is seen from its start
             index = containers if (pass_no == 0 and containers is not None) else index_containers(self.world)
             obs = observe(app, self.world, index)
-            mem = self.store.load_memory(app.name, self.backoff_base, self.backoff_max)
+            mem = self.store.load_memory(app.name)
             fo = self._failover_state(app, obs, mem, save=True, at=looked)
-            p = plan(app, obs, mem, self.world.now(), resolved.revision_extra, failover=fo)
-            p, obs = with_capacity(app, self.world, obs, p, lambda o: plan(app, o, mem, self.world.now(), resolved.revision_extra, failover=fo))  # noqa: B023
+            p = plan(app, obs, mem, self.world.now(), resolved.revision_extra, failover=fo, policy=self.policy)
+            p, obs = with_capacity(app, self.world, obs, p, lambda o: plan(app, o, mem, self.world.now(), resolved.revision_extra, failover=fo, policy=self.policy))  # noqa: B023
             p = gate(p, self.dependencies(app))  # dependsOn (issue 13): a new color waits for its accessories
             if pass_no == 0:
                 log.info("reconcile.plan", actions=[a.describe() for a in p.actions], blockers=[b.reason for b in p.blockers], serving=p.serving)
@@ -314,7 +314,7 @@ class Reconciler:
         status = self._write_status(app, obs, p, resolved, last_deploy=last_deploy, rid=rid, error=str(error) if error else None, reason=reason)
         self._export(app, obs, status)
         failure = mem.failures.get(p.revisions[app.spec.activeColor])
-        retry_at = failure.next_retry_at(mem.backoff_base, mem.backoff_max) if failure is not None else None
+        retry_at = failure.next_retry_at(self.policy) if failure is not None else None
         requeue = self.requeue(app.name, p, error, retry_at)
         log.info("reconcile.done", result=res, actions=len(done), error=str(error) if error else None, requeue_after=requeue.after)
         return AppResult(app=app.name, result=res, plan=p, observed=obs, status=status, error=str(error) if error else None, actions_done=done, requeue=requeue)
@@ -341,18 +341,7 @@ class Reconciler:
         assert done.active is not None
         self.store.save_failover(app.name, done)
         self.metrics.failovers.labels(app=app.name).inc()
-        self.store.append_history(
-            {
-                "time": iso(now),
-                "app": app.name,
-                "reconcileId": rid,
-                "action": FAILED_OVER,
-                "color": d.color,
-                "image": app.spec.image,
-                "outcome": "ok",
-                "message": done.active.reason,
-            }
-        )
+        self.ledger.record(HistoryEntry(iso(now), app.name, rid, FAILED_OVER, d.color, app.spec.image, "ok", done.active.reason))
         log.warning("failover.done", color=d.color, reason=done.active.reason)
     # Image pruning (controller/pruning.py) ------------------------------------------------------
     def prune_plan(self, app: BlueGreenApp, obs: Observed, *, save: bool = False) -> tuple[ImageRemoval, ...]:
@@ -375,18 +364,8 @@ class Reconciler:
             return
 
         def record(r: ImageRemoval, outcome: str, message: str) -> None:
-            self.store.append_history(
-                {
-                    "time": iso(self.world.now()),
-                    "app": app.name,
-                    "reconcileId": rid,
-                    "action": "RemoveImage",
-                    "image": ", ".join(r.references),
-                    "imageId": r.image_id,
-                    "outcome": outcome,
-                    "message": message,
-                }
-            )
+            at = iso(self.world.now())
+            self.ledger.record(HistoryEntry(at, app.name, rid, "RemoveImage", None, ", ".join(r.references), outcome, message, image_id=r.image_id))
 
         prune(self.world, removals, record=record, should_stop=self.should_stop, log=log)
 
@@ -396,7 +375,7 @@ class Reconciler:
         o = self.source.origin(app) if self.source is not None else Origin()
         return o if o.commit is not None else Origin(actor=self.actor)
 
-    def _begin(self, app: BlueGreenApp, ledger: Ledger, taken: Taken, began: Began, detail: str | None, log: Any) -> None:
+    def _begin(self, app: BlueGreenApp, ledger: Releases, taken: Taken, began: Began, detail: str | None, log: Any) -> None:
         after = begin(ledger, taken, began, self._origin(app.name), detail=detail)
         if after is ledger:
             return
@@ -468,10 +447,8 @@ class Reconciler:
         log.error("preview.failed", color=idle, revision=rev, error=str(error), kind=type(error).__name__)
         if app.spec.preview is None:
             return  # removing a leftover preview flag failed: no preview revision to hold it against (retried next pass)
-        mem = self.store.load_memory(app.name, self.backoff_base, self.backoff_max)
-        old = mem.failures.get(rev)
-        failure = Failure(rev, idle, (old.count if old else 0) + 1, self.world.now(), type(error).__name__, str(error))
-        self.store.save_memory(app.name, replace(mem, failures={**mem.failures, rev: failure}), None)
+        mem = self.store.load_memory(app.name)
+        self.store.save_memory(app.name, mem.bump(rev, idle, self.world.now(), type(error).__name__, str(error)), None)
 
     def _remember(
         self,
@@ -495,7 +472,6 @@ class Reconciler:
         now = self.world.now()
         want = app.spec.activeColor
         rev = p.revisions[want]
-        failures = dict(mem.failures)
         # To the desired color only: a switch back from a revision that failed verification is no deploy.
         cutover = any(isinstance(a, SwitchRoute) and a.color != obs.route.color and a.color == want for a in p.actions)
         deploying = cutover or any(isinstance(a, (CreateContainer, StartContainer)) and a.color == want for a in p.actions)
@@ -504,19 +480,15 @@ class Reconciler:
             if deploying:
                 # Held against the revision only when this pass started it: a live container killed
                 # while a pass waited on it is restarted by the next pass, not backed off.
-                old = failures.get(rev)
-                failures[rev] = Failure(rev, want, (old.count if old else 0) + 1, now, "HealthCheckFailed", str(error))
+                mem = mem.bump(rev, want, now, "HealthCheckFailed", str(error))
         elif isinstance(failed, (RunCheck, RunHook)) and failed.color == want and isinstance(error, (CheckFailed, HookFailed)):
             # A failed check or hook is a failed deploy: remembered against the revision and the gates it failed
             # with, retried after backoff (or at once when the gates change: gateplan.gate_backoff).
-            old = failures.get(rev)
-            gates = gates_fingerprint(app)
-            count = (old.count if old is not None and old.gates == gates else 0) + 1
-            failures[rev] = Failure(rev, want, count, now, type(error).__name__, str(error), gates=gates)
+            mem = mem.bump(rev, want, now, type(error).__name__, str(error), gates=gates_fingerprint(app))
         elif error is None and p.target == want:
             # Only a pass that leaves the desired color proven (a stable WaitHealthy, or steady) and live
             # clears the failure: a marker fixed while backing off is no proof (issue 10 item 1).
-            failures.pop(rev, None)
+            mem = replace(mem, failures={r: f for r, f in mem.failures.items() if r != rev})
         if deploying:
             ok = error is None
             if cutover:
@@ -534,8 +506,7 @@ class Reconciler:
                 message=None if ok else str(error),
             )
         # Forget failures of revisions that are no longer wanted, so the file cannot grow forever.
-        failures = {r: f for r, f in failures.items() if r in p.revisions.values()}
-        mem = replace(mem, failures=failures)
+        mem = replace(mem, failures={r: f for r, f in mem.failures.items() if r in p.revisions.values()})
         self.store.save_memory(app.name, mem, last_deploy)
         return mem, last_deploy
 
@@ -559,14 +530,14 @@ class Reconciler:
             obs,
             p,
             conditions=conds,
-            previous=self.store.load_status(app.name, Status.from_json),
+            previous=self.store.load_status(app.name),
             last_deploy=last_deploy,
             reconcile_id=rid,
             now=self.world.now(),
             secret_names=resolved.names,
             source=src,
         )
-        self.store.save_status(app.name, {**status.to_json(), **hook_status(self.store.load_memory(app.name, 0, 0))})
+        self.store.save_status(app.name, replace(status, hooks=hook_status(self.store.load_memory(app.name))))
         return status
 
     def _with_source(self, app: str, conds: list[Condition]) -> tuple[SourceStatus | None, list[Condition]]:
@@ -583,22 +554,12 @@ class Reconciler:
         self.metrics.set_conditions(app.name, {c.type: c.status for c in status.conditions})
 
 
-def hook_status(mem: Memory) -> dict[str, Any]:
+def hook_status(mem: Memory) -> tuple[HookStatus, ...] | None:
     """status.json "hooks": each remembered hook run (phase, revision, state, exit code, last lines), newest first."""
     if not mem.hooks:
-        return {}
+        return None
     runs = sorted(mem.hooks.values(), key=lambda h: h.started_at, reverse=True)
-    return {
-        "hooks": [
-            {
-                "phase": h.phase,
-                "revision": h.revision,
-                "state": h.state,
-                "exitCode": h.exit_code,
-                "startedAt": iso(h.started_at),
-                "finishedAt": iso(h.finished_at) if h.finished_at is not None else None,
-                "output": list(h.output),
-            }
-            for h in runs
-        ]
-    }
+    return tuple(
+        HookStatus(h.phase, h.revision, h.state, h.exit_code, iso(h.started_at), iso(h.finished_at) if h.finished_at is not None else None, h.output)
+        for h in runs
+    )

@@ -54,7 +54,7 @@ from controller.errors import EXIT_INVALID, EXIT_OK, ControllerError, SpecError
 from controller.facts import LABEL_APP, ContainerFact, Observed
 from controller.logs import configure
 from controller.metrics import Metrics
-from controller.releases import Host, Ledger, Release, Row, assess, render_table, table_json
+from controller.releases import Host, Release, Releases, Row, assess, render_table, table_json
 from controller.spec import BlueGreenApp, Color, other
 from controller.specdir import host_problem, state_dir_problem
 from controller.specedit import Current, Edited, edit, read_current, unified_diff
@@ -312,7 +312,7 @@ def _check_agreement(source: str, app: BlueGreenApp, cur: Current, active: Color
         raise Refused(f"{source}: refused: {app.container_name(active)} runs {live.image}, not the spec's image {cur.image} ({hint})")
 
 
-def _table(args: argparse.Namespace, app: BlueGreenApp, obs: Observed, world: Any, ledger: Ledger) -> list[Row]:
+def _table(args: argparse.Namespace, app: BlueGreenApp, obs: Observed, world: Any, ledger: Releases) -> list[Row]:
     """The releases and what rolling back to each would be now, judged on the observed host."""
     extra = build_reconciler(args, world, Metrics()).resolver(app).revision_extra
     live: Color = obs.route.color if obs.route.reachable and obs.route.color is not None else app.spec.activeColor

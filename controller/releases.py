@@ -90,8 +90,8 @@ class Release(Stored):
 
 
 @dataclass(frozen=True)
-class Ledger(Stored):
-    """releases.json. `seen`: image id -> when a pass first saw it locally (pruning: "pulled after")."""
+class Releases(Stored):
+    """releases.json (the release ledger). `seen`: image id -> when a pass first saw it locally (pruning: "pulled after")."""
 
     releases: list[Release] = field(default_factory=list)  # oldest first
     seen: dict[str, Epoch] = field(default_factory=dict)
@@ -112,7 +112,7 @@ class Ledger(Stored):
         return None
 
 
-RELEASES = Document(Ledger)
+RELEASES = Document(Releases)
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ class Taken:
     image_id: str | None = None
 
 
-def classify(ledger: Ledger, revision: str, *, desired: bool, failover: bool) -> Began:
+def classify(ledger: Releases, revision: str, *, desired: bool, failover: bool) -> Began:
     """How a switch to `revision` began a release: a failover, a switch back to the previous color (not the
     desired one), a rollback (the revision served before: going back), else a deploy."""
     if failover:
@@ -149,7 +149,7 @@ _ENDED_BY: dict[Began, Ended] = {
 }
 
 
-def begin(ledger: Ledger, taken: Taken, began: Began, origin: Origin, *, detail: str | None = None) -> Ledger:
+def begin(ledger: Releases, taken: Taken, began: Began, origin: Origin, *, detail: str | None = None) -> Releases:
     """The ledger with `taken` live; the release live before ends as `began` says (with `detail`, the figures).
 
     The same revision already live on that color changes nothing (a pass that re-confirms a switch)."""
@@ -178,7 +178,7 @@ def begin(ledger: Ledger, taken: Taken, began: Began, origin: Origin, *, detail:
     return replace(ledger, releases=[*old, new][-KEEP:])
 
 
-def note_seen(ledger: Ledger, image_ids: Iterable[str], now: float) -> Ledger:
+def note_seen(ledger: Releases, image_ids: Iterable[str], now: float) -> Releases:
     """`seen` for the images present now: a new id is seen `now`; ids no longer present are forgotten."""
     ids = set(image_ids)
     seen = {i: t for i, t in ledger.seen.items() if i in ids}
@@ -204,7 +204,7 @@ def _names(reference: str) -> set[str]:
     return out
 
 
-def recent(ledger: Ledger, keep: int) -> list[Release]:
+def recent(ledger: Releases, keep: int) -> list[Release]:
     """The N most recent releases, newest first; a release of an image that served before counts once (going back
     to a release does not push another out)."""
     out: list[Release] = []
@@ -218,7 +218,7 @@ def recent(ledger: Ledger, keep: int) -> list[Release]:
     return out
 
 
-def keep_reason(ledger: Ledger, keep: int, image_id: str, references: Iterable[str], created: float) -> str | None:
+def keep_reason(ledger: Releases, keep: int, image_id: str, references: Iterable[str], created: float) -> str | None:
     """Why pruning keeps this unused image of the app's repository, or None (it may go). `spec.keepImages` = N:
 
     - it is the image of one of the N most recent releases (by id, or by a name or digest the release recorded);
@@ -341,7 +341,7 @@ class Host:
     idle: Color
 
 
-def assess(ledger: Ledger, host: Host) -> list[Row]:
+def assess(ledger: Releases, host: Host) -> list[Row]:
     """Newest first: the live release; for each other, whether `rollback --to` it is a switch (the idle color runs
     it, warm), a deploy (its image present or pullable, the spec's configuration unchanged since), or not possible."""
     rows: list[Row] = []
@@ -401,7 +401,7 @@ def render_table(app: str, rows: list[Row], now: float) -> str:
 def table_json(app: str, rows: list[Row], now: float) -> dict[str, Any]:
     out = []
     for row in rows:
-        doc = RELEASES.dump(Ledger(releases=[row.release]))["releases"][0]
+        doc = RELEASES.dump(Releases(releases=[row.release]))["releases"][0]
         doc.update(servedSeconds=round(row.release.served(now), 3), rollback={"way": row.way, "why": row.why})
         out.append(doc)
     return {"app": app, "releases": out}

@@ -47,7 +47,7 @@ from controller.releases import Origin, event
 from controller.spec import BlueGreenApp
 from controller.specdir import Problem, Selection
 from controller.specdir import select as select_specs
-from controller.status import Condition, SourceStatus, iso
+from controller.status import Condition, InvalidAt, SourceStatus, iso
 
 HEAD_REF = "refs/bluegreen/head"
 APPLIED_REF = "refs/bluegreen/applied"
@@ -593,8 +593,7 @@ class GitSource:
             signer=c.signer if c else None,
             head=s.head,
             last_fetch_ok_at=iso(s.last_fetch_ok_at) if s.last_fetch_ok_at else None,
-            invalid_commit=invalid[0] if invalid else None,
-            invalid_message=invalid[1] if invalid else None,
+            invalid=InvalidAt(*invalid) if invalid else None,
         )
         if s.problem_reason:
             since = f" (failing since {iso(s.failing_since)})" if s.failing_since else ""

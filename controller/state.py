@@ -18,20 +18,22 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
-from controller.document import Corrupt as Invalid
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
+
+from controller.document import Corrupt, Document, Stored, omit_none
 from controller.drivers import files
 from controller.errors import HostError, LockBusy
 from controller.facts import Failure, HookRecord, Memory
-from controller.failover import FailoverState
-from controller.jsonshape import Corrupt, Reader
+from controller.failover import FAILOVER, FailoverState
 from controller.logs import get_logger, redact_json_text
-from controller.releases import RELEASES, Ledger
-from controller.status import LastDeploy
-from controller.verify import Window
+from controller.releases import RELEASES, Releases
+from controller.spec import Color
+from controller.status import STATUS, LastDeploy, Status
+from controller.verify import WINDOW, Window
 
 T = TypeVar("T")
 
@@ -92,59 +94,62 @@ def _read_holder(fd: int) -> str:
 
 
 @dataclass(frozen=True)
-class _MemoryFile:
-    """memory.json, checked: `raw` keeps keys of other versions so that saving does not drop them."""
+class MemoryFile(Stored):
+    """memory.json: what `Memory` keeps of it, and the last deploy."""
 
-    raw: dict[str, Any] = field(default_factory=dict)
     failures: dict[str, Failure] = field(default_factory=dict)
-    converged_generation: str | None = None
-    last_deploy: LastDeploy | None = None
-    hooks: dict[str, HookRecord] = field(default_factory=dict)
+    converged_generation: Annotated[str | None, Field(alias="convergedGeneration")] = None
+    last_deploy: Annotated[LastDeploy | None, Field(alias="lastDeploy")] = None  # absent until a first deploy
+    hooks: dict[str, HookRecord] | None = None  # absent until a first hook ran
+
+    @model_serializer(mode="wrap")
+    def _json(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return omit_none(handler, self, frozenset({"lastDeploy", "hooks"}))
 
 
+MEMORY = Document(MemoryFile)
 HOOKS_KEPT = 20  # hook records kept per app (the newest): enough for every revision a rollback may go back to
 
 
-def _parse_hooks(r: Reader) -> dict[str, HookRecord]:
-    """memory.json "hooks": that a hook ran for a revision (controller/gaterun.py)."""
-    out: dict[str, HookRecord] = {}
-    on_file = r.opt_obj("hooks") if r.has("hooks") else None
-    for _, h in on_file.values() if on_file is not None else ():
-        rec = HookRecord(
-            phase=h.text("phase"),
-            revision=h.text("revision"),
-            state=h.text("state"),
-            started_at=h.number("startedAt"),
-            exit_code=h.opt_integer("exitCode", lo=-(2**31)) if h.has("exitCode") else None,
-            finished_at=h.number("finishedAt") if h.has("finishedAt") else None,
-            output=tuple(h.texts("output")) if h.has("output") else (),
-        )
-        out[rec.key] = rec
-    return out
+@dataclass(frozen=True)
+class HistoryEntry(Stored):
+    """One line of history.jsonl: an action taken (or an image pruned, a failover, a verdict)."""
+
+    time: str  # ISO 8601, UTC
+    app: str  # the app's (or the accessory's) name
+    reconcile_id: Annotated[str, Field(alias="reconcileId")]
+    action: str  # the step's verb, RemoveImage, FailedOver, Verify
+    color: Color | None  # None: an accessory's step, an image
+    image: str  # the image deployed; for RemoveImage the removed image's names
+    outcome: str  # ok, failed (RemoveImage: skipped too; Verify: abandoned too)
+    message: str
+    kind: str | None = None  # "Accessory" for an accessory's step
+    target: str | None = None  # an accessory step's target (network, volume, container)
+    image_id: Annotated[str | None, Field(alias="imageId")] = None  # RemoveImage
+    commit: str | None = None  # --git-url: the commit the app's spec came from
+
+    @model_serializer(mode="wrap")
+    def _json(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return omit_none(handler, self, frozenset({"kind", "target", "imageId", "commit"}))
 
 
-def _parse_memory(raw: dict[str, Any]) -> _MemoryFile:
-    r = Reader(raw)
-    failures = {}
-    on_file = r.opt_obj("failures") if r.has("failures") else None
-    for rev, f in on_file.values() if on_file is not None else ():
-        failures[rev] = Failure(
-            revision=f.text("revision"),
-            color=f.color("color"),
-            count=f.integer("count", lo=1),
-            last_failed_at=f.number("last_failed_at"),
-            reason=f.text("reason"),
-            message=f.text("message"),
-            gates=f.text("gates") if f.has("gates") else "",
-        )
-    last = r.opt_obj("lastDeploy") if r.has("lastDeploy") else None
-    return _MemoryFile(
-        raw=raw,
-        hooks=_parse_hooks(r),
-        failures=failures,
-        converged_generation=r.opt_text("convergedGeneration") if r.has("convergedGeneration") else None,
-        last_deploy=LastDeploy.from_json(last) if last is not None else None,
-    )
+HISTORY = Document(HistoryEntry)
+
+
+class Ledger:
+    """The one history writer: every line history.jsonl gets is a `HistoryEntry` recorded here.
+
+    With a source (--git-url), each line of an app names the commit its spec came from.
+    """
+
+    def __init__(self, store: StateStore, commit: Callable[[str], str | None] = lambda app: None) -> None:
+        self.store = store
+        self.commit = commit
+
+    def record(self, entry: HistoryEntry) -> None:
+        if entry.commit is None and entry.kind is None and (c := self.commit(entry.app)) is not None:
+            entry = replace(entry, commit=c)
+        self.store.append_history(HISTORY.dump(entry))
 
 
 class StateStore:
@@ -157,7 +162,7 @@ class StateStore:
     def app_dir(self, app: str) -> Path:
         return self.root / "apps" / app
 
-    def _load(self, app: str, name: str, parse: Callable[[dict[str, Any]], T]) -> T | None:
+    def _load(self, app: str, name: str, parse: Callable[[str], T]) -> T | None:
         """The parsed file; None when it is absent or corrupt (a corrupt one is logged once as a warning).
 
         A state file is a cache of what the controller wrote: when it cannot be read back, the controller
@@ -165,8 +170,8 @@ class StateStore:
         """
         path = self.app_dir(app) / name
         try:
-            raw = _read_json(path)
-            value = parse(raw) if raw is not None else None
+            text = _read(path)
+            value = parse(text) if text is not None else None
         except Corrupt as e:
             with self._corrupt_lock:
                 first = self._corrupt.get(path) != str(e)
@@ -179,36 +184,27 @@ class StateStore:
         return value
 
     # Memory -----------------------------------------------------------------------------
-    def _memory(self, app: str) -> _MemoryFile:
-        return self._load(app, "memory.json", _parse_memory) or _MemoryFile()
+    def _memory(self, app: str) -> MemoryFile:
+        return self._load(app, "memory.json", MEMORY.parse) or MemoryFile()
 
-    def load_memory(self, app: str, backoff_base: float, backoff_max: float) -> Memory:
+    def _save_memory(self, app: str, m: MemoryFile) -> None:
+        files.write_atomic(self.app_dir(app) / "memory.json", redact_json_text(MEMORY.text(m).rstrip("\n")) + "\n")
+
+    def load_memory(self, app: str) -> Memory:
         m = self._memory(app)
         return Memory(
             failures=m.failures,
             converged_generation=m.converged_generation,
-            backoff_base=backoff_base,
-            backoff_max=backoff_max,
-            hooks=m.hooks,
+            hooks={rec.key: rec for rec in (m.hooks or {}).values()},
             verify=self.load_window(app),
         )
 
     def record_hook(self, app: str, rec: HookRecord) -> None:
         """Remember a hook's run (before its container is removed: see controller/gaterun.py); the newest HOOKS_KEPT."""
-        raw = dict(self._memory(app).raw)
-        hooks = {k: v for k, v in (raw.get("hooks") or {}).items() if isinstance(v, dict)} if isinstance(raw.get("hooks"), dict) else {}
-        hooks[rec.key] = {
-            "phase": rec.phase,
-            "revision": rec.revision,
-            "state": rec.state,
-            "startedAt": rec.started_at,
-            "exitCode": rec.exit_code,
-            "output": list(rec.output),
-            **({"finishedAt": rec.finished_at} if rec.finished_at is not None else {}),
-        }
-        newest = sorted(hooks.items(), key=lambda kv: float(kv[1].get("startedAt") or 0), reverse=True)[:HOOKS_KEPT]
-        raw["hooks"] = dict(newest)
-        files.write_atomic(self.app_dir(app) / "memory.json", redact_json_text(json.dumps(raw, indent=2, sort_keys=True)) + "\n")
+        m = self._memory(app)
+        hooks = {**{r.key: r for r in (m.hooks or {}).values()}, rec.key: rec}
+        newest = sorted(hooks.items(), key=lambda kv: kv[1].started_at, reverse=True)[:HOOKS_KEPT]
+        self._save_memory(app, replace(m, hooks=dict(newest)))
 
     def load_last_deploy(self, app: str) -> LastDeploy | None:
         return self._memory(app).last_deploy
@@ -216,42 +212,56 @@ class StateStore:
     def save_memory(self, app: str, memory: Memory, last_deploy: LastDeploy | None) -> None:
         """Failures and converged generation from `memory`; `last_deploy` when given, else the one on file."""
         m = self._memory(app)
-        raw = dict(m.raw)
-        raw["failures"] = {rev: asdict(f) for rev, f in memory.failures.items()}
-        raw["convergedGeneration"] = memory.converged_generation
-        if last_deploy is not None:
-            raw["lastDeploy"] = last_deploy.to_json()
-        files.write_atomic(self.app_dir(app) / "memory.json", redact_json_text(json.dumps(raw, indent=2, sort_keys=True)) + "\n")
+        self._save_memory(
+            app,
+            replace(
+                m,
+                failures=dict(memory.failures),
+                converged_generation=memory.converged_generation,
+                last_deploy=last_deploy if last_deploy is not None else m.last_deploy,
+            ),
+        )
 
     # Failover ---------------------------------------------------------------------------
     def load_failover(self, app: str) -> FailoverState:
-        return self._load(app, "failover.json", FailoverState.from_json) or FailoverState()
+        return self._load(app, "failover.json", FAILOVER.parse) or FailoverState()
 
     def save_failover(self, app: str, state: FailoverState) -> None:
-        files.write_atomic(self.app_dir(app) / "failover.json", json.dumps(state.to_json(), indent=2, sort_keys=True) + "\n")
+        files.write_atomic(self.app_dir(app) / "failover.json", FAILOVER.text(state))
+
     # Verification window ----------------------------------------------------------------
     def load_window(self, app: str) -> Window | None:
         """The last verification window (None: none, or a corrupt file); `verify.window_closed` says if it ended."""
-        return self._load(app, "verify.json", Window.from_json)
+        return self._load(app, "verify.json", WINDOW.parse)
 
     def save_window(self, app: str, window: Window) -> None:
-        files.write_atomic(self.app_dir(app) / "verify.json", json.dumps(window.to_json(), indent=2, sort_keys=True) + "\n")
+        files.write_atomic(self.app_dir(app) / "verify.json", WINDOW.text(window))
 
     # Releases ---------------------------------------------------------------------------
-    def load_releases(self, app: str) -> Ledger:
-        """The release ledger (empty when absent, or corrupt: warned once, like every state file)."""
-        return self._load(app, "releases.json", _parse_releases) or Ledger()
+    def load_releases(self, app: str) -> Releases:
+        """The releases (none when the file is absent, or corrupt: warned once, like every state file)."""
+        return self._load(app, "releases.json", RELEASES.parse) or Releases()
 
-    def save_releases(self, app: str, ledger: Ledger) -> None:
-        files.write_atomic(self.app_dir(app) / "releases.json", redact_json_text(RELEASES.text(ledger).rstrip("\n")) + "\n")
+    def save_releases(self, app: str, releases: Releases) -> None:
+        files.write_atomic(self.app_dir(app) / "releases.json", redact_json_text(RELEASES.text(releases).rstrip("\n")) + "\n")
 
     # Status -----------------------------------------------------------------------------
-    def load_status(self, app: str, parse: Callable[[dict[str, Any]], T]) -> T | None:
-        """The last status written, read back by `parse` (which raises Corrupt); None when absent or corrupt."""
-        return self._load(app, "status.json", parse)
+    def load_status(self, app: str) -> Status | None:
+        """The last status written; None when absent or corrupt."""
+        return self._load(app, "status.json", STATUS.parse)
 
-    def save_status(self, app: str, status: Mapping[str, Any]) -> None:
-        files.write_atomic(self.app_dir(app) / "status.json", redact_json_text(json.dumps(status, indent=2, sort_keys=True)) + "\n")
+    def save_status(self, app: str, status: Status) -> None:
+        self._save_status(app, STATUS.dump(status))
+
+    def load_accessory_status(self, name: str) -> dict[str, Any] | None:
+        """An accessory's status.json (controller/accessory_reconcile.py) as written; None when absent or not an object."""
+        return self._load(name, "status.json", _json_object)
+
+    def save_accessory_status(self, name: str, doc: Mapping[str, Any]) -> None:
+        self._save_status(name, doc)
+
+    def _save_status(self, app: str, doc: Mapping[str, Any]) -> None:
+        files.write_atomic(self.app_dir(app) / "status.json", redact_json_text(json.dumps(doc, indent=2, sort_keys=True)) + "\n")
 
     # History ----------------------------------------------------------------------------
     def append_history(self, entry: dict[str, Any]) -> None:
@@ -296,21 +306,16 @@ class StateStore:
         return list(reversed(out))
 
 
-def _parse_releases(raw: dict[str, Any]) -> Ledger:
-    try:
-        return RELEASES.parse(json.dumps(raw))
-    except Invalid as e:
-        raise Corrupt(str(e)) from None
-
-
-def _read_json(path: Path) -> dict[str, Any] | None:
-    """The JSON object in `path`; None when there is no file; Corrupt when it holds anything else."""
+def _read(path: Path) -> str | None:
+    """The text of `path`; None when there is no file; Corrupt when it is no regular file of ours."""
     # The safe read: a link, a FIFO, a device or a file bigger than files.STATE is garbage.
     text = files.read_text(path, files.STATE)
-    if text is None:
-        return None
     if isinstance(text, files.Garbage):
         raise Corrupt(f"garbage ({text.what})")
+    return text
+
+
+def _json_object(text: str) -> dict[str, Any]:
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):  # a torn or hand-edited file; too deeply nested; an integer too long

@@ -1,7 +1,7 @@
 """Status: conditions and a report of desired against observed, rebuilt from observation each pass.
 
-Typed records (`Status`, `Condition`, `LastDeploy`, ...); JSON only at the edge: `to_json()` for status.json
-and `--status --json` (keys and order unchanged), `from_json()` to read the previous status.json back.
+Typed records (`Status`, `Condition`, `LastDeploy`, ...); JSON only at the edge: `STATUS` (controller/document.py)
+writes status.json and `--status --json` (keys and order unchanged) and reads the previous status.json back.
 """
 
 from __future__ import annotations
@@ -9,39 +9,42 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
 from controller.actions import Blocker
+from controller.document import MAX_INT, Document, Stored, omit_none
 from controller.facts import LABEL_APP, ContainerFact, Observed
-from controller.jsonshape import Corrupt, Reader
 from controller.planner import Plan, describe_container, describe_file, matches
 from controller.routing import configured_color, render_include
 from controller.spec import COLORS, BlueGreenApp, Color, other, preview_app
 
 
+def _true_false(v: object) -> bool:
+    if v == "True" or v == "False":
+        return v == "True"
+    raise ValueError("not True or False")
+
+
+# A condition's status: a bool here, "True" or "False" in JSON (as Kubernetes writes it).
+TrueFalse = Annotated[bool, PlainValidator(_true_false), PlainSerializer(lambda b: "True" if b else "False", return_type=str)]
+
+
 @dataclass(frozen=True)
-class Condition:
+class Condition(Stored):
     type: str  # Ready, Progressing, Degraded, RollbackReady, SecretsStale
-    status: bool
+    status: TrueFalse
     reason: str
     message: str
-    last_transition_time: str = ""  # set by build_status: when `status` last changed
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "type": self.type,
-            "status": "True" if self.status else "False",
-            "reason": self.reason,
-            "message": self.message,
-            "lastTransitionTime": self.last_transition_time,
-        }
-
-    @classmethod
-    def from_json(cls, r: Reader) -> Condition:
-        status = r.text("status")
-        if status not in ("True", "False"):
-            raise Corrupt("conditions[].status: not True or False")
-        return cls(r.text("type"), status == "True", r.text("reason"), r.text("message"), r.text("lastTransitionTime"))
+    last_transition_time: Annotated[str, Field(alias="lastTransitionTime")] = ""  # set by build_status: when `status` last changed
 
 
 def iso(ts: float) -> str:
@@ -125,79 +128,34 @@ def _rollback_ready(app: BlueGreenApp, c: ContainerFact | None) -> bool:
     return c.running and c.healthy is True and not c.restarting and not c.restart_count
 
 
-@dataclass(frozen=True)
-class LastDeploy:
-    """The last pass that deployed (created or started the wanted color, or switched to it); in memory.json."""
+@dataclass(frozen=True, kw_only=True)
+class LastDeploy(Stored):
+    """The last pass that deployed (created or started the wanted color, or switched to it); in memory.json.
+
+    Fields in the order `--status --json` always printed them (as read back from the sorted memory.json)."""
 
     at: str
-    reconcile_id: str
-    from_color: Color | None  # the color that served before
     color: Color
+    from_color: Annotated[Color | None, Field(alias="from")]  # the color that served before
     image: str
-    revision: str
-    outcome: str  # success | failed
     message: str | None
-
-    def to_json(self) -> dict[str, Any]:
-        # Keys in the order `--status --json` always printed them (as read back from the sorted memory.json).
-        return {
-            "at": self.at,
-            "color": self.color,
-            "from": self.from_color,
-            "image": self.image,
-            "message": self.message,
-            "outcome": self.outcome,
-            "reconcileId": self.reconcile_id,
-            "revision": self.revision,
-        }
-
-    @classmethod
-    def from_json(cls, r: Reader) -> LastDeploy:
-        return cls(
-            at=r.text("at"),
-            reconcile_id=r.text("reconcileId"),
-            from_color=r.opt_color("from"),
-            color=r.color("color"),
-            image=r.text("image"),
-            revision=r.text("revision"),
-            outcome=r.text("outcome"),
-            message=r.opt_text("message"),
-        )
-
-
-@dataclass(frozen=True)
-class Desired:
-    image: str
-    active_color: Color
+    outcome: str  # success | failed
+    reconcile_id: Annotated[str, Field(alias="reconcileId")]
     revision: str
-    standby: str
-    secrets: tuple[str, ...] | None = None  # secret env names with their SSM versions, never values
-    resources: Limits | None = None  # spec.resources limits as written (issue 14); None when none is set
-
-    def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"image": self.image, "activeColor": self.active_color, "revision": self.revision, "standby": self.standby}
-        if self.secrets is not None:
-            out["secrets"] = list(self.secrets)
-        if self.resources is not None:
-            out["resources"] = self.resources.to_json()
-        return out
-
-    @classmethod
-    def from_json(cls, r: Reader) -> Desired:
-        return cls(
-            r.text("image"), r.color("activeColor"), r.text("revision"), r.text("standby"), r.texts("secrets") if r.has("secrets") else None,
-            Limits.from_json(res) if r.has("resources") and (res := r.opt_obj("resources")) is not None else None,
-        )
 
 
 @dataclass(frozen=True)
-class Limits:
+class Limits(Stored):
     """spec.resources in status: the limits both colors are created with (only those set appear)."""
 
     memory: str | None = None
-    memory_reservation: str | None = None
-    cpus: float | None = None
-    pids_limit: int | None = None
+    memory_reservation: Annotated[str | None, Field(alias="memoryReservation")] = None
+    cpus: Annotated[float | None, Field(ge=0, le=1024)] = None
+    pids_limit: Annotated[int | None, Field(alias="pidsLimit", ge=1, le=MAX_INT)] = None
+
+    @model_serializer(mode="wrap")
+    def _json(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return omit_none(handler, self, frozenset({"memory", "memoryReservation", "cpus", "pidsLimit"}))
 
     @classmethod
     def of(cls, app: BlueGreenApp) -> Limits | None:
@@ -206,222 +164,144 @@ class Limits:
             return None
         return cls(r.memory, r.memoryReservation, r.cpus, r.pidsLimit)
 
-    def to_json(self) -> dict[str, Any]:
-        out = {"memory": self.memory, "memoryReservation": self.memory_reservation, "cpus": self.cpus, "pidsLimit": self.pids_limit}
-        return {k: v for k, v in out.items() if v is not None}
-
-    @classmethod
-    def from_json(cls, r: Reader) -> Limits:
-        return cls(
-            r.text("memory") if r.has("memory") else None,
-            r.text("memoryReservation") if r.has("memoryReservation") else None,
-            r.number("cpus", 0.0, 1024.0) if r.has("cpus") else None,
-            r.integer("pidsLimit", 1) if r.has("pidsLimit") else None,
-        )
-
     def describe(self) -> str:
-        return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.to_json().items())
+        set_ = {"memory": self.memory, "memoryReservation": self.memory_reservation, "cpus": self.cpus, "pidsLimit": self.pids_limit}
+        return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in set_.items() if v is not None)
 
 
 @dataclass(frozen=True)
-class ContainerStatus:
+class Desired(Stored):
+    image: str
+    active_color: Annotated[Color, Field(alias="activeColor")]
+    revision: str
+    standby: str
+    secrets: tuple[str, ...] | None = None  # secret env names with their SSM versions, never values
+    resources: Limits | None = None  # spec.resources limits as written (issue 14); None when none is set
+
+    @model_serializer(mode="wrap")
+    def _json(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return omit_none(handler, self, frozenset({"secrets", "resources"}))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContainerStatus(Stored):
     name: str
     id: str  # short id
     image: str
-    image_id: str
-    digest: str | None  # None only in files written before the digest was reported
+    image_id: Annotated[str, Field(alias="imageId")]
+    digest: str | None = None  # None only in files written before the digest was reported
     state: str
     running: bool
     healthy: bool | None
     health: str
     revision: str | None
-    up_to_date: bool
-    port: int | None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "id": self.id,
-            "image": self.image,
-            "imageId": self.image_id,
-            "digest": self.digest,
-            "state": self.state,
-            "running": self.running,
-            "healthy": self.healthy,
-            "health": self.health,
-            "revision": self.revision,
-            "upToDate": self.up_to_date,
-            "port": self.port,
-        }
-
-    @classmethod
-    def from_json(cls, r: Reader) -> ContainerStatus:
-        return cls(
-            name=r.text("name"),
-            id=r.text("id"),
-            image=r.text("image"),
-            image_id=r.text("imageId"),
-            digest=r.opt_text("digest") if r.has("digest") else None,
-            state=r.text("state"),
-            running=r.flag("running"),
-            healthy=r.opt_flag("healthy"),
-            health=r.text("health"),
-            revision=r.opt_text("revision"),
-            up_to_date=r.flag("upToDate"),
-            port=r.opt_integer("port", 0, 65535),
-        )
+    up_to_date: Annotated[bool, Field(alias="upToDate")]
+    port: Annotated[int | None, Field(ge=0, le=65535)]
 
 
 @dataclass(frozen=True)
-class RouteStatus:
+class RouteStatus(Stored):
     reachable: bool
     color: Color | None
     upstream: str
     detail: str
 
-    def to_json(self) -> dict[str, Any]:
-        return {"reachable": self.reachable, "color": self.color, "upstream": self.upstream, "detail": self.detail}
-
-    @classmethod
-    def from_json(cls, r: Reader) -> RouteStatus:
-        return cls(r.flag("reachable"), r.opt_color("color"), r.text("upstream"), r.text("detail"))
-
 
 @dataclass(frozen=True)
-class IncludeStatus:
+class IncludeStatus(Stored):
     path: str
     present: bool
     color: Color | None
     managed: bool  # the include is one the controller renders (else: edited by hand)
 
-    def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "present": self.present, "color": self.color, "managed": self.managed}
-
-    @classmethod
-    def from_json(cls, r: Reader) -> IncludeStatus:
-        return cls(r.text("path"), r.flag("present"), r.opt_color("color"), r.flag("managed"))
-
 
 @dataclass(frozen=True)
-class MarkerStatus:
+class MarkerStatus(Stored):
     path: str
     value: str | None
 
-    def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "value": self.value}
 
-    @classmethod
-    def from_json(cls, r: Reader) -> MarkerStatus:
-        return cls(r.text("path"), r.opt_text("value"))
+def _both_colors(containers: dict[Color, ContainerStatus | None]) -> dict[Color, ContainerStatus | None]:
+    if set(containers) != set(COLORS):
+        raise ValueError(f"not one entry for each of {', '.join(COLORS)}")
+    return containers
 
 
 @dataclass(frozen=True)
-class ObservedStatus:
-    containers: dict[Color, ContainerStatus | None]  # both colors, None when missing
+class ObservedStatus(Stored):
+    # both colors, None when missing
+    containers: Annotated[dict[Color, ContainerStatus | None], AfterValidator(_both_colors)]
     route: RouteStatus
     include: IncludeStatus
     marker: MarkerStatus
     serving: Color | None
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "containers": {c: (s.to_json() if s is not None else None) for c, s in self.containers.items()},
-            "route": self.route.to_json(),
-            "include": self.include.to_json(),
-            "marker": self.marker.to_json(),
-            "serving": self.serving,
-        }
-
-    @classmethod
-    def from_json(cls, r: Reader) -> ObservedStatus:
-        cs = r.obj("containers")
-        return cls(
-            containers={c: (ContainerStatus.from_json(o) if (o := cs.opt_obj(c)) is not None else None) for c in COLORS},
-            route=RouteStatus.from_json(r.obj("route")),
-            include=IncludeStatus.from_json(r.obj("include")),
-            marker=MarkerStatus.from_json(r.obj("marker")),
-            serving=r.opt_color("serving"),
-        )
-
 
 @dataclass(frozen=True)
-class PlanStatus:
+class PlanStatus(Stored):
     actions: tuple[str, ...]  # described
     blockers: tuple[Blocker, ...]
     diffs: tuple[str, ...]
 
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "actions": list(self.actions),
-            "blockers": [{"reason": b.reason, "message": b.message} for b in self.blockers],
-            "diffs": list(self.diffs),
-        }
 
-    @classmethod
-    def from_json(cls, r: Reader) -> PlanStatus:
-        blockers = tuple(Blocker(b.text("reason"), b.text("message")) for b in r.objs("blockers"))
-        return cls(r.texts("actions"), blockers, r.texts("diffs"))
+@dataclass(frozen=True)
+class InvalidAt(Stored):
+    """A newer commit at which an app's spec is invalid, and why."""
+
+    commit: str | None = None
+    message: str | None = None
 
 
 @dataclass(frozen=True)
-class SourceStatus:
+class SourceStatus(Stored):
     """The git source an app's spec comes from (--git-url; controller/source.py): never credentials."""
 
     url: str
     ref: str
     path: str
-    commit: str | None  # the commit the app's spec in force was read at
-    author_date: str | None
-    subject: str | None
-    signer: str | None
-    head: str | None  # the last commit fetched (differs from `commit` while it is refused)
-    last_fetch_ok_at: str | None
-    invalid_commit: str | None = None  # a newer commit at which this app's spec is invalid
-    invalid_message: str | None = None
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "url": self.url,
-            "ref": self.ref,
-            "path": self.path,
-            "commit": self.commit,
-            "authorDate": self.author_date,
-            "subject": self.subject,
-            "signer": self.signer,
-            "headCommit": self.head,
-            "lastFetchSuccessAt": self.last_fetch_ok_at,
-            "invalidAt": {"commit": self.invalid_commit, "message": self.invalid_message} if self.invalid_commit else None,
-        }
-
-    @classmethod
-    def from_json(cls, r: Reader) -> SourceStatus:
-        def opt(k: str) -> str | None:
-            return r.opt_text(k) if r.has(k) else None
-
-        inv = r.opt_obj("invalidAt") if r.has("invalidAt") else None
-        return cls(
-            r.text("url"), r.text("ref"), r.text("path"), opt("commit"), opt("authorDate"), opt("subject"), opt("signer"),
-            opt("headCommit"), opt("lastFetchSuccessAt"),
-            inv.opt_text("commit") if inv is not None and inv.has("commit") else None,
-            inv.opt_text("message") if inv is not None and inv.has("message") else None,
-        )
+    commit: str | None = None  # the commit the app's spec in force was read at
+    author_date: Annotated[str | None, Field(alias="authorDate")] = None
+    subject: str | None = None
+    signer: str | None = None
+    # the last commit fetched (differs from `commit` while it is refused)
+    head: Annotated[str | None, Field(alias="headCommit")] = None
+    last_fetch_ok_at: Annotated[str | None, Field(alias="lastFetchSuccessAt")] = None
+    invalid: Annotated[InvalidAt | None, Field(alias="invalidAt")] = None
 
 
 @dataclass(frozen=True)
-class Status:
+class HookStatus(Stored):
+    """status.json "hooks": one remembered hook run (controller/gaterun.py), times as ISO 8601."""
+
+    phase: str
+    revision: str
+    state: str
+    exit_code: Annotated[int | None, Field(alias="exitCode", ge=-(2**31), le=MAX_INT)]
+    started_at: Annotated[str, Field(alias="startedAt")]
+    finished_at: Annotated[str | None, Field(alias="finishedAt")]
+    output: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Status(Stored):
     """One app's status.json and `--status --json` entry: desired against observed, and conditions."""
 
     app: str
     generation: str
-    observed_generation: str
-    reconcile_id: str  # "status" when built by --status
-    updated_at: str
+    observed_generation: Annotated[str, Field(alias="observedGeneration")]
+    reconcile_id: Annotated[str, Field(alias="reconcileId")]  # "status" when built by --status
+    updated_at: Annotated[str, Field(alias="updatedAt")]
     desired: Desired
     observed: ObservedStatus
     conditions: tuple[Condition, ...]
     plan: PlanStatus
-    last_deploy: LastDeploy | None
+    last_deploy: Annotated[LastDeploy | None, Field(alias="lastDeploy")] = None
     source: SourceStatus | None = None  # --git-url only
+    hooks: tuple[HookStatus, ...] | None = None  # status.json only: the hook runs remembered, newest first
+
+    @model_serializer(mode="wrap")
+    def _json(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return omit_none(handler, self, frozenset({"source", "hooks"}))
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
@@ -430,40 +310,9 @@ class Status:
         c = self.condition(type_)
         return c is not None and c.status
 
-    def to_json(self) -> dict[str, Any]:
-        """The JSON shape monitoring and scripts read (keys and their order as they always were)."""
-        return {
-            "app": self.app,
-            "generation": self.generation,
-            "observedGeneration": self.observed_generation,
-            "reconcileId": self.reconcile_id,
-            "updatedAt": self.updated_at,
-            "desired": self.desired.to_json(),
-            "observed": self.observed.to_json(),
-            "conditions": [c.to_json() for c in self.conditions],
-            "plan": self.plan.to_json(),
-            "lastDeploy": self.last_deploy.to_json() if self.last_deploy is not None else None,
-            **({"source": self.source.to_json()} if self.source is not None else {}),
-        }
 
-    @classmethod
-    def from_json(cls, raw: object) -> Status:
-        """Raises jsonshape.Corrupt unless `raw` has the shape `to_json` writes (unknown keys are ignored)."""
-        r = Reader(raw)
-        last = r.opt_obj("lastDeploy") if r.has("lastDeploy") else None
-        return cls(
-            app=r.text("app"),
-            generation=r.text("generation"),
-            observed_generation=r.text("observedGeneration"),
-            reconcile_id=r.text("reconcileId"),
-            updated_at=r.text("updatedAt"),
-            desired=Desired.from_json(r.obj("desired")),
-            observed=ObservedStatus.from_json(r.obj("observed")),
-            conditions=tuple(Condition.from_json(c) for c in r.objs("conditions")),
-            plan=PlanStatus.from_json(r.obj("plan")),
-            last_deploy=LastDeploy.from_json(last) if last is not None else None,
-            source=SourceStatus.from_json(r.obj("source")) if r.has("source") and r.opt_obj("source") is not None else None,
-        )
+# status.json, and each entry of `--status --json` (keys in the order they always had)
+STATUS = Document(Status)
 
 
 def build_status(
@@ -601,6 +450,6 @@ def render_source(s: SourceStatus) -> list[str]:
         lines.append(f"  {'':<6}    signed by {s.signer}")
     if s.head and s.head != s.commit:
         lines.append(f"  {'':<6}    fetched {s.head}, not in force")
-    if s.invalid_commit:
-        lines.append(f"  {'':<6}    spec invalid at {s.invalid_commit}: {s.invalid_message}")
+    if s.invalid is not None and s.invalid.commit:
+        lines.append(f"  {'':<6}    spec invalid at {s.invalid.commit}: {s.invalid.message}")
     return lines

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controller.actions import Blocker
+from controller.backoff import BackoffPolicy
 from controller.facts import LABEL_APP, Memory, Observed
 from controller.spec import BlueGreenApp, Color
 from controller.verify import FAILED_REASON, hold_message
@@ -23,13 +24,13 @@ class Hold:
     blocker: Blocker
 
 
-def hold(app: BlueGreenApp, obs: Observed, mem: Memory, now: float, rev: str, serving: Color | None) -> Hold | None:
+def hold(app: BlueGreenApp, obs: Observed, mem: Memory, now: float, rev: str, serving: Color | None, policy: BackoffPolicy) -> Hold | None:
     """The revision `rev` of the desired color failed verification and may not be routed to yet: where to route."""
     want = app.spec.activeColor
     failure = mem.failures.get(rev)
     if failure is None or failure.reason != FAILED_REASON:
         return None
-    retry_at = failure.next_retry_at(mem.backoff_base, mem.backoff_max)
+    retry_at = failure.next_retry_at(policy)
     if now >= retry_at:
         return None  # a retry: a full deploy with its own window
     target = serving if serving != want else None

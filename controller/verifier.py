@@ -21,7 +21,7 @@ from controller.metrics import Metrics
 from controller.planner import Plan, ours
 from controller.routing import health_url, upstream_address
 from controller.spec import BlueGreenApp, other
-from controller.state import StateStore
+from controller.state import HistoryEntry, Ledger, StateStore
 from controller.status import LastDeploy, iso
 from controller.verify import FAILED_REASON, Window, judge, render_query, tally
 from controller.world import LogPos, PromAnswer, World
@@ -32,10 +32,11 @@ PROM_TIMEOUT = 5.0  # seconds one query may take, whatever the server does
 
 
 class Verifier:
-    def __init__(self, world: World, store: StateStore, metrics: Metrics) -> None:
+    def __init__(self, world: World, store: StateStore, metrics: Metrics, ledger: Ledger) -> None:
         self.world = world
         self.store = store
         self.metrics = metrics
+        self.ledger = ledger
 
     def note_switch(self, app: BlueGreenApp, p: Plan, obs: Observed) -> None:
         """Before `p` runs: if it switches traffic to the desired color, open a window at the log's end now."""
@@ -46,7 +47,7 @@ class Verifier:
             return
         frm = p.serving or other(want)
         prev = obs.containers[frm]
-        prior = self.store.load_memory(app.name, 1.0, 1.0).failures.get(p.revisions[want])
+        prior = self.store.load_memory(app.name).failures.get(p.revisions[want])
         try:
             pos = self.world.access_log_end(app.access_log)
         except HostError:
@@ -63,8 +64,7 @@ class Verifier:
                 generation=p.generation,
                 started_at=now,
                 deadline=now + v.windowSeconds,
-                log_inode=pos.inode,
-                log_offset=pos.offset,
+                log=pos,
                 prior_failures=prior.count if prior is not None and prior.reason == FAILED_REASON else 0,
             ),
         )
@@ -101,10 +101,10 @@ class Verifier:
         log.info("verify.start", color=w.color, revision=w.revision, left=round(max(0.0, w.deadline - self.world.now()), 1))
         while True:
             try:
-                read = self.world.read_access_log(app.access_log, LogPos(w.log_inode, w.log_offset))
+                read = self.world.read_access_log(app.access_log, w.log)
                 note = read.note
                 counts = w.counts.add(tally(read.lines, address, w.started_at, v))
-                w = replace(w, log_inode=read.pos.inode, log_offset=read.pos.offset, counts=counts)
+                w = replace(w, log=read.pos, counts=counts)
             except HostError as e:
                 note = one_line(str(e))  # judged on health alone
             probe = self.world.probe_health(url, hc.expectStatus, hc.requestTimeoutSeconds)
@@ -132,9 +132,9 @@ class Verifier:
         now = self.world.now()
         if state == "failed":
             # Remembered before the window is closed: a crash in between judges the window again, never loses it.
-            mem = self.store.load_memory(app.name, 1.0, 1.0)
-            failures = dict(mem.failures)
-            failures[w.revision] = Failure(w.revision, w.color, w.prior_failures + 1, now, FAILED_REASON, figures)
+            mem = self.store.load_memory(app.name)
+            # Counted from the windows this revision failed (a switch-back is no health check failure).
+            failure = Failure(w.revision, w.color, w.prior_failures + 1, now, FAILED_REASON, figures)
             last = LastDeploy(
                 at=iso(now),
                 reconcile_id=rid,
@@ -145,20 +145,10 @@ class Verifier:
                 outcome="failed",
                 message=f"verification failed: {figures}",
             )
-            self.store.save_memory(app.name, replace(mem, failures=failures), last)
+            self.store.save_memory(app.name, replace(mem, failures={**mem.failures, w.revision: failure}), last)
         self.store.save_window(app.name, closed)
         self.metrics.verifications.labels(app=app.name, result=state).inc()
-        self.store.append_history(
-            {
-                "time": iso(now),
-                "app": app.name,
-                "reconcileId": rid,
-                "action": "Verify",
-                "color": w.color,
-                "image": app.spec.image,
-                "outcome": {"passed": "ok", "failed": "failed"}.get(state, state),
-                "message": figures,
-            }
-        )
+        outcome = {"passed": "ok", "failed": "failed"}.get(state, state)
+        self.ledger.record(HistoryEntry(iso(now), app.name, rid, "Verify", w.color, app.spec.image, outcome, figures))
         (log.warning if state == "failed" else log.info)("verify.done", result=state, color=w.color, figures=figures)
         return closed

@@ -12,10 +12,12 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+from pydantic import Field
+
+from controller.document import Count, Document, Epoch, Stored
 from controller.errors import one_line
-from controller.jsonshape import Corrupt, Reader
 from controller.spec import COLORS, Color, VerifySpec
 
 State = Literal["open", "passed", "failed", "abandoned"]
@@ -25,15 +27,15 @@ MAX_LINE = 16 * 1024  # longer lines are not ours (the shipped format writes a f
 
 
 @dataclass(frozen=True)
-class Counts:
+class Counts(Stored):
     """What the window has seen of the new color so far (persisted: a resumed window goes on counting)."""
 
-    requests: int = 0
-    errors: int = 0  # 5xx answered by the color (or by Nginx for it: 502/504 when it failed)
-    slow: int = 0  # slower than maxLatencyP99Ms
-    health_failures: int = 0  # consecutive failed probes
-    probes: int = 0
-    skipped: int = 0  # lines that are not ours: not JSON, other fields, other upstreams, before the window
+    requests: Count = 0
+    errors: Count = 0  # 5xx answered by the color (or by Nginx for it: 502/504 when it failed)
+    slow: Count = 0  # slower than maxLatencyP99Ms
+    health_failures: Annotated[Count, Field(alias="healthFailures")] = 0  # consecutive failed probes
+    probes: Count = 0
+    skipped: Count = 0  # lines that are not ours: not JSON, other fields, other upstreams, before the window
 
     def add(self, other: Counts) -> Counts:
         return replace(
@@ -46,82 +48,38 @@ class Counts:
 
 
 @dataclass(frozen=True)
-class Window:
+class LogPos(Stored):
+    """Where the access log was last read (controller/drivers/accesslog.py)."""
+
+    inode: Count  # 0: the log did not exist
+    offset: Count
+
+
+@dataclass(frozen=True)
+class Window(Stored):
     """apps/<app>/verify.json: one cutover's verification, from the switch until its verdict."""
 
     color: Color  # the new color, judged
     revision: str
-    from_color: Color  # served before the switch: where traffic goes back to
-    from_revision: str | None  # the revision it ran then (None: not ours / unknown, no switch-back)
+    from_color: Annotated[Color, Field(alias="fromColor")]  # served before the switch: where traffic goes back to
+    # the revision it ran then (None: not ours / unknown, no switch-back)
+    from_revision: Annotated[str | None, Field(alias="fromRevision")]
     generation: str
-    started_at: float
-    deadline: float
-    log_inode: int = 0  # the access log when last read (0: absent)
-    log_offset: int = 0
+    started_at: Annotated[Epoch, Field(alias="startedAt")]
+    deadline: Epoch
+    log: LogPos = LogPos(0, 0)  # the access log when last read
     counts: Counts = field(default_factory=Counts)
     state: State = "open"
     figures: str = ""  # the measured figures behind the verdict
-    prior_failures: int = 0  # failed windows of this revision before this one (its backoff keeps growing)
+    # failed windows of this revision before this one (its backoff keeps growing)
+    prior_failures: Annotated[int, Field(alias="priorFailures", ge=0, le=1_000_000)] = 0
 
     @property
     def open(self) -> bool:
         return self.state == "open"
 
-    def to_json(self) -> dict[str, Any]:
-        c = self.counts
-        return {
-            "color": self.color,
-            "revision": self.revision,
-            "fromColor": self.from_color,
-            "fromRevision": self.from_revision,
-            "generation": self.generation,
-            "startedAt": self.started_at,
-            "deadline": self.deadline,
-            "log": {"inode": self.log_inode, "offset": self.log_offset},
-            "counts": {
-                "requests": c.requests,
-                "errors": c.errors,
-                "slow": c.slow,
-                "healthFailures": c.health_failures,
-                "probes": c.probes,
-                "skipped": c.skipped,
-            },
-            "state": self.state,
-            "figures": self.figures,
-            "priorFailures": self.prior_failures,
-        }
 
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> Window:
-        """Raises Corrupt when the file is not what the controller writes."""
-        r = Reader(raw)
-        log = r.obj("log")
-        c = r.obj("counts")
-        state = r.text("state")
-        if state not in STATES:
-            raise Corrupt(f"state {state!r} is not one of {', '.join(STATES)}")
-        return cls(
-            color=r.color("color"),
-            revision=r.text("revision"),
-            from_color=r.color("fromColor"),
-            from_revision=r.opt_text("fromRevision"),
-            generation=r.text("generation"),
-            started_at=r.number("startedAt"),
-            deadline=r.number("deadline"),
-            log_inode=log.integer("inode", lo=0),
-            log_offset=log.integer("offset", lo=0),
-            counts=Counts(
-                requests=c.integer("requests", lo=0),
-                errors=c.integer("errors", lo=0),
-                slow=c.integer("slow", lo=0),
-                health_failures=c.integer("healthFailures", lo=0),
-                probes=c.integer("probes", lo=0),
-                skipped=c.integer("skipped", lo=0),
-            ),
-            state=state,  # checked against STATES above
-            figures=r.text("figures"),
-            prior_failures=r.integer("priorFailures", lo=0, hi=1_000_000),
-        )
+WINDOW = Document(Window)  # verify.json
 
 
 def window_closed(window: Window | None) -> bool:

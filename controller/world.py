@@ -16,7 +16,9 @@ from typing import Protocol
 from controller.errors import one_line
 from controller.facts import AccessoryFact, CapacityFact, ContainerFact, ImageFact
 
-# PromAnswer is defined beside its parser (controller.verify); re-exported for World users.
+# PromAnswer is defined beside its parser, LogPos beside the window that keeps it (controller.verify);
+# re-exported for World users.
+from controller.verify import LogPos as LogPos
 from controller.verify import PromAnswer as PromAnswer
 
 
@@ -75,14 +77,6 @@ class OneOff:
 class OneOffResult:
     exit_code: int | None  # None: timed out (the container was removed)
     output: str  # last line of its output, one line
-
-
-@dataclass(frozen=True)
-class LogPos:
-    """A position in the access log: (inode, offset) when last read."""
-
-    inode: int  # 0: the log did not exist
-    offset: int
 
 
 @dataclass(frozen=True)

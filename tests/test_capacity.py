@@ -20,7 +20,7 @@ from controller.observe import index_containers, observe
 from controller.planner import Plan, plan
 from controller.resources import GIB, MIB, parse_size
 from controller.spec import BlueGreenApp, parse_app
-from controller.status import Status, render_text
+from controller.status import STATUS, render_text
 from controller.testing import FakeImage, FakeWorld
 from controller.world import ContainerRequest
 from tests.factories import app_doc, make_app
@@ -203,8 +203,8 @@ def test_the_reconciler_refuses_leaves_blue_serving_and_creates_nothing(tmp_path
     assert r.status.is_true("Degraded") and r.status.condition("Degraded").reason == "InsufficientCapacity"  # type: ignore[union-attr]
     assert w.containers == before and len(w.mutations) == mutations  # nothing started, nothing written
     assert "limits    memory=512m" in render_text(r.status)  # --status shows the limits
-    assert r.status.to_json()["desired"]["resources"] == {"memory": "512m"}
-    assert Status.from_json(r.status.to_json()) == r.status  # status.json reads back
+    assert STATUS.dump(r.status)["desired"]["resources"] == {"memory": "512m"}
+    assert STATUS.parse(STATUS.text(r.status)) == r.status  # status.json reads back
     assert w.routed("dialogue") == ["127.0.0.1:18081"]
     # --plan says the same, with the figures.
     p, obs, _ = rec.plan_only(want)

@@ -392,7 +392,7 @@ def test_same_plans_on_both_worlds(request: pytest.FixtureRequest, tmp_path: Pat
             got = {}
             for r in rigs:
                 obs = observe(r.app, r.world, index_containers(r.world))
-                got[r.kind] = _summary(plan(r.app, obs, stores[r.kind].load_memory(r.name, 60, 3600), r.world.now()))
+                got[r.kind] = _summary(plan(r.app, obs, stores[r.kind].load_memory(r.name), r.world.now()))
             assert got["host"] == got["fake"], situation
 
         def converge() -> None:

@@ -16,6 +16,7 @@ from structlog.testing import capture_logs
 
 from controller.actions import WaitHealthy
 from controller.apply import Context, apply
+from controller.backoff import DEFAULT_POLICY, BackoffPolicy
 from controller.errors import HealthCheckFailed
 from controller.facts import Memory
 from controller.logs import get_logger
@@ -36,8 +37,8 @@ def _world(app: BlueGreenApp) -> CheckedWorld:
     return w
 
 
-def _verbs(app: BlueGreenApp, w: CheckedWorld, mem: Memory | None = None) -> list[str]:
-    p = plan(app, observe(app, w, index_containers(w)), mem or Memory(), w.now())
+def _verbs(app: BlueGreenApp, w: CheckedWorld, mem: Memory | None = None, policy: BackoffPolicy = DEFAULT_POLICY) -> list[str]:
+    p = plan(app, observe(app, w, index_containers(w)), mem or Memory(), w.now(), policy=policy)
     return [f"{a.verb}:{a.color}" for a in p.actions] + [f"!{b.reason}" for b in p.blockers]
 
 
@@ -99,7 +100,7 @@ def test_crash_loop_answering_up_after_the_backoff_is_waited_on_and_fails(tmp_pa
     assert rec.reconcile(v1).result == "converged"
     loop = make_app(image="dialogue:loop", activeColor="green")
     assert rec.reconcile(loop).result == "degraded"
-    mem = rec.store.load_memory("dialogue", 1.0, 3600.0)
+    mem = rec.store.load_memory("dialogue")
     assert [f.count for f in mem.failures.values()] == [1]
     # Past the backoff, at an instant Docker has just restarted green: it runs and answers UP.
     w.clock += 30
@@ -109,10 +110,10 @@ def test_crash_loop_answering_up_after_the_backoff_is_waited_on_and_fails(tmp_pa
             break
         w.clock += 0.05
     assert w.probe_health("http://127.0.0.1:18082/actuator/health", 200, 1).ok
-    assert _verbs(loop, w, mem)[:2] == ["WaitHealthy:green", "SwitchRoute:green"]
+    assert _verbs(loop, w, mem, rec.policy)[:2] == ["WaitHealthy:green", "SwitchRoute:green"]
     assert rec.reconcile(loop).result == "degraded"
     assert w.routed("dialogue") == ["127.0.0.1:18081"] and w.files[loop.marker_path] == "blue\n"
-    assert [f.count for f in rec.store.load_memory("dialogue", 1.0, 3600.0).failures.values()] == [2]
+    assert [f.count for f in rec.store.load_memory("dialogue").failures.values()] == [2]
     assert w.violations == []
 
 
@@ -154,13 +155,13 @@ def test_failure_memory_is_cleared_only_by_a_pass_that_proves_the_color(tmp_path
     assert rec.reconcile(loop).result == "degraded"
     # While it backs off, a hand edit of the marker is repaired: that pass proves nothing about green.
     w.files[loop.marker_path] = "garbage\n"
-    assert _verbs(loop, w, rec.store.load_memory("dialogue", 60, 3600)) == ["WriteMarker:blue", "!BackingOff"]
-    [before] = rec.store.load_memory("dialogue", 60, 3600).failures.values()
+    assert _verbs(loop, w, rec.store.load_memory("dialogue")) == ["WriteMarker:blue", "!BackingOff"]
+    [before] = rec.store.load_memory("dialogue").failures.values()
     r = rec.reconcile(loop)
     assert r.result == "degraded" and w.files[loop.marker_path] == "blue\n"
     # Still backing off: green was not retried within the same run, the failure is the same one.
     assert [a.split(":")[0] for a in r.actions_done] == ["WriteMarker(blue)"]
-    assert list(rec.store.load_memory("dialogue", 60, 3600).failures.values()) == [before]
+    assert list(rec.store.load_memory("dialogue").failures.values()) == [before]
 
 
 def _rollback_ready(app: BlueGreenApp, w: CheckedWorld, tmp_path: Path) -> bool:

@@ -36,7 +36,6 @@ from controller.metrics import Metrics
 from controller.planner import describe_file
 from controller.spec import parse_app
 from controller.state import Lock, StateStore
-from controller.status import Status
 from tests.support.containers import LABEL_APP, LABEL_TEST, remove_containers
 from tests.support.controller_run import ROOT, command, subprocess_env
 from tests.support.net import free_port
@@ -446,9 +445,9 @@ def test_lock_and_history_never_truncate_or_append_to_a_planted_file(arena: Path
     apps = root_dir(state / "apps" / "a")
     os.mkfifo(apps / "memory.json")
     os.symlink(v1[0], apps / "status.json")
-    assert bounded(lambda: StateStore(state).load_memory("a", 60, 3600).failures) == {}
+    assert bounded(lambda: StateStore(state).load_memory("a").failures) == {}
     assert bounded(lambda: StateStore(state).load_last_deploy("a")) is None
-    assert bounded(lambda: StateStore(state).load_status("a", Status.from_json)) is None
+    assert bounded(lambda: StateStore(state).load_status("a")) is None
 
 
 @pytest.mark.parametrize("how", ["owned-by-them", "world-writable"])

@@ -73,7 +73,7 @@ def test_without_gates_the_plan_is_unchanged() -> None:
 def test_a_converged_world_runs_no_gates_and_a_hook_that_succeeded_is_not_planned_again(tmp_path: Path) -> None:
     w, store = _deployed_v1(tmp_path, hooks=HOOK, checks=CHECKS)
     app = _app(hooks=HOOK, checks=CHECKS)
-    mem = store.load_memory(app.name, 60, 3600)
+    mem = store.load_memory(app.name)
     assert verbs(app, w, mem) == []
     assert len(w.hook_runs) == 1
     # Nginx taken back to nothing by hand: the switch again, checks again (every cutover), the hook not again.
@@ -89,7 +89,7 @@ def test_rollback_runs_the_checks_but_not_the_hook_of_a_revision_that_ran_it(tmp
     assert reconciler(w, tmp_path / "state").reconcile(v2).converged
     assert len(w.hook_runs) == 2
     back = _app("dialogue:1", "blue", hooks=HOOK, checks=CHECKS)
-    assert verbs(back, w, store.load_memory("dialogue", 60, 3600)) == ["RunCheck:blue", "RunCheck:blue", "SwitchRoute:blue", "WriteMarker:blue"]
+    assert verbs(back, w, store.load_memory("dialogue")) == ["RunCheck:blue", "RunCheck:blue", "SwitchRoute:blue", "WriteMarker:blue"]
 
 
 def test_a_failing_check_keeps_traffic_and_backs_off_like_a_failed_deploy(tmp_path: Path) -> None:
@@ -101,7 +101,7 @@ def test_a_failing_check_keeps_traffic_and_backs_off_like_a_failed_deploy(tmp_pa
     assert r.result == "degraded" and r.error is not None
     assert "checks.beforeSwitch[1] (smoke) exited 4: target http://127.0.0.1:18082" in r.error
     assert w.routed("dialogue") == ["127.0.0.1:18081"] and w.files[v2.marker_path] == "blue\n"
-    mem = store.load_memory("dialogue", 60, 3600)
+    mem = store.load_memory("dialogue")
     rev = r.plan.revisions["green"] if r.plan else ""
     assert mem.failures[rev].reason == "CheckFailed" and mem.failures[rev].count == 1
     assert mem.hooks[hook_key("beforeSwitch", rev)].succeeded  # the hook ran (once) before the check failed
@@ -113,7 +113,7 @@ def test_a_failing_check_keeps_traffic_and_backs_off_like_a_failed_deploy(tmp_pa
     assert rec.reconcile(v2).converged
     assert w.routed("dialogue") == ["127.0.0.1:18082"]
     assert [n for n in w.hook_runs if rev in n] == [f"dialogue-hook-beforeswitch-{rev}"]
-    assert rev not in store.load_memory("dialogue", 60, 3600).failures
+    assert rev not in store.load_memory("dialogue").failures
 
 
 def test_an_http_check_whose_body_lacks_the_text_fails_the_deploy(tmp_path: Path) -> None:
@@ -134,7 +134,7 @@ def test_a_failing_hook_keeps_traffic_and_is_retried_only_after_the_backoff(tmp_
     assert r.result == "degraded" and r.error is not None and "hooks.beforeSwitch (migrate) exited 2: error: relation exists" in r.error
     assert w.routed("dialogue") == ["127.0.0.1:18081"]
     assert not any(LABEL_HOOK in c.fact.labels for c in w.containers.values())  # removed after the run
-    mem = store.load_memory("dialogue", 60, 3600)
+    mem = store.load_memory("dialogue")
     rev = r.plan.revisions["green"] if r.plan else ""
     run = mem.hooks[hook_key("beforeSwitch", rev)]
     assert (run.state, run.exit_code, run.output) == ("done", 2, ("applying 0042", "error: relation exists"))
@@ -178,7 +178,7 @@ def test_a_hook_runs_once_per_revision_across_a_kill_9_at_any_mutation(tmp_path:
     assert len(w.hook_runs) == 1, w.mutations
     assert not any(LABEL_HOOK in c.fact.labels for c in w.containers.values())
     rev = plan(v2, observe(v2, w, index_containers(w)), Memory(), w.now()).revisions["green"]
-    assert store.load_memory("dialogue", 60, 3600).hooks[hook_key("beforeSwitch", rev)].succeeded
+    assert store.load_memory("dialogue").hooks[hook_key("beforeSwitch", rev)].succeeded
 
 
 def test_a_finished_hook_container_left_by_a_crash_is_removed_and_a_running_one_collected(tmp_path: Path) -> None:
@@ -195,7 +195,7 @@ def test_a_finished_hook_container_left_by_a_crash_is_removed_and_a_running_one_
                                "bluegreen.revision": "oldrev"}, {}, ["migrate"]))  # fmt: skip
     w.start_container("dialogue-hook-beforeswitch-oldrev")
     w.sleep(1)
-    p = plan(_app(), observe(_app(), w, index_containers(w)), store.load_memory("dialogue", 60, 3600), w.now())
+    p = plan(_app(), observe(_app(), w, index_containers(w)), store.load_memory("dialogue"), w.now())
     assert [a for a in p.actions if isinstance(a, RemoveHook)] == [
         RemoveHook(
             "blue", "hook container dialogue-hook-beforeswitch-oldrev is exited and its run is over",
@@ -225,7 +225,7 @@ def test_a_hook_past_its_timeout_is_killed_removed_and_fails_the_deploy(tmp_path
     assert r.result == "degraded" and r.error is not None and "did not finish within 5s; killed" in r.error
     assert w.routed("dialogue") == ["127.0.0.1:18081"]
     assert not any(LABEL_HOOK in c.fact.labels for c in w.containers.values())
-    run = next(iter(store.load_memory("dialogue", 60, 3600).hooks.values()))
+    run = next(iter(store.load_memory("dialogue").hooks.values()))
     assert (run.state, run.exit_code) == ("done", None)
 
 
@@ -241,11 +241,11 @@ def test_a_stop_during_the_hook_leaves_it_running_and_the_next_pass_collects_it(
     assert r.result == "progressing" and w.routed("dialogue") == ["127.0.0.1:18081"]
     running = [c for c in w.containers.values() if LABEL_HOOK in c.fact.labels]
     assert [c.fact.state for c in running] == ["running"]
-    assert [h.state for h in store.load_memory("dialogue", 60, 3600).hooks.values()] == ["running"]
+    assert [h.state for h in store.load_memory("dialogue").hooks.values()] == ["running"]
     stop["now"] = False
     assert reconciler(w, tmp_path / "state").reconcile(v2).converged
     assert len(w.hook_runs) == 1 and w.routed("dialogue") == ["127.0.0.1:18082"]
-    assert [h.output for h in store.load_memory("dialogue", 60, 3600).hooks.values()] == [("migrated",)]
+    assert [h.output for h in store.load_memory("dialogue").hooks.values()] == [("migrated",)]
 
 
 def test_a_hook_container_removed_by_hand_mid_run_is_not_run_again_silently(tmp_path: Path) -> None:
@@ -256,7 +256,7 @@ def test_a_hook_container_removed_by_hand_mid_run_is_not_run_again_silently(tmp_
     r = reconciler(w, tmp_path / "state").reconcile(v2)
     assert r.result == "degraded" and r.error is not None and "vanished before it finished; it may have run" in r.error
     assert w.hook_runs == [] and w.routed("dialogue") == ["127.0.0.1:18081"]
-    assert store.load_memory("dialogue", 60, 3600).hooks[hook_key("beforeSwitch", rev)].state == "lost"
+    assert store.load_memory("dialogue").hooks[hook_key("beforeSwitch", rev)].state == "lost"
 
 
 def test_a_hook_left_running_for_a_revision_no_longer_wanted_is_collected_before_it_is_removed(tmp_path: Path) -> None:
@@ -275,7 +275,7 @@ def test_a_hook_left_running_for_a_revision_no_longer_wanted_is_collected_before
     w.clock += 31
     assert reconciler(w, tmp_path / "state").reconcile(other).converged
     assert not any(LABEL_HOOK in c.fact.labels for c in w.containers.values())
-    runs = list(store.load_memory("dialogue", 60, 3600).hooks.values())
+    runs = list(store.load_memory("dialogue").hooks.values())
     # Done with its exit code (going back to that revision does not run it again, nor calls it lost).
     assert [(h.phase, h.state, h.exit_code, h.succeeded) for h in runs] == [("beforeSwitch", "done", 0, True)]
     assert len(w.hook_runs) == 1
@@ -290,7 +290,7 @@ def test_a_retry_after_a_failed_hook_runs_it_anew_even_if_its_old_container_was_
         reconciler(w, tmp_path / "state").reconcile(v2)
     w.crash_after = None
     rev = plan(v2, observe(v2, w, index_containers(w)), Memory(), w.now()).revisions["green"]
-    assert store.load_memory("dialogue", 60, 3600).hooks[hook_key("beforeSwitch", rev)].exit_code == 2
+    assert store.load_memory("dialogue").hooks[hook_key("beforeSwitch", rev)].exit_code == 2
     assert any(LABEL_HOOK in c.fact.labels for c in w.containers.values())  # the finished container was left
     # No failure was remembered (the pass was killed), so the next pass retries at once: a new run, which passes.
     w.hook_script = lambda argv, env: (0, ("ok",))
@@ -306,10 +306,10 @@ def test_a_fix_to_the_failing_check_is_a_spec_change_tried_at_once(tmp_path: Pat
     v2 = _app("dialogue:2", "green", checks=CHECKS)
     rec = reconciler(w, tmp_path / "state")
     assert rec.reconcile(v2).result == "degraded"
-    assert verbs(v2, w, store.load_memory("dialogue", 60, 3600)) == ["!BackingOff"]  # same gates: backing off
+    assert verbs(v2, w, store.load_memory("dialogue")) == ["!BackingOff"]  # same gates: backing off
     fixed = _app("dialogue:2", "green", checks={"beforeSwitch": [{"command": ["smoke", "--fast", "--retries", "3"]}]})
     w.check_script = lambda argv, env: (0, ()) if "--retries" in argv else (4, ("smoke failed",))
-    assert verbs(fixed, w, store.load_memory("dialogue", 60, 3600))[:2] == ["RunCheck:green", "SwitchRoute:green"]
+    assert verbs(fixed, w, store.load_memory("dialogue"))[:2] == ["RunCheck:green", "SwitchRoute:green"]
     assert rec.reconcile(fixed).converged  # no clock moved: not waited out
     assert w.routed("dialogue") == ["127.0.0.1:18082"]
 
@@ -323,6 +323,6 @@ def test_a_failure_with_changed_gates_starts_its_count_anew(tmp_path: Path) -> N
     rev = r.plan.revisions["green"] if r.plan else ""
     other = _app("dialogue:2", "green", checks={"beforeSwitch": [{"command": ["smoke", "--slow"]}]})
     assert rec.reconcile(other).result == "degraded"  # changed gates: tried at once, and failed again
-    failure = store.load_memory("dialogue", 60, 3600).failures[rev]
+    failure = store.load_memory("dialogue").failures[rev]
     assert failure.count == 1 and failure.reason == "CheckFailed"
     assert failure.gates == gates_fingerprint(other) != gates_fingerprint(first)  # held against the new gates

@@ -317,7 +317,7 @@ def test_an_invalid_spec_at_a_commit_keeps_that_apps_last_valid_spec(
     assert sorted(problems) == ["a", "c"] and second in problems["a"].message  # the message names the commit
     assert src.history_fields("a") == {"commit": first} and src.history_fields("b") == {"commit": second}
     st, _ = src.status_for("a")
-    assert st.commit == first and st.invalid_commit == second
+    assert st.commit == first and st.invalid is not None and st.invalid.commit == second
 
 
 # ------------------------------------------------------------------------------------ end to end: --watch on real Docker and nginx

@@ -27,11 +27,13 @@ def receivers() -> Iterator[dict[str, Receiver]]:
 class Failures:
     def __init__(self) -> None:
         self.n = 0
+        self.reasons: list[str] = []
         self.cond = threading.Condition()
 
-    def __call__(self) -> None:
+    def __call__(self, reason: str) -> None:
         with self.cond:
             self.n += 1
+            self.reasons.append(reason)
             self.cond.notify_all()
 
     def wait_for(self, n: int, timeout: float = 30.0) -> None:
@@ -60,6 +62,7 @@ def test_every_event_in_order_redacted_and_bad_receivers_hold_up_nothing(receive
     failed.wait_for(10)  # fail and redirect: 5 events each
     n.close(wait=0.5)  # the hanging one still has events queued: given up, counted
     failed.wait_for(11)
+    assert failed.reasons[:10] == ["failed"] * 10 and "dropped" in failed.reasons[10:]
     logs = capsys.readouterr().out
     assert logs.count("notify.failed") == 3  # once per run and URL
     assert "T0KEN" not in logs  # the URL's path (a webhook's credential) is never logged

@@ -115,15 +115,15 @@ def test_failed_deploy_leaves_traffic_and_backs_off(tmp_path: Path) -> None:
     assert w.files[bad.marker_path] == "blue\n"
     # The next run does not wait again: it backs off.
     t1 = w.clock
-    assert verbs(bad, w, reconciler(w, tmp_path / "state").store.load_memory("dialogue", 60, 3600)) == ["!BackingOff"]
+    assert verbs(bad, w, reconciler(w, tmp_path / "state").store.load_memory("dialogue")) == ["!BackingOff"]
     assert converge(bad, w, tmp_path, base=60) == "degraded"
     assert w.clock == t1
     # After the backoff it tries again: a fresh container.
     w.clock += 61
-    mem = reconciler(w, tmp_path / "state").store.load_memory("dialogue", 60, 3600)
+    mem = reconciler(w, tmp_path / "state").store.load_memory("dialogue")
     assert verbs(bad, w, mem)[:3] == ["RemoveContainer:green", "CreateContainer:green", "WaitHealthy:green"]
     assert converge(bad, w, tmp_path, base=60) == "degraded"
-    mem = reconciler(w, tmp_path / "state").store.load_memory("dialogue", 60, 3600)
+    mem = reconciler(w, tmp_path / "state").store.load_memory("dialogue")
     assert [f.count for f in mem.failures.values()] == [2]
     # A spec change is tried at once.
     good = make_app(image="dialogue:2", activeColor="green")

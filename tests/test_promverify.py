@@ -185,7 +185,7 @@ def test_a_real_prometheus_answer_above_max_switches_back(tmp_path: Path, promet
     result, w, store, v2 = _window(tmp_path, "vector(5) # {app} {color} {revision}", prometheus)
     assert result == "degraded" and w.routed("dialogue") == ["127.0.0.1:18081"] and w.violations == []
     assert w.prom_queries[0] == f"vector(5) # dialogue green {v2.revision('green')}"
-    mem = store.load_memory("dialogue", 60, 3600)
+    mem = store.load_memory("dialogue")
     failed = mem.failures[v2.revision("green")]
     assert failed.reason == FAILED_REASON and "prometheus query above max (5 > 1)" in failed.message
 

@@ -110,7 +110,7 @@ class ControllerMachine(RuleBasedStateMachine):
         r = reconciler(self.world, self.state_dir)
         remembered: set[str] = set()
         if self.tainted:
-            remembered = (set(r.store.load_memory(self.app.name, 60, 3600).failures) | self.fo_failed) & self.tainted
+            remembered = (set(r.store.load_memory(self.app.name).failures) | self.fo_failed) & self.tainted
         try:
             r.reconcile(self.app)
         finally:
@@ -175,7 +175,7 @@ class ControllerMachine(RuleBasedStateMachine):
         if rev is None or c is None:
             return
         store = StateStore(self.state_dir)
-        mem = store.load_memory(self.app.name, 60, 3600)
+        mem = store.load_memory(self.app.name)
         failure = Failure(rev, c.fact.labels.get("bluegreen.color", color), 1, self.world.now(), "VerificationFailed", "5xx 40% > 5%")  # type: ignore[arg-type]
         store.save_memory(self.app.name, replace(mem, failures={**mem.failures, rev: failure}), None)
         self.tainted.add(rev)
@@ -302,7 +302,7 @@ class ControllerMachine(RuleBasedStateMachine):
         for _ in range(MAX_PASSES):
             self._reconcile()
             p = self._plan(Memory())
-            mem = reconciler(w, self.state_dir).store.load_memory(self.app.name, 60, 3600)
+            mem = reconciler(w, self.state_dir).store.load_memory(self.app.name)
             p = self._plan(mem)
             if not p.actions:
                 break
@@ -329,7 +329,7 @@ class ControllerMachine(RuleBasedStateMachine):
             w.clock += 4000
             for _ in range(MAX_PASSES):
                 self._reconcile()
-            assert self._plan(reconciler(w, self.state_dir).store.load_memory(self.app.name, 60, 3600)).converged
+            assert self._plan(reconciler(w, self.state_dir).store.load_memory(self.app.name)).converged
 
     def _plan(self, mem: Memory):  # type: ignore[no-untyped-def]
         obs = observe(self.app, self.world, index_containers(self.world))

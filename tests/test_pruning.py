@@ -14,7 +14,7 @@ from typing import Any
 from controller.facts import ContainerFact, ImageFact, ImagesObserved, Observed, RouteFact
 from controller.pruning import plan_pruning, repository
 from controller.reconcile import Reconciler
-from controller.releases import Ledger, Release
+from controller.releases import Release, Releases
 from controller.testing import Crash, FakeImage
 from controller.world import ContainerRequest
 from tests.factories import make_app
@@ -37,11 +37,11 @@ def _color(image: ImageFact) -> ContainerFact:
                          state="running", host_ip="127.0.0.1", host_port=18081)
 
 
-def _ledger(*releases: tuple[str, float], seen: dict[str, float] | None = None) -> Ledger:
+def _ledger(*releases: tuple[str, float], seen: dict[str, float] | None = None) -> Releases:
     """Releases of (image, took traffic at), oldest first; the last one live."""
     rs = [Release(number=i + 1, revision=f"r{i}", image=img, color="blue", started_at=at, began="deploy",
                   ended="replaced" if i < len(releases) - 1 else "live") for i, (img, at) in enumerate(releases)]
-    return Ledger(releases=rs, seen=seen or {})
+    return Releases(releases=rs, seen=seen or {})
 
 
 def test_keeps_the_images_of_the_n_most_recent_releases_anything_newer_and_every_protected_image() -> None:
@@ -64,7 +64,7 @@ def test_keeps_the_images_of_the_n_most_recent_releases_anything_newer_and_every
     assert [r.references for r in removals] == [("dialogue@sha256:" + "a" * 64,), ("dialogue:1",), ("dialogue:2",), ("dialogue:4",)]
     assert all("the image of none of the 2 most recent releases of dialogue, not new since release #4" in r.reason for r in removals)
     assert plan_pruning(app, _obs(blue=_color(live)), images, ledger, verification_open=True) == ()
-    assert plan_pruning(app, _obs(blue=_color(live)), images, Ledger()) == ()  # no release recorded: none is known to be old
+    assert plan_pruning(app, _obs(blue=_color(live)), images, Releases()) == ()  # no release recorded: none is known to be old
     # An image first seen now (not yet in the ledger's `seen`) may be the next release: kept.
     assert ("dialogue:1",) not in [r.references for r in plan_pruning(app, _obs(blue=_color(live)), images, replace(ledger, seen={}))]
 

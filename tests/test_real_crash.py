@@ -1,8 +1,8 @@
 """Crash safety on a real dockerd and a real nginx.
 
 Issue 2, item 8: kill -9 of `reconcile --once` at chosen instants of a real deploy. A deploy of
-bgtest:slow (healthy 3 s after start) to green is killed when the world shows a given instant; the next
-`--once` must complete it. Meanwhile a bounded background loop asks nginx's public port for
+a slow image (healthy some seconds after start) to green is killed when the world or the run's log shows a
+given instant; the next `--once` must complete it. Meanwhile a bounded background loop asks nginx's public port for
 /actuator/health: every answer must be 200 UP from v1 or from a slow container that is UP, i.e. nginx
 never routed a request to a container that had not passed its health check, and never dropped one.
 
@@ -18,13 +18,24 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.controller_run import Run, Traffic, World, condition, get, history, read, start_reconcile
-from tests.support.images import crashloop_image, pin_images
+from tests.support.controller_run import (
+    Run,
+    Traffic,
+    World,
+    condition,
+    get,
+    history,
+    json_lines,
+    read,
+    start_reconcile,
+)
+from tests.support.images import crashloop_image, pin_images, slow_image
 from tests.support.nginx import NginxInstance
 from tests.support.wait import wait_while_running
 
@@ -112,40 +123,54 @@ def test_kill_9_mid_deploy_then_next_once_completes(
     assert green.labels["bluegreen.color"] == "green" and green.status == "running"
 
 
+SLOW_SECONDS = 12  # the deploy's new color answers UP this long after its start: every kill below lands before
+
+
 def test_repeated_kill_9_at_spread_instants_never_routes_to_an_unhealthy_container(
     docker_client: Any, test_images: dict[str, str], app_name: str, nginx: NginxInstance, tmp_path: Path, session_id: str
 ) -> None:
-    """Runs killed one after another, each a little later after taking the lock; then one that finishes."""
+    """Runs killed one after another, each at a later step of the deploy it finds; then one that finishes.
+
+    Each kill is placed by the run's own progress (its lock, its log), not by the clock: every instant is
+    reached while the run still has the new color's health wait ahead, so every kill lands, however loaded the host.
+    """
+    image = slow_image(docker_client, SLOW_SECONDS)
+    pin_images(docker_client, [image], {"bluegreen.test": session_id})  # no other test's pruning removes it meanwhile
     w = World(docker_client, app_name, nginx, tmp_path, session_id)
     w.once()
-    w.set(image="bgtest:slow", activeColor="green")
+    w.set(image=image, activeColor="green", healthCheck={"timeoutSeconds": 4 * SLOW_SECONDS})
     lock = w.state / "lock"
-    killed = 0
-    with Traffic(nginx.public_url_for(app_name) + "/actuator/health", interval=0.05, max_seconds=120) as traffic:
-        for delay in (0.0, 0.15, 0.4, 0.8, 1.5, 2.5):
-            proc = start_reconcile(w.spec_path, w.state, "--once")
+
+    def acting(verb: str | None, phase: str) -> Callable[[Path, subprocess.Popen[str]], bool]:
+        return lambda log, _p: any(
+            e.get("event") == f"action.{phase}" and (verb is None or (e.get("action"), e.get("color")) == (verb, "green")) for e in json_lines(read(log) or "")
+        )
+
+    instants: list[tuple[str, Callable[[Path, subprocess.Popen[str]], bool]]] = [
+        ("lock taken, nothing done yet", lambda _log, p: (read(lock) or "").strip() == str(p.pid)),
+        ("first step begun (the green container's creation)", acting(None, "start")),
+        ("first step done", acting(None, "done")),
+        ("waiting for green's health check", acting("WaitHealthy", "start")),
+        ("waiting again, green older", acting("WaitHealthy", "start")),
+    ]
+    with Traffic(nginx.public_url_for(app_name) + "/actuator/health", interval=0.05, max_seconds=180) as traffic:
+        for n, (instant, reached) in enumerate(instants):
+            log = tmp_path / f"run{n}.log"
+            proc = start_reconcile(w.spec_path, w.state, "--once", "--log-format", "json", stderr_path=log)
             try:
-
-                def lock_taken(p: subprocess.Popen[str] = proc) -> bool:
-                    return (read(lock) or "").strip() == str(p.pid)
-
-                wait_while_running(lock_taken, proc, 30, "lock taken")
-                time.sleep(delay)
+                wait_while_running(partial(reached, log, proc), proc, 60, instant)
                 proc.send_signal(signal.SIGKILL)
-                code = proc.wait(timeout=10)
-                killed += code == -signal.SIGKILL
-            except AssertionError:
-                assert proc.poll() == 0  # finished before the kill: fine, it converged
+                assert proc.wait(timeout=10) == -signal.SIGKILL, f"run {n} finished before its kill at: {instant}"
             finally:
                 if proc.poll() is None:
                     proc.kill()
                     proc.wait(timeout=10)
-            assert w.served() in ("v1", "slow")
+            assert w.served() == "v1", f"after the kill at: {instant}"  # green never passed: traffic stays on v1
         w.once("--lock-timeout", "1")
         w.assert_converged_on("green", "slow")
     not_ok = [a for a in traffic.answers if a.status != 200 or a.version not in ("v1", "slow") or '"UP"' not in a.body]
     assert not_ok == [], f"{len(not_ok)} bad answers, first: {not_ok[:3]}"
-    assert killed >= 4
+    assert {a.version for a in traffic.answers} == {"v1", "slow"}
 
 
 # ------------------------------------------------------------------------------------ crash loops (issue 10)

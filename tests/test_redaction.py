@@ -26,7 +26,7 @@ from controller.drivers.gates import _Tail
 from controller.facts import Failure, Memory
 from controller.gaterun import LINE_CAP, shown_output
 from controller.logs import MASK, redact_json_text, redact_secrets, redact_text, register_secret
-from controller.state import StateStore
+from controller.state import HistoryEntry, Ledger, StateStore
 from controller.status import LastDeploy
 from controller.world import OUTPUT_CAP
 from tests.factories import make_app
@@ -68,11 +68,11 @@ def test_state_files_are_redacted_and_stay_valid_json(tmp_path: Path) -> None:
         "conditions": [{"type": "Degraded", "reason": "PullFailed", "message": f'pull: "{LONG}" rejected', "lastTransitionTime": "t"}],
         "observed": {"serving": "green", "route": {"color": "green", "detail": "green light\n"}},
     }
-    store.save_status("dialogue", status)
+    store.save_accessory_status("dialogue", status)  # the writer app status.json goes through too, fed a partial one
     failure = Failure(revision="r1", color="green", count=1, last_failed_at=1.0, reason="HealthTimeout", message=f"env {LONG}")
     last = LastDeploy(at="t", reconcile_id="x", from_color=None, color="green", image="i", revision="r1", outcome="failed", message=f"{LONG}\\")
     store.save_memory("dialogue", Memory(failures={"r1": failure}), last)
-    store.append_history({"app": "dialogue", "color": "green", "action": "CreateContainer", "message": f"tab\t{LONG}"})
+    Ledger(store).record(HistoryEntry("t", "dialogue", "x", "CreateContainer", "green", "i", "ok", f"tab\t{LONG}"))
     files = [tmp_path / "apps/dialogue/status.json", tmp_path / "apps/dialogue/memory.json", tmp_path / "history.jsonl"]
     for f in files:
         text = f.read_text()
@@ -84,7 +84,7 @@ def test_state_files_are_redacted_and_stay_valid_json(tmp_path: Path) -> None:
     assert saved["app"] == "dialogue" and saved["observed"]["serving"] == "green"
     assert saved["observed"]["route"] == {"color": "green", "detail": f"{MASK} light\n"}
     assert saved["conditions"][0]["message"] == f'pull: "{MASK}" rejected'
-    mem = store.load_memory("dialogue", 10, 60)
+    mem = store.load_memory("dialogue")
     assert mem.failures["r1"].color == "green" and mem.failures["r1"].message == f"env {MASK}"
     assert store.load_last_deploy("dialogue") == replace(last, message=f"{MASK}\\")
     [h] = store.history("dialogue")  # the app label is what --history selects on

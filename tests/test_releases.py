@@ -20,8 +20,8 @@ from controller.releases import (
     KEEP,
     RELEASES,
     Host,
-    Ledger,
     Origin,
+    Releases,
     Taken,
     assess,
     begin,
@@ -43,8 +43,8 @@ def _taken(rev: str, image: str, color: Any = "blue", at: float = 0.0) -> Taken:
     return Taken(rev, image, color, at)
 
 
-def _three() -> Ledger:
-    led = Ledger()
+def _three() -> Releases:
+    led = Releases()
     for i, color in enumerate(("blue", "green", "blue"), start=1):
         led = begin(led, _taken(f"r{i}", f"app:{i}", color, at=100.0 * i), "deploy", Origin(actor="alice"))
     return led
@@ -65,7 +65,7 @@ def test_begin_ends_the_live_release_and_numbers_never_repeat() -> None:
 
 
 def test_a_commit_is_recorded_rather_than_the_user_and_the_document_round_trips() -> None:
-    led = begin(Ledger(), _taken("r1", "app:1"), "deploy", Origin(commit="c" * 40, author="Ann <a@x>", signer="ci", actor="root"))
+    led = begin(Releases(), _taken("r1", "app:1"), "deploy", Origin(commit="c" * 40, author="Ann <a@x>", signer="ci", actor="root"))
     r = led.releases[0]
     assert (r.commit, r.author, r.signer, r.actor) == ("c" * 40, "Ann <a@x>", "ci", None)
     text = RELEASES.text(led)
@@ -94,7 +94,7 @@ def test_keep_reason() -> None:
     assert keep_reason(led, 2, "sha256:new", ["app:9"], 0.0) == "first seen 1970-01-01T00:05:50Z, after release #3 took traffic"
     assert keep_reason(led, 2, "sha256:old", ["app:9"], 301.0) == "created 1970-01-01T00:05:01Z, after release #3 took traffic"
     assert keep_reason(led, 2, "sha256:unseen", ["app:9"], 0.0) is not None  # not seen yet: seen now
-    assert keep_reason(Ledger(), 2, "sha256:old", ["app:9"], 0.0) == "no release recorded yet"
+    assert keep_reason(Releases(), 2, "sha256:old", ["app:9"], 0.0) == "no release recorded yet"
     # A rollback to #2 (its image again) does not push #1's image out of the 2 most recent.
     back = begin(led, _taken("r2", "app:2", "green", 400.0), "rollback", Origin())
     assert keep_reason(back, 2, "sha256:old", ["app:1"], 0.0) is None and keep_reason(back, 3, "sha256:old", ["app:1"], 0.0) is not None

@@ -19,7 +19,7 @@ import pytest
 import controller
 from controller.actions import Blocker, WaitHealthy, WriteMarker
 from controller.apply import Interrupted
-from controller.backoff import backoff
+from controller.backoff import BackoffPolicy, backoff
 from controller.errors import (
     ControllerError,
     DockerError,
@@ -108,7 +108,16 @@ def test_backing_off_comes_back_exactly_at_the_remembered_retry_instant() -> Non
 
 
 def test_waits_and_interrupted_passes_come_back_soon_without_counting_a_failure() -> None:
+    # Only waits left (a color still starting): soon, and a streak of failed passes before it ends.
     assert decide(a_plan(waiting=True), None, now=NOW, failures=2) == Requeue(SOON, "progressing", 0)
+    # Interrupted (a stop between two steps): soon, counted as no failure, whatever the plan still holds:
+    # waits, other actions (which would otherwise back off), a blocker, or no plan at all (stopped before one).
+    stop = Interrupted("stop requested")
+    undone = replace(a_plan(), actions=(WriteMarker("blue", "Nginx serves blue"),))
+    for p in (a_plan(waiting=True), undone, a_plan("LiveUnhealthy"), a_plan("BackingOff"), None):
+        for streak in (0, 3):
+            got = decide(p, stop, now=NOW, retry_at=NOW + 500.0, failures=streak)
+            assert got == Requeue(SOON, "Interrupted", 0) and not got.backing_off, (p, streak)
 
 
 def test_actions_left_after_every_pass_back_off_instead_of_fighting_every_second() -> None:
@@ -116,8 +125,6 @@ def test_actions_left_after_every_pass_back_off_instead_of_fighting_every_second
     undone = replace(a_plan(), actions=(WriteMarker("blue", "Nginx serves blue"),))
     assert decide(undone, None, now=NOW) == Requeue(1.0, "progressing", 1)
     assert decide(undone, None, now=NOW, failures=3) == Requeue(8.0, "progressing", 4)
-    assert decide(a_plan(waiting=True), Interrupted("stop requested"), now=NOW, failures=2) == Requeue(SOON, "Interrupted", 0)
-    assert decide(None, Interrupted("stop requested"), now=NOW) == Requeue(SOON, "Interrupted", 0)
 
 
 @pytest.mark.parametrize(
@@ -172,10 +179,10 @@ def test_one_backoff_formula_for_the_failure_memory_and_temporary_errors() -> No
     assert [backoff(n, 60.0, 3600.0) for n in (1, 2, 6, 7, 8)] == [60, 120, 1920, 3600, 3600]
     for count in (1, 2, 3, 9):
         f = Failure("r1", "green", count, NOW, "HealthCheckFailed", "boom")
-        assert f.next_retry_at(60.0, 3600.0) == NOW + backoff(count, 60.0, 3600.0)
+        assert f.next_retry_at(BackoffPolicy(60.0, 3600.0)) == NOW + backoff(count, 60.0, 3600.0)
     # A count no float power holds (a hand-edited memory.json): the cap, not an OverflowError.
     assert backoff(5000, 60.0, 3600.0) == 3600.0
-    assert Failure("r1", "green", 5000, NOW, "HealthCheckFailed", "boom").next_retry_at(60.0, 3600.0) == NOW + 3600.0
+    assert Failure("r1", "green", 5000, NOW, "HealthCheckFailed", "boom").next_retry_at(BackoffPolicy(60.0, 3600.0)) == NOW + 3600.0
 
 
 # ------------------------------------------------------------------------------------ AppResult.requeue on FakeWorld
@@ -202,7 +209,7 @@ def test_a_failed_deploy_is_requeued_at_its_remembered_retry_instant(tmp_path: P
     bad = make_app(image="dialogue:bad", activeColor="green")
     r = rec.reconcile(bad)
     assert r.result == "degraded" and r.error and "health" in r.error
-    failure = next(iter(StateStore(tmp_path / "state").load_memory("dialogue", 30, 100).failures.values()))
+    failure = next(iter(StateStore(tmp_path / "state").load_memory("dialogue").failures.values()))
     assert failure.count == 1 and failure.last_failed_at == w.now()
     assert r.requeue == Requeue(30.0, "BackingOff", 0)
 

@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.spec import BlueGreenApp, json_schema
+from controller.accessory import json_schema as accessory_schema
+from controller.spec import BlueGreenApp
+from controller.spec import json_schema as bluegreen_schema
 from controller.specdir import conflicts, load_app
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,7 +22,7 @@ SPECS = sorted(p for p in (ROOT / "specs").rglob("*.y*ml") if "\nkind: Accessory
 
 def test_shipped_schema_is_the_generated_one() -> None:
     shipped = json.loads(SHIPPED.read_text(encoding="utf-8"))
-    assert shipped == json_schema(), (
+    assert shipped == bluegreen_schema(), (
         "controller/schema/bluegreen.schema.json is stale: regenerate it with "
         "`python -m controller --schema > controller/schema/bluegreen.schema.json`"
     )
@@ -34,19 +36,28 @@ def test_cli_schema_prints_the_shipped_file() -> None:
     assert p.stdout == SHIPPED.read_text(encoding="utf-8").rstrip("\n") + "\n"
 
 
-def test_schema_forbids_unknown_fields_everywhere() -> None:
-    schema = json_schema()
+# Both kinds of spec document: BlueGreenApp and Accessory (issue 13), each with its shipped schema.
+SCHEMAS = {"BlueGreenApp": bluegreen_schema, "Accessory": accessory_schema}
+
+
+@pytest.mark.parametrize("kind", sorted(SCHEMAS))
+def test_schema_forbids_unknown_fields_everywhere(kind: str) -> None:
+    schema = SCHEMAS[kind]()
     assert schema.get("additionalProperties") is False
+    assert schema["$defs"], kind  # the nested objects are where a forgotten `extra="forbid"` hides
     for name, sub in schema["$defs"].items():
-        assert sub.get("additionalProperties") is False, name
+        if sub.get("type", "object") == "object" and "enum" not in sub:
+            assert sub.get("additionalProperties") is False, f"{kind}: {name}"
 
 
-def test_every_field_is_documented_in_docs_spec() -> None:
+@pytest.mark.parametrize("kind", sorted(SCHEMAS))
+def test_every_field_is_documented_in_docs_spec(kind: str) -> None:
     doc = (ROOT / "docs" / "spec.md").read_text(encoding="utf-8")
-    schema = json_schema()
-    for sub in [schema, *schema["$defs"].values()]:
-        for field in sub.get("properties", {}):
-            assert f"`{field}`" in doc, f"docs/spec.md does not describe field {field!r}"
+    schema = SCHEMAS[kind]()
+    fields = {f for sub in [schema, *schema["$defs"].values()] for f in sub.get("properties", {})}
+    assert {"metadata", "spec"} <= fields, kind
+    for field in sorted(fields):
+        assert f"`{field}`" in doc, f"docs/spec.md does not describe field {field!r} of {kind}"
 
 
 def test_there_are_example_specs() -> None:

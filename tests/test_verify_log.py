@@ -13,15 +13,24 @@ from typing import Any
 import pytest
 
 from controller.actions import StopContainer, SwitchRoute
+from controller.document import Corrupt
 from controller.drivers.accesslog import end, read_since
 from controller.facts import Failure, Memory
-from controller.jsonshape import Corrupt
 from controller.observe import index_containers, observe
 from controller.planner import plan
 from controller.spec import BlueGreenApp, VerifySpec
 from controller.state import StateStore
-from controller.verify import FAILED_REASON, Counts, Window, judge, parse_line, tally, window_closed
-from controller.world import LogPos
+from controller.verify import (
+    FAILED_REASON,
+    WINDOW,
+    Counts,
+    LogPos,
+    Window,
+    judge,
+    parse_line,
+    tally,
+    window_closed,
+)
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler, world_for
 
@@ -143,11 +152,11 @@ def test_judge_fails_on_rate_latency_and_health_and_passes_at_the_deadline() -> 
 
 
 def test_window_round_trips_and_a_hand_edited_one_is_corrupt() -> None:
-    w = Window("green", "r2", "blue", "r1", "g", 10.0, 14.0, 5, 99, Counts(1, 2, 3, 4, 5, 6), "failed", "figs", 2)
-    assert Window.from_json(json.loads(json.dumps(w.to_json()))) == w
-    bad = w.to_json() | {"state": "maybe"}
-    with pytest.raises(Corrupt):
-        Window.from_json(bad)
+    w = Window("green", "r2", "blue", "r1", "g", 10.0, 14.0, LogPos(5, 99), Counts(1, 2, 3, 4, 5, 6), "failed", "figs", 2)
+    assert WINDOW.parse(WINDOW.text(w)) == w
+    bad = WINDOW.dump(w) | {"state": "maybe"}
+    with pytest.raises(Corrupt, match=r"^state: "):
+        WINDOW.parse(json.dumps(bad))
     assert window_closed(None) and window_closed(w) and not window_closed(replace(w, state="open"))
 
 
@@ -198,7 +207,7 @@ def test_store_keeps_the_window_beside_the_memory(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     w = Window("green", "r2", "blue", "r1", "g", 10.0, 14.0)
     store.save_window("a", w)
-    assert store.load_memory("a", 60, 3600).verify == w
+    assert store.load_memory("a").verify == w
     (tmp_path / "apps" / "a" / "verify.json").write_text("[]")
     assert store.load_window("a") is None  # corrupt: treated as absent
 
@@ -228,7 +237,7 @@ def test_reconciler_switches_back_remembers_and_retries_only_after_a_growing_bac
     assert r.result == "degraded" and w.routed("dialogue") == ["127.0.0.1:18081"] and w.violations == []
     assert r.plan is not None and r.plan.blockers[0].reason == FAILED_REASON
     store = StateStore(tmp_path / "s")
-    mem = store.load_memory("dialogue", 60, 3600)
+    mem = store.load_memory("dialogue")
     rev = v2.revision("green")
     assert mem.failures[rev].reason == FAILED_REASON and mem.failures[rev].count == 1
     assert mem.verify is not None and mem.verify.state == "failed" and "access log" in mem.verify.figures
@@ -239,7 +248,7 @@ def test_reconciler_switches_back_remembers_and_retries_only_after_a_growing_bac
     # Backoff over: a full deploy with its own window, which fails again; the next backoff is longer.
     w.clock += 61
     assert rec.reconcile(v2).result == "degraded" and w.routed("dialogue") == ["127.0.0.1:18081"] and w.violations == []
-    mem = store.load_memory("dialogue", 60, 3600)
+    mem = store.load_memory("dialogue")
     assert mem.failures[rev].count == 2
     assert rec.metrics.registry.get_sample_value("bluegreen_verifications_total", {"app": "dialogue", "result": "failed"}) == 2
 
@@ -268,7 +277,7 @@ def test_traffic_the_world_logs_fails_the_window_and_switches_back(tmp_path: Pat
     v2 = make_app(image="dialogue:2", activeColor="green", verify={"windowSeconds": 10, "minRequests": 4, "maxErrorRate": 0.1, "accessLog": str(log)})
     r = rec.reconcile(v2)
     assert r.result == "degraded" and w.routed("dialogue") == [BLUE] and w.violations == []
-    mem = StateStore(tmp_path / "s").load_memory("dialogue", 60, 3600)
+    mem = StateStore(tmp_path / "s").load_memory("dialogue")
     window = mem.verify
     assert window is not None and window.state == "failed" and window.figures.startswith("error rate above maxErrorRate")
     assert window.counts.requests >= 4 and window.counts.errors == window.counts.requests  # green's 502s only

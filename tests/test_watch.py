@@ -438,10 +438,26 @@ def test_sighup_rereads_and_resyncs_now(setup: Setup) -> None:
     w = setup.watch("--resync", "3600")
     setup.wait_serving("v1")
     w.wait_event("reconcile.done", result="converged")
-    setup.marker.write_text("green\n")  # wrong, and nothing but a resync looks at it
+    # Resync now: the marker is wrong, and nothing but a resync looks at it (the next one is an hour away).
+    setup.marker.write_text("green\n")
     w.proc.send_signal(signal.SIGHUP)
     wait_until(lambda: read(setup.marker) == "blue\n", timeout=10, message="marker repaired after SIGHUP")
     w.wait_event("watch.sighup")
+    # Re-read: a spec change the file watcher cannot see, written in place through a hard link outside the
+    # watched directory (inotify reports it to that other directory only). Only a re-read of the specs finds it.
+    outside = setup.tmp / "outside"
+    outside.mkdir()
+    os.link(setup.spec_path, outside / setup.spec_path.name)
+    (outside / setup.spec_path.name).write_text(yaml.safe_dump(with_spec(setup.doc, image="bgtest:v2", activeColor="green"), sort_keys=False))
+    assert w.events("spec.changed") == []
+    w.proc.send_signal(signal.SIGHUP)
+    changed = w.wait_event("spec.changed", app=setup.app)
+    assert changed["file"] == str(setup.spec_path)
+    events = [e.get("event") for e in w.logs()]
+    hups = [i for i, e in enumerate(events) if e == "watch.sighup"]
+    assert len(hups) == 2 and events.index("spec.changed") > hups[1], events  # found by the second signal's re-read
+    setup.wait_serving("v2", timeout=60)  # the spec read again is the one in force: green deployed
+    wait_until(lambda: read(setup.marker) == "green\n", timeout=20, message="marker of the new spec")
     assert w.stop()[0] == 0
 
 

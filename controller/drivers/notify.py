@@ -6,7 +6,7 @@ delayed or failed by a receiver, and a receiver that hangs holds up only its own
 whatever the receiver does (probes.Deadline shuts its socket down), is tried `ATTEMPTS` times, never follows a
 redirect (a 3xx is a failure: the body goes where the URL says or nowhere), reads no proxy or netrc from the
 environment, and sends the body through the redactor (controller/logs.py), so a registered secret never leaves.
-A failed delivery is counted (`on_failure`: bluegreen_notifications_failed_total) and logged once per run and
+A failed delivery is counted (`on_failure`: bluegreen_notifications_failed_total{reason}) and logged once per run and
 URL, showing the URL's scheme and host only (a Slack or Mattermost webhook URL is itself a credential).
 """
 
@@ -57,7 +57,7 @@ class _Delivery:
                         return
                     problem = self._post(client, body)
                     if problem is not None:
-                        n.failed(self.url, problem)
+                        n.failed(self.url, "failed", problem)
                 finally:
                     self.queue.task_done()
 
@@ -85,7 +85,7 @@ class Notifier:
     def __init__(
         self,
         urls: Sequence[str],
-        on_failure: Callable[[], None],
+        on_failure: Callable[[str], None],
         *,
         timeout: float = TIMEOUT,
         attempts: int = ATTEMPTS,
@@ -103,10 +103,11 @@ class Notifier:
             try:
                 d.queue.put_nowait(data)
             except queue.Full:
-                self.failed(d.url, f"{QUEUE_SIZE} events already queued: dropped")
+                self.failed(d.url, "dropped", f"{QUEUE_SIZE} events already queued: dropped")
 
-    def failed(self, url: str, problem: str) -> None:
-        self.on_failure()
+    def failed(self, url: str, reason: str, problem: str) -> None:
+        """`reason` failed (every attempt) or dropped (not tried: the queue was full, or the run ended)."""
+        self.on_failure(reason)
         with self._lock:
             first = url not in self._logged
             self._logged.add(url)
@@ -125,4 +126,4 @@ class Notifier:
             d.thread.join(max(0.0, deadline - time.monotonic()))
             if d.thread.is_alive():  # still trying: what is left is not delivered
                 for _ in range(max(1, d.queue.qsize())):
-                    self.failed(d.url, f"not delivered within {wait:g} s of the end of the run")
+                    self.failed(d.url, "dropped", f"not delivered within {wait:g} s of the end of the run")

@@ -128,19 +128,24 @@ def command(spec: Path, state_dir: Path, *args: str) -> list[str]:
     return [sys.executable, "-m", "controller", *mode, *args, "-f", str(spec), "--state-dir", str(state_dir)]
 
 
+def json_lines(text: str) -> list[dict[str, Any]]:
+    """The lines of a controller's stderr that are JSON objects (structlog's), in order; a line being written is skipped."""
+    out = []
+    for line in text.splitlines():
+        if line.startswith("{"):
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+    return out
+
+
 class Run(subprocess.CompletedProcess[str]):
     elapsed: float = 0.0
 
     def logs(self) -> list[dict[str, Any]]:
         """stderr lines that are JSON objects (structlog's), in order."""
-        out = []
-        for line in self.stderr.splitlines():
-            if line.startswith("{"):
-                try:
-                    out.append(json.loads(line))
-                except ValueError:
-                    continue
-        return out
+        return json_lines(self.stderr)
 
     def messages(self) -> list[str]:
         """stderr lines that are not JSON log lines: the one-line errors meant for people (cron mail)."""

@@ -204,6 +204,13 @@ def crashloop_image(client: Any, seconds: int, prefix: str = "bgtest") -> str:
     return tag
 
 
+def slow_image(client: Any, seconds: int, prefix: str = "bgtest") -> str:
+    """Build (or reuse) ``<prefix>:slow<seconds>``, serving version ``slow``, UP `seconds` after start; returns the tag."""
+    tag = f"{prefix}:slow{seconds}"
+    build_test_image(client, tag, version="slow", health="slow", slow_seconds=seconds)
+    return tag
+
+
 def pin_images(client: Any, tags: list[str], labels: dict[str, str]) -> None:
     """Create (never start) one container per tag, so that `spec.keepImages` pruning, which never removes an image
     a container uses, leaves these shared images alone while the session runs. `labels` (the session label)
