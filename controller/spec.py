@@ -454,15 +454,15 @@ class AppSpec(_Model):
     )
     checks: ChecksSpec | None = Field(None, description="Checks the new color must pass before it takes traffic (docs/spec.md).")
     hooks: HooksSpec | None = Field(None, description="One-off containers of the new image around the switch, e.g. migrations.")
-    # Image pruning (controller/pruning.py): not part of the revision, it shapes no container.
+    # Image pruning (controller/pruning.py, the keep rule in controller/releases.py): not part of the revision.
     keepImages: int = Field(
         3,
         strict=True,  # `true` or "3" is a mistake, not 1 or 3
         ge=1,
         le=10_000,
-        description="After a converged pass, unused images of this app's repository beyond the N most recent (by "
-        "creation) are removed; images any container uses (any app, running or stopped), the spec's image and a "
-        "preview's are never removed.",
+        description="After a converged pass, unused images of this app's repository are removed, except the images "
+        "of the N most recent releases and any image created or first seen after the newest release took traffic; "
+        "images any container uses (any app, running or stopped), the spec's image and a preview's are never removed.",
     )
     resources: Resources | None = Field(
         None,

@@ -49,17 +49,24 @@ class _Delivery:
 
     def _run(self) -> None:
         n = self.notifier
-        with httpx.Client(follow_redirects=False, trust_env=False, timeout=n.timeout, headers={"Content-Type": "application/json"}) as client:
+        client: httpx.Client | None = None  # made at the first event: its TLS set-up never runs beside a pass's start
+        try:
             while True:
                 body = self.queue.get()
                 try:
                     if body is None:
                         return
+                    if client is None:
+                        client = httpx.Client(follow_redirects=False, trust_env=False, timeout=n.timeout,
+                                              headers={"Content-Type": "application/json"})
                     problem = self._post(client, body)
                     if problem is not None:
                         n.failed(self.url, "failed", problem)
                 finally:
                     self.queue.task_done()
+        finally:
+            if client is not None:
+                client.close()
 
     def _post(self, client: httpx.Client, body: bytes) -> str | None:
         """None when delivered; else why the last attempt failed."""
