@@ -7,7 +7,6 @@ removed at the end whatever happens.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -26,7 +25,7 @@ from controller.drivers.containers import DockerDriver
 from controller.testing import FakeImage, FakeWorld
 from controller.world import ContainerRequest
 from tests.support.controller_run import World, history, start_reconcile
-from tests.support.images import build_test_image
+from tests.support.images import build_test_image, remove_repositories
 from tests.support.nginx import NginxInstance
 
 pytestmark = [pytest.mark.docker, pytest.mark.nginx]
@@ -62,19 +61,9 @@ def load_image(client: Any, tags: list[str], created: str) -> str:
 @pytest.fixture
 def repo(docker_client: Any, session_id: str) -> Iterator[str]:
     """This test's repositories (`<repo>` and `<repo>-other`): every image in them is removed at the end."""
-    import docker.errors
-
     name = f"bgtest-hygiene-{session_id}-{os.urandom(3).hex()}"
     yield name
-    for r in (name, f"{name}-other"):
-        images = docker_client.api.images(name=r)
-        ours = {img["Id"] for img in images}
-        for c in docker_client.api.containers(all=True):
-            if c.get("ImageID") in ours:
-                docker_client.api.remove_container(c["Id"], force=True)
-        for img in images:
-            with contextlib.suppress(docker.errors.NotFound):
-                docker_client.api.remove_image(img["Id"], force=True)
+    remove_repositories(docker_client, [name, f"{name}-other"])
 
 
 def present(client: Any, ids: dict[str, str]) -> set[str]:

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from tests.support.controller_run import ROOT, Run, World, subprocess_env
-from tests.support.images import build_test_image
+from tests.support.images import build_test_image, remove_repositories
 from tests.support.moto import REGION, MotoServer
 from tests.support.nginx import NginxInstance
 from tests.support.webhook import Receiver
@@ -33,20 +33,9 @@ pytestmark = [pytest.mark.docker, pytest.mark.nginx, pytest.mark.slow]
 @pytest.fixture
 def repo(docker_client: Any, session_id: str) -> Iterator[str]:
     """This test's repository: every image in it is removed at the end."""
-    import contextlib
-
-    import docker.errors
-
     name = f"bgtest-releases-{session_id}-{os.urandom(3).hex()}"
     yield name
-    images = docker_client.api.images(name=name)
-    ours = {img["Id"] for img in images}
-    for c in docker_client.api.containers(all=True):
-        if c.get("ImageID") in ours:
-            docker_client.api.remove_container(c["Id"], force=True)
-    for img in images:
-        with contextlib.suppress(docker.errors.NotFound):
-            docker_client.api.remove_image(img["Id"], force=True)
+    remove_repositories(docker_client, [name])
 
 
 @pytest.fixture
