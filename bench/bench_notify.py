@@ -98,12 +98,13 @@ def main() -> int:
             remove_containers(client, [{"label": f"bluegreen.app={app}"}])
             for r in receivers.values():
                 r.close()
-    print(f"{args.cutovers} cutovers per mode (switches: standby keep), medians in seconds")
-    print(f"{'mode':<6} {'switch':>8} {'to live':>8} {'pass':>8} {'exit':>8}   received")
+    print(f"{args.cutovers} cutovers per mode (switches: standby keep), medians in seconds (to live: also the fastest)")
+    print(f"{'mode':<6} {'switch':>8} {'to live':>8} {'(min)':>8} {'pass':>8} {'exit':>8}   received")
     for mode, rows in results.items():
         med = {k: statistics.median(r[k] for r in rows) for k in ("switch", "to_live", "pass", "exit")}
+        fastest = min(r["to_live"] for r in rows)
         got = len(receivers[mode].bodies) if mode in receivers else 0
-        print(f"{mode:<6} {med['switch']:>8.3f} {med['to_live']:>8.3f} {med['pass']:>8.3f} {med['exit']:>8.3f}   {got}")
+        print(f"{mode:<6} {med['switch']:>8.3f} {med['to_live']:>8.3f} {fastest:>8.3f} {med['pass']:>8.3f} {med['exit']:>8.3f}   {got}")
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
     return 0

@@ -104,8 +104,8 @@ class Releases(Stored):
     def find(self, ref: str) -> Release | None:
         """`ref`: a release number (`3`, `#3`), a revision, or an image as written or by digest; the newest that matches."""
         n = ref.removeprefix("#")
-        if n.isdigit():
-            return next((r for r in self.releases if r.number == int(n)), None)
+        if n.isdigit() and (found := next((r for r in self.releases if r.number == int(n)), None)) is not None:
+            return found
         for r in reversed(self.releases):
             if ref in (r.revision, r.image, r.digest, r.image_id) or (r.digest is not None and r.digest.endswith("@" + ref)):
                 return r
@@ -347,8 +347,12 @@ def assess(ledger: Releases, host: Host) -> list[Row]:
     rows: list[Row] = []
     checked: dict[str, str | None] = {}
     for r in reversed(ledger.releases):
-        if r is ledger.live:
+        live = ledger.live
+        if r is live:
             rows.append(Row(r, "live", f"serving on {r.color}"))
+            continue
+        if live is not None and r.revision == live.revision:
+            rows.append(Row(r, "live", f"its revision serves: release #{live.number}"))
             continue
         if host.config_revision(r) != r.revision:
             rows.append(Row(r, "no", "the spec's configuration changed since (env, ports, labels, resources or secrets)"))

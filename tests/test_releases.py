@@ -84,6 +84,8 @@ def test_find_by_number_revision_or_image() -> None:
     led = _three()
     assert [led.find(x).number for x in ("1", "#2", "r3", "app:2")] == [1, 2, 3, 2]  # type: ignore[union-attr]
     assert led.find("nope") is None and led.find("7") is None
+    digits = begin(led, _taken("1234", "app:9", "green", 400.0), "deploy", Origin())
+    assert digits.find("1234") is digits.live  # no release has that number: a revision
 
 
 def test_keep_reason() -> None:
@@ -113,6 +115,8 @@ def test_assess_marks_live_switch_deploy_and_why_not() -> None:
     rows = assess(led, host)
     assert [(r.release.number, r.way) for r in rows] == [(3, "live"), (2, "switch"), (1, "no")]
     assert "configuration changed" in rows[2].why
+    again = begin(led, _taken("r1", "app:1", "green", 400.0), "rollback", Origin())  # #4 runs #1's revision
+    assert [(r.release.number, r.way) for r in assess(again, host)] == [(4, "live"), (3, "deploy"), (2, "switch"), (1, "live")]
     gone = assess(led, replace(host, config_revision=lambda r: r.revision, warm_revision=None,
                                obtainable=lambda image: f"image {image} is not present locally and cannot be pulled"))
     assert [(r.release.number, r.way) for r in gone] == [(3, "live"), (2, "no"), (1, "no")]
