@@ -44,7 +44,7 @@ from controller.logs import configure  # noqa: E402
 from controller.metrics import Metrics  # noqa: E402
 from controller.reconcile import Reconciler  # noqa: E402
 from controller.state import StateStore  # noqa: E402
-from controller.watch import Watcher  # noqa: E402
+from controller.watch import AppKind, Manager  # noqa: E402
 from tests.support.controller_run import app_spec, run_reconcile, start_reconcile, with_spec  # noqa: E402
 from tests.support.images import build_standard_images  # noqa: E402
 from tests.support.net import free_port  # noqa: E402
@@ -246,7 +246,7 @@ def noop_pass(base: Path, n: int, trials: int) -> tuple[float, float, Counter[st
             calls.append(r.request.method + " " + re.sub(r"^(containers|images)/[^/]+/", r"\1/<id>/", path))
 
     world.docker.client().api.hooks["response"].append(hook)
-    watcher = Watcher(specs, world, metrics, lambda stop: Reconciler(world, store, metrics, should_stop=stop), d / "state", resync=3600)
+    watcher = Manager(specs, [AppKind(Reconciler(world, store, metrics))], metrics, d / "state", resync=3600)
     try:
         watcher.start()
 

@@ -1,41 +1,18 @@
-"""The command line's accessory part (issue 13): `--once` reconciles the accessories of the spec directory before
+"""The one-shot modes' accessory part (issue 13): `--once` reconciles the accessories of the spec directory before
 its apps (under the same lock), `--plan` and `--status` show them beside the apps, and an app's `dependsOn`
-and `network` are checked against what the accessory pass observes.
+and `network` are checked against what the accessory pass observes. The runner is built by controller/runtime.py.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 from collections.abc import Sequence
 from typing import Any
 
 from controller.accessory import Accessory
 from controller.accessory_reconcile import AccessoryResult, AccessoryRunner, plan_json, render_plan
 from controller.errors import EXIT_FAIL, EXIT_INVALID, EXIT_OK, ControllerError
-from controller.logs import redact_text
-from controller.metrics import Metrics
-from controller.reconcile import Reconciler
+from controller.options import err
 from controller.spec import BlueGreenApp
-from controller.state import StateStore
-
-
-def err(message: str) -> None:
-    print(f"reconcile: {redact_text(message)}", file=sys.stderr)
-
-
-def needed(accessories: list[Accessory], apps: list[BlueGreenApp]) -> bool:
-    return bool(accessories) or any(a.spec.dependsOn or a.spec.network for a in apps)
-
-
-def build_runner(args: argparse.Namespace, world: Any, metrics: Metrics, rec: Reconciler, accessories: list[Accessory]) -> AccessoryRunner:
-    """The runner on the app's World; the reconciler learns its dependsOn facts from it."""
-    from controller.drivers.ssm import SsmSource
-
-    runner = AccessoryRunner(world, StateStore(args.state_dir), metrics.registry, SsmSource())
-    runner.accessories = {a.name: a for a in accessories}
-    rec.dependencies = runner.dependencies
-    return runner
 
 
 def summary(r: AccessoryResult) -> None:

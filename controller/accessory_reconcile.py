@@ -9,7 +9,7 @@ unique across both kinds, specdir checks it); metrics are `bluegreen_accessory_*
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -73,7 +73,7 @@ class AccessoryRunner:
         store: StateStore,
         registry: CollectorRegistry | None = None,
         secrets: SecretSource | None = None,
-        should_stop: Any = lambda: False,
+        should_stop: Callable[[], bool] = lambda: False,
     ) -> None:
         self.world = world
         self.store = store
@@ -180,7 +180,9 @@ class AccessoryRunner:
         self.accessories = {a.name: a for a in accessories}
         return [self.reconcile(a) for a in sorted(accessories, key=lambda a: a.name)]
 
-    def reconcile(self, acc: Accessory) -> AccessoryResult:
+    def reconcile(self, acc: Accessory, should_stop: Callable[[], bool] | None = None) -> AccessoryResult:
+        """Converge `acc`; `should_stop` (default: the constructor's) is checked between steps and in the wait."""
+        stop = should_stop or self.should_stop
         rid = uuid.uuid4().hex[:12]
         log = get_logger(accessory=acc.name, image=acc.spec.image, reconcile_id=rid)
         self.accessories.setdefault(acc.name, acc)
@@ -201,10 +203,10 @@ class AccessoryRunner:
                     if refs and self.secrets is not None and acc.spec.secrets is not None:
                         env.update(self.secrets.values(acc.spec.secrets.ssm, refs))
                 for step in p.actions:
-                    if self.should_stop():
+                    if stop():
                         break
                     try:
-                        self._apply(acc, step, p.config, extra, env)
+                        self._apply(acc, step, p.config, extra, env, stop)
                     except ControllerError as e:
                         self._record(acc, rid, step, ok=False, message=str(e))
                         log.error("accessory.step_failed", step=step.describe(), error=str(e))
@@ -238,7 +240,7 @@ class AccessoryRunner:
             LABEL_ACCESSORY_IMAGE: acc.spec.image,
         }
 
-    def _apply(self, acc: Accessory, step: Step, config: str, extra: dict[str, str], env: dict[str, str]) -> None:
+    def _apply(self, acc: Accessory, step: Step, config: str, extra: dict[str, str], env: dict[str, str], stop: Callable[[], bool]) -> None:
         s = acc.spec
         w = self.world
         own = {LABEL_MANAGED: MANAGED_BY, LABEL_ACCESSORY: acc.name}
@@ -288,11 +290,11 @@ class AccessoryRunner:
         elif step.verb == "StartAccessory":
             w.start_container(acc.name)
         elif step.verb == "WaitAccessoryHealthy":
-            self._wait(acc)
+            self._wait(acc, stop)
         else:  # pragma: no cover - the planner's verbs are listed above
             raise InvalidInput(f"unknown accessory step {step.verb}")
 
-    def _wait(self, acc: Accessory) -> None:
+    def _wait(self, acc: Accessory, stop: Callable[[], bool]) -> None:
         hc = acc.spec.healthCheck
         timeout = hc.timeoutSeconds if hc is not None else 10.0
         interval = hc.intervalSeconds if hc is not None else 0.5
@@ -307,7 +309,7 @@ class AccessoryRunner:
                 last = h.detail
             else:
                 last = c.state if c is not None else "gone"
-            if self.world.now() >= deadline or self.should_stop():
+            if self.world.now() >= deadline or stop():
                 raise HealthCheckFailed(f"{acc.name}: not healthy after {timeout:g}s: {one_line(last)}")
             self.world.sleep(interval)
 

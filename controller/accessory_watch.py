@@ -1,139 +1,53 @@
-"""`--watch` for accessories (issue 13): one worker reconciles every accessory of the spec directory (under the
-pass lock the app workers share) at start, on a spec change, on a Docker event of a container labelled
-`bluegreen.accessory`, and on the resync clock; sooner (RETRY) while one is not converged. When an accessory's
-readiness changes, every app gets a pass: a new color held by `dependsOn` starts as soon as it may.
+"""`--watch` for accessories (issue 13): the accessory kind's registration with the watch manager (controller/watch.py).
+
+Each accessory gets a worker of its own, triggered at start, on a spec change, on a Docker event of a container
+labelled `bluegreen.accessory`, on SIGHUP and on the resync clock; again every RETRY seconds while it is not
+converged. One accessory pass runs at a time (they may share a network or volume; --once runs them in turn).
+When an accessory's readiness changes, every app whose dependsOn names it gets a pass (`Outcome.ready`).
 """
 
 from __future__ import annotations
 
 import threading
-import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Collection
+from pathlib import Path
 from typing import Any
 
-from controller.accessory import Accessory
 from controller.accessory_reconcile import AccessoryRunner
-from controller.errors import ControllerError
-from controller.facts import LABEL_ACCESSORY
-from controller.logs import get_logger
+from controller.facts import LABEL_ACCESSORY, ContainerFact
+from controller.requeue import Requeue
+from controller.specdir import Selection
+from controller.watch import Outcome, Snapshot
 
 RETRY = 5.0  # seconds between passes while an accessory is not converged
-EVENTS = ("start", "die", "stop", "kill", "oom", "destroy", "health_status")
+EVENTS = frozenset({"start", "die", "stop", "kill", "oom", "destroy", "health_status"})
 
 
-class AccessoryLoop:
-    def __init__(
-        self,
-        runner: AccessoryRunner,
-        held: Callable[[], AbstractContextManager[None]],
-        stop: threading.Event,
-        resync: float,
-        on_ready_change: Callable[[], None],
-        docker: Any = None,
-    ) -> None:
+class AccessoryKind:
+    name = "accessory"
+    label = LABEL_ACCESSORY
+    events = EVENTS
+
+    def __init__(self, runner: AccessoryRunner) -> None:
         self.runner = runner
-        self._held = held
-        self._stop = stop
-        self._resync = resync
-        self._on_ready_change = on_ready_change
-        self._docker = docker
-        self._wake = threading.Event()
-        self._mutex = threading.Lock()
-        self._accessories: list[Accessory] = []
-        self._ready: dict[str, bool] = {}
-        self.passes = 0
-        self._stream: Any = None
-        self.log = get_logger()
+        self._one_at_a_time = threading.Lock()
 
-    def set(self, accessories: list[Accessory]) -> None:
-        """The accessories in force after a spec read; a change triggers a pass."""
-        with self._mutex:
-            changed = accessories != self._accessories
-            self._accessories = list(accessories)
-            self.runner.accessories = {a.name: a for a in accessories}
-        if changed:
-            self.trigger()
+    def objects(self, sel: Selection) -> dict[Path, Any]:
+        # The accessories in force are also what the apps' dependsOn is checked against (runner.dependencies).
+        self.runner.accessories = {a.name: a for a in sel.accessories}
+        return dict(sel.accessories_by_file)
 
-    def trigger(self) -> None:
-        self._wake.set()
+    def depends_on(self, obj: Any) -> Collection[str]:
+        return ()
 
-    def threads(self) -> list[threading.Thread]:
-        out = [threading.Thread(target=self._loop, name="accessories", daemon=True)]
-        if self._docker is not None:
-            out.append(threading.Thread(target=self._events, name="accessory-events", daemon=True))
-        return out
+    def snapshot(self) -> Snapshot | None:
+        return None  # the runner lists the accessories' containers itself
 
-    def _loop(self) -> None:
-        deadline = time.monotonic() + self._resync  # the first pass comes from `set` at start
-        while not self._stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining > 0 and not self._wake.wait(min(1.0, remaining)):
-                continue  # at least once a second: notice a stop
-            self._wake.clear()
-            if self._stop.is_set():
-                return
-            deadline = time.monotonic() + self._pass()
+    def reconcile(self, obj: Any, containers: dict[str, ContainerFact] | None, should_stop: Callable[[], bool]) -> Outcome:
+        with self._one_at_a_time:
+            r = self.runner.reconcile(obj, should_stop)
+        requeue = Requeue(None, "converged") if r.converged else Requeue(RETRY, r.result)
+        return Outcome(r.result, requeue, r.error, ready=r.healthy, detail=r)
 
-    def _pass(self) -> float:
-        """One pass over every accessory; the seconds until the next one."""
-        with self._mutex:
-            accessories = list(self._accessories)
-        if not accessories:
-            return self._resync
-        try:
-            with self._held():
-                results = self.runner.reconcile_all(accessories)
-        except ControllerError as e:  # the lock: retry soon
-            self.log.warning("watch.accessories_not_run", error=str(e))
-            return RETRY
-        except Exception as e:  # a bug must not kill the worker
-            self.log.exception("watch.accessories_crashed", error=f"{type(e).__name__}: {e}")
-            return RETRY
-        self.passes += 1
-        ready = {r.accessory: r.healthy for r in results}
-        if ready != self._ready:
-            self._ready = ready
-            self._on_ready_change()
-        return RETRY if any(not r.converged for r in results) else self._resync
-
-    def _events(self) -> None:
-        filters = {"type": ["container"], "label": [LABEL_ACCESSORY], "event": list(EVENTS)}
-        attempt = 0
-        while not self._stop.is_set():
-            try:
-                stream = self._docker.events(filters)
-            except Exception as e:
-                attempt += 1
-                self.log.warning("docker.accessory_events_unavailable", error=str(e))
-                if self._stop.wait(min(30.0, 2.0**attempt)):
-                    return
-                continue
-            self._stream = stream
-            if self._stop.is_set():
-                stream.close()
-                return
-            try:
-                for event in stream:
-                    attempt = 0
-                    attrs = (event.get("Actor") or {}).get("Attributes") or {}
-                    self.log.debug("docker.event", accessory=attrs.get(LABEL_ACCESSORY), action=event.get("Action"))
-                    self.trigger()
-                    if self._stop.is_set():
-                        break
-            except Exception as e:
-                self.log.warning("docker.accessory_events_lost", error=f"{type(e).__name__}: {e}")
-            finally:
-                stream.close()
-                self._stream = None
-            self.trigger()  # events may have been missed
-            attempt += 1
-            if self._stop.wait(min(30.0, 2.0**attempt)):
-                return
-
-    def close(self) -> None:
-        """On stop: wake the worker and end the event stream (from any thread)."""
-        self._wake.set()
-        stream = self._stream
-        if stream is not None:
-            stream.close()
+    def failed(self, name: str, error: Exception) -> Requeue:
+        return Requeue(RETRY, type(error).__name__)

@@ -123,12 +123,13 @@ class Reconciler:
         resolver: Resolver | None = None,
         source: SourceView | None = None,
         notify: Callable[[dict[str, Any]], None] | None = None,
+        dependencies: Callable[[BlueGreenApp], dict[str, str]] | None = None,
     ) -> None:
         self.world = world
         self.store = store
         self.metrics = metrics or Metrics()
         self.policy = BackoffPolicy(backoff_base, backoff_max)
-        self.should_stop = should_stop
+        self.should_stop = should_stop  # the default of each reconcile's `should_stop`
         self.resolver: Resolver = resolver or NoSecrets()
         self.streaks: dict[str, int] = {}  # app -> consecutive passes backed off for (requeue.decide)
         self.source = source
@@ -138,7 +139,7 @@ class Reconciler:
         self.ledger = Ledger(store, lambda app: source.history_fields(app).get("commit") if source is not None else None)
         self.verifier = Verifier(world, store, self.metrics, self.ledger)
         # dependsOn (issue 13): app -> its accessories not healthy now, with why (AccessoryRunner.dependencies)
-        self.dependencies: Callable[[BlueGreenApp], dict[str, str]] = lambda app: {}
+        self.dependencies: Callable[[BlueGreenApp], dict[str, str]] = dependencies or (lambda app: {})
 
     # Read-only ---------------------------------------------------------------------------
     def plan_only(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None) -> tuple[Plan, Observed, Resolved]:
@@ -180,13 +181,17 @@ class Reconciler:
         )
 
     # Converge ----------------------------------------------------------------------------
-    def reconcile(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None) -> AppResult:
+    def reconcile(
+        self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None, *, should_stop: Callable[[], bool] | None = None
+    ) -> AppResult:
+        """Converge `app`; `should_stop` (default: the constructor's) is checked between steps and inside waits."""
+        stop = should_stop or self.should_stop
         rid = uuid.uuid4().hex[:12]
         log = get_logger(app=app.name, image=app.spec.image, reconcile_id=rid)
         started = time.monotonic()
         result = AppResult(app=app.name, result="error")
         try:
-            result = self._converge(app, containers, rid, log)
+            result = self._converge(app, containers, rid, log, stop)
         except ControllerError as e:
             log.error("reconcile.error", error=str(e), kind=type(e).__name__)
             result = AppResult(app=app.name, result="error", error=str(e), requeue=self.requeue(app.name, None, e))
@@ -201,7 +206,7 @@ class Reconciler:
         return result
 
     def _converge(
-        self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None, rid: str, log: Any, verify: bool = True
+        self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None, rid: str, log: Any, stop: Callable[[], bool], verify: bool = True
     ) -> AppResult:
         resolved = self.resolver(app)
         last_deploy = self.store.load_last_deploy(app.name)
@@ -219,7 +224,7 @@ class Reconciler:
             world=self.world,
             log=log,
             record=record,
-            should_stop=self.should_stop,
+            should_stop=stop,
         )
         # Deploy gates: a hook's run is remembered in the state dir (controller/gaterun.py).
         ctx.remember_hook = lambda rec: self.store.record_hook(app.name, rec)
@@ -229,7 +234,7 @@ class Reconciler:
             # otherwise wait on the health of a new color that is failing (the very thing the window judges).
             obs = observe(app, self.world, containers if containers is not None else index_containers(self.world))
             mem = self.store.load_memory(app.name)
-            self.verifier.run(app, plan(app, obs, mem, self.world.now(), resolved.revision_extra, policy=self.policy), obs, log, rid, self.should_stop)
+            self.verifier.run(app, plan(app, obs, mem, self.world.now(), resolved.revision_extra, policy=self.policy), obs, log, rid, stop)
             containers = None  # observed again below
         for pass_no in range(MAX_PASSES):
             looked = self.world.now()  # failover: a failure seen by this observation is seen from its start
@@ -291,9 +296,9 @@ class Reconciler:
         if verify and error is None and app.spec.verify is not None:
             # Post-switch verification: an open window (this run's cutover, or one a killed run left) is judged to
             # its verdict here, then the world is converged again (switched back, or the standby stopped).
-            closed = self.verifier.run(app, p, obs, log, rid, self.should_stop)
+            closed = self.verifier.run(app, p, obs, log, rid, stop)
             if closed is not None and closed.state in ("passed", "failed"):
-                after = self._converge(app, None, rid, log, verify=False)
+                after = self._converge(app, None, rid, log, stop, verify=False)
                 after.actions_done[:0] = done
                 return after
         # `obs` and `p` are from the last observation: the world as we leave it.
@@ -306,7 +311,7 @@ class Reconciler:
             if mem.converged_generation != p.generation:
                 mem = replace(mem, converged_generation=p.generation)
                 self.store.save_memory(app.name, mem, None)
-            self._prune(app, obs, rid, log)
+            self._prune(app, obs, rid, log, stop)
         elif p.blockers:
             res = "blocked" if p.blockers[0].reason in ("LiveColorOutdated",) else "degraded"
         else:
@@ -355,7 +360,7 @@ class Reconciler:
         # The one hook for a post-switch verification window (issue 11): True while it is open.
         return plan_pruning(app, obs, images, seen, verification_open=False)
 
-    def _prune(self, app: BlueGreenApp, obs: Observed, rid: str, log: Any) -> None:
+    def _prune(self, app: BlueGreenApp, obs: Observed, rid: str, log: Any, stop: Callable[[], bool]) -> None:
         """After a converged pass: housekeeping that never fails it (an error is logged; the next pass plans again)."""
         try:
             removals = self.prune_plan(app, obs, save=True)
@@ -367,7 +372,7 @@ class Reconciler:
             at = iso(self.world.now())
             self.ledger.record(HistoryEntry(at, app.name, rid, "RemoveImage", None, ", ".join(r.references), outcome, message, image_id=r.image_id))
 
-        prune(self.world, removals, record=record, should_stop=self.should_stop, log=log)
+        prune(self.world, removals, record=record, should_stop=stop, log=log)
 
     # Releases (controller/releases.py) -----------------------------------------------------------
     def _origin(self, app: str) -> Origin:

@@ -32,33 +32,31 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from controller.cli import (
-    _nonneg,
-    _Parser,
-    _positive,
-    _state_dir,
-    add_notify_argument,
-    build_reconciler,
-    close_notifier,
-    err,
-    load_specs,
-    open_notifier,
-    problem_lines,
-)
+from controller import modes, runtime
 from controller.errors import EXIT_INVALID, EXIT_OK, ControllerError, SpecError
 from controller.facts import LABEL_APP, ContainerFact, Observed
 from controller.logs import configure
-from controller.metrics import Metrics
+from controller.options import (
+    Parser,
+    ReleaseOptions,
+    Settings,
+    add_notify_argument,
+    add_state_dir,
+    err,
+    nonneg,
+    positive,
+)
 from controller.releases import Host, Release, Releases, Row, assess, render_table, table_json
 from controller.spec import BlueGreenApp, Color, other
-from controller.specdir import host_problem, state_dir_problem
+from controller.specdir import host_problem, select, state_dir_problem
 from controller.specedit import Current, Edited, edit, read_current, unified_diff
-from controller.state import DEFAULT_STATE_DIR, StateStore
+
+if TYPE_CHECKING:
+    from controller.drivers.notify import Notifier
 
 COMMANDS = ("deploy", "rollback", "promote", "releases")
 
@@ -68,8 +66,8 @@ class Refused(SpecError):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="reconcile", description="Edit a spec file for a release (deploy, rollback, promote); see the module doc.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    p = Parser(prog="reconcile", description="Edit a spec file for a release (deploy, rollback, promote); see the module doc.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     helps = {
         "deploy": "image <- --image, flip activeColor (refused while the spec and Nginx disagree, unless --force)",
         "rollback": "flip activeColor back to the warm standby, image <- what it runs (refused when there is none)",
@@ -82,8 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "deploy":
             c.add_argument("--image", required=True, help="the image to deploy: name[:tag] or name@sha256:digest")
         if name == "rollback":
-            c.add_argument("--to", metavar="REF", help="a release (its number in `reconcile releases`, a revision or an image); "
-                           "default: the warm standby")
+            c.add_argument("--to", metavar="REF", help="a release (its number in `reconcile releases`, a revision or an "
+                           "image); default: the warm standby")
         if name in ("deploy", "promote"):
             c.add_argument("--force", action="store_true", help="write even when the spec and what Nginx serves disagree")
         if name == "releases":
@@ -92,29 +90,24 @@ def build_parser() -> argparse.ArgumentParser:
             how = c.add_mutually_exclusive_group()
             how.add_argument("--apply", action="store_true", help="after writing, converge at once (the path of --once)")
             how.add_argument("--dry-run", action="store_true", help="print the diff; write nothing")
-            add_notify_argument(c)
-        c.add_argument(
-            "--state-dir",
-            type=_state_dir,
-            default=os.environ.get("BLUEGREEN_STATE_DIR") or str(DEFAULT_STATE_DIR),
-            help="lock, status and history (env BLUEGREEN_STATE_DIR; default %(default)s)",
-        )
-        c.add_argument("--lock-timeout", type=_nonneg, default=30.0, help="--apply: seconds to wait for another run's lock")
+        add_notify_argument(c)  # --apply: the release events of the converge
+        add_state_dir(c)
+        c.add_argument("--lock-timeout", type=nonneg, default=30.0, help="--apply: seconds to wait for another run's lock")
         c.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
         c.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info")
-        c.add_argument("--backoff-base", type=_positive, default=60.0, help="--apply: as for --once")
-        c.add_argument("--backoff-max", type=_positive, default=3600.0, help="--apply: as for --once")
+        c.add_argument("--backoff-base", type=positive, default=60.0, help="--apply: as for --once")
+        c.add_argument("--backoff-max", type=positive, default=3600.0, help="--apply: as for --once")
         c.add_argument("--metrics-textfile", type=Path, help="--apply: as for --once")
         c.add_argument("--docker-url", default=None, help="Docker daemon URL (default: DOCKER_HOST or the local socket)")
     return p
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
-    host = _Host(args.docker_url)
-    if args.command == "releases":
+    opts = ReleaseOptions.from_args(build_parser().parse_args(argv))  # the Namespace ends here
+    host = _Host(opts.run, runtime.open_notifier(opts.run) if opts.apply else None)  # --apply: the converge's events
+    if opts.command == "releases":
         try:
-            return _releases(args, host)
+            return _releases(opts, host)
         except ControllerError as e:
             err(str(e))
             return EXIT_INVALID
@@ -122,54 +115,52 @@ def main(argv: list[str]) -> int:
             host.close()
     try:
         try:
-            before, text, cur = _read(args.path)
-            edited = _decide(args, text, cur, host)
+            before, text, cur = _read(opts.path)
+            edited = _decide(opts, text, cur, host)
         except ControllerError as e:
             err(str(e))
             return EXIT_INVALID
         after = edited.text.encode("utf-8")
-        sys.stdout.write(unified_diff(text, edited.text, str(args.path)))
-        if args.dry_run:
-            print(f"{cur.name}: --dry-run: {args.path} not written")
+        sys.stdout.write(unified_diff(text, edited.text, str(opts.path)))
+        if opts.dry_run:
+            print(f"{cur.name}: --dry-run: {opts.path} not written")
             return EXIT_OK
         from controller.drivers.files import write_spec
 
         try:
-            write_spec(args.path, after, before)
+            write_spec(opts.path, after, before)
         except ControllerError as e:
             err(str(e))
             return EXIT_INVALID
         s = edited.app.spec
-        print(f"{cur.name}: wrote {args.path}: {s.activeColor} is to serve {s.image}")
-        if not args.apply:
+        print(f"{cur.name}: wrote {opts.path}: {s.activeColor} is to serve {s.image}")
+        if not opts.apply:
             return EXIT_OK
-        configure(args.log_format, level=args.log_level)  # the logs of the converge, as for --once
-        open_notifier(args)
-        try:
-            return _apply(args, host.get())
-        finally:
-            close_notifier(args)
+        configure(opts.run.log_format, level=opts.run.log_level)  # the logs of the converge, as for --once
+        return _apply(opts, host)
     finally:
         host.close()
 
 
 class _Host:
-    """The host, connected to only when it is looked at: `deploy --force` edits a checkout in CI, without Docker."""
+    """The run's parts (controller/runtime.py), built once, when the host is first looked at: `deploy --force`
+    edits a checkout in CI, without Docker."""
 
-    def __init__(self, docker_url: str | None) -> None:
-        self.docker_url = docker_url
-        self.world: Any = None
+    def __init__(self, settings: Settings, notifier: Notifier | None = None) -> None:
+        self.settings = settings
+        self.rt: runtime.Runtime | None = None
+        self.notifier = notifier  # --apply with --notify-url
 
-    def get(self) -> Any:
-        if self.world is None:
-            from controller.drivers.host import HostWorld  # Docker SDK and httpx load here, not at import
-
-            self.world = HostWorld(self.docker_url)
-        return self.world
+    def get(self) -> runtime.Runtime:
+        if self.rt is None:
+            self.rt = runtime.build(self.settings, notifier=self.notifier)
+        return self.rt
 
     def close(self) -> None:
-        if self.world is not None:
-            self.world.close()
+        if self.rt is not None:
+            self.rt.close()
+        if self.notifier is not None:
+            self.notifier.close(runtime.NOTIFY_CLOSE_WAIT)  # after the converge: its lock is released
 
 
 def _read(path: Path) -> tuple[bytes, str, Current]:
@@ -185,16 +176,16 @@ def _read(path: Path) -> tuple[bytes, str, Current]:
     return before, text, read_current(text, str(path))
 
 
-def _decide(args: argparse.Namespace, text: str, cur: Current, host: _Host) -> Edited:
-    source = str(args.path)
+def _decide(opts: ReleaseOptions, text: str, cur: Current, host: _Host) -> Edited:
+    source = str(opts.path)
     if cur.active_color not in ("blue", "green"):
         raise SpecError(f"{source}: spec.activeColor: {cur.active_color!r} is not blue or green")
     active: Color = "blue" if cur.active_color == "blue" else "green"
     to = other(active)
-    force = getattr(args, "force", False)
-    if args.command == "deploy":
-        edited = edit(text, source, {"image": args.image, "activeColor": to})
-    elif args.command == "promote":
+    if opts.command == "deploy":
+        assert opts.image is not None  # required by the parser
+        edited = edit(text, source, {"image": opts.image, "activeColor": to})
+    elif opts.command == "promote":
         if not cur.has_preview:
             raise Refused(f"{source}: spec.preview is not set: nothing to promote")
         if cur.preview_image is None:
@@ -204,41 +195,41 @@ def _decide(args: argparse.Namespace, text: str, cur: Current, host: _Host) -> E
         edited = edit(text, source, {"image": cur.preview_image, "activeColor": to}, remove=("preview",))
     else:
         edited = None
-    if edited is not None and force and not args.apply:
+    if edited is not None and opts.force and not opts.apply:
         _note_preview_env(cur)
         return edited  # forced: nothing on this host is looked at (a CI job editing a checkout)
     # The host is observed with the app as it will be (same names, ports and Nginx files; only image and color differ).
     app = edited.app if edited is not None else _validated(text, source)
-    problem = host_problem(app) or state_dir_problem(app, args.state_dir)
+    problem = host_problem(app) or state_dir_problem(app, opts.run.state_dir)
     if problem:
         raise SpecError(f"{source}: {problem}")
-    world = host.get()
-    obs, serving = _observe(app, world)
-    if args.command == "rollback" and args.to is not None:
+    rt = host.get()
+    obs, serving = _observe(app, rt)
+    if opts.command == "rollback" and opts.to is not None:
         _check_agreement(source, app, cur, active, obs, serving)
-        ledger = StateStore(args.state_dir).load_releases(app.name)
-        target = ledger.find(args.to)
+        ledger = rt.store.load_releases(app.name)
+        target = ledger.find(opts.to)
         if target is None:
-            raise Refused(f"{source}: refused: no release of {app.name} matches {args.to!r} (see reconcile releases -f {source})")
-        row = next(r for r in _table(args, app, obs, world, ledger) if r.release is target)
+            raise Refused(f"{source}: refused: no release of {app.name} matches {opts.to!r} (see reconcile releases -f {source})")
+        row = next(r for r in _table(rt, app, obs, ledger) if r.release is target)
         if row.way == "live":
-            raise Refused(f"{source}: refused: release #{target.number} ({target.image}) is the live release")
+            raise Refused(f"{source}: refused: release #{target.number} ({target.image}) is the live release ({row.why})")
         if row.way == "no":
             raise Refused(f"{source}: refused: release #{target.number} ({target.image}) cannot be rolled back to: {row.why}")
         err(f"note: rollback to release #{target.number} ({target.image}): {row.why}")
         return edit(text, source, {"image": target.image, "activeColor": to})
-    if args.command == "rollback":
+    if opts.command == "rollback":
         standby = obs.containers[to]
         why = _not_warm(app, standby)
         if why is not None or standby is None:
             raise Refused(f"{source}: refused: no warm standby to roll back to: {app.container_name(to)} {why}")
         edited = edit(text, source, {"image": standby.image, "activeColor": to})
-        _note_recreate(args, world, edited.app, to)
+        _note_recreate(rt, edited.app, to)
         return edited
     assert edited is not None
-    if not force:
+    if not opts.force:
         _check_agreement(source, app, cur, active, obs, serving)
-    if args.command == "promote":
+    if opts.command == "promote":
         _note_preview_env(cur)
         idle = obs.containers[to]
         if idle is None or _not_warm(app, idle) is not None or idle.image != cur.preview_image:
@@ -252,13 +243,13 @@ def _note_preview_env(cur: Current) -> None:
             "spec.env only (a preview container that ran with it is recreated before the switch)")
 
 
-def _note_recreate(args: argparse.Namespace, world: Any, app: BlueGreenApp, color: Color) -> None:
+def _note_recreate(rt: runtime.Runtime, app: BlueGreenApp, color: Color) -> None:
     """Say when converging the edit recreates `color` (its container's revision is not the spec's: env, ports or
     labels changed since it was made): then the rollback is a health-gated deploy, not a switch."""
     from controller.actions import CreateContainer
 
     try:
-        p, _, _ = build_reconciler(args, world, Metrics()).plan_only(app)
+        p, _, _ = rt.apps.plan_only(app)
     except ControllerError:
         return  # only a note: the plan of the converging run says it again
     if any(isinstance(a, CreateContainer) and a.color == color for a in p.actions):
@@ -272,11 +263,11 @@ def _validated(text: str, source: str) -> BlueGreenApp:
     return parse_app(text, source)
 
 
-def _observe(app: BlueGreenApp, world: Any) -> tuple[Observed, Color | None]:
+def _observe(app: BlueGreenApp, rt: runtime.Runtime) -> tuple[Observed, Color | None]:
     from controller.observe import index_containers, observe
     from controller.routing import serving_color
 
-    obs = observe(app, world, index_containers(world))
+    obs = observe(app, rt.world, index_containers(rt.world))
     return obs, serving_color(app, obs.route, obs.include, obs.flag)
 
 
@@ -312,9 +303,9 @@ def _check_agreement(source: str, app: BlueGreenApp, cur: Current, active: Color
         raise Refused(f"{source}: refused: {app.container_name(active)} runs {live.image}, not the spec's image {cur.image} ({hint})")
 
 
-def _table(args: argparse.Namespace, app: BlueGreenApp, obs: Observed, world: Any, ledger: Releases) -> list[Row]:
+def _table(rt: runtime.Runtime, app: BlueGreenApp, obs: Observed, ledger: Releases) -> list[Row]:
     """The releases and what rolling back to each would be now, judged on the observed host."""
-    extra = build_reconciler(args, world, Metrics()).resolver(app).revision_extra
+    extra = rt.apps.resolver(app).revision_extra
     live: Color = obs.route.color if obs.route.reachable and obs.route.color is not None else app.spec.activeColor
     idle = other(live)
     standby = obs.containers[idle]
@@ -327,39 +318,37 @@ def _table(args: argparse.Namespace, app: BlueGreenApp, obs: Observed, world: An
         Host(
             config_revision=lambda r: with_image(r).revision(r.color, extra),
             idle_revision=lambda r: with_image(r).revision(idle, extra),
-            obtainable=world.image_obtainable,
+            obtainable=rt.world.image_obtainable,
             warm_revision=standby.revision if standby is not None and _not_warm(app, standby) is None else None,
             idle=idle,
         ),
     )
 
 
-def _releases(args: argparse.Namespace, host: _Host) -> int:
+def _releases(opts: ReleaseOptions, host: _Host) -> int:
     """`reconcile releases -f SPEC [--json]`: the table; reads the spec, the state dir and the host, writes nothing."""
-    _, text, _ = _read(args.path)
-    app = _validated(text, str(args.path))
-    problem = host_problem(app) or state_dir_problem(app, args.state_dir)
+    _, text, _ = _read(opts.path)
+    app = _validated(text, str(opts.path))
+    problem = host_problem(app) or state_dir_problem(app, opts.run.state_dir)
     if problem:
-        raise SpecError(f"{args.path}: {problem}")
-    world = host.get()
-    obs, _ = _observe(app, world)
-    rows = _table(args, app, obs, world, StateStore(args.state_dir).load_releases(app.name))
-    now = world.now()
-    if args.json:
+        raise SpecError(f"{opts.path}: {problem}")
+    rt = host.get()
+    obs, _ = _observe(app, rt)
+    rows = _table(rt, app, obs, rt.store.load_releases(app.name))
+    now = rt.world.now()
+    if opts.json:
         print(json.dumps(table_json(app.name, rows, now), indent=2))
     else:
         sys.stdout.write(render_table(app.name, rows, now))
     return EXIT_OK
 
 
-def _apply(args: argparse.Namespace, world: Any) -> int:
-    """Converge the written spec now: exactly what `reconcile --once -f SPEC` does."""
-    from controller.cli import _once
-
-    loaded = load_specs(args.path, args.state_dir)
-    for line in problem_lines(loaded, args.path):
+def _apply(opts: ReleaseOptions, host: _Host) -> int:
+    """Converge the written spec now: exactly what `reconcile --once -f SPEC` does, on the same Runtime."""
+    loaded = select(opts.path, state_dir=opts.run.state_dir)
+    for line in modes.problem_lines(loaded, opts.path):
         err(line)
     if not loaded.apps:
         return EXIT_INVALID
-    rec = build_reconciler(args, world, Metrics())
-    return _once(rec, loaded.apps, args)
+    rt = host.get()
+    return modes.once(rt, loaded.apps, loaded.accessories)

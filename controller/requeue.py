@@ -3,7 +3,7 @@
 The shape of controller-runtime's `Result{RequeueAfter}` / `TerminalError` (and kopf's
 `TemporaryError(delay)` / `PermanentError`). A `Requeue` with `after=None` means "not until something
 changes": a spec edit, a Docker event for the app's containers, SIGHUP or the periodic resync still trigger
-a pass. Watch mode obeys it (`watch.AppWorker`); a `--once` run ignores it (cron is its clock).
+a pass. Watch mode obeys it (`watch.Worker`); a `--once` run ignores it (cron is its clock).
 
     the pass ended with, in the order checked              come back
     Interrupted (a stop between two steps)                 soon (SOON); no failure

@@ -15,7 +15,7 @@ The live color is never restarted to pick up a rotated secret. That is a planner
 (`planner.hold_live_secrets`): it holds the serving color to its own recorded fingerprint when the
 fingerprint is its *only* difference from the spec, and reports `Plan.secrets_stale`.
 
-Nothing here imports boto3 (or any driver): the source is given by the caller (`cli.build_reconciler`).
+Nothing here imports boto3 (or any driver): the source is given by the caller (`runtime.build`, the composition root).
 """
 
 from __future__ import annotations

@@ -43,6 +43,7 @@ from controller.drivers import git as gitdrv
 from controller.errors import InvalidInput, SourceError, SpecError, one_line
 from controller.logs import get_logger, register_secret
 from controller.metrics import SourceMetrics
+from controller.options import SourceOptions
 from controller.releases import Origin, event
 from controller.spec import BlueGreenApp
 from controller.specdir import Problem, Selection
@@ -192,38 +193,38 @@ def check_allowed_signers(path: Path) -> Path:
     return Path(os.path.abspath(path))
 
 
-def config_from_args(args: Any) -> SourceConfig:
-    """The source from the command line; InvalidInput (exit 2, one line) for anything malformed."""
-    url = check_url(args.git_url)
-    ref = check_ref(args.git_ref)
-    path = check_repo_path(args.git_path)
-    verify = check_allowed_signers(args.git_verify) if args.git_verify is not None else None
-    token = getattr(args, "git_token_value", None)  # read from SSM by the CLI (--git-token-ssm): boto3 stays out of here
-    if token is not None and args.git_token_file is not None:
+def config_from_options(opts: SourceOptions, token: str | None = None) -> SourceConfig:
+    """The source from the command line; InvalidInput (exit 2, one line) for anything malformed. `token`: the
+    --git-token-ssm value, read by the composition root (boto3 stays out of here)."""
+    url = check_url(opts.url)
+    ref = check_ref(opts.ref)
+    path = check_repo_path(opts.path)
+    verify = check_allowed_signers(opts.verify) if opts.verify is not None else None
+    if token is not None and opts.token_file is not None:
         raise InvalidInput("--git-token-file and --git-token-ssm: give one")
     if token is not None:
         if not url.startswith(("https://", "http://")):
             raise InvalidInput("--git-token-ssm: only for https:// (or http://) URLs")
         register_secret(token)
         register_secret(token.rpartition(":")[2])
-    if args.git_token_file is not None:
+    if opts.token_file is not None:
         if not url.startswith(("https://", "http://")):
             raise InvalidInput("--git-token-file: only for https:// (or http://) URLs")
-        token = gitdrv.read_secret_file(args.git_token_file, "--git-token-file")
+        token = gitdrv.read_secret_file(opts.token_file, "--git-token-file")
         register_secret(token)  # masked in every log line, status and history, as a last line of defence
         register_secret(token.rpartition(":")[2])
     key = None
-    if args.git_ssh_key is not None:
-        gitdrv.read_secret_file(args.git_ssh_key, "--git-ssh-key")  # trusted and root-only; ssh reads it itself
-        key = Path(os.path.abspath(args.git_ssh_key))
-    known = Path(os.path.abspath(args.git_known_hosts)) if args.git_known_hosts is not None else None
+    if opts.ssh_key is not None:
+        gitdrv.read_secret_file(opts.ssh_key, "--git-ssh-key")  # trusted and root-only; ssh reads it itself
+        key = Path(os.path.abspath(opts.ssh_key))
+    known = Path(os.path.abspath(opts.known_hosts)) if opts.known_hosts is not None else None
     if known is not None and files.read_text(known) is None:
         raise InvalidInput(f"--git-known-hosts: {known}: no such file")
     return SourceConfig(
         url=url,
         ref=ref,
         path=path,
-        interval=args.git_interval,
+        interval=opts.interval,
         verify=verify,
         credentials=gitdrv.Credentials(token=token, ssh_key=key, known_hosts=known),
     )
@@ -637,13 +638,20 @@ class GitSource:
                 on_change()  # a new commit, or the source's condition changed: status must say so
 
 
-def open_source(args: Any) -> GitSource:
-    """The source from the command line; fetched once now for --once and --watch (--plan/--status read the
-    commit in force without touching the network). InvalidInput (exit 2) for malformed options."""
-    src = GitSource(config_from_args(args), args.state_dir)
-    notify = getattr(args, "notify", None)
+def open_source(
+    opts: SourceOptions,
+    state_dir: Path,
+    *,
+    token: str | None = None,
+    fetch: bool,
+    notify: Callable[[dict[str, Any]], None] | None = None,
+) -> GitSource:
+    """The source from the command line; fetched once now when `fetch` (--once and --watch: --plan/--status read
+    the commit in force without touching the network). InvalidInput (exit 2) for malformed options. `notify`: a
+    refused commit's release event (drivers/notify.py)."""
+    src = GitSource(config_from_options(opts, token), state_dir)
     if notify is not None:
         src.notify = notify
-    if args.once or args.watch:
+    if fetch:
         src.sync()
     return src

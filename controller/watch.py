@@ -1,25 +1,37 @@
 """Watch mode: `reconcile --watch -f PATH`, the controller as a long-running service.
 
+One manager, in the shape of controller-runtime's Manager: each kind of object registers a small reconciler
+(`Kind`: apps here with `AppKind`, accessories in controller/accessory_watch.py), and the manager owns what
+they share: the spec reads, ONE Docker event stream, the spec-file watch or the git source, the resync clock,
+the pass lock, and one worker per object (app or accessory) that obeys the `Requeue` its pass returns.
+
 What asks for a pass (a "trigger"), and how:
 
-    start    every app once, sharing one Docker list call
+    start    every object once (the apps share one Docker list call)
     spec     watchfiles on the spec's directory (an editor's write-temp-then-rename is a change of the
-             spec's name there); the files are re-read and only the apps whose spec changed are triggered
-    docker   the daemon's events for containers labelled bluegreen.app: die, stop, destroy, health_status
-    resync   every --resync seconds (±10 % jitter): specs re-read, one Docker list call shared by every app
+             spec's name there); the files are re-read and only the objects whose spec changed are triggered
+    docker   one stream of the daemon's container events, routed by label: an app's (`bluegreen.app`: die,
+             stop, destroy, health_status) and an accessory's (`bluegreen.accessory`: also start, kill, oom)
+    accessory
+             an accessory's readiness changed: every app whose dependsOn names it (a new color held by
+             dependsOn starts as soon as it may)
+    resync   every --resync seconds (±10 % jitter): specs re-read, every object (one Docker list call shared
+             by every app)
     git      with --git-url instead of the spec watch: a fetch every --git-interval (±10 %; backoff while it
              fails) and on SIGHUP; a new commit put in force re-reads the specs like a spec save
              (controller/source.py)
-    retry    when the pass asked to come back (`AppResult.requeue`, controller/requeue.py): a temporary error
-             or a blocker the world may lift (Docker unreachable, lock busy, Nginx's route unverified, ...)
-             after 1 s, doubling, capped at 60 s, jittered; a failed revision backing off at exactly its
-             remembered retry instant; a wait or a pass cut short after SOON. Nothing is requeued after
-             a converged pass, a permanent error or a blocker only a spec edit lifts (LiveColorOutdated):
-             the triggers above (and the resync, the safety net) come next
+    retry    when the pass asked to come back (its `Requeue`, controller/requeue.py). An app: a temporary
+             error or a blocker the world may lift (Docker unreachable, lock busy, Nginx's route unverified,
+             ...) after 1 s, doubling, capped at 60 s, jittered; a failed revision backing off at exactly its
+             remembered retry instant; a wait or a pass cut short after SOON. Nothing is requeued after a
+             converged pass, a permanent error or a blocker only a spec edit lifts (LiveColorOutdated): the
+             triggers above (and the resync, the safety net) come next. An accessory: every RETRY seconds
+             while not converged (controller/accessory_watch.py)
 
-Each app has one worker thread with one pending slot: triggers arriving while a pass is due or running
+Each object has one worker thread with one pending slot: triggers arriving while a pass is due or running
 collapse into one further pass (bursts are debounced by DEBOUNCE seconds), and a health wait of one app
-never holds up another. A worker runs `Reconciler.reconcile(app)`: the same level-triggered loop as --once.
+never holds up another. An app's worker runs `Reconciler.reconcile(app)`: the same level-triggered loop as
+--once; an accessory's runs `AccessoryRunner.reconcile`, one accessory pass at a time (as --once runs them).
 A resync or retry never postpones a pass already due sooner, and pulls in one due later.
 
 An invalid spec file is logged once as an error event `spec.invalid` (file and problem) and counted as a
@@ -29,7 +41,7 @@ Lock: the state dir's flock is shared by the workers of this process and held wh
 is in a pass; an idle watch process holds nothing, so `reconcile --once` from cron or a shell interleaves
 with it (it waits --lock-timeout for passes in progress). A worker that cannot get the lock retries later.
 
-SIGHUP (`systemctl reload`): re-read the specs and resync every app now.
+SIGHUP (`systemctl reload`): re-read the specs and resync every object now.
 
 SIGTERM/SIGINT: a stop flag the executor checks between steps and inside health waits; a switch already
 made still gets its marker. Workers finish, the lock is released, exit 0. A second signal exits at once
@@ -38,41 +50,38 @@ made still gets its marker. Workers finish, the lock is released, exit 0. A seco
 
 from __future__ import annotations
 
-import argparse
 import os
 import random
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import Any, Protocol
 
-from controller.accessory_reconcile import AccessoryRunner
-from controller.accessory_watch import AccessoryLoop
 from controller.backoff import backoff
-from controller.errors import EXIT_FAIL, EXIT_INVALID, EXIT_OK, ControllerError, LockBusy, SpecError
+from controller.errors import EXIT_FAIL, EXIT_OK, ControllerError, LockBusy, SpecError
 from controller.facts import LABEL_APP, ContainerFact
 from controller.logs import get_logger
 from controller.metrics import Metrics, WatchMetrics
 from controller.observe import index_containers
-from controller.reconcile import AppResult, Reconciler
+from controller.options import Options, err
+from controller.reconcile import Reconciler
 from controller.requeue import Requeue
+from controller.runtime import Runtime
 from controller.source import GitSource
-from controller.spec import BlueGreenApp
-from controller.specdir import select
-from controller.state import Lock, StateStore
-from controller.world import World
+from controller.specdir import Selection, select
+from controller.state import Lock
 
 DEBOUNCE = 0.5  # seconds a trigger waits for more of its burst
 JITTER = 0.1  # resync period ±10 %
 EVENTS_RETRY_MAX = 30.0  # reconnect delay cap of the spec-file watch and the Docker events stream
 SNAPSHOT_MAX_AGE = 2.0  # a shared container list older than this is not used: the worker lists itself
-DOCKER_EVENTS = ("die", "stop", "destroy", "health_status")
+APP_EVENTS = frozenset({"die", "stop", "destroy", "health_status"})
 
 
 def jittered(seconds: float, rng: random.Random, spread: float = JITTER) -> float:
@@ -138,36 +147,105 @@ class PassLock:
 
 @dataclass
 class Snapshot:
-    """One Docker list call, shared by the workers a resync triggers."""
+    """One Docker list call, shared by the app workers a resync triggers."""
 
     taken: float  # monotonic
     containers: dict[str, ContainerFact]
 
 
-class AppWorker:
-    """One thread per app: waits for a due pass, runs it, schedules the next one as the pass asks (its Requeue)."""
+@dataclass(frozen=True)
+class Outcome:
+    """What one pass of one object ended with, as the manager needs it."""
 
-    def __init__(self, watcher: Watcher, app: BlueGreenApp) -> None:
-        self.watcher = watcher
-        self.app = app
-        self.name = app.name
+    result: str  # converged | progressing | blocked | degraded | error
+    requeue: Requeue  # when to come back (controller/requeue.py)
+    error: str | None = None
+    ready: bool | None = None  # the object's readiness, for the objects that depend on it; None: nobody does
+    detail: Any = None  # the kind's own result (AppResult, AccessoryResult)
+
+
+class Kind(Protocol):
+    """One kind of object under the manager: controller-runtime's reconciler registered with its Manager."""
+
+    name: str  # "app", "accessory": the log field that names an object of this kind
+    label: str  # the Docker label that names the object on its containers
+    events: frozenset[str]  # Docker actions on those containers that ask for a pass
+
+    def objects(self, sel: Selection) -> dict[Path, Any]:
+        """The objects of this kind in force after a spec read, by file (each has `.name` and `.generation()`)."""
+        ...
+
+    def depends_on(self, obj: Any) -> Collection[str]:
+        """Names of the objects (of any kind) whose readiness `obj` waits for."""
+        ...
+
+    def snapshot(self) -> Snapshot | None:
+        """One container list the workers a burst of triggers starts may share; None: each observes itself."""
+        ...
+
+    def reconcile(self, obj: Any, containers: dict[str, ContainerFact] | None, should_stop: Callable[[], bool]) -> Outcome: ...
+
+    def failed(self, name: str, error: Exception) -> Requeue:
+        """The pass did not run (a ControllerError: the lock) or crashed (anything else): when to try again."""
+        ...
+
+
+class AppKind:
+    """Apps: `Reconciler.reconcile`, requeued as its `AppResult.requeue` says."""
+
+    name = "app"
+    label = LABEL_APP
+    events = APP_EVENTS
+
+    def __init__(self, reconciler: Reconciler) -> None:
+        self.reconciler = reconciler
+
+    def objects(self, sel: Selection) -> dict[Path, Any]:
+        return dict(sel.apps_by_file)
+
+    def depends_on(self, obj: Any) -> Collection[str]:
+        return tuple(obj.spec.dependsOn or ())
+
+    def snapshot(self) -> Snapshot | None:
+        try:
+            return Snapshot(time.monotonic(), index_containers(self.reconciler.world))
+        except ControllerError as e:
+            get_logger().warning("watch.list_failed", error=str(e))
+            return None
+
+    def reconcile(self, obj: Any, containers: dict[str, ContainerFact] | None, should_stop: Callable[[], bool]) -> Outcome:
+        r = self.reconciler.reconcile(obj, containers, should_stop=should_stop)
+        return Outcome(r.result, r.requeue, r.error, detail=r)
+
+    def failed(self, name: str, error: Exception) -> Requeue:
+        if not isinstance(error, ControllerError):
+            self.reconciler.metrics.unreachable(name)  # a crashed pass still counts as a (failed) run
+        return self.reconciler.requeue(name, None, error)
+
+
+class Worker:
+    """One thread per object: waits for a due pass, runs it, schedules the next one as the pass asks (its Requeue)."""
+
+    def __init__(self, manager: Manager, kind: Kind, obj: Any) -> None:
+        self.manager = manager
+        self.kind = kind
+        self.obj = obj
+        self.name: str = obj.name
         self._cond = threading.Condition()
         self._due: float | None = None  # monotonic time of the pending pass; None: nothing pending
         self._sources: set[str] = set()
         self._snapshot: Snapshot | None = None
         self._retired = False
         self._superseded = False  # the spec changed while a pass of the old one runs
-        self._running: BlueGreenApp | None = None
+        self._running: Any = None
         self.passes = 0
-        self.last_result: AppResult | None = None
+        self.ready: bool | None = None  # as the last pass observed it (kinds others depend on)
+        self.last_result: Any = None
         self.last_requeue: Requeue | None = None
-        self.reconciler = watcher.make_reconciler(self._should_stop)
-        if watcher.accessory_loop is not None:  # dependsOn (issue 13): the accessories' health, observed per pass
-            self.reconciler.dependencies = watcher.accessory_loop.runner.dependencies
-        self.thread = threading.Thread(target=self._loop, name=f"app-{app.name}", daemon=True)
+        self.thread = threading.Thread(target=self._loop, name=f"{kind.name}-{self.name}", daemon=True)
 
     def _should_stop(self) -> bool:
-        return self.watcher.stop_event.is_set() or self._superseded or self._retired
+        return self.manager.stop_event.is_set() or self._superseded or self._retired
 
     # Called from other threads --------------------------------------------------------------
     def trigger(self, source: str, delay: float, snapshot: Snapshot | None = None, urgent: bool = True) -> None:
@@ -182,14 +260,14 @@ class AppWorker:
             # Only a resync snapshot taken for this very pass is worth using; anything newer makes it stale.
             self._snapshot = snapshot
             self._cond.notify_all()
-        self.watcher.watch_metrics.triggers.labels(source=source).inc()
+        self.manager.watch_metrics.triggers.labels(source=source).inc()
 
-    def set_app(self, app: BlueGreenApp) -> None:
+    def set_obj(self, obj: Any) -> None:
         with self._cond:
-            self.app = app
-            if self._running is not None and self._running != app:
+            self.obj = obj
+            if self._running is not None and self._running != obj:
                 self._superseded = True  # a health wait for the old spec ends at its next probe
-        self.trigger("spec", self.watcher.debounce)
+        self.trigger("spec", self.manager.debounce)
 
     def retire(self) -> None:
         with self._cond:
@@ -211,7 +289,7 @@ class AppWorker:
 
     # The worker thread ----------------------------------------------------------------------
     def _loop(self) -> None:
-        stop = self.watcher.stop_event
+        stop = self.manager.stop_event
         while True:
             with self._cond:
                 while True:
@@ -221,56 +299,54 @@ class AppWorker:
                     if self._due is not None and self._due <= now:
                         break
                     self._cond.wait(None if self._due is None else self._due - now)
-                app, sources, snap = self.app, self._sources, self._snapshot
+                obj, sources, snap = self.obj, self._sources, self._snapshot
                 self._due, self._sources, self._snapshot = None, set(), None
-                self._running, self._superseded = app, False
+                self._running, self._superseded = obj, False
             try:
-                self._pass(app, sources, snap)
+                self._pass(obj, sources, snap)
             finally:
                 with self._cond:
                     self._running = None
 
-    def _pass(self, app: BlueGreenApp, sources: set[str], snap: Snapshot | None) -> None:
-        log = get_logger(app=app.name)
+    def _pass(self, obj: Any, sources: set[str], snap: Snapshot | None) -> None:
+        log = get_logger(**{self.kind.name: self.name})
         containers = snap.containers if snap is not None and time.monotonic() - snap.taken <= SNAPSHOT_MAX_AGE else None
         log.debug("watch.pass", triggers=sorted(sources), shared_list=containers is not None)
-        result: AppResult | None = None
+        outcome: Outcome | None = None
         problem: str | None = None
         try:
-            with self.watcher.lock.held():
-                result = self.reconciler.reconcile(app, containers)
-            requeue = result.requeue
+            with self.manager.lock.held():
+                outcome = self.kind.reconcile(obj, containers, self._should_stop)
+            requeue = outcome.requeue
         except ControllerError as e:  # the lock: the pass did not run
             problem = str(e)
-            requeue = self.reconciler.requeue(app.name, None, e)
+            requeue = self.kind.failed(self.name, e)
         except Exception as e:  # a bug must not kill the worker: log it, count it, retry later
             log.exception("watch.pass_crashed", error=f"{type(e).__name__}: {e}")
-            self.reconciler.metrics.unreachable(app.name)
             problem = f"{type(e).__name__}: {e}"
-            requeue = self.reconciler.requeue(app.name, None, e)
+            requeue = self.kind.failed(self.name, e)
         self.passes += 1
-        self.last_result = result
+        self.last_result = outcome.detail if outcome is not None else None
         self.last_requeue = requeue
-        if self.watcher.stop_event.is_set():
+        if self.manager.stop_event.is_set():
             return
-        if result is not None and result.result == "progressing" and self._superseded:
+        if outcome is not None and outcome.ready is not None and outcome.ready != self.ready:
+            self.ready = outcome.ready
+            self.manager.trigger_dependents(self.name)
+        if outcome is not None and outcome.result == "progressing" and self._superseded:
             return  # cut short for a newer spec, whose pass is already pending
-        outcome = result.result if result else "not run"
+        result = outcome.result if outcome is not None else "not run"
+        error = outcome.error if outcome is not None else problem
         if requeue.after is None:
             # Converged, or nothing but a change helps: the spec watch, Docker events and the resync trigger it.
-            if outcome != "converged":
-                log.info("watch.idle", result=outcome, reason=requeue.reason, error=(result.error if result else problem))
+            if result != "converged":
+                log.info("watch.idle", result=result, reason=requeue.reason, error=error)
             return
         # Only the exponential backoff is jittered (apps failing together must not retry in step); a
         # failed revision's retry instant is the memory's, shared with cron, and is kept exactly.
-        delay = jittered(requeue.after, self.watcher.rng) if requeue.backing_off else requeue.after
+        delay = jittered(requeue.after, self.manager.rng) if requeue.backing_off else requeue.after
         (log.warning if requeue.backing_off else log.info)(
-            "watch.retry",
-            seconds=round(delay, 2),
-            failures=requeue.failures,
-            reason=requeue.reason,
-            result=outcome,
-            error=(result.error if result else problem),
+            "watch.retry", seconds=round(delay, 2), failures=requeue.failures, reason=requeue.reason, result=result, error=error
         )
         self.trigger("retry", delay, urgent=False)
 
@@ -281,8 +357,8 @@ class EventSource(Protocol):
     def reset(self) -> None: ...
 
 
-class Watcher:
-    """Spec files, Docker events and the resync clock → per-app workers.
+class Manager:
+    """Spec files, one Docker event stream and the resync clock → one worker per object of every kind.
 
     `start()` starts the workers and the trigger threads; `serve_forever()` runs the resync clock on the
     calling thread until told to stop; `request_stop()` and `wait_stopped()` end it (see `run_watch`).
@@ -291,9 +367,8 @@ class Watcher:
     def __init__(
         self,
         path: Path,
-        world: World,
+        kinds: Sequence[Kind],
         metrics: Metrics,
-        make_reconciler: Callable[[Callable[[], bool]], Reconciler],
         state_dir: Path,
         *,
         lock_timeout: float = 30.0,
@@ -302,14 +377,12 @@ class Watcher:
         docker: EventSource | None = None,
         rng: random.Random | None = None,
         source: GitSource | None = None,
-        accessory_runner: AccessoryRunner | None = None,
     ) -> None:
         self.path = path.absolute()
+        self.kinds = list(kinds)
         self.source = source  # --git-url: specs read at the commit in force, fetched by the `git` thread
-        self.world = world
         self.metrics = metrics
         self.watch_metrics = WatchMetrics(metrics.registry)
-        self.make_reconciler = make_reconciler
         self.resync = resync
         self.debounce = debounce
         self.docker = docker
@@ -317,30 +390,17 @@ class Watcher:
         self.stop_event = threading.Event()
         self.lock = PassLock(state_dir, lock_timeout, self.stop_event)
         self.log = get_logger()
-        self.apps_by_file: dict[Path, BlueGreenApp] = {}
+        self.apps_by_file: dict[Path, Any] = {}  # in force: handed back to the next read (the last valid spec of a file)
         self.errors_by_file: dict[Path, str] = {}
-        self.workers: dict[str, AppWorker] = {}
+        self.workers: dict[str, Worker] = {}  # by object name: names are unique across kinds (controller/specdir.py)
         self._specs_lock = threading.Lock()
         self._started = False
         self._events_stream: Any = None
         self._threads: list[threading.Thread] = []
-        # kind: Accessory (issue 13): one worker for every accessory, under the same pass lock.
-        self.accessory_loop = (
-            AccessoryLoop(
-                accessory_runner,
-                self.lock.held,
-                self.stop_event,
-                resync,
-                lambda: self.trigger_all("accessory", self.debounce, urgent=False),
-                docker,
-            )
-            if accessory_runner is not None
-            else None
-        )
 
     # Specs ------------------------------------------------------------------------------------
     def reload(self, source: str) -> list[str]:
-        """Re-read the spec files; returns the names of the apps triggered (new or changed)."""
+        """Re-read the spec files; returns the names of the objects triggered (new or changed)."""
         with self._specs_lock:
             return self._reload(source)
 
@@ -352,45 +412,40 @@ class Watcher:
             self._invalid(self.path, str(e), None, None)
             return []  # the path itself is gone: every last valid spec stays in force
         self._valid(self.path)
-        new = sel.apps_by_file
         for p in sel.problems:
             kept = self.apps_by_file.get(p.file)
-            self._invalid(p.file, p.message, kept if kept is not None and new.get(p.file) == kept else None, p.app)
+            self._invalid(p.file, p.message, kept if kept is not None and sel.apps_by_file.get(p.file) == kept else None, p.app)
         troubled = {p.file for p in sel.problems}
         for f in list(self.errors_by_file):
             if f != self.path and f not in troubled:
                 self._valid(f)  # fixed, or the invalid file was removed
-        old_names = {a.name: a for a in self.apps_by_file.values()}
-        new_names = {a.name: a for a in new.values()}
-        self.apps_by_file = new
-        if self.accessory_loop is not None:
-            self.accessory_loop.set(sel.accessories)
+        self.apps_by_file = sel.apps_by_file
         self.watch_metrics.spec_errors.set(len(self.errors_by_file))
+        new = {obj.name: (kind, f, obj) for kind in self.kinds for f, obj in kind.objects(sel).items()}
         triggered = []
-        for name in sorted(set(old_names) - set(new_names)):
-            self.log.warning("spec.removed", app=name, detail="no longer reconciled; its containers are left as they are")
-            worker = self.workers.pop(name, None)
-            if worker is not None:
-                worker.retire()
-        for name, app in sorted(new_names.items()):
-            if old_names.get(name) == app:
+        for name in sorted(set(self.workers) - set(new)):
+            gone = self.workers.pop(name)
+            self.log.warning("spec.removed", **{gone.kind.name: name}, detail="no longer reconciled; its containers are left as they are")
+            gone.retire()
+        for name, (kind, f, obj) in sorted(new.items(), key=lambda item: item[0]):
+            current = self.workers.get(name)
+            if current is not None and current.kind is kind and current.obj == obj:
                 continue
-            worker = self.workers.get(name)
-            if worker is None:
-                worker = self.workers[name] = AppWorker(self, app)
+            if current is not None and current.kind is not kind:  # the name moved to the other kind
+                current.retire()
+                current = None
+            worker = current or Worker(self, kind, obj)
+            if current is None:
+                self.workers[name] = worker
                 if self._started:
                     worker.thread.start()
             if source != "start":
-                self.log.info("spec.changed", app=name, generation=app.generation(), file=str(self._file_of(new, name)))
-                worker.set_app(app)
+                self.log.info("spec.changed", **{kind.name: name}, generation=obj.generation(), file=str(f))
+                worker.set_obj(obj)
             triggered.append(name)
         return triggered
 
-    @staticmethod
-    def _file_of(files: dict[Path, BlueGreenApp], name: str) -> Path | None:
-        return next((f for f, a in files.items() if a.name == name), None)
-
-    def _invalid(self, f: Path, message: str, kept: BlueGreenApp | None, app: str | None) -> None:
+    def _invalid(self, f: Path, message: str, kept: Any, app: str | None) -> None:
         if self.errors_by_file.get(f) == message:
             return  # reported already: one event per invalid edit, not one per re-read
         self.errors_by_file[f] = message
@@ -413,17 +468,19 @@ class Watcher:
             self.log.info("spec.valid", file=str(f))
 
     # Triggers ---------------------------------------------------------------------------------
-    def snapshot(self) -> Snapshot | None:
-        try:
-            return Snapshot(time.monotonic(), index_containers(self.world))
-        except ControllerError as e:
-            self.log.warning("watch.list_failed", error=str(e))
-            return None
-
     def trigger_all(self, source: str, delay: float, urgent: bool) -> None:
-        snap = self.snapshot() if self.workers else None
+        workers = list(self.workers.values())
+        for kind in self.kinds:
+            mine = [w for w in workers if w.kind is kind]
+            snap = kind.snapshot() if mine else None
+            for worker in mine:
+                worker.trigger(source, delay, snap, urgent=urgent)
+
+    def trigger_dependents(self, name: str) -> None:
+        """`name`'s readiness changed: a pass for every object that depends on it (dependsOn)."""
         for worker in list(self.workers.values()):
-            worker.trigger(source, delay, snap, urgent=urgent)
+            if name in worker.kind.depends_on(worker.obj):
+                worker.trigger("accessory", self.debounce, urgent=False)
 
     def do_resync(self) -> None:
         self.reload("resync")  # the safety net for lost file events too
@@ -464,9 +521,14 @@ class Watcher:
                     return
                 attempt += 1
 
+    def event_filters(self) -> dict[str, Any]:
+        """One stream for every kind: container events of the kinds' actions, routed by label in `_on_event`
+        (Docker ANDs label filters, so the labels cannot be filtered for on the daemon's side)."""
+        return {"type": ["container"], "event": sorted({e for k in self.kinds for e in k.events})}
+
     def _watch_docker(self) -> None:
         assert self.docker is not None
-        filters = {"type": ["container"], "label": [LABEL_APP], "event": list(DOCKER_EVENTS)}
+        filters = self.event_filters()
         attempt = 1
         missed = False  # events may have been missed (a lost stream, a daemon restart)
         while not self.stop_event.is_set():
@@ -511,21 +573,23 @@ class Watcher:
 
     def _watch_git(self) -> None:
         assert self.source is not None
+
         def changed() -> None:
-            self.reload("spec")  # the apps whose spec differs at the new commit, like a spec save
-            self.trigger_all("resync", 0.0, urgent=False)  # and a pass for every app: status shows the source's condition
+            self.reload("spec")  # the objects whose spec differs at the new commit, like a spec save
+            self.trigger_all("resync", 0.0, urgent=False)  # and a pass for every object: status shows the source's condition
 
         self.source.poll_loop(self.stop_event, changed, self.rng)
 
     def _on_event(self, event: dict[str, Any]) -> None:
         attrs = (event.get("Actor") or {}).get("Attributes") or {}
-        app = attrs.get(LABEL_APP)
-        worker = self.workers.get(app) if isinstance(app, str) else None
-        if worker is None:
-            return
         action = str(event.get("Action") or event.get("status") or "")
-        self.log.debug("docker.event", app=app, action=action, container=attrs.get("name"))
-        worker.trigger("docker", self.debounce)
+        for kind in self.kinds:
+            name = attrs.get(kind.label)
+            worker = self.workers.get(name) if isinstance(name, str) else None
+            if worker is None or worker.kind is not kind or action.split(":")[0] not in kind.events:
+                continue  # "health_status: healthy" is the action of a health_status event
+            self.log.debug("docker.event", **{kind.name: name}, action=action, container=attrs.get("name"))
+            worker.trigger("docker", self.debounce)
 
     # Lifecycle --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -543,14 +607,9 @@ class Watcher:
             t = threading.Thread(target=target, name=name, daemon=True)
             t.start()
             self._threads.append(t)
-        for t in self.accessory_loop.threads() if self.accessory_loop is not None else []:
-            t.start()
-            self._threads.append(t)
 
     def request_stop(self) -> None:
         self.stop_event.set()
-        if self.accessory_loop is not None:
-            self.accessory_loop.close()
         stream = self._events_stream
         if stream is not None:
             stream.close()
@@ -579,63 +638,41 @@ class Watcher:
             time.sleep(min(0.2, next_resync - now))
 
 
-def run_watch(
-    args: argparse.Namespace,
-    *,
-    make_reconciler: Callable[[World, Metrics, Callable[[], bool]], Reconciler],
-    err: Callable[[str], None],
-) -> int:
-    """The service: `reconcile --watch`. The CLI hands in how to build a Reconciler and how to report."""
-    from controller.drivers.host import (
-        HostWorld,  # the real host: Docker SDK and httpx load here, not at import
-    )
-
-    if args.metrics_textfile:
-        err("invalid arguments: --metrics-textfile is for --once; with --watch use --metrics-port")
-        return EXIT_INVALID
+def run_watch(rt: Runtime, kinds: Sequence[Kind], path: Path, opts: Options) -> int:
+    """The service: `reconcile --watch`, on the parts the command line built (controller/runtime.py)."""
     log = get_logger()
-    world = HostWorld(args.docker_url)
-    metrics = Metrics()
-    from controller.drivers.ssm import SsmSource
-
-    watcher = Watcher(
-        args.path,
-        world,
-        metrics,
-        lambda should_stop: make_reconciler(world, metrics, should_stop),
-        args.state_dir,
-        lock_timeout=args.lock_timeout,
-        resync=args.resync,
-        docker=world.docker,
-        source=getattr(args, "git_source", None),
-        accessory_runner=AccessoryRunner(world, StateStore(args.state_dir), metrics.registry, SsmSource()),
+    run = opts.run
+    manager = Manager(
+        path,
+        kinds,
+        rt.metrics,
+        run.state_dir,
+        lock_timeout=run.lock_timeout,
+        resync=opts.resync,
+        docker=rt.docker,
+        source=rt.source,
     )
-    if watcher.source is not None:
-        from controller.metrics import SourceMetrics
-
-        watcher.source.bind_metrics(SourceMetrics(metrics.registry))
     server = None
-    if args.metrics_port:
+    if opts.metrics_port:
         try:
-            server = metrics.serve(args.metrics_port, args.metrics_addr)
+            server = rt.metrics.serve(opts.metrics_port, opts.metrics_addr)
         except OSError as e:
-            err(f"cannot serve metrics on {args.metrics_addr}:{args.metrics_port}: {e.strerror or e}")
-            world.close()
+            err(f"cannot serve metrics on {opts.metrics_addr}:{opts.metrics_port}: {e.strerror or e}")
             return EXIT_FAIL
 
     signals: list[int] = []
     hups: list[int] = []
 
     def on_hup(signum: int, _frame: FrameType | None) -> None:
-        hups.append(signum)  # `systemctl reload`: re-read the specs and resync every app now
+        hups.append(signum)  # `systemctl reload`: re-read the specs and resync every object now
 
     def take_hup() -> bool:
         if not hups:
             return False
         hups.clear()
-        log.info("watch.sighup", detail="re-reading specs and resyncing every app")
-        if watcher.source is not None:
-            watcher.source.poke()  # and fetching the git source now
+        log.info("watch.sighup", detail="re-reading specs and resyncing every object")
+        if manager.source is not None:
+            manager.source.poke()  # and fetching the git source now
         return True
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
@@ -649,28 +686,28 @@ def run_watch(
     previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, on_hup)
     log.info(
         "watch.start",
-        path=str(watcher.path),
-        state_dir=str(args.state_dir),
-        resync=args.resync,
-        metrics=f"{args.metrics_addr}:{args.metrics_port}" if args.metrics_port else None,
+        path=str(manager.path),
+        state_dir=str(run.state_dir),
+        resync=opts.resync,
+        kinds=[k.name for k in manager.kinds],
+        metrics=f"{opts.metrics_addr}:{opts.metrics_port}" if opts.metrics_port else None,
         pid=os.getpid(),
     )
     try:
-        watcher.start()
-        watcher.serve_forever(lambda: bool(signals), take_hup)
+        manager.start()
+        manager.serve_forever(lambda: bool(signals), take_hup)
         signame = signal.Signals(signals[0]).name if signals else None
-        busy = [w.name for w in watcher.workers.values() if w._running is not None]
+        busy = [w.name for w in manager.workers.values() if w._running is not None]
         log.info("watch.stopping", signal=signame, busy=busy)
-        watcher.request_stop()
-        watcher.wait_stopped()
+        manager.request_stop()
+        manager.wait_stopped()
     finally:
-        watcher.request_stop()
+        manager.request_stop()
         if server is not None:
             server.shutdown()
             server.server_close()
-        world.close()
         for s, h in previous.items():
             signal.signal(s, h)
-    log.info("watch.stopped", lock_held=watcher.lock.holding)
+    log.info("watch.stopped", lock_held=manager.lock.holding)
     sys.stderr.flush()
     return EXIT_OK

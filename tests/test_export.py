@@ -149,7 +149,7 @@ def test_bad_arguments_exit_2_with_one_line(capsys: pytest.CaptureFixture[str], 
 
 
 def test_git_url_exports_the_commit_in_force_and_names_it(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    from controller.source import GitSource, config_from_args
+    from controller.source import GitSource, config_from_options
     from tests.test_gitops import source_args
 
     up = Upstream(tmp_path / "srv", "deploy", None)
@@ -160,7 +160,7 @@ def test_git_url_exports_the_commit_in_force_and_names_it(capsys: pytest.Capture
     state = tmp_path / "state"
     code, _, err = run_export(capsys, "--git-url", url, "--git-path", "specs", "--state-dir", str(state))
     assert code == 2 and "no commit in force" in err[0]  # never fetched: export reads, it does not fetch
-    assert GitSource(config_from_args(source_args(url)), state).sync() is True
+    assert GitSource(config_from_options(source_args(url)), state).sync() is True
     capsys.readouterr()  # the sync's own log line
     code, out, _ = run_export(capsys, "--git-url", url, "--git-path", "specs", "--state-dir", str(state))
     assert code == 0

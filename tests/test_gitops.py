@@ -8,7 +8,6 @@ deployed by `--watch`; an unsigned one, a force-push and a deleted ref keep the 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import random
@@ -29,7 +28,8 @@ from controller import source as source_module
 from controller.cli import main
 from controller.errors import InvalidInput
 from controller.metrics import SourceMetrics
-from controller.source import GitSource, check_ref, check_repo_path, check_url, config_from_args, shown_url
+from controller.options import SourceOptions
+from controller.source import GitSource, check_ref, check_repo_path, check_url, config_from_options, shown_url
 from tests.factories import app_doc
 from tests.support.controller_run import app_spec, history, read, served_version, status_file, subprocess_env
 from tests.support.githttp import GitHttpServer, Upstream, ssh_key
@@ -66,19 +66,8 @@ def token_file(d: Path, text: str = TOKEN) -> Path:
     return p
 
 
-def source_args(url: str, **kw: Any) -> argparse.Namespace:
-    base: dict[str, Any] = {
-        "git_url": url,
-        "git_ref": "main",
-        "git_path": "specs",
-        "git_interval": 60.0,
-        "git_verify": None,
-        "git_token_file": None,
-        "git_ssh_key": None,
-        "git_known_hosts": None,
-    }
-    base.update(kw)
-    return argparse.Namespace(**base)
+def source_args(url: str, **kw: Any) -> SourceOptions:
+    return SourceOptions(url=url, **{"path": "specs", **kw})
 
 
 def spec_text(name: str, **spec: Any) -> str:
@@ -165,8 +154,8 @@ def test_failures_keep_the_last_good_commit_and_back_off(
     up = Upstream(gitserver.root, f"keep{os.getpid()}{time.monotonic_ns()}", None)
     good = up.commit({"specs/a.yaml": spec_text("a")}, "a v1")
     up.push()
-    args = source_args(gitserver.url(up.bare.name), git_token_file=token_file(tmp_path))
-    src = GitSource(config_from_args(args), tmp_path / "state")
+    args = source_args(gitserver.url(up.bare.name), token_file=token_file(tmp_path))
+    src = GitSource(config_from_options(args), tmp_path / "state")
     # Every git command's argv and environment: the token travels in the environment of the fetch only.
     calls: list[tuple[list[str], dict[str, str]]] = []
     real_run = subprocess.run
@@ -203,12 +192,12 @@ def test_failures_keep_the_last_good_commit_and_back_off(
     assert src.next_delay(random.Random(1)) < 60 * 0.5  # failing: retried sooner than the interval, backing off from 5 s
 
     # A wrong token.
-    bad = GitSource(config_from_args(source_args(gitserver.url(up.bare.name), git_token_file=token_file(Path(tempfile.mkdtemp(dir=tmp_path)), "wrong"))), tmp_path / "state")
+    bad = GitSource(config_from_options(source_args(gitserver.url(up.bare.name), token_file=token_file(Path(tempfile.mkdtemp(dir=tmp_path)), "wrong"))), tmp_path / "state")
     assert bad.sync() is False and bad.problem is not None and bad.problem[0] == "AuthFailed"
     assert bad.checkout_path() == in_force
 
     # Nobody listening.
-    dead = GitSource(config_from_args(source_args(f"http://127.0.0.1:{free_port()}/x.git")), tmp_path / "state")
+    dead = GitSource(config_from_options(source_args(f"http://127.0.0.1:{free_port()}/x.git")), tmp_path / "state")
     assert dead.sync() is False and dead.problem is not None and dead.problem[0] == "Unreachable"
     assert dead.checkout_path() == in_force
     assert reg.get_sample_value("bluegreen_source_ok") == 0
@@ -241,20 +230,20 @@ def test_failures_keep_the_last_good_commit_and_back_off(
 def test_token_from_an_ssm_securestring(
     gitserver: GitHttpServer, moto: Any, aws_env: dict[str, str], tmp_path: Path, captured_logs: list[MutableMapping[str, Any]]
 ) -> None:
-    from controller.cli import _ssm_token
+    from controller.runtime import ssm_token
     from tests.support.moto import REGION
 
     moto.client("ssm").put_parameter(Name="/ops/deploy/git-token", Value=TOKEN, Type="SecureString", Overwrite=True)
     up = Upstream(gitserver.root, f"ssm{time.monotonic_ns()}", None)
     commit = up.commit({"specs/a.yaml": spec_text("a")}, "via ssm")
     up.push()
-    args = source_args(gitserver.url(up.bare.name), git_token_value=_ssm_token("/ops/deploy/git-token", REGION))
-    src = GitSource(config_from_args(args), tmp_path / "state")
+    args = source_args(gitserver.url(up.bare.name))
+    src = GitSource(config_from_options(args, ssm_token("/ops/deploy/git-token", REGION)), tmp_path / "state")
     assert src.sync() is True and src.problem is None and commit in str(src.checkout_path())
     with pytest.raises(InvalidInput, match="give one"):
-        config_from_args(source_args(gitserver.url(up.bare.name), git_token_value=TOKEN, git_token_file=token_file(tmp_path)))
+        config_from_options(source_args(gitserver.url(up.bare.name), token_file=token_file(tmp_path)), TOKEN)
     with pytest.raises(InvalidInput, match="--git-token-ssm"):
-        _ssm_token("not/a/parameter name", REGION)
+        ssm_token("not/a/parameter name", REGION)
     assert TOKEN not in repr(captured_logs)
 
 
@@ -265,8 +254,8 @@ def test_verification_applies_only_commits_signed_by_an_allowed_key(
     up = Upstream(gitserver.root, f"sig{time.monotonic_ns()}", key)
     unsigned = up.commit({"specs/a.yaml": spec_text("a")}, "unsigned", signed=False)
     up.push()
-    args = source_args(gitserver.url(up.bare.name), git_token_file=token_file(tmp_path), git_verify=allowed)
-    src = GitSource(config_from_args(args), tmp_path / "state")
+    args = source_args(gitserver.url(up.bare.name), token_file=token_file(tmp_path), verify=allowed)
+    src = GitSource(config_from_options(args), tmp_path / "state")
     assert src.sync() is False and src.checkout_path() is None
     assert src.problem == ("SignatureRefused", f"commit {unsigned[:12]} on main: not signed: refused")
 
@@ -293,7 +282,7 @@ def test_an_invalid_spec_at_a_commit_keeps_that_apps_last_valid_spec(
     up = Upstream(gitserver.root, f"inv{time.monotonic_ns()}", None)
     first = up.commit({"specs/a.yaml": spec_text("a"), "specs/b.yaml": spec_text("b", ports={"blue": 18091, "green": 18092})}, "two apps")
     up.push()
-    src = GitSource(config_from_args(source_args(gitserver.url(up.bare.name), git_token_file=token_file(tmp_path))), tmp_path / "state")
+    src = GitSource(config_from_options(source_args(gitserver.url(up.bare.name), token_file=token_file(tmp_path))), tmp_path / "state")
     src.sync()
     sel = src.select(src.stable_path, state_dir=tmp_path / "state")
     assert sorted(a.name for a in sel.apps) == ["a", "b"] and not sel.problems
@@ -467,8 +456,8 @@ def test_every_commit_since_the_one_in_force_must_be_signed(
     up = Upstream(gitserver.root, f"range{time.monotonic_ns()}", key)
     c1 = up.commit({"specs/a.yaml": spec_text("a")}, "c1")
     up.push()
-    args = source_args(gitserver.url(up.bare.name), git_token_file=token_file(tmp_path), git_verify=allowed)
-    src = GitSource(config_from_args(args), tmp_path / "state")
+    args = source_args(gitserver.url(up.bare.name), token_file=token_file(tmp_path), verify=allowed)
+    src = GitSource(config_from_options(args), tmp_path / "state")
     assert src.sync() is True and c1 in str(src.checkout_path())
 
     # An unsigned change, then a signed commit on top of it: both refused, status naming the unsigned one.

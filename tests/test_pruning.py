@@ -186,7 +186,7 @@ def test_an_image_taken_into_use_after_the_observation_is_skipped_never_forced(t
 
 
 def test_plan_shows_what_would_be_removed_and_says_changes_are_pending(tmp_path: Path, capsys: Any) -> None:
-    from controller.cli import _plan
+    from controller.modes import plan as _plan
 
     app, w, rec = _deployed(tmp_path, keep=2)
     capsys.readouterr()

@@ -7,6 +7,7 @@ containers by the accessory label, volumes and networks by name.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 import uuid
@@ -272,21 +273,36 @@ def test_a_dependency_down_keeps_a_new_color_from_starting_and_the_live_one_serv
 
 
 def test_watch_heals_a_killed_accessory_on_its_docker_event(docker_client: Any, redis_image: str, acc: str, tmp_path: Path) -> None:
-    specs, state = tmp_path / "specs", tmp_path / "state"
+    specs, state, log = tmp_path / "specs", tmp_path / "state", tmp_path / "watch.log"
     specs.mkdir()
-    write_spec(specs / "redis.yaml", accessory_doc(acc, redis_image, free_port()))
+    # restartPolicy "no": Docker does not restart the killed container, only the controller can.
+    write_spec(specs / "redis.yaml", accessory_doc(acc, redis_image, free_port(), restartPolicy="no"))
     # A resync far longer than the test: only the Docker event can bring the pass that heals it.
-    proc = start_reconcile(specs, state, "--watch", "--resync", "600", stderr_path=tmp_path / "watch.log")
+    proc = start_reconcile(specs, state, "--watch", "--resync", "600", "--log-level", "debug", stderr_path=log)
     try:
         first = _wait_running(docker_client, acc, proc, started_after=None)
         redis(docker_client, acc, "SET", "k", "v")
         redis(docker_client, acc, "SAVE")  # on the volume before the SIGKILL
+        healed_before = len(_history(state, acc, "StartAccessory"))
         docker_client.containers.get(acc).kill()
         _wait_running(docker_client, acc, proc, started_after=first)
         assert redis(docker_client, acc, "GET", "k") == "v"
+        assert len(_history(state, acc, "StartAccessory")) == healed_before + 1  # the controller started it again
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(20)
+    assert proc.returncode == 0
+    events = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    # The pass that healed it was asked for by the Docker event, on the manager's one event stream.
+    passes = [e for e in events if e["event"] == "watch.pass" and e.get("accessory") == acc]
+    assert any("docker" in e["triggers"] for e in passes), passes
+    assert [e["event"] for e in events if e["event"].startswith("docker.events")] == ["docker.events_connected"]
+
+
+def _history(state: Path, name: str, action: str) -> list[dict[str, Any]]:
+    path = state / "history.jsonl"
+    rows = [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return [r for r in rows if r.get("app") == name and r.get("action") == action and r.get("outcome") == "ok"]
 
 
 def _wait_running(docker_client: Any, name: str, proc: Any, started_after: str | None, timeout: float = 20.0) -> str:

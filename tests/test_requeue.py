@@ -40,7 +40,7 @@ from controller.requeue import MIN_AFTER, SOON, TEMPORARY_MAX, Requeue, decide
 from controller.spec import BlueGreenApp
 from controller.state import StateStore
 from controller.testing import FakeWorld
-from controller.watch import AppWorker, Watcher
+from controller.watch import AppKind, Manager, Worker
 from tests.factories import app_doc, make_app, write_spec
 from tests.fakes import CheckedWorld, reconciler, world_for
 
@@ -285,26 +285,20 @@ def test_a_huge_failure_count_in_memory_backs_off_to_the_cap_instead_of_crashing
 # ------------------------------------------------------------------------------------ the watch worker obeys it
 
 
-def worker_for(tmp_path: Path, world: FakeWorld, doc: dict[str, object], base: float = 60.0) -> AppWorker:
+def worker_for(tmp_path: Path, world: FakeWorld, doc: dict[str, object], base: float = 60.0) -> Worker:
     specs = tmp_path / "specs"
     specs.mkdir(exist_ok=True)
     write_spec(specs / "dialogue.yaml", doc)
     metrics = Metrics()
     store = StateStore(tmp_path / "state")
-    watcher = Watcher(
-        specs,
-        world,
-        metrics,
-        lambda stop: Reconciler(world, store, metrics, backoff_base=base, should_stop=stop),
-        tmp_path / "state",
-    )
+    watcher = Manager(specs, [AppKind(Reconciler(world, store, metrics, backoff_base=base))], metrics, tmp_path / "state")
     assert watcher.reload("start") == ["dialogue"]  # workers made, threads not started: passes run here
     return watcher.workers["dialogue"]
 
 
-def run_pass(worker: AppWorker) -> float | None:
+def run_pass(worker: Worker) -> float | None:
     """One pass as the worker thread runs it; returns how far ahead (s) it scheduled the next one, None: not at all."""
-    worker._pass(worker.app, {"test"}, None)
+    worker._pass(worker.obj, {"test"}, None)
     due = worker.due
     return None if due is None else due - time.monotonic()
 
@@ -313,11 +307,11 @@ def test_watch_schedules_nothing_for_a_blocked_app_and_the_retry_instant_for_a_b
     world = world_for(make_app())
     worker = worker_for(tmp_path, world, app_doc())
     assert run_pass(worker) is None  # converged
-    worker.app = make_app(image="dialogue:2")
+    worker.obj = make_app(image="dialogue:2")
     assert run_pass(worker) is None  # LiveColorOutdated: the old policy retried it after 1 s, 2 s, 4 s, ...
     assert worker.last_requeue == Requeue(None, "LiveColorOutdated", 0)
 
-    worker.app = make_app(image="dialogue:bad", activeColor="green")
+    worker.obj = make_app(image="dialogue:bad", activeColor="green")
     ahead = run_pass(worker)  # the failed deploy: next pass at the memory's instant, 60 s, not jittered
     assert ahead is not None and 59.5 < ahead <= 60.0
 

@@ -28,10 +28,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from controller.errors import DockerUnavailable, LockBusy
 from controller.metrics import Metrics
 from controller.reconcile import Reconciler
-from controller.requeue import decide
+from controller.requeue import Requeue, decide
 from controller.state import Lock, StateStore
 from controller.testing import FakeWorld
-from controller.watch import PassLock, Watcher, jittered, reconnect_delay
+from controller.watch import AppKind, Manager, PassLock, jittered, reconnect_delay
 from tests.factories import app_doc
 from tests.support.controller_run import (
     Snapshot,
@@ -510,11 +510,11 @@ def test_watch_refuses_textfile_and_a_taken_metrics_port(setup: Setup) -> None:
 # ------------------------------------------------------------------------------------ in-process
 
 
-def _watcher(tmp_path: Path, path: Path) -> Watcher:
+def _watcher(tmp_path: Path, path: Path) -> Manager:
     world = FakeWorld()
     metrics = Metrics()
     store = StateStore(tmp_path / "state")
-    return Watcher(path, world, metrics, lambda stop: Reconciler(world, store, metrics, should_stop=stop), tmp_path / "state")
+    return Manager(path, [AppKind(Reconciler(world, store, metrics))], metrics, tmp_path / "state")
 
 
 def _write(path: Path, doc: dict[str, Any] | str) -> None:
@@ -530,24 +530,24 @@ def test_reload_keeps_the_last_valid_spec_and_reports_each_problem_once(
     _write(d / "b.yaml", app_doc("b", ports={"blue": 19001, "green": 19002}))
     w = _watcher(tmp_path, d)
     assert sorted(w.reload("start")) == ["a", "b"]
-    first = w.workers["a"].app
+    first = w.workers["a"].obj
 
     _write(d / "a.yaml", "metadata: {name: a}\nspec: [")
     assert w.reload("spec") == []
     assert w.reload("resync") == []  # re-read: same problem, no second event
-    assert w.workers["a"].app is first
+    assert w.workers["a"].obj is first
     assert w.errors_by_file == {d / "a.yaml": w.errors_by_file[d / "a.yaml"]}
     assert w.metrics.registry.get_sample_value("bluegreen_spec_errors") == 1
 
     # b tries to take a's ports: refused, b keeps its last valid spec.
     _write(d / "b.yaml", app_doc("b"))
     assert w.reload("spec") == []
-    assert w.workers["b"].app.spec.ports.blue == 19001
+    assert w.workers["b"].obj.spec.ports.blue == 19001
 
     _write(d / "a.yaml", app_doc("a", image="dialogue:2"))
     _write(d / "b.yaml", app_doc("b", ports={"blue": 19001, "green": 19002}))
     assert w.reload("spec") == ["a"]
-    assert w.workers["a"].app.spec.image == "dialogue:2"
+    assert w.workers["a"].obj.spec.image == "dialogue:2"
     assert w.errors_by_file == {}
 
     (d / "b.yaml").unlink()
@@ -596,3 +596,55 @@ def test_pass_lock_is_shared_by_workers_and_excludes_other_runs(tmp_path: Path) 
         assert time.monotonic() - started < 1
 
 
+
+
+def test_one_manager_routes_one_event_stream_by_label_and_wakes_only_the_dependents_of_an_accessory(tmp_path: Path) -> None:
+    from controller.accessory_reconcile import AccessoryRunner
+    from controller.accessory_watch import AccessoryKind
+    from controller.testing import FakeImage
+
+    d = tmp_path / "specs"
+    d.mkdir()
+    _write(d / "a.yaml", app_doc("a", dependsOn=["cache"]))
+    _write(d / "b.yaml", app_doc("b", ports={"blue": 19001, "green": 19002}))
+    _write(d / "cache.yaml", {"apiVersion": "bluegreen/v1", "kind": "Accessory", "metadata": {"name": "cache"}, "spec": {"image": "redis:7", "healthCheck": {"command": ["redis-cli", "ping"], "timeoutSeconds": 1}}})
+    world = FakeWorld(images={"redis:7": FakeImage(execs={("redis-cli", "ping"): (0, "PONG")})})  # one World, both kinds
+    metrics = Metrics()
+    store = StateStore(tmp_path / "state")
+    runner = AccessoryRunner(world, store, metrics.registry)
+    m = Manager(d, [AppKind(Reconciler(world, store, metrics, dependencies=runner.dependencies)), AccessoryKind(runner)], metrics, tmp_path / "state")
+    assert m.reload("start") == ["a", "b", "cache"]
+    assert {n: w.kind.name for n, w in m.workers.items()} == {"a": "app", "b": "app", "cache": "accessory"}
+    # One stream: every kind's actions, no label filter (Docker ANDs labels); routed by label here.
+    assert m.event_filters() == {"type": ["container"], "event": ["destroy", "die", "health_status", "kill", "oom", "start", "stop"]}
+
+    def event(action: str, **labels: str) -> dict[str, Any]:
+        return {"Type": "container", "Action": action, "Actor": {"Attributes": {"name": "x", **labels}}}
+
+    def pending() -> list[str]:
+        return sorted(n for n, w in m.workers.items() if w.pending)
+
+    m._on_event(event("start", **{"bluegreen.app": "a"}))  # not an app event
+    m._on_event(event("die", **{"bluegreen.app": "cache"}))  # an app label naming an accessory: not the app kind's
+    m._on_event(event("die", **{"bluegreen.accessory": "nope"}))  # no such accessory
+    assert pending() == []
+    m._on_event(event("health_status: unhealthy", **{"bluegreen.app": "b"}))
+    m._on_event(event("kill", **{"bluegreen.accessory": "cache"}))
+    assert pending() == ["b", "cache"]
+    for w in m.workers.values():
+        w._due = None  # as the worker thread does when it takes the pass
+
+    # The accessory's first pass creates it (ready): the app whose dependsOn names it gets a pass, the other not.
+    cache = m.workers["cache"]
+    cache._pass(cache.obj, {"test"}, None)
+    assert cache.last_result.result == "converged" and cache.last_requeue == Requeue(None, "converged")
+    assert pending() == ["a"] and m.workers["a"]._sources == {"accessory"}
+    m.workers["a"]._due = None
+    cache._pass(cache.obj, {"test"}, None)  # still ready: nobody else is woken
+    assert pending() == []
+
+    world.containers["cache"].broken = True  # unhealthy: not converged, tried again in RETRY; its dependents woken
+    cache._pass(cache.obj, {"test"}, None)
+    assert cache.last_requeue is not None and cache.last_requeue.after == 5.0 and not cache.last_requeue.backing_off
+    assert pending() == ["a", "cache"]
+    assert runner.dependencies(m.workers["a"].obj) != {}  # what a's next pass gates its new color on
