@@ -1,7 +1,7 @@
 """The JSON documents the controller keeps (state dir): typed, checked as a whole by pydantic.
 
 A document is a frozen dataclass of the module that owns it (`status.Status`, `facts.MemoryFile`,
-`failover.FailoverState`, `verify.Window`, `counters.CountersFile`): plain values for the code that uses it,
+`failover.FailoverState`, `verify.Window`, `counters.CountersFile`, `releases.Releases`): plain values for the code that uses it,
 described for pydantic by its annotations (JSON names as aliases, ranges) and `Stored`'s strict config (no
 coercion, no unknown key, no NaN or infinity). `Document(T)` reads and writes one; its TypeAdapter is built
 on first use, once per process, never per pass.
