@@ -392,12 +392,12 @@ class Reconciler:
             self.notify(event(EVENT_OF[began], app.name, taken.at, release=new, previous=ledger.live, figures=detail))
 
     def _released(self, app: BlueGreenApp, p: Plan, obs: Observed, outcomes: list[Any], log: Any) -> None:
-        """After a pass's actions: a confirmed switch to the other color began a release (and ended the one before).
+        """After a pass's actions: a confirmed switch to another revision began a release (and ended the one before).
         Called after the switch and its marker: the ledger and the notification never delay a switch."""
         want = app.spec.activeColor
         for o in outcomes:
             a = o.action
-            if not (o.ok and isinstance(a, SwitchRoute)) or a.color == p.serving:
+            if not (o.ok and isinstance(a, SwitchRoute)):
                 continue
             c = obs.containers[a.color]
             if a.color == want:
@@ -407,6 +407,10 @@ class Reconciler:
             else:
                 continue
             ledger = self.store.load_releases(app.name)
+            live = ledger.live
+            if a.color == p.serving and (live is None or live.revision == revision):
+                continue  # the route repaired, or the live color recreated on a ledger that has no release yet
+            # (A live color recreated with a new revision, the route on it all along, is a release too.)
             failover = p.failover.kind in ("switch", "pending") and p.failover.color == a.color
             began = classify(ledger, revision, desired=a.color == want and not failover, failover=failover)
             detail = None

@@ -28,7 +28,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from controller.facts import Failure, Memory
 from controller.failover import FailedOver, track
 from controller.observe import index_containers, observe
-from controller.planner import plan
+from controller.planner import Plan, plan
 from controller.routing import route_fact, route_probe_url
 from controller.spec import BlueGreenApp
 from controller.state import StateStore
@@ -115,6 +115,15 @@ class ControllerMachine(RuleBasedStateMachine):
             r.reconcile(self.app)
         finally:
             self._check_failover(r.store, remembered)
+
+    def _prunes_pending(self, p: Plan) -> bool:
+        """Images the next converged pass would remove (a pass that ended in an error pruned nothing): the world is
+        at its fixed point only when pruning is done too, as `--plan` says (changes pending)."""
+        if not p.converged:
+            return False
+        r = reconciler(self.world, self.state_dir)
+        _, obs, _ = r.plan_only(self.app)
+        return bool(r.prune_plan(self.app, obs))
 
     def _check_failover(self, store: StateStore, remembered: set[str]) -> None:
         """A failover of the pass: never to a revision remembered as failed, at most one while the spec stays."""
@@ -304,7 +313,7 @@ class ControllerMachine(RuleBasedStateMachine):
             p = self._plan(Memory())
             mem = reconciler(w, self.state_dir).store.load_memory(self.app.name)
             p = self._plan(mem)
-            if not p.actions:
+            if not p.actions and not self._prunes_pending(p):
                 break
         else:
             raise AssertionError(f"no fixed point after {MAX_PASSES} passes: {[a.describe() for a in p.actions]}")
