@@ -1,6 +1,6 @@
 """The accessory loop (issue 13): observe -> `accessory_planner.plan_accessory` -> apply, for every accessory of
 a directory pass, before its apps. Also the facts the apps' pass needs: which dependencies are not healthy
-(`not_ready`, the input of `dependencies.gate`) and which app networks exist or are declared.
+(`not_ready`, gathered for `rules/depends_on.py`) and which app networks exist or are declared.
 
 History lines carry `"kind": "Accessory"`; status goes to the state dir's apps/<name>/status.json (names are
 unique across both kinds, specdir checks it); metrics are `bluegreen_accessory_*` on the run's registry.
@@ -31,6 +31,7 @@ from controller.facts import (
     retired_name,
 )
 from controller.logs import get_logger
+from controller.requeue import result_of
 from controller.secrets import SecretSource, fingerprint
 from controller.spec import BlueGreenApp
 from controller.state import HistoryEntry, Ledger, StateStore
@@ -160,7 +161,7 @@ class AccessoryRunner:
         return out
 
     def dependencies(self, app: BlueGreenApp) -> dict[str, str]:
-        return self.not_ready(getattr(app.spec, "dependsOn", None) or [])
+        return self.not_ready(app.spec.dependsOn or [])
 
     def network_problems(self, apps: list[BlueGreenApp]) -> dict[str, str]:
         """Apps whose spec.network is neither an existing network nor one an accessory declares (it is created)."""
@@ -216,16 +217,7 @@ class AccessoryRunner:
                     done.append(step.describe())
         except ControllerError as e:
             error = e
-        if p is None:
-            res = "error"
-        elif error is not None:
-            res = "degraded" if isinstance(error, HealthCheckFailed) else "error"
-        elif p.converged:
-            res = "converged"
-        elif p.blockers:
-            res = "blocked" if p.blockers[0].reason in ("AccessoryOutdated", "AccessoryNotOurs", "AccessoryRetiredKept") else "degraded"
-        else:
-            res = "progressing"
+        res = result_of(error, converged=p.converged, blockers=p.blockers) if p is not None else "error"
         result = AccessoryResult(acc.name, res, p, healthy=bool(p and p.healthy), error=str(error) if error else None, actions_done=done)
         self._status(acc, result, rid)
         log.info("accessory.done", result=res, actions=len(done), error=result.error)

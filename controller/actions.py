@@ -131,3 +131,16 @@ class RemoveHook(Action):
     name: str = ""
     phase: str = ""
     revision: str = ""
+
+
+@dataclass(frozen=True)
+class ImageRemoval:
+    """An unused image of the app's repository a converged pass removes (`Plan.prune`; pruning.prune does it)."""
+
+    image_id: str
+    references: tuple[str, ...]
+    created: float
+    reason: str
+
+    def describe(self) -> str:
+        return f"RemoveImage({', '.join(self.references)} {self.image_id[:19]}): {self.reason}"

@@ -26,9 +26,16 @@ from controller.actions import (
     WaitPreview,
     WriteMarker,
 )
-from controller.errors import ControllerError, HealthCheckFailed, NginxError, RouteUnverified, TemporaryError
+from controller.errors import (
+    ControllerError,
+    HealthCheckFailed,
+    Interrupted,
+    NginxError,
+    RouteUnverified,
+)
 from controller.facts import LABEL_APP, LABEL_COLOR, LABEL_MANAGED, LABEL_REVISION, MANAGED_BY, HookRecord
 from controller.failover import WaitLiveOrFailover
+from controller.gaterun import HANDLERS as GATE_HANDLERS
 from controller.preview import PREVIEW_FLAG_CONTENT, preview_probe_url
 from controller.resources import Resources
 from controller.routing import (
@@ -41,10 +48,6 @@ from controller.routing import (
 )
 from controller.spec import BlueGreenApp, Color, preview_app
 from controller.world import ContainerRequest, RunState, World
-
-
-class Interrupted(TemporaryError):
-    """A stop was requested (SIGTERM) between two steps; the world is left consistent."""
 
 
 @dataclass
@@ -68,8 +71,10 @@ class ApplyResult:
         return next((o.action for o in self.outcomes if not o.ok), None)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Context:
+    """What the executor works with, built whole for each pass's actions (nothing is set on it afterwards)."""
+
     app: BlueGreenApp
     world: World
     log: Any  # structlog BoundLogger
@@ -389,8 +394,5 @@ _HANDLERS: dict[type[Action], Callable[[Context, Any], None]] = {
     SwitchPreview: _switch_preview,
 }
 
-
-# Deploy gates: hooks and checks (planned by controller/gateplan.py), executed by controller/gaterun.py.
-from controller.gaterun import HANDLERS as _GATE_HANDLERS  # noqa: E402  (it refers back to Context and Interrupted)
-
-_HANDLERS.update(_GATE_HANDLERS)
+# Deploy gates: hooks and checks (placed by controller/rules/gates.py), executed by controller/gaterun.py.
+_HANDLERS.update(GATE_HANDLERS)

@@ -16,7 +16,7 @@ a Docker event, the resync), except a failed deploy, retried at its remembered i
     │   ├── RouteUnverified
     │   ├── ServiceUnavailable      AWS (SSM, ECR) did not answer or throttled: its endpoint, not our input
     │   ├── SourceError             the git source: fetch, verification or checkout failed; the last good commit stays
-    │   └── apply.Interrupted       a stop between steps; no failure: resumed soon
+    │   └── Interrupted             a stop between steps (raised by the executor); no failure: resumed soon
     └── PermanentError          this input or revision will not work as is: wait for a change (exit 1)
         ├── InvalidInput            fix the input (exit 2)
         │   └── SpecError
@@ -57,6 +57,10 @@ class ControllerError(Exception):
 
 class TemporaryError(ControllerError):
     """The world may fix itself (a daemon restarting, a lock held by another run): retry with backoff."""
+
+
+class Interrupted(TemporaryError):
+    """A stop was requested (SIGTERM) between two steps; the world is left consistent."""
 
 
 class ServiceUnavailable(TemporaryError):

@@ -69,6 +69,10 @@ class ContainerFact:
         """Created by the controller (for some app; the caller checks which): its labels say so."""
         return self.labels.get(LABEL_MANAGED) == MANAGED_BY
 
+    def ours(self, app: str) -> bool:
+        """Created by the controller for `app`. Anything else under its names is never touched nor routed to."""
+        return self.managed and self.labels.get(LABEL_APP) == app
+
     def steady(self, now: float, window: float) -> bool:
         """Has run without a restart for at least `window` seconds, as far as inspection shows.
 
@@ -173,7 +177,10 @@ class Observed:
     preview_flag: str | None = None
     preview_route: RouteFact | None = None
     hooks: tuple[ContainerFact, ...] = ()  # this app's hook containers (label bluegreen.hook), e.g. left by a kill -9
-    capacity: CapacityFact | None = None  # observed only when a new color is to start (controller/hostfacts.py)
+    capacity: CapacityFact | None = None  # observed only when a new color may start (controller/gather.py)
+    # The color live now: what Nginx answered through, else what the files on disk route to (routing.serving_color).
+    # Derived once, here, by observation; every rule reads it from here.
+    serving: Color | None = None
 
     @property
     def marker_color(self) -> Color | None:

@@ -1,7 +1,8 @@
-"""Failover to the warm previous color (`spec.failover: previous`): plain data and pure rules, no I/O.
+"""Failover to the warm previous color (`spec.failover: previous`): what it remembers, and the rule in words. No I/O.
 
-The planner asks `decide` what the rule says for one observation; the reconciler keeps `FailoverState` in
-the state dir (`apps/<app>/failover.json`) through `track`, so that "failing since" survives cron passes.
+The rule itself is `controller/rules/failover.py` (what it says for one observation, and how it steers the
+plan); here is what it remembers: `gather` tracks `FailoverState` for each observation (`track`) and the
+reconciler keeps it in the state dir (`apps/<app>/failover.json`), so that "failing since" survives cron passes.
 
 The rule: the live color is the spec's `activeColor` and it fails (not running, or failing its health check)
 since `failing_since`; once that is `failoverAfterSeconds` old, traffic moves to the other color when
@@ -20,10 +21,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field
 
-from controller.actions import Action, Blocker, StartContainer, WaitHealthy
+from controller.actions import WaitHealthy
 from controller.document import Document, Epoch, Stored
-from controller.facts import LABEL_APP, ContainerFact, Memory, Observed
-from controller.routing import serving_color
+from controller.facts import ContainerFact, Memory, Observed
 from controller.spec import BlueGreenApp, Color, other
 
 Kind = Literal["off", "ok", "pending", "switch", "held", "unavailable"]
@@ -79,12 +79,9 @@ class WaitLiveOrFailover(WaitHealthy):
     to: Color | None = None
 
 
-def _ours(app: BlueGreenApp, c: ContainerFact | None) -> bool:
-    return c is not None and c.managed and c.labels.get(LABEL_APP) == app.name
-
-
-def _passing(app: BlueGreenApp, c: ContainerFact | None) -> bool:
-    return _ours(app, c) and c is not None and c.running and c.healthy is True
+def passing(app: BlueGreenApp, c: ContainerFact | None) -> bool:
+    """Ours, running and passing its health check in this observation."""
+    return c is not None and c.ours(app.name) and c.running and c.healthy is True
 
 
 def track(app: BlueGreenApp, obs: Observed, state: FailoverState, now: float, mem: Memory | None = None) -> FailoverState:
@@ -92,15 +89,15 @@ def track(app: BlueGreenApp, obs: Observed, state: FailoverState, now: float, me
     knows the standby's release), and with spec.failover when the live color began failing and which served
     revision `mem` holds as failed; the end of a failover whose spec has changed. Pure: the caller saves it when
     it differs (for an app without failover, only at a cutover)."""
-    serving = serving_color(app, obs.route, obs.include, obs.flag)
+    serving = obs.serving
     active = state.active if state.active is not None and state.active.generation == app.generation() else None
     served = dict(state.served)
     failing_color, failing_since = None, None
     if serving is not None:
         live = obs.containers[serving]
-        if _passing(app, live) and live is not None and live.revision:
+        if passing(app, live) and live is not None and live.revision:
             served[serving] = live.revision
-        elif app.spec.failover != "none" and (_ours(app, live) or live is None):
+        elif app.spec.failover != "none" and (live is None or live.ours(app.name)):
             # Not running, restarting, or failing its probe: failing since the first pass that saw it so.
             failing_color = serving
             failing_since = state.failing_since if state.failing_color == serving and state.failing_since is not None else now
@@ -110,72 +107,6 @@ def track(app: BlueGreenApp, obs: Observed, state: FailoverState, now: float, me
         if f is not None:
             failed[rev] = f"{f.reason}: {f.message}"
     return FailoverState(failing_color=failing_color, failing_since=failing_since, served=served, active=active, failed=failed)
-
-
-def decide(app: BlueGreenApp, obs: Observed, mem: Memory, state: FailoverState, now: float) -> Decision:
-    """What the failover rule says for this observation (`state` already `track`ed for it)."""
-    spec = app.spec
-    if spec.failover == "none":
-        return OFF
-    want = spec.activeColor
-    serving = serving_color(app, obs.route, obs.include, obs.flag)
-    if state.active is not None:
-        a = state.active
-        return Decision(
-            "held",
-            a.to_color,
-            message=f"failed over from {a.from_color} to {a.to_color} ({a.reason}); traffic stays on {a.to_color} "
-            f"until the spec changes: fix {want} and change the spec, or set activeColor: {a.to_color}",
-        )
-    if serving != want or state.failing_color != want or state.failing_since is None:
-        return Decision("ok")
-    deadline = state.failing_since + spec.failoverAfterSeconds
-    live = app.container_name(want)
-    cand_color = other(want)
-    cand = obs.containers[cand_color]
-    name = app.container_name(cand_color)
-    why_not = _unavailable(app, cand, cand_color, mem, state)
-    if why_not:
-        return Decision("unavailable", deadline=deadline, message=f"{live} fails its health check; no failover: {why_not}")
-    assert cand is not None and cand.revision is not None
-    if now < deadline:
-        return Decision(
-            "pending",
-            cand_color,
-            deadline=deadline,
-            message=f"{live} fails its health check for {now - state.failing_since:.1f}s; failover to {name} "
-            f"(revision {cand.revision}) after {spec.failoverAfterSeconds:g}s unless it recovers",
-            steady=cand.steady(now, spec.healthCheck.stableSeconds),
-        )
-    return Decision(
-        "switch",
-        cand_color,
-        deadline=deadline,
-        message=f"{live} failed its health check for {now - state.failing_since:.1f}s "
-        f"(failoverAfterSeconds {spec.failoverAfterSeconds:g}); {name} passes and runs revision {cand.revision}, which served before",
-        steady=cand.steady(now, spec.healthCheck.stableSeconds),
-    )
-
-
-def _unavailable(app: BlueGreenApp, cand: ContainerFact | None, color: Color, mem: Memory, state: FailoverState) -> str:
-    """Why `cand` may not take traffic by failover ("" when it may)."""
-    name = app.container_name(color)
-    if cand is None:
-        return f"{name} is missing"
-    if not _ours(app, cand):
-        return f"{name} was not created by the controller"
-    if not cand.running:
-        return f"{name} is {cand.state}"
-    if cand.healthy is not True:
-        return f"{name} fails its health check ({cand.health_detail})"
-    if not cand.revision or state.served.get(color) != cand.revision:
-        return f"{name} runs revision {cand.revision or '-'}, which is not the revision that served on {color} before"
-    failure = mem.failures.get(cand.revision)
-    if failure is not None:
-        return f"revision {cand.revision} on {name} is remembered as failed ({failure.reason}: {failure.message})"
-    if cand.revision in state.failed:
-        return f"revision {cand.revision} on {name} is remembered as failed ({state.failed[cand.revision]})"
-    return ""
 
 
 def activate(app: BlueGreenApp, state: FailoverState, d: Decision, revision: str, now: float) -> FailoverState:
@@ -189,66 +120,3 @@ def activate(app: BlueGreenApp, state: FailoverState, d: Decision, revision: str
     )
     rec = FailedOver(app.generation(), failed, d.color, revision, now, reason)
     return replace(state, active=rec, failing_color=None, failing_since=None)
-
-
-def steer(
-    app: BlueGreenApp,
-    obs: Observed,
-    d: Decision,
-    target: Color | None,
-    serving: Color | None,
-    now: float,
-    actions: list[Action],
-    blockers: list[Blocker],
-    diffs: list[str],
-) -> Color | None:
-    """Apply decision `d` to the plan under construction (the planner's one call); returns the target color."""
-    want = app.spec.activeColor
-    if d.kind == "pending":
-        assert d.deadline is not None and d.color is not None
-        live = obs.containers[want]
-        # The failover instant governs the wait on the live color (restart-only waits and LiveUnhealthy become it);
-        # the switch is planned after it and happens only if the live color still fails then.
-        actions[:] = [
-            a
-            for a in actions
-            if not (a.color == want and (isinstance(a, WaitHealthy) or (isinstance(a, StartContainer) and live is not None and live.restarting)))
-        ]
-        blockers[:] = [b for b in blockers if b.reason != "LiveUnhealthy"]
-        actions.append(WaitLiveOrFailover(want, d.message, d.deadline, to=d.color))
-        _prove_window(app, d, actions)
-        diffs.append(f"failover: {d.message}")
-        return d.color
-    if d.kind == "unavailable":
-        diffs.append(f"failover: {d.message}")
-        return target
-    if d.kind not in ("switch", "held"):
-        return target
-    assert d.color is not None
-    blockers[:] = [b for b in blockers if b.reason not in ("LiveUnhealthy", "BackingOff")]
-    blockers.append(Blocker(FAILED_OVER, d.message))
-    diffs.append(f"failover: {d.message}")
-    if d.kind == "switch":
-        _prove_window(app, d, actions)
-        return d.color
-    # held: staying where traffic is is no switch; back onto the held color (after a hand edit moved Nginx)
-    # only if it passes now, and after a full stability window if Docker restarted it meanwhile.
-    if serving == d.color:
-        return d.color
-    held = obs.containers[d.color]
-    if held is None or not _passing(app, held):
-        return serving
-    _prove_window(app, replace(d, steady=held.steady(now, app.spec.healthCheck.stableSeconds)), actions)
-    return d.color
-
-
-def _prove_window(app: BlueGreenApp, d: Decision, actions: list[Action]) -> None:
-    """A color that does not serve keeps the stability rule: one Docker restarted proves a full window first."""
-    if not d.steady and d.color is not None:
-        actions.append(
-            WaitHealthy(
-                d.color,
-                f"{app.container_name(d.color)} passes but has not run {app.spec.healthCheck.stableSeconds:g}s "
-                "without a restart: it must keep passing for a full window before the failover",
-            )
-        )

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from controller.actions import Action, RemoveHook, RunCheck, RunHook
-from controller.errors import CheckFailed, ControllerError, HookFailed, one_line
+from controller.errors import CheckFailed, ControllerError, HookFailed, Interrupted, one_line
 from controller.facts import LABEL_COLOR, HookRecord
 from controller.gateplan import AFTER, hook_container_name, hook_labels
 from controller.logs import redact_text
@@ -37,19 +37,11 @@ def shown_output(lines: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(ln[:LINE_CAP] for ln in kept[-HOOK_OUTPUT_LINES:])
 
 
-def _interrupted(message: str) -> ControllerError:
-    from controller.apply import Interrupted  # apply imports this module at its end
-
-    return Interrupted(message)
-
-
 def run_hook(ctx: Context, a: Action) -> None:
     assert isinstance(a, RunHook)
     if a.phase != AFTER:
         _hook(ctx, a)
         return
-    from controller.apply import Interrupted
-
     try:
         _hook(ctx, a)
     except Interrupted:
@@ -111,7 +103,7 @@ def _hook(ctx: Context, a: RunHook) -> None:
             break
         code = w.wait_hook(name, min(WAIT_SLICE, left))
         if code is None and ctx.should_stop():
-            raise _interrupted(f"stop requested while hooks.{a.phase} runs in {name}; the next pass collects it")
+            raise Interrupted(f"stop requested while hooks.{a.phase} runs in {name}; the next pass collects it")
     output = shown_output(_logs(ctx, name))
     for line in output:
         ctx.log.info("hook.output", phase=a.phase, container=name, line=line)

@@ -11,12 +11,12 @@ from typing import Any
 
 from controller import accessory_cli
 from controller.accessory import Accessory
+from controller.actions import ImageRemoval
 from controller.counters import carry_over
 from controller.errors import EXIT_FAIL, EXIT_INVALID, EXIT_OK, ControllerError, LockBusy
 from controller.metrics import Metrics
 from controller.options import Settings, err
 from controller.planner import Plan
-from controller.pruning import ImageRemoval
 from controller.reconcile import AppResult, Reconciler
 from controller.runtime import Runtime
 from controller.spec import BlueGreenApp
@@ -138,25 +138,20 @@ def plan(rec: Reconciler, apps: list[BlueGreenApp], as_json: bool, runner: Any =
         return acc_code
     try:
         containers = _containers(rec)
-        found = [(a, rec.plan_only(a, containers)) for a in apps]
+        # With the images: what the next converged pass would prune (`Plan.prune`), from the same decide.
+        plans = [rec.plan_only(a, containers, images=True)[0] for a in apps]
     except ControllerError as e:
         err(str(e))
         return EXIT_INVALID
-    plans = [(a, r[0]) for a, r in found]
-    stale = {p.app: p.secrets_stale for _, p in plans if p.secrets_stale}  # secrets rotated since the live color started
-    try:  # images the next converged pass would remove (controller/pruning.py)
-        prunes = {a.name: rec.prune_plan(a, r[1]) for a, r in found if r[0].converged}
-    except ControllerError as e:
-        err(str(e))
-        return EXIT_INVALID
+    stale = {p.app: p.secrets_stale for p in plans if p.secrets_stale}  # secrets rotated since the live color started
     if as_json:
-        print(json.dumps([*acc_rows, *({**_plan_json(p), "secretsStale": stale.get(p.app), "prune": _prune_json(prunes.get(p.app, ()))} for _, p in plans)], indent=2))
+        print(json.dumps([*acc_rows, *({**_plan_json(p), "secretsStale": stale.get(p.app), "prune": _prune_json(p.prune)} for p in plans)], indent=2))
     else:
         for row in acc_rows:
             print(row)
-        for _, p in plans:
-            print(render_plan(p, stale.get(p.app)) + _render_prune(prunes.get(p.app, ())))
-    return max(acc_code, EXIT_OK if all(p.converged for _, p in plans) and not stale and not any(prunes.values()) else EXIT_FAIL)
+        for p in plans:
+            print(render_plan(p, stale.get(p.app)) + _render_prune(p.prune))
+    return max(acc_code, EXIT_OK if all(p.converged for p in plans) and not stale and not any(p.prune for p in plans) else EXIT_FAIL)
 
 
 def _prune_json(removals: tuple[ImageRemoval, ...]) -> list[dict[str, Any]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from controller.facts import LABEL_APP, LABEL_HOOK, ContainerFact, Observed, RouteFact
+from controller.facts import LABEL_HOOK, ContainerFact, Observed, RouteFact
 from controller.preview import preview_probe_url
 from controller.routing import configured_color, route_fact, route_probe_url, serving_color
 from controller.spec import COLORS, BlueGreenApp, Color
@@ -22,7 +22,7 @@ def observe(app: BlueGreenApp, world: World, containers: dict[str, ContainerFact
     include = world.read_file(app.upstream_file)
     flag = world.read_file(app.flag_file) if app.spec.nginx.switch == "flag" else None
     route = _route(app, world, configured_color(app, include, flag))
-    serving = serving_color(app, route, include, flag)  # the planner's rule, to know what to inspect
+    serving = serving_color(app, route, include, flag)  # computed once: Observed.serving
     facts: dict[Color, ContainerFact | None] = {}
     hc = app.spec.healthCheck
     for color in COLORS:
@@ -60,6 +60,7 @@ def observe(app: BlueGreenApp, world: World, containers: dict[str, ContainerFact
         preview_flag=preview_flag,
         preview_route=preview_route,
         hooks=_hook_containers(app, containers),
+        serving=serving,
     )
 
 
@@ -77,7 +78,7 @@ def _hook_containers(app: BlueGreenApp, containers: dict[str, ContainerFact]) ->
     """This app's hook containers (controller/gaterun.py), from the same listing: no extra Docker call."""
     return tuple(
         c for c in containers.values()
-        if c.managed and c.labels.get(LABEL_APP) == app.name and LABEL_HOOK in c.labels
+        if c.ours(app.name) and LABEL_HOOK in c.labels
     )  # fmt: skip
 
 

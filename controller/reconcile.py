@@ -1,14 +1,15 @@
-"""The reconciler: observe → plan → apply for one app, repeated until the world plans nothing.
+"""The reconciler: gather → decide → apply for one app, repeated until the world plans nothing.
 
 Level-triggered: each pass starts from a fresh observation, so a crash, a kill -9 or a hand edit
-between two passes is simply part of what the next pass observes.
+between two passes is simply part of what the next pass observes. Every pass reads its inputs once
+(`gather.gather`: the observation, the memory, the failover state) and plans once (`decide.decide`).
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
@@ -17,6 +18,7 @@ from controller.actions import (
     Action,
     CreateContainer,
     CreatePreview,
+    ImageRemoval,
     RemoveContainer,
     RunCheck,
     RunHook,
@@ -26,19 +28,18 @@ from controller.actions import (
     WaitHealthy,
     WriteMarker,
 )
-from controller.apply import Context, Interrupted, apply
+from controller.apply import Context, apply
 from controller.backoff import BackoffPolicy
-from controller.dependencies import gate
-from controller.errors import CheckFailed, ControllerError, HealthCheckFailed, HookFailed
-from controller.facts import LABEL_APP, ContainerFact, Memory, Observed, hook_key
-from controller.failover import FAILED_OVER, FailoverState, activate, track
+from controller.decide import PassInputs, decide
+from controller.errors import CheckFailed, ControllerError, HookFailed, Interrupted
+from controller.facts import ContainerFact, HookRecord, Memory, Observed, hook_key
+from controller.failover import FAILED_OVER, FailoverState, activate
 from controller.gateplan import gates_fingerprint
-from controller.hostfacts import with_capacity
+from controller.gather import Dependencies, gather, no_dependencies, with_images
 from controller.logs import get_logger
 from controller.metrics import Metrics
-from controller.observe import index_containers, observe
-from controller.planner import Plan, plan
-from controller.pruning import ImageRemoval, observe_images, plan_pruning, prune, repository_image_ids
+from controller.planner import Plan
+from controller.pruning import prune
 from controller.releases import (
     EVENT_OF,
     Began,
@@ -49,9 +50,9 @@ from controller.releases import (
     classify,
     event,
     local_actor,
-    note_seen,
 )
-from controller.requeue import NOT_RUN, Requeue, decide
+from controller.requeue import NOT_RUN, Requeue, result_of
+from controller.requeue import decide as requeue_after
 from controller.secrets import NoSecrets, Resolved, Resolver
 from controller.spec import BlueGreenApp, other, preview_app
 from controller.state import HistoryEntry, Ledger, StateStore
@@ -110,6 +111,37 @@ def drift_kind(action: Action, obs: Observed) -> str:
     return "container"
 
 
+@dataclass(frozen=True)
+class _Run:
+    """The passes of one converge, as they ended: the last inputs and plan, and what was done."""
+
+    inputs: PassInputs
+    plan: Plan
+    memory: Memory  # the last gathered, with what the passes remembered since
+    hooks: _Hooks
+    resolved: Resolved
+    last_deploy: LastDeploy | None
+    error: ControllerError | None
+    done: list[str]
+
+
+class _Hooks:
+    """The hook runs the executor reads and records (controller/gaterun.py): memory's at the start of the pass,
+    plus those recorded since, so that the pass never reads memory.json again."""
+
+    def __init__(self, store: StateStore, app: str, known: Mapping[str, HookRecord]) -> None:
+        self.store = store
+        self.app = app
+        self.known = dict(known)
+
+    def remember(self, rec: HookRecord) -> None:
+        self.store.record_hook(self.app, rec)
+        self.known[rec.key] = rec
+
+    def get(self, phase: str, revision: str) -> HookRecord | None:
+        return self.known.get(hook_key(phase, revision))
+
+
 class Reconciler:
     def __init__(
         self,
@@ -122,8 +154,8 @@ class Reconciler:
         should_stop: Callable[[], bool] = lambda: False,
         resolver: Resolver | None = None,
         source: SourceView | None = None,
+        dependencies: Dependencies | None = None,
         notify: Callable[[dict[str, Any]], None] | None = None,
-        dependencies: Callable[[BlueGreenApp], dict[str, str]] | None = None,
     ) -> None:
         self.world = world
         self.store = store
@@ -133,24 +165,36 @@ class Reconciler:
         self.resolver: Resolver = resolver or NoSecrets()
         self.streaks: dict[str, int] = {}  # app -> consecutive passes backed off for (requeue.decide)
         self.source = source
+        self.ledger = Ledger(store, lambda app: source.history_fields(app).get("commit") if source is not None else None)
+        self.verifier = Verifier(world, store, self.metrics, self.ledger)
+        self.dependencies = dependencies or no_dependencies  # dependsOn (issue 13): the accessory runner's, gathered every pass
         # Release events (controller/releases.py event): queued, never waited on (drivers/notify.py posts them).
         self.notify: Callable[[dict[str, Any]], None] = notify or (lambda body: None)
         self.actor = local_actor()
-        self.ledger = Ledger(store, lambda app: source.history_fields(app).get("commit") if source is not None else None)
-        self.verifier = Verifier(world, store, self.metrics, self.ledger)
-        # dependsOn (issue 13): app -> its accessories not healthy now, with why (AccessoryRunner.dependencies)
-        self.dependencies: Callable[[BlueGreenApp], dict[str, str]] = dependencies or (lambda app: {})
 
     # Read-only ---------------------------------------------------------------------------
-    def plan_only(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None) -> tuple[Plan, Observed, Resolved]:
+    def inputs(
+        self, app: BlueGreenApp, resolved: Resolved, containers: dict[str, ContainerFact] | None = None, *, images: bool = False
+    ) -> PassInputs:
+        """What a pass of `app` decides on, gathered by this reconciler's world, state dir and accessory runner."""
+        return gather(
+            app,
+            self.world,
+            self.store,
+            revision_extra=resolved.revision_extra,
+            dependencies=self.dependencies,
+            containers=containers,
+            images=images,
+            policy=self.policy,
+        )
+
+    def plan_only(
+        self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None, *, images: bool = False
+    ) -> tuple[Plan, Observed, Resolved]:
+        """`--plan` (`images`: with what pruning would remove), `--status`, release's checks: nothing is written."""
         resolved = self.resolver(app)
-        obs = observe(app, self.world, containers if containers is not None else index_containers(self.world))
-        mem = self.store.load_memory(app.name)
-        fo = self._failover_state(app, obs, mem, save=False)
-        p = plan(app, obs, mem, self.world.now(), resolved.revision_extra, failover=fo, policy=self.policy)
-        p, obs = with_capacity(app, self.world, obs, p, lambda o: plan(app, o, mem, self.world.now(), resolved.revision_extra, failover=fo, policy=self.policy))
-        p = gate(p, self.dependencies(app))
-        return p, obs, resolved
+        inputs = self.inputs(app, resolved, containers, images=images)
+        return decide(inputs), inputs.observed, resolved
 
     def status_only(self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None = None) -> Status:
         p, obs, resolved = self.plan_only(app, containers)
@@ -206,57 +250,62 @@ class Reconciler:
         return result
 
     def _converge(
-        self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None, rid: str, log: Any, stop: Callable[[], bool], verify: bool = True
+        self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None, rid: str, log: Any, stop: Callable[[], bool]
     ) -> AppResult:
+        verify = app.spec.verify is not None
+        if verify and not window_closed(self.store.load_window(app.name)):
+            # A window a killed or stopped run left open is judged first, for the time left: the passes below would
+            # otherwise wait on the health of a new color that is failing (the very thing the window judges).
+            left = self.inputs(app, self.resolver(app), containers)
+            self.verifier.run(app, decide(left), left.observed, log, rid, stop)
+            containers = None  # observed again below
+        done: list[str] = []
+        while True:
+            run = self._passes(app, containers, rid, log, stop)
+            done += run.done
+            if not verify or run.error is not None:
+                break
+            # Post-switch verification: an open window (this run's cutover, or one a killed run left) is judged to
+            # its verdict here, then the world is converged once more (switched back, or the standby stopped).
+            closed = self.verifier.run(app, run.plan, run.inputs.observed, log, rid, stop)
+            if closed is None or closed.state not in ("passed", "failed"):
+                break
+            verify, containers = False, None
+        return self._finish(app, run, done, rid, log, stop)
+
+    def _passes(
+        self, app: BlueGreenApp, containers: dict[str, ContainerFact] | None, rid: str, log: Any, stop: Callable[[], bool]
+    ) -> _Run:
+        """Gather, decide, apply, until a pass plans nothing, fails, or MAX_PASSES are used up."""
         resolved = self.resolver(app)
         last_deploy = self.store.load_last_deploy(app.name)
         error: ControllerError | None = None
         done: list[str] = []
-        prepared = False  # image present and secret values loaded
+        env: dict[str, str] | None = None  # spec env + secret values; loaded (and the image present) before a create
 
         def record(action: Action, ok: bool, message: str) -> None:
             image = preview_app(app).spec.image if isinstance(action, PREVIEW_ACTIONS) else app.spec.image
             outcome = "ok" if ok else "failed"
             self.ledger.record(HistoryEntry(iso(self.world.now()), app.name, rid, action.verb, action.color, image, outcome, message))
 
-        ctx = Context(
-            app=app,
-            world=self.world,
-            log=log,
-            record=record,
-            should_stop=stop,
-        )
-        # Deploy gates: a hook's run is remembered in the state dir (controller/gaterun.py).
-        ctx.remember_hook = lambda rec: self.store.record_hook(app.name, rec)
-        ctx.hook_record = lambda phase, rev: self.store.load_memory(app.name).hooks.get(hook_key(phase, rev))
-        if verify and app.spec.verify is not None and not window_closed(self.store.load_window(app.name)):
-            # A window a killed or stopped run left open is judged first, for the time left: the passes below would
-            # otherwise wait on the health of a new color that is failing (the very thing the window judges).
-            obs = observe(app, self.world, containers if containers is not None else index_containers(self.world))
-            mem = self.store.load_memory(app.name)
-            self.verifier.run(app, plan(app, obs, mem, self.world.now(), resolved.revision_extra, policy=self.policy), obs, log, rid, stop)
-            containers = None  # observed again below
         for pass_no in range(MAX_PASSES):
-            looked = self.world.now()  # failover: a failure seen by this observation is seen from its start
-            index = containers if (pass_no == 0 and containers is not None) else index_containers(self.world)
-            obs = observe(app, self.world, index)
-            mem = self.store.load_memory(app.name)
-            fo = self._failover_state(app, obs, mem, save=True, at=looked)
-            p = plan(app, obs, mem, self.world.now(), resolved.revision_extra, failover=fo, policy=self.policy)
-            p, obs = with_capacity(app, self.world, obs, p, lambda o: plan(app, o, mem, self.world.now(), resolved.revision_extra, failover=fo, policy=self.policy))  # noqa: B023
-            p = gate(p, self.dependencies(app))  # dependsOn (issue 13): a new color waits for its accessories
+            inputs = self.inputs(app, resolved, containers if pass_no == 0 else None)
+            if inputs.failover_changed:
+                self.store.save_failover(app.name, inputs.failover)  # failing-since survives passes and cron runs
+            mem, obs = inputs.memory, inputs.observed
+            hooks = _Hooks(self.store, app.name, mem.hooks)
+            p = decide(inputs)
             if pass_no == 0:
                 log.info("reconcile.plan", actions=[a.describe() for a in p.actions], blockers=[b.reason for b in p.blockers], serving=p.serving)
             if not p.actions and error is None:
                 self._observed_release(app, obs)
             if not p.actions or error is not None:
                 break
-            if any(isinstance(a, (CreateContainer, RunHook)) for a in p.actions) and not prepared:
+            if any(isinstance(a, (CreateContainer, RunHook)) for a in p.actions) and env is None:
                 # Before any action, so that a failed pull or secret read changes nothing.
                 try:
                     self.world.ensure_image(app.spec.image)
-                    ctx.env = self.resolver.load_values(app, resolved)
-                    prepared = True
+                    env = self.resolver.load_values(app, resolved)
                 except ControllerError as e:
                     error = e
                     continue
@@ -264,23 +313,32 @@ class Reconciler:
                 # The preview's image, pulled like a deploy's; one that cannot be had fails the preview only.
                 try:
                     self.world.ensure_image(app.spec.preview.image)
-                    if not prepared:
-                        ctx.env = self.resolver.load_values(app, resolved)
-                        prepared = True
+                    if env is None:
+                        env = self.resolver.load_values(app, resolved)
                 except ControllerError as e:
-                    self._preview_failed(app, p, e, log)
+                    self._preview_failed(app, p, mem, e, log)
                     continue
-            ctx.revision_extra = p.revision_extra
-            self._write_status(app, obs, p, resolved, last_deploy=last_deploy, rid=rid, progressing=True)
+            ctx = Context(
+                app=app,
+                world=self.world,
+                log=log,
+                record=record,
+                should_stop=stop,
+                env=env if env is not None else {},
+                revision_extra=p.revision_extra,
+                remember_hook=hooks.remember,  # deploy gates: a hook's run is remembered in the state dir
+                hook_record=hooks.get,
+            )
+            self._write_status(app, obs, p, resolved, hooks.known, last_deploy=last_deploy, rid=rid, progressing=True)
             if mem.converged_generation == p.generation:
                 for a in p.actions:
                     self.metrics.drift_repairs.labels(app=app.name, kind=drift_kind(a, obs)).inc()
-            self.verifier.note_switch(app, p, obs)
+            self.verifier.note_switch(app, p, obs, mem)
             outcome = apply(ctx, p.actions)
             self.verifier.switched(app, outcome)
             done += [o.action.describe() for o in outcome.outcomes if o.ok]
             error = outcome.error
-            self._failed_over(app, p, fo, outcome.outcomes, rid, log)
+            self._failed_over(app, p, inputs.failover, outcome.outcomes, rid, log)
             self._released(app, p, obs, outcome.outcomes, log)
             preview_error = None
             if isinstance(outcome.failed, PREVIEW_ACTIONS) and error is not None and not isinstance(error, Interrupted):
@@ -288,51 +346,36 @@ class Reconciler:
                 preview_error, error = error, None
             mem, last_deploy = self._remember(app, p, obs, failed=outcome.failed, error=error, mem=mem, last_deploy=last_deploy, rid=rid)
             if preview_error is not None:
-                self._preview_failed(app, p, preview_error, log)
+                self._preview_failed(app, p, mem, preview_error, log)
             if error is not None:
                 # Re-observe once so status shows the world as the failure left it, then stop.
                 continue
+        # `inputs` and `p` are from the last observation: the world as we leave it.
+        return _Run(inputs, p, mem, hooks, resolved, last_deploy, error, done)
 
-        if verify and error is None and app.spec.verify is not None:
-            # Post-switch verification: an open window (this run's cutover, or one a killed run left) is judged to
-            # its verdict here, then the world is converged again (switched back, or the standby stopped).
-            closed = self.verifier.run(app, p, obs, log, rid, stop)
-            if closed is not None and closed.state in ("passed", "failed"):
-                after = self._converge(app, None, rid, log, stop, verify=False)
-                after.actions_done[:0] = done
-                return after
-        # `obs` and `p` are from the last observation: the world as we leave it.
-        reason = type(error).__name__ if error else None
-        if error is not None:
-            # Interrupted: stopped by SIGTERM between steps; the deploy resumes on the next run.
-            res = "degraded" if isinstance(error, HealthCheckFailed) else "progressing" if isinstance(error, Interrupted) else "error"
-        elif p.converged:
-            res = "converged"
+    def _finish(self, app: BlueGreenApp, run: _Run, done: list[str], rid: str, log: Any, stop: Callable[[], bool]) -> AppResult:
+        """The reconcile's end: its result, converged generation, pruning, status, metrics and requeue."""
+        p, obs, mem, error = run.plan, run.inputs.observed, run.memory, run.error
+        # Interrupted: stopped by SIGTERM between steps; the deploy resumes on the next run.
+        res = result_of(error, converged=p.converged, blockers=p.blockers)
+        if res == "converged":
             if mem.converged_generation != p.generation:
                 mem = replace(mem, converged_generation=p.generation)
                 self.store.save_memory(app.name, mem, None)
-            self._prune(app, obs, rid, log, stop)
-        elif p.blockers:
-            res = "blocked" if p.blockers[0].reason in ("LiveColorOutdated",) else "degraded"
-        else:
-            res = "progressing"
-        status = self._write_status(app, obs, p, resolved, last_deploy=last_deploy, rid=rid, error=str(error) if error else None, reason=reason)
+            self._prune(app, run.inputs, rid, log, stop)
+        message = str(error) if error else None
+        status = self._write_status(
+            app, obs, p, run.resolved, run.hooks.known, last_deploy=run.last_deploy, rid=rid, error=message,
+            reason=type(error).__name__ if error else None,
+        )
         self._export(app, obs, status)
         failure = mem.failures.get(p.revisions[app.spec.activeColor])
         retry_at = failure.next_retry_at(self.policy) if failure is not None else None
         requeue = self.requeue(app.name, p, error, retry_at)
-        log.info("reconcile.done", result=res, actions=len(done), error=str(error) if error else None, requeue_after=requeue.after)
-        return AppResult(app=app.name, result=res, plan=p, observed=obs, status=status, error=str(error) if error else None, actions_done=done, requeue=requeue)
+        log.info("reconcile.done", result=res, actions=len(done), error=message, requeue_after=requeue.after)
+        return AppResult(app=app.name, result=res, plan=p, observed=obs, status=status, error=message, actions_done=done, requeue=requeue)
 
     # Failover (controller/failover.py) -------------------------------------------------
-    def _failover_state(self, app: BlueGreenApp, obs: Observed, mem: Memory, *, save: bool, at: float | None = None) -> FailoverState:
-        """The failover memory updated for `obs` (failing-since survives passes and cron runs); saved on change."""
-        old = self.store.load_failover(app.name)
-        new = track(app, obs, old, self.world.now() if at is None else at, mem)
-        if save and new != old:
-            self.store.save_failover(app.name, new)
-        return new
-
     def _failed_over(self, app: BlueGreenApp, p: Plan, fo: FailoverState, outcomes: list[Any], rid: str, log: Any) -> None:
         """After a pass whose plan failed over and whose switch was confirmed: remember, record, count."""
         d = p.failover
@@ -348,22 +391,16 @@ class Reconciler:
         self.metrics.failovers.labels(app=app.name).inc()
         self.ledger.record(HistoryEntry(iso(now), app.name, rid, FAILED_OVER, d.color, app.spec.image, "ok", done.active.reason))
         log.warning("failover.done", color=d.color, reason=done.active.reason)
-    # Image pruning (controller/pruning.py) ------------------------------------------------------
-    def prune_plan(self, app: BlueGreenApp, obs: Observed, *, save: bool = False) -> tuple[ImageRemoval, ...]:
-        """What pruning would remove now, for an app whose plan converged (`--plan` shows it). The images of the
-        app's repository not seen before are noted in the ledger as seen now (`save`: written back)."""
-        images = observe_images(self.world)
-        ledger = self.store.load_releases(app.name)
-        seen = note_seen(ledger, repository_image_ids(app, images), self.world.now())
-        if save and seen is not ledger:
-            self.store.save_releases(app.name, seen)
-        # The one hook for a post-switch verification window (issue 11): True while it is open.
-        return plan_pruning(app, obs, images, seen, verification_open=False)
 
-    def _prune(self, app: BlueGreenApp, obs: Observed, rid: str, log: Any, stop: Callable[[], bool]) -> None:
+    # Image pruning (controller/pruning.py) ------------------------------------------------------
+    def _prune(self, app: BlueGreenApp, inputs: PassInputs, rid: str, log: Any, stop: Callable[[], bool]) -> None:
         """After a converged pass: housekeeping that never fails it (an error is logged; the next pass plans again)."""
         try:
-            removals = self.prune_plan(app, obs, save=True)
+            ledger = self.store.load_releases(app.name)
+            inputs = with_images(inputs, self.world, ledger)  # the same plan, with the images gathered
+            if inputs.releases is not None and inputs.releases != ledger:
+                self.store.save_releases(app.name, inputs.releases)  # the images first seen now
+            removals = decide(inputs).prune
         except ControllerError as e:
             log.warning("image.prune_unobserved", error=str(e))
             return
@@ -432,7 +469,7 @@ class Reconciler:
         as "observed"; the live release's digest and image id are filled in once its container is seen."""
         color = obs.route.color if obs.route.reachable else None
         c = obs.containers[color] if color is not None else None
-        if color is None or c is None or c.revision is None or not c.running or c.labels.get(LABEL_APP) != app.name:
+        if color is None or c is None or c.revision is None or not c.running or not c.ours(app.name):
             return
         ledger = self.store.load_releases(app.name)
         live = ledger.live
@@ -445,18 +482,18 @@ class Reconciler:
 
     def requeue(self, app: str, p: Plan | None, error: BaseException | None, retry_at: float | None = None) -> Requeue:
         """When to come back for `app` after a pass (or an attempt that did not run: `p` None), counting its failures."""
-        r = decide(p, error, now=self.world.now(), retry_at=retry_at, failures=self.streaks.get(app, 0))
+        r = requeue_after(p, error, now=self.world.now(), retry_at=retry_at, failures=self.streaks.get(app, 0))
         self.streaks[app] = r.failures
         return r
 
-    def _preview_failed(self, app: BlueGreenApp, p: Plan, error: ControllerError, log: Any) -> None:
-        """Hold a failed preview against its revision, like a failed deploy (controller/preview.py rule 3)."""
+    def _preview_failed(self, app: BlueGreenApp, p: Plan, mem: Memory, error: ControllerError, log: Any) -> None:
+        """Hold a failed preview against its revision, like a failed deploy (controller/rules/preview.py rule 3);
+        `mem` is the memory as the pass has it (gathered, and what it remembered since)."""
         idle = other(app.spec.activeColor)
         rev = p.revisions[idle]
         log.error("preview.failed", color=idle, revision=rev, error=str(error), kind=type(error).__name__)
         if app.spec.preview is None:
             return  # removing a leftover preview flag failed: no preview revision to hold it against (retried next pass)
-        mem = self.store.load_memory(app.name)
         self.store.save_memory(app.name, mem.bump(rev, idle, self.world.now(), type(error).__name__, str(error)), None)
 
     def _remember(
@@ -525,6 +562,7 @@ class Reconciler:
         obs: Observed,
         p: Plan,
         resolved: Resolved,
+        hooks: Mapping[str, HookRecord],
         *,
         last_deploy: LastDeploy | None,
         rid: str,
@@ -546,7 +584,7 @@ class Reconciler:
             secret_names=resolved.names,
             source=src,
         )
-        self.store.save_status(app.name, replace(status, hooks=hook_status(self.store.load_memory(app.name))))
+        self.store.save_status(app.name, replace(status, hooks=hook_status(hooks)))
         return status
 
     def _with_source(self, app: str, conds: list[Condition]) -> tuple[SourceStatus | None, list[Condition]]:
@@ -563,11 +601,11 @@ class Reconciler:
         self.metrics.set_conditions(app.name, {c.type: c.status for c in status.conditions})
 
 
-def hook_status(mem: Memory) -> tuple[HookStatus, ...] | None:
+def hook_status(hooks: Mapping[str, HookRecord]) -> tuple[HookStatus, ...] | None:
     """status.json "hooks": each remembered hook run (phase, revision, state, exit code, last lines), newest first."""
-    if not mem.hooks:
+    if not hooks:
         return None
-    runs = sorted(mem.hooks.values(), key=lambda h: h.started_at, reverse=True)
+    runs = sorted(hooks.values(), key=lambda h: h.started_at, reverse=True)
     return tuple(
         HookStatus(h.phase, h.revision, h.state, h.exit_code, iso(h.started_at), iso(h.finished_at) if h.finished_at is not None else None, h.output)
         for h in runs

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING
 
 from controller import modes, runtime
 from controller.errors import EXIT_INVALID, EXIT_OK, ControllerError, SpecError
-from controller.facts import LABEL_APP, ContainerFact, Observed
+from controller.facts import ContainerFact, Observed
 from controller.logs import configure
 from controller.options import (
     Parser,
@@ -204,9 +204,9 @@ def _decide(opts: ReleaseOptions, text: str, cur: Current, host: _Host) -> Edite
     if problem:
         raise SpecError(f"{source}: {problem}")
     rt = host.get()
-    obs, serving = _observe(app, rt)
+    obs = _observe(app, rt)
     if opts.command == "rollback" and opts.to is not None:
-        _check_agreement(source, app, cur, active, obs, serving)
+        _check_agreement(source, app, cur, active, obs)
         ledger = rt.store.load_releases(app.name)
         target = ledger.find(opts.to)
         if target is None:
@@ -228,7 +228,7 @@ def _decide(opts: ReleaseOptions, text: str, cur: Current, host: _Host) -> Edite
         return edited
     assert edited is not None
     if not opts.force:
-        _check_agreement(source, app, cur, active, obs, serving)
+        _check_agreement(source, app, cur, active, obs)
     if opts.command == "promote":
         _note_preview_env(cur)
         idle = obs.containers[to]
@@ -263,23 +263,18 @@ def _validated(text: str, source: str) -> BlueGreenApp:
     return parse_app(text, source)
 
 
-def _observe(app: BlueGreenApp, rt: runtime.Runtime) -> tuple[Observed, Color | None]:
-    from controller.observe import index_containers, observe
-    from controller.routing import serving_color
+def _observe(app: BlueGreenApp, rt: runtime.Runtime) -> Observed:
+    """The host as a pass gathers it (the same observation as `--plan`); nothing is written."""
+    from controller.gather import gather
 
-    obs = observe(app, rt.world, index_containers(rt.world))
-    return obs, serving_color(app, obs.route, obs.include, obs.flag)
-
-
-def _ours(app: BlueGreenApp, c: ContainerFact) -> bool:
-    return c.managed and c.labels.get(LABEL_APP) == app.name
+    return gather(app, rt.world, rt.apps.store).observed
 
 
 def _not_warm(app: BlueGreenApp, c: ContainerFact | None) -> str | None:
     """Why `c` is no warm standby (a switch to it would not be instant and safe), or None."""
     if c is None:
         return "does not exist"
-    if not _ours(app, c):
+    if not c.ours(app.name):
         return "was not created by the controller for this app"
     if not c.running or c.restarting:
         return f"is not running ({c.state})"
@@ -290,14 +285,15 @@ def _not_warm(app: BlueGreenApp, c: ContainerFact | None) -> str | None:
     return None
 
 
-def _check_agreement(source: str, app: BlueGreenApp, cur: Current, active: Color, obs: Observed, serving: Color | None) -> None:
+def _check_agreement(source: str, app: BlueGreenApp, cur: Current, active: Color, obs: Observed) -> None:
     """The spec must describe what runs: Nginx serves its activeColor, from our container running its image."""
+    serving = obs.serving
     hint = "a deploy still in progress or failed? converge (reconcile --once) or roll back first, or --force"
     if serving != active:
         seen = f"Nginx serves {serving}" if serving else f"what Nginx serves is unknown ({obs.route.detail or 'no answer'})"
         raise Refused(f"{source}: refused: the spec says {active} serves, but {seen} ({hint})")
     live = obs.containers[active]
-    if live is None or not _ours(app, live):
+    if live is None or not live.ours(app.name):
         raise Refused(f"{source}: refused: Nginx serves {active}, but {app.container_name(active)} is not the controller's container ({hint})")
     if live.image != cur.image:
         raise Refused(f"{source}: refused: {app.container_name(active)} runs {live.image}, not the spec's image {cur.image} ({hint})")
@@ -306,8 +302,7 @@ def _check_agreement(source: str, app: BlueGreenApp, cur: Current, active: Color
 def _table(rt: runtime.Runtime, app: BlueGreenApp, obs: Observed, ledger: Releases) -> list[Row]:
     """The releases and what rolling back to each would be now, judged on the observed host."""
     extra = rt.apps.resolver(app).revision_extra
-    live: Color = obs.route.color if obs.route.reachable and obs.route.color is not None else app.spec.activeColor
-    idle = other(live)
+    idle = other(obs.serving or app.spec.activeColor)
     standby = obs.containers[idle]
 
     def with_image(r: Release) -> BlueGreenApp:
@@ -333,7 +328,7 @@ def _releases(opts: ReleaseOptions, host: _Host) -> int:
     if problem:
         raise SpecError(f"{opts.path}: {problem}")
     rt = host.get()
-    obs, _ = _observe(app, rt)
+    obs = _observe(app, rt)
     rows = _table(rt, app, obs, rt.store.load_releases(app.name))
     now = rt.world.now()
     if opts.json:

@@ -24,18 +24,32 @@ known retry instant (`Failure.next_retry_at`) and a failed wait on the live colo
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
-from controller.actions import WaitHealthy
-from controller.apply import Interrupted
+from controller.actions import Blocker, WaitHealthy
 from controller.backoff import backoff
-from controller.errors import PermanentError
+from controller.errors import HealthCheckFailed, Interrupted, PermanentError
 from controller.planner import Plan
 
 SOON = 1.0  # seconds: a wait or a pass cut short is picked up again at once, give or take a debounce
 TEMPORARY_BASE, TEMPORARY_MAX = 1.0, 60.0  # temporary errors: 1 s, doubling, at most 60 s
 MIN_AFTER = 0.05  # a retry instant already past (clocks, rounding) must not turn into a busy loop
 SPEC_ONLY = frozenset({"LiveColorOutdated", "FailedOver"})  # blockers that only a spec edit (or an event) lifts
+# A pass's first blocker that waits for the operator makes it "blocked"; any other blocker, "degraded".
+BLOCKED = frozenset({"LiveColorOutdated", "AccessoryOutdated", "AccessoryNotOurs", "AccessoryRetiredKept"})
+
+
+def result_of(error: BaseException | None, *, converged: bool, blockers: Sequence[Blocker]) -> str:
+    """How a reconcile ended (one of metrics.RESULTS), for apps and accessories alike: its error first, then its
+    last plan (converged, blocked or degraded by a blocker, or still progressing)."""
+    if error is not None:
+        return "degraded" if isinstance(error, HealthCheckFailed) else "progressing" if isinstance(error, Interrupted) else "error"
+    if converged:
+        return "converged"
+    if blockers:
+        return "blocked" if blockers[0].reason in BLOCKED else "degraded"
+    return "progressing"
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ What goes where
 - Every pass, a `SecretsResolver` called with the app reads the parameters' *versions* through its
   source (SSM: `controller/drivers/ssm.py`, no decryption). The result `Resolved` is plain data: the refs
   (names and versions, never values) and their fingerprint (a hash of names and versions). The
-  fingerprint is a revision input of `planner.plan`, so a rotated secret changes the desired revision.
+  fingerprint is a revision input of the plan (`decide.py`), so a rotated secret changes the desired revision.
 - `SecretsResolver.load_values(app, resolved)` is the one place values are fetched: the reconciler calls
   it only when the plan creates a container. The values are pinned to exactly the versions that were
   fingerprinted and go only into the new color's container environment (and `envFile`, mode 0600).
@@ -12,7 +12,7 @@ What goes where
 
 Stale secrets
 The live color is never restarted to pick up a rotated secret. That is a planner rule
-(`planner.hold_live_secrets`): it holds the serving color to its own recorded fingerprint when the
+(`rules/secrets.hold_live_secrets`): it holds the serving color to its own recorded fingerprint when the
 fingerprint is its *only* difference from the spec, and reports `Plan.secrets_stale`.
 
 Nothing here imports boto3 (or any driver): the source is given by the caller (`runtime.build`, the composition root).
@@ -72,7 +72,7 @@ class Resolved:
 
     @property
     def revision_extra(self) -> dict[str, str]:
-        """Deploy-time revision inputs for `planner.plan` (and the container's fingerprint label)."""
+        """Deploy-time revision inputs of the plan (`gather`/`decide`) (and the container's fingerprint label)."""
         return {FINGERPRINT_KEY: self.fingerprint} if self.fingerprint is not None else {}
 
     @property

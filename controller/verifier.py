@@ -5,7 +5,7 @@ the new color is the new color's. `switched` starts the clock once the switch is
 through the World (`read_access_log`: the in-memory world feeds it traffic) and probes the new color's health
 until a threshold is crossed or the window ends, saving the window after every read (state dir: a kill -9
 resumes it). A failed window is remembered as a failed revision (reason VerificationFailed, with the figures)
-in the failure memory; the planner (switchback.py) then routes back.
+in the failure memory; the switch-back rule (rules/switchback.py) then routes back.
 """
 
 from __future__ import annotations
@@ -16,9 +16,9 @@ from typing import Any
 from controller.actions import SwitchRoute
 from controller.apply import ApplyResult
 from controller.errors import HostError, one_line
-from controller.facts import Failure, Observed
+from controller.facts import Failure, Memory, Observed
 from controller.metrics import Metrics
-from controller.planner import Plan, ours
+from controller.planner import Plan
 from controller.routing import health_url, upstream_address
 from controller.spec import BlueGreenApp, other
 from controller.state import HistoryEntry, Ledger, StateStore
@@ -38,8 +38,9 @@ class Verifier:
         self.metrics = metrics
         self.ledger = ledger
 
-    def note_switch(self, app: BlueGreenApp, p: Plan, obs: Observed) -> None:
-        """Before `p` runs: if it switches traffic to the desired color, open a window at the log's end now."""
+    def note_switch(self, app: BlueGreenApp, p: Plan, obs: Observed, mem: Memory) -> None:
+        """Before `p` runs: if it switches traffic to the desired color, open a window at the log's end now
+        (`mem`: the pass's memory, for the revision's earlier failed windows)."""
         v, want = app.spec.verify, app.spec.activeColor
         if v is None or p.target != want or p.serving == want:
             return
@@ -47,7 +48,7 @@ class Verifier:
             return
         frm = p.serving or other(want)
         prev = obs.containers[frm]
-        prior = self.store.load_memory(app.name).failures.get(p.revisions[want])
+        prior = mem.failures.get(p.revisions[want])
         try:
             pos = self.world.access_log_end(app.access_log)
         except HostError:
@@ -60,7 +61,7 @@ class Verifier:
                 revision=p.revisions[want],
                 from_color=frm,
                 # Only a container of ours, with a revision, is a color to switch back to.
-                from_revision=prev.revision if prev is not None and ours(app, prev) and p.serving is not None else None,
+                from_revision=prev.revision if prev is not None and prev.ours(app.name) and p.serving is not None else None,
                 generation=p.generation,
                 started_at=now,
                 deadline=now + v.windowSeconds,

@@ -19,9 +19,8 @@ from controller.accessory import Accessory, json_schema
 from controller.accessory_planner import AccessoryObserved, plan_accessory
 from controller.accessory_reconcile import AccessoryRunner
 from controller.actions import CreateContainer, StartContainer, SwitchRoute, WaitHealthy, WriteMarker
-from controller.dependencies import gate
 from controller.facts import AccessoryFact
-from controller.planner import Plan
+from controller.rules.depends_on import depends_on
 from controller.secrets import SecretRef
 from controller.spec import SsmSecrets
 from controller.specdir import select
@@ -246,19 +245,17 @@ def test_an_app_network_must_exist_or_be_declared(tmp_path: Path) -> None:
     assert run.network_problems(apps) == {"c": "spec.network: 'nowhere' is neither an existing Docker network nor declared by an accessory"}
 
 
-def _plan(serving: Any, actions: tuple[Any, ...]) -> Plan:
-    return Plan("web", "g", {"blue": "r1", "green": "r2"}, serving, "green", actions, (), ())
-
-
-def test_gate_holds_a_new_color_and_never_the_live_one() -> None:
-    deploy = _plan("blue", (CreateContainer("green", "new"), WaitHealthy("green", "w"), SwitchRoute("green", "s"), WriteMarker("green", "m")))
-    held = gate(deploy, {"redis": "exited"})
-    assert held.actions == () and held.blockers[-1].reason == "DependencyNotReady" and "blue keeps serving" in held.blockers[-1].message
-    assert gate(deploy, {}) is deploy
-    heal = _plan("blue", (StartContainer("blue", "killed"), WaitHealthy("blue", "w")))
-    assert gate(heal, {"redis": "exited"}) is heal
-    mixed = _plan("blue", (StartContainer("blue", "killed"), CreateContainer("green", "new"), SwitchRoute("green", "s")))
-    assert gate(mixed, {"redis": "exited"}).actions == (StartContainer("blue", "killed"),)
+def test_depends_on_holds_a_new_color_and_never_the_live_one() -> None:
+    deploy = (CreateContainer("green", "new"), WaitHealthy("green", "w"), SwitchRoute("green", "s"), WriteMarker("green", "m"))
+    held = depends_on(deploy, "blue", {"redis": "exited"})
+    assert held is not None and held.actions == ()
+    assert held.blocker.reason == "DependencyNotReady" and "blue keeps serving" in held.blocker.message
+    assert depends_on(deploy, "blue", {}) is None
+    heal = (StartContainer("blue", "killed"), WaitHealthy("blue", "w"))
+    assert depends_on(heal, "blue", {"redis": "exited"}) is None
+    mixed = (StartContainer("blue", "killed"), CreateContainer("green", "new"), SwitchRoute("green", "s"))
+    held = depends_on(mixed, "blue", {"redis": "exited"})
+    assert held is not None and held.actions == (StartContainer("blue", "killed"),)
 
 
 # Spec input -----------------------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ a stranger's container under the accessory's name, a failing backup, a pass cut 
 - with `update: manual` an out-of-date container of ours is never removed;
 - a complete pass with nothing in the way (no stranger, a working backup) leaves the accessory as the spec says:
   ours, running, with the spec's config hash (unless update is manual and it was out of date);
-- `dependencies.gate` never holds back an action on the live color and never lets a new color start.
+- `rules/depends_on.depends_on` never holds back an action on the live color and never lets a new color start.
 
 Apps and accessories together (`HostMachine`): an app that `dependsOn` a Redis accessory on a shared network, both
 reconciled per pass (accessories first) on one world, killed after any mutation of either kind, with Redis killed,
@@ -46,14 +46,15 @@ from controller.actions import (
     WaitHealthy,
     WriteMarker,
 )
-from controller.dependencies import gate
 from controller.facts import port_of
-from controller.planner import Plan
+from controller.metrics import Metrics
+from controller.reconcile import Reconciler
+from controller.rules.depends_on import depends_on
 from controller.spec import BlueGreenApp
 from controller.state import StateStore
 from controller.testing import Crash, FakeImage, FakeWorld
 from tests.factories import make_app
-from tests.fakes import CheckedWorld, reconciler
+from tests.fakes import CheckedWorld
 
 PING = ("redis-cli", "ping")
 REDIS_IMAGES = ("redis:7.2", "redis:7.4")
@@ -235,8 +236,7 @@ class HostMachine(VolumesKept):
         store = StateStore(self.state_dir)
         runner = AccessoryRunner(self.world, store)
         runner.reconcile_all([REDIS])
-        rec = reconciler(self.world, self.state_dir)
-        rec.dependencies = runner.dependencies
+        rec = Reconciler(self.world, store, Metrics(), dependencies=runner.dependencies)  # dependsOn, gathered per pass
         ready, serving = self._redis_ready(), self._serving()
         self.world.mutations.clear()
         converged = rec.reconcile(self.app).converged
@@ -311,16 +311,17 @@ ACTIONS = st.lists(
 
 @settings(max_examples=200, deadline=None)
 @given(actions=ACTIONS, serving=st.sampled_from(["blue", "green", None]), ready=st.booleans())
-def test_gate_never_holds_the_live_color_and_never_starts_a_new_one(actions: list[tuple[Any, str]], serving: Any, ready: bool) -> None:
-    p = Plan("web", "g", {"blue": "r1", "green": "r2"}, serving, "green", tuple(cls(color, "x") for cls, color in actions), (), ())
-    g = gate(p, {} if ready else {"redis": "exited"})
+def test_depends_on_never_holds_the_live_color_and_never_starts_a_new_one(actions: list[tuple[Any, str]], serving: Any, ready: bool) -> None:
+    planned = tuple(cls(color, "x") for cls, color in actions)
+    held = depends_on(planned, serving, {} if ready else {"redis": "exited"})
     if ready:
-        assert g is p
+        assert held is None
         return
-    new = [a for a in g.actions if isinstance(a, (CreateContainer, StartContainer, RemoveContainer)) and a.color != serving]
-    assert not new, g.actions
-    assert not any(isinstance(a, (StopContainer, RemoveContainer)) and a.color == serving for a in g.actions) or g is p
-    if g is not p:  # held back: every heal of the live color is kept, in order, and the blocker says why
-        live = [a for a in p.actions if a.color == serving and isinstance(a, (CreateContainer, StartContainer, WaitHealthy))]
-        assert list(g.actions) == live
-        assert g.blockers[-1].reason == "DependencyNotReady"
+    kept = planned if held is None else held.actions
+    new = [a for a in kept if isinstance(a, (CreateContainer, StartContainer, RemoveContainer)) and a.color != serving]
+    assert not new, kept
+    assert not any(isinstance(a, (StopContainer, RemoveContainer)) and a.color == serving for a in kept) or held is None
+    if held is not None:  # held back: every heal of the live color is kept, in order, and the blocker says why
+        live = [a for a in planned if a.color == serving and isinstance(a, (CreateContainer, StartContainer, WaitHealthy))]
+        assert list(held.actions) == live
+        assert held.blocker.reason == "DependencyNotReady"

@@ -12,19 +12,19 @@ from typing import Any
 import pytest
 
 from controller.actions import CreateContainer
-from controller.capacity import DISK_HEADROOM, HEADROOM_MIN, capacity_blocker, headroom
+from controller.decide import decide
 from controller.errors import HostError, SpecError
-from controller.facts import CapacityFact, Memory, Observed
-from controller.hostfacts import with_capacity
-from controller.observe import index_containers, observe
-from controller.planner import Plan, plan
+from controller.facts import CapacityFact, Observed
+from controller.planner import Plan
 from controller.resources import GIB, MIB, parse_size
+from controller.rules.capacity import DISK_HEADROOM, HEADROOM_MIN, headroom
 from controller.spec import BlueGreenApp, parse_app
 from controller.status import STATUS, render_text
 from controller.testing import FakeImage, FakeWorld
 from controller.world import ContainerRequest
 from tests.factories import app_doc, make_app
 from tests.fakes import CheckedWorld, reconciler, world_for
+from tests.support.plans import inputs_for
 
 
 def cap(**kw: Any) -> CapacityFact:
@@ -44,8 +44,10 @@ def green(**spec: Any) -> BlueGreenApp:
 
 
 def planned(app: BlueGreenApp, w: FakeWorld, capacity: CapacityFact | None) -> tuple[Plan, Observed]:
-    obs = replace(observe(app, w, index_containers(w)), capacity=capacity)
-    return plan(app, obs, Memory(), w.now()), obs
+    """The plan of `app` on `w`, decided on the host figures `capacity` (whatever gathering read)."""
+    inputs = inputs_for(app, w)
+    obs = replace(inputs.observed, capacity=capacity)
+    return decide(replace(inputs, observed=obs)), obs
 
 
 def verbs(p: Plan) -> list[str]:
@@ -123,8 +125,7 @@ def test_never_for_the_live_color(tmp_path: Path) -> None:
     assert reconciler(w, tmp_path / "state").reconcile(app).result == "converged"
     w.remove_container(app.container_name("blue"))
     p, _ = planned(app, w, cap(mem_available=0))
-    assert "CreateContainer:blue" in verbs(p)
-    assert capacity_blocker(app, cap(mem_available=0), "blue", "blue", None) is None
+    assert "CreateContainer:blue" in verbs(p) and not p.blockers
 
 
 def test_skip_capacity_check_is_the_override(tmp_path: Path) -> None:
@@ -228,12 +229,15 @@ def test_an_unreadable_meminfo_fails_the_pass_and_starts_nothing(tmp_path: Path)
         w.host_capacity("dialogue:2", (), None)
 
 
-def test_with_capacity_leaves_a_plan_that_starts_nothing_alone(tmp_path: Path) -> None:
+def test_a_pass_that_starts_nothing_asks_the_host_nothing_more(tmp_path: Path) -> None:
     app = make_app()
     w = deployed(app, tmp_path)
-    obs = observe(app, w, index_containers(w))
-    p = plan(app, obs, Memory(), w.now())
-    assert with_capacity(app, w, obs, p, lambda o: pytest.fail("re-planned")) == (p, obs)
+    w.meminfo_missing = True  # reading the host's figures would fail the pass
+    inputs = inputs_for(app, w)
+    assert inputs.observed.capacity is None and decide(inputs).converged
+    w.meminfo_missing = False  # a deploy of a new color reads them: once, before the plan is decided
+    starts = inputs_for(green(), w)
+    assert starts.observed.capacity is not None and decide(starts).actions[0].verb == "CreateContainer"
 
 
 # ------------------------------------------------------------------------------------------- the spec

@@ -5,7 +5,7 @@ dockerd, real test images (tests/conftest.py, tests/support/: the app images, th
 real nginx; the fake one configured to match (same image names, same ports, same paths, the same commands
 scripted). Together they call every `World` method (apps, accessories, the access log, Prometheus, host facts):
 `test_every_world_method_is_exercised_here` fails when a method is added to the protocol and not called here.
-`test_same_plans_on_both_worlds` puts both worlds in the same situations and requires observe() + plan() to
+`test_same_plans_on_both_worlds` puts both worlds in the same situations and requires gather() + decide() to
 agree exactly. When they disagree, the fake is what gets fixed (controller/testing.py), never the assertion.
 """
 
@@ -34,8 +34,7 @@ from controller.facts import (
     ContainerFact,
 )
 from controller.metrics import Metrics
-from controller.observe import index_containers, observe
-from controller.planner import Plan, plan
+from controller.planner import Plan
 from controller.reconcile import Reconciler
 from controller.routing import health_url, render_include, route_fact, route_probe_url
 from controller.spec import BlueGreenApp, Color, NginxSpec
@@ -46,6 +45,7 @@ from tests.factories import make_app
 from tests.support.containers import LABEL_TEST
 from tests.support.net import free_port
 from tests.support.nginx import SITE_TEMPLATE
+from tests.support.plans import inputs_for, plan_for
 
 T = TypeVar("T")
 
@@ -215,7 +215,7 @@ def test_world_contract(rig: Rig) -> None:
     assert started is not None and abs(started - w.now()) < 120
     assert w.run_state(green) is None
     # Observation inspects the color that may get traffic and does not serve (Nginx has only its placeholder).
-    seen = observe(app, w, index_containers(w)).containers["blue"]
+    seen = inputs_for(app, w).observed.containers["blue"]
     assert seen is not None and seen.healthy and (seen.restart_count, seen.started_at, seen.restarting) == (0, run.started_at, False)
 
     # A never-healthy image answers, but not healthy.
@@ -391,8 +391,7 @@ def test_same_plans_on_both_worlds(request: pytest.FixtureRequest, tmp_path: Pat
         def plans(situation: str) -> None:
             got = {}
             for r in rigs:
-                obs = observe(r.app, r.world, index_containers(r.world))
-                got[r.kind] = _summary(plan(r.app, obs, stores[r.kind].load_memory(r.name), r.world.now()))
+                got[r.kind] = _summary(plan_for(r.app, r.world, stores[r.kind]))
             assert got["host"] == got["fake"], situation
 
         def converge() -> None:

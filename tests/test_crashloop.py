@@ -20,13 +20,12 @@ from controller.backoff import DEFAULT_POLICY, BackoffPolicy
 from controller.errors import HealthCheckFailed
 from controller.facts import Memory
 from controller.logs import get_logger
-from controller.observe import index_containers, observe
-from controller.planner import plan
 from controller.spec import BlueGreenApp
 from controller.testing import FakeImage
 from controller.world import ContainerRequest
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler
+from tests.support.plans import plan_for
 
 IMAGES = {"dialogue:1": FakeImage(), "dialogue:2": FakeImage(), "dialogue:loop": FakeImage("crashloop", 1.5)}
 
@@ -38,7 +37,7 @@ def _world(app: BlueGreenApp) -> CheckedWorld:
 
 
 def _verbs(app: BlueGreenApp, w: CheckedWorld, mem: Memory | None = None, policy: BackoffPolicy = DEFAULT_POLICY) -> list[str]:
-    p = plan(app, observe(app, w, index_containers(w)), mem or Memory(), w.now(), policy=policy)
+    p = plan_for(app, w, mem or Memory(), policy=policy)
     return [f"{a.verb}:{a.color}" for a in p.actions] + [f"!{b.reason}" for b in p.blockers]
 
 
@@ -77,7 +76,7 @@ def test_a_color_that_restarted_or_started_within_the_window_waits_a_full_window
         blue.fact = replace(blue.fact, state="restarting")
         blue.restart_at = w.clock + 5
     back = make_app(activeColor="blue")
-    p = plan(back, observe(back, w, index_containers(w)), Memory(), w.now())
+    p = plan_for(back, w, Memory())
     started = w.clock
     result = reconciler(w, tmp_path / "state").reconcile(back).result
     assert w.violations == []

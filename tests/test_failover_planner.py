@@ -11,16 +11,16 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from controller.actions import SwitchRoute, WaitHealthy, WriteMarker
+from controller.actions import SwitchRoute, WriteMarker
+from controller.decide import decide
 from controller.facts import Failure, Memory
-from controller.failover import FailedOver, FailoverState, WaitLiveOrFailover, decide, track
-from controller.observe import index_containers, observe
-from controller.planner import plan
+from controller.failover import FailedOver, FailoverState, WaitLiveOrFailover
 from controller.reconcile import Reconciler
 from controller.spec import BlueGreenApp
 from controller.state import StateStore
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler, world_for
+from tests.support.plans import inputs_for, plan_for
 
 FO: dict[str, Any] = {"failover": "previous", "failoverAfterSeconds": 2}
 
@@ -37,8 +37,8 @@ def deployed(tmp_path: Path, **spec: Any) -> tuple[BlueGreenApp, CheckedWorld, R
 
 
 def planned(app: BlueGreenApp, w: CheckedWorld, state: FailoverState, mem: Memory | None = None) -> tuple[list[str], Any]:
-    obs = observe(app, w, index_containers(w))
-    p = plan(app, obs, mem or Memory(), w.now(), failover=track(app, obs, state, w.now()))
+    """The plan with `state` remembered in failover.json (gathering tracks it for this observation)."""
+    p = plan_for(app, w, mem, failover=state)
     return [f"{a.verb}:{a.color}" for a in p.actions] + [f"!{b.reason}" for b in p.blockers], p
 
 
@@ -157,10 +157,9 @@ def test_without_a_remembered_failing_time_nothing_moves(tmp_path: Path) -> None
     """The delay counts from a pass that saw the failure: a fresh state starts the clock, never switches."""
     app, w, r = deployed(tmp_path, **FO)
     w.containers["dialogue-green"].broken = True
-    obs = observe(app, w, index_containers(w))
-    st = track(app, obs, FailoverState(served=r.store.load_failover(app.name).served), w.now())
-    assert st.failing_since == w.now()
-    assert decide(app, obs, Memory(), st, w.now()).kind == "pending"
+    inputs = inputs_for(app, w, failover=FailoverState(served=r.store.load_failover(app.name).served))
+    assert inputs.failover.failing_since == w.now() and inputs.failover_changed
+    assert decide(inputs).failover.kind == "pending"
 
 
 def test_reconcile_fails_over_records_it_and_never_flaps_back(tmp_path: Path) -> None:
@@ -216,8 +215,9 @@ def test_cron_passes_count_the_failing_time_across_runs(tmp_path: Path) -> None:
     app, w, _ = deployed(tmp_path, **FO)
     w.containers["dialogue-green"].broken = True
     state = tmp_path / "state"
-    first = observe(app, w, index_containers(w))
-    StateStore(state).save_failover(app.name, track(app, first, StateStore(state).load_failover(app.name), w.now()))
+    first = inputs_for(app, w, StateStore(state))  # a pass that plans nothing it can do yet: it saves what it tracked
+    assert first.failover_changed
+    StateStore(state).save_failover(app.name, first.failover)
     since = StateStore(state).load_failover(app.name).failing_since
     assert since == w.now()
     w.clock += 5  # the next cron run, after failoverAfterSeconds
@@ -242,8 +242,14 @@ def test_marker_and_route_actions_are_the_normal_switch(tmp_path: Path) -> None:
     app, w, r = deployed(tmp_path, **FO)
     w.containers["dialogue-green"].broken = True
     _, p = planned(app, w, failing(r, app, w.now() - 10))
-    kinds = [type(a) for a in p.actions]
-    assert SwitchRoute in kinds and WriteMarker in kinds and WaitHealthy not in kinds
+    assert p.failover.kind == "switch"
+    # Exactly the steps of a rollback to blue by hand (the release that served before): the switch and its marker.
+    rollback = plan_for(make_app(**FO, image="dialogue:1", activeColor="blue"), w)
+    assert p.actions == rollback.actions
+    assert p.actions == (
+        SwitchRoute("blue", f"remove {app.flag_file}, confirm", write_include=False, reload=False),  # nginx.switch: flag
+        WriteMarker("blue", "Nginx serves blue"),
+    )
 
 
 def test_held_failover_returns_to_a_restarted_held_color_only_after_a_stability_window(tmp_path: Path) -> None:

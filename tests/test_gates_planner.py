@@ -16,13 +16,12 @@ import pytest
 from controller.actions import RemoveHook, RunCheck, RunHook
 from controller.facts import LABEL_HOOK, HookRecord, Memory, hook_key
 from controller.gateplan import gates_fingerprint
-from controller.observe import index_containers, observe
-from controller.planner import plan
 from controller.spec import BlueGreenApp
 from controller.state import StateStore
 from controller.testing import Crash
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler, world_for
+from tests.support.plans import plan_for
 
 HOOK = {"beforeSwitch": {"command": ["migrate", "--up"], "timeoutSeconds": 30}}
 CHECKS = {"beforeSwitch": [{"http": {"path": "/version", "bodyContains": "dialogue:"}}, {"command": ["smoke", "--fast"]}]}
@@ -33,7 +32,7 @@ def _app(image: str = "dialogue:1", color: str = "blue", **spec: Any) -> BlueGre
 
 
 def verbs(app: BlueGreenApp, w: CheckedWorld, mem: Memory | None = None) -> list[str]:
-    p = plan(app, observe(app, w, index_containers(w)), mem or Memory(), w.now())
+    p = plan_for(app, w, mem or Memory())
     return [f"{a.verb}:{a.color}" for a in p.actions] + [f"!{b.reason}" for b in p.blockers]
 
 
@@ -58,7 +57,7 @@ def test_gates_sit_between_healthy_and_the_switch() -> None:
         "WriteMarker:green",
         "RunHook:green",
     ]
-    p = plan(app, observe(app, w, index_containers(w)), Memory(), w.now())
+    p = plan_for(app, w, Memory())
     hooks = [a for a in p.actions if isinstance(a, RunHook)]
     assert [h.phase for h in hooks] == ["beforeSwitch", "afterSwitch"] and {h.revision for h in hooks} == {p.revisions["green"]}
     assert [a.index for a in p.actions if isinstance(a, RunCheck)] == [0, 1]
@@ -177,14 +176,14 @@ def test_a_hook_runs_once_per_revision_across_a_kill_9_at_any_mutation(tmp_path:
     assert w.routed("dialogue") == ["127.0.0.1:18082"]
     assert len(w.hook_runs) == 1, w.mutations
     assert not any(LABEL_HOOK in c.fact.labels for c in w.containers.values())
-    rev = plan(v2, observe(v2, w, index_containers(w)), Memory(), w.now()).revisions["green"]
+    rev = plan_for(v2, w, Memory()).revisions["green"]
     assert store.load_memory("dialogue").hooks[hook_key("beforeSwitch", rev)].succeeded
 
 
 def test_a_finished_hook_container_left_by_a_crash_is_removed_and_a_running_one_collected(tmp_path: Path) -> None:
     w, store = _deployed_v1(tmp_path)
     v2 = _app("dialogue:2", "green", hooks=HOOK)
-    rev = plan(v2, observe(v2, w, index_containers(w)), Memory(), w.now()).revisions["green"]
+    rev = plan_for(v2, w, Memory()).revisions["green"]
     # A finished run whose record says done (the crash came between the record and the remove).
     w.crash_after = None
     store.record_hook("dialogue", HookRecord("beforeSwitch", "oldrev", "done", w.now(), 0, w.now()))
@@ -195,7 +194,7 @@ def test_a_finished_hook_container_left_by_a_crash_is_removed_and_a_running_one_
                                "bluegreen.revision": "oldrev"}, {}, ["migrate"]))  # fmt: skip
     w.start_container("dialogue-hook-beforeswitch-oldrev")
     w.sleep(1)
-    p = plan(_app(), observe(_app(), w, index_containers(w)), store.load_memory("dialogue"), w.now())
+    p = plan_for(_app(), w, store.load_memory("dialogue"))
     assert [a for a in p.actions if isinstance(a, RemoveHook)] == [
         RemoveHook(
             "blue", "hook container dialogue-hook-beforeswitch-oldrev is exited and its run is over",
@@ -251,7 +250,7 @@ def test_a_stop_during_the_hook_leaves_it_running_and_the_next_pass_collects_it(
 def test_a_hook_container_removed_by_hand_mid_run_is_not_run_again_silently(tmp_path: Path) -> None:
     w, store = _deployed_v1(tmp_path)
     v2 = _app("dialogue:2", "green", hooks=HOOK)
-    rev = plan(v2, observe(v2, w, index_containers(w)), Memory(), w.now()).revisions["green"]
+    rev = plan_for(v2, w, Memory()).revisions["green"]
     store.record_hook("dialogue", HookRecord("beforeSwitch", rev, "running", w.now()))
     r = reconciler(w, tmp_path / "state").reconcile(v2)
     assert r.result == "degraded" and r.error is not None and "vanished before it finished; it may have run" in r.error
@@ -289,7 +288,7 @@ def test_a_retry_after_a_failed_hook_runs_it_anew_even_if_its_old_container_was_
     with contextlib.suppress(Crash):
         reconciler(w, tmp_path / "state").reconcile(v2)
     w.crash_after = None
-    rev = plan(v2, observe(v2, w, index_containers(w)), Memory(), w.now()).revisions["green"]
+    rev = plan_for(v2, w, Memory()).revisions["green"]
     assert store.load_memory("dialogue").hooks[hook_key("beforeSwitch", rev)].exit_code == 2
     assert any(LABEL_HOOK in c.fact.labels for c in w.containers.values())  # the finished container was left
     # No failure was remembered (the pass was killed), so the next pass retries at once: a new run, which passes.

@@ -12,17 +12,8 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = "controller"
-
-# Cycles still on main, each in another helper's area (issue 18 item 1: gather/decide); remove when fixed.
-KNOWN: set[frozenset[str]] = {
-    frozenset({"controller.apply", "controller.gaterun"}),
-    frozenset({"controller.planner", "controller.preview"}),
-}
-
 
 def module_name(path: Path) -> str:
     parts = path.relative_to(ROOT).with_suffix("").parts
@@ -139,12 +130,6 @@ def test_the_graph_sees_lazy_and_relative_imports_and_skips_type_checking_ones()
     assert cycles({"a": {"b"}, "b": set()}) == []
 
 
-def test_no_import_cycle_other_than_the_known_ones() -> None:
-    new = [sorted(c) for c in cycles(graph()) if c not in KNOWN]
-    assert new == [], f"import cycles among controller modules (lazy imports included): {new}"
-
-
-@pytest.mark.xfail(strict=True, reason="apply<->gaterun and planner<->preview are still cycles on main (issue 18 item 1, h-decide); "
-                   "when this passes, empty KNOWN and drop the marker")
 def test_no_import_cycle_at_all() -> None:
-    assert [sorted(c) for c in cycles(graph())] == []
+    found = [sorted(c) for c in cycles(graph())]
+    assert found == [], f"import cycles among controller modules (lazy imports included): {found}"

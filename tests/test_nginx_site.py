@@ -29,14 +29,13 @@ import pytest
 
 from controller.drivers.containers import _parse_time
 from controller.facts import Memory
-from controller.observe import index_containers, observe
-from controller.planner import plan
 from controller.routing import render_include
 from tests.factories import make_app
 from tests.fakes import reconciler, world_for
 from tests.support.controller_run import app_spec, run_reconcile, with_spec, write_spec
 from tests.support.net import free_port
 from tests.support.nginx import NginxInstance
+from tests.support.plans import plan_for
 from tests.support.shipped_site import SHIPPED, start_shipped, write_htpasswd
 
 USERS = {"ops": "correct horse"}
@@ -408,7 +407,7 @@ def test_flag_switch_does_not_reload_and_flag_drift_is_repaired(tmp_path: Path) 
     # Someone removes the flag: traffic falls back to blue at once; the same loop puts it back.
     del w.files[v1.flag_file]
     assert w.routed("dialogue") == ["127.0.0.1:18081"]
-    p = plan(v2, observe(v2, w, index_containers(w)), Memory(), w.now())
+    p = plan_for(v2, w, Memory())
     assert [a.describe() for a in p.actions] == [
         "WriteMarker(blue): Nginx serves blue until the switch",  # the marker tells the truth meanwhile
         "SwitchRoute(green): create /nginx/dialogue.green, confirm",

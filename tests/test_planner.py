@@ -18,18 +18,16 @@ from controller.actions import (
     WriteMarker,
 )
 from controller.facts import Memory
-from controller.observe import index_containers, observe
-from controller.planner import plan
 from controller.routing import render_include
 from controller.spec import BlueGreenApp
 from controller.testing import FakeImage, FakeWorld
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler, world_for
+from tests.support.plans import plan_for
 
 
 def verbs(app: BlueGreenApp, w: CheckedWorld, mem: Memory | None = None) -> list[str]:
-    obs = observe(app, w, index_containers(w))
-    p = plan(app, obs, mem or Memory(), w.now())
+    p = plan_for(app, w, mem)
     return [f"{a.verb}:{a.color}" for a in p.actions] + [f"!{b.reason}" for b in p.blockers]
 
 
@@ -169,7 +167,7 @@ def test_foreign_container_with_our_name_is_left_alone_and_never_routed_to(tmp_p
     c = w.containers["dialogue-blue"]
     w.containers["dialogue-green"] = replace(c, fact=replace(c.fact, name="dialogue-green", id="f" * 64, labels=labels, host_port=18082))
     assert verbs(app, w) == ["!ForeignContainer"]
-    p = plan(app, observe(app, w, index_containers(w)), Memory(), w.now())
+    p = plan_for(app, w, Memory())
     assert "dialogue-green" in p.blockers[0].message and p.target == "blue"  # traffic stays where it is
     assert converge(app, w, tmp_path) == "degraded"
     assert w.containers["dialogue-green"].fact.id == "f" * 64 and w.containers["dialogue-green"].fact.state == "running"
@@ -197,7 +195,7 @@ def test_drift_include_edited_or_deleted(tmp_path: Path, content: str | None) ->
 def test_drift_include_written_but_not_reloaded(tmp_path: Path) -> None:
     app, w = _converged_v1(tmp_path)
     w.loaded["dialogue-blue"] = ["127.0.0.1:9999"]  # the live color's upstream (flag absent: blue)
-    p = plan(app, observe(app, w, index_containers(w)), Memory(), w.now())
+    p = plan_for(app, w, Memory())
     assert [type(a) for a in p.actions] == [SwitchRoute] and p.actions[0].write_include is False  # type: ignore[attr-defined]
     assert converge(app, w, tmp_path) == "converged"
 
@@ -300,7 +298,7 @@ def test_missing_image_is_a_clear_error_and_changes_nothing_live(tmp_path: Path)
 def test_plan_actions_are_typed_in_order(tmp_path: Path) -> None:
     app = make_app()
     w = world_for(app)
-    p = plan(app, observe(app, w, index_containers(w)), Memory(), w.now())
+    p = plan_for(app, w, Memory())
     assert [type(a) for a in p.actions] == [CreateContainer, WaitHealthy, SwitchRoute, WriteMarker]
     assert not any(isinstance(a, (RemoveContainer, StartContainer, StopContainer)) for a in p.actions)
 

@@ -17,14 +17,14 @@ from controller.facts import (
     LABEL_REVISION,
     MANAGED_BY,
     ContainerFact,
-    Memory,
     Observed,
     RouteFact,
 )
-from controller.planner import Plan, plan
+from controller.planner import Plan
 from controller.routing import render_include
 from controller.spec import BlueGreenApp, Color
 from tests.factories import make_app
+from tests.support.plans import decide_on
 
 OLD, NEW = "a" * 16, "b" * 16
 NOW = 1_000_000.0
@@ -65,11 +65,12 @@ def _observed(
         marker=f"{include}\n",
         at=NOW,
         flag=None if include == "blue" else "on\n",
+        serving=route if route is not None else "blue",  # what Nginx answers, else what the include routes to
     )
 
 
 def _plan(app: BlueGreenApp, obs: Observed, fp: str | None) -> Plan:
-    return plan(app, obs, Memory(), NOW, {FINGERPRINT_KEY: fp} if fp else None)
+    return decide_on(app, obs, now=NOW, revision_extra={FINGERPRINT_KEY: fp} if fp else None)
 
 
 def test_rotated_secret_alone_holds_the_serving_color_and_reports_it() -> None:

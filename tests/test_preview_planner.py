@@ -8,21 +8,21 @@ from typing import Any
 
 import pytest
 
+from controller.decide import decide
 from controller.facts import Memory
-from controller.observe import index_containers, observe
-from controller.planner import plan
 from controller.spec import BlueGreenApp, preview_app
 from controller.status import conditions
 from controller.testing import FakeImage
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler, world_for
+from tests.support.plans import inputs_for, plan_for
 
 IMAGES = {"dialogue:1": FakeImage(), "dialogue:2": FakeImage(), "dialogue:3": FakeImage(), "dialogue:bad": FakeImage("never")}
 BLUE, GREEN = "127.0.0.1:18081", "127.0.0.1:18082"
 
 
 def verbs(app: BlueGreenApp, w: CheckedWorld, mem: Memory | None = None) -> list[str]:
-    p = plan(app, observe(app, w, index_containers(w)), mem or Memory(), w.now())
+    p = plan_for(app, w, mem or Memory())
     return [f"{a.verb}:{a.color}" for a in p.actions] + [f"!{b.reason}" for b in p.blockers]
 
 
@@ -163,8 +163,8 @@ def test_preview_route_not_confirmed_is_the_preview_failing(w: CheckedWorld, tmp
 
 def test_conditions_without_a_preview_are_unchanged(w: CheckedWorld, tmp_path: Path) -> None:
     converge(live(), w, tmp_path)
-    obs = observe(live(), w, index_containers(w))
-    p = plan(live(), obs, Memory(), w.now())
+    inputs = inputs_for(live(), w)
+    obs, p = inputs.observed, decide(inputs)
     assert p.preview is None and obs.preview_route is None  # no extra probe for apps without a preview
     assert [c.type for c in conditions(live(), obs, p)] == ["Ready", "Progressing", "Degraded", "RollbackReady", "SecretsStale"]
 

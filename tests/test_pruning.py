@@ -8,17 +8,18 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
-from controller.facts import ContainerFact, ImageFact, ImagesObserved, Observed, RouteFact
-from controller.pruning import plan_pruning, repository
+from controller.facts import ContainerFact, ImageFact, ImagesObserved, Memory, Observed, RouteFact
 from controller.reconcile import Reconciler
 from controller.releases import Release, Releases
+from controller.rules.pruning import plan_pruning, repository
 from controller.testing import Crash, FakeImage
+from controller.verify import Window
 from controller.world import ContainerRequest
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler, world_for
+from tests.support.plans import plan_for
 
 DAY = 86400.0
 
@@ -58,15 +59,17 @@ def test_keeps_the_images_of_the_n_most_recent_releases_anything_newer_and_every
     ledger = _ledger(*((f"dialogue:{i}", (10 + i) * DAY) for i in range(1, 4)), ("dialogue:9", 20 * DAY),
                      seen={i.id: DAY for i in images.images} | {next_one.id: 21 * DAY})
 
-    removals = plan_pruning(app, _obs(blue=_color(live)), images, ledger)
+    removals = plan_pruning(app, _obs(blue=_color(live)), images, ledger, verification_open=False)
 
     # #4 (dialogue:9) and #3 (dialogue:3) are the 2 most recent releases; :5 was seen after #4 began, :6 built after.
     assert [r.references for r in removals] == [("dialogue@sha256:" + "a" * 64,), ("dialogue:1",), ("dialogue:2",), ("dialogue:4",)]
     assert all("the image of none of the 2 most recent releases of dialogue, not new since release #4" in r.reason for r in removals)
     assert plan_pruning(app, _obs(blue=_color(live)), images, ledger, verification_open=True) == ()
-    assert plan_pruning(app, _obs(blue=_color(live)), images, Releases()) == ()  # no release recorded: none is known to be old
+    # No release recorded: none is known to be old.
+    assert plan_pruning(app, _obs(blue=_color(live)), images, Releases(), verification_open=False) == ()
     # An image first seen now (not yet in the ledger's `seen`) may be the next release: kept.
-    assert ("dialogue:1",) not in [r.references for r in plan_pruning(app, _obs(blue=_color(live)), images, replace(ledger, seen={}))]
+    unseen = plan_pruning(app, _obs(blue=_color(live)), images, replace(ledger, seen={}), verification_open=False)
+    assert ("dialogue:1",) not in [r.references for r in unseen]
 
 
 def test_a_color_image_and_a_preview_image_are_never_removed() -> None:
@@ -77,13 +80,13 @@ def test_a_color_image_and_a_preview_image_are_never_removed() -> None:
     green = ContainerFact(name="dialogue-green", id="d" * 64, image="dialogue:2", image_id=green_img.id, labels={},
                           state="exited", host_ip=None, host_port=None)
     ledger = _ledger(("dialogue:n0", 100.0), seen=dict.fromkeys((i.id for i in images.images), 50.0))
-    removals = plan_pruning(app, _obs(blue=_color(blue_img), green=green), images, ledger)
+    removals = plan_pruning(app, _obs(blue=_color(blue_img), green=green), images, ledger, verification_open=False)
     assert [r.references for r in removals] == [("dialogue:n1",), ("dialogue:n2",)]  # n0 is the spec's (and release #1's)
 
-    # spec.preview.image (issue 12) protects its image too.
-    spec = SimpleNamespace(image="dialogue:n0", keepImages=1, preview=SimpleNamespace(image="dialogue:n1"))
-    with_preview: Any = SimpleNamespace(spec=spec, name="dialogue")
-    assert [r.references for r in plan_pruning(with_preview, _obs(blue=_color(blue_img), green=green), images, ledger)] == [("dialogue:n2",)]
+    # spec.preview.image (issue 12) is protected too.
+    with_preview = make_app(image="dialogue:n0", keepImages=1, preview={"image": "dialogue:n1"})
+    removals = plan_pruning(with_preview, _obs(blue=_color(blue_img), green=green), images, ledger, verification_open=False)
+    assert [r.references for r in removals] == [("dialogue:n2",)]
 
 
 def test_repository_names_as_docker_lists_them() -> None:
@@ -126,6 +129,24 @@ def test_a_converged_pass_prunes_and_history_records_each_removal(tmp_path: Path
     # A removed image is only gone locally: deploying it again pulls it.
     again = make_app(image="dialogue:3", activeColor="blue", keepImages=2)
     assert rec.reconcile(again).result == "converged" and "dialogue:3" not in w.pruned
+
+
+def test_the_plan_shows_what_a_converged_pass_prunes_and_nothing_while_a_window_is_open(tmp_path: Path) -> None:
+    """`--plan` and the pass read `Plan.prune` from the same decide; an open verification window keeps every image
+    (the rollback target stays until the verdict)."""
+    app = make_app(image="dialogue:1", keepImages=2)
+    w = _world(app)
+    rec = reconciler(w, tmp_path / "state")
+    assert rec.reconcile(app).result == "converged" and not w.pruned  # every image first seen with release #1
+    ledger = rec.store.load_releases("dialogue")
+    assert plan_for(app, w, images=True, releases=ledger).prune == ()
+    old = replace(ledger, seen=dict.fromkeys(ledger.seen, 0.0))  # the same images, seen before release #1 began
+    p = plan_for(app, w, images=True, releases=old)
+    assert p.converged and [r.references for r in p.prune] == [(f"dialogue:{i}",) for i in (2, 3, 4, 5, 6, 7)]
+    assert plan_for(app, w, releases=old).prune == ()  # images not gathered: nothing to prune from
+    window = Window("blue", app.revision("blue"), "green", None, app.generation(), 0.0, 60.0)
+    assert plan_for(app, w, Memory(verify=window), images=True, releases=old).prune == ()
+    assert plan_for(app, w, Memory(verify=replace(window, state="passed")), images=True, releases=old).prune == p.prune
 
 
 def _world(app: Any, world: type[CheckedWorld] = CheckedWorld) -> CheckedWorld:

@@ -18,13 +18,13 @@ import pytest
 
 import controller
 from controller.actions import Blocker, WaitHealthy, WriteMarker
-from controller.apply import Interrupted
 from controller.backoff import BackoffPolicy, backoff
 from controller.errors import (
     ControllerError,
     DockerError,
     DockerUnavailable,
     HealthCheckFailed,
+    Interrupted,
     InvalidInput,
     LockBusy,
     NginxError,
@@ -68,7 +68,7 @@ def all_subclasses(cls: type[ControllerError]) -> set[type[ControllerError]]:
 
 
 def every_error_class() -> set[type[ControllerError]]:
-    # Import every module of the package first, so an error class defined anywhere (apply.Interrupted, ...) is seen.
+    # Import every module of the package first, so an error class defined anywhere (drivers, ...) is seen.
     for mod in pkgutil.walk_packages(controller.__path__, "controller."):
         if not mod.name.endswith("__main__"):  # that one runs the command line
             importlib.import_module(mod.name)

@@ -1,6 +1,6 @@
 """Post-switch verification, unit level on real files: the access-log reader (rotation both ways, a partial
 last line, foreign lines), the line parser and the verdict, the window record's round trip, and the planner's
-switch-back and standby rules (controller/verify.py, controller/drivers/accesslog.py, controller/switchback.py)."""
+switch-back and standby rules (controller/verify.py, controller/drivers/accesslog.py, controller/rules/switchback.py)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,6 @@ from controller.actions import StopContainer, SwitchRoute
 from controller.document import Corrupt
 from controller.drivers.accesslog import end, read_since
 from controller.facts import Failure, Memory
-from controller.observe import index_containers, observe
-from controller.planner import plan
 from controller.spec import BlueGreenApp, VerifySpec
 from controller.state import StateStore
 from controller.verify import (
@@ -33,6 +31,7 @@ from controller.verify import (
 )
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler, world_for
+from tests.support.plans import decide_on, inputs_for
 
 GREEN = "127.0.0.1:18082"
 BLUE = "127.0.0.1:18081"
@@ -173,7 +172,7 @@ def _deployed(tmp_path: Path, **spec: Any) -> tuple[BlueGreenApp, CheckedWorld]:
 
 def test_a_revision_that_failed_verification_gets_no_traffic_until_its_backoff_allows(tmp_path: Path) -> None:
     app, w = _deployed(tmp_path)
-    obs = observe(app, w, index_containers(w))
+    obs = inputs_for(app, w).observed
     assert obs.route.color == "green"
     rev = app.revision("green")
     blue = obs.containers["blue"]
@@ -181,26 +180,26 @@ def test_a_revision_that_failed_verification_gets_no_traffic_until_its_backoff_a
     window = Window("green", rev, "blue", blue.revision, app.generation(), 0.0, 3.0, state="failed", figures="9 of 10 requests 5xx")
     failed = Failure(rev, "green", 1, w.now(), FAILED_REASON, "9 of 10 requests 5xx")
     mem = Memory(failures={rev: failed}, verify=window)
-    p = plan(app, obs, mem, w.now())
+    p = decide_on(app, obs, mem, now=w.now())
     assert any(isinstance(a, SwitchRoute) and a.color == "blue" for a in p.actions), p.actions
     assert p.blockers[0].reason == FAILED_REASON
     assert "spec wants green, Nginx serves blue because verification of revision" in p.blockers[0].message
     # The previous color runs another revision now: no way back, traffic stays where it is.
     moved = replace(window, from_revision="something-else")
-    p2 = plan(app, obs, replace(mem, verify=moved), w.now())
+    p2 = decide_on(app, obs, replace(mem, verify=moved), now=w.now())
     assert not any(isinstance(a, SwitchRoute) for a in p2.actions) and "not available" in p2.blockers[0].message
     # Backoff over: a retry (traffic stays on green, nothing blocks).
-    p3 = plan(app, obs, mem, w.now() + 61)
+    p3 = decide_on(app, obs, mem, now=w.now() + 61)
     assert not p3.blockers and not any(isinstance(a, SwitchRoute) for a in p3.actions)
 
 
 def test_standby_stop_waits_for_the_window(tmp_path: Path) -> None:
     app, w = _deployed(tmp_path, standby="stop")
-    obs = observe(app, w, index_containers(w))
+    obs = inputs_for(app, w).observed
     window = Window("green", app.revision("green"), "blue", None, app.generation(), 0.0, 3.0)
-    assert not any(isinstance(a, StopContainer) for a in plan(app, obs, Memory(verify=window), w.now()).actions)
+    assert not any(isinstance(a, StopContainer) for a in decide_on(app, obs, Memory(verify=window), now=w.now()).actions)
     closed = replace(window, state="passed")
-    assert any(isinstance(a, StopContainer) for a in plan(app, obs, Memory(verify=closed), w.now()).actions)
+    assert any(isinstance(a, StopContainer) for a in decide_on(app, obs, Memory(verify=closed), now=w.now()).actions)
 
 
 def test_store_keeps_the_window_beside_the_memory(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The planner's rules for post-switch verification (pure; called from `planner.plan`).
+"""The switch-back rules of post-switch verification (pure; composed by `controller/decide.py`).
 
 - A revision that failed its verification window (failure memory, reason VerificationFailed) gets no traffic
   until its backoff allows a retry or the spec changes its revision: traffic goes back to the color that
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from controller.actions import Blocker
 from controller.backoff import BackoffPolicy
-from controller.facts import LABEL_APP, Memory, Observed
+from controller.facts import Memory, Observed
 from controller.spec import BlueGreenApp, Color
 from controller.verify import FAILED_REASON, hold_message
 
@@ -39,8 +39,7 @@ def hold(app: BlueGreenApp, obs: Observed, mem: Memory, now: float, rev: str, se
         prev = obs.containers[w.from_color]
         if (
             prev is not None
-            and prev.managed
-            and prev.labels.get(LABEL_APP) == app.name
+            and prev.ours(app.name)
             and prev.revision == w.from_revision
             and prev.running
             and prev.healthy is True

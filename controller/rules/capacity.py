@@ -1,9 +1,9 @@
-"""The capacity check before a new color starts (issue 14). Pure: the host's figures are an observed fact.
+"""The capacity rule: the check before a new color starts (issue 14). Pure: the host's figures are a gathered fact.
 
 While both colors run a release costs twice its memory; starting the second one on a host that cannot
 hold it pushes the host into swap or the OOM killer, which may pick the *live* color. So before a color
-that does not serve is created or started (never the live one: repairing it is never refused), the
-planner asks `capacity_blocker`:
+that does not serve is created or started (never the live one: repairing it is never refused), `decide` asks
+`capacity_blocker` (the figures are gathered only then: `decide.needs_capacity`, `gather.gather`):
 
 - memory: what the new color may need — its `resources.memory` limit, else what the live color uses now —
   must fit in MemAvailable, plus what the container it replaces uses now (removed first), minus a headroom
@@ -18,7 +18,7 @@ Not enough → blocker `InsufficientCapacity` with the figures; nothing starts a
 
 from __future__ import annotations
 
-from controller.actions import Action, Blocker, CreateContainer, StartContainer
+from controller.actions import Blocker
 from controller.facts import CapacityFact, ContainerFact
 from controller.resources import GIB, MIB, human
 from controller.spec import BlueGreenApp, Color
@@ -37,22 +37,12 @@ def skipped(app: BlueGreenApp) -> bool:
     return app.spec.resources is not None and app.spec.resources.skipCapacityCheck
 
 
-def new_color(app: BlueGreenApp, actions: tuple[Action, ...], serving: Color | None) -> Color | None:
-    """The color a plan would create or start that does not serve (the one the check is for), if any."""
-    if skipped(app):
-        return None
-    for a in actions:
-        if isinstance(a, (CreateContainer, StartContainer)) and a.color != serving:
-            return a.color
-    return None
-
-
 def capacity_blocker(
     app: BlueGreenApp, cap: CapacityFact | None, color: Color, serving: Color | None, live: ContainerFact | None
 ) -> Blocker | None:
     """`InsufficientCapacity` when `color` (about to be created or started) does not fit on the host; else None.
 
-    `cap` None means not observed (no new color was planned when the pass observed): nothing to check yet.
+    `cap` None means not gathered (the pass starts no new color, or a preview's: see decide.needs_capacity).
     `live` is the serving color's container, whose current usage stands in for a missing memory limit.
     """
     if cap is None or color == serving or skipped(app):
