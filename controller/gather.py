@@ -22,10 +22,10 @@ from controller.backoff import DEFAULT_POLICY, BackoffPolicy
 from controller.decide import PassInputs, needs_capacity
 from controller.facts import CapacityFact, ContainerFact, Memory, Observed
 from controller.failover import FailoverState, track
+from controller.imageref import local_repository
 from controller.observe import index_containers, observe
 from controller.pruning import observe_images
 from controller.releases import Releases, note_seen
-from controller.rules.pruning import repository_image_ids
 from controller.spec import BlueGreenApp
 from controller.world import World
 
@@ -77,7 +77,9 @@ def with_images(inputs: PassInputs, world: World, releases: Releases) -> PassInp
     """`inputs` with the image facts pruning plans from (after a pass found nothing left to do), and the release
     ledger with the app's images not seen before noted as seen now (the caller saves it when it changed)."""
     images = observe_images(world)
-    seen = note_seen(releases, repository_image_ids(inputs.app, images), world.now())
+    repo = local_repository(inputs.app.spec.image)
+    ids = [img.id for img in images.images if repo in {local_repository(r) for r in img.references}]
+    seen = note_seen(releases, ids, world.now())  # the app's repository's images only: the file stays small
     return replace(inputs, images=images, releases=seen)
 
 

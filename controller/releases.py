@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from controller.document import MAX_INT, Document, Epoch, Stored, omit_none
-from controller.imageref import ImageRef, InvalidImageRef
+from controller.imageref import local_names
 from controller.spec import Color
 
 KEEP = 100  # releases kept per app (the newest)
@@ -189,21 +189,6 @@ def note_seen(ledger: Releases, image_ids: Iterable[str], now: float) -> Release
 # ---------------------------------------------------------------------------------------------- pruning
 
 
-def _names(reference: str) -> set[str]:
-    """Names Docker may list `reference`'s image under (with and without the implicit registry and tag)."""
-    try:
-        ref = ImageRef.parse(reference)
-    except InvalidImageRef:
-        return {reference}
-    out = {reference}
-    path = ref.path.removeprefix("library/") if ref.registry in (None, "docker.io", "index.docker.io") else ref.repository
-    if ref.digest:
-        out.add(f"{path}@{ref.digest}")
-    if ref.tag or not ref.digest:
-        out.add(f"{path}:{ref.tag or 'latest'}")
-    return out
-
-
 def recent(ledger: Releases, keep: int) -> list[Release]:
     """The N most recent releases, newest first; a release of an image that served before counts once (going back
     to a release does not push another out)."""
@@ -230,7 +215,7 @@ def keep_reason(ledger: Releases, keep: int, image_id: str, references: Iterable
         return "no release recorded yet"
     refs = set(references)
     for r in recent(ledger, keep):
-        names = _names(r.image) | ({r.digest} if r.digest else set())
+        names = local_names(r.image) | {r.image} | ({r.digest} if r.digest else set())
         if r.image_id == image_id or names & refs:
             return f"the image of release #{r.number} (one of the {keep} most recent)"
     newest = ledger.releases[-1].started_at

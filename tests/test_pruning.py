@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from controller.facts import ContainerFact, ImageFact, ImagesObserved, Memory, Observed, RouteFact
+from controller.imageref import local_repository as repository
 from controller.reconcile import Reconciler
 from controller.releases import Release, Releases
-from controller.rules.pruning import plan_pruning, repository
+from controller.rules.pruning import plan_pruning
 from controller.testing import Crash, FakeImage
 from controller.verify import Window
 from controller.world import ContainerRequest

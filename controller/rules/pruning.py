@@ -11,51 +11,17 @@ from datetime import datetime, timezone
 
 from controller.actions import ImageRemoval
 from controller.facts import ImagesObserved, Observed
-from controller.imageref import ImageRef, InvalidImageRef
+from controller.imageref import local_names, local_repository
 from controller.releases import Releases, keep_reason
 from controller.spec import BlueGreenApp
-
-_DOCKER_HUB = (None, "docker.io", "index.docker.io", "registry-1.docker.io")
-
-
-def repository(reference: str) -> str | None:
-    """The repository a reference names, as Docker shows it (`docker.io/library/x` is `x`); None if unparsable."""
-    try:
-        ref = ImageRef.parse(reference)
-    except InvalidImageRef:
-        return None
-    if ref.registry in _DOCKER_HUB:
-        return ref.path.removeprefix("library/")
-    return ref.repository
-
-
-def _names(reference: str) -> set[str]:
-    """The names under which Docker lists the image `reference` means (`x` is `x:latest`; a digest its own)."""
-    try:
-        ref = ImageRef.parse(reference)
-    except InvalidImageRef:
-        return set()
-    repo = repository(reference)
-    out = set()
-    if ref.digest:
-        out.add(f"{repo}@{ref.digest}")
-    if ref.tag or not ref.digest:
-        out.add(f"{repo}:{ref.tag or 'latest'}")
-    return out
 
 
 def protected_references(app: BlueGreenApp) -> set[str]:
     """The images the spec names: its own and, where the spec has one, its preview's."""
-    names = _names(app.spec.image)
+    names = local_names(app.spec.image)
     if app.spec.preview is not None:
-        names |= _names(app.spec.preview.image)
+        names |= local_names(app.spec.preview.image)
     return names
-
-
-def repository_image_ids(app: BlueGreenApp, images: ImagesObserved) -> list[str]:
-    """The ids of the local images of the app's repository (the release ledger notes when each was first seen)."""
-    repo = repository(app.spec.image)
-    return [img.id for img in images.images if repo in {repository(r) for r in img.references}]
 
 
 def plan_pruning(
@@ -68,13 +34,13 @@ def plan_pruning(
     """
     if verification_open:
         return ()
-    repo = repository(app.spec.image)
+    repo = local_repository(app.spec.image)
     keep_names = protected_references(app)
     colors = {c.image_id for c in obs.containers.values() if c is not None and c.image_id}
     n = app.spec.keepImages
     out: list[ImageRemoval] = []
     for img in sorted(images.images, key=lambda i: (i.created, i.id)):
-        repos = {repository(r) for r in img.references}
+        repos = {local_repository(r) for r in img.references}
         if repos != {repo}:
             continue  # not this repository's, or also another's (or a name we cannot read): not ours alone
         if img.id in images.in_use or img.id in colors or keep_names & set(img.references):
