@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
-from controller.routing import render_include  # noqa: E402
-from controller.spec import BlueGreenApp  # noqa: E402
+from controller.app.routing import render_include  # noqa: E402
+from controller.spec.app import BlueGreenApp  # noqa: E402
 from tests.support.containers import remove_containers  # noqa: E402
 from tests.support.images import build_test_image  # noqa: E402
 from tests.support.net import free_port  # noqa: E402

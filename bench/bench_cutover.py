@@ -49,8 +49,8 @@ sys.path.insert(0, str(ROOT))
 import docker  # noqa: E402
 import httpx  # noqa: E402
 
-from controller.routing import render_include  # noqa: E402
-from controller.spec import BlueGreenApp  # noqa: E402
+from controller.app.routing import render_include  # noqa: E402
+from controller.spec.app import BlueGreenApp  # noqa: E402
 from tests.support.controller_run import run_reconcile, write_spec  # noqa: E402
 from tests.support.images import build_standard_images  # noqa: E402
 from tests.support.net import free_port  # noqa: E402

@@ -24,13 +24,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from controller.counters import carry_over
-from controller.logs import configure
-from controller.metrics import Metrics
-from controller.reconcile import Reconciler
-from controller.spec import BlueGreenApp
-from controller.state import HISTORY_KEEP, HISTORY_MAX_BYTES, StateStore
-from controller.testing import FakeImage, FakeWorld
+from controller.app.reconcile import Reconciler
+from controller.kernel.logs import configure
+from controller.spec.app import BlueGreenApp
+from controller.store.counters import carry_over
+from controller.store.metrics import Metrics
+from controller.store.state import HISTORY_KEEP, HISTORY_MAX_BYTES, StateStore
+from controller.world.fake import FakeImage, FakeWorld
 
 TAGS = 40  # image tags cycled through: dialogue:0 .. dialogue:39
 

@@ -39,12 +39,12 @@ import docker  # noqa: E402
 import httpx  # noqa: E402
 import yaml  # noqa: E402
 
+from controller.app.reconcile import Reconciler  # noqa: E402
 from controller.drivers.host import HostWorld  # noqa: E402
-from controller.logs import configure  # noqa: E402
-from controller.metrics import Metrics  # noqa: E402
-from controller.reconcile import Reconciler  # noqa: E402
-from controller.state import StateStore  # noqa: E402
-from controller.watch import AppKind, Manager  # noqa: E402
+from controller.kernel.logs import configure  # noqa: E402
+from controller.runtime.watch import AppKind, Manager  # noqa: E402
+from controller.store.metrics import Metrics  # noqa: E402
+from controller.store.state import StateStore  # noqa: E402
 from tests.support.controller_run import app_spec, run_reconcile, start_reconcile, with_spec  # noqa: E402
 from tests.support.images import build_standard_images  # noqa: E402
 from tests.support.net import free_port  # noqa: E402

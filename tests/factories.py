@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from controller.spec import BlueGreenApp
+from controller.spec.app import BlueGreenApp
 
 
 def app_doc(name: str = "dialogue", **spec: Any) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""Helpers around controller.testing.FakeWorld shared by the fast tests."""
+"""Helpers around controller.world.fake.FakeWorld shared by the fast tests."""
 
 from __future__ import annotations
 
@@ -6,12 +6,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.facts import port_of
-from controller.metrics import Metrics
-from controller.reconcile import Reconciler
-from controller.spec import BlueGreenApp
-from controller.state import StateStore
-from controller.testing import FakeContainer, FakeImage, FakeWorld
+from controller.app.reconcile import Reconciler
+from controller.spec.app import BlueGreenApp
+from controller.store.metrics import Metrics
+from controller.store.state import StateStore
+from controller.world.facts import port_of
+from controller.world.fake import FakeContainer, FakeImage, FakeWorld
 
 
 @dataclass

@@ -15,18 +15,18 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.accessory import Accessory, json_schema
-from controller.accessory_planner import AccessoryObserved, plan_accessory
-from controller.accessory_reconcile import AccessoryRunner
-from controller.actions import CreateContainer, StartContainer, SwitchRoute, WaitHealthy, WriteMarker
-from controller.facts import AccessoryFact
-from controller.rules.depends_on import depends_on
-from controller.secrets import SecretRef
-from controller.spec import SsmSecrets
-from controller.specdir import select
-from controller.state import StateStore
-from controller.testing import FakeImage, FakeWorld
-from controller.world import AccessoryRequest
+from controller.accessory.plan import AccessoryObserved, plan_accessory
+from controller.accessory.reconcile import AccessoryRunner
+from controller.app.rules.depends_on import depends_on
+from controller.spec.accessory import Accessory, json_schema
+from controller.spec.app import SsmSecrets
+from controller.spec.directory import select
+from controller.store.state import StateStore
+from controller.world.actions import CreateContainer, StartContainer, SwitchRoute, WaitHealthy, WriteMarker
+from controller.world.facts import AccessoryFact
+from controller.world.fake import FakeImage, FakeWorld
+from controller.world.protocol import AccessoryRequest
+from controller.world.secrets import SecretRef
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -339,8 +339,8 @@ def test_cli_bad_input_exits_2_one_line_each_and_changes_nothing(tmp_path: Path)
 
 def test_shipped_accessory_schema_is_current_and_examples_validate() -> None:
     shipped = json.loads((ROOT / "controller" / "schema" / "accessory.schema.json").read_text())
-    assert shipped == json_schema(), "regenerate: python -c 'from controller.accessory import json_schema' (see docs/spec.md)"
-    from controller.spec import BlueGreenApp
+    assert shipped == json_schema(), "regenerate: python -c 'from controller.spec.accessory import json_schema' (see docs/spec.md)"
+    from controller.spec.app import BlueGreenApp
 
     examples = sorted((ROOT / "specs" / "examples" / "host").glob("*.yaml"))
     kinds = {}

@@ -1,5 +1,5 @@
 """Property tests (hypothesis state machines) for accessories and dependsOn (issue 13), on the one in-memory world
-(`controller.testing.FakeWorld`: one clock and one crash budget for apps and accessories).
+(`controller.world.fake.FakeWorld`: one clock and one crash budget for apps and accessories).
 
 Whatever happens between passes — a spec change (image, env, update mode, backup), a kill, a removal by hand,
 a stranger's container under the accessory's name, a failing backup, a pass cut short after any step (kill -9)
@@ -35,9 +35,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from controller.accessory import Accessory
-from controller.accessory_reconcile import AccessoryRunner
-from controller.actions import (
+from controller.accessory.reconcile import AccessoryRunner
+from controller.app.reconcile import Reconciler
+from controller.app.rules.depends_on import depends_on
+from controller.spec.accessory import Accessory
+from controller.spec.app import BlueGreenApp
+from controller.store.metrics import Metrics
+from controller.store.state import StateStore
+from controller.world.actions import (
     CreateContainer,
     RemoveContainer,
     StartContainer,
@@ -46,13 +51,8 @@ from controller.actions import (
     WaitHealthy,
     WriteMarker,
 )
-from controller.facts import port_of
-from controller.metrics import Metrics
-from controller.reconcile import Reconciler
-from controller.rules.depends_on import depends_on
-from controller.spec import BlueGreenApp
-from controller.state import StateStore
-from controller.testing import Crash, FakeImage, FakeWorld
+from controller.world.facts import port_of
+from controller.world.fake import Crash, FakeImage, FakeWorld
 from tests.factories import make_app
 from tests.fakes import CheckedWorld
 

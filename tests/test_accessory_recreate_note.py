@@ -3,7 +3,7 @@
 No volumes: recreating loses no data, flagged as fine. Volumes with a backup: kept, backup first. Volumes
 without a backup: a warning. An image that declares `VOLUME /data` without spec.volumes (redis, mongo, qdrant):
 never "loses no data"; the anonymous volume is named and kept. Pure planner and its text/JSON rendering, on
-the in-memory world (`controller.testing.FakeWorld`; on real Docker: tests/test_real_accessories.py).
+the in-memory world (`controller.world.fake.FakeWorld`; on real Docker: tests/test_real_accessories.py).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 
-from controller.accessory import Accessory
-from controller.accessory_reconcile import AccessoryRunner, plan_json, render_plan
-from controller.state import StateStore
-from controller.testing import FakeImage, FakeWorld
+from controller.accessory.reconcile import AccessoryRunner, plan_json, render_plan
+from controller.spec.accessory import Accessory
+from controller.store.state import StateStore
+from controller.world.fake import FakeImage, FakeWorld
 
 
 def accessory(**spec: Any) -> Accessory:

@@ -11,17 +11,18 @@ from typing import Any
 
 import pytest
 
-from controller.actions import CreateContainer
-from controller.decide import decide
-from controller.errors import HostError, SpecError
-from controller.facts import CapacityFact, Observed
-from controller.planner import Plan
-from controller.resources import GIB, MIB, parse_size
-from controller.rules.capacity import DISK_HEADROOM, HEADROOM_MIN, headroom
-from controller.spec import BlueGreenApp, parse_app
-from controller.status import STATUS, render_text
-from controller.testing import FakeImage, FakeWorld
-from controller.world import ContainerRequest
+from controller.app.decide import decide
+from controller.app.plan import Plan
+from controller.app.rules.capacity import DISK_HEADROOM, HEADROOM_MIN, headroom
+from controller.app.status import render_text
+from controller.kernel.errors import HostError, SpecError
+from controller.spec.app import BlueGreenApp, parse_app
+from controller.spec.resources import GIB, MIB, parse_size
+from controller.store.documents import STATUS
+from controller.world.actions import CreateContainer
+from controller.world.facts import CapacityFact, Observed
+from controller.world.fake import FakeImage, FakeWorld
+from controller.world.protocol import ContainerRequest
 from tests.factories import app_doc, make_app
 from tests.fakes import CheckedWorld, reconciler, world_for
 from tests.support.plans import inputs_for

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from controller import cli
-from controller.errors import EXIT_FAIL
+from controller.cli import main as cli
+from controller.kernel.errors import EXIT_FAIL
 
 ROOT = Path(__file__).resolve().parent.parent
 CMD = [sys.executable, "-m", "controller", "--schema"]

@@ -6,7 +6,7 @@ real nginx; the fake one configured to match (same image names, same ports, same
 scripted). Together they call every `World` method (apps, accessories, the access log, Prometheus, host facts):
 `test_every_world_method_is_exercised_here` fails when a method is added to the protocol and not called here.
 `test_same_plans_on_both_worlds` puts both worlds in the same situations and requires gather() + decide() to
-agree exactly. When they disagree, the fake is what gets fixed (controller/testing.py), never the assertion.
+agree exactly. When they disagree, the fake is what gets fixed (controller/world/fake.py), never the assertion.
 """
 
 from __future__ import annotations
@@ -22,8 +22,14 @@ from typing import Any, TypeVar
 
 import pytest
 
-from controller.errors import DockerError, HostError, ImageError, NginxError
-from controller.facts import (
+from controller.app.plan import Plan
+from controller.app.reconcile import Reconciler
+from controller.app.routing import health_url, render_include, route_fact, route_probe_url
+from controller.kernel.errors import DockerError, HostError, ImageError, NginxError
+from controller.spec.app import BlueGreenApp, Color, NginxSpec
+from controller.store.metrics import Metrics
+from controller.store.state import StateStore
+from controller.world.facts import (
     LABEL_ACCESSORY,
     LABEL_APP,
     LABEL_COLOR,
@@ -33,14 +39,8 @@ from controller.facts import (
     MANAGED_BY,
     ContainerFact,
 )
-from controller.metrics import Metrics
-from controller.planner import Plan
-from controller.reconcile import Reconciler
-from controller.routing import health_url, render_include, route_fact, route_probe_url
-from controller.spec import BlueGreenApp, Color, NginxSpec
-from controller.state import StateStore
-from controller.testing import FakeImage, FakeWorld
-from controller.world import AccessoryRequest, ContainerRequest, LogPos, OneOff, RunState, World
+from controller.world.fake import FakeImage, FakeWorld
+from controller.world.protocol import AccessoryRequest, ContainerRequest, LogPos, OneOff, RunState, World
 from tests.factories import make_app
 from tests.support.containers import LABEL_TEST
 from tests.support.net import free_port
@@ -448,8 +448,8 @@ def test_same_plans_on_both_worlds(request: pytest.FixtureRequest, tmp_path: Pat
 
 def test_hook_and_check_contract(rig: Rig) -> None:
     """The World operations of spec.hooks / spec.checks (issue 12), the same calls and assertions on both worlds."""
-    from controller.facts import LABEL_HOOK, LABEL_MANAGED, MANAGED_BY
-    from controller.world import HookRequest
+    from controller.world.facts import LABEL_HOOK, LABEL_MANAGED, MANAGED_BY
+    from controller.world.protocol import HookRequest
 
     w, app = rig.world, rig.app
     fake = w if isinstance(w, FakeWorld) else None

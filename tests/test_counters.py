@@ -1,4 +1,4 @@
-"""Counters that survive cron (controller/counters.py): `--once --metrics-textfile` continues them from the
+"""Counters that survive cron (controller/store/counters.py): `--once --metrics-textfile` continues them from the
 state dir; a corrupt or hostile counters.json means starting from 0 with a warning, never a crash or a
 followed link. Real CLI runs against real dockerd and nginx for the cron route."""
 
@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.counters import COUNTERS_FILE, carry_over
-from controller.metrics import CUTOVERS, DRIFT_REPAIRS, RECONCILE_RUNS, Metrics
+from controller.store.counters import COUNTERS_FILE, carry_over
+from controller.store.metrics import CUTOVERS, DRIFT_REPAIRS, RECONCILE_RUNS, Metrics
 from tests.support.controller_run import World, run_reconcile
 from tests.support.nginx import NginxInstance
 

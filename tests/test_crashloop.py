@@ -14,15 +14,15 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from controller.actions import WaitHealthy
-from controller.apply import Context, apply
-from controller.backoff import DEFAULT_POLICY, BackoffPolicy
-from controller.errors import HealthCheckFailed
-from controller.facts import Memory
-from controller.logs import get_logger
-from controller.spec import BlueGreenApp
-from controller.testing import FakeImage
-from controller.world import ContainerRequest
+from controller.app.apply import Context, apply
+from controller.kernel.backoff import DEFAULT_POLICY, BackoffPolicy
+from controller.kernel.errors import HealthCheckFailed
+from controller.kernel.logs import get_logger
+from controller.spec.app import BlueGreenApp
+from controller.world.actions import WaitHealthy
+from controller.world.facts import Memory
+from controller.world.fake import FakeImage
+from controller.world.protocol import ContainerRequest
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler
 from tests.support.plans import plan_for

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from controller.accessory_planner import recreate_note
-from controller.specdir import select
+from controller.accessory.plan import recreate_note
+from controller.spec.directory import select
 from tests.support.redis_image import RedisImageUnavailable, build_redis_image
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -16,11 +16,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel, ValidationError
 
-from controller.accessory import Accessory, AccessorySpec
-from controller.cli import main
+from controller.cli.main import main
 from controller.export.argo import CannotExpress, Options, export_accessory, export_app
 from controller.export.render import HEADER
-from controller.spec import AppSpec, BlueGreenApp
+from controller.spec.accessory import Accessory, AccessorySpec
+from controller.spec.app import AppSpec, BlueGreenApp
 from tests.factories import app_doc, write_spec
 from tests.support.export_checks import problems, schema_problems, semantic_problems
 from tests.support.githttp import Upstream
@@ -149,7 +149,7 @@ def test_bad_arguments_exit_2_with_one_line(capsys: pytest.CaptureFixture[str], 
 
 
 def test_git_url_exports_the_commit_in_force_and_names_it(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    from controller.source import GitSource, config_from_options
+    from controller.runtime.source import GitSource, config_from_options
     from tests.test_gitops import source_args
 
     up = Upstream(tmp_path / "srv", "deploy", None)
@@ -173,7 +173,7 @@ def test_git_url_exports_the_commit_in_force_and_names_it(capsys: pytest.Capture
 
 
 def _host_docs() -> list[dict[str, Any]]:
-    from controller.specdir import select
+    from controller.spec.directory import select
 
     sel = select(ROOT / "specs" / "examples" / "host", host=False)
     accs = {a.name: a for a in sel.accessories}

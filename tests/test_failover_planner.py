@@ -11,13 +11,14 @@ from typing import Any
 
 from structlog.testing import capture_logs
 
-from controller.actions import SwitchRoute, WriteMarker
-from controller.decide import decide
-from controller.facts import Failure, Memory
-from controller.failover import FailedOver, FailoverState, WaitLiveOrFailover
-from controller.reconcile import Reconciler
-from controller.spec import BlueGreenApp
-from controller.state import StateStore
+from controller.app.decide import decide
+from controller.app.failover import WaitLiveOrFailover
+from controller.app.reconcile import Reconciler
+from controller.spec.app import BlueGreenApp
+from controller.store.documents import FailedOver, FailoverState
+from controller.store.state import StateStore
+from controller.world.actions import SwitchRoute, WriteMarker
+from controller.world.facts import Failure, Memory
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler, world_for
 from tests.support.plans import inputs_for, plan_for

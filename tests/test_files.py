@@ -30,12 +30,12 @@ from typing import Any, TypeVar
 import pytest
 import yaml
 
-from controller.drivers import files
-from controller.errors import HostError, SpecError
-from controller.metrics import Metrics
-from controller.planner import describe_file
-from controller.spec import parse_app
-from controller.state import Lock, StateStore
+from controller.app.plan import describe_file
+from controller.kernel import files
+from controller.kernel.errors import HostError, SpecError
+from controller.spec.app import parse_app
+from controller.store.metrics import Metrics
+from controller.store.state import Lock, StateStore
 from tests.support.containers import LABEL_APP, LABEL_TEST, remove_containers
 from tests.support.controller_run import ROOT, command, subprocess_env
 from tests.support.net import free_port

@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.errors import SpecError
-from controller.spec import parse_app
+from controller.kernel.errors import SpecError
+from controller.spec.app import parse_app
 from tests.factories import app_doc
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
-from controller.actions import RemoveHook, RunCheck, RunHook
-from controller.facts import LABEL_HOOK, HookRecord, Memory, hook_key
-from controller.gateplan import gates_fingerprint
-from controller.spec import BlueGreenApp
-from controller.state import StateStore
-from controller.testing import Crash
+from controller.app.gates import gates_fingerprint
+from controller.spec.app import BlueGreenApp
+from controller.store.state import StateStore
+from controller.world.actions import RemoveHook, RunCheck, RunHook
+from controller.world.facts import LABEL_HOOK, HookRecord, Memory, hook_key
+from controller.world.fake import Crash
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler, world_for
 from tests.support.plans import plan_for
@@ -187,7 +187,7 @@ def test_a_finished_hook_container_left_by_a_crash_is_removed_and_a_running_one_
     # A finished run whose record says done (the crash came between the record and the remove).
     w.crash_after = None
     store.record_hook("dialogue", HookRecord("beforeSwitch", "oldrev", "done", w.now(), 0, w.now()))
-    from controller.world import HookRequest
+    from controller.world.protocol import HookRequest
 
     w.create_hook(HookRequest("dialogue-hook-beforeswitch-oldrev", "dialogue:1",
                               {"bluegreen.app": "dialogue", "bluegreen.managed-by": "bluegreen-controller", LABEL_HOOK: "beforeSwitch",

@@ -1,4 +1,4 @@
-"""The git source (issue 15): the controller fetches the committed specs itself (controller/source.py).
+"""The git source (issue 15): the controller fetches the committed specs itself (controller/runtime/source.py).
 
 Against a real git server on loopback (Debian's `git http-backend`, smart HTTP with a token:
 tests/support/githttp.py), commits signed with an SSH key the test makes (ssh-keygen), and for the
@@ -24,12 +24,19 @@ import httpx
 import pytest
 import yaml
 
-from controller import source as source_module
-from controller.cli import main
-from controller.errors import InvalidInput
-from controller.metrics import SourceMetrics
-from controller.options import SourceOptions
-from controller.source import GitSource, check_ref, check_repo_path, check_url, config_from_options, shown_url
+from controller.cli.main import main
+from controller.kernel.errors import InvalidInput
+from controller.runtime import source as source_module
+from controller.runtime.options import SourceOptions
+from controller.runtime.source import (
+    GitSource,
+    check_ref,
+    check_repo_path,
+    check_url,
+    config_from_options,
+    shown_url,
+)
+from controller.store.metrics import SourceMetrics
 from tests.factories import app_doc
 from tests.support.controller_run import app_spec, history, read, served_version, status_file, subprocess_env
 from tests.support.githttp import GitHttpServer, Upstream, ssh_key
@@ -101,7 +108,7 @@ def spec_text(name: str, **spec: Any) -> str:
 def test_bad_source_input_exits_2_with_one_line_and_changes_nothing(
     args: list[str], named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("controller.cli.configure", lambda *a, **k: None)  # in-process: leave structlog's set-up alone
+    monkeypatch.setattr("controller.cli.main.configure", lambda *a, **k: None)  # in-process: leave structlog's set-up alone
     (tmp_path / "signers").write_text("ci@test ssh-ed25519 not-base64!!\n")
     loose = tmp_path / "loose-token"
     loose.write_text(TOKEN)
@@ -230,7 +237,7 @@ def test_failures_keep_the_last_good_commit_and_back_off(
 def test_token_from_an_ssm_securestring(
     gitserver: GitHttpServer, moto: Any, aws_env: dict[str, str], tmp_path: Path, captured_logs: list[MutableMapping[str, Any]]
 ) -> None:
-    from controller.runtime import ssm_token
+    from controller.runtime.build import ssm_token
     from tests.support.moto import REGION
 
     moto.client("ssm").put_parameter(Name="/ops/deploy/git-token", Value=TOKEN, Type="SecureString", Overwrite=True)

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.errors import HostError
-from controller.state import HISTORY_KEEP, HISTORY_MAX_BYTES, StateStore
+from controller.kernel.errors import HostError
+from controller.store.state import HISTORY_KEEP, HISTORY_MAX_BYTES, StateStore
 
 ENTRY = 10 * 1024  # a large history line: ~100 of them fill a file
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENTS = ("docker", "boto3", "botocore", "httpx", "requests")
-MODULES = ("controller.reconcile", "controller.planner", "controller.observe", "controller.status", "controller.cli")
+MODULES = ("controller.app.reconcile", "controller.app.plan", "controller.app.observe", "controller.app.status", "controller.cli.main")
 
 
 def test_importing_the_core_and_the_cli_loads_no_docker_aws_or_http_client() -> None:

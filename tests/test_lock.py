@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.errors import LockBusy
-from controller.state import Lock
-from controller.watch import PassLock
+from controller.kernel.errors import LockBusy
+from controller.runtime.watch import PassLock
+from controller.store.state import Lock
 
 
 def test_a_busy_lock_names_the_holder_and_how_long_this_run_waited(tmp_path: Path) -> None:

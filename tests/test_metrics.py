@@ -13,8 +13,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller import __version__
-from controller.errors import HostError
-from controller.metrics import (
+from controller.kernel.errors import HostError
+from controller.store.metrics import (
     APP_CONDITION,
     APP_CONVERGED,
     BUILD_INFO,
@@ -81,7 +81,7 @@ def test_textfile_write_failure_leaves_no_temporary_file(tmp_path: Path) -> None
     path = tmp_path / "bluegreen.prom"
     path.mkdir()  # something in the way that os.replace cannot replace
     (path / "keep").write_text("x")
-    with pytest.raises(HostError):  # the one atomic write (controller/drivers/files.py) says what failed in one line
+    with pytest.raises(HostError):  # the one atomic write (controller/kernel/files.py) says what failed in one line
         Metrics().write_textfile(path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bluegreen.prom"]
 

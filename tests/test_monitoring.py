@@ -238,16 +238,16 @@ def substitute(expr: str, app: str = "demo", color: str = "blue|green", accessor
 
 
 def controller_metric_names() -> set[str]:
-    """Every sample name controller/metrics.py can expose (counters _total, histograms _bucket/_sum/_count, ...)."""
+    """Every sample name controller/store/metrics.py can expose (counters _total, histograms _bucket/_sum/_count, ...)."""
     sys.path.insert(0, str(ROOT))
-    from controller import metrics
+    from controller.store import metrics
 
     m = metrics.Metrics()
     if hasattr(metrics, "WatchMetrics"):  # the --watch loop's own metrics, on the same registry
         metrics.WatchMetrics(m.registry)
     if hasattr(metrics, "SourceMetrics"):  # the git source's (--git-url), on the same registry
         metrics.SourceMetrics(m.registry).set(url="u", ref="r", commit="c", last_fetch_ok=None, ok=True, refused=False)
-    from controller import accessory_reconcile
+    from controller.accessory import reconcile as accessory_reconcile
 
     accessory_reconcile.AccessoryMetrics(m.registry)  # kind: Accessory (issue 13), on the same registry
     names: set[str] = set()
@@ -326,22 +326,22 @@ def test_every_alert_has_severity_summary_description_and_runbook() -> None:
 
 
 def test_alert_rules_and_dashboard_use_only_controller_metric_names_and_label_values() -> None:
-    from controller import metrics as m
+    from controller.store import metrics as m
 
     known = controller_metric_names()
     allowed_values = {"result": set(m.RESULTS) | set(m.CUTOVER_RESULTS), "condition": set(m.CONDITIONS), "kind": set(m.DRIFT_KINDS), "color": set(m.COLORS)}
     for text in [*promql_texts(), DOCS.read_text()]:
         for name in re.findall(r"\bbluegreen_[a-z_]+", text):
-            assert name in known, f"{name} is not exported by controller/metrics.py (known: {sorted(known)})"
+            assert name in known, f"{name} is not exported by controller/store/metrics.py (known: {sorted(known)})"
     for text in promql_texts():
         for label, op, value in re.findall(r'\b(result|condition|kind|color)\s*(=~|=|!=|!~)\s*"([^"]*)"', text):
             for v in value.split("|"):
                 if v and not v.startswith("$"):
-                    assert v in allowed_values[label], f'{label}{op}"{value}": {v!r} is not a value controller/metrics.py uses'
+                    assert v in allowed_values[label], f'{label}{op}"{value}": {v!r} is not a value controller/store/metrics.py uses'
 
 
 def test_controller_alerts_cover_both_metric_routes() -> None:
-    """Cron runs continue their counters from the state dir (controller/counters.py), so one expression reads both
+    """Cron runs continue their counters from the state dir (controller/store/counters.py), so one expression reads both
     routes: no alert selects the controller's scrape job, and every counter alert's promtool cases feed it both
     a --watch series (job="bluegreen-controller") and a textfile one (job="node")."""
     counters = ("bluegreen_reconcile_runs_total", "bluegreen_cutovers_total", "bluegreen_health_check_failures_total", "bluegreen_drift_repairs_total", "bluegreen_verifications_total")
@@ -695,7 +695,7 @@ def test_promtail_controller_journal_and_file() -> None:
     file_job = jobs["bluegreen-controller-file"]
     assert file_job["static_configs"][0]["labels"]["job"] == "bluegreen-controller"
     assert file_job["static_configs"][0]["labels"]["__path__"].endswith(".jsonl")
-    # The controller's JSON keys (controller/logs.py: event, level, timestamp, app, color, image, reconcile_id).
+    # The controller's JSON keys (controller/kernel/logs.py: event, level, timestamp, app, color, image, reconcile_id).
     line = {"event": "cutover", "level": "info", "timestamp": "2024-05-01T10:00:00.123456Z", "app": "shop", "color": "green", "image": "shop:1.2", "reconcile_id": "r-1"}
     for j in (journal, file_job):
         stages = j["pipeline_stages"]
@@ -832,9 +832,9 @@ FAKES = r'''
 import os, random, sys, threading, time
 sys.path.insert(0, os.environ["REPO"])
 from prometheus_client import CollectorRegistry, Histogram, start_http_server
-from controller.accessory_reconcile import AccessoryMetrics
-from controller.counters import carry_over
-from controller.metrics import Metrics
+from controller.accessory.reconcile import AccessoryMetrics
+from controller.store.counters import carry_over
+from controller.store.metrics import Metrics
 
 ctrl_port, blue_port, green_port = (int(x) for x in sys.argv[1:4])
 textfile, lifetime = sys.argv[4], float(sys.argv[5])
@@ -891,7 +891,7 @@ for color, port in (("blue", blue_port), ("green", green_port)):
     apps[color] = h
 
 # cron route: `reconcile --once --metrics-textfile`, a fresh Metrics per run that continues the counters
-# stored in the state dir (as controller/cli.py does).
+# stored in the state dir (as controller/cli/main.py does).
 def cron_run(n):
     c = Metrics()
     result = {0: "progressing", 1: "error"}.get(n, "converged")

@@ -27,9 +27,9 @@ from typing import Any
 import httpx
 import pytest
 
+from controller.app.routing import render_include
 from controller.drivers.containers import _parse_time
-from controller.facts import Memory
-from controller.routing import render_include
+from controller.world.facts import Memory
 from tests.factories import make_app
 from tests.fakes import reconciler, world_for
 from tests.support.controller_run import app_spec, run_reconcile, with_spec, write_spec

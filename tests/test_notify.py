@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from controller.drivers.notify import Notifier
-from controller.logs import register_secret
+from controller.kernel.logs import register_secret
 from tests.support.webhook import Receiver
 
 

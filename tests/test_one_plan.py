@@ -1,11 +1,11 @@
 """One pass, one plan (issue 18 item 1): `gather` + `decide` are the only way a plan is made.
 
 Read from the source (ast: an import inside a function counts too) of controller/ and tests/:
-- only controller/decide.py (and the rules themselves) import controller/rules/: the rules compose in one place;
-- only controller/decide.py builds a `Plan` in controller/; the planner has no `plan` function, nothing imports one;
-- only controller/gather.py calls `observe.observe`, and only observe.py derives the serving color
+- only controller/app/decide.py (and the rules themselves) import controller/app/rules/: the rules compose in one place;
+- only controller/app/decide.py builds a `Plan` in controller/; the planner has no `plan` function, nothing imports one;
+- only controller/app/gather.py calls `observe.observe`, and only observe.py derives the serving color
   (`routing.serving_color`): every other module reads `Observed.serving`;
-- a test module unit-tests at most one rule (imports from one controller/rules/ module) and never observes by
+- a test module unit-tests at most one rule (imports from one controller/app/rules/ module) and never observes by
   itself: a hand-built pipeline needs at least two stages.
 And at run time, with a state dir that counts: a pass reads the memory once.
 """
@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import controller.planner
-from controller.facts import Memory
-from controller.failover import FailoverState
-from controller.state import StateStore
+import controller.app.plan
+from controller.store.documents import FailoverState
+from controller.store.state import StateStore
+from controller.world.facts import Memory
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler, world_for
 
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 @dataclass
 class Module:
-    path: str  # relative to the repository, e.g. controller/decide.py
+    path: str  # relative to the repository, e.g. controller/app/decide.py
     imports: list[tuple[str, str]] = field(default_factory=list)  # (module, name); name "" for `import module`
     calls: set[str] = field(default_factory=set)  # names called directly: f(...)
 
@@ -50,35 +50,35 @@ def modules(*roots: str) -> Iterator[Module]:
 
 def rule_modules(m: Module) -> set[str]:
     return {
-        mod if mod != "controller.rules" else f"controller.rules.{name}"
+        mod if mod != "controller.app.rules" else f"controller.app.rules.{name}"
         for mod, name in m.imports
-        if mod == "controller.rules" or mod.startswith("controller.rules.")
+        if mod == "controller.app.rules" or mod.startswith("controller.app.rules.")
     }
 
 
 def test_only_decide_composes_the_rules() -> None:
     found = {m.path for m in modules("controller", "bench") if rule_modules(m)}
-    rules = {p for p in found if p.startswith("controller/rules/")}
-    assert found - rules == {"controller/decide.py"}, found - rules
+    rules = {p for p in found if p.startswith("controller/app/rules/")}
+    assert found - rules == {"controller/app/decide.py"}, found - rules
 
 
 def test_only_decide_makes_a_plan() -> None:
-    assert not hasattr(controller.planner, "plan")
+    assert not hasattr(controller.app.plan, "plan")
     for m in modules("controller", "tests", "bench"):
-        assert ("controller.planner", "plan") not in m.imports, m.path
+        assert ("controller.app.plan", "plan") not in m.imports, m.path
         if m.path.startswith("controller/"):
-            assert "Plan" not in m.calls or m.path == "controller/decide.py", m.path
+            assert "Plan" not in m.calls or m.path == "controller/app/decide.py", m.path
 
 
 def test_only_gather_observes_and_only_observation_derives_the_serving_color() -> None:
     observers, serving = set(), set()
     for m in modules("controller", "tests", "bench"):
-        if ("controller.observe", "observe") in m.imports:
+        if ("controller.app.observe", "observe") in m.imports:
             observers.add(m.path)
-        if ("controller.routing", "serving_color") in m.imports:
+        if ("controller.app.routing", "serving_color") in m.imports:
             serving.add(m.path)
-    assert observers == {"controller/gather.py"}
-    assert serving == {"controller/observe.py"}  # Observed.serving, computed once
+    assert observers == {"controller/app/gather.py"}
+    assert serving == {"controller/app/observe.py"}  # Observed.serving, computed once
 
 
 def test_a_test_unit_tests_one_rule_at_most() -> None:

@@ -8,7 +8,9 @@ from typing import Any
 
 import pytest
 
-from controller.actions import (
+from controller.app.routing import render_include
+from controller.spec.app import BlueGreenApp
+from controller.world.actions import (
     CreateContainer,
     RemoveContainer,
     StartContainer,
@@ -17,10 +19,8 @@ from controller.actions import (
     WaitHealthy,
     WriteMarker,
 )
-from controller.facts import Memory
-from controller.routing import render_include
-from controller.spec import BlueGreenApp
-from controller.testing import FakeImage, FakeWorld
+from controller.world.facts import Memory
+from controller.world.fake import FakeImage, FakeWorld
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler, world_for
 from tests.support.plans import plan_for

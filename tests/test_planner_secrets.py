@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import pytest
 
-from controller.actions import CreateContainer
-from controller.facts import (
+from controller.app.plan import Plan
+from controller.app.routing import render_include
+from controller.spec.app import BlueGreenApp, Color
+from controller.world.actions import CreateContainer
+from controller.world.facts import (
     FINGERPRINT_KEY,
     LABEL_APP,
     LABEL_FINGERPRINT,
@@ -20,9 +23,6 @@ from controller.facts import (
     Observed,
     RouteFact,
 )
-from controller.planner import Plan
-from controller.routing import render_include
-from controller.spec import BlueGreenApp, Color
 from tests.factories import make_app
 from tests.support.plans import decide_on
 

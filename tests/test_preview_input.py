@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.errors import SpecError
-from controller.spec import parse_app
+from controller.kernel.errors import SpecError
+from controller.spec.app import parse_app
 from tests.factories import app_doc
 from tests.test_bad_input import Case, Env, _run
 

@@ -1,4 +1,4 @@
-"""spec.preview against the in-memory world: the preview rules of controller/preview.py (issue 12 item 1)."""
+"""spec.preview against the in-memory world: the preview rules of controller/app/preview.py (issue 12 item 1)."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from controller.decide import decide
-from controller.facts import Memory
-from controller.spec import BlueGreenApp, preview_app
-from controller.status import conditions
-from controller.testing import FakeImage
+from controller.app.decide import decide
+from controller.app.status import conditions
+from controller.spec.app import BlueGreenApp, preview_app
+from controller.world.facts import Memory
+from controller.world.fake import FakeImage
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler, world_for
 from tests.support.plans import inputs_for, plan_for

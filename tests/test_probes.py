@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from controller.drivers.probes import BODY_CAP, Prober
-from controller.world import HealthResult, RouteProbe
+from controller.world.protocol import HealthResult, RouteProbe
 from tests.support.containers import RunningContainer
 
 TIMEOUT = 1.5

@@ -1,6 +1,6 @@
 """verify.prometheus (issue 11 item 1): the verdict on an instant query's answer, the driver against hostile HTTP
 answers, and a real Prometheus (Debian's binary on loopback) deciding a post-switch window.
-(controller/verify.py, controller/verifier.py, controller/drivers/prometheus.py)"""
+(controller/world/verification.py, controller/app/steps/verify.py, controller/drivers/prometheus.py)"""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from controller.drivers.prometheus import PromClient
-from controller.spec import VerifySpec
-from controller.state import StateStore
-from controller.verify import FAILED_REASON, Counts, PromAnswer, judge, prom_answer, render_query
+from controller.spec.app import VerifySpec
+from controller.store.state import StateStore
+from controller.world.verification import FAILED_REASON, Counts, PromAnswer, judge, prom_answer, render_query
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler, world_for
 from tests.support.net import free_port

@@ -25,14 +25,14 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from controller.facts import Failure
-from controller.failover import FailedOver
-from controller.planner import Plan
-from controller.reconcile import AppResult
-from controller.routing import route_fact, route_probe_url
-from controller.spec import BlueGreenApp
-from controller.state import StateStore
-from controller.testing import Crash, FakeImage, FakeWorld
+from controller.app.plan import Plan
+from controller.app.reconcile import AppResult
+from controller.app.routing import route_fact, route_probe_url
+from controller.spec.app import BlueGreenApp
+from controller.store.documents import FailedOver
+from controller.store.state import StateStore
+from controller.world.facts import Failure
+from controller.world.fake import Crash, FakeImage, FakeWorld
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler
 

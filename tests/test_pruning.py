@@ -10,14 +10,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from controller.facts import ContainerFact, ImageFact, ImagesObserved, Memory, Observed, RouteFact
-from controller.imageref import local_repository as repository
-from controller.reconcile import Reconciler
-from controller.releases import Release, Releases
-from controller.rules.pruning import plan_pruning
-from controller.testing import Crash, FakeImage
-from controller.verify import Window
-from controller.world import ContainerRequest
+from controller.app.reconcile import Reconciler
+from controller.app.rules.pruning import plan_pruning
+from controller.kernel.imageref import local_repository as repository
+from controller.store.releases import Release, Releases
+from controller.world.facts import ContainerFact, ImageFact, ImagesObserved, Memory, Observed, RouteFact
+from controller.world.fake import Crash, FakeImage
+from controller.world.protocol import ContainerRequest
+from controller.world.verification import Window
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler, world_for
 from tests.support.plans import plan_for
@@ -208,7 +208,7 @@ def test_an_image_taken_into_use_after_the_observation_is_skipped_never_forced(t
 
 
 def test_plan_shows_what_would_be_removed_and_says_changes_are_pending(tmp_path: Path, capsys: Any) -> None:
-    from controller.modes import plan as _plan
+    from controller.cli.modes import plan as _plan
 
     app, w, rec = _deployed(tmp_path, keep=2)
     capsys.readouterr()

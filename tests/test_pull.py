@@ -26,9 +26,9 @@ from controller.drivers.registry import (
     ecr_registry,
     pull_image,
 )
-from controller.errors import ImageError
-from controller.imageref import ImageRef
-from controller.logs import MASK, redact_text
+from controller.kernel.errors import ImageError
+from controller.kernel.imageref import ImageRef
+from controller.kernel.logs import MASK, redact_text
 from tests.conftest import _unavailable
 from tests.support.controller_run import World, condition
 from tests.support.moto import ACCOUNT, REGION

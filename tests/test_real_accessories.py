@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from controller.accessory import Accessory
-from controller.accessory_reconcile import AccessoryResult, AccessoryRunner
-from controller.state import StateStore
+from controller.accessory.reconcile import AccessoryResult, AccessoryRunner
+from controller.spec.accessory import Accessory
+from controller.store.state import StateStore
 from tests.support.controller_run import app_spec, run_reconcile, served_version, start_reconcile, write_spec
 from tests.support.net import free_port
 from tests.support.nginx import NginxInstance

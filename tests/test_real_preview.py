@@ -15,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.specdir import load_app
-from controller.testing import FakeWorld
+from controller.spec.directory import load_app
+from controller.world.fake import FakeWorld
 from tests.support.controller_run import Run, app_spec, run_reconcile, with_spec, write_spec
 from tests.support.nginx import NginxInstance
 from tests.support.shipped_site import start_shipped
@@ -120,7 +120,7 @@ def test_preview_header_cookie_auth_promotion_and_failure(
         # The live container was never touched.
         assert _ids(docker_client, app_name)[f"{app_name}-green"] == before[f"{app_name}-green"]
 
-        # FakeWorld's model of the site (controller/testing.py) answers like the real control routes for every
+        # FakeWorld's model of the site (controller/world/fake.py) answers like the real control routes for every
         # state of the two flags; the controller's files are put back afterwards.
         app = load_app(path)
         include = app.upstream_file.read_text()

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from controller.drivers.containers import DockerDriver
-from controller.testing import FakeImage, FakeWorld
-from controller.world import ContainerRequest
+from controller.world.fake import FakeImage, FakeWorld
+from controller.world.protocol import ContainerRequest
 from tests.support.controller_run import World, history, start_reconcile
 from tests.support.images import build_test_image, remove_repositories
 from tests.support.nginx import NginxInstance

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.cli import main
+from controller.cli.main import main
 from tests.support.controller_run import ROOT, Run, World, history, subprocess_env
 from tests.support.nginx import NginxInstance
 

@@ -21,7 +21,7 @@ from typing import Any
 import httpx
 import pytest
 
-from controller.verify import FAILED_REASON
+from controller.world.verification import FAILED_REASON
 from tests.support.containers import LABEL_TEST, remove_containers
 from tests.support.controller_run import Traffic, World, condition, history, run_reconcile, start_reconcile
 from tests.support.nginx import NginxInstance

@@ -21,14 +21,14 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from controller import logs
+from controller.app.steps.gates import LINE_CAP, shown_output
 from controller.drivers.gates import _Tail
-from controller.facts import Failure, Memory
-from controller.gaterun import LINE_CAP, shown_output
-from controller.logs import MASK, redact_json_text, redact_secrets, redact_text, register_secret
-from controller.state import HistoryEntry, Ledger, StateStore
-from controller.status import LastDeploy
-from controller.world import OUTPUT_CAP
+from controller.kernel import logs
+from controller.kernel.logs import MASK, redact_json_text, redact_secrets, redact_text, register_secret
+from controller.store.documents import LastDeploy
+from controller.store.state import HistoryEntry, Ledger, StateStore
+from controller.world.facts import Failure, Memory
+from controller.world.protocol import OUTPUT_CAP
 from tests.factories import make_app
 from tests.fakes import reconciler, world_for
 

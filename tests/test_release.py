@@ -2,7 +2,7 @@
 to edit, one someone other than root could have written, one that does not describe what runs. Each refusal is
 exit 2 and one line on stderr, and leaves the file byte-identical (same bytes, same inode, same mtime).
 
-The commands run in-process (`controller.cli.main`) against the real dockerd, with no container of the app and
+The commands run in-process (`controller.cli.main.main`) against the real dockerd, with no container of the app and
 an Nginx control URL nobody listens on: what Nginx serves is unknown. The converging runs are in
 tests/test_real_release.py.
 """
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.cli import main
-from controller.drivers import files
-from controller.errors import SpecError
+from controller.cli.main import main
+from controller.kernel import files
+from controller.kernel.errors import SpecError
 from tests.support.net import free_port
 
 INTRUDER = "bgtest-nobody"  # the second user of tests/test_files.py

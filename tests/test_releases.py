@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from controller.metrics import Metrics
-from controller.reconcile import Reconciler
-from controller.releases import (
+from controller.app.reconcile import Reconciler
+from controller.store.metrics import Metrics
+from controller.store.releases import (
     KEEP,
     RELEASES,
     Host,
@@ -33,8 +33,8 @@ from controller.releases import (
     render_table,
     table_json,
 )
-from controller.state import StateStore
-from controller.testing import FakeImage
+from controller.store.state import StateStore
+from controller.world.fake import FakeImage
 from tests.factories import make_app
 from tests.fakes import world_for
 

@@ -1,4 +1,4 @@
-"""The requeue contract (controller/requeue.py): when a reconcile wants to come back, for each kind of ending.
+"""The requeue contract (controller/app/requeue.py): when a reconcile wants to come back, for each kind of ending.
 
 Three levels: `decide` on hand-made plans (pure), the Reconciler's `AppResult.requeue` on FakeWorld (the
 plans and errors real passes end with), and the watch worker obeying it (in-process, no threads started).
@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 
 import controller
-from controller.actions import Blocker, WaitHealthy, WriteMarker
-from controller.backoff import BackoffPolicy, backoff
-from controller.errors import (
+from controller.app.plan import Plan
+from controller.app.reconcile import Reconciler
+from controller.app.requeue import MIN_AFTER, SOON, TEMPORARY_MAX, Requeue, decide
+from controller.kernel.backoff import BackoffPolicy, backoff
+from controller.kernel.errors import (
     ControllerError,
     DockerError,
     DockerUnavailable,
@@ -32,15 +34,13 @@ from controller.errors import (
     RouteUnverified,
     TemporaryError,
 )
-from controller.facts import Failure
-from controller.metrics import Metrics
-from controller.planner import Plan
-from controller.reconcile import Reconciler
-from controller.requeue import MIN_AFTER, SOON, TEMPORARY_MAX, Requeue, decide
-from controller.spec import BlueGreenApp
-from controller.state import StateStore
-from controller.testing import FakeWorld
-from controller.watch import AppKind, Manager, Worker
+from controller.runtime.watch import AppKind, Manager, Worker
+from controller.spec.app import BlueGreenApp
+from controller.store.metrics import Metrics
+from controller.store.state import StateStore
+from controller.world.actions import Blocker, WaitHealthy, WriteMarker
+from controller.world.facts import Failure
+from controller.world.fake import FakeWorld
 from tests.factories import app_doc, make_app, write_spec
 from tests.fakes import CheckedWorld, reconciler, world_for
 

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from controller.accessory import json_schema as accessory_schema
-from controller.spec import BlueGreenApp
-from controller.spec import json_schema as bluegreen_schema
-from controller.specdir import conflicts, load_app
+from controller.spec.accessory import json_schema as accessory_schema
+from controller.spec.app import BlueGreenApp
+from controller.spec.app import json_schema as bluegreen_schema
+from controller.spec.directory import conflicts, load_app
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "controller" / "schema" / "bluegreen.schema.json"

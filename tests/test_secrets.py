@@ -25,17 +25,17 @@ import pytest
 
 from controller.drivers.aws import aws_config, aws_errors
 from controller.drivers.ssm import SsmSource
-from controller.errors import ControllerError, SecretsError, ServiceUnavailable, TemporaryError
-from controller.logs import MASK, redact_text
-from controller.secrets import (
+from controller.kernel.errors import ControllerError, SecretsError, ServiceUnavailable, TemporaryError
+from controller.kernel.logs import MASK, redact_text
+from controller.spec.app import SsmSecrets, parse_app
+from controller.store.documents import STATUS
+from controller.world.secrets import (
     FINGERPRINT_KEY,
     LABEL_FINGERPRINT,
     SecretRef,
     fingerprint,
     render_env_file,
 )
-from controller.spec import SsmSecrets, parse_app
-from controller.status import STATUS
 from tests.conftest import _unavailable
 from tests.support.controller_run import ROOT, Run, World, condition, get, run_reconcile
 from tests.support.moto import AWS_ENV_KEYS, REGION, MotoServer, MotoUnavailable
@@ -95,7 +95,7 @@ def test_spec_accepts_the_documented_shape() -> None:
     ],
 )
 def test_spec_rejects_bad_secrets(secrets: Any, message: str) -> None:
-    from controller.errors import SpecError
+    from controller.kernel.errors import SpecError
 
     with pytest.raises(SpecError) as e:
         parse_app(_doc(secrets), "t.yaml")
@@ -254,9 +254,9 @@ def test_plain_once_does_not_import_boto3() -> None:
     """boto3/botocore are imported only when an app uses SSM or ECR."""
     code = (
         "import sys\n"
-        "import controller.cli, controller.reconcile, controller.secrets, controller.drivers.registry, controller.drivers.aws\n"
+        "import controller.cli.main, controller.app.reconcile, controller.world.secrets, controller.drivers.registry, controller.drivers.aws\n"
         "from controller.drivers.ssm import SsmSource\n"
-        "from controller.secrets import SecretsResolver\n"
+        "from controller.world.secrets import SecretsResolver\n"
         "from tests.factories import make_app\n"
         "r = SecretsResolver(None, SsmSource())(make_app('plain'))\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in ('boto3', 'botocore')))\n"
@@ -269,7 +269,7 @@ def test_secrets_and_planner_import_no_third_party_client() -> None:
     """The secrets data and the planner's rule sit in the core: no AWS, Docker or HTTP client comes with them."""
     code = (
         "import sys\n"
-        "import controller.secrets, controller.planner\n"
+        "import controller.world.secrets, controller.app.plan\n"
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'boto3', 'botocore', 'docker', 'httpx', 'requests'}))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(ROOT), timeout=60, check=True)
@@ -475,7 +475,7 @@ def test_boto3_is_imported_only_for_apps_with_secrets(sworld: tuple[SecretWorld,
     w, _, _ = sworld
     code = (
         "import sys\n"
-        "from controller.cli import main\n"
+        "from controller.cli.main import main\n"
         "rc = main(sys.argv[1:])\n"
         "print('boto3' in sys.modules or 'botocore' in sys.modules)\n"
         "sys.exit(rc)\n"
@@ -538,10 +538,10 @@ class FakeSsm(SsmSource):
 
 
 def _fake_setup(tmp_path: Path, params: dict[str, list[str]]) -> tuple[Any, Any, FakeSsm, list[tuple[Path, str, int]]]:
-    from controller.metrics import Metrics
-    from controller.reconcile import Reconciler
-    from controller.secrets import SecretsResolver
-    from controller.state import StateStore
+    from controller.app.reconcile import Reconciler
+    from controller.store.metrics import Metrics
+    from controller.store.state import StateStore
+    from controller.world.secrets import SecretsResolver
     from tests.fakes import world_for
 
     src = FakeSsm(params)

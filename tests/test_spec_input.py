@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 import yaml
 
-from controller.cli import build_parser
+from controller.app.plan import matches
+from controller.cli.main import build_parser
 from controller.drivers.containers import DockerDriver
-from controller.errors import DockerError, DockerUnavailable, SpecError
-from controller.facts import LABEL_APP, LABEL_REVISION, ContainerFact
-from controller.planner import matches
-from controller.spec import BlueGreenApp, check_path, parse_app
-from controller.world import ContainerRequest
+from controller.kernel.errors import DockerError, DockerUnavailable, SpecError
+from controller.spec.app import BlueGreenApp, check_path, parse_app
+from controller.world.facts import LABEL_APP, LABEL_REVISION, ContainerFact
+from controller.world.protocol import ContainerRequest
 from tests.factories import app_doc, make_app
 from tests.support.containers import remove_containers
 

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from controller.errors import SpecError
-from controller.spec import BlueGreenApp
-from controller.specdir import Conflict, conflicts, select
+from controller.kernel.errors import SpecError
+from controller.spec.app import BlueGreenApp
+from controller.spec.directory import Conflict, conflicts, select
 from tests.factories import app_doc, make_app, write_spec
 
 

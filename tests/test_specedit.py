@@ -1,4 +1,4 @@
-"""controller/specedit.py: a deploy, a rollback and a promotion change `spec.image` and `spec.activeColor` (and
+"""controller/spec/edit.py: a deploy, a rollback and a promotion change `spec.image` and `spec.activeColor` (and
 drop `spec.preview`) and leave every other byte of a spec file as it was; what cannot be edited that way is refused.
 
 The property test writes the same document in many layouts (indentation, comments, blank lines, quoting, key
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from controller.errors import SpecError
-from controller.specedit import NotOurs, edit, read_current, render_scalar, unified_diff
+from controller.kernel.errors import SpecError
+from controller.spec.edit import NotOurs, edit, read_current, render_scalar, unified_diff
 
 IMAGES = ["bgtest:v1", "registry.example:5000/team/app:1.2.3", "app@sha256:" + "ab" * 32, "app", "ghcr.io/o/a:2024.1"]
 STYLES = ["", "'", '"']
@@ -194,7 +194,7 @@ def test_a_preview_that_shares_a_line_is_refused() -> None:
 
 def test_an_edit_that_would_change_anything_else_is_refused() -> None:
     """The last check before a write: the edited text, loaded, is the old document with exactly these changes."""
-    from controller.specedit import _verify
+    from controller.spec.edit import _verify
 
     after = BASE.replace("image: app:1", "image: app:2").replace("activeColor: blue", "activeColor: green")
     assert _verify(BASE, after, "s", {"image": "app:2", "activeColor": "green"}, ()).spec.image == "app:2"

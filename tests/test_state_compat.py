@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from controller.counters import COUNTERS_FILE, carry_over
-from controller.metrics import Metrics
-from controller.state import HISTORY, StateStore
+from controller.store.counters import COUNTERS_FILE, carry_over
+from controller.store.metrics import Metrics
+from controller.store.state import HISTORY, StateStore
 
 BEFORE = Path(__file__).parent / "data" / "state_before_pydantic"
 APPS = ("dialogue", "plain")

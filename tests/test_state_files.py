@@ -16,15 +16,16 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from controller import logs
-from controller.document import Corrupt
-from controller.facts import Failure, Memory
-from controller.logs import register_secret
-from controller.reconcile import Reconciler
-from controller.spec import BlueGreenApp
-from controller.state import StateStore
-from controller.status import STATUS, LastDeploy, render_text
-from controller.testing import FakeWorld
+from controller.app.reconcile import Reconciler
+from controller.app.status import render_text
+from controller.kernel import logs
+from controller.kernel.document import Corrupt
+from controller.kernel.logs import register_secret
+from controller.spec.app import BlueGreenApp
+from controller.store.documents import STATUS, LastDeploy
+from controller.store.state import StateStore
+from controller.world.facts import Failure, Memory
+from controller.world.fake import FakeWorld
 from tests.factories import make_app
 from tests.fakes import reconciler, world_for
 from tests.support.controller_run import World

@@ -1,6 +1,6 @@
 """Post-switch verification, unit level on real files: the access-log reader (rotation both ways, a partial
 last line, foreign lines), the line parser and the verdict, the window record's round trip, and the planner's
-switch-back and standby rules (controller/verify.py, controller/drivers/accesslog.py, controller/rules/switchback.py)."""
+switch-back and standby rules (controller/world/verification.py, controller/drivers/accesslog.py, controller/app/rules/switchback.py)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ from typing import Any
 
 import pytest
 
-from controller.actions import StopContainer, SwitchRoute
-from controller.document import Corrupt
 from controller.drivers.accesslog import end, read_since
-from controller.facts import Failure, Memory
-from controller.spec import BlueGreenApp, VerifySpec
-from controller.state import StateStore
-from controller.verify import (
+from controller.kernel.document import Corrupt
+from controller.spec.app import BlueGreenApp, VerifySpec
+from controller.store.state import StateStore
+from controller.world.actions import StopContainer, SwitchRoute
+from controller.world.facts import Failure, Memory
+from controller.world.verification import (
     FAILED_REASON,
     WINDOW,
     Counts,

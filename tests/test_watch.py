@@ -25,13 +25,13 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.errors import DockerUnavailable, LockBusy
-from controller.metrics import Metrics
-from controller.reconcile import Reconciler
-from controller.requeue import Requeue, decide
-from controller.state import Lock, StateStore
-from controller.testing import FakeWorld
-from controller.watch import AppKind, Manager, PassLock, jittered, reconnect_delay
+from controller.app.reconcile import Reconciler
+from controller.app.requeue import Requeue, decide
+from controller.kernel.errors import DockerUnavailable, LockBusy
+from controller.runtime.watch import AppKind, Manager, PassLock, jittered, reconnect_delay
+from controller.store.metrics import Metrics
+from controller.store.state import Lock, StateStore
+from controller.world.fake import FakeWorld
 from tests.factories import app_doc
 from tests.support.controller_run import (
     Snapshot,
@@ -599,9 +599,9 @@ def test_pass_lock_is_shared_by_workers_and_excludes_other_runs(tmp_path: Path) 
 
 
 def test_one_manager_routes_one_event_stream_by_label_and_wakes_only_the_dependents_of_an_accessory(tmp_path: Path) -> None:
-    from controller.accessory_reconcile import AccessoryRunner
-    from controller.accessory_watch import AccessoryKind
-    from controller.testing import FakeImage
+    from controller.accessory.reconcile import AccessoryRunner
+    from controller.runtime.accessory_kind import AccessoryKind
+    from controller.world.fake import FakeImage
 
     d = tmp_path / "specs"
     d.mkdir()

@@ -22,9 +22,9 @@ import os
 import stat
 from pathlib import Path
 
-from controller.drivers import files
-from controller.errors import HostError
-from controller.world import LogPos, LogRead
+from controller.kernel import files
+from controller.kernel.errors import HostError
+from controller.world.protocol import LogPos, LogRead
 
 READ_LIMIT = 8 * 1024 * 1024  # per file and read: a window polls about twice a second
 ROTATED_SUFFIX = ".1"  # logrotate's name for the previous file (delaycompress keeps it plain)

@@ -13,9 +13,9 @@ from typing import Any
 
 from controller.drivers.containers import DockerDriver, restart_policy
 from controller.drivers.probes import Prober
-from controller.errors import DockerError, ImageError, one_line
-from controller.facts import LABEL_ACCESSORY, LABEL_ACCESSORY_IMAGE, LABEL_ONEOFF, AccessoryFact
-from controller.world import AccessoryRequest, HealthResult, OneOff, OneOffResult, exec_result
+from controller.kernel.errors import DockerError, ImageError, one_line
+from controller.world.facts import LABEL_ACCESSORY, LABEL_ACCESSORY_IMAGE, LABEL_ONEOFF, AccessoryFact
+from controller.world.protocol import AccessoryRequest, HealthResult, OneOff, OneOffResult, exec_result
 
 
 class DockerAccessories:

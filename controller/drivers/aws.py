@@ -14,8 +14,8 @@ from contextlib import contextmanager
 from typing import Any
 
 from controller.drivers.mapping import Rule, map_exceptions
-from controller.errors import ControllerError, ServiceUnavailable, one_line
-from controller.logs import redact_text
+from controller.kernel.errors import ControllerError, ServiceUnavailable, one_line
+from controller.kernel.logs import redact_text
 
 
 def aws_config(service: str) -> Any:

@@ -11,10 +11,10 @@ import os
 import re
 from pathlib import Path
 
-from controller.drivers import files
 from controller.drivers.containers import DockerDriver
-from controller.errors import HostError, one_line
-from controller.facts import CapacityFact
+from controller.kernel import files
+from controller.kernel.errors import HostError, one_line
+from controller.world.facts import CapacityFact
 
 MEMINFO_ENV = "BLUEGREEN_MEMINFO"
 MEMINFO = "/proc/meminfo"

@@ -19,9 +19,9 @@ import docker.errors
 import requests.exceptions
 
 from controller.drivers.mapping import Rule, map_exceptions
-from controller.errors import DockerError, DockerUnavailable, ImageError, InvalidInput
-from controller.facts import COLOR_CONTAINER_NAME, LABEL_APP, ContainerFact, ImageFact
-from controller.world import ContainerRequest, RunState
+from controller.kernel.errors import DockerError, DockerUnavailable, ImageError, InvalidInput
+from controller.world.facts import COLOR_CONTAINER_NAME, LABEL_APP, ContainerFact, ImageFact
+from controller.world.protocol import ContainerRequest, RunState
 
 T = TypeVar("T")
 # An image without RepoDigests (built locally, not pushed yet) is asked about again after this long.

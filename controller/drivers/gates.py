@@ -3,7 +3,7 @@
 Everything here is bounded: a hook's output is read from its tail, at most OUTPUT_CAP bytes; a check command's
 output is drained by a thread that keeps only the last OUTPUT_CAP bytes, and the command (its whole process
 group) is killed at its timeout. Nothing here redacts, so nothing here cuts a line either: the lines come back
-whole, for the caller to redact before it trims them (controller/gaterun.py). Where the byte cap cut the output,
+whole, for the caller to redact before it trims them (controller/app/steps/gates.py). Where the byte cap cut the output,
 its first line, which the cut began inside (maybe inside a secret), is dropped.
 """
 
@@ -18,8 +18,15 @@ import time
 from typing import Any
 
 from controller.drivers.containers import DockerDriver, _mapped, _parse_time
-from controller.errors import DockerError
-from controller.world import CHECK_PATH, HOOK_OUTPUT_LINES, OUTPUT_CAP, CommandResult, HookRequest, HookState
+from controller.kernel.errors import DockerError
+from controller.world.protocol import (
+    CHECK_PATH,
+    HOOK_OUTPUT_LINES,
+    OUTPUT_CAP,
+    CommandResult,
+    HookRequest,
+    HookState,
+)
 
 WAIT_POLL = 0.2  # seconds between two inspects while a hook runs
 

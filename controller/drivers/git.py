@@ -1,4 +1,4 @@
-"""The git driver: every `git` command the controller runs (GitOps source, controller/source.py).
+"""The git driver: every `git` command the controller runs (GitOps source, controller/runtime/source.py).
 
 Thin on purpose: an argv list (never a shell), a timeout, and a clean environment so that nothing of the
 host's or the invoking user's git set-up takes part: no system or global config, no terminal prompt, no
@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from controller.errors import SourceError, one_line
+from controller.kernel.errors import SourceError, one_line
 
 DEFAULT_TIMEOUT = 60.0
 # The tools git runs must come from the system, not from an inherited PATH.
@@ -63,7 +63,7 @@ _CLASSES: tuple[tuple[str, tuple[str, ...]], ...] = (
 @dataclass(frozen=True)
 class Credentials:
     """What authenticates the fetch. Values, not paths, for the token: it is read from its trusted file by
-    controller/source.py and must never be logged (it is registered with the log redactor there)."""
+    controller/runtime/source.py and must never be logged (it is registered with the log redactor there)."""
 
     token: str | None = None  # HTTPS: "TOKEN" or "USER:TOKEN"
     ssh_key: Path | None = None  # SSH deploy key file (root-only)
@@ -196,8 +196,8 @@ def read_secret_file(path: Path, what: str) -> str:
     """A token or key file: a regular file owned by root (or the running uid), readable by its owner only, in
     trusted directories (drivers/files.py); its first line, stripped. InvalidInput (exit 2) otherwise; the
     content is never part of a message."""
-    from controller.drivers import files
-    from controller.errors import InvalidInput
+    from controller.kernel import files
+    from controller.kernel.errors import InvalidInput
 
     p = Path(os.path.abspath(path))
     try:
@@ -242,7 +242,7 @@ class FileLock:
         import fcntl
         import time
 
-        from controller.drivers import files
+        from controller.kernel import files
 
         fd = files.open_state_file(self.path, os.O_RDWR | os.O_CREAT, purpose=f"open lock {self.path}")
         deadline = time.monotonic() + self.timeout
@@ -266,7 +266,7 @@ class FileLock:
 
 def make_dirs(path: Path, mode: int = 0o700) -> None:
     """`path` and its parents, checked like the state dir (drivers/files.py trust rules), then chmod `mode`."""
-    from controller.drivers import files
+    from controller.kernel import files
 
     with files.directory(path, purpose=f"use {path}", create=True) as fd:
         os.fchmod(fd, mode)

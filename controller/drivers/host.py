@@ -7,14 +7,15 @@ import subprocess
 import time
 from pathlib import Path
 
-from controller.drivers import accesslog, capacity, files, gates
+from controller.drivers import accesslog, capacity, gates
 from controller.drivers.accessories import DockerAccessories
 from controller.drivers.containers import DockerDriver
 from controller.drivers.probes import Prober
 from controller.drivers.prometheus import PromClient
-from controller.errors import NginxError
-from controller.facts import AccessoryFact, CapacityFact, ContainerFact, ImageFact
-from controller.world import (
+from controller.kernel import files
+from controller.kernel.errors import NginxError
+from controller.world.facts import AccessoryFact, CapacityFact, ContainerFact, ImageFact
+from controller.world.protocol import (
     AccessoryRequest,
     CommandResult,
     ContainerRequest,

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from controller.errors import ControllerError, one_line
+from controller.kernel.errors import ControllerError, one_line
 
 
 @dataclass(frozen=True)

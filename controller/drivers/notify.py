@@ -23,7 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from controller.drivers.probes import Deadline
-from controller.logs import get_logger, redact_json_text
+from controller.kernel.logs import get_logger, redact_json_text
 
 QUEUE_SIZE = 100
 TIMEOUT = 5.0  # seconds one POST may take, connect to answer

@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 
-from controller.world import HealthResult, RouteProbe
+from controller.world.protocol import HealthResult, RouteProbe
 
 UPSTREAM_HEADER = "X-Bluegreen-Upstream"
 BODY_CAP = 64 * 1024  # bytes of a health answer read at most; a health answer is a few dozen

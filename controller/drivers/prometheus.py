@@ -19,9 +19,9 @@ from controller.drivers.probes import (  # the one socket watchdog and bounded r
     Incomplete,
     read_capped,
 )
-from controller.errors import one_line
-from controller.verify import prom_answer
-from controller.world import PromAnswer
+from controller.kernel.errors import one_line
+from controller.world.protocol import PromAnswer
+from controller.world.verification import prom_answer
 
 BODY_CAP = 64 * 1024  # an instant query of one number answers a few hundred bytes
 

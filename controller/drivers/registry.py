@@ -6,7 +6,7 @@
 - Any other registry: no auth_config is passed, so the Docker SDK uses ~/.docker/config.json (auths and
   credential helpers) exactly like `docker pull`.
 
-References are parsed by `controller.imageref.ImageRef` (repository and tag/digest for the Engine, the host
+References are parsed by `controller.kernel.imageref.ImageRef` (repository and tag/digest for the Engine, the host
 for auth). Progress: a single updating line on a terminal; JSON log events (`image.pull.*`) otherwise.
 A failed pull raises ImageError with one line (docker-py/requests/botocore errors mapped by a table, no
 third-party chain, every quoted line redacted); nothing else has been changed at that point.
@@ -24,9 +24,9 @@ from typing import Any, TextIO
 
 from controller.drivers.aws import aws_client, aws_errors, redacted_line
 from controller.drivers.mapping import Rule, map_exceptions
-from controller.errors import DockerUnavailable, ImageError, SecretsError
-from controller.imageref import ImageRef, InvalidImageRef
-from controller.logs import get_logger, register_secret
+from controller.kernel.errors import DockerUnavailable, ImageError, SecretsError
+from controller.kernel.imageref import ImageRef, InvalidImageRef
+from controller.kernel.logs import get_logger, register_secret
 
 ECR_HOST_RE = re.compile(
     r"^(?P<account>[0-9]{12})\.dkr\.ecr(?:-fips)?\.(?P<region>[a-z]{2}(?:-[a-z]+)+-[0-9]+)\.amazonaws\.com(?:\.cn)?$"

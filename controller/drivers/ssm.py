@@ -11,10 +11,10 @@ from collections.abc import Callable
 from typing import Any
 
 from controller.drivers.aws import aws_client, aws_errors
-from controller.errors import SecretsError
-from controller.logs import register_secret
-from controller.secrets import SecretRef
-from controller.spec import ENV_NAME_RE, SsmSecrets
+from controller.kernel.errors import SecretsError
+from controller.kernel.logs import register_secret
+from controller.spec.app import ENV_NAME_RE, SsmSecrets
+from controller.world.secrets import SecretRef
 
 _BATCH = 10  # GetParameters takes at most 10 names
 

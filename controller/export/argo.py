@@ -16,9 +16,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from controller.accessory import Accessory, AccessoryHealthCheck
-from controller.errors import InvalidInput
-from controller.spec import BeforeSwitchCheck, BlueGreenApp, HookSpec, SecretsSpec, VerifySpec
+from controller.kernel.errors import InvalidInput
+from controller.spec.accessory import Accessory, AccessoryHealthCheck
+from controller.spec.app import BeforeSwitchCheck, BlueGreenApp, HookSpec, SecretsSpec, VerifySpec
 
 Doc = dict[str, Any]
 

@@ -15,15 +15,15 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NoReturn
 
-from controller.accessory import Accessory
-from controller.errors import EXIT_FAIL, EXIT_INVALID, EXIT_OK, InvalidInput, one_line
 from controller.export.argo import DEFAULT_PROMETHEUS, DNS_LABEL_RE, Options, export_accessory, export_app
 from controller.export.render import FILE_NAMES, HEADER, Source, by_kind, stream
-from controller.spec import BlueGreenApp
-from controller.specdir import select
+from controller.kernel.errors import EXIT_FAIL, EXIT_INVALID, EXIT_OK, InvalidInput, one_line
+from controller.spec.accessory import Accessory
+from controller.spec.app import BlueGreenApp
+from controller.spec.directory import select
 
 # --git-url: (url, ref, path, state dir) -> the spec path inside the checkout in force, and its commit. The CLI
-# passes it in (controller.source reads the state dir), so that this package imports no driver.
+# passes it in (controller.runtime.source reads the state dir), so that this package imports no driver.
 GitCheckout = Callable[[str, str, str, Path], tuple[Path, str]]
 
 PROG = "reconcile export"

@@ -12,7 +12,7 @@ import httpx
 from .images import CONTAINER_PORT
 from .net import free_port
 
-LABEL_APP = "bluegreen.app"  # the controller's own label (controller/facts.py)
+LABEL_APP = "bluegreen.app"  # the controller's own label (controller/world/facts.py)
 LABEL_TEST = "bluegreen.test"  # test session id; AppSpec.labels allows it
 
 

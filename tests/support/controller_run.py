@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 
 def _reload_mode() -> dict[str, str]:
     """The issue's switch (rewrite the include, test, reload) for the plain site of tests/support/nginx.py."""
-    from controller.spec import NginxSpec
+    from controller.spec.app import NginxSpec
 
     return {"switch": "reload"} if "switch" in NginxSpec.model_fields else {}
 
@@ -45,7 +45,7 @@ _RELOAD_MODE = _reload_mode()
 
 def _keep_test_images() -> dict[str, int]:
     """Pruning off for the shared `bgtest:*` images (every test's repository): keep them all."""
-    from controller.spec import AppSpec
+    from controller.spec.app import AppSpec
 
     return {"keepImages": 10_000} if "keepImages" in AppSpec.model_fields else {}
 

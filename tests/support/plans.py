@@ -10,16 +10,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.backoff import DEFAULT_POLICY, BackoffPolicy
-from controller.decide import PassInputs, decide
-from controller.facts import ImagesObserved, Memory, Observed
-from controller.failover import FailoverState
-from controller.gather import gather
-from controller.planner import Plan
-from controller.releases import Releases
-from controller.spec import BlueGreenApp
-from controller.state import StateStore
-from controller.world import World
+from controller.app.decide import PassInputs, decide
+from controller.app.gather import gather
+from controller.app.plan import Plan
+from controller.kernel.backoff import DEFAULT_POLICY, BackoffPolicy
+from controller.spec.app import BlueGreenApp
+from controller.store.documents import FailoverState
+from controller.store.releases import Releases
+from controller.store.state import StateStore
+from controller.world.facts import ImagesObserved, Memory, Observed
+from controller.world.protocol import World
 
 
 @dataclass

@@ -1,0 +1,42 @@
+"""An app's `dependsOn` (issue 13): a new color does not start while an accessory it depends on is not healthy.
+
+Pure: `depends_on` takes the plan's actions and the dependencies gathered not ready, and keeps only what concerns
+the live color (healing it: create/start/wait of the color that serves). Everything that would start, switch to,
+or stop for a new color is held back behind the blocker DependencyNotReady; the live color is never stopped
+or moved because of a dependency.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controller.spec.app import Color
+from controller.world.actions import (
+    Action,
+    Blocker,
+    CreateContainer,
+    RemoveContainer,
+    StartContainer,
+    WaitHealthy,
+)
+
+
+@dataclass(frozen=True)
+class Held:
+    """What is left of the actions, and why the rest waits."""
+
+    actions: tuple[Action, ...]
+    blocker: Blocker
+
+
+def depends_on(actions: tuple[Action, ...], serving: Color | None, not_ready: dict[str, str]) -> Held | None:
+    """None when nothing is held back (every dependency ready, or only the live color is healed)."""
+    if not not_ready or not actions:
+        return None
+    new_color = any(isinstance(a, (CreateContainer, StartContainer, RemoveContainer)) and a.color != serving for a in actions)
+    if not new_color:
+        return None  # only the live color is healed (or the route fixed): a dependency never holds that back
+    kept = tuple(a for a in actions if serving is not None and a.color == serving and isinstance(a, (CreateContainer, StartContainer, WaitHealthy)))
+    why = "; ".join(f"{name}: {detail}" for name, detail in sorted(not_ready.items()))
+    keeps = f"{serving} keeps serving" if serving is not None else "nothing serves yet"
+    return Held(kept, Blocker("DependencyNotReady", f"dependsOn not healthy ({why}): the new color waits; {keeps}"))

@@ -1,0 +1,70 @@
+"""Where traffic goes: the Nginx side (include, flag, reload) and the marker. Pure.
+
+Safety rule 3: the marker names the color Nginx really serves, never what we hoped it serves: before a switch
+and after it. A route that cannot be confirmed switches nothing and leaves the marker alone (`RouteUnverified`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from controller.app.plan import describe_file
+from controller.app.routing import flag_color, flag_says, render_include
+from controller.spec.app import BlueGreenApp, Color
+from controller.world.actions import Action, Blocker, SwitchRoute, WriteMarker
+from controller.world.facts import Observed
+
+
+@dataclass(frozen=True)
+class Route:
+    """The route's steps around the plan's others: `first` before every one of them, `then` after them."""
+
+    target: Color | None  # None when what Nginx serves cannot be confirmed (or the target is not ours)
+    first: tuple[Action, ...] = ()
+    then: tuple[Action, ...] = ()
+    blockers: tuple[Blocker, ...] = ()
+    diffs: tuple[str, ...] = ()
+
+
+def route(app: BlueGreenApp, obs: Observed, target: Color | None) -> Route:
+    then: list[Action] = []
+    blockers: list[Blocker] = []
+    diffs: list[str] = []
+    if target is not None:
+        desired_include = render_include(app, target)
+        if obs.include != desired_include:
+            diffs.append(f"upstream include {app.upstream_file}: {'missing' if obs.include is None else 'differs'}; want route to {target}")
+            then.append(SwitchRoute(target, f"write {app.upstream_file} for {target}, test, reload, confirm"))
+        elif app.spec.nginx.switch == "flag" and not flag_says(obs.flag, target):
+            # The flag is state like the include: wrong (deploy, rollback, hand edit) means switch it.
+            # No reload when Nginx already follows the files (it serves what the flag said until now).
+            follows = obs.route.reachable and obs.route.color == flag_color(obs.flag)
+            verb = "create" if target == "green" else "remove"
+            shown = "missing" if obs.flag is None else "present" if flag_says(obs.flag, "green") else describe_file(obs.flag)
+            diffs.append(f"flag {app.flag_file}: {shown}; want route to {target}")
+            then.append(
+                SwitchRoute(target, f"{verb} {app.flag_file}{'' if follows else ', test, reload'}, confirm", write_include=False, reload=not follows)
+            )
+        elif obs.route.reachable and obs.route.color != target:
+            diffs.append(f"nginx routes to {obs.route.color or obs.route.upstream or 'nothing'}; want {target}")
+            then.append(SwitchRoute(target, "include is right but not live: test, reload, confirm", write_include=False))
+        elif not obs.route.reachable:
+            blockers.append(
+                Blocker("RouteUnverified", f"cannot confirm which color Nginx serves: {obs.route.detail}; is Nginx running with the control server?")
+            )
+            target = None  # unknown: the marker stays as it is
+
+    # The marker names what Nginx serves at every moment: fix it first when a switch is still to come,
+    # so a deploy that fails half-way cannot leave it naming the wrong color.
+    first: tuple[Action, ...] = ()
+    live = obs.route.color if obs.route.reachable else None
+    marker = obs.marker_color  # what the marker will say when the step below runs
+    if live is not None and live != target and marker != live:
+        diffs.append(f"marker {app.marker_path}: {describe_file(obs.marker)}; Nginx serves {live}")
+        first = (WriteMarker(live, f"Nginx serves {live} until the switch"),)
+        marker = live
+
+    if target is not None and marker != target:
+        diffs.append(f"marker {app.marker_path}: {describe_file(obs.marker)}; want {target}")
+        then.append(WriteMarker(target, f"Nginx serves {target}"))
+    return Route(target, first, tuple(then), tuple(blockers), tuple(diffs))

@@ -1,0 +1,261 @@
+"""The documents of the state dir, as typed records: status.json (`Status`, `Condition`, `LastDeploy`, ...) and
+failover.json (`FailoverState`). JSON only at the edge (controller/kernel/document.py's `Document`); building a status
+from an observation is controller/app/status.py's, tracking failover is controller/app/failover.py's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Annotated, Any
+
+from pydantic import (
+    AfterValidator,
+    Field,
+    PlainSerializer,
+    PlainValidator,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
+
+from controller.kernel.document import MAX_INT, Document, Epoch, Stored, omit_none
+from controller.spec.app import COLORS, BlueGreenApp, Color
+from controller.world.actions import Blocker
+
+
+def _true_false(v: object) -> bool:
+    if v == "True" or v == "False":
+        return v == "True"
+    raise ValueError("not True or False")
+
+
+# A condition's status: a bool here, "True" or "False" in JSON (as Kubernetes writes it).
+TrueFalse = Annotated[bool, PlainValidator(_true_false), PlainSerializer(lambda b: "True" if b else "False", return_type=str)]
+
+
+@dataclass(frozen=True)
+class Condition(Stored):
+    type: str  # Ready, Progressing, Degraded, RollbackReady, SecretsStale
+    status: TrueFalse
+    reason: str
+    message: str
+    last_transition_time: Annotated[str, Field(alias="lastTransitionTime")] = ""  # set by build_status: when `status` last changed
+
+
+def iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, kw_only=True)
+class LastDeploy(Stored):
+    """The last pass that deployed (created or started the wanted color, or switched to it); in memory.json.
+
+    Fields in the order `--status --json` always printed them (as read back from the sorted memory.json)."""
+
+    at: str
+    color: Color
+    from_color: Annotated[Color | None, Field(alias="from")]  # the color that served before
+    image: str
+    message: str | None
+    outcome: str  # success | failed
+    reconcile_id: Annotated[str, Field(alias="reconcileId")]
+    revision: str
+
+
+@dataclass(frozen=True)
+class Limits(Stored):
+    """spec.resources in status: the limits both colors are created with (only those set appear)."""
+
+    memory: str | None = None
+    memory_reservation: Annotated[str | None, Field(alias="memoryReservation")] = None
+    cpus: Annotated[float | None, Field(ge=0, le=1024)] = None
+    pids_limit: Annotated[int | None, Field(alias="pidsLimit", ge=1, le=MAX_INT)] = None
+
+    @model_serializer(mode="wrap")
+    def _json(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return omit_none(handler, self, frozenset({"memory", "memoryReservation", "cpus", "pidsLimit"}))
+
+    @classmethod
+    def of(cls, app: BlueGreenApp) -> Limits | None:
+        r = app.spec.resources
+        if r is None or not r.limits():
+            return None
+        return cls(r.memory, r.memoryReservation, r.cpus, r.pidsLimit)
+
+    def describe(self) -> str:
+        set_ = {"memory": self.memory, "memoryReservation": self.memory_reservation, "cpus": self.cpus, "pidsLimit": self.pids_limit}
+        return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in set_.items() if v is not None)
+
+
+@dataclass(frozen=True)
+class Desired(Stored):
+    image: str
+    active_color: Annotated[Color, Field(alias="activeColor")]
+    revision: str
+    standby: str
+    secrets: tuple[str, ...] | None = None  # secret env names with their SSM versions, never values
+    resources: Limits | None = None  # spec.resources limits as written (issue 14); None when none is set
+
+    @model_serializer(mode="wrap")
+    def _json(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return omit_none(handler, self, frozenset({"secrets", "resources"}))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ContainerStatus(Stored):
+    name: str
+    id: str  # short id
+    image: str
+    image_id: Annotated[str, Field(alias="imageId")]
+    digest: str | None = None  # None only in files written before the digest was reported
+    state: str
+    running: bool
+    healthy: bool | None
+    health: str
+    revision: str | None
+    up_to_date: Annotated[bool, Field(alias="upToDate")]
+    port: Annotated[int | None, Field(ge=0, le=65535)]
+
+
+@dataclass(frozen=True)
+class RouteStatus(Stored):
+    reachable: bool
+    color: Color | None
+    upstream: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class IncludeStatus(Stored):
+    path: str
+    present: bool
+    color: Color | None
+    managed: bool  # the include is one the controller renders (else: edited by hand)
+
+
+@dataclass(frozen=True)
+class MarkerStatus(Stored):
+    path: str
+    value: str | None
+
+
+def _both_colors(containers: dict[Color, ContainerStatus | None]) -> dict[Color, ContainerStatus | None]:
+    if set(containers) != set(COLORS):
+        raise ValueError(f"not one entry for each of {', '.join(COLORS)}")
+    return containers
+
+
+@dataclass(frozen=True)
+class ObservedStatus(Stored):
+    # both colors, None when missing
+    containers: Annotated[dict[Color, ContainerStatus | None], AfterValidator(_both_colors)]
+    route: RouteStatus
+    include: IncludeStatus
+    marker: MarkerStatus
+    serving: Color | None
+
+
+@dataclass(frozen=True)
+class PlanStatus(Stored):
+    actions: tuple[str, ...]  # described
+    blockers: tuple[Blocker, ...]
+    diffs: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class InvalidAt(Stored):
+    """A newer commit at which an app's spec is invalid, and why."""
+
+    commit: str | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True)
+class SourceStatus(Stored):
+    """The git source an app's spec comes from (--git-url; controller/runtime/source.py): never credentials."""
+
+    url: str
+    ref: str
+    path: str
+    commit: str | None = None  # the commit the app's spec in force was read at
+    author_date: Annotated[str | None, Field(alias="authorDate")] = None
+    subject: str | None = None
+    signer: str | None = None
+    # the last commit fetched (differs from `commit` while it is refused)
+    head: Annotated[str | None, Field(alias="headCommit")] = None
+    last_fetch_ok_at: Annotated[str | None, Field(alias="lastFetchSuccessAt")] = None
+    invalid: Annotated[InvalidAt | None, Field(alias="invalidAt")] = None
+
+
+@dataclass(frozen=True)
+class HookStatus(Stored):
+    """status.json "hooks": one remembered hook run (controller/app/steps/gates.py), times as ISO 8601."""
+
+    phase: str
+    revision: str
+    state: str
+    exit_code: Annotated[int | None, Field(alias="exitCode", ge=-(2**31), le=MAX_INT)]
+    started_at: Annotated[str, Field(alias="startedAt")]
+    finished_at: Annotated[str | None, Field(alias="finishedAt")]
+    output: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Status(Stored):
+    """One app's status.json and `--status --json` entry: desired against observed, and conditions."""
+
+    app: str
+    generation: str
+    observed_generation: Annotated[str, Field(alias="observedGeneration")]
+    reconcile_id: Annotated[str, Field(alias="reconcileId")]  # "status" when built by --status
+    updated_at: Annotated[str, Field(alias="updatedAt")]
+    desired: Desired
+    observed: ObservedStatus
+    conditions: tuple[Condition, ...]
+    plan: PlanStatus
+    last_deploy: Annotated[LastDeploy | None, Field(alias="lastDeploy")] = None
+    source: SourceStatus | None = None  # --git-url only
+    hooks: tuple[HookStatus, ...] | None = None  # status.json only: the hook runs remembered, newest first
+
+    @model_serializer(mode="wrap")
+    def _json(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        return omit_none(handler, self, frozenset({"source", "hooks"}))
+
+    def condition(self, type_: str) -> Condition | None:
+        return next((c for c in self.conditions if c.type == type_), None)
+
+    def is_true(self, type_: str) -> bool:
+        c = self.condition(type_)
+        return c is not None and c.status
+
+
+# status.json, and each entry of `--status --json` (keys in the order they always had)
+STATUS = Document(Status)
+
+
+@dataclass(frozen=True)
+class FailedOver(Stored):
+    """An active failover: traffic moved from `from_color` to `to_color` while the spec was `generation`."""
+
+    generation: str
+    from_color: Annotated[Color, Field(alias="from")]
+    to_color: Annotated[Color, Field(alias="to")]
+    revision: str  # the revision routed to
+    at: Epoch
+    reason: str
+
+
+@dataclass(frozen=True)
+class FailoverState(Stored):
+    """What the failover rule needs to remember between passes (failover.json)."""
+
+    failing_color: Annotated[Color | None, Field(alias="failingColor")] = None
+    failing_since: Annotated[Epoch | None, Field(alias="failingSince")] = None
+    served: dict[Color, str] = field(default_factory=dict)  # color -> revision it last served while passing
+    active: FailedOver | None = None
+    # Served revisions the failure memory held as failed (revision -> reason), kept here because memory.json
+    # forgets failures of revisions the spec no longer names, which the previous release's soon is.
+    failed: dict[str, str] = field(default_factory=dict)
+
+
+FAILOVER = Document(FailoverState)  # failover.json
