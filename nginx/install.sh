@@ -16,6 +16,9 @@
 #   --flag-file FILE        the spec's nginx.flagFile [<directory of the upstream file>/<app>.green]
 #   --control-listen ADDR   loopback address of the control server, the spec's nginx.controlUrl [127.0.0.1:8099]
 #   --access-log FILE       JSON-lines access log, the spec's verify.accessLog [/var/log/nginx/bluegreen-<app>.access.log]
+#   --maintenance-page FILE the HTML page answered (503) while the app is in maintenance [nginx/maintenance.html];
+#                           installed as <nginx dir>/bluegreen/<app>.maintenance.html (see docs/nginx.md)
+#   --retry-after SECONDS   the Retry-After header of the maintenance answers [60]
 #   --nginx-dir DIR         [/etc/nginx]
 #   --nginx CMD             nginx command, e.g. "nginx -p /srv/ng/ -c /srv/ng/nginx.conf" [nginx]
 #   --no-reload             do not reload Nginx
@@ -28,6 +31,7 @@ set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
 app='' server_name=_ listen=80 htpasswd='' realm='' upstream_file='' flag_file='' control_listen=127.0.0.1:8099 access_log=''
+maintenance_page=$here/maintenance.html retry_after=60
 nginx_dir=/etc/nginx nginx_cmd=nginx reload=yes
 
 usage() { echo "install.sh: $1 (see the header of $0)" >&2; exit 2; }
@@ -42,6 +46,8 @@ while [ $# -gt 0 ]; do
         --flag-file) flag_file=${2-}; shift ;;
         --control-listen) control_listen=${2-}; shift ;;
         --access-log) access_log=${2-}; shift ;;
+        --maintenance-page) maintenance_page=${2-}; shift ;;
+        --retry-after) retry_after=${2-}; shift ;;
         --nginx-dir) nginx_dir=${2-}; shift ;;
         --nginx) nginx_cmd=${2-}; shift ;;
         --no-reload) reload=no ;;
@@ -77,6 +83,10 @@ for opt in "--htpasswd=$htpasswd" "--upstream-file=$upstream_file" "--flag-file=
     v=${opt#*=}
     [ -z "$v" ] || valid "$abspath" "$v" || usage "${opt%%=*} must be an absolute path of letters, digits and . _ + - / (no spaces, quotes, \$ ; { } #)"
 done
+valid '[1-9][0-9]{0,5}' "$retry_after" || usage "--retry-after must be a number of seconds (1-999999)"
+# The page is content, not config: any regular, readable file of at most 64 KiB (nginx serves it with SSI).
+[ -f "$maintenance_page" ] && [ -r "$maintenance_page" ] || usage "--maintenance-page $maintenance_page is not a readable regular file"
+[ "$(wc -c <"$maintenance_page")" -le 65536 ] || usage "--maintenance-page must be at most 64 KiB"
 htpasswd=${htpasswd:-$nginx_dir/bluegreen/$app.htpasswd}
 realm=${realm:-$app}
 upstream_file=${upstream_file:-$nginx_dir/conf.d/$app.upstream.conf}
@@ -100,7 +110,7 @@ fi
 snippets=$nginx_dir/snippets
 control=$nginx_dir/conf.d/bluegreen-control.conf
 control_d=$nginx_dir/bluegreen/control.d
-mkdir -p "$(dirname "$site")" "$snippets" "$control_d" "$nginx_dir/conf.d" "$(dirname "$upstream_file")" "$(dirname "$flag_file")" "$(dirname "$access_log")"
+mkdir -p "$(dirname "$site")" "$snippets" "$control_d" "$nginx_dir/bluegreen" "$nginx_dir/conf.d" "$(dirname "$upstream_file")" "$(dirname "$flag_file")" "$(dirname "$access_log")"
 
 # sedval VALUE: VALUE escaped for the replacement side of s|...|...| (the grammars above already rule out
 # these characters; escaping anyway means a looser grammar later cannot turn into sed injection).
@@ -110,7 +120,9 @@ render() { # template -> stdout
         -e "s|@HTPASSWD@|$(sedval "$htpasswd")|g" -e "s|@REALM@|$(sedval "$realm")|g" -e "s|@FLAG@|$(sedval "$flag_file")|g" \
         -e "s|@UPSTREAM_FILE@|$(sedval "$upstream_file")|g" -e "s|@PROXY_CONF@|$(sedval "$snippets/bluegreen-proxy.conf")|g" \
         -e "s|@CONTROL_LISTEN@|$(sedval "$control_listen")|g" -e "s|@CONTROL_D@|$(sedval "$control_d")|g" \
-        -e "s|@ACCESS_LOG@|$(sedval "$access_log")|g" "$1"
+        -e "s|@ACCESS_LOG@|$(sedval "$access_log")|g" -e "s|@RETRY_AFTER@|$(sedval "$retry_after")|g" \
+        -e "s|@MAINTENANCE_PAGE@|$(sedval "$nginx_dir/bluegreen/$app.maintenance.html")|g" \
+        -e "s|@MAINTENANCE_JSON@|$(sedval "$nginx_dir/bluegreen/$app.maintenance.json")|g" "$1"
 }
 
 work=$(mktemp -d)
@@ -129,6 +141,8 @@ put() {
 
 render "$here/site.conf.template" >"$work/site" && put "$work/site" "$site"
 cp "$here/proxy.conf" "$work/proxy" && put "$work/proxy" "$snippets/bluegreen-proxy.conf"
+cp "$maintenance_page" "$work/maintenance.html" && put "$work/maintenance.html" "$nginx_dir/bluegreen/$app.maintenance.html"
+cp "$here/maintenance.json" "$work/maintenance.json" && put "$work/maintenance.json" "$nginx_dir/bluegreen/$app.maintenance.json"
 render "$here/control.conf.template" >"$work/control" && put "$work/control" "$control"
 render "$here/control-app.conf.template" >"$work/control-app" && put "$work/control-app" "$control_d/$app.conf"
 if [ ! -e "$upstream_file" ]; then

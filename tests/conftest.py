@@ -174,6 +174,19 @@ def nginx(tmp_path: Path, app_name: str) -> Iterator[NginxInstance]:
 
 
 @pytest.fixture
+def shipped_site(tmp_path: Path, app_name: str, nginx: NginxInstance) -> Iterator[NginxInstance]:
+    """A private nginx with the SHIPPED site of nginx/ for `app_name` (tests/support/shipped_site.py), Basic Auth
+    users SHIPPED_USERS. `nginx` (the plain harness site) only makes sure the binary exists (skipped/failed alike)."""
+    from tests.support.shipped_site import SHIPPED_USERS, start_shipped
+
+    inst = start_shipped(tmp_path / "shipped", [app_name], SHIPPED_USERS)
+    try:
+        yield inst
+    finally:
+        inst.stop()
+
+
+@pytest.fixture
 def run_container(docker_client: Any, app_name: str) -> Iterator[Callable[..., RunningContainer]]:
     started: list[RunningContainer] = []
 

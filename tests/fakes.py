@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,7 +12,7 @@ from controller.spec.app import BlueGreenApp
 from controller.store.metrics import Metrics
 from controller.store.state import StateStore
 from controller.world.facts import port_of
-from controller.world.fake import FakeContainer, FakeImage, FakeWorld
+from controller.world.fake import Crash, FakeContainer, FakeImage, FakeWorld
 
 
 @dataclass
@@ -67,3 +68,14 @@ def world_for(*apps: BlueGreenApp, images: dict[str, FakeImage] | None = None) -
 
 def reconciler(world: FakeWorld, state_dir: Path, **kw: float) -> Reconciler:
     return Reconciler(world, StateStore(state_dir), Metrics(), backoff_base=kw.get("base", 60.0), backoff_max=kw.get("cap", 3600.0))
+
+
+def crash_then_converge(w: FakeWorld, state_dir: Path, app: BlueGreenApp, crash_after: int, passes: int = 3) -> None:
+    """A controller killed (FakeWorld's Crash) after `crash_after` mutations, then up to `passes` passes to converge."""
+    w.crash_after = crash_after
+    with contextlib.suppress(Crash):
+        reconciler(w, state_dir).reconcile(app)
+    w.crash_after = None
+    for _ in range(passes):
+        if reconciler(w, state_dir).reconcile(app).converged:
+            break

@@ -20,7 +20,7 @@ from controller.world.actions import RemoveHook, RunCheck, RunHook
 from controller.world.facts import LABEL_HOOK, HookRecord, Memory, hook_key
 from controller.world.fake import Crash
 from tests.factories import make_app
-from tests.fakes import CheckedWorld, reconciler, world_for
+from tests.fakes import CheckedWorld, crash_then_converge, reconciler, world_for
 from tests.support.plans import plan_for
 
 HOOK = {"beforeSwitch": {"command": ["migrate", "--up"], "timeoutSeconds": 30}}
@@ -166,13 +166,7 @@ def test_a_hook_runs_once_per_revision_across_a_kill_9_at_any_mutation(tmp_path:
     w, store = _deployed_v1(tmp_path)
     w.hook_seconds = 5.0
     v2 = _app("dialogue:2", "green", hooks=HOOK)
-    w.crash_after = crash_after + 1  # +1: the green container's own create goes through
-    with contextlib.suppress(Crash):
-        reconciler(w, tmp_path / "state").reconcile(v2)
-    w.crash_after = None
-    for _ in range(3):
-        if reconciler(w, tmp_path / "state").reconcile(v2).converged:
-            break
+    crash_then_converge(w, tmp_path / "state", v2, crash_after + 1)  # +1: the green container's own create goes through
     assert w.routed("dialogue") == ["127.0.0.1:18082"]
     assert len(w.hook_runs) == 1, w.mutations
     assert not any(LABEL_HOOK in c.fact.labels for c in w.containers.values())

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import json
 import secrets as random_secrets
-import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from tests.support.controller_run import Run, World, condition, run_reconcile, s
 from tests.support.moto import REGION, MotoServer
 from tests.support.nginx import NginxInstance
 from tests.support.shipped_site import start_shipped
-from tests.support.wait import wait_while_running
+from tests.support.wait import kill_9_when
 
 pytestmark = [pytest.mark.docker, pytest.mark.nginx]
 
@@ -181,14 +180,7 @@ def test_a_kill_9_while_the_hook_runs_does_not_run_it_twice(
     verbs = [a["action"] for a in planned["actions"]]
     assert code == 1 and verbs[verbs.index("WaitHealthy") + 1 :][:3] == ["RunHook", "RunCheck", "SwitchRoute"], planned
     proc = start_reconcile(w.spec_path, w.state, "--once", stderr_path=tmp_path / "killed.log")
-    try:
-        wait_while_running(lambda: any(c.status == "running" for c in w.hook_containers()), proc, 30, "the hook container runs", interval=0.05)
-        proc.send_signal(signal.SIGKILL)
-        assert proc.wait(timeout=10) == -signal.SIGKILL
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
+    kill_9_when(lambda: any(c.status == "running" for c in w.hook_containers()), proc, 30, "the hook container runs")
     assert [c.status for c in w.hook_containers()] == ["running"]
     assert w.routed() is None  # nothing switched yet
     r = w.once()

@@ -322,6 +322,10 @@ def test_install_script_is_idempotent_and_guarded(tmp_path: Path, nginx: NginxIn
     site = etc / "sites-available" / "bluegreen-shop.conf"
     assert (etc / "sites-enabled" / "bluegreen-shop.conf").resolve() == site
     assert f"if (-f {etc}/conf.d/shop.green)" in site.read_text()
+    # Maintenance: the shipped page and JSON installed beside the user file, the Retry-After of the site.
+    assert (etc / "bluegreen" / "shop.maintenance.html").read_text() == (SHIPPED / "maintenance.html").read_text()
+    assert (etc / "bluegreen" / "shop.maintenance.json").read_text() == (SHIPPED / "maintenance.json").read_text()
+    assert f"if (-f {etc}/conf.d/shop.green.maintenance)" in site.read_text() and "add_header Retry-After 60 always;" in site.read_text()
     assert (etc / "conf.d" / "shop.upstream.conf").exists() and (etc / "bluegreen" / "control.d" / "shop.conf").exists()
     before = {p: p.stat().st_mtime_ns for p in etc.rglob("*") if p.is_file()}
     r = run()
@@ -336,6 +340,13 @@ def test_install_script_is_idempotent_and_guarded(tmp_path: Path, nginx: NginxIn
     assert "no_such_flag" not in site.read_text()
     r = run("--control-listen", "0.0.0.0:8099")
     assert r.returncode == 2 and "loopback" in r.stderr
+    # A page of your own and another Retry-After: installed, and the site follows.
+    page = tmp_path / "down.html"
+    page.write_text("<p>down: <!--# include virtual=\"/.bluegreen/maintenance-message\" --></p>\n")
+    r = run("--maintenance-page", str(page), "--retry-after", "300")
+    assert r.returncode == 0, r.stderr
+    assert (etc / "bluegreen" / "shop.maintenance.html").read_text() == page.read_text()
+    assert "add_header Retry-After 300 always;" in site.read_text()
 
 
 # Each value would add a directive, a variable, a second listen, or (through sed's `&`, `\`, `|`, a newline) a
@@ -368,6 +379,11 @@ INSTALL_INJECTIONS = [
     ("--upstream-file", "/tmp/a|b.conf"),
     ("--upstream-file", "/tmp/a#b.conf"),
     ("--nginx-dir", "/etc/nginx\\"),
+    ("--retry-after", "60; add_header X-Evil 1"),
+    ("--retry-after", "60\nadd_header X-Evil 1;"),
+    ("--retry-after", "0"),
+    ("--retry-after", "$msec"),
+    ("--maintenance-page", "/tmp/no-such-page.html"),
 ]
 
 

@@ -37,7 +37,7 @@ from tests.support.controller_run import (
 )
 from tests.support.images import crashloop_image, pin_images, slow_image
 from tests.support.nginx import NginxInstance
-from tests.support.wait import wait_while_running
+from tests.support.wait import kill_9_when, wait_while_running
 
 pytestmark = [pytest.mark.docker, pytest.mark.nginx]
 
@@ -52,6 +52,18 @@ def _health_down(w: World, color: str) -> bool:
 
 # Early instants (just created, starting) are also hit by the spread test below.
 INSTANTS = ["health-wait", "include-written", "reloaded-before-marker"]
+
+
+def _half_a_second_after(predicate: Callable[[], bool]) -> Callable[[], bool]:
+    """True from half a second after `predicate` first held (the controller is then inside its health wait)."""
+    first: list[float] = []
+
+    def held() -> bool:
+        if not first and predicate():
+            first.append(time.monotonic())
+        return bool(first) and time.monotonic() - first[0] >= 0.5
+
+    return held
 
 
 @pytest.mark.parametrize("instant", INSTANTS)
@@ -80,21 +92,13 @@ def test_kill_9_mid_deploy_then_next_once_completes(
 
     with Traffic(nginx.public_url_for(app_name) + "/actuator/health", interval=0.05, max_seconds=90) as traffic:
         proc = start_reconcile(w.spec_path, w.state, "--once", stderr_path=tmp_path / "killed.log")
-        try:
-            if instant == "health-wait":
-                wait_while_running(lambda: _health_down(w, "green"), proc, 30, "green running and not healthy yet")
-                time.sleep(0.5)
-            elif instant == "include-written":
-                wait_while_running(test_flag.exists, proc, 30, "testCommand started")
-                assert f":{w.ports['green']};" in (read(w.include) or "")
-            else:
-                wait_while_running(reload_flag.exists, proc, 30, "reload sent")
-            proc.send_signal(signal.SIGKILL)
-            assert proc.wait(timeout=10) == -signal.SIGKILL
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(timeout=10)
+        if instant == "health-wait":
+            kill_9_when(_half_a_second_after(lambda: _health_down(w, "green")), proc, 30, "green running and not healthy yet")
+        elif instant == "include-written":
+            kill_9_when(test_flag.exists, proc, 30, "testCommand started")
+            assert f":{w.ports['green']};" in (read(w.include) or "")  # written before the test; nothing wrote since
+        else:
+            kill_9_when(reload_flag.exists, proc, 30, "reload sent")
 
         # The world as the kill left it: traffic still served (by v1, or by slow only if it passed).
         killed_at = time.time()

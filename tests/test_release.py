@@ -224,3 +224,27 @@ def test_a_forced_deploy_edits_a_checkout_without_looking_at_the_host(app: str, 
     original = path.read_text()
     assert main(["deploy", "-f", str(path), "--image", "bgtest:v2", "--force", *nowhere]) == 0
     assert path.read_text() == original.replace("image: bgtest:v1", "image: bgtest:v2").replace("activeColor: blue", "activeColor: green")
+
+
+def test_maintenance_on_and_off_edit_the_block_and_nothing_else(app: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`reconcile maintenance on|off`: spec.maintenance is added at the end of spec, then rewritten in place; the
+    message is kept unless --message gives another; the host is not looked at (maintenance is desired state)."""
+    path = tmp_path / "demo.yaml"
+    original = spec_text(app)
+    path.write_text(original)
+    assert main(["maintenance", "on", "-f", str(path), "--message", "Back at 10:00 UTC"]) == 0
+    out, _ = capsys.readouterr()
+    block_on = '  maintenance:\n    enabled: true\n    message: "Back at 10:00 UTC"\n'
+    assert path.read_text() == original + block_on
+    assert f"+{block_on.splitlines()[0]}" in out and out.endswith(f"{app}: wrote {path}: maintenance on\n")
+    assert main(["maintenance", "off", "-f", str(path)]) == 0
+    capsys.readouterr()
+    assert path.read_text() == original + block_on.replace("true", "false")
+    # A block in the middle, with a comment before it: rewritten where it is, the rest byte for byte.
+    middle = "  # planned downtime\n  maintenance: {enabled: false}\n"
+    path.write_text(spec_text(app, extra=middle))
+    text = path.read_text()
+    assert main(["maintenance", "on", "-f", str(path)]) == 0
+    assert path.read_text() == text.replace("  maintenance: {enabled: false}\n", "  maintenance:\n    enabled: true\n")
+    capsys.readouterr()
+    refused(["maintenance", "on", "-f", str(path), "--message", "<b>soon</b>"], path, capsys, "goes into the page")

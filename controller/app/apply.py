@@ -9,9 +9,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from controller.app.failover import WaitLiveOrFailover
+from controller.app.maintenance import maintenance_probe_url, served
 from controller.app.preview import PREVIEW_FLAG_CONTENT, preview_probe_url
 from controller.app.routing import (
     FLAG_CONTENT,
@@ -40,6 +42,7 @@ from controller.world.actions import (
     StartContainer,
     StartPreview,
     StopContainer,
+    SwitchMaintenance,
     SwitchPreview,
     SwitchRoute,
     WaitHealthy,
@@ -53,6 +56,7 @@ from controller.world.facts import (
     LABEL_REVISION,
     MANAGED_BY,
     HookRecord,
+    RouteFact,
 )
 from controller.world.protocol import ContainerRequest, RunState, World
 
@@ -360,28 +364,52 @@ def _switch_preview(ctx: Context, a: Action) -> None:
     """Create or remove the preview flag, then ask the control server where a preview request goes. The flag acts
     at once (the site tests it per request; no reload) and names only a proven preview, so it is never restored."""
     assert isinstance(a, SwitchPreview)
+    app = ctx.app
+    fact = _flag_file(ctx, app.preview_flag_file, PREVIEW_FLAG_CONTENT if a.on else None, preview_probe_url(app),
+                      lambda f: f.reachable and f.color == a.color)  # fmt: skip
+    if fact is not None:
+        seen = fact.color or fact.upstream or fact.detail
+        raise RouteUnverified(
+            f"preview requests for {app.name} reach {seen or 'nothing'}, not {a.color}, "
+            f"{app.spec.nginx.verifyTimeoutSeconds:g}s after {'creating' if a.on else 'removing'} {app.preview_flag_file} "
+            "(the preview needs the site and control route of nginx/ from this version)"
+        )
+
+
+def _switch_maintenance(ctx: Context, a: Action) -> None:
+    """Create (with the message) or remove the maintenance flag, then ask the control server whether the site answers
+    with the maintenance page. The flag acts at once (the site tests it per request; no reload). A maintenance that
+    cannot be confirmed on is removed again: the site is left serving, as it was."""
+    assert isinstance(a, SwitchMaintenance)
+    app = ctx.app
+    flag = app.maintenance_flag_file
+    fact = _flag_file(ctx, flag, a.message if a.on else None, maintenance_probe_url(app), lambda f: served(f) is a.on)
+    if fact is not None:
+        raise RouteUnverified(
+            f"the site of {app.name} is {'not ' if a.on else 'still '}in maintenance "
+            f"{app.spec.nginx.verifyTimeoutSeconds:g}s after {'creating' if a.on else 'removing'} {flag} ({fact.detail}; "
+            "maintenance needs the site and control route of nginx/ from this version)"
+        )
+
+
+def _flag_file(ctx: Context, flag: Path, content: str | None, url: str, done: Callable[[RouteFact], bool]) -> RouteFact | None:
+    """Write `flag` with `content` (atomic: the site sees the old file or the new one) or remove it (None), then ask
+    the control server at `url` until `done` (None returned) or verifyTimeoutSeconds pass: then a flag just created
+    is removed again (the site is left as it was) and the last answer returned."""
     app, w = ctx.app, ctx.world
-    flag = app.preview_flag_file
-    if a.on:
-        if w.read_file(flag) != PREVIEW_FLAG_CONTENT:
-            w.write_file(flag, PREVIEW_FLAG_CONTENT)
-    else:
+    if content is None:
         w.remove_file(flag)
-    url = preview_probe_url(app)
+    elif w.read_file(flag) != content:
+        w.write_file(flag, content)
     deadline = w.now() + app.spec.nginx.verifyTimeoutSeconds
     while True:
         fact = route_fact(app, w.probe_route(url, app.spec.healthCheck.requestTimeoutSeconds))
-        if fact.reachable and fact.color == a.color:
-            return
+        if done(fact):
+            return None
         if w.now() >= deadline:
-            if a.on:
-                w.remove_file(flag)  # the preview failed: leave the site as it was
-            seen = fact.color or fact.upstream or fact.detail
-            raise RouteUnverified(
-                f"preview requests for {app.name} reach {seen or 'nothing'}, not {a.color}, "
-                f"{app.spec.nginx.verifyTimeoutSeconds:g}s after {'creating' if a.on else 'removing'} {flag} "
-                "(the preview needs the site and control route of nginx/ from this version)"
-            )
+            if content is not None:
+                w.remove_file(flag)
+            return fact
         w.sleep(ctx.verify_interval)
 
 
@@ -399,6 +427,7 @@ _HANDLERS: dict[type[Action], Callable[[Context, Any], None]] = {
     StartPreview: _start,
     WaitPreview: _wait,
     SwitchPreview: _switch_preview,
+    SwitchMaintenance: _switch_maintenance,
 }
 
 # Deploy gates: hooks and checks (placed by controller/app/rules/gates.py), executed by controller/app/steps/gates.py.

@@ -13,8 +13,10 @@ module puts them together, in this order (earlier rules take precedence):
 6. failover steers traffic (rules/failover.py); the route and the marker (rules/route.py); the idle color
    (rules/standby.py)
 7. deploy gates around the switch (rules/gates.py); the preview on the idle color (rules/preview.py)
-8. `dependsOn` holds a new color back (rules/depends_on.py)
-9. pruning, for a converged plan whose image facts (and the release ledger) were gathered (rules/pruning.py)
+8. maintenance: spec.maintenance, a wrapped migration around the gates and the switch placed in 7, else off first
+   (rules/maintenance.py)
+9. `dependsOn` holds a new color back (rules/depends_on.py)
+10. pruning, for a converged plan whose image facts (and the release ledger) were gathered (rules/pruning.py)
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from controller.app.rules.desired import Desired, desired
 from controller.app.rules.failover import failover, steer
 from controller.app.rules.foreign import Foreign, foreign
 from controller.app.rules.gates import gate_backoff, gates
+from controller.app.rules.maintenance import plan_maintenance
 from controller.app.rules.preview import plan_preview
 from controller.app.rules.pruning import plan_pruning
 from controller.app.rules.route import route
@@ -149,6 +152,10 @@ def decide(i: PassInputs) -> Plan:
     if pv.revision is not None:
         revisions[idle] = pv.revision  # the idle color's wanted revision (and failure memory key) is the preview's
 
+    # Maintenance: spec.maintenance; a wrapped migration's flag around its gates and switch (placed above); else off first.
+    mt = plan_maintenance(app, obs, actions)
+    actions, diffs = mt.actions, (*diffs, *mt.diffs)
+
     # dependsOn: a new color waits for its accessories; the live color is never held back.
     held = depends_on(actions, serving, i.not_ready)
     if held is not None:
@@ -168,6 +175,7 @@ def decide(i: PassInputs) -> Plan:
         secrets_stale=c.secrets_stale,
         failover=c.failover,
         preview=pv.state,
+        maintenance=mt.state,
         prune=(
             plan_pruning(app, obs, i.images, i.releases, verification_open=i.verification_open)
             if converged and i.images is not None and i.releases is not None

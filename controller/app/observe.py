@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from controller.app.maintenance import maintenance_probe_url
 from controller.app.preview import preview_probe_url
 from controller.app.routing import configured_color, route_fact, route_probe_url, serving_color
 from controller.spec.app import COLORS, BlueGreenApp, Color
@@ -49,6 +50,7 @@ def observe(app: BlueGreenApp, world: World, containers: dict[str, ContainerFact
                     c = _with_run_state(c, world.run_state(c.name))
         facts[color] = c
     preview_flag, preview_route = _preview(app, world)
+    maintenance_flag, maintenance_route = _maintenance(app, world)
     return Observed(
         app=app.name,
         containers=facts,
@@ -59,6 +61,8 @@ def observe(app: BlueGreenApp, world: World, containers: dict[str, ContainerFact
         flag=flag,
         preview_flag=preview_flag,
         preview_route=preview_route,
+        maintenance_flag=maintenance_flag,
+        maintenance_route=maintenance_route,
         hooks=_hook_containers(app, containers),
         serving=serving,
     )
@@ -72,6 +76,17 @@ def _preview(app: BlueGreenApp, world: World) -> tuple[str | None, RouteFact | N
     if app.spec.preview is None and flag is None:
         return None, None  # nothing to confirm: no extra request per pass for apps without a preview
     return flag, route_fact(app, world.probe_route(preview_probe_url(app), app.spec.healthCheck.requestTimeoutSeconds))
+
+
+def _maintenance(app: BlueGreenApp, world: World) -> tuple[str | None, RouteFact | None]:
+    """The maintenance flag, and what the control server's maintenance route answers (asked only while the flag
+    exists: no extra request per pass otherwise; controller/app/maintenance.py)."""
+    if app.spec.nginx.switch != "flag":
+        return None, None
+    flag = world.read_file(app.maintenance_flag_file)
+    if flag is None:
+        return None, None
+    return flag, route_fact(app, world.probe_route(maintenance_probe_url(app), app.spec.healthCheck.requestTimeoutSeconds))
 
 
 def _hook_containers(app: BlueGreenApp, containers: dict[str, ContainerFact]) -> tuple[ContainerFact, ...]:

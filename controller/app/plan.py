@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from controller.app.failover import OFF, Decision
+from controller.app.maintenance import MaintenanceState
 from controller.app.preview import PreviewState
 from controller.spec.app import COLORS, BlueGreenApp, Color, canonical_ip
 from controller.world.actions import Action, Blocker, ImageRemoval
@@ -30,6 +31,7 @@ class Plan:
     secrets_stale: str | None = None  # why the live color's secrets are out of date, if they are
     failover: Decision = OFF  # what the failover rule said (controller/app/failover.py)
     preview: PreviewState | None = None  # spec.preview's condition (None: no preview in the spec)
+    maintenance: MaintenanceState | None = None  # the Maintenance condition (None: no maintenance for this app)
     # spec.keepImages: what pruning removes after this pass (a converged plan with image facts gathered only).
     prune: tuple[ImageRemoval, ...] = ()
 

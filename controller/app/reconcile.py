@@ -18,6 +18,7 @@ from controller.app.decide import PassInputs, decide
 from controller.app.failover import FAILED_OVER, activate
 from controller.app.gates import gates_fingerprint
 from controller.app.gather import Dependencies, gather, no_dependencies, with_images
+from controller.app.maintenance import cleanup_after_failure
 from controller.app.plan import Plan
 from controller.app.requeue import NOT_RUN, Requeue, result_of
 from controller.app.requeue import decide as requeue_after
@@ -288,6 +289,19 @@ class Reconciler:
             outcome = "ok" if ok else "failed"
             self.ledger.record(HistoryEntry(iso(self.world.now()), app.name, rid, action.verb, action.color, image, outcome, message))
 
+        def context(p: Plan, hooks: _Hooks) -> Context:
+            return Context(
+                app=app,
+                world=self.world,
+                log=log,
+                record=record,
+                should_stop=stop,
+                env=env if env is not None else {},
+                revision_extra=p.revision_extra,
+                remember_hook=hooks.remember,  # deploy gates: a hook's run is remembered in the state dir
+                hook_record=hooks.get,
+            )
+
         for pass_no in range(MAX_PASSES):
             inputs = self.inputs(app, resolved, containers if pass_no == 0 else None)
             if inputs.failover_changed:
@@ -297,6 +311,11 @@ class Reconciler:
             p = decide(inputs)
             if pass_no == 0:
                 log.info("reconcile.plan", actions=[a.describe() for a in p.actions], blockers=[b.reason for b in p.blockers], serving=p.serving)
+            if error is not None and (cleanup := cleanup_after_failure(p.actions)):
+                # A failed pass still turns maintenance off (a failed migration: the old color serves again).
+                outcome = apply(context(p, hooks), cleanup)
+                done += [o.action.describe() for o in outcome.outcomes if o.ok]
+                continue
             if not p.actions and error is None:
                 self._observed_release(app, obs)
             if not p.actions or error is not None:
@@ -318,17 +337,7 @@ class Reconciler:
                 except ControllerError as e:
                     self._preview_failed(app, p, mem, e, log)
                     continue
-            ctx = Context(
-                app=app,
-                world=self.world,
-                log=log,
-                record=record,
-                should_stop=stop,
-                env=env if env is not None else {},
-                revision_extra=p.revision_extra,
-                remember_hook=hooks.remember,  # deploy gates: a hook's run is remembered in the state dir
-                hook_record=hooks.get,
-            )
+            ctx = context(p, hooks)
             self._write_status(app, obs, p, resolved, hooks.known, last_deploy=last_deploy, rid=rid, progressing=True)
             if mem.converged_generation == p.generation:
                 for a in p.actions:

@@ -96,7 +96,7 @@ def route_fact(app: BlueGreenApp, probe: RouteProbe) -> RouteFact:
     # After a retry Nginx lists every server tried ("a:1, b:2"); the last one answered.
     last = probe.upstream.split(",")[-1].strip() if probe.upstream else ""
     color = color_of_port(port_of(last), color_ports(app))
-    return RouteFact(reachable=True, color=color, upstream=probe.upstream, detail=probe.detail)
+    return RouteFact(reachable=True, color=color, upstream=probe.upstream, detail=probe.detail, status=probe.status)
 
 
 def health_url(app: BlueGreenApp, color: Color) -> str:

@@ -82,6 +82,8 @@ def conditions(
     out = [ready, prog, degraded, rb, stale, *_failed_over(app, plan)]
     if plan.preview is not None:  # spec.preview: its own condition; a failing preview degrades nothing else
         out.append(Condition("PreviewReady", plan.preview.ready, plan.preview.reason, plan.preview.message))
+    if plan.maintenance is not None:  # controller/app/rules/maintenance.py: True while the site answers with the maintenance page
+        out.append(Condition("Maintenance", plan.maintenance.on, plan.maintenance.reason, plan.maintenance.message))
     return out
 
 

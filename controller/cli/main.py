@@ -1,6 +1,7 @@
 """Command line: `reconcile --once | --plan | --status | --watch -f PATH`, and
-`reconcile deploy -f SPEC --image IMG | rollback -f SPEC [--to REF] | promote -f SPEC` (edit the spec; see
-controller/cli/release.py), `reconcile releases -f SPEC [--json]` (what served, and what a rollback to each would be),
+`reconcile deploy -f SPEC --image IMG | rollback -f SPEC [--to REF] | promote -f SPEC | maintenance on|off -f SPEC`
+(edit the spec; see controller/cli/release.py), `reconcile releases -f SPEC [--json]` (what served, and what a
+rollback to each would be),
 `reconcile export -f PATH --to argo-rollouts [-o DIR] [--namespace NS]` (manifests; see controller/export/).
 
 Exit codes
@@ -8,7 +9,7 @@ Exit codes
   --plan    0 in sync; 1 changes pending (or blocked); 2 invalid input or error
   --status  0 every app Ready; 1 some app not Ready; 2 invalid input or error
   --watch   0 after SIGTERM/SIGINT; 1 cannot serve --metrics-port; 2 invalid arguments or no valid spec at start
-  deploy, rollback, promote
+  deploy, rollback, promote, maintenance
             0 spec written (--apply: and converged); 1 --apply: written, could not converge; 2 refused or invalid
             input (one line; the spec file unchanged)
   export    0 written (a warning line per approximated field); 1 cannot write; 2 invalid input or a spec it cannot
@@ -32,6 +33,7 @@ from controller.kernel.errors import EXIT_FAIL, EXIT_INVALID, EXIT_OK, Controlle
 from controller.kernel.logs import configure
 from controller.runtime import build as runtime
 from controller.runtime.options import (
+    RELEASE_COMMANDS,
     Options,
     Parser,
     add_notify_argument,
@@ -98,7 +100,7 @@ def add_source_arguments(p: argparse.ArgumentParser) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
-    if words and words[0] in ("deploy", "rollback", "promote", "releases"):  # `reconcile deploy -f SPEC ...`: controller/cli/release.py
+    if words and words[0] in RELEASE_COMMANDS:  # `reconcile deploy -f SPEC ...`: controller/cli/release.py
         from controller.cli.release import main as release_main
 
         return release_main(words)

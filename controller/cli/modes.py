@@ -1,4 +1,4 @@
-"""The one-shot modes on a built Runtime (controller/runtime/build.py): `--once` (also `deploy|rollback|promote --apply`),
+"""The one-shot modes on a built Runtime (controller/runtime/build.py): `--once` (also `deploy|rollback|promote|maintenance --apply`),
 `--plan` and `--status`: what they print, and their exit codes (controller/cli/main.py's module doc).
 """
 

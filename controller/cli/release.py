@@ -1,4 +1,5 @@
-"""`reconcile deploy | rollback | promote -f SPEC`: the two-field edit of a release, made by a command.
+"""`reconcile deploy | rollback | promote | maintenance on|off -f SPEC`: the two-field edit of a release (or the
+maintenance block), made by a command.
 
 A deploy is `image` and `activeColor` changed together, consistently; doing it by hand is where mistakes
 happen. Each command reads the spec file (the trust checks of every spec read), looks at the host (the same
@@ -16,10 +17,13 @@ same path as `reconcile --once -f SPEC`.
   container exists, is ours, runs and passes its health check (a warm standby: the rollback is a switch).
 - rollback --to REF (a release number from `reconcile releases`, a revision or an image): image <- that
   release's image, activeColor <- the other color. Checked like a deploy, and refused unless the table says the
-  release can be rolled back to now (controller/releases.py `assess`: a switch, or a deploy of an image present
+  release can be rolled back to now (controller/store/releases.py `assess`: a switch, or a deploy of an image present
   or pullable with the spec's configuration unchanged since).
 - releases (no edit): the table of the app's releases (state dir), newest first, with what rolling back to each
   would be now; `--json`.
+- maintenance on|off [--message TEXT]: the `spec.maintenance` block <- {enabled: true|false, message} (the message
+  kept unless --message gives another; the block's own comments are not kept). Nothing on the host is looked at:
+  maintenance is desired state like the rest, and the next pass turns it on or off (at once with --apply).
 - promote: image <- spec.preview.image, activeColor <- the other color (the one that runs the preview), and
   the `preview` block removed. Checked like a deploy. `spec.preview.env` is dropped with the block: the
   release runs with `spec.env` (a note says so; the idle color is then recreated before the switch).
@@ -59,21 +63,20 @@ from controller.world.facts import ContainerFact, Observed
 if TYPE_CHECKING:
     from controller.drivers.notify import Notifier
 
-COMMANDS = ("deploy", "rollback", "promote", "releases")
-
 
 class Refused(SpecError):
     """The edit would be a mistake on this host now (exit 2, nothing written)."""
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = Parser(prog="reconcile", description="Edit a spec file for a release (deploy, rollback, promote); see the module doc.")
+    p = Parser(prog="reconcile", description="Edit a spec file for a release (deploy, rollback, promote, maintenance); see the module doc.")
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
     helps = {
         "deploy": "image <- --image, flip activeColor (refused while the spec and Nginx disagree, unless --force)",
         "rollback": "flip activeColor back to the warm standby, image <- what it runs (refused when there is none)",
         "promote": "image <- spec.preview.image, flip activeColor, remove spec.preview",
         "releases": "the app's releases, newest first: how each ended, and what rolling back to it would be now",
+        "maintenance": "spec.maintenance.enabled <- on|off (the site answers every request with 503 and the maintenance page)",
     }
     for name, text in helps.items():
         c = sub.add_parser(name, help=text, description=text)
@@ -83,6 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "rollback":
             c.add_argument("--to", metavar="REF", help="a release (its number in `reconcile releases`, a revision or an "
                            "image); default: the warm standby")
+        if name == "maintenance":
+            c.add_argument("state", choices=("on", "off"), help="on: the site answers 503; off: the live color answers again")
+            c.add_argument("--message", help='the page\'s message (one line, without " \\ < > &); default: the one in the spec')
         if name in ("deploy", "promote"):
             c.add_argument("--force", action="store_true", help="write even when the spec and what Nginx serves disagree")
         if name == "releases":
@@ -134,7 +140,10 @@ def main(argv: list[str]) -> int:
             err(str(e))
             return EXIT_INVALID
         s = edited.app.spec
-        print(f"{cur.name}: wrote {opts.path}: {s.activeColor} is to serve {s.image}")
+        if opts.command == "maintenance":
+            print(f"{cur.name}: wrote {opts.path}: maintenance {'on' if opts.maintenance else 'off'}")
+        else:
+            print(f"{cur.name}: wrote {opts.path}: {s.activeColor} is to serve {s.image}")
         if not opts.apply:
             return EXIT_OK
         configure(opts.run.log_format, level=opts.run.log_level)  # the logs of the converge, as for --once
@@ -183,6 +192,13 @@ def _decide(opts: ReleaseOptions, text: str, cur: Current, host: _Host) -> Edite
         raise SpecError(f"{source}: spec.activeColor: {cur.active_color!r} is not blue or green")
     active: Color = "blue" if cur.active_color == "blue" else "green"
     to = other(active)
+    if opts.command == "maintenance":
+        assert opts.maintenance is not None  # required by the parser
+        m = _validated(text, source).spec.maintenance
+        block: dict[str, str | bool] = {"enabled": opts.maintenance}
+        if (msg := opts.message if opts.message is not None else m.message if m is not None else None) is not None:
+            block["message"] = msg
+        return edit(text, source, {}, blocks={"maintenance": block})
     if opts.command == "deploy":
         assert opts.image is not None  # required by the parser
         edited = edit(text, source, {"image": opts.image, "activeColor": to})

@@ -145,7 +145,7 @@ class Prober:
             return RouteProbe(False, "", f"GET {url}: {'timed out' if timed_out else _reason(e)}")
         if not upstream and status == 404:
             return RouteProbe(False, "", f"GET {url}: HTTP 404 without {UPSTREAM_HEADER}: control location missing")
-        return RouteProbe(True, upstream, f"HTTP {status} via {upstream or 'no upstream'}")
+        return RouteProbe(True, upstream, f"HTTP {status} via {upstream or 'no upstream'}", status)
 
 
 def read_capped(

@@ -1,4 +1,4 @@
-"""The command line's words, parsed into typed options: what `reconcile` and `reconcile deploy|rollback|promote`
+"""The command line's words, parsed into typed options: what `reconcile` and `reconcile deploy|rollback|promote|maintenance`
 share (the argument types, one-line errors, the run settings), and nothing else.
 
 argparse's Namespace stops at the parsers (controller/cli/main.py, controller/cli/release.py): each turns it into one of
@@ -12,7 +12,7 @@ import os
 import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Literal, NoReturn
+from typing import Literal, NoReturn, get_args
 
 from controller.kernel.errors import EXIT_INVALID
 from controller.kernel.logs import redact_text
@@ -164,17 +164,23 @@ class Options:
         )
 
 
+ReleaseCommand = Literal["deploy", "rollback", "promote", "maintenance", "releases"]
+RELEASE_COMMANDS: tuple[ReleaseCommand, ...] = get_args(ReleaseCommand)  # `reconcile <word> -f SPEC`: cli/release.py
+
+
 @dataclass(frozen=True)
 class ReleaseOptions:
-    """`reconcile deploy | rollback | promote | releases -f SPEC` (controller/cli/release.py)."""
+    """`reconcile deploy | rollback | promote | maintenance on|off | releases -f SPEC` (controller/cli/release.py)."""
 
-    command: Literal["deploy", "rollback", "promote", "releases"]
+    command: ReleaseCommand
     path: Path
     run: Settings
     image: str | None = None
     force: bool = False
     apply: bool = False
     dry_run: bool = False
+    maintenance: bool | None = None  # maintenance on (True) | off (False)
+    message: str | None = None  # maintenance --message
     to: str | None = None  # rollback --to REF
     json: bool = False  # releases --json
 
@@ -188,6 +194,8 @@ class ReleaseOptions:
             force=bool(getattr(a, "force", False)),
             apply=bool(getattr(a, "apply", False)),
             dry_run=bool(getattr(a, "dry_run", False)),
+            maintenance={"on": True, "off": False}.get(getattr(a, "state", None) or ""),
+            message=getattr(a, "message", None),
             to=getattr(a, "to", None),
             json=bool(getattr(a, "json", False)),
         )

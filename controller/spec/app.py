@@ -341,9 +341,50 @@ class HookSpec(_Model):
         return _check_argv(v, "command")
 
 
+class BeforeSwitchHook(HookSpec):
+    maintenance: bool = Field(
+        False,
+        strict=True,
+        description="Wrap the migration in maintenance (nginx.switch: flag): the site answers 503 from just before the hook "
+        "until the new color serves; a failed hook or check ends it and the old color serves again (it must still work "
+        "on the data as the hook left it).",
+    )
+
+
 class HooksSpec(_Model):
-    beforeSwitch: HookSpec | None = Field(None, description="Once per revision, before the switch; a non-zero exit fails the deploy.")
+    beforeSwitch: BeforeSwitchHook | None = Field(
+        None, description="Once per revision, before the switch; a non-zero exit fails the deploy."
+    )
     afterSwitch: HookSpec | None = Field(None, description="Once per revision, after a successful switch; does not gate it.")
+# Maintenance (controller/app/rules/maintenance.py; the site of nginx/ answers it). -------------------------------------
+MAINTENANCE_MESSAGE_MAX = 500
+# Put into the HTML page and inside a JSON string by nginx's SSI as written: nothing HTML or JSON would read as markup.
+_MESSAGE_REFUSED = re.compile(r'["\\<>&\x00-\x1f\x7f-\x9f\u2028\u2029]')
+
+
+class MaintenanceSpec(_Model):
+    enabled: bool = Field(
+        False, strict=True, description="While true the public site answers every request with 503 and the maintenance page."
+    )
+    message: str | None = Field(
+        None,
+        min_length=1,
+        max_length=MAINTENANCE_MESSAGE_MAX,
+        description='Shown on the maintenance page and in its JSON answer; one line, without " \\ < > & (the default page '
+        "has its own text).",
+    )
+
+    @field_validator("message")
+    @classmethod
+    def _message(cls, v: str | None) -> str | None:
+        if v is not None and (bad := _MESSAGE_REFUSED.search(v)) is not None:
+            raise ValueError(
+                f"message contains {bad.group()!a}: it goes into the page and its JSON as written, so one line without "
+                '" \\ < > & or control characters'
+            )
+        return v
+
+
 PROM_PLACEHOLDERS = ("{app}", "{color}", "{revision}")  # replaced in verify.prometheus.query (docs/spec.md)
 
 
@@ -457,6 +498,11 @@ class AppSpec(_Model):
     )
     checks: ChecksSpec | None = Field(None, description="Checks the new color must pass before it takes traffic (docs/spec.md).")
     hooks: HooksSpec | None = Field(None, description="One-off containers of the new image around the switch, e.g. migrations.")
+    maintenance: MaintenanceSpec | None = Field(
+        None,
+        description="Maintenance mode of the site of nginx/ (nginx.switch: flag): every public request answered with 503, "
+        "Retry-After and the maintenance page while enabled; the colors keep running.",
+    )
     # Image pruning (controller/app/steps/prune.py; which images stay: app/rules/pruning.py, store/releases.py): not part
     # of the revision, it shapes no container.
     keepImages: int = Field(
@@ -545,6 +591,14 @@ class AppSpec(_Model):
             raise ValueError("preview needs nginx.switch: flag (the preview route is a flag file the site of nginx/ tests)")
         return self
 
+    @model_validator(mode="after")
+    def _maintenance(self) -> AppSpec:
+        wraps = self.hooks is not None and self.hooks.beforeSwitch is not None and self.hooks.beforeSwitch.maintenance
+        if (self.maintenance is not None or wraps) and self.nginx.switch != "flag":
+            what = "maintenance" if self.maintenance is not None else "hooks.beforeSwitch.maintenance"
+            raise ValueError(f"{what} needs nginx.switch: flag (maintenance is a flag file the site of nginx/ tests)")
+        return self
+
     @field_validator("env", mode="before")
     @classmethod
     def _env(cls, v: Any) -> Any:
@@ -606,12 +660,19 @@ class BlueGreenApp(_Model):
         """switch: flag: present = requests that ask for the preview go to the idle color (nginx/ tests `@FLAG@.preview`)."""
         return self.flag_file.with_name(self.flag_file.name + ".preview")
 
+    @property
+    def maintenance_flag_file(self) -> Path:
+        """switch: flag: present = the site answers every public request with 503 and the maintenance page; its content
+        is the message the page shows (nginx/ tests `@FLAG@.maintenance`)."""
+        return self.flag_file.with_name(self.flag_file.name + ".maintenance")
+
     def written_paths(self) -> dict[str, Path]:
         """Every file the controller writes for this app, by the spec field that names it (defaults included)."""
         out = {"spec.marker": self.marker_path, "spec.nginx.upstreamFile": self.upstream_file}
         if self.spec.nginx.switch == "flag":
             out["spec.nginx.flagFile"] = self.flag_file
             out["spec.nginx.flagFile + .preview"] = self.preview_flag_file
+            out["spec.nginx.flagFile + .maintenance"] = self.maintenance_flag_file
         if self.spec.secrets is not None and self.spec.secrets.envFile is not None:
             out["spec.secrets.envFile"] = self.spec.secrets.envFile
         return out

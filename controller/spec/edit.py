@@ -1,5 +1,5 @@
 """Editing a spec file the way a person would: change `spec.image` and `spec.activeColor` (and drop
-`spec.preview`), and leave every other byte as it was (comments, blank lines, indentation, quoting, key order).
+`spec.preview`, or set the `spec.maintenance` block), and leave every other byte as it was (comments, blank lines, indentation, quoting, key order).
 
 Pure functions on text, for `reconcile deploy / rollback / promote` (controller/cli/release.py):
 
@@ -248,12 +248,28 @@ def _block_span(doc: _Doc, key: Any, value: Any) -> tuple[int, int]:
     return start, eol
 
 
-def edit(text: str, source: str, changes: Mapping[str, str], remove: tuple[str, ...] = ()) -> Edited:
-    """`text` with `spec.<key>` set to each of `changes` and each `spec.<key>` of `remove` deleted (with its block).
+def edit(
+    text: str, source: str, changes: Mapping[str, str], remove: tuple[str, ...] = (), blocks: Mapping[str, Mapping[str, str | bool]] | None = None
+) -> Edited:
+    """`text` with `spec.<key>` set to each of `changes`, each `spec.<key>` of `remove` deleted (with its block), and
+    each `spec.<key>` of `blocks` set to that mapping of scalars (its block rewritten in place, or added at the end).
 
     Raises `NotOurs` (the file cannot be edited in place) or `SpecError` (the result is not a valid spec)."""
     doc = _Doc(text, source)
     spans: list[tuple[int, int, str]] = []
+    for key, mapping in (blocks or {}).items():
+        pair = _child(doc.spec, key, "spec.", source)
+        if pair is not None:
+            start, end = _block_span(doc, *pair)
+            indent = pair[0].start_mark.column
+        else:
+            last_key, last_value = doc.spec.value[-1]
+            start = end = _block_span(doc, last_key, last_value)[1]
+            indent = last_key.start_mark.column
+        pad = " " * indent
+        lines = [f"{pad}{key}:\n"] + [f"{pad}  {k}: {_render_value(v)}\n" for k, v in mapping.items()]
+        prefix = "" if start == 0 or text[start - 1] == "\n" else "\n"
+        spans.append((start, end, prefix + "".join(lines)))
     for key, value in changes.items():
         node = doc.scalar(key)
         spans.append((node.start_mark.index, node.end_mark.index, render_scalar(value, node.style or None)))
@@ -269,10 +285,17 @@ def edit(text: str, source: str, changes: Mapping[str, str], remove: tuple[str, 
     out = text
     for start, end, new in reversed(spans):
         out = out[:start] + new + out[end:]
-    return Edited(out, _verify(text, out, source, changes, remove))
+    return Edited(out, _verify(text, out, source, changes, remove, blocks))
 
 
-def _verify(before: str, after: str, source: str, changes: Mapping[str, str], remove: tuple[str, ...]) -> BlueGreenApp:
+def _render_value(v: str | bool) -> str:
+    return ("true" if v else "false") if isinstance(v, bool) else json.dumps(v)  # a JSON string is a YAML "..." scalar
+
+
+def _verify(
+    before: str, after: str, source: str, changes: Mapping[str, str], remove: tuple[str, ...],
+    blocks: Mapping[str, Mapping[str, str | bool]] | None = None,
+) -> BlueGreenApp:
     """Loaded by the controller's own loader, the edit must be exactly the intended change; then it must validate."""
     old = load_yaml(before, source)
     try:
@@ -286,8 +309,10 @@ def _verify(before: str, after: str, source: str, changes: Mapping[str, str], re
     spec.update(changes)
     for key in remove:
         spec.pop(key, None)
+    for key, mapping in (blocks or {}).items():
+        spec[key] = dict(mapping)
     if new != want:
-        raise NotOurs(f"{source}: editing the text in place would change more than {', '.join([*changes, *remove])}; nothing written")
+        raise NotOurs(f"{source}: editing the text in place would change more than {', '.join([*changes, *remove, *(blocks or {})])}; nothing written")
     return parse_app(after, source)
 
 

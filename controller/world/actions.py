@@ -133,6 +133,17 @@ class RemoveHook(Action):
     revision: str = ""
 
 
+# Maintenance (spec.maintenance, hooks.beforeSwitch.maintenance; controller/app/rules/maintenance.py plans it).
+@dataclass(frozen=True)
+class SwitchMaintenance(Action):
+    """Create (`on`, holding `message`) or remove the maintenance flag file, then confirm through the control server
+    that the site answers (or no longer answers) with the maintenance page. `wrap`: around a migration's switch."""
+
+    on: bool = False
+    message: str = ""
+    wrap: bool = False
+
+
 @dataclass(frozen=True)
 class ImageRemoval:
     """An unused image of the app's repository a converged pass removes (`Plan.prune`; pruning.prune does it)."""

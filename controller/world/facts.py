@@ -143,6 +143,7 @@ class RouteFact:
     color: Color | None = None  # color whose host port answered through Nginx
     upstream: str = ""  # raw $upstream_addr
     detail: str = ""
+    status: int = 0  # the HTTP status of the answer (0: none)
 
 
 @dataclass(frozen=True)
@@ -176,6 +177,10 @@ class Observed:
     # (probed only while the spec has a preview or the flag exists).
     preview_flag: str | None = None
     preview_route: RouteFact | None = None
+    # Maintenance (controller/app/rules/maintenance.py): the flag file's content (the message), and what the control server's
+    # maintenance route answered (asked only while the flag exists).
+    maintenance_flag: str | None = None
+    maintenance_route: RouteFact | None = None
     hooks: tuple[ContainerFact, ...] = ()  # this app's hook containers (label bluegreen.hook), e.g. left by a kill -9
     capacity: CapacityFact | None = None  # observed only when a new color may start (controller/app/gather.py)
     # The color live now: what Nginx answered through, else what the files on disk route to (routing.serving_color).

@@ -114,6 +114,7 @@ def _missing_command(argv: list[str]) -> str:
 
 _ROUTE_URL = re.compile(r"/bluegreen/(?P<app>[a-z0-9-]+)/")
 _PREVIEW_URL = re.compile(r"/bluegreen-preview/(?P<app>[a-z0-9-]+)/")  # the control server's preview route
+_MAINTENANCE_URL = re.compile(r"/bluegreen-maintenance/(?P<app>[a-z0-9-]+)$")  # ... and its maintenance route
 
 
 @dataclass
@@ -517,6 +518,9 @@ class FakeWorld:
     def probe_route(self, url: str, timeout: float) -> RouteProbe:
         if not self.nginx_up:
             return RouteProbe(False, "", f"GET {url}: connection refused")
+        if (mm := _MAINTENANCE_URL.search(url)) is not None:
+            on = self.maintenance_present(mm.group("app"))
+            return RouteProbe(True, "", f"HTTP {503 if on else 204} via no upstream", 503 if on else 204)
         m = _ROUTE_URL.search(url)
         servers = self.routed(m.group("app")) if m else []
         if (pm := _PREVIEW_URL.search(url)) is not None:
@@ -524,8 +528,8 @@ class FakeWorld:
         if not servers:
             # Like Nginx: an upstream whose servers are all down answers 502 and names itself in $upstream_addr.
             named = m.group("app") if m and m.group("app") in self.loaded else ""
-            return RouteProbe(True, named, f"HTTP 502 via {named or 'no upstream'}")
-        return RouteProbe(True, servers[0], f"HTTP 200 via {servers[0]}")
+            return RouteProbe(True, named, f"HTTP 502 via {named or 'no upstream'}", 502)
+        return RouteProbe(True, servers[0], f"HTTP 200 via {servers[0]}", 200)
 
     # The access log ------------------------------------------------------------------------------
     def log_access(self, path: Path, *records: bytes, partial: bytes = b"") -> None:
@@ -609,6 +613,12 @@ class FakeWorld:
         if app in self.flag_files:
             return self.flag_files[app].with_name(self.flag_files[app].name + ".preview") in self.files
         return any(p.parent / f"{app}.green.preview" in self.files for p in self.include_paths)
+
+    def maintenance_present(self, app: str) -> bool:
+        """The site's `if (-f <flagFile>.maintenance)`: every public request answered 503 with the maintenance page."""
+        if app in self.flag_files:
+            return self.flag_files[app].with_name(self.flag_files[app].name + ".maintenance") in self.files
+        return any(p.parent / f"{app}.green.maintenance" in self.files for p in self.include_paths)
 
     def preview_routed(self, app: str) -> list[str]:
         """Servers a request that asks for the preview reaches: the idle color's while the preview flag exists."""

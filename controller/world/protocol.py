@@ -108,6 +108,7 @@ class RouteProbe:
     reachable: bool
     upstream: str  # $upstream_addr as Nginx reported it, "" when unknown
     detail: str
+    status: int = 0  # the HTTP status Nginx answered with (0: no answer)
 
 
 @dataclass(frozen=True)

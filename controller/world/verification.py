@@ -103,8 +103,8 @@ def parse_line(line: bytes) -> Entry | None:
         raw = json.loads(line)
     except (ValueError, RecursionError):
         return None
-    if not isinstance(raw, dict):
-        return None
+    if not isinstance(raw, dict) or raw.get("maintenance") == "1":
+        return None  # the site's own maintenance answer (nginx/): no color served it
     t, addrs, statuses, times = raw.get("msec"), raw.get("upstream_addr"), raw.get("upstream_status"), raw.get("upstream_response_time")
     if isinstance(t, str):
         try:

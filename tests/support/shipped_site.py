@@ -1,7 +1,7 @@
 """Run a private NginxInstance with the SHIPPED site of nginx/ (what nginx/install.sh installs), not the plain one.
 
 `start_shipped(tmpdir, apps, users)` renders nginx/site.conf.template (public server with Basic Auth and the
-flag test), nginx/control.conf.template + nginx/control-app.conf.template (loopback control server) and
+flag test, the maintenance answers with the shipped page), nginx/control.conf.template + nginx/control-app.conf.template (loopback control server) and
 includes nginx/proxy.conf itself, with the placeholders install.sh fills set for the instance: the flag file
 is ``conf.d/<app>.green`` beside the include, which is the spec's default flagFile for that upstreamFile.
 """
@@ -15,6 +15,8 @@ from .nginx import NginxInstance
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 SHIPPED = ROOT / "nginx"
+SHIPPED_USERS = {"ops": "correct horse"}  # the Basic Auth users of the `shipped_site` fixture (tests/conftest.py)
+RETRY_AFTER = "30"  # the Retry-After of the maintenance answers (install.sh --retry-after)
 
 
 def _fill(text: str, values: dict[str, str]) -> str:
@@ -49,6 +51,9 @@ def start_shipped(tmpdir: Path, apps: list[str], users: dict[str, str]) -> Nginx
             "UPSTREAM_FILE": "@PREFIX@/conf.d/@APP@.upstream.conf",
             "PROXY_CONF": proxy_conf,
             "ACCESS_LOG": "@PREFIX@/logs/@APP@.access.jsonl",  # spec.verify.accessLog of the tests
+            "MAINTENANCE_PAGE": str(SHIPPED / "maintenance.html"),
+            "MAINTENANCE_JSON": str(SHIPPED / "maintenance.json"),
+            "RETRY_AFTER": RETRY_AFTER,
         },
     )
     control_d = tmpdir / "nginx" / "control.d"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -47,3 +48,16 @@ def wait_while_running(
             raise AssertionError(f"the controller exited ({proc.returncode}) before {what}")
         time.sleep(interval)
     raise AssertionError(f"{what} did not happen within {timeout:g}s")
+
+
+def kill_9_when(predicate: Callable[[], object], proc: subprocess.Popen[str], timeout: float, what: str) -> None:
+    """SIGKILL the controller `proc` as soon as `predicate` holds (see wait_while_running); it is dead afterwards,
+    whatever happened."""
+    try:
+        wait_while_running(predicate, proc, timeout, what, interval=0.05)
+        proc.send_signal(signal.SIGKILL)
+        assert proc.wait(timeout=10) == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)

@@ -1,7 +1,8 @@
 """An app's `dependsOn` (issue 13): a new color does not start while an accessory it depends on is not healthy.
 
 Pure: `depends_on` takes the plan's actions and the dependencies gathered not ready, and keeps only what concerns
-the live color (healing it: create/start/wait of the color that serves). Everything that would start, switch to,
+the live color (healing it: create/start/wait of the color that serves) and maintenance not tied to a migration
+(spec.maintenance, or a leftover turned off). Everything that would start, switch to,
 or stop for a new color is held back behind the blocker DependencyNotReady; the live color is never stopped
 or moved because of a dependency.
 """
@@ -17,6 +18,7 @@ from controller.world.actions import (
     CreateContainer,
     RemoveContainer,
     StartContainer,
+    SwitchMaintenance,
     WaitHealthy,
 )
 
@@ -36,7 +38,11 @@ def depends_on(actions: tuple[Action, ...], serving: Color | None, not_ready: di
     new_color = any(isinstance(a, (CreateContainer, StartContainer, RemoveContainer)) and a.color != serving for a in actions)
     if not new_color:
         return None  # only the live color is healed (or the route fixed): a dependency never holds that back
-    kept = tuple(a for a in actions if serving is not None and a.color == serving and isinstance(a, (CreateContainer, StartContainer, WaitHealthy)))
+    kept = tuple(
+        a for a in actions
+        if (serving is not None and a.color == serving and isinstance(a, (CreateContainer, StartContainer, WaitHealthy)))
+        or (isinstance(a, SwitchMaintenance) and not a.wrap)  # spec.maintenance, or a leftover turned off: not the new color's
+    )  # fmt: skip
     why = "; ".join(f"{name}: {detail}" for name, detail in sorted(not_ready.items()))
     keeps = f"{serving} keeps serving" if serving is not None else "nothing serves yet"
     return Held(kept, Blocker("DependencyNotReady", f"dependsOn not healthy ({why}): the new color waits; {keeps}"))
