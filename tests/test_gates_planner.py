@@ -319,3 +319,46 @@ def test_a_failure_with_changed_gates_starts_its_count_anew(tmp_path: Path) -> N
     failure = store.load_memory("dialogue").failures[rev]
     assert failure.count == 1 and failure.reason == "CheckFailed"
     assert failure.gates == gates_fingerprint(other) != gates_fingerprint(first)  # held against the new gates
+
+
+def test_a_spec_change_mid_hook_waits_for_the_old_migration_and_kills_it_at_its_own_timeout(
+    tmp_path: Path,
+) -> None:
+    """Issue 19 #6: one beforeSwitch hook of an app at a time. v2's hook still runs (its pass was stopped) when the
+    spec moves to v3: v3's hook waits (HookRunning names v2's container) until v2's own timeout (20 s, its label,
+    not v3's 30 s) passes; then v2's is stopped and removed first, recorded as killed, and v3's runs."""
+    w, store = _deployed_v1(tmp_path)
+    w.hook_seconds = 25.0
+    v2 = _app(
+        "dialogue:2", "green", hooks={"beforeSwitch": {"command": ["migrate", "v2"], "timeoutSeconds": 20}}
+    )
+    rec = reconciler(w, tmp_path / "state")
+    rec.should_stop = lambda: bool(w.hook_runs)  # superseded once its hook started
+    assert rec.reconcile(v2).result == "progressing" and len(w.hook_runs) == 1
+    old = w.hook_runs[0]
+    v3 = _app(
+        "dialogue:2",
+        "green",
+        env={"RELEASE": "3"},
+        hooks={"beforeSwitch": {"command": ["migrate", "v3"], "timeoutSeconds": 30}},
+    )
+
+    def hooks() -> list[str]:
+        return sorted(c.fact.name for c in w.containers.values() if LABEL_HOOK in c.fact.labels)
+
+    for _ in range(2):
+        w.clock += 5
+        r = reconciler(w, tmp_path / "state").reconcile(v3)
+        assert r.result == "degraded" and r.plan is not None, r
+        assert [b.reason for b in r.plan.blockers] == ["HookRunning"] and old in r.plan.blockers[0].message
+        assert hooks() == [old] and len(w.hook_runs) == 1 and w.routed("dialogue") == ["127.0.0.1:18081"]
+    w.clock += 11  # 21 s after v2's hook started: past its own timeout, still running (it would take 25 s)
+    assert verbs(v3, w, store.load_memory("dialogue"))[:1] == ["RemoveHook:green"]
+    assert reconciler(w, tmp_path / "state").reconcile(v3).converged
+    assert len(w.hook_runs) == 2 and w.hook_runs[1] != old and hooks() == []
+    assert w.routed("dialogue") == ["127.0.0.1:18082"]
+    v2_rev = plan_for(v2, w, Memory()).revisions["green"]
+    killed = store.load_memory("dialogue").hooks[hook_key("beforeSwitch", v2_rev)]
+    assert (killed.state, killed.exit_code) == ("done", None) and "past its timeout (20s" in killed.output[
+        -1
+    ], killed

@@ -16,6 +16,7 @@ from __future__ import annotations
 import base64
 import json
 import secrets as random_secrets
+import signal
 import time
 import uuid
 from collections.abc import Iterator
@@ -29,7 +30,7 @@ from tests.support.controller_run import Run, World, condition, run_reconcile, s
 from tests.support.moto import REGION, MotoServer
 from tests.support.nginx import NginxInstance
 from tests.support.shipped_site import start_shipped
-from tests.support.wait import kill_9_when
+from tests.support.wait import kill_9_when, wait_while_running
 
 pytestmark = [pytest.mark.docker, pytest.mark.nginx]
 
@@ -253,3 +254,157 @@ def test_no_fragment_of_a_long_or_multi_line_secret_printed_by_a_hook_reaches_lo
         for where, text in channels.items():
             leaked = sorted(f for f in pieces if f in text)
             assert not leaked, f"{name}: {len(leaked)} fragments leaked into {where}, e.g. {leaked[:3]}"
+
+
+def _hook_events(w: GateWorld, since: float) -> list[tuple[str, str]]:
+    """(event, revision) of this app's hook containers since `since`, in Docker's order: start, die."""
+    events = w.client.events(
+        since=int(since) - 1, until=int(time.time()) + 1, decode=True,
+        filters={"type": "container", "event": ["start", "die"], "label": [f"bluegreen.app={w.app}", "bluegreen.hook"]},
+    )  # fmt: skip
+    try:
+        return [(e["status"], e["Actor"]["Attributes"]["bluegreen.revision"]) for e in events]
+    finally:
+        events.close()
+
+
+def _killed_mid_hook(w: GateWorld, tmp_path: Path, sig: signal.Signals) -> None:
+    """Start a --once run, and send it `sig` once its hook container runs; the hook is left running."""
+    proc = start_reconcile(
+        w.spec_path, w.state, "--once", env=w.env, stderr_path=tmp_path / f"killed-{sig.name}.log"
+    )
+    try:
+        wait_while_running(
+            lambda: any(c.status == "running" for c in w.hook_containers()),
+            proc,
+            60,
+            "the hook container runs",
+            interval=0.05,
+        )
+        proc.send_signal(sig)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_a_spec_change_mid_hook_starts_no_second_migration_and_the_hung_one_is_killed_at_its_timeout(
+    docker_client: Any,
+    test_images: dict[str, str],
+    app_name: str,
+    shipped: NginxInstance,
+    tmp_path: Path,
+    session_id: str,
+) -> None:
+    """Issue 19 #6: v2's migration hangs; the controller is killed (kill -9) and the spec moves to v3. v3's hook
+    waits (HookRunning) while v2's runs, never beside it; v2's is killed at its own timeout (10 s, its label),
+    recorded so, and only then v3's runs and v3 takes traffic."""
+    began = time.time()
+    w = _world(docker_client, app_name, shipped, tmp_path, session_id)
+    w.once()
+    hung = {"beforeSwitch": {"command": ["sh", "-c", "echo migrating-v2; sleep 600"], "timeoutSeconds": 10}}
+    w.set(image=test_images["v2"], activeColor="green", hooks=hung)
+    _killed_mid_hook(w, tmp_path, signal.SIGKILL)
+    [old] = [
+        (c.attrs["Names"][0].lstrip("/"), c.attrs["Labels"]["bluegreen.revision"])
+        for c in w.hook_containers()
+    ]
+
+    def running() -> list[tuple[str, str]]:
+        return [(c.attrs["Names"][0].lstrip("/"), c.status) for c in w.hook_containers()]
+
+    w.set(
+        env={"RELEASE": "3"},
+        hooks={"beforeSwitch": {"command": ["sh", "-c", "echo migrating-v3"], "timeoutSeconds": 30}},
+    )
+    r = w.run("--once")
+    assert r.returncode == 1, r.explain()
+    degraded = condition(w.status(), "Degraded")
+    assert degraded["reason"] == "HookRunning" and old[0] in degraded["message"], degraded
+    assert running() == [(old[0], "running")]
+    assert (w.served(), w.routed()) == ("v1", "blue")
+    # Until v2's own timeout passes, every plan waits for it; then it stops it first.
+    for _ in range(100):
+        _, planned = w.plan_json()
+        assert running() == [(old[0], "running")]
+        if planned["actions"] and planned["actions"][0]["action"] == "RemoveHook":
+            break
+        assert [b["reason"] for b in planned["blockers"]] == ["HookRunning"], planned
+        time.sleep(0.2)
+    else:
+        raise AssertionError("the hung hook is never stopped")
+    r = w.once()
+    assert any(e.get("event") == "hook.timed_out" for e in r.logs()), r.explain()
+    assert (w.served(), w.routed()) == ("v2", "green") and w.hook_containers() == []
+    events = _hook_events(w, began)
+    old_rev = old[1]
+    assert [e for e, _ in events] == ["start", "die", "start", "die"] and events[0][1] == events[1][
+        1
+    ] == old_rev, events
+    runs = {h["revision"]: h for h in w.status()["hooks"]}
+    assert runs[old_rev]["state"] == "done" and runs[old_rev].get("exitCode") is None, runs
+    assert (
+        runs[old_rev]["output"][0] == "migrating-v2"
+        and "past its timeout (10s" in runs[old_rev]["output"][-1]
+    ), runs
+
+
+def test_output_of_a_hook_collected_after_a_stop_and_a_revert_is_redacted(
+    moto: MotoServer,
+    docker_client: Any,
+    test_images: dict[str, str],
+    app_name: str,
+    shipped: NginxInstance,
+    tmp_path: Path,
+    session_id: str,
+) -> None:
+    """Issue 19 #8: the controller is stopped (SIGTERM) while v2's hook prints its secret; the spec goes back to
+    v1. The next pass only removes the finished hook container (RemoveHook), recording its output: its secrets
+    are registered with the redactor first, so no 16-character fragment of the secret reaches the state or logs."""
+    base = f"/{app_name}/prod/"
+    secret = f"sk-{uuid.uuid4().hex}{uuid.uuid4().hex}"
+    moto.client("ssm").put_parameter(Name=base + "API_KEY", Value=secret, Type="SecureString", Overwrite=True)
+    w = _world(
+        docker_client,
+        app_name,
+        shipped,
+        tmp_path,
+        session_id,
+        env_=moto.env(region=None),
+        secrets={"ssm": {"path": base, "region": REGION}},
+    )
+    runs = [w.once()]
+    v1 = dict(w.doc["spec"])
+    hook = 'echo "key=$API_KEY"; echo "$API_KEY" >&2; sleep 2; echo migrated'
+    w.set(
+        image=test_images["v2"],
+        activeColor="green",
+        hooks={"beforeSwitch": {"command": ["sh", "-c", hook], "timeoutSeconds": 30}},
+    )
+    _killed_mid_hook(w, tmp_path, signal.SIGTERM)
+    wait_until_exited = [c.status for c in w.hook_containers()]
+    for _ in range(100):  # the hook ends on its own (2 s after it started)
+        wait_until_exited = [c.status for c in w.hook_containers()]
+        if wait_until_exited == ["exited"]:
+            break
+        time.sleep(0.1)
+    assert wait_until_exited == ["exited"]
+    w.set(**v1, hooks=None)
+    runs.append(w.once())
+    assert any(
+        e.get("action") == "RemoveHook" and e.get("event") == "action.done" for e in runs[-1].logs()
+    ), runs[-1].explain()
+    assert (w.served(), w.routed()) == ("v1", "blue") and w.hook_containers() == []
+    [run] = w.status()["hooks"]
+    assert sorted(run["output"]) == sorted(["key=[REDACTED]", "[REDACTED]", "migrated"]), run
+
+    channels = {f"run{i}.{k}": getattr(x, k) for i, x in enumerate(runs) for k in ("stdout", "stderr")}
+    channels.update({str(p): p.read_text(errors="replace") for p in sorted(tmp_path.rglob("*.log"))})
+    channels.update(
+        {str(p): p.read_text(errors="replace") for p in sorted(w.state.rglob("*")) if p.is_file()}
+    )
+    pieces = _fragments(secret)
+    for where, text in channels.items():
+        leaked = sorted(f for f in pieces if f in text)
+        assert not leaked, f"{len(leaked)} fragments of the secret leaked into {where}, e.g. {leaked[:3]}"

@@ -187,3 +187,32 @@ def test_once_textfile_counts_invalid_specs_and_an_unreachable_docker(
     assert value(s, RECONCILE_RUNS + "_total", app=app_name, result="error") == 1
     assert value(s, APP_CONVERGED, app=app_name) == 0
     assert value(s, LAST_RUN) is not None
+
+
+def test_a_run_that_exports_nothing_counts_into_null_metrics() -> None:
+    """--plan, --status and --once without --metrics-textfile: every metric of `Metrics` takes the same calls and
+    records nothing; nothing is registered (tests/test_layering.py: prometheus_client is not even imported)."""
+    from prometheus_client import Counter, Gauge, Histogram
+
+    from controller.store.metrics import NullMetrics
+
+    real, null = Metrics(), NullMetrics()
+    assert null.registry is None
+    for name, metric in vars(real).items():
+        if not isinstance(metric, (Counter, Gauge, Histogram)):
+            continue
+        labels = {k: "x" for k in metric._labelnames}
+        child = getattr(null, name).labels(**labels) if labels else getattr(null, name)
+        for call, arg in (("inc", 1), ("set", 1), ("observe", 0.5)):
+            if hasattr(metric.labels(**labels) if labels else metric, call):
+                getattr(child, call)(arg)
+    null.set_live_color("a", "blue")
+    null.set_conditions("a", {"Ready": True})
+    null.invalid_spec("a")
+    null.unreachable("a")
+    null.set_release("a", (2, "app:2", "deploy", 1.0))  # the live release, then another: the old series removed
+    null.set_release("a", (3, "app:3", "rollback", 2.0))
+    null.set_release("a", None)
+    null.notification_failed("dropped")
+    with pytest.raises(AttributeError):
+        _ = null._not_a_metric

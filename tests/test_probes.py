@@ -98,3 +98,33 @@ def test_route_probe_ends_within_its_timeout(prober: Prober, app: RunningContain
     assert elapsed < TIMEOUT + SLACK and res.reachable is True and res.detail.startswith("HTTP 200"), (elapsed, res)
     res, elapsed = _timed(lambda: prober.route(app.base_url + "/cgi-bin/trickle?mode=stream", TIMEOUT), TIMEOUT)
     assert elapsed < TIMEOUT + SLACK and res.reachable is True, (elapsed, res)
+
+
+def test_plain_http_probes_load_no_ca_bundle_and_prometheus_shares_the_one_client(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 18 item 8: the CA bundle (tens of ms a cron run) is loaded only for an https:// URL, once."""
+    import ssl
+
+    from controller.drivers.host import HostWorld
+    from tests.support.promserver import prom_server
+
+    loads: list[object] = []
+    real = ssl.SSLContext.load_verify_locations
+
+    def counting(self: ssl.SSLContext, *a: Any, **kw: Any) -> None:
+        loads.append(a or kw)
+        real(self, *a, **kw)
+
+    monkeypatch.setattr(ssl.SSLContext, "load_verify_locations", counting)
+    world = HostWorld()
+    with prom_server({"": {"status": "UP"}}) as server:  # any GET without a query: 200 {"status": "UP"}
+        try:
+            url = f"{server.url}/actuator/health"
+            assert [world.probe_health(url, 200, 2.0).ok for _ in range(3)] == [True] * 3
+            assert loads == []  # http: no TLS set up at all
+            assert world.prometheus._client is world.probes.client  # one client a run
+            tls = url.replace("http://", "https://")  # the server speaks no TLS: the handshake fails
+            assert [world.probe_health(tls, 200, 2.0).ok for _ in range(2)] == [False, False]
+            assert len(loads) == 1  # the https transport (certifi's bundle) made once, at the first https:// request
+            assert world.probe_health(url, 200, 2.0).ok
+        finally:
+            world.close()

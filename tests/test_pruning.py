@@ -12,8 +12,11 @@ from typing import Any
 
 from controller.app.reconcile import Reconciler
 from controller.app.rules.pruning import plan_pruning
+from controller.kernel.errors import DockerError
 from controller.kernel.imageref import local_repository as repository
+from controller.store.metrics import Metrics
 from controller.store.releases import Release, Releases
+from controller.store.state import StateStore
 from controller.world.facts import ContainerFact, ImageFact, ImagesObserved, Memory, Observed, RouteFact
 from controller.world.fake import Crash, FakeImage
 from controller.world.protocol import ContainerRequest
@@ -221,3 +224,64 @@ def test_plan_shows_what_would_be_removed_and_says_changes_are_pending(tmp_path:
     assert out[0] == "dialogue: in sync (blue serves)"
     assert [ln.split(" (")[0] for ln in out[1:]] == [f"  - would remove image dialogue:{i}" for i in (0, 2, 3, 4, 5, 6, 7)]
     assert w.pruned == set()  # --plan changes nothing
+    assert _plan(rec, [app], as_json=True) == 0 and json.loads(capsys.readouterr().out)[0]["prune"] == []
+
+
+class ListingWorld(CheckedWorld):
+    """Counts the image listings (what a sweep costs a pass: Docker's image list)."""
+
+    listings = 0
+
+    def list_images(self) -> list[ImageFact]:
+        self.listings += 1
+        return super().list_images()
+
+
+def test_a_pass_that_changes_nothing_sweeps_at_most_every_prune_every_seconds_one_that_changes_at_once(tmp_path: Path) -> None:
+    app = make_app(image="dialogue:1", keepImages=2)
+    w = ListingWorld(images={f"dialogue:{i}": FakeImage(created=float(i)) for i in range(1, 8)})
+    w.include_paths.add(app.upstream_file)
+    state = StateStore(tmp_path / "state")
+
+    def cron_run(a: Any = app) -> str:  # a fresh reconciler, as each cron run starts one: the cadence is in the state dir
+        return Reconciler(w, state, Metrics(), prune_every=3600.0).reconcile(a).result
+
+    assert cron_run() == "converged"  # the deploy changed something: swept at once
+    assert (w.listings, sorted(w.pruned)) == (1, ["dialogue:2", "dialogue:3", "dialogue:4", "dialogue:5"])
+    w.images["dialogue:0"] = FakeImage(created=0.5)  # an old unused image appears
+    w.clock += 3599
+    assert cron_run() == "converged"  # a no-op run within the interval: no listing, nothing removed
+    assert (w.listings, "dialogue:0" in w.pruned) == (1, False)
+    w.clock += 1
+    assert cron_run() == "converged"  # the interval passed: the sweep
+    assert (w.listings, "dialogue:0" in w.pruned) == (2, True)
+    assert cron_run() == "converged" and w.listings == 2  # and the next no-op run waits again
+
+    w.images["dialogue:00"] = FakeImage(created=0.4)
+    w.mutations.clear()
+    assert cron_run(make_app(image="dialogue:7", activeColor="green", keepImages=1)) == "converged"  # a deploy
+    assert w.listings == 3 and "dialogue:00" in w.pruned and any(m.startswith("create") for m in w.mutations)
+
+    # An unreadable sweep time is a sweep due (state files: treated as absent).
+    (tmp_path / "state" / "apps" / "dialogue" / "pruned.json").write_text("{torn")
+    assert cron_run(make_app(image="dialogue:7", activeColor="green", keepImages=1)) == "converged" and w.listings == 4
+    # prune_every 0 (Reconciler's default, `--prune-interval 0`): every converged pass sweeps.
+    rec = Reconciler(w, state, Metrics())
+    assert [rec.reconcile(make_app(image="dialogue:7", activeColor="green", keepImages=1)).result for _ in range(2)] == ["converged"] * 2
+    assert w.listings == 6
+
+
+class FailingRemoval(ListingWorld):
+    def remove_image(self, image_id: str) -> str | None:
+        raise DockerError("daemon went away")
+
+
+def test_a_sweep_that_failed_is_due_again_on_the_next_run(tmp_path: Path) -> None:
+    app = make_app(image="dialogue:1", keepImages=2)
+    w = FailingRemoval(images={f"dialogue:{i}": FakeImage(created=float(i)) for i in range(1, 8)})
+    w.include_paths.add(app.upstream_file)
+    state = StateStore(tmp_path / "state")
+    for expected in (1, 2):
+        assert Reconciler(w, state, Metrics(), prune_every=3600.0).reconcile(app).result == "converged"  # never fails it
+        assert w.listings == expected
+    assert not (tmp_path / "state" / "apps" / "dialogue" / "pruned.json").exists()

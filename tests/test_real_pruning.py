@@ -92,7 +92,8 @@ def test_pruning_keeps_the_releases_images_and_protected_ones_across_a_kill_9_mi
         doomed = {f"o{i:02}" for i in range(1, 13)}  # not the image of a release, seen before release #2
         kept = set(ids) - doomed
 
-        # Release #2, killed (-9) right after Docker reports its first image removal.
+        # Release #2 (a pass that changes something sweeps at once), killed (-9) right after Docker reports its first
+        # image removal.
         w.set(image=f"{repo}:c2", activeColor="green")
         proc = start_reconcile(w.spec_path, w.state, "--once")
         killed_after: list[str] = []
@@ -123,9 +124,14 @@ def test_pruning_keeps_the_releases_images_and_protected_ones_across_a_kill_9_mi
         assert shown["inSync"] and [p["references"] for p in shown["prune"]] == [[f"{repo}:{n}"] for n in left], shown
         assert [p["imageId"] for p in shown["prune"]] == [ids[n] for n in left]
         assert present(docker_client, ids) == after_kill
+        # A cron run that changes nothing sweeps at most every --prune-interval (default 1 h since the last completed
+        # sweep, release #1's): it removes nothing yet.
+        w.once()
+        assert present(docker_client, ids) == after_kill
 
-        # The next run plans again from what is there, finishes, and keeps exactly the same images.
-        r = w.once()
+        # The next sweep (--prune-interval 0: due on every pass) plans again from what is there, finishes, and keeps
+        # exactly the same images.
+        r = w.once("--prune-interval", "0")
         assert present(docker_client, ids) == kept, r.explain()
         w.assert_serving("green", "c2")
         rids = {line.get("reconcile_id") for line in r.logs()} - {None}

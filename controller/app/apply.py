@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.app.failover import WaitLiveOrFailover
 from controller.app.maintenance import maintenance_probe_url, served
@@ -31,8 +31,7 @@ from controller.kernel.errors import (
     NginxError,
     RouteUnverified,
 )
-from controller.spec.app import BlueGreenApp, Color, preview_app
-from controller.spec.resources import Resources
+from controller.spec.base import Color, preview_app
 from controller.world.actions import (
     Action,
     CreateContainer,
@@ -59,6 +58,10 @@ from controller.world.facts import (
     RouteFact,
 )
 from controller.world.protocol import ContainerRequest, RunState, World
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
+    from controller.spec.resources import Resources
 
 
 @dataclass
@@ -97,6 +100,8 @@ class Context:
     # Deploy gates (controller/app/steps/gates.py): a hook's run, remembered in the state dir, and read back.
     remember_hook: Callable[[HookRecord], None] = lambda r: None
     hook_record: Callable[[str, str], HookRecord | None] = lambda phase, revision: None
+    # The secrets fingerprint whose values are registered with the redactor: output of a run of it may be read.
+    secrets: str | None = None
 
 
 def apply(ctx: Context, actions: tuple[Action, ...] | list[Action]) -> ApplyResult:

@@ -9,10 +9,11 @@ module puts them together, in this order (earlier rules take precedence):
 3. failover: what the rule says for this observation (rules/failover.py)
 4. switch-back: a revision that failed its verification is held off (rules/switchback.py)
 5. the desired color's steps (rules/desired.py); the capacity of a new color (rules/capacity.py); a failed
-   gate's backoff (rules/gates.py)
+   gate's backoff, and another revision's beforeSwitch hook still running (rules/gates.py)
 6. failover steers traffic (rules/failover.py); the route and the marker (rules/route.py); the idle color
    (rules/standby.py)
-7. deploy gates around the switch (rules/gates.py); the preview on the idle color (rules/preview.py)
+7. deploy gates around the switch, hooks past their timeout stopped first (rules/gates.py); the preview on the
+   idle color (rules/preview.py)
 8. maintenance: spec.maintenance, a wrapped migration around the gates and the switch placed in 7, else off first
    (rules/maintenance.py)
 9. `dependsOn` holds a new color back (rules/depends_on.py)
@@ -22,6 +23,7 @@ module puts them together, in this order (earlier rules take precedence):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from controller.app.failover import Decision
 from controller.app.plan import Plan
@@ -30,7 +32,7 @@ from controller.app.rules.depends_on import depends_on
 from controller.app.rules.desired import Desired, desired
 from controller.app.rules.failover import failover, steer
 from controller.app.rules.foreign import Foreign, foreign
-from controller.app.rules.gates import gate_backoff, gates
+from controller.app.rules.gates import gate_backoff, gates, hook_busy
 from controller.app.rules.maintenance import plan_maintenance
 from controller.app.rules.preview import plan_preview
 from controller.app.rules.pruning import plan_pruning
@@ -39,12 +41,15 @@ from controller.app.rules.secrets import hold_live_secrets
 from controller.app.rules.standby import standby
 from controller.app.rules.switchback import Hold, hold
 from controller.kernel.backoff import DEFAULT_POLICY, BackoffPolicy
-from controller.spec.app import COLORS, BlueGreenApp, Color, other
+from controller.spec.base import COLORS, Color, other
 from controller.store.documents import FailoverState
 from controller.store.releases import Releases
 from controller.world.actions import CreatePreview, StartPreview, SwitchRoute
 from controller.world.facts import ImagesObserved, Memory, Observed
 from controller.world.verification import window_closed
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 
 @dataclass(frozen=True)
@@ -125,6 +130,11 @@ def decide(i: PassInputs) -> Plan:
     if gated is not None:
         blockers = (*blockers, gated)
         will_be_ready = False
+    # One migration at a time: no switch (and so no hook of its own) while another revision's beforeSwitch hook runs.
+    busy = hook_busy(app, obs, mem, rev, now) if will_be_ready and serving != want and want not in c.foreign.colors else None
+    if busy is not None:
+        blockers = (*blockers, busy)
+        will_be_ready = False
 
     # Where traffic goes: the desired color once it is (or will have been proven) healthy; else stay put.
     target: Color | None = want if will_be_ready else serving
@@ -139,10 +149,10 @@ def decide(i: PassInputs) -> Plan:
 
     # Deploy gates (spec.hooks, spec.checks) between healthy and the switch, and after it.
     switch_at = next((n for n, a in enumerate(actions) if isinstance(a, SwitchRoute) and a.color == want), None)
-    g = gates(app, obs, mem, rev, switching=switch_at is not None)
+    g = gates(app, obs, mem, rev, switching=switch_at is not None, now=now)
     if switch_at is not None:
         actions = (*actions[:switch_at], *g.before_switch, *actions[switch_at:])
-    actions = (*actions, *g.after)
+    actions = (*g.first, *actions, *g.after)
 
     # spec.preview on the idle color: the flag off first, its steps after the live color's.
     pv = plan_preview(app, obs, mem, now, c.extra, target=r.target, foreign=c.foreign.colors, policy=i.policy)

@@ -17,12 +17,15 @@ changes (a new generation), which the operator does to flip to the healthy color
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from controller.spec.app import BlueGreenApp, Color, other
+from controller.spec.base import Color, other
 from controller.store.documents import FailedOver, FailoverState
 from controller.world.actions import WaitHealthy
 from controller.world.facts import ContainerFact, Memory, Observed
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 Kind = Literal["off", "ok", "pending", "switch", "held", "unavailable"]
 

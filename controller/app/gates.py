@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import TYPE_CHECKING
 
-from controller.spec.app import BlueGreenApp
 from controller.world.facts import LABEL_APP, LABEL_HOOK, LABEL_MANAGED, LABEL_REVISION, MANAGED_BY
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 GATE_REASONS = frozenset({"CheckFailed", "HookFailed"})
 BEFORE, AFTER = "beforeSwitch", "afterSwitch"

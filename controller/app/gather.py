@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from controller.app.decide import PassInputs, needs_capacity
 from controller.app.failover import track
@@ -24,14 +24,16 @@ from controller.app.observe import index_containers, observe
 from controller.app.steps.prune import observe_images
 from controller.kernel.backoff import DEFAULT_POLICY, BackoffPolicy
 from controller.kernel.imageref import local_repository
-from controller.spec.app import BlueGreenApp
 from controller.store.documents import FailoverState
 from controller.store.releases import Releases, note_seen
 from controller.world.facts import CapacityFact, ContainerFact, Memory, Observed
 from controller.world.protocol import World
 
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
+
 # An app's `dependsOn`: each accessory not running healthy now, with why (AccessoryRunner.dependencies).
-Dependencies = Callable[[BlueGreenApp], dict[str, str]]
+Dependencies = Callable[["BlueGreenApp"], dict[str, str]]
 
 
 def no_dependencies(app: BlueGreenApp) -> dict[str, str]:

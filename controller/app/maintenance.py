@@ -7,10 +7,13 @@ The rule (when the site is in maintenance, where the steps go in a plan): contro
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from controller.spec.app import BlueGreenApp
 from controller.world.actions import Action, SwitchMaintenance
 from controller.world.facts import RouteFact
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 ON_STATUS, OFF_STATUS = 503, 204  # what the control route answers
 

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from controller.app.maintenance import maintenance_probe_url
 from controller.app.preview import preview_probe_url
 from controller.app.routing import configured_color, route_fact, route_probe_url, serving_color
-from controller.spec.app import COLORS, BlueGreenApp, Color
+from controller.spec.base import COLORS, Color
 from controller.world.facts import LABEL_HOOK, ContainerFact, Observed, RouteFact
 from controller.world.protocol import RunState, World
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 ROUTE_SETTLE_PROBES = 5  # x 0.1 s: longer than a reload takes to reach every worker
 

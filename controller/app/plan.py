@@ -7,13 +7,17 @@ A plan is made in one place: `controller/app/decide.py` composes the rules of `c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from controller.app.failover import OFF, Decision
 from controller.app.maintenance import MaintenanceState
 from controller.app.preview import PreviewState
-from controller.spec.app import COLORS, BlueGreenApp, Color, canonical_ip
+from controller.spec.base import COLORS, Color, canonical_ip
 from controller.world.actions import Action, Blocker, ImageRemoval
 from controller.world.facts import ContainerFact
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 
 @dataclass(frozen=True)

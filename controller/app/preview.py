@@ -6,8 +6,11 @@ The rules (when the idle color runs the preview, when preview requests reach it)
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from controller.spec.app import BlueGreenApp
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
+
 
 PREVIEW_FLAG_CONTENT = "preview\n"  # what the controller writes; the site only tests that the file exists
 HEADER = "X-Bluegreen-Preview"

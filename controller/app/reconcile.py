@@ -11,7 +11,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from controller.app.apply import Context, apply
 from controller.app.decide import PassInputs, decide
@@ -28,7 +28,7 @@ from controller.app.steps.verify import Verifier
 from controller.kernel.backoff import BackoffPolicy
 from controller.kernel.errors import CheckFailed, ControllerError, HookFailed, Interrupted
 from controller.kernel.logs import get_logger
-from controller.spec.app import BlueGreenApp, other, preview_app
+from controller.spec.base import other, preview_app
 from controller.store.documents import (
     Condition,
     FailoverState,
@@ -58,6 +58,7 @@ from controller.world.actions import (
     CreatePreview,
     ImageRemoval,
     RemoveContainer,
+    RemoveHook,
     RunCheck,
     RunHook,
     StartContainer,
@@ -66,10 +67,13 @@ from controller.world.actions import (
     WaitHealthy,
     WriteMarker,
 )
-from controller.world.facts import ContainerFact, HookRecord, Memory, Observed, hook_key
+from controller.world.facts import NO_SECRETS, ContainerFact, HookRecord, Memory, Observed, hook_key
 from controller.world.protocol import World
 from controller.world.secrets import NoSecrets, Resolved, Resolver
 from controller.world.verification import window_closed
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 MAX_PASSES = 4
 
@@ -157,6 +161,7 @@ class Reconciler:
         source: SourceView | None = None,
         dependencies: Dependencies | None = None,
         notify: Callable[[dict[str, Any]], None] | None = None,
+        prune_every: float = 0.0,
     ) -> None:
         self.world = world
         self.store = store
@@ -166,6 +171,7 @@ class Reconciler:
         self.resolver: Resolver = resolver or NoSecrets()
         self.streaks: dict[str, int] = {}  # app -> consecutive passes backed off for (requeue.decide)
         self.source = source
+        self.prune_every = prune_every  # seconds between image sweeps of a pass that changed nothing (0: every pass)
         self.ledger = Ledger(store, lambda app: source.history_fields(app).get("commit") if source is not None else None)
         self.verifier = Verifier(world, store, self.metrics, self.ledger)
         self.dependencies = dependencies or no_dependencies  # dependsOn (issue 13): the accessory runner's, gathered every pass
@@ -283,6 +289,7 @@ class Reconciler:
         error: ControllerError | None = None
         done: list[str] = []
         env: dict[str, str] | None = None  # spec env + secret values; loaded (and the image present) before a create
+        registered: str | None = None  # the secrets (fingerprint) registered with the redactor: their output may be read
 
         def record(action: Action, ok: bool, message: str) -> None:
             image = preview_app(app).spec.image if isinstance(action, PREVIEW_ACTIONS) else app.spec.image
@@ -300,6 +307,7 @@ class Reconciler:
                 revision_extra=p.revision_extra,
                 remember_hook=hooks.remember,  # deploy gates: a hook's run is remembered in the state dir
                 hook_record=hooks.get,
+                secrets=registered,
             )
 
         for pass_no in range(MAX_PASSES):
@@ -325,15 +333,25 @@ class Reconciler:
                 try:
                     self.world.ensure_image(app.spec.image)
                     env = self.resolver.load_values(app, resolved)
+                    registered = resolved.fingerprint or NO_SECRETS
                 except ControllerError as e:
                     error = e
                     continue
+            if any(isinstance(a, (RemoveHook, RunCheck)) for a in p.actions) and registered is None:
+                # Output a secret may be in is read: the values are registered with the redactor first (the source
+                # does that as they arrive). When they cannot be had, the output is not kept (steps/gates.py).
+                try:
+                    self.resolver.read_values(app, resolved)
+                    registered = resolved.fingerprint or NO_SECRETS
+                except ControllerError as e:
+                    log.warning("secrets.unavailable_for_redaction", error=str(e))
             if any(isinstance(a, CreatePreview) for a in p.actions) and app.spec.preview is not None:
                 # The preview's image, pulled like a deploy's; one that cannot be had fails the preview only.
                 try:
                     self.world.ensure_image(app.spec.preview.image)
                     if env is None:
                         env = self.resolver.load_values(app, resolved)
+                        registered = resolved.fingerprint or NO_SECRETS
                 except ControllerError as e:
                     self._preview_failed(app, p, mem, e, log)
                     continue
@@ -371,7 +389,7 @@ class Reconciler:
             if mem.converged_generation != p.generation:
                 mem = replace(mem, converged_generation=p.generation)
                 self.store.save_memory(app.name, mem, None)
-            self._prune(app, run.inputs, rid, log, stop)
+            self._prune(app, run.inputs, rid, log, stop, changed=bool(done))
         message = str(error) if error else None
         status = self._write_status(
             app, obs, p, run.resolved, run.hooks.known, last_deploy=run.last_deploy, rid=rid, error=message,
@@ -402,8 +420,16 @@ class Reconciler:
         log.warning("failover.done", color=d.color, reason=done.active.reason)
 
     # Image pruning (controller/app/steps/prune.py) ------------------------------------------------------
-    def _prune(self, app: BlueGreenApp, inputs: PassInputs, rid: str, log: Any, stop: Callable[[], bool]) -> None:
-        """After a converged pass: housekeeping that never fails it (an error is logged; the next pass plans again)."""
+    def _prune(self, app: BlueGreenApp, inputs: PassInputs, rid: str, log: Any, stop: Callable[[], bool], *, changed: bool) -> None:
+        """After a converged pass: housekeeping that never fails it (an error is logged; the next pass plans again).
+
+        A sweep runs after a pass that changed something, else once `prune_every` seconds have passed since the
+        last completed one (remembered in the state dir): a no-op cron run does not list the images."""
+        now = self.world.now()
+        if self.prune_every > 0 and not changed:
+            last = self.store.load_swept_at(app.name)
+            if last is not None and 0 <= now - last < self.prune_every:
+                return
         try:
             ledger = self.store.load_releases(app.name)
             inputs = with_images(inputs, self.world, ledger)  # the same plan, with the images gathered
@@ -414,11 +440,17 @@ class Reconciler:
             log.warning("image.prune_unobserved", error=str(e))
             return
 
+        failed = False
+
         def record(r: ImageRemoval, outcome: str, message: str) -> None:
+            nonlocal failed
+            failed = failed or outcome == "failed"
             at = iso(self.world.now())
             self.ledger.record(HistoryEntry(at, app.name, rid, "RemoveImage", None, ", ".join(r.references), outcome, message, image_id=r.image_id))
 
         prune(self.world, removals, record=record, should_stop=stop, log=log)
+        if self.prune_every > 0 and not failed and not stop():  # else due again on the next pass
+            self.store.save_swept_at(app.name, now)
 
     # Releases (controller/releases.py) -----------------------------------------------------------
     def _origin(self, app: str) -> Origin:

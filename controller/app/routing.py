@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from controller.spec.app import COLORS, BlueGreenApp, Color
+from typing import TYPE_CHECKING
+
+from controller.spec.base import COLORS, Color
 from controller.world.facts import RouteFact, color_of_port, include_servers, port_of
 from controller.world.protocol import RouteProbe
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 HEADER = "# Managed by bluegreen-controller: hand edits are reverted on the next pass."
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from controller.app.plan import Plan, describe_container, describe_file, matches
 from controller.app.routing import configured_color, render_include
-from controller.spec.app import COLORS, BlueGreenApp, Color, other, preview_app
+from controller.spec.base import COLORS, Color, other, preview_app
 from controller.store.documents import (
     Condition,
     ContainerStatus,
@@ -29,6 +30,9 @@ from controller.store.documents import (
 )
 from controller.world.actions import Blocker
 from controller.world.facts import LABEL_APP, ContainerFact, Observed
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 
 def conditions(

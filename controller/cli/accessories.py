@@ -1,18 +1,21 @@
 """The one-shot modes' accessory part (issue 13): `--once` reconciles the accessories of the spec directory before
 its apps (under the same lock), `--plan` and `--status` show them beside the apps, and an app's `dependsOn`
 and `network` are checked against what the accessory pass observes. The runner is built by controller/runtime/build.py.
+Imported by the one-shot modes; the accessory modules themselves load only with a runner.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from controller.accessory.reconcile import AccessoryResult, AccessoryRunner, plan_json, render_plan
 from controller.kernel.errors import EXIT_FAIL, EXIT_INVALID, EXIT_OK, ControllerError
 from controller.runtime.options import err
-from controller.spec.accessory import Accessory
-from controller.spec.app import BlueGreenApp
+
+if TYPE_CHECKING:  # the accessory modules load only with a runner (runtime.needs_accessories)
+    from controller.accessory.reconcile import AccessoryResult, AccessoryRunner
+    from controller.spec.accessory import Accessory
+    from controller.spec.app import BlueGreenApp
 
 
 def summary(r: AccessoryResult) -> None:
@@ -47,6 +50,8 @@ def plan_lines(
     runner: AccessoryRunner, accessories: list[Accessory], as_json: bool, apps: Sequence[BlueGreenApp] = ()
 ) -> tuple[int, list[Any]]:
     """Each accessory's plan (text or JSON rows); exit 1 when one is not in sync, 2 when an app's network is unknown."""
+    from controller.accessory.reconcile import plan_json, render_plan
+
     code = EXIT_OK
     rows: list[Any] = []
     try:

@@ -21,6 +21,8 @@ Exit codes
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import gc
 import json
 import os
 import sys
@@ -33,6 +35,7 @@ from controller.kernel.errors import EXIT_FAIL, EXIT_INVALID, EXIT_OK, Controlle
 from controller.kernel.logs import configure
 from controller.runtime import build as runtime
 from controller.runtime.options import (
+    PRUNE_INTERVAL,
     RELEASE_COMMANDS,
     Options,
     Parser,
@@ -43,9 +46,9 @@ from controller.runtime.options import (
     port,
     positive,
 )
-from controller.spec.app import json_schema
+from controller.spec.cache import SpecCache
 from controller.spec.directory import Selection, select
-from controller.store.metrics import Metrics, SourceMetrics
+from controller.store.metrics import Metrics, NullMetrics, SourceMetrics
 
 if TYPE_CHECKING:
     from controller.drivers.notify import Notifier
@@ -77,6 +80,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metrics-port", type=port, help="--watch: serve /metrics on this port")
     p.add_argument("--metrics-addr", default="127.0.0.1", help="--watch: address for --metrics-port (default %(default)s)")
     p.add_argument("--resync", type=positive, default=60.0, help="--watch: full resync period, seconds (jittered)")
+    p.add_argument(
+        "--prune-interval",
+        type=nonneg,
+        default=PRUNE_INTERVAL,
+        help="--once: unused images (spec.keepImages) are swept after a pass that changed something, else at most "
+        "every this many seconds (default %(default)s; 0: after every converged pass; --watch: every --resync)",
+    )
     p.add_argument("--docker-url", default=None, help="Docker daemon URL (default: DOCKER_HOST or the local socket)")
     add_notify_argument(p)
     add_source_arguments(p)
@@ -103,13 +113,17 @@ def main(argv: list[str] | None = None) -> int:
     if words and words[0] in RELEASE_COMMANDS:  # `reconcile deploy -f SPEC ...`: controller/cli/release.py
         from controller.cli.release import main as release_main
 
+        started()  # a deploy may run long: the GC is back from here
         return release_main(words)
     if words and words[0] == "export":  # `reconcile export -f PATH --to argo-rollouts`: controller/export/
         from controller.export.command import main as export_main
 
+        started()
         return export_main(words[1:], git=runtime.git_checkout)
     args = build_parser().parse_args(argv)
     if args.schema:
+        from controller.spec.app import json_schema
+
         print(json.dumps(json_schema(), indent=2))
         return EXIT_OK
     if (args.path is None) == (args.git_url is None):
@@ -119,8 +133,19 @@ def main(argv: list[str] | None = None) -> int:
     if opts.mode == "watch" and opts.run.metrics_textfile:
         err("invalid arguments: --metrics-textfile is for --once; with --watch use --metrics-port")
         return EXIT_INVALID
+    if opts.mode == "watch":  # image sweeps on the resync period (docs/operations.md#image-pruning)
+        opts = dataclasses.replace(opts, run=dataclasses.replace(opts.run, prune_interval=opts.resync))
     configure(opts.run.log_format, level=opts.run.log_level)
     return _run(opts)
+
+
+def started() -> None:
+    """Start-up is over: what it allocated (modules, the drivers) moves to the permanent generation, so the cyclic
+    GC that `run` turned off for it (tens of ms of a cron run) comes back without walking all of it again. A
+    caller of `main` that left the GC on (tests) is not affected."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
 
 
 def _run(opts: Options) -> int:
@@ -150,7 +175,9 @@ def _compose(opts: Options, notifier: Notifier | None) -> int:
             return EXIT_FAIL
     assert path is not None
     try:
-        loaded = source.select(path, state_dir=opts.run.state_dir) if source is not None else select(path, state_dir=opts.run.state_dir)
+        # The spec cache (controller/spec/cache.py): read by --once, --plan and --status, written by --once only.
+        cache = None if watch else SpecCache(opts.run.state_dir, store=opts.mode == "once")
+        loaded = source.select(path, state_dir=opts.run.state_dir) if source is not None else select(path, state_dir=opts.run.state_dir, cache=cache)
     except InvalidInput as e:
         if source is None or not watch:
             err(str(e))
@@ -164,8 +191,9 @@ def _compose(opts: Options, notifier: Notifier | None) -> int:
     if not watch:
         for line in modes.problem_lines(loaded, path):
             err(line)
-    metrics = Metrics()
-    if source is not None:
+    exported = watch or (opts.mode == "once" and opts.run.metrics_textfile is not None)
+    metrics = Metrics() if exported else NullMetrics()  # nothing exported: no prometheus_client
+    if source is not None and exported:
         source.bind_metrics(SourceMetrics(metrics.registry))
     if opts.mode == "once":
         for name in loaded.rejected:
@@ -179,6 +207,7 @@ def _compose(opts: Options, notifier: Notifier | None) -> int:
     # The accessory reconciler only when the specs need it (--watch: always; an edit may add one).
     needed = watch or runtime.needs_accessories(loaded.accessories, loaded.apps)
     rt = runtime.build(opts.run, metrics, accessories=loaded.accessories if needed else None, source=source, notifier=notifier)
+    started()
     try:
         if watch:
             return _watch(rt, path, opts)  # logs each invalid spec file as an event of its own
@@ -221,6 +250,7 @@ def _stdout_closed() -> bool:
 
 
 def run() -> None:
+    gc.disable()  # until `started`: see there
     try:
         code = main()
         sys.stdout.flush()  # so that a closed stdout shows here, not as a traceback at interpreter exit

@@ -5,9 +5,8 @@
 from __future__ import annotations
 
 import json
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.app.plan import Plan
 from controller.app.reconcile import AppResult, Reconciler
@@ -15,13 +14,15 @@ from controller.cli import accessories as accessory_cli
 from controller.kernel.errors import EXIT_FAIL, EXIT_INVALID, EXIT_OK, ControllerError, LockBusy
 from controller.runtime.build import Runtime
 from controller.runtime.options import Settings, err
-from controller.spec.accessory import Accessory
-from controller.spec.app import BlueGreenApp
 from controller.spec.directory import Selection
 from controller.store.counters import carry_over
 from controller.store.metrics import Metrics
 from controller.store.state import Lock
 from controller.world.actions import ImageRemoval
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.accessory import Accessory
+    from controller.spec.app import BlueGreenApp
 
 
 def problem_lines(sel: Selection, path: Path) -> list[str]:
@@ -112,6 +113,8 @@ def _parallel(apps: list[BlueGreenApp], fn: Any) -> list[AppResult]:
     # A slow health wait for one app must not hold up the others.
     if len(apps) == 1:
         return [fn(apps[0])]
+    from concurrent.futures import ThreadPoolExecutor
+
     with ThreadPoolExecutor(max_workers=min(8, len(apps)), thread_name_prefix="app") as pool:
         return list(pool.map(fn, apps))
 

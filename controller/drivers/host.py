@@ -1,17 +1,19 @@
 """`HostWorld`: the real `World`, composed of the Docker (containers, accessories, gates, capacity), probe,
-Prometheus, access-log and file drivers."""
+Prometheus, access-log and file drivers.
+
+The drivers a no-op pass of an app does not need (accessories, capacity, deploy gates, Prometheus, the access log)
+are imported at their first use: a cron run pays only for what it uses.
+"""
 
 from __future__ import annotations
 
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from controller.drivers import accesslog, capacity, gates
-from controller.drivers.accessories import DockerAccessories
 from controller.drivers.containers import DockerDriver
 from controller.drivers.probes import Prober
-from controller.drivers.prometheus import PromClient
 from controller.kernel import files
 from controller.kernel.errors import NginxError
 from controller.world.facts import AccessoryFact, CapacityFact, ContainerFact, ImageFact
@@ -31,17 +33,36 @@ from controller.world.protocol import (
     RunState,
 )
 
+if TYPE_CHECKING:
+    from controller.drivers.accessories import DockerAccessories
+    from controller.drivers.prometheus import PromClient
+
 
 class HostWorld:
     def __init__(self, docker_url: str | None = None) -> None:
         self.docker = DockerDriver(docker_url)
         self.probes = Prober()
-        self.accessories = DockerAccessories(self.docker, self.probes)
-        self.prometheus = PromClient()
+        self._accessories: DockerAccessories | None = None
+        self._prometheus: PromClient | None = None
+
+    @property
+    def accessories(self) -> DockerAccessories:
+        if self._accessories is None:
+            from controller.drivers.accessories import DockerAccessories
+
+            self._accessories = DockerAccessories(self.docker, self.probes)
+        return self._accessories
+
+    @property
+    def prometheus(self) -> PromClient:
+        if self._prometheus is None:
+            from controller.drivers.prometheus import PromClient
+
+            self._prometheus = PromClient(self.probes)  # the one HTTP client
+        return self._prometheus
 
     def close(self) -> None:
         self.probes.close()
-        self.prometheus.close()
 
     # Containers
     def list_containers(self) -> list[ContainerFact]:
@@ -110,6 +131,8 @@ class HostWorld:
 
     # Host facts
     def host_capacity(self, image: str, measure: tuple[str, ...], size_of: str | None) -> CapacityFact:
+        from controller.drivers import capacity
+
         return capacity.host_capacity(self.docker, image, measure, size_of)
 
     # HTTP
@@ -124,9 +147,13 @@ class HostWorld:
 
     # The access log (controller/drivers/accesslog.py: rotation, partial lines, no link or FIFO followed)
     def access_log_end(self, path: Path) -> LogPos:
+        from controller.drivers import accesslog
+
         return accesslog.end(path)
 
     def read_access_log(self, path: Path, pos: LogPos) -> LogRead:
+        from controller.drivers import accesslog
+
         return accesslog.read_since(path, pos)
 
     # Files and commands
@@ -156,21 +183,31 @@ class HostWorld:
 
     # Deploy gates (controller/drivers/gates.py)
     def find_hook(self, labels: dict[str, str]) -> HookState | None:
+        from controller.drivers import gates
+
         return gates.find_hook(self.docker, labels)
 
     def create_hook(self, req: HookRequest) -> None:
+        from controller.drivers import gates
+
         gates.create_hook(self.docker, req)
 
     def wait_hook(self, name: str, timeout: float) -> int | None:
+        from controller.drivers import gates
+
         return gates.wait_hook(self.docker, name, timeout)
 
     def hook_logs(self, name: str) -> tuple[str, ...]:
+        from controller.drivers import gates
+
         return gates.hook_logs(self.docker, name)
 
     def probe_check(self, url: str, expect_status: int, body_contains: str | None, timeout: float) -> HealthResult:
         return self.probes.check(url, expect_status, body_contains, timeout)
 
     def run_check(self, argv: list[str], env: dict[str, str], timeout: float) -> CommandResult:
+        from controller.drivers import gates
+
         return gates.run_check(argv, env, timeout)
 
     # Images (pruning)

@@ -17,6 +17,7 @@ import httpx
 from controller.drivers.probes import (  # the one socket watchdog and bounded read
     Deadline,
     Incomplete,
+    Prober,
     read_capped,
 )
 from controller.kernel.errors import one_line
@@ -27,17 +28,16 @@ BODY_CAP = 64 * 1024  # an instant query of one number answers a few hundred byt
 
 
 class PromClient:
-    def __init__(self) -> None:
-        # trust_env=False: no proxy from the environment; no keep-alive: every query's deadline can cut its socket.
-        self._client = httpx.Client(
-            trust_env=False,
-            follow_redirects=False,
-            headers={"User-Agent": "bluegreen-controller", "Accept-Encoding": "identity", "Accept": "application/json"},
-            limits=httpx.Limits(max_keepalive_connections=0),
-        )
+    def __init__(self, prober: Prober | None = None) -> None:
+        # The probes' HTTP client (HostWorld passes its own: one client a run): no proxy from the environment, no
+        # redirect followed, no keep-alive (every query's deadline can cut its socket), the body read raw.
+        self._owned = prober is None
+        self._prober = prober or Prober()
+        self._client = self._prober.client
 
     def close(self) -> None:
-        self._client.close()
+        if self._owned:
+            self._prober.close()
 
     def query(self, url: str, query: str, timeout: float) -> PromAnswer:
         try:
@@ -52,7 +52,12 @@ class PromClient:
         deadline: Deadline | None = None
         try:
             with Deadline(timeout) as deadline, self._client.stream(
-                "GET", target, params={"query": query}, timeout=timeout, extensions={"trace": deadline.trace}
+                "GET",
+                target,
+                params={"query": query},
+                headers={"Accept": "application/json"},
+                timeout=timeout,
+                extensions={"trace": deadline.trace},
             ) as r:
                 status = r.status_code
                 if r.is_redirect:

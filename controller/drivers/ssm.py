@@ -8,13 +8,16 @@ with the log redactor the moment it arrives. Errors are SecretsError with one li
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.drivers.aws import aws_client, aws_errors
 from controller.kernel.errors import SecretsError
 from controller.kernel.logs import register_secret
-from controller.spec.app import ENV_NAME_RE, SsmSecrets
+from controller.spec.base import ENV_NAME_RE
 from controller.world.secrets import SecretRef
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import SsmSecrets
 
 _BATCH = 10  # GetParameters takes at most 10 names
 

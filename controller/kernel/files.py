@@ -310,6 +310,26 @@ def rotate(path: Path, keep: int) -> None:
         raise HostError(f"cannot rotate {path}: {e.strerror}") from e
 
 
+def trim(path: Path, keep: int, suffix: str) -> None:
+    """Bound a cache directory of the state dir: of the entries named `*suffix` in directory `path` (trusted), the
+    `keep` most recently modified stay, the others are removed (unlinked as the entries they are: a link is removed,
+    never followed). A missing directory: nothing to do. HostError when it cannot be done."""
+    try:
+        with directory(path, purpose=f"trim {path}") as dfd:
+            with os.scandir(dfd) as it:
+                entries = [(e.stat(follow_symlinks=False).st_mtime_ns, e.name) for e in it if e.name.endswith(suffix)]
+            if len(entries) <= keep:
+                return
+            for _, name in sorted(entries, reverse=True)[keep:]:
+                with suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=dfd)
+            os.fsync(dfd)
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        raise HostError(f"cannot trim {path}: {e.strerror}") from e
+
+
 def open_state_file(path: Path, flags: int, *, purpose: str) -> int:
     """An fd of regular file `path` in a trusted directory (made when missing), for the lock and the history:
     opened O_NOFOLLOW|O_NONBLOCK (O_CREAT: mode 0644), refused unless it is a regular file with one link,

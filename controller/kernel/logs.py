@@ -29,10 +29,11 @@ import logging
 import re
 import sys
 import threading
-from typing import Any, TextIO
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TextIO
 
-import structlog
-from structlog.typing import EventDict, WrappedLogger
+if TYPE_CHECKING:
+    from structlog.typing import EventDict, WrappedLogger
 
 _secrets: set[str] = set()
 _secrets_lock = threading.Lock()
@@ -171,29 +172,54 @@ def _is_json(text: str) -> bool:
     return True
 
 
+_pending: Callable[[], None] | None = None  # the configuration of `configure`, applied at the first log line
+_pending_lock = threading.Lock()
+
+
 def configure(fmt: str = "auto", stream: TextIO | None = None, level: str = "info") -> None:
-    """fmt: auto (console on a terminal, JSON otherwise), json or console."""
+    """fmt: auto (console on a terminal, JSON otherwise), json or console.
+
+    structlog (and the asyncio it imports) loads at the first `get_logger`, not here: a run that logs nothing
+    (`--plan`, `--status`) does not pay for it. A process that has imported it already is configured at once."""
+    global _pending
     out = stream or sys.stderr
-    use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
-    renderer: Any = (
-        structlog.processors.JSONRenderer(sort_keys=False)
-        if use_json
-        else structlog.dev.ConsoleRenderer(colors=out.isatty(), exception_formatter=structlog.dev.plain_traceback)
-    )
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            redact_secrets,
-            renderer,
-        ],
-        wrapper_class=structlog.make_filtering_bound_logger(int(getattr(logging, level.upper()))),
-        logger_factory=structlog.PrintLoggerFactory(out),
-        cache_logger_on_first_use=False,
-    )
+
+    def apply() -> None:
+        import structlog
+
+        use_json = fmt == "json" or (fmt == "auto" and not out.isatty())
+        renderer: Any = (
+            structlog.processors.JSONRenderer(sort_keys=False)
+            if use_json
+            else structlog.dev.ConsoleRenderer(colors=out.isatty(), exception_formatter=structlog.dev.plain_traceback)
+        )
+        structlog.configure(
+            processors=[
+                structlog.contextvars.merge_contextvars,
+                structlog.processors.add_log_level,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+                structlog.processors.format_exc_info,
+                redact_secrets,
+                renderer,
+            ],
+            wrapper_class=structlog.make_filtering_bound_logger(int(getattr(logging, level.upper()))),
+            logger_factory=structlog.PrintLoggerFactory(out),
+            cache_logger_on_first_use=False,
+        )
+
+    with _pending_lock:
+        _pending = None if "structlog" in sys.modules else apply
+    if _pending is None:
+        apply()
 
 
 def get_logger(**bind: Any) -> Any:
+    global _pending
+    import structlog
+
+    if _pending is not None:
+        with _pending_lock:  # applied once, before any thread logs (a second thread waits here for it)
+            if _pending is not None:
+                _pending()
+                _pending = None
     return structlog.get_logger("bluegreen").bind(**bind)

@@ -93,6 +93,7 @@ def build(
         source=source,
         dependencies=runner.dependencies if runner is not None else None,
         notify=notifier,
+        prune_every=settings.prune_interval,
     )
     if notifier is not None:
         notifier.on_failure = metrics.notification_failed

@@ -19,6 +19,8 @@ from controller.kernel.logs import redact_text
 from controller.store.releases import check_notify_url
 from controller.store.state import DEFAULT_STATE_DIR
 
+PRUNE_INTERVAL = 3600.0  # cron: seconds between image sweeps of runs that change nothing
+
 
 def err(message: str) -> None:
     """One line on stderr, secrets masked: how every mode reports a problem."""
@@ -33,7 +35,7 @@ class Parser(argparse.ArgumentParser):
 
 def state_dir_arg(v: str) -> Path:
     """Absolute, normalised, safe characters: the rules of the paths a spec names (spec.check_path)."""
-    from controller.spec.app import check_path
+    from controller.spec.base import check_path
 
     try:
         return Path(check_path(v, "--state-dir"))
@@ -103,12 +105,16 @@ class Settings:
     docker_url: str | None = None
     log_format: str = "auto"
     log_level: str = "info"
+    # Seconds between image sweeps of passes that change nothing (docs/operations.md#image-pruning): cron's
+    # --prune-interval; --watch sweeps on its resync period; 0: after every converged pass.
+    prune_interval: float = PRUNE_INTERVAL
     notify_urls: tuple[str, ...] = ()  # --notify-url
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> Settings:
-        values = {f.name: getattr(a, f.name) for f in fields(cls)}  # the same names as the arguments'
-        return cls(**{**values, "notify_urls": tuple(values["notify_urls"])})
+        # The same names as the arguments' (a parser without one of them: the default).
+        values = {f.name: getattr(a, f.name) for f in fields(cls) if hasattr(a, f.name)}
+        return cls(**{**values, "notify_urls": tuple(values.get("notify_urls", ()))})
 
 
 @dataclass(frozen=True)

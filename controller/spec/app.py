@@ -6,9 +6,7 @@ Unknown fields are rejected everywhere (a typo must not silently become a defaul
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
-import json
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -22,26 +20,28 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from controller.kernel import imageref
 from controller.kernel.errors import SpecError, one_line
 from controller.kernel.imageref import ImageRef
+from controller.spec.base import (  # noqa: F401  (re-exported: the pydantic-free part; pyproject.toml: implicit_reexport)
+    CHECK_PATH,
+    COLORS,
+    ENV_NAME_RE,
+    HOOK_TIMEOUT_DEFAULT,
+    PATH_CHARS,
+    PATH_MAX,
+    PATH_PATTERN,
+    AppRules,
+    Color,
+    PortsRules,
+    _digest,
+    canonical_ip,
+    check_path,
+    other,
+    preview_app,
+)
 from controller.spec.resources import Resources
 
-# The PATH a deploy check's command runs with (drivers/gates.py); the spec directory finds commands on it.
-CHECK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-Color = Literal["blue", "green"]
-COLORS: tuple[Color, Color] = ("blue", "green")
-
 NAME_RE = r"^[a-z0-9]([a-z0-9-]{0,48}[a-z0-9])?$"
-ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 Port = Annotated[int, Field(ge=1, le=65535)]
-
-# Paths the controller writes as root, and that end up inside Nginx config (the flag file is tested by
-# `if (-f ...)` in the site; the include's comment names it): one conservative character set, so that no
-# value can end a directive (`;`, `{`, `}`, a newline), open a quote, start a comment or expand a `$variable`.
-PATH_CHARS = "A-Za-z0-9._,+=@~:-"
-_PATH_COMPONENT_RE = re.compile(f"^[{PATH_CHARS}]+$")
-PATH_PATTERN = f"^(/[{PATH_CHARS}]+)+$"
-PATH_MAX = 1024
 
 # healthCheck.path: an RFC 3986 path-absolute with an optional query, in printable ASCII.
 _PCHAR = r"A-Za-z0-9\-._~!$&'()*+,;=:@"
@@ -49,52 +49,6 @@ HEALTH_PATH_PATTERN = f"^/(?:[{_PCHAR}/]|%[0-9A-Fa-f]{{2}})*(?:\\?(?:[{_PCHAR}/?
 _HEALTH_PATH_RE = re.compile(HEALTH_PATH_PATTERN)
 # Docker's network name grammar; host/none/container:<id> are refused separately (see AppSpec._network).
 NETWORK_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$"
-
-
-def _bad_char(v: str) -> str:
-    """The first character of `v` outside the safe path set, shown so that a control character is visible."""
-    for ch in v:
-        if ch != "/" and not _PATH_COMPONENT_RE.match(ch):
-            return ascii(ch) if not ch.isprintable() or ch.isspace() else repr(ch)
-    return ""
-
-
-def check_path(v: object, what: str = "path") -> str:
-    """A path the controller writes: absolute, normalised (no `.`, `..`, `//`, trailing `/`), safe characters.
-
-    Returns it unchanged; raises ValueError with a one-line reason. Also used for `--state-dir`.
-    """
-    if isinstance(v, Path):
-        v = str(v)  # programmatic use; Path() already dropped `//` and `.`, so those are checked on str input
-    if not isinstance(v, str):
-        raise ValueError(f"{what} must be a string")
-    if not v.startswith("/"):
-        raise ValueError(f"{v!r} must be an absolute path")
-    if len(v) > PATH_MAX:
-        raise ValueError(f"{what} is longer than {PATH_MAX} characters")
-    bad = _bad_char(v)
-    if bad:
-        raise ValueError(
-            f"{v!r} contains {bad}: paths the controller writes (and Nginx reads) may only hold letters, digits, / and . _ , + = @ ~ : -"
-        )
-    parts = v.split("/")[1:]
-    if v == "/" or any(p in ("", ".", "..") for p in parts):
-        raise ValueError(f"{v!r} is not a normalised absolute path (no empty, '.' or '..' component, no trailing '/')")
-    return v
-
-
-def canonical_ip(text: str | None) -> str:
-    """The canonical form of an IP address as Docker or a human wrote it ('' for none; unparsable text as is)."""
-    if not text:
-        return ""
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        return text
-
-
-def other(color: Color) -> Color:
-    return "green" if color == "blue" else "blue"
 
 
 class _Model(BaseModel):
@@ -105,7 +59,7 @@ class Metadata(_Model):
     name: str = Field(pattern=NAME_RE, description="[a-z0-9-]; containers are named <name>-blue and <name>-green.")
 
 
-class Ports(_Model):
+class Ports(PortsRules, _Model):
     blue: Port = Field(18081, description="Host port of the blue container.")
     green: Port = Field(18082, description="Host port of the green container.")
 
@@ -114,9 +68,6 @@ class Ports(_Model):
         if self.blue == self.green:
             raise ValueError(f"ports.blue and ports.green must differ (both are {self.blue})")
         return self
-
-    def of(self, color: Color) -> int:
-        return self.blue if color == "blue" else self.green
 
 
 class HealthCheck(_Model):
@@ -333,7 +284,7 @@ class HookSpec(_Model):
     command: list[str] = Field(
         description="Command of a one-off container of the new image (replaces its entrypoint; no shell unless you name one)."
     )
-    timeoutSeconds: float = Field(600.0, gt=0, le=GATE_TIMEOUT_MAX, description="The container is killed and removed after this long.")
+    timeoutSeconds: float = Field(HOOK_TIMEOUT_DEFAULT, gt=0, le=GATE_TIMEOUT_MAX, description="The container is killed and removed after this long.")
 
     @field_validator("command")
     @classmethod
@@ -628,54 +579,11 @@ class AppSpec(_Model):
         return v
 
 
-class BlueGreenApp(_Model):
+class BlueGreenApp(AppRules, _Model):
     apiVersion: Literal["bluegreen/v1"]
     kind: Literal["BlueGreenApp"]
     metadata: Metadata
     spec: AppSpec
-
-    @property
-    def name(self) -> str:
-        return self.metadata.name
-
-    @property
-    def marker_path(self) -> Path:
-        return self.spec.marker or Path("/var/lib/bluegreen") / self.name / "active"
-
-    @property
-    def upstream_file(self) -> Path:
-        return self.spec.nginx.upstreamFile or Path("/etc/nginx/conf.d") / f"{self.name}.upstream.conf"
-
-    @property
-    def flag_file(self) -> Path:
-        return self.spec.nginx.flagFile or self.upstream_file.parent / f"{self.name}.green"
-
-    @property
-    def access_log(self) -> Path:
-        v = self.spec.verify
-        return (v.accessLog if v is not None else None) or Path("/var/log/nginx") / f"bluegreen-{self.name}.access.log"
-
-    @property
-    def preview_flag_file(self) -> Path:
-        """switch: flag: present = requests that ask for the preview go to the idle color (nginx/ tests `@FLAG@.preview`)."""
-        return self.flag_file.with_name(self.flag_file.name + ".preview")
-
-    @property
-    def maintenance_flag_file(self) -> Path:
-        """switch: flag: present = the site answers every public request with 503 and the maintenance page; its content
-        is the message the page shows (nginx/ tests `@FLAG@.maintenance`)."""
-        return self.flag_file.with_name(self.flag_file.name + ".maintenance")
-
-    def written_paths(self) -> dict[str, Path]:
-        """Every file the controller writes for this app, by the spec field that names it (defaults included)."""
-        out = {"spec.marker": self.marker_path, "spec.nginx.upstreamFile": self.upstream_file}
-        if self.spec.nginx.switch == "flag":
-            out["spec.nginx.flagFile"] = self.flag_file
-            out["spec.nginx.flagFile + .preview"] = self.preview_flag_file
-            out["spec.nginx.flagFile + .maintenance"] = self.maintenance_flag_file
-        if self.spec.secrets is not None and self.spec.secrets.envFile is not None:
-            out["spec.secrets.envFile"] = self.spec.secrets.envFile
-        return out
 
     @model_validator(mode="after")
     def _distinct_paths(self) -> BlueGreenApp:
@@ -690,50 +598,6 @@ class BlueGreenApp(_Model):
                     if p1 in p2.parents:
                         raise ValueError(f"{f2} ({p2}) is under {f1} ({p1}), which is a file the controller writes")
         return self
-
-    def container_name(self, color: Color) -> str:
-        return f"{self.name}-{color}"
-
-    def generation(self) -> str:
-        """Hash of the whole desired document: status reports which one it last observed."""
-        return _digest(self.model_dump(mode="json"))
-
-    def revision(self, color: Color, extra: dict[str, str] | None = None) -> str:
-        """Hash of everything that shapes a color's container; a differing hash means recreate.
-
-        `extra` carries inputs known only at deploy time (secret versions), never secret values.
-        """
-        s = self.spec
-        return _digest(
-            {
-                "image": s.image,
-                "env": s.env,
-                "containerPort": s.containerPort,
-                "hostPort": s.ports.of(color),
-                "bindAddress": s.bindAddress,
-                "network": s.network,
-                "restartPolicy": s.restartPolicy,
-                "labels": s.labels,
-                "extra": extra or {},
-                # Only when a limit is set: revisions of apps without limits stay what they were (no redeploy).
-                **({"resources": lim} if s.resources is not None and (lim := s.resources.revision_input()) else {}),
-            }
-        )
-
-
-def preview_app(app: BlueGreenApp) -> BlueGreenApp:
-    """`app` as the preview release sees it: image and env of spec.preview, no preview. Its `revision(idle)` is the
-    revision the idle color runs for the preview, and equals the promoted spec's revision for that color whenever
-    the promotion carries the same image and effective env (docs/spec.md#preview): then promotion is a switch."""
-    pv = app.spec.preview
-    if pv is None:
-        return app
-    spec = app.spec.model_copy(update={"image": pv.image, "env": {**app.spec.env, **pv.env}, "preview": None})
-    return app.model_copy(update={"spec": spec})
-
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()[:16]
 
 
 def _one_line(err: ValidationError) -> str:

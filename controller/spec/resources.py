@@ -8,51 +8,27 @@ to Docker), no fraction (`1.5g`: write `1536m`), no `b`/`ib` suffix, no sign, no
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-KIB, MIB, GIB = 1024, 1024**2, 1024**3
-_UNITS = {"k": KIB, "m": MIB, "g": GIB}
-SIZE_PATTERN = r"^[0-9]{1,15}[kKmMgG]$"
-_SIZE_RE = re.compile(SIZE_PATTERN)
-MEMORY_MIN = 6 * MIB  # Docker's own minimum for --memory; below it `docker run` fails
-MEMORY_MAX = 1024 * GIB  # more than any single host this controller runs on: a typo, not a limit
+from controller.spec.base import (  # noqa: F401  (re-exported: the pydantic-free part; pyproject.toml: implicit_reexport)
+    GIB,
+    KIB,
+    MEMORY_MAX,
+    MEMORY_MIN,
+    MIB,
+    SIZE_PATTERN,
+    ResourcesRules,
+    human,
+    parse_size,
+)
+
 CPUS_MAX = 1024.0
 PIDS_MAX = 4_194_304  # the kernel's PID_MAX_LIMIT on 64-bit
 
 
-def parse_size(value: object, field: str) -> int:
-    """Bytes of a size written as `<digits><k|m|g>` (either case); ValueError with a one-line reason."""
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
-        raise ValueError(f"{field} must be a size such as 512m or 1g")
-    if not isinstance(value, str):
-        raise ValueError(f"{field} {value!r} has no unit: write it as <digits>k, m or g (e.g. 512m, 1g)")
-    if not _SIZE_RE.match(value):
-        raise ValueError(
-            f"{field} {value!a} is not a size: write <digits> then k, m or g (binary: 1g = 1024m; no fraction, sign or 'b')"
-        )
-    n = int(value[:-1]) * _UNITS[value[-1].lower()]
-    if n == 0:
-        raise ValueError(f"{field} must be more than 0 (omit the field for no limit)")
-    if n < MEMORY_MIN:
-        raise ValueError(f"{field} {value} is below Docker's minimum of 6m")
-    if n > MEMORY_MAX:
-        raise ValueError(f"{field} {value} is more than 1024g")
-    return n
-
-
-def human(n: int | float) -> str:
-    """Bytes as people read them in a message: 1.5 GiB, 812 MiB, 64 KiB (one decimal above 10 units: none)."""
-    for unit, size in (("GiB", GIB), ("MiB", MIB), ("KiB", KIB)):
-        if abs(n) >= size:
-            v = n / size
-            return f"{v:.1f} {unit}" if abs(v) < 10 and v != int(v) else f"{v:.0f} {unit}"
-    return f"{int(n)} B"
-
-
-class Resources(BaseModel):
+class Resources(ResourcesRules, BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     memory: str | None = Field(
@@ -108,29 +84,3 @@ class Resources(BaseModel):
         if limit is not None and reservation is not None and reservation > limit:
             raise ValueError(f"memoryReservation {self.memoryReservation} is more than memory {self.memory} (Docker refuses it)")
         return self
-
-    @property
-    def memory_bytes(self) -> int | None:
-        return None if self.memory is None else parse_size(self.memory, "memory")
-
-    @property
-    def reservation_bytes(self) -> int | None:
-        return None if self.memoryReservation is None else parse_size(self.memoryReservation, "memoryReservation")
-
-    @property
-    def nano_cpus(self) -> int | None:
-        return None if self.cpus is None else round(self.cpus * 1e9)
-
-    def limits(self) -> dict[str, Any]:
-        """The limits that are set, as written (for the revision hash and status); {} when none is."""
-        out: dict[str, Any] = {"memory": self.memory, "memoryReservation": self.memoryReservation, "cpus": self.cpus, "pidsLimit": self.pidsLimit}
-        return {k: v for k, v in out.items() if v is not None}
-
-    def revision_input(self) -> dict[str, int]:
-        """The limits in Docker's units (bytes, nano-CPUs): `1g` and `1024m` are the same revision."""
-        out = {"memory": self.memory_bytes, "memoryReservation": self.reservation_bytes, "nanoCpus": self.nano_cpus, "pidsLimit": self.pidsLimit}
-        return {k: v for k, v in out.items() if v is not None}
-
-    def describe(self) -> str:
-        """`memory=1g cpus=1.5 ...`, or "" when no limit is set."""
-        return " ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in self.limits().items())

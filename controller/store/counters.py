@@ -18,9 +18,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from prometheus_client import Counter
 from pydantic import Field
 
 from controller.kernel import files
@@ -28,6 +27,9 @@ from controller.kernel.document import Corrupt, Document, Stored
 from controller.kernel.errors import ControllerError
 from controller.kernel.logs import get_logger
 from controller.store.metrics import Metrics
+
+if TYPE_CHECKING:
+    from prometheus_client import Counter
 
 COUNTERS_FILE = "counters.json"
 FORMAT: Literal[1] = 1
@@ -38,6 +40,8 @@ MAX_VALUE = float(2**53)
 
 def counters_of(metrics: Metrics) -> dict[str, Counter]:
     """Every counter of `metrics`, by family name (`bluegreen_cutovers`, without `_total`)."""
+    from prometheus_client import Counter  # only a run that exports metrics comes here
+
     out: dict[str, Counter] = {}
     for value in vars(metrics).values():
         if isinstance(value, Counter):

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from pydantic import (
     AfterValidator,
@@ -19,8 +19,11 @@ from pydantic import (
 )
 
 from controller.kernel.document import MAX_INT, Document, Epoch, Stored, omit_none
-from controller.spec.app import COLORS, BlueGreenApp, Color
+from controller.spec.base import COLORS, Color
 from controller.world.actions import Blocker
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 
 def _true_false(v: object) -> bool:

@@ -1,7 +1,9 @@
 """Prometheus metrics: the one place where the controller's metric names are defined.
 
 `monitoring/` (alerts, dashboards) refers to these names; change them here and there together.
-A fresh registry per `Metrics` keeps tests and several in-process runs independent.
+A fresh registry per `Metrics` keeps tests and several in-process runs independent. A run that exports nothing
+(`--plan`, `--status`, `--once` without `--metrics-textfile`) counts into `NullMetrics`, which discards everything
+and never imports prometheus_client.
 """
 
 from __future__ import annotations
@@ -9,13 +11,13 @@ from __future__ import annotations
 import platform
 import time
 from pathlib import Path
-from typing import Any
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
-from prometheus_client.exposition import generate_latest
+from typing import TYPE_CHECKING, Any, cast
 
 from controller import __version__
 from controller.kernel.files import write_atomic
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 PREFIX = "bluegreen"
 
@@ -60,6 +62,8 @@ class Metrics:
     """All controller metrics on one registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.reconcile_runs = Counter(
@@ -129,6 +133,8 @@ class Metrics:
         self.notifications_failed.labels(reason=reason).inc()
 
     def exposition(self) -> bytes:
+        from prometheus_client.exposition import generate_latest
+
         return generate_latest(self.registry)
 
     def write_textfile(self, path: Path) -> None:
@@ -138,6 +144,8 @@ class Metrics:
 
     def serve(self, port: int, addr: str = "127.0.0.1") -> Any:
         """Serve /metrics in a daemon thread; returns the server (`.shutdown()` stops it). OSError if the port is taken."""
+        from prometheus_client import start_http_server
+
         server, _thread = start_http_server(port, addr=addr, registry=self.registry)
         return server
 
@@ -153,10 +161,51 @@ class Metrics:
         self.last_run.set(time.time())
 
 
+class _Discarded:
+    """A metric of `NullMetrics`: any labelled child is itself, every observation is dropped."""
+
+    def labels(self, *values: str, **labels: str) -> _Discarded:
+        return self
+
+    def inc(self, amount: float = 1) -> None:
+        pass
+
+    def set(self, value: float) -> None:
+        pass
+
+    def observe(self, amount: float) -> None:
+        pass
+
+    def remove(self, *values: str) -> None:
+        pass
+
+
+_DISCARDED = _Discarded()
+
+
+class NullMetrics(Metrics):
+    """The metrics of a run that exports none: every metric of `Metrics` (same names, same calls) records
+    nothing, nothing is registered (`registry` is None) and prometheus_client is never imported."""
+
+    def __init__(self) -> None:  # no super().__init__(): that is what builds the real metrics
+        self.registry = cast("CollectorRegistry", None)
+        self._release_labels = {}  # set_release's bookkeeping (its metric discards what it is given)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return _DISCARDED  # only reached for the metric attributes `Metrics.__init__` sets
+
+    def exposition(self) -> bytes:
+        raise RuntimeError("NullMetrics exports nothing")
+
+
 class WatchMetrics:
     """Metrics of the --watch loop itself, on the same registry as `Metrics`."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        from prometheus_client import Counter, Gauge
+
         self.triggers = Counter(WATCH_TRIGGERS, "Reconcile passes asked for, by what asked.", ["source"], registry=registry)
         self.docker_events_connected = Gauge(
             DOCKER_EVENTS_CONNECTED, "1 while the Docker events stream is connected.", registry=registry
@@ -170,6 +219,8 @@ class SourceMetrics:
     """The git source's metrics (--git-url), on the same registry as `Metrics`."""
 
     def __init__(self, registry: CollectorRegistry) -> None:
+        from prometheus_client import Gauge
+
         self.commit = Gauge(SOURCE_COMMIT, "1 for the commit of the git source in force.", ["url", "ref", "commit"], registry=registry)
         self.last_fetch = Gauge(SOURCE_LAST_FETCH, "Unix time of the last successful fetch of the git source.", registry=registry)
         self.ok = Gauge(SOURCE_OK, "1 when the last sync of the git source succeeded and its commit is in force.", registry=registry)

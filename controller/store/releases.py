@@ -29,7 +29,7 @@ from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from controller.kernel.document import MAX_INT, Document, Epoch, Stored, omit_none
 from controller.kernel.imageref import local_names
-from controller.spec.app import Color
+from controller.spec.base import Color
 
 KEEP = 100  # releases kept per app (the newest)
 

@@ -7,6 +7,8 @@
     <state-dir>/apps/<app>/memory.json   failed revisions (for backoff), last deploy
     <state-dir>/apps/<app>/failover.json failing-since time, revisions served, an active failover (controller/app/failover.py)
     <state-dir>/apps/<app>/verify.json   the last post-switch verification window (controller/world/verification.py)
+    <state-dir>/apps/<app>/pruned.json   when unused images were last swept (spec.keepImages, controller/app/steps/prune.py)
+    <state-dir>/cache/specs/<key>.json   validated specs (controller/spec/cache.py)
     <state-dir>/apps/<app>/releases.json the releases: what served, when, how it ended (controller/store/releases.py)
 """
 
@@ -25,10 +27,10 @@ from typing import Annotated, Any, TypeVar
 from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from controller.kernel import files
-from controller.kernel.document import Corrupt, Document, Stored, omit_none
+from controller.kernel.document import Corrupt, Document, Epoch, Stored, omit_none
 from controller.kernel.errors import HostError, LockBusy
 from controller.kernel.logs import get_logger, redact_json_text
-from controller.spec.app import Color
+from controller.spec.base import Color
 from controller.store.documents import FAILOVER, STATUS, FailoverState, LastDeploy, Status
 from controller.store.releases import RELEASES, Releases
 from controller.world.facts import Failure, HookRecord, Memory
@@ -133,6 +135,16 @@ class HistoryEntry(Stored):
 
 
 HISTORY = Document(HistoryEntry)
+
+
+@dataclass(frozen=True)
+class SweptFile(Stored):
+    """pruned.json: when the app's unused images were last swept (reconcile.Reconciler._prune)."""
+
+    swept_at: Annotated[Epoch, Field(alias="sweptAt")]
+
+
+SWEPT = Document(SweptFile)
 
 
 class Ledger:
@@ -243,6 +255,15 @@ class StateStore:
 
     def save_releases(self, app: str, releases: Releases) -> None:
         files.write_atomic(self.app_dir(app) / "releases.json", redact_json_text(RELEASES.text(releases).rstrip("\n")) + "\n")
+
+    # Image sweeps (controller/app/steps/prune.py) ------------------------------------------------
+    def load_swept_at(self, app: str) -> float | None:
+        """When the app's unused images were last swept (Unix time); None when never, or unreadable."""
+        f = self._load(app, "pruned.json", SWEPT.parse)
+        return f.swept_at if f is not None else None
+
+    def save_swept_at(self, app: str, at: float) -> None:
+        files.write_atomic(self.app_dir(app) / "pruned.json", SWEPT.text(SweptFile(at)))
 
     # Status -----------------------------------------------------------------------------
     def load_status(self, app: str) -> Status | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from controller.kernel.document import Stored
-from controller.spec.app import Color
+from controller.spec.base import Color
 
 
 @dataclass(frozen=True)
@@ -126,11 +126,14 @@ class RunCheck(Action):
 
 @dataclass(frozen=True)
 class RemoveHook(Action):
-    """Remove a finished hook container that a killed pass left behind (its result is remembered first)."""
+    """Remove a hook container a killed or superseded pass left behind (its result is remembered first): a finished
+    one, or (`timed_out`) one still running past its own timeout, stopped so and recorded as timed out."""
 
     name: str = ""
     phase: str = ""
     revision: str = ""
+    timed_out: bool = False
+    secrets: str | None = None  # its label bluegreen.secrets-fingerprint: whose values redact its output (None: unknown)
 
 
 # Maintenance (spec.maintenance, hooks.beforeSwitch.maintenance; controller/app/rules/maintenance.py plans it).

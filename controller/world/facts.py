@@ -10,7 +10,7 @@ from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from controller.kernel.backoff import BackoffPolicy
 from controller.kernel.document import MAX_INT, Epoch, Stored, omit_none
-from controller.spec.app import COLORS, Color
+from controller.spec.base import COLORS, Color
 from controller.world.verification import Window
 
 # Labels the controller puts on every container it creates.
@@ -23,6 +23,9 @@ MANAGED_BY = "bluegreen-controller"
 FINGERPRINT_KEY = "secrets-fingerprint"
 LABEL_FINGERPRINT = f"bluegreen.{FINGERPRINT_KEY}"
 LABEL_HOOK = "bluegreen.hook"  # on a hook's one-off container: its phase (beforeSwitch, afterSwitch)
+LABEL_HOOK_TIMEOUT = "bluegreen.hook-timeout"  # ... and its own timeoutSeconds, enforced whatever the spec says later
+# A hook's LABEL_FINGERPRINT when its revision had no secrets (its output needs no secret registered to be shown).
+NO_SECRETS = "none"
 # A color's container name (<app>-blue|green): listed as an app's container even without our labels (a stranger's).
 COLOR_CONTAINER_NAME = re.compile(r"^[a-z0-9-]+-(blue|green)$")
 # Labels on an accessory's containers (issue 13).

@@ -665,7 +665,7 @@ class FakeWorld:
         c = self._get(name)
         self._settle()
         if c.fact.state == "running" and c.started_at is not None:
-            self.clock += max(0.0, min(timeout, c.started_at + self.hook_seconds - self.clock))
+            self.sleep(max(0.0, min(timeout, c.started_at + self.hook_seconds - self.clock)))  # time passes like any wait
             self._settle()
         return c.exit_code if c.fact.state == "exited" else None
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Protocol
 
 from controller.kernel.errors import one_line
-from controller.spec.app import CHECK_PATH as CHECK_PATH  # re-exported: the drivers run checks with it
+from controller.spec.base import CHECK_PATH as CHECK_PATH  # re-exported: the drivers run checks with it
 from controller.world.facts import AccessoryFact, CapacityFact, ContainerFact, ImageFact
 
 # PromAnswer is defined beside its parser, LogPos beside the window that keeps it (controller.world.verification);

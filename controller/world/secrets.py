@@ -6,7 +6,9 @@ What goes where
   (names and versions, never values) and their fingerprint (a hash of names and versions). The
   fingerprint is a revision input of the plan (`decide.py`), so a rotated secret changes the desired revision.
 - `SecretsResolver.load_values(app, resolved)` is the one place values are fetched: the reconciler calls
-  it only when the plan creates a container. The values are pinned to exactly the versions that were
+  it when the plan creates a container or runs a hook, and `read_values` (the same, without the envFile) when
+  it only reads output a secret may be in (a hook's or a check's): the source registers every value it
+  fetches with the log redactor (controller/drivers/ssm.py), so that output is redacted before it is kept. The values are pinned to exactly the versions that were
   fingerprinted and go only into the new color's container environment (and `envFile`, mode 0600).
 - The container records the fingerprint in label `bluegreen.secrets-fingerprint`.
 
@@ -25,11 +27,13 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from controller.kernel.errors import SecretsError
-from controller.spec.app import BlueGreenApp, SsmSecrets
 from controller.world.facts import FINGERPRINT_KEY, LABEL_FINGERPRINT
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp, SsmSecrets
 
 __all__ = [
     "FINGERPRINT_KEY",
@@ -94,6 +98,10 @@ class Resolver(Protocol):
 
     def load_values(self, app: BlueGreenApp, resolved: Resolved) -> dict[str, str]: ...
 
+    def read_values(self, app: BlueGreenApp, resolved: Resolved) -> dict[str, str]:
+        """The values, and nothing written: for the redactor, before output of the revision is read."""
+        ...
+
 
 class NoSecrets:
     """A resolver that ignores `spec.secrets` (the reconciler's default, for in-memory worlds)."""
@@ -102,6 +110,9 @@ class NoSecrets:
         return Resolved()
 
     def load_values(self, app: BlueGreenApp, resolved: Resolved) -> dict[str, str]:
+        return {}
+
+    def read_values(self, app: BlueGreenApp, resolved: Resolved) -> dict[str, str]:
         return {}
 
 
@@ -134,12 +145,17 @@ class SecretsResolver:
 
     def load_values(self, app: BlueGreenApp, resolved: Resolved) -> dict[str, str]:
         """The values of exactly `resolved`'s versions (raises SecretsError); writes envFile when the spec has one."""
+        values = self.read_values(app, resolved)
         cfg = app.spec.secrets
-        if cfg is None or resolved.fingerprint is None:
-            return {}
-        values = self.source.values(cfg.ssm, list(resolved.refs))
-        if cfg.envFile is not None:
+        if cfg is not None and resolved.fingerprint is not None and cfg.envFile is not None:
             if self._write_file is None:
                 raise SecretsError(f"envFile {cfg.envFile}: no writer configured")
             self._write_file(cfg.envFile, render_env_file({**app.spec.env, **values}, resolved.fingerprint), 0o600)
         return values
+
+    def read_values(self, app: BlueGreenApp, resolved: Resolved) -> dict[str, str]:
+        """The values of exactly `resolved`'s versions (raises SecretsError); nothing written."""
+        cfg = app.spec.secrets
+        if cfg is None or resolved.fingerprint is None:
+            return {}
+        return self.source.values(cfg.ssm, list(resolved.refs))

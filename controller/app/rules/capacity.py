@@ -18,10 +18,14 @@ Not enough → blocker `InsufficientCapacity` with the figures; nothing starts a
 
 from __future__ import annotations
 
-from controller.spec.app import BlueGreenApp, Color
-from controller.spec.resources import GIB, MIB, human
+from typing import TYPE_CHECKING
+
+from controller.spec.base import GIB, MIB, Color, human
 from controller.world.actions import Blocker
 from controller.world.facts import CapacityFact, ContainerFact
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 HEADROOM_MIN = 256 * MIB
 HEADROOM_FRACTION = 0.10

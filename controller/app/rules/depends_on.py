@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from controller.spec.app import Color
+from controller.spec.base import Color
 from controller.world.actions import (
     Action,
     Blocker,

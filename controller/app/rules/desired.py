@@ -12,12 +12,13 @@ switch-back rule's (controller/app/rules/switchback.py); a new color that would 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from controller.app.failover import Decision
 from controller.app.plan import describe_container, matches
 from controller.app.rules.switchback import Hold
 from controller.kernel.backoff import BackoffPolicy
-from controller.spec.app import BlueGreenApp, Color, other
+from controller.spec.base import Color, other
 from controller.world.actions import (
     Action,
     Blocker,
@@ -27,6 +28,9 @@ from controller.world.actions import (
     WaitHealthy,
 )
 from controller.world.facts import MANAGED_BY, ContainerFact, Memory, Observed
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 
 @dataclass(frozen=True)

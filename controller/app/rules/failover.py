@@ -7,12 +7,16 @@ steps (a returned value: nothing is mutated). See controller/app/failover.py for
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 from controller.app.failover import FAILED_OVER, OFF, Decision, Kind, WaitLiveOrFailover, passing
-from controller.spec.app import BlueGreenApp, Color, other
+from controller.spec.base import Color, other
 from controller.store.documents import FailoverState
 from controller.world.actions import Action, Blocker, StartContainer, WaitHealthy
 from controller.world.facts import ContainerFact, Memory, Observed
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 
 def failover(app: BlueGreenApp, obs: Observed, mem: Memory, state: FailoverState, now: float) -> Decision:

@@ -6,10 +6,14 @@ It is never removed, started, stopped or switched to; the operator has to decide
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from controller.spec.app import COLORS, BlueGreenApp, Color
+from controller.spec.base import COLORS, Color
 from controller.world.actions import Blocker
 from controller.world.facts import LABEL_APP, LABEL_MANAGED, MANAGED_BY, Observed
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 
 @dataclass(frozen=True)

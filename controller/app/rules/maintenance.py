@@ -23,9 +23,9 @@ RunHook/RunCheck steps they put in the plan.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from controller.app.maintenance import MaintenanceState, served
-from controller.spec.app import BlueGreenApp
 from controller.world.actions import (
     Action,
     CreateContainer,
@@ -38,6 +38,9 @@ from controller.world.actions import (
     WaitHealthy,
 )
 from controller.world.facts import Observed
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 DEFAULT_MESSAGE = "We are updating the service and will be back shortly."
 

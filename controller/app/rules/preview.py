@@ -21,12 +21,13 @@ Rules, on top of the app's own (which keep precedence; composed by controller/ap
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from controller.app.plan import describe_container, matches
 from controller.app.preview import COOKIE, HEADER, PreviewState
 from controller.app.rules.capacity import capacity_blocker
 from controller.kernel.backoff import BackoffPolicy
-from controller.spec.app import BlueGreenApp, Color, other, preview_app
+from controller.spec.base import Color, other, preview_app
 from controller.world.actions import (
     Action,
     CreatePreview,
@@ -36,6 +37,9 @@ from controller.world.actions import (
     WaitPreview,
 )
 from controller.world.facts import ContainerFact, Memory, Observed
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 
 @dataclass(frozen=True)

@@ -8,12 +8,15 @@ Observing the images and removing them: controller/app/steps/prune.py.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from controller.kernel.imageref import local_names, local_repository
-from controller.spec.app import BlueGreenApp
 from controller.store.releases import Releases, keep_reason
 from controller.world.actions import ImageRemoval
 from controller.world.facts import ImagesObserved, Observed
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 
 def protected_references(app: BlueGreenApp) -> set[str]:

@@ -7,12 +7,16 @@ and after it. A route that cannot be confirmed switches nothing and leaves the m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from controller.app.plan import describe_file
 from controller.app.routing import flag_color, flag_says, render_include
-from controller.spec.app import BlueGreenApp, Color
+from controller.spec.base import Color
 from controller.world.actions import Action, Blocker, SwitchRoute, WriteMarker
 from controller.world.facts import Observed
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,13 @@ started with when that is its only difference from the spec; the plan reports th
 
 from __future__ import annotations
 
-from controller.spec.app import BlueGreenApp, Color, other
+from typing import TYPE_CHECKING
+
+from controller.spec.base import Color, other
 from controller.world.facts import FINGERPRINT_KEY, LABEL_FINGERPRINT, ContainerFact
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 
 def hold_live_secrets(

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from controller.app.rules.switchback import standby_may_stop
-from controller.spec.app import BlueGreenApp, Color, other
+from controller.spec.base import Color, other
 from controller.world.actions import StopContainer
 from controller.world.facts import Memory, Observed
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 
 @dataclass(frozen=True)

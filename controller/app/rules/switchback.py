@@ -10,12 +10,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from controller.kernel.backoff import BackoffPolicy
-from controller.spec.app import BlueGreenApp, Color
+from controller.spec.base import Color
 from controller.world.actions import Blocker
 from controller.world.facts import Memory, Observed
 from controller.world.verification import FAILED_REASON, hold_message
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,11 @@ run is remembered (memory.json "hooks": started, then its exit code and last lin
 removed, so a later pass never starts it again for that revision. Output is redacted whole (a multi-line secret
 spans lines) before any cut, then trimmed to its last HOOK_OUTPUT_LINES lines of at most LINE_CAP characters:
 those go to the log line by line, and the last STATUS_LINES to the record that status.json shows.
+
+Output is read only once the secrets of the run's revision are registered with the redactor (`Context.secrets`,
+loaded by the reconciler for any plan that reads output); a hook container carries its revision's secrets
+fingerprint (and its own timeout) as labels. Output of a run whose secrets are not registered (SSM unreachable,
+rotated since, a container without the label) is not read: the record says so instead.
 """
 
 from __future__ import annotations
@@ -19,7 +24,14 @@ from controller.app.routing import upstream_address
 from controller.kernel.errors import CheckFailed, ControllerError, HookFailed, Interrupted, one_line
 from controller.kernel.logs import redact_text
 from controller.world.actions import Action, RemoveHook, RunCheck, RunHook
-from controller.world.facts import LABEL_COLOR, HookRecord
+from controller.world.facts import (
+    FINGERPRINT_KEY,
+    LABEL_COLOR,
+    LABEL_FINGERPRINT,
+    LABEL_HOOK_TIMEOUT,
+    NO_SECRETS,
+    HookRecord,
+)
 from controller.world.protocol import HOOK_OUTPUT_LINES, HookRequest
 
 if TYPE_CHECKING:
@@ -35,6 +47,20 @@ def shown_output(lines: tuple[str, ...]) -> tuple[str, ...]:
     text = redact_text("\n".join(lines))
     kept = [ln.rstrip() for ln in text.split("\n") if ln.strip()]
     return tuple(ln[:LINE_CAP] for ln in kept[-HOOK_OUTPUT_LINES:])
+
+
+def secrets_of(ctx: Context) -> str:
+    """The secrets fingerprint of this pass's desired revision (a hook label; NO_SECRETS: it has none)."""
+    return ctx.revision_extra.get(FINGERPRINT_KEY) or NO_SECRETS
+
+
+def kept_output(ctx: Context, read: Callable[[], tuple[str, ...]], secrets: str | None, what: str) -> tuple[str, ...]:
+    """`read()`'s output as `shown_output` keeps it, when the values of `secrets` (a run's fingerprint; None:
+    unknown) are registered with the redactor; else it is not read at all, and one line says why."""
+    if secrets != NO_SECRETS and (secrets is None or secrets != ctx.secrets):
+        ctx.log.warning("output.withheld", what=what, secrets=secrets)
+        return (f"(output not kept: the secret values of {what} could not be loaded to redact it)",)
+    return shown_output(read())
 
 
 def run_hook(ctx: Context, a: Action) -> None:
@@ -77,7 +103,8 @@ def _hook(ctx: Context, a: RunHook) -> None:
             HookRequest(
                 name=name,
                 image=app.spec.image,
-                labels={**app.spec.labels, **labels, LABEL_COLOR: a.color},
+                labels={**app.spec.labels, **labels, LABEL_COLOR: a.color, LABEL_FINGERPRINT: secrets_of(ctx),
+                        LABEL_HOOK_TIMEOUT: f"{spec.timeoutSeconds:g}"},
                 env=env,
                 command=list(spec.command),
                 network=app.spec.network,
@@ -104,7 +131,7 @@ def _hook(ctx: Context, a: RunHook) -> None:
         code = w.wait_hook(name, min(WAIT_SLICE, left))
         if code is None and ctx.should_stop():
             raise Interrupted(f"stop requested while hooks.{a.phase} runs in {name}; the next pass collects it")
-    output = shown_output(_logs(ctx, name))
+    output = kept_output(ctx, lambda: _logs(ctx, name), secrets_of(ctx), f"revision {a.revision}")
     for line in output:
         ctx.log.info("hook.output", phase=a.phase, container=name, line=line)
     ctx.remember_hook(HookRecord(a.phase, a.revision, "done", started, code, w.now(), output[-STATUS_LINES:]))
@@ -150,7 +177,7 @@ def run_check(ctx: Context, a: Action) -> None:
         "BLUEGREEN_REVISION": a.revision,
     }
     res = w.run_check(argv, env, check.timeoutSeconds)
-    output = shown_output(res.output)
+    output = kept_output(ctx, lambda: res.output, secrets_of(ctx), f"revision {a.revision}")
     for line in output:
         ctx.log.info("check.output", check=what, line=line)
     last = one_line(output[-1], 200) if output else "no output"
@@ -161,17 +188,24 @@ def run_check(ctx: Context, a: Action) -> None:
 
 
 def remove_hook(ctx: Context, a: Action) -> None:
-    """A finished hook container left behind; a run still remembered as running gets its result recorded first
-    (a spec changed back to that revision must find it done, not lost)."""
+    """A hook container left behind: finished, or (`timed_out`) still running past its own timeout. A run still
+    remembered as running gets its result recorded first (a spec changed back to that revision must find it done,
+    not lost); one stopped at its timeout is recorded as such (done, no exit code), like a run `_hook` stopped."""
     assert isinstance(a, RemoveHook)
     w = ctx.world
     rec = ctx.hook_record(a.phase, a.revision) if a.phase and a.revision else None
-    if rec is not None and rec.state == "running":
-        app = ctx.app
-        found = w.find_hook(hook_labels(app, a.phase, a.revision))
-        if found is not None and found.name == a.name and found.state in ("exited", "dead"):
-            output = shown_output(_logs(ctx, a.name))
-            ctx.remember_hook(HookRecord(a.phase, a.revision, "done", rec.started_at, found.exit_code, w.now(), output[-STATUS_LINES:]))
+    running = rec is not None and rec.state == "running"
+    found = w.find_hook(hook_labels(ctx.app, a.phase, a.revision)) if running or a.timed_out else None
+    if found is not None and found.name == a.name:
+        over = found.state in ("exited", "dead")
+        if (over and running) or (a.timed_out and not over):
+            output = kept_output(ctx, lambda: _logs(ctx, a.name), a.secrets, f"revision {a.revision}")
+            if not over:
+                ctx.log.warning("hook.timed_out", phase=a.phase, revision=a.revision, container=a.name)
+                output = (*output, f"(killed: {a.reason})")
+            started = rec.started_at if rec is not None and running else found.started_at or w.now()
+            code = found.exit_code if over else None
+            ctx.remember_hook(HookRecord(a.phase, a.revision, "done", started, code, w.now(), output[-STATUS_LINES:]))
     w.remove_container(a.name)
 
 

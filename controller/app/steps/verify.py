@@ -11,13 +11,13 @@ in the failure memory; the switch-back rule (rules/switchback.py) then routes ba
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from controller.app.apply import ApplyResult
 from controller.app.plan import Plan
 from controller.app.routing import health_url, upstream_address
 from controller.kernel.errors import HostError, one_line
-from controller.spec.app import BlueGreenApp, other
+from controller.spec.base import other
 from controller.store.documents import LastDeploy, iso
 from controller.store.metrics import Metrics
 from controller.store.state import HistoryEntry, Ledger, StateStore
@@ -25,6 +25,9 @@ from controller.world.actions import SwitchRoute
 from controller.world.facts import Failure, Memory, Observed
 from controller.world.protocol import LogPos, PromAnswer, World
 from controller.world.verification import FAILED_REASON, Window, judge, render_query, tally
+
+if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
+    from controller.spec.app import BlueGreenApp
 
 PROGRESS_EVERY = 5.0  # seconds between two progress lines of a window
 PROM_EVERY = 5.0  # seconds between two verify.prometheus queries (a scrape interval is 15 s by default)
