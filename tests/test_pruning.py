@@ -224,7 +224,6 @@ def test_plan_shows_what_would_be_removed_and_says_changes_are_pending(tmp_path:
     assert out[0] == "dialogue: in sync (blue serves)"
     assert [ln.split(" (")[0] for ln in out[1:]] == [f"  - would remove image dialogue:{i}" for i in (0, 2, 3, 4, 5, 6, 7)]
     assert w.pruned == set()  # --plan changes nothing
-    assert _plan(rec, [app], as_json=True) == 0 and json.loads(capsys.readouterr().out)[0]["prune"] == []
 
 
 class ListingWorld(CheckedWorld):
@@ -239,36 +238,41 @@ class ListingWorld(CheckedWorld):
 
 def test_a_pass_that_changes_nothing_sweeps_at_most_every_prune_every_seconds_one_that_changes_at_once(tmp_path: Path) -> None:
     app = make_app(image="dialogue:1", keepImages=2)
+    v2 = make_app(image="dialogue:2", activeColor="green", keepImages=2)
     w = ListingWorld(images={f"dialogue:{i}": FakeImage(created=float(i)) for i in range(1, 8)})
     w.include_paths.add(app.upstream_file)
     state = StateStore(tmp_path / "state")
 
-    def cron_run(a: Any = app) -> str:  # a fresh reconciler, as each cron run starts one: the cadence is in the state dir
+    def cron_run(a: Any = v2) -> str:  # a fresh reconciler, as each cron run starts one: the cadence is in the state dir
         return Reconciler(w, state, Metrics(), prune_every=3600.0).reconcile(a).result
 
-    assert cron_run() == "converged"  # the deploy changed something: swept at once
-    assert (w.listings, sorted(w.pruned)) == (1, ["dialogue:2", "dialogue:3", "dialogue:4", "dialogue:5"])
-    w.images["dialogue:0"] = FakeImage(created=0.5)  # an old unused image appears
+    assert cron_run(app) == "converged"  # release #1 changed something: swept at once (every image first seen now)
+    assert (w.listings, w.pruned) == (1, set())
+    w.clock += 10
+    assert cron_run() == "converged"  # release #2: swept at once; what was seen before it and is no release's goes
+    assert (w.listings, sorted(w.pruned)) == (2, [f"dialogue:{i}" for i in range(3, 8)])
+    w.images["dialogue:0"] = FakeImage(created=0.5)  # an old image appears (pulled for the next release?)
     w.clock += 3599
     assert cron_run() == "converged"  # a no-op run within the interval: no listing, nothing removed
-    assert (w.listings, "dialogue:0" in w.pruned) == (1, False)
+    assert w.listings == 2
     w.clock += 1
-    assert cron_run() == "converged"  # the interval passed: the sweep
-    assert (w.listings, "dialogue:0" in w.pruned) == (2, True)
-    assert cron_run() == "converged" and w.listings == 2  # and the next no-op run waits again
+    assert cron_run() == "converged"  # the interval passed: the sweep, the first to see dialogue:0 (kept: it is new)
+    assert (w.listings, "dialogue:0" in w.pruned) == (3, False)
+    assert cron_run() == "converged" and w.listings == 3  # and the next no-op run waits again
 
-    w.images["dialogue:00"] = FakeImage(created=0.4)
+    back = make_app(image="dialogue:1", activeColor="blue", keepImages=1)
+    w.clock += 60
     w.mutations.clear()
-    assert cron_run(make_app(image="dialogue:7", activeColor="green", keepImages=1)) == "converged"  # a deploy
-    assert w.listings == 3 and "dialogue:00" in w.pruned and any(m.startswith("create") for m in w.mutations)
+    assert cron_run(back) == "converged"  # a rollback (release #3): swept at once; dialogue:0 was seen before it
+    assert w.listings == 4 and "dialogue:0" in w.pruned and any(m.startswith("write") for m in w.mutations)
 
     # An unreadable sweep time is a sweep due (state files: treated as absent).
     (tmp_path / "state" / "apps" / "dialogue" / "pruned.json").write_text("{torn")
-    assert cron_run(make_app(image="dialogue:7", activeColor="green", keepImages=1)) == "converged" and w.listings == 4
+    assert cron_run(back) == "converged" and w.listings == 5
     # prune_every 0 (Reconciler's default, `--prune-interval 0`): every converged pass sweeps.
     rec = Reconciler(w, state, Metrics())
-    assert [rec.reconcile(make_app(image="dialogue:7", activeColor="green", keepImages=1)).result for _ in range(2)] == ["converged"] * 2
-    assert w.listings == 6
+    assert [rec.reconcile(back).result for _ in range(2)] == ["converged"] * 2
+    assert w.listings == 7
 
 
 class FailingRemoval(ListingWorld):
@@ -281,7 +285,12 @@ def test_a_sweep_that_failed_is_due_again_on_the_next_run(tmp_path: Path) -> Non
     w = FailingRemoval(images={f"dialogue:{i}": FakeImage(created=float(i)) for i in range(1, 8)})
     w.include_paths.add(app.upstream_file)
     state = StateStore(tmp_path / "state")
-    for expected in (1, 2):
-        assert Reconciler(w, state, Metrics(), prune_every=3600.0).reconcile(app).result == "converged"  # never fails it
+    assert Reconciler(w, state, Metrics(), prune_every=3600.0).reconcile(app).result == "converged"  # release #1
+    assert w.listings == 1  # swept: nothing older than release #1 to remove
+    (tmp_path / "state" / "apps" / "dialogue" / "pruned.json").unlink()
+    w.clock += 60
+    v2 = make_app(image="dialogue:2", activeColor="green", keepImages=2)
+    for expected in (2, 3):  # release #2, then a no-op run: the sweep (removals failing) is due on each
+        assert Reconciler(w, state, Metrics(), prune_every=3600.0).reconcile(v2).result == "converged"  # never fails it
         assert w.listings == expected
     assert not (tmp_path / "state" / "apps" / "dialogue" / "pruned.json").exists()
