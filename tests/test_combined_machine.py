@@ -73,8 +73,6 @@ KNOWN_DEFECTS: dict[int, str] = {
     3: "with a preview, the pass after the switch replaces the switch-back target while the window is open",
     4: "failover routes to a revision that failed verification (memory forgot it when the spec moved on)",
     5: "a kill -9 right after a failover's switch: nothing in the state dir says why traffic moved",
-    6: "a spec change while a beforeSwitch hook runs starts the new revision's hook beside the old one",
-    8: "a hook's output collected by a later pass (RemoveHook) is stored before its secrets are registered",
     10: "a wall-clock step wedges a window (back) or passes a failing release as 'fewer than minRequests' (forward)",
     11: "rollback accepts a standby Docker restarted since it was proven",
     12: "an accessory down: the dependsOn gate drops SwitchPreview(off); preview requests go to a dead preview",
