@@ -34,6 +34,7 @@ from controller.spec.base import (  # noqa: F401  (re-exported: the pydantic-fre
     _digest,
     canonical_ip,
     check_path,
+    ip_address,
     other,
     preview_app,
 )
@@ -493,11 +494,7 @@ class AppSpec(_Model):
     @field_validator("bindAddress")
     @classmethod
     def _addr(cls, v: str) -> str:
-        # Canonical form: Docker reports the HostIp it was given, and the planner compares it with this.
-        try:
-            return str(ipaddress.ip_address(v))
-        except ValueError:
-            raise ValueError(f"{v!r} is not an IP address") from None
+        return ip_address(v)
 
     @field_validator("marker", mode="before")
     @classmethod

@@ -22,12 +22,12 @@ import pwd
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
+from annotated_types import Interval
 
-from controller.kernel.document import MAX_INT, Document, Epoch, Stored, omit_none
+from controller.kernel.document import MAX_INT, Alias, Document, Epoch, Stored
 from controller.kernel.imageref import local_names
 from controller.spec.base import Color
 
@@ -64,26 +64,26 @@ def local_actor() -> str:
 
 @dataclass(frozen=True)
 class Release(Stored):
-    number: Annotated[int, Field(ge=1, le=MAX_INT)]  # per app, 1, 2, ...; never reused
+    OMIT_NONE: ClassVar[frozenset[str]] = frozenset(
+        {"digest", "imageId", "commit", "author", "signer", "subject", "actor", "endedAt", "detail"}
+    )
+
+    number: Annotated[int, Interval(ge=1, le=MAX_INT)]  # per app, 1, 2, ...; never reused
     revision: str
     image: str  # as the spec named it
     color: Color
-    started_at: Annotated[float, Field(ge=0, le=MAX_INT, alias="startedAt")]  # took traffic (switch confirmed)
+    started_at: Annotated[float, Interval(ge=0, le=MAX_INT), Alias("startedAt")]  # took traffic (switch confirmed)
     began: Began
     digest: str | None = None  # repo@sha256:... the container's image had when it took traffic
-    image_id: Annotated[str | None, Field(alias="imageId")] = None
+    image_id: Annotated[str | None, Alias("imageId")] = None
     commit: str | None = None
     author: str | None = None
     signer: str | None = None
     subject: str | None = None
     actor: str | None = None
-    ended_at: Annotated[float | None, Field(ge=0, le=MAX_INT, alias="endedAt")] = None
+    ended_at: Annotated[float | None, Interval(ge=0, le=MAX_INT), Alias("endedAt")] = None
     ended: Ended = "live"
     detail: str | None = None  # how it ended, in figures: the verification's, the failover's reason
-
-    @model_serializer(mode="wrap")
-    def _json(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return omit_none(handler, self, frozenset({"digest", "imageId", "commit", "author", "signer", "subject", "actor", "endedAt", "detail"}))
 
     def served(self, now: float) -> float:
         return max(0.0, (self.ended_at if self.ended_at is not None else now) - self.started_at)
