@@ -140,6 +140,7 @@ def decide(i: PassInputs) -> Plan:
     target: Color | None = want if will_be_ready else serving
     if c.held is not None:
         target = c.held.target
+        actions = (*actions, *c.held.proof)  # the way back proven steady first (rule 1)
     s = steer(app, obs, c.failover, target, now, actions, blockers)
     r = route(app, obs, None if s.target in c.foreign.colors else s.target)  # never onto a container not ours
     sb = standby(app, obs, mem, r.target, rev, c.foreign.colors)

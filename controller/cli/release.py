@@ -14,7 +14,9 @@ same path as `reconcile --once -f SPEC`.
   failed: deploying on top of it would flip to the color that never took traffic); `--force` skips that, and
   without `--apply` looks at nothing on the host (no Docker needed: a CI job editing a checkout).
 - rollback: activeColor <- the other color, image <- what that color's container runs. Refused unless that
-  container exists, is ours, runs and passes its health check (a warm standby: the rollback is a switch).
+  container exists, is ours, runs, passes its health check and is steady (Docker shows it running `stableSeconds`
+  without a restart: a warm standby, the rollback is a switch). The host is gathered for the spec as it will be, so
+  the standby is inspected as the color that is to take traffic (restart count, start time).
 - rollback --to REF (a release number from `reconcile releases`, a revision or an image): image <- that
   release's image, activeColor <- the other color. Checked like a deploy, and refused unless the table says the
   release can be rolled back to now (controller/store/releases.py `assess`: a switch, or a deploy of an image present
@@ -58,7 +60,7 @@ from controller.spec.app import BlueGreenApp, Color, other
 from controller.spec.directory import host_problem, select, state_dir_problem
 from controller.spec.edit import Current, Edited, edit, read_current, unified_diff
 from controller.store.releases import Host, Release, Releases, Row, assess, render_table, table_json
-from controller.world.facts import ContainerFact, Observed
+from controller.world.facts import Observed
 
 if TYPE_CHECKING:
     from controller.drivers.notify import Notifier
@@ -216,7 +218,7 @@ def _decide(opts: ReleaseOptions, text: str, cur: Current, host: _Host) -> Edite
         _note_preview_env(cur)
         return edited  # forced: nothing on this host is looked at (a CI job editing a checkout)
     # The host is observed with the app as it will be (same names, ports and Nginx files; only image and color differ).
-    app = edited.app if edited is not None else _validated(text, source)
+    app = edited.app if edited is not None else edit(text, source, {"activeColor": to}).app
     problem = host_problem(app) or state_dir_problem(app, opts.run.state_dir)
     if problem:
         raise SpecError(f"{source}: {problem}")
@@ -237,7 +239,7 @@ def _decide(opts: ReleaseOptions, text: str, cur: Current, host: _Host) -> Edite
         return edit(text, source, {"image": target.image, "activeColor": to})
     if opts.command == "rollback":
         standby = obs.containers[to]
-        why = _not_warm(app, standby)
+        why = _not_warm(app, to, obs)
         if why is not None or standby is None:
             raise Refused(f"{source}: refused: no warm standby to roll back to: {app.container_name(to)} {why}")
         edited = edit(text, source, {"image": standby.image, "activeColor": to})
@@ -249,7 +251,7 @@ def _decide(opts: ReleaseOptions, text: str, cur: Current, host: _Host) -> Edite
     if opts.command == "promote":
         _note_preview_env(cur)
         idle = obs.containers[to]
-        if idle is None or _not_warm(app, idle) is not None or idle.image != cur.preview_image:
+        if idle is None or _not_warm(app, to, obs) is not None or idle.image != cur.preview_image:
             err(f"note: {app.container_name(to)} does not run a healthy {cur.preview_image}: the switch waits for a deploy of it")
     return edited
 
@@ -287,8 +289,10 @@ def _observe(app: BlueGreenApp, rt: runtime.Runtime) -> Observed:
     return gather(app, rt.world, rt.apps.store).observed
 
 
-def _not_warm(app: BlueGreenApp, c: ContainerFact | None) -> str | None:
-    """Why `c` is no warm standby (a switch to it would not be instant and safe), or None."""
+def _not_warm(app: BlueGreenApp, color: Color, obs: Observed) -> str | None:
+    """Why `color`'s container is no warm standby (a switch to it would not be instant and safe), or None. `obs` was
+    gathered for the spec that makes `color` the active one: a running standby that passes is inspected (rule 1)."""
+    c = obs.containers[color]
     if c is None:
         return "does not exist"
     if not c.ours(app.name):
@@ -297,8 +301,15 @@ def _not_warm(app: BlueGreenApp, c: ContainerFact | None) -> str | None:
         return f"is not running ({c.state})"
     if c.healthy is not True:
         return f"fails its health check ({c.health_detail or 'no answer'})"
+    if obs.serving == color:
+        return None  # it serves already: no switch to prove
+    stable = app.spec.healthCheck.stableSeconds
+    if c.restart_count is None or c.started_at is None:
+        return "could not be inspected (removed or exited meanwhile?)"
     if c.restart_count:
-        return f"was restarted {c.restart_count} times by Docker since it was proven"
+        return f"was restarted {c.restart_count} times by Docker since it was started: not steady (a crash loop?)"
+    if not c.steady(obs.at, stable):
+        return f"has run {max(0.0, obs.at - c.started_at):.1f}s since it was started, not stableSeconds ({stable:g}s)"
     return None
 
 
@@ -317,7 +328,8 @@ def _check_agreement(source: str, app: BlueGreenApp, cur: Current, active: Color
 
 
 def _table(rt: runtime.Runtime, app: BlueGreenApp, obs: Observed, ledger: Releases) -> list[Row]:
-    """The releases and what rolling back to each would be now, judged on the observed host."""
+    """The releases and what rolling back to each would be now, judged on the observed host. `obs` was gathered for
+    `app` with the idle color active (the standby is inspected as the color that is to take traffic: rule 1)."""
     extra = rt.apps.resolver(app).revision_extra
     idle = other(obs.serving or app.spec.activeColor)
     standby = obs.containers[idle]
@@ -331,7 +343,7 @@ def _table(rt: runtime.Runtime, app: BlueGreenApp, obs: Observed, ledger: Releas
             config_revision=lambda r: with_image(r).revision(r.color, extra),
             idle_revision=lambda r: with_image(r).revision(idle, extra),
             obtainable=rt.world.image_obtainable,
-            warm_revision=standby.revision if standby is not None and _not_warm(app, standby) is None else None,
+            warm_revision=standby.revision if standby is not None and _not_warm(app, idle, obs) is None else None,
             idle=idle,
         ),
     )
@@ -345,8 +357,9 @@ def _releases(opts: ReleaseOptions, host: _Host) -> int:
     if problem:
         raise SpecError(f"{opts.path}: {problem}")
     rt = host.get()
-    obs = _observe(app, rt)
-    rows = _table(rt, app, obs, rt.store.load_releases(app.name))
+    flipped = app.model_copy(update={"spec": app.spec.model_copy(update={"activeColor": other(app.spec.activeColor)})})
+    obs = _observe(flipped, rt)  # gathered as for `rollback`: the idle color inspected as the one to take traffic
+    rows = _table(rt, flipped, obs, rt.store.load_releases(app.name))
     now = rt.world.now()
     if opts.json:
         print(json.dumps(table_json(app.name, rows, now), indent=2))
