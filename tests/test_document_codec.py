@@ -20,10 +20,11 @@ from controller.kernel.document import TRUE_FALSE, After, Corrupt, Document, Sto
 from controller.spec.base import COLORS
 from controller.store.counters import COUNTERS
 from controller.store.documents import FAILOVER, STATUS
+from controller.store.releases import RELEASES
 from controller.store.state import HISTORY, MEMORY, SWEPT, StateStore
 from controller.world.verification import WINDOW
 
-DOCUMENTS: list[Document[Any]] = [STATUS, FAILOVER, MEMORY, HISTORY, SWEPT, WINDOW, COUNTERS]
+DOCUMENTS: list[Document[Any]] = [STATUS, FAILOVER, MEMORY, HISTORY, SWEPT, WINDOW, COUNTERS, RELEASES]
 TEXT = st.text(max_size=8)
 
 

@@ -273,6 +273,8 @@ def test_traffic_the_world_logs_fails_the_window_and_switches_back(tmp_path: Pat
     w.include_paths |= base.include_paths
     w.log_access(log, line(w.clock, BLUE, "500"))  # before the switch: not the new color's
     rec = reconciler(w, tmp_path / "s")
+    events: list[dict[str, Any]] = []
+    rec.notify = events.append
     assert rec.reconcile(make_app()).result == "converged"
     v2 = make_app(image="dialogue:2", activeColor="green", verify={"windowSeconds": 10, "minRequests": 4, "maxErrorRate": 0.1, "accessLog": str(log)})
     r = rec.reconcile(v2)
@@ -283,6 +285,13 @@ def test_traffic_the_world_logs_fails_the_window_and_switches_back(tmp_path: Pat
     assert window.counts.requests >= 4 and window.counts.errors == window.counts.requests  # green's 502s only
     assert "access log:" not in window.figures and not log.exists()
     assert mem.failures[v2.revision("green")].reason == FAILED_REASON
+    # The releases: green's ended switched back, with the figures; blue's revision took traffic again.
+    rel = rec.store.load_releases("dialogue").releases
+    assert [(x.number, x.color, x.began, x.ended) for x in rel] == [
+        (1, "blue", "deploy", "replaced"), (2, "green", "deploy", "switched-back"), (3, "blue", "switch-back", "live")
+    ]
+    assert rel[1].detail == window.figures and rel[2].revision == rel[0].revision
+    assert [e["event"] for e in events] == ["cutover", "cutover", "switch-back"] and events[2]["figures"] == window.figures
 
 
 def test_a_preview_waits_for_the_window_the_switch_back_target_stays(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ module puts them together, in this order (earlier rules take precedence):
    (rules/maintenance.py)
 9. `dependsOn` holds a new color back (rules/depends_on.py)
 10. a marker that disagrees with what Nginx serves, corrected before all of the above (rules/route.py)
-11. pruning, for a converged plan whose image facts were gathered (rules/pruning.py)
+11. pruning, for a converged plan whose image facts (and the release ledger) were gathered (rules/pruning.py)
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ from controller.app.rules.switchback import Hold, hold
 from controller.kernel.backoff import DEFAULT_POLICY, BackoffPolicy
 from controller.spec.base import COLORS, Color, other
 from controller.store.documents import FailoverState
+from controller.store.releases import Releases
 from controller.world.actions import CreatePreview, StartPreview, SwitchRoute
 from controller.world.facts import ImagesObserved, Memory, Observed
 from controller.world.verification import window_closed
@@ -66,6 +67,7 @@ class PassInputs:
     not_ready: dict[str, str] = field(default_factory=dict)  # dependsOn: accessory -> why it is not ready
     images: ImagesObserved | None = None  # for pruning; None: not gathered (nothing is pruned)
     policy: BackoffPolicy = DEFAULT_POLICY  # when a failed revision is tried again (--backoff-base, --backoff-max)
+    releases: Releases | None = None  # for pruning, with `images`: the release ledger, the images just seen noted
 
     @property
     def verification_open(self) -> bool:
@@ -190,5 +192,9 @@ def decide(i: PassInputs) -> Plan:
         failover=c.failover,
         preview=pv.state,
         maintenance=mt.state,
-        prune=plan_pruning(app, obs, i.images, verification_open=i.verification_open) if converged and i.images is not None else (),
+        prune=(
+            plan_pruning(app, obs, i.images, i.releases, verification_open=i.verification_open)
+            if converged and i.images is not None and i.releases is not None
+            else ()
+        ),
     )

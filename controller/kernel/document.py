@@ -1,7 +1,7 @@
 """The JSON documents the controller keeps (state dir): typed, checked as a whole by pydantic when untrusted.
 
 A document is a frozen dataclass of the module that owns it (`documents.Status`, `facts.MemoryFile`,
-`documents.FailoverState`, `verify.Window`, `counters.CountersFile`): plain values for the code that uses it,
+`documents.FailoverState`, `verify.Window`, `counters.CountersFile`, `releases.Releases`): plain values for the code that uses it,
 described by pydantic-free markers in its annotations (`Alias` for a JSON name, annotated_types ranges, `TRUE_FALSE`,
 `After`, a class's `OMIT_NONE`) and `Stored`'s strict config (no coercion, no unknown key, no NaN or infinity).
 `Document(T)` reads and writes one. pydantic is imported, and the TypeAdapter built, only when a document must

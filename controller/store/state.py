@@ -9,6 +9,7 @@
     <state-dir>/apps/<app>/verify.json   the last post-switch verification window (controller/world/verification.py)
     <state-dir>/apps/<app>/pruned.json   when unused images were last swept (spec.keepImages, controller/app/steps/prune.py)
     <state-dir>/cache/specs/<key>.json   validated specs (controller/spec/cache.py)
+    <state-dir>/apps/<app>/releases.json the releases: what served, when, how it ended (controller/store/releases.py)
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from controller.kernel.errors import HostError, LockBusy
 from controller.kernel.logs import get_logger, redact_json_text
 from controller.spec.base import Color
 from controller.store.documents import FAILOVER, STATUS, FailoverState, LastDeploy, Status
+from controller.store.releases import RELEASES, Releases
 from controller.world.facts import Failure, HookRecord, Memory
 from controller.world.verification import WINDOW, Window
 
@@ -246,6 +248,14 @@ class StateStore:
 
     def save_window(self, app: str, window: Window) -> None:
         _write(self.app_dir(app) / "verify.json", WINDOW.text(window))
+
+    # Releases ---------------------------------------------------------------------------
+    def load_releases(self, app: str) -> Releases:
+        """The releases (none when the file is absent, or corrupt: warned once, like every state file)."""
+        return self._load(app, "releases.json", RELEASES) or Releases()
+
+    def save_releases(self, app: str, releases: Releases) -> None:
+        _write(self.app_dir(app) / "releases.json", redact_json_text(RELEASES.text(releases).rstrip("\n")) + "\n")
 
     # Image sweeps (controller/app/steps/prune.py) ------------------------------------------------
     def load_swept_at(self, app: str) -> float | None:
