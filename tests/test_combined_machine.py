@@ -72,8 +72,6 @@ KNOWN_DEFECTS: dict[int, str] = {
     4: "failover routes to a revision that failed verification (memory forgot it when the spec moved on)",
     5: "a kill -9 right after a failover's switch: nothing in the state dir says why traffic moved",
     10: "a wall-clock step wedges a window (back) or passes a failing release as 'fewer than minRequests' (forward)",
-    # Found by this machine, not in issue 19's table:
-    13: "a kill -9 between a switch and its marker, then a failed deploy onto the live color: the marker stays wrong",
 }
 ISSUE_19 = frozenset(range(1, 14))  # 13: the machine's own finding (below)
 _hunt = os.environ.get("BLUEGREEN_MACHINE_HUNT", "")

@@ -17,7 +17,8 @@ module puts them together, in this order (earlier rules take precedence):
 8. maintenance: spec.maintenance, a wrapped migration around the gates and the switch placed in 7, else off first
    (rules/maintenance.py)
 9. `dependsOn` holds a new color back (rules/depends_on.py)
-10. pruning, for a converged plan whose image facts (and the release ledger) were gathered (rules/pruning.py)
+10. a marker that disagrees with what Nginx serves, corrected before all of the above (rules/route.py)
+11. pruning, for a converged plan whose image facts (and the release ledger) were gathered (rules/pruning.py)
 """
 
 from __future__ import annotations
@@ -144,7 +145,7 @@ def decide(i: PassInputs) -> Plan:
     s = steer(app, obs, c.failover, target, now, actions, blockers)
     r = route(app, obs, None if s.target in c.foreign.colors else s.target)  # never onto a container not ours
     sb = standby(app, obs, mem, r.target, rev, c.foreign.colors)
-    actions = (*r.first, *s.actions, *r.then, *((sb.stop,) if sb.stop is not None else ()))
+    actions = (*s.actions, *r.then, *((sb.stop,) if sb.stop is not None else ()))
     blockers = (*s.blockers, *r.blockers)
     diffs = (*d.diffs, *s.diffs, *r.diffs, *((sb.diff,) if sb.diff is not None else ()))
 
@@ -171,6 +172,10 @@ def decide(i: PassInputs) -> Plan:
     held = depends_on(actions, serving, i.not_ready)
     if held is not None:
         actions, blockers = held.actions, (*blockers, held.blocker)
+
+    # A marker that disagrees with what Nginx serves now: corrected before every other step, which may fail, and
+    # never held back (safety rule 3; rules/route.py).
+    actions = (*r.first, *actions)
 
     converged = not actions and not blockers
     return Plan(
