@@ -14,7 +14,8 @@ a stranger's container under the accessory's name, a failing backup, a pass cut 
 - with `update: manual` an out-of-date container of ours is never removed;
 - a complete pass with nothing in the way (no stranger, a working backup) leaves the accessory as the spec says:
   ours, running, with the spec's config hash (unless update is manual and it was out of date);
-- `rules/depends_on.depends_on` never holds back an action on the live color and never lets a new color start.
+- `rules/depends_on.depends_on` never holds back an action on the live color nor a route's removal (preview off), and
+  never lets a new color start.
 
 Apps and accessories together (`HostMachine`): an app that `dependsOn` a Redis accessory on a shared network, both
 reconciled per pass (accessories first) on one world, killed after any mutation of either kind, with Redis killed,
@@ -47,6 +48,7 @@ from controller.world.actions import (
     RemoveContainer,
     StartContainer,
     StopContainer,
+    SwitchPreview,
     SwitchRoute,
     WaitHealthy,
     WriteMarker,
@@ -302,7 +304,7 @@ TestHost.settings = settings(max_examples=100, stateful_step_count=20, deadline=
 
 ACTIONS = st.lists(
     st.tuples(
-        st.sampled_from([CreateContainer, StartContainer, WaitHealthy, SwitchRoute, WriteMarker, StopContainer, RemoveContainer]),
+        st.sampled_from([CreateContainer, StartContainer, WaitHealthy, SwitchRoute, WriteMarker, StopContainer, RemoveContainer, SwitchPreview]),
         st.sampled_from(["blue", "green"]),
     ),
     max_size=6,
@@ -321,7 +323,7 @@ def test_depends_on_never_holds_the_live_color_and_never_starts_a_new_one(action
     new = [a for a in kept if isinstance(a, (CreateContainer, StartContainer, RemoveContainer)) and a.color != serving]
     assert not new, kept
     assert not any(isinstance(a, (StopContainer, RemoveContainer)) and a.color == serving for a in kept) or held is None
-    if held is not None:  # held back: every heal of the live color is kept, in order, and the blocker says why
-        live = [a for a in planned if a.color == serving and isinstance(a, (CreateContainer, StartContainer, WaitHealthy))]
+    if held is not None:  # held back: every heal of the live color and every route removal is kept, in order; the blocker says why
+        live = [a for a in planned if (a.color == serving and isinstance(a, (CreateContainer, StartContainer, WaitHealthy))) or isinstance(a, SwitchPreview)]
         assert list(held.actions) == live
         assert held.blocker.reason == "DependencyNotReady"

@@ -49,7 +49,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
 from controller.accessory.reconcile import AccessoryRunner
-from controller.app.observe import index_containers, observe
+from controller.app.gather import gather
 from controller.app.reconcile import Reconciler
 from controller.app.routing import upstream_address
 from controller.cli import release
@@ -74,7 +74,6 @@ KNOWN_DEFECTS: dict[int, str] = {
     11: "rollback accepts a standby Docker restarted since it was proven",
     12: "an accessory down: the dependsOn gate drops SwitchPreview(off); preview requests go to a dead preview",
     # Found by this machine, not in issue 19's table:
-    13: "a kill -9 between a switch and its marker, then a failed deploy onto the live color: the marker stays wrong",
     14: "a wall-clock step forward makes a color Docker restarted look steady: StartedAt is wall time (the stability rule)",
 }
 ISSUE_19 = frozenset(range(1, 15))  # 13, 14: the machine's own findings (below)
@@ -533,13 +532,18 @@ class CombinedMachine(RuleBasedStateMachine):
     @rule()
     def rollback(self) -> None:
         """`reconcile rollback`: accepted only for a warm standby (it is then the spec's activeColor)."""
-        obs = observe(self.app, self.world, index_containers(self.world))  # what release's rollback observes
+        if self.store is None or self.app is None:
+            return
         to = other(self.app.spec.activeColor)
+        # What release's rollback gathers: the spec as it will be (the standby is then the color to take traffic).
+        rolled = self.app.model_copy(update={"spec": self.app.spec.model_copy(update={"activeColor": to})})
+        obs = gather(rolled, self.world, self.store).observed
         standby = obs.containers[to]
-        if release._not_warm(self.app, standby) is not None or standby is None:
+        if release._not_warm(self.app, to, obs) is not None or standby is None:
             return
         c = self.world.containers[standby.name]
-        if c.restart_count or not self.world._health_now(c):
+        # A color Nginx serves already is no standby: the edit moves no traffic (the spec catches up with Nginx).
+        if obs.serving != to and (c.restart_count or not self.world._health_now(c)):
             self.world.found.append(Violation(11, f"rollback accepted {standby.name}, restarted {c.restart_count}x by Docker"))
         self._set(replace(self.desired, image=standby.image, color=to))
 

@@ -552,6 +552,9 @@ def test_image_and_connection_contract(rig: Rig, request: pytest.FixtureRequest)
     w.ensure_image(healthy)  # present: nothing to pull
     with pytest.raises(ImageError):
         w.ensure_image(MISSING_IMAGE)
+    assert w.image_obtainable(healthy) is None
+    why = w.image_obtainable(MISSING_IMAGE)
+    assert why is not None and why.startswith(f"image {MISSING_IMAGE} is not present locally and cannot be pulled")
     refs = {r for img in w.list_images() for r in img.references}
     assert healthy in refs and MISSING_IMAGE not in refs
 

@@ -165,6 +165,8 @@ def test_without_a_remembered_failing_time_nothing_moves(tmp_path: Path) -> None
 
 def test_reconcile_fails_over_records_it_and_never_flaps_back(tmp_path: Path) -> None:
     app, w, r = deployed(tmp_path, **FO)
+    events: list[dict[str, Any]] = []
+    r.notify = events.append
     w.containers["dialogue-green"].broken = True
     start = w.now()
     with capture_logs() as logs:
@@ -198,6 +200,15 @@ def test_reconcile_fails_over_records_it_and_never_flaps_back(tmp_path: Path) ->
     assert r.reconcile(flipped).result == "converged"
     assert r.store.load_failover(app.name).active is None
     assert w.routed("dialogue") == ["127.0.0.1:18081"]
+    # The releases: green's ended failed over (with why), blue's revision took traffic again; one event said so.
+    rel = r.store.load_releases(app.name).releases
+    assert [(x.number, x.image, x.color, x.began, x.ended) for x in rel] == [
+        (1, "dialogue:1", "blue", "deploy", "replaced"), (2, "dialogue:2", "green", "deploy", "failed-over"),
+        (3, "dialogue:1", "blue", "failover", "live"),
+    ]
+    assert rel[1].detail == st.active.reason
+    assert [(e["event"], e["release"]["number"], e["previous"]["number"]) for e in events] == [("failover", 3, 2)]
+    assert events[0]["text"].startswith("dialogue: failed over to #3 dialogue:1 on blue (was #2 dialogue:2): ")
 
 
 def test_cron_passes_count_the_failing_time_across_runs(tmp_path: Path) -> None:

@@ -263,14 +263,23 @@ def test_verification_applies_only_commits_signed_by_an_allowed_key(
     up.push()
     args = source_args(gitserver.url(up.bare.name), token_file=token_file(tmp_path), verify=allowed)
     src = GitSource(config_from_options(args), tmp_path / "state")
+    events: list[dict[str, Any]] = []
+    src.notify = events.append
     assert src.sync() is False and src.checkout_path() is None
     assert src.problem == ("SignatureRefused", f"commit {unsigned[:12]} on main: not signed: refused")
+    # One release event for the refused commit (issue 21), not one per sync that finds it again.
+    assert src.sync() is False
+    assert [(e["event"], e["app"]) for e in events] == [("source-refused", None)]
+    assert events[0]["text"].startswith("source commit refused: ") and f"commit {unsigned[:12]} on main: not signed" in events[0]["text"]
 
     signed = up.commit({"specs/a.yaml": spec_text("a", image="dialogue:2")}, "signed")
     up.push()
     assert src.sync() is True and signed in str(src.checkout_path())
     st, cond = src.status_for("a")
     assert st.commit == signed and st.signer is not None and st.signer.startswith("ci@test.invalid (ED25519") and not cond.status
+    # A release records where its spec came from: the commit, its author and signer.
+    origin = src.origin("a")
+    assert (origin.commit, origin.author, origin.signer, origin.subject) == (signed, "ci <ci@test.invalid>", st.signer, "signed")
 
     # Signed, but by a key nobody allowed.
     other = tmp_path / "other_key"

@@ -61,16 +61,18 @@ NO_OP_MODULES = frozenset(
         "controller.runtime", "controller.runtime.build", "controller.runtime.options",
         "controller.spec", "controller.spec.base", "controller.spec.cache", "controller.spec.directory",
         "controller.store", "controller.store.counters", "controller.store.documents", "controller.store.metrics",
+        "controller.store.releases",  # on purpose: every converged pass checks that the ledger names what serves
         "controller.store.state",
         "controller.world", "controller.world.actions", "controller.world.facts", "controller.world.protocol",
         "controller.world.secrets", "controller.world.verification",
     }
 )  # fmt: skip
 # Never on that path: the spec models and YAML (a spec-cache hit), the accessory modules, the git source, the
-# spec-editing commands, the drivers of capacity, gates and Prometheus, and what only some apps need.
+# spec-editing commands, the drivers of capacity, gates and Prometheus, what only some apps need, and pydantic (the
+# state files this controller wrote are read back by their digest, without validation: controller/kernel/document.py).
 NEVER = frozenset(
     {
-        "yaml", "boto3", "botocore", "ruamel", "prometheus_client", "watchfiles",
+        "yaml", "boto3", "botocore", "ruamel", "prometheus_client", "watchfiles", "pydantic", "pydantic_core",
         "controller.spec.app", "controller.spec.resources", "controller.spec.accessory", "controller.accessory",
         "controller.accessory.plan", "controller.accessory.reconcile", "controller.drivers.accessories", "controller.runtime.accessory_kind",
         "controller.runtime.source", "controller.drivers.git", "controller.runtime.watch", "controller.cli.release", "controller.spec.edit",
@@ -79,10 +81,9 @@ NEVER = frozenset(
     }
 )  # fmt: skip
 # Third-party packages a no-op pass may load: the Docker SDK and its requests stack, httpx and its transport,
-# pydantic for the state files (controller/kernel/document.py; the spec models stay out: a spec-cache hit), and (a pass
-# that logs: --once at info) structlog, which imports asyncio.
+# annotated_types (the state documents' ranges), and (a pass that logs: --once at info) structlog, which imports asyncio.
 THIRD_PARTY = frozenset({"docker", "requests", "urllib3", "charset_normalizer", "idna", "certifi", "cython_runtime",
-                         "httpx", "httpcore", "h11", "anyio", "sniffio", "pydantic", "pydantic_core", "annotated_types",
+                         "httpx", "httpcore", "h11", "anyio", "sniffio", "annotated_types",
                          "typing_extensions", "typing_inspection"})  # fmt: skip
 LOGS = frozenset({"structlog", "asyncio"})
 

@@ -210,5 +210,9 @@ def test_a_run_that_exports_nothing_counts_into_null_metrics() -> None:
     null.set_conditions("a", {"Ready": True})
     null.invalid_spec("a")
     null.unreachable("a")
+    null.set_release("a", (2, "app:2", "deploy", 1.0))  # the live release, then another: the old series removed
+    null.set_release("a", (3, "app:3", "rollback", 2.0))
+    null.set_release("a", None)
+    null.notification_failed("dropped")
     with pytest.raises(AttributeError):
         _ = null._not_a_metric

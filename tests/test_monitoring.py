@@ -621,6 +621,8 @@ def test_dashboard_promql_parses(tmp_path: Path) -> None:
 
 def test_dashboard_covers_what_was_asked() -> None:
     exprs = " ".join(t["expr"] for _, t in prom_targets(dashboard()))
+    releases = [a for a in dashboard()["annotations"]["list"] if "bluegreen_release_start_timestamp_seconds" in a.get("expr", "")]
+    assert len(releases) == 1 and releases[0]["useValueForTime"], releases  # each release marked when it took traffic
     for needle in ("bluegreen_accessory_up", "bluegreen_accessory_outdated", "bluegreen_accessory_blocked", "bluegreen_live_color", "bluegreen_cutovers_total", "bluegreen_reconcile_duration_seconds_bucket", "bluegreen_health_check_failures_total", "bluegreen_drift_repairs_total", "nginx_http_requests_total", 'status=~"5.."'):
         assert needle in exprs, needle
 

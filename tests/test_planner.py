@@ -20,7 +20,7 @@ from controller.world.actions import (
     WriteMarker,
 )
 from controller.world.facts import Memory
-from controller.world.fake import FakeImage, FakeWorld
+from controller.world.fake import Crash, FakeImage, FakeWorld
 from tests.factories import make_app
 from tests.fakes import CheckedWorld, reconciler, world_for
 from tests.support.plans import plan_for
@@ -344,6 +344,51 @@ def test_marker_is_rewritten_after_the_switch_when_it_was_first_corrected(
     assert converge(app, w, tmp_path) == "converged"
     assert markers == [("green\n", ["127.0.0.1:18082"]), ("blue\n", ["127.0.0.1:18081"])]
     assert w.routed("dialogue") == ["127.0.0.1:18081"] and w.files[app.marker_path] == "blue\n"
+
+
+def test_marker_killed_before_it_was_written_is_fixed_before_a_failing_deploy_onto_the_live_color(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Defect #13 of the combined machine: a kill -9 between a switch to green and its marker, green exits, then a
+    deploy onto green that never gets healthy. The marker is corrected first, so the failed wait leaves it right."""
+    v1 = make_app()
+    w = world_for(v1)
+    assert converge(v1, w, tmp_path) == "converged"
+    write_file = w.write_file
+    markers: list[tuple[str, list[str]]] = []  # every marker write, with what Nginx served at that moment
+
+    def killed_at_the_marker(path: Path, content: str, mode: int = 0o644) -> None:
+        if path == v1.marker_path:
+            raise Crash("kill -9 between the switch and its marker")
+        write_file(path, content, mode)
+
+    monkeypatch.setattr(w, "write_file", killed_at_the_marker)
+    with pytest.raises(Crash):
+        reconciler(w, tmp_path / "state").reconcile(make_app(image="dialogue:2", activeColor="green"))
+    assert w.routed("dialogue") == ["127.0.0.1:18082"] and w.files[v1.marker_path] == "blue\n"  # the kill's leftover
+
+    def spy(path: Path, content: str, mode: int = 0o644) -> None:
+        write_file(path, content, mode)
+        if path == v1.marker_path:
+            markers.append((content, w.routed("dialogue")))
+
+    monkeypatch.setattr(w, "write_file", spy)
+    w.stop_container("dialogue-green", 1)  # green exits
+    bad = make_app(image="dialogue:bad", activeColor="green")
+    assert verbs(bad, w)[0] == "WriteMarker:green"  # before the create and the wait that fails
+    assert "WaitHealthy:green" in verbs(bad, w)
+    assert converge(bad, w, tmp_path) != "converged"
+    assert markers == [("green\n", ["127.0.0.1:18082"])]
+    assert w.files[v1.marker_path] == "green\n"
+
+
+def test_a_wrong_marker_is_corrected_while_dependson_holds_a_new_color_back(tmp_path: Path) -> None:
+    """A dependency not ready holds the deploy back, never the marker's correction to what Nginx serves now."""
+    app, w = _converged_v1(tmp_path)
+    w.files[app.marker_path] = "green\n"
+    p = plan_for(make_app(image="dialogue:2", activeColor="green", dependsOn=["redis"]), w, not_ready={"redis": "exited"})
+    assert [f"{a.verb}:{a.color}" for a in p.actions] == ["WriteMarker:blue"]
+    assert [b.reason for b in p.blockers] == ["DependencyNotReady"]
 
 
 def test_a_flag_file_that_is_not_ours_is_rewritten_without_a_reload(tmp_path: Path) -> None:

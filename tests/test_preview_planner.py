@@ -9,8 +9,10 @@ from typing import Any
 import pytest
 
 from controller.app.decide import decide
+from controller.app.reconcile import Reconciler
 from controller.app.status import conditions
 from controller.spec.app import BlueGreenApp, preview_app
+from controller.store.state import StateStore
 from controller.world.facts import Memory
 from controller.world.fake import FakeImage
 from tests.factories import make_app
@@ -88,7 +90,10 @@ def test_promotion_is_a_switch_only(w: CheckedWorld, tmp_path: Path) -> None:
     assert verbs(promoted, w) == ["SwitchPreview:blue", "SwitchRoute:green", "WriteMarker:green"]
     assert converge(promoted, w, tmp_path) == "converged"
     assert w.containers["dialogue-green"].fact.id == green_id
-    assert not any(m.startswith(("create", "remove", "stop", "start")) and "/" not in m for m in w.mutations), w.mutations
+    # No container created, removed, stopped or started (image pruning after a converged pass is housekeeping: it
+    # removes only images no container uses and no recent release ran, issue 21).
+    containers = [m for m in w.mutations if m.startswith(("create", "remove", "stop", "start")) and "/" not in m]
+    assert all(m.startswith("remove image ") for m in containers), w.mutations
     assert w.routed("dialogue") == [GREEN] and w.preview_routed("dialogue") == [GREEN]
 
 
@@ -179,3 +184,19 @@ def test_preview_that_does_not_fit_starts_nothing(w: CheckedWorld, tmp_path: Pat
     assert r.status is not None
     pr = next(c for c in r.status.conditions if c.type == "PreviewReady")
     assert not pr.status and pr.reason == "InsufficientCapacity", pr
+
+
+def test_preview_route_is_removed_even_while_a_dependency_is_down(w: CheckedWorld, tmp_path: Path) -> None:
+    """Issue 19 #12: the preview exits while an accessory it depends on is down. The dependsOn gate holds the new
+    color back, but never the removal of the preview route: preview requests go back to the live color at once."""
+    app = live(dependsOn=["redis"], preview={"image": "dialogue:2"})
+    converge(live(dependsOn=["redis"]), w, tmp_path)
+    assert converge(app, w, tmp_path) == "converged" and w.preview_routed("dialogue") == [GREEN]
+    w.kill("dialogue-green")
+    p = plan_for(app, w, Memory(), not_ready={"redis": "exited"})
+    assert [f"{a.verb}:{a.color}" for a in p.actions] == ["SwitchPreview:blue"], p.actions
+    assert [b.reason for b in p.blockers] == ["DependencyNotReady"]
+    # Reconciled: preview requests reach the live color, and the stopped preview is not started meanwhile.
+    down = Reconciler(w, StateStore(tmp_path), dependencies=lambda a: {"redis": "exited"})
+    assert down.reconcile(app).result == "degraded" and w.violations == []
+    assert w.preview_routed("dialogue") == [BLUE] and w.containers["dialogue-green"].fact.state == "exited"

@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from controller.app.reconcile import Reconciler
-from controller.app.rules.pruning import plan_pruning, repository
+from controller.app.rules.pruning import plan_pruning
 from controller.kernel.errors import DockerError
+from controller.kernel.imageref import local_repository as repository
 from controller.store.metrics import Metrics
+from controller.store.releases import Release, Releases
 from controller.store.state import StateStore
 from controller.world.facts import ContainerFact, ImageFact, ImagesObserved, Memory, Observed, RouteFact
 from controller.world.fake import Crash, FakeImage
@@ -40,24 +42,38 @@ def _color(image: ImageFact) -> ContainerFact:
                          state="running", host_ip="127.0.0.1", host_port=18081)
 
 
-def test_keeps_the_n_most_recent_unused_and_every_protected_image() -> None:
+def _ledger(*releases: tuple[str, float], seen: dict[str, float] | None = None) -> Releases:
+    """Releases of (image, took traffic at), oldest first; the last one live."""
+    rs = [Release(number=i + 1, revision=f"r{i}", image=img, color="blue", started_at=at, began="deploy",
+                  ended="replaced" if i < len(releases) - 1 else "live") for i, (img, at) in enumerate(releases)]
+    return Releases(releases=rs, seen=seen or {})
+
+
+def test_keeps_the_images_of_the_n_most_recent_releases_anything_newer_and_every_protected_image() -> None:
     app = make_app(image="dialogue:9", keepImages=2)
-    old = [_img(f"dialogue:{i}", i * DAY) for i in range(1, 7)]  # dialogue:1 .. :6, oldest first
+    rel = [_img(f"dialogue:{i}", i * DAY) for i in range(1, 5)]  # released in turn: #1 .. #4 (#4 is dialogue:9's)
+    next_one = _img("dialogue:5", 0.6 * DAY)  # built long ago, pulled after the newest release took traffic
+    newer = _img("dialogue:6", 30 * DAY)  # built after it
     live = _img("dialogue:9", 0.5 * DAY)  # the spec's own image: old, and still never removed
     used = _img("dialogue:0", 0.1 * DAY)  # a container of another app (stopped or not) uses it
     shared = _img("dialogue:s", 0.2 * DAY, "other/repo:s")  # also another repository's
     foreign = _img("nginx:1", 0.3 * DAY)  # not this repository's
     digest_only = _img("dialogue@sha256:" + "a" * 64, 0.4 * DAY)  # pulled by digest: this repository's
-    images = ImagesObserved((*old, live, used, shared, foreign, digest_only), in_use=frozenset({used.id}))
+    images = ImagesObserved((*rel, next_one, newer, live, used, shared, foreign, digest_only), in_use=frozenset({used.id}))
+    ledger = _ledger(*((f"dialogue:{i}", (10 + i) * DAY) for i in range(1, 4)), ("dialogue:9", 20 * DAY),
+                     seen={i.id: DAY for i in images.images} | {next_one.id: 21 * DAY})
 
-    removals = plan_pruning(app, _obs(blue=_color(live)), images, verification_open=False)
+    removals = plan_pruning(app, _obs(blue=_color(live)), images, ledger, verification_open=False)
 
-    # Unused images of the repository newest first: :6 :5 | :4 :3 :2 :1 digest-only. The two newest stay.
-    assert [r.references for r in removals] == [
-        ("dialogue@sha256:" + "a" * 64,), ("dialogue:1",), ("dialogue:2",), ("dialogue:3",), ("dialogue:4",)
-    ]  # oldest first: a pass killed half-way has removed the oldest, which never changes the N kept
-    assert all("the 2 more recent unused images of dialogue are kept" in r.reason for r in removals)
-    assert plan_pruning(app, _obs(blue=_color(live)), images, verification_open=True) == ()
+    # #4 (dialogue:9) and #3 (dialogue:3) are the 2 most recent releases; :5 was seen after #4 began, :6 built after.
+    assert [r.references for r in removals] == [("dialogue@sha256:" + "a" * 64,), ("dialogue:1",), ("dialogue:2",), ("dialogue:4",)]
+    assert all("the image of none of the 2 most recent releases of dialogue, not new since release #4" in r.reason for r in removals)
+    assert plan_pruning(app, _obs(blue=_color(live)), images, ledger, verification_open=True) == ()
+    # No release recorded: none is known to be old.
+    assert plan_pruning(app, _obs(blue=_color(live)), images, Releases(), verification_open=False) == ()
+    # An image first seen now (not yet in the ledger's `seen`) may be the next release: kept.
+    unseen = plan_pruning(app, _obs(blue=_color(live)), images, replace(ledger, seen={}), verification_open=False)
+    assert ("dialogue:1",) not in [r.references for r in unseen]
 
 
 def test_a_color_image_and_a_preview_image_are_never_removed() -> None:
@@ -67,12 +83,14 @@ def test_a_color_image_and_a_preview_image_are_never_removed() -> None:
     app = make_app(image="dialogue:n0", keepImages=1)
     green = ContainerFact(name="dialogue-green", id="d" * 64, image="dialogue:2", image_id=green_img.id, labels={},
                           state="exited", host_ip=None, host_port=None)
-    removals = plan_pruning(app, _obs(blue=_color(blue_img), green=green), images, verification_open=False)
-    assert [r.references for r in removals] == [("dialogue:n1",)]  # n0 is the spec's, n2 the one most recent kept
+    ledger = _ledger(("dialogue:n0", 100.0), seen=dict.fromkeys((i.id for i in images.images), 50.0))
+    removals = plan_pruning(app, _obs(blue=_color(blue_img), green=green), images, ledger, verification_open=False)
+    assert [r.references for r in removals] == [("dialogue:n1",), ("dialogue:n2",)]  # n0 is the spec's (and release #1's)
 
     # spec.preview.image (issue 12) is protected too.
     with_preview = make_app(image="dialogue:n0", keepImages=1, preview={"image": "dialogue:n1"})
-    assert plan_pruning(with_preview, _obs(blue=_color(blue_img), green=green), images, verification_open=False) == ()
+    removals = plan_pruning(with_preview, _obs(blue=_color(blue_img), green=green), images, ledger, verification_open=False)
+    assert [r.references for r in removals] == [("dialogue:n2",)]
 
 
 def test_repository_names_as_docker_lists_them() -> None:
@@ -82,45 +100,57 @@ def test_repository_names_as_docker_lists_them() -> None:
 
 
 def _deployed(tmp_path: Path, keep: int) -> tuple[Any, CheckedWorld, Reconciler]:
+    """dialogue:1 deployed (release #1): every image is first seen in that pass, so none is pruned yet."""
     app = make_app(image="dialogue:1", keepImages=keep)
     images = {f"dialogue:{i}": FakeImage(created=float(i)) for i in range(1, 8)}
     images["dialogue:0"] = FakeImage(created=0.5)
     w = world_for(app, images=images)
     rec = reconciler(w, tmp_path / "state")
     assert rec.reconcile(app).result == "converged"
+    assert w.pruned == set()
+    w.clock += 60  # the next release takes traffic a minute later
     return app, w, rec
 
 
-def test_a_converged_pass_prunes_and_history_records_each_removal(tmp_path: Path) -> None:
-    app, w, rec = _deployed(tmp_path, keep=2)
-    left = sorted(ref for ref in w.images if ref not in w.pruned)
-    assert left == ["dialogue:1", "dialogue:6", "dialogue:7"]  # the live color's, and the 2 most recent unused
+def _removed(tmp_path: Path) -> list[dict[str, Any]]:
     rows = [json.loads(line) for line in (tmp_path / "state" / "history.jsonl").read_text().splitlines()]
-    removed = [r for r in rows if r["action"] == "RemoveImage"]
-    assert [(r["image"], r["outcome"]) for r in removed] == [(f"dialogue:{i}", "ok") for i in ("0", "2", "3", "4", "5")]
+    return [r for r in rows if r["action"] == "RemoveImage"]
+
+
+def test_a_converged_pass_prunes_and_history_records_each_removal(tmp_path: Path) -> None:
+    _, w, rec = _deployed(tmp_path, keep=2)
+    flip = make_app(image="dialogue:2", activeColor="green", keepImages=2)
+    assert rec.reconcile(flip).result == "converged"  # release #2
+    left = sorted(ref for ref in w.images if ref not in w.pruned)
+    assert left == ["dialogue:1", "dialogue:2"]  # the 2 most recent releases' images; the others were seen before #2
+    removed = _removed(tmp_path)
+    assert [(r["image"], r["outcome"]) for r in removed] == [(f"dialogue:{i}", "ok") for i in ("0", "3", "4", "5", "6", "7")]
     assert all(r["imageId"].startswith("sha256:") and r["app"] == "dialogue" for r in removed)
 
     # A fixed point: the next pass removes nothing, touches nothing.
     w.mutations.clear()
-    assert rec.reconcile(app).result == "converged" and w.mutations == []
+    assert rec.reconcile(flip).result == "converged" and w.mutations == []
     # A removed image is only gone locally: deploying it again pulls it.
-    flip = make_app(image="dialogue:2", activeColor="green", keepImages=2)
-    assert rec.reconcile(flip).result == "converged" and "dialogue:2" not in w.pruned
+    again = make_app(image="dialogue:3", activeColor="blue", keepImages=2)
+    assert rec.reconcile(again).result == "converged" and "dialogue:3" not in w.pruned
 
 
 def test_the_plan_shows_what_a_converged_pass_prunes_and_nothing_while_a_window_is_open(tmp_path: Path) -> None:
     """`--plan` and the pass read `Plan.prune` from the same decide; an open verification window keeps every image
     (the rollback target stays until the verdict)."""
-    deployed = make_app(image="dialogue:1", keepImages=7)
-    w = _world(deployed)
-    assert reconciler(w, tmp_path / "state").reconcile(deployed).result == "converged" and not w.pruned
     app = make_app(image="dialogue:1", keepImages=2)
-    p = plan_for(app, w, images=True)
-    assert p.converged and [r.references for r in p.prune] == [(f"dialogue:{i}",) for i in (2, 3, 4, 5)]
-    assert plan_for(app, w).prune == ()  # images not gathered: nothing to prune from
+    w = _world(app)
+    rec = reconciler(w, tmp_path / "state")
+    assert rec.reconcile(app).result == "converged" and not w.pruned  # every image first seen with release #1
+    ledger = rec.store.load_releases("dialogue")
+    assert plan_for(app, w, images=True, releases=ledger).prune == ()
+    old = replace(ledger, seen=dict.fromkeys(ledger.seen, 0.0))  # the same images, seen before release #1 began
+    p = plan_for(app, w, images=True, releases=old)
+    assert p.converged and [r.references for r in p.prune] == [(f"dialogue:{i}",) for i in (2, 3, 4, 5, 6, 7)]
+    assert plan_for(app, w, releases=old).prune == ()  # images not gathered: nothing to prune from
     window = Window("blue", app.revision("blue"), "green", None, app.generation(), 0.0, 60.0)
-    assert plan_for(app, w, Memory(verify=window), images=True).prune == ()
-    assert plan_for(app, w, Memory(verify=replace(window, state="passed")), images=True).prune == p.prune
+    assert plan_for(app, w, Memory(verify=window), images=True, releases=old).prune == ()
+    assert plan_for(app, w, Memory(verify=replace(window, state="passed")), images=True, releases=old).prune == p.prune
 
 
 def _world(app: Any, world: type[CheckedWorld] = CheckedWorld) -> CheckedWorld:
@@ -130,14 +160,19 @@ def _world(app: Any, world: type[CheckedWorld] = CheckedWorld) -> CheckedWorld:
 
 
 def test_kill_mid_prune_then_the_next_pass_finishes_and_keeps_the_same_images(tmp_path: Path) -> None:
-    app = make_app(image="dialogue:1", keepImages=2)
+    first, app = make_app(image="dialogue:1", keepImages=2), make_app(image="dialogue:7", activeColor="green", keepImages=2)
     dry = _world(app)
+    reconciler(dry, tmp_path / "dry").reconcile(first)
+    dry.clock += 60
+    before = len(dry.mutations)
     reconciler(dry, tmp_path / "dry").reconcile(app)
-    deploy = len([m for m in dry.mutations if not m.startswith("remove image")])
-    assert len(dry.mutations) - deploy == 4  # :2 .. :5
+    deploy = len([m for m in dry.mutations[before:] if not m.startswith("remove image")])
+    assert len(dry.mutations) - before - deploy == 5  # :2 .. :6
 
     w = _world(app)
-    w.crash_after = deploy + 2  # killed when about to remove the third image
+    reconciler(w, tmp_path / "state").reconcile(first)
+    w.clock += 60
+    w.crash_after = deploy + 2  # mutations left: killed when about to remove the third image
     try:
         reconciler(w, tmp_path / "state").reconcile(app)
         raise AssertionError("not killed")
@@ -146,7 +181,7 @@ def test_kill_mid_prune_then_the_next_pass_finishes_and_keeps_the_same_images(tm
     assert sorted(w.pruned) == ["dialogue:2", "dialogue:3"]
     w.crash_after = None
     assert reconciler(w, tmp_path / "state").reconcile(app).result == "converged"
-    assert sorted(w.pruned) == ["dialogue:2", "dialogue:3", "dialogue:4", "dialogue:5"]  # never :6 or :7
+    assert sorted(w.pruned) == ["dialogue:2", "dialogue:3", "dialogue:4", "dialogue:5", "dialogue:6"]  # never :1 or :7
 
 
 class RacingWorld(CheckedWorld):
@@ -161,14 +196,15 @@ class RacingWorld(CheckedWorld):
 
 
 def test_an_image_taken_into_use_after_the_observation_is_skipped_never_forced(tmp_path: Path) -> None:
-    app = make_app(image="dialogue:7", keepImages=5)
+    first, app = make_app(image="dialogue:7", keepImages=1), make_app(image="dialogue:6", activeColor="green", keepImages=1)
     w = _world(app, RacingWorld)
     rec = reconciler(w, tmp_path / "state")
+    assert rec.reconcile(first).result == "converged"
+    w.clock += 60
     assert rec.reconcile(app).result == "converged"  # housekeeping never fails the pass
-    assert w.pruned == set()  # :1 was refused (now in use); nothing else was planned
-    rows = [json.loads(line) for line in (tmp_path / "state" / "history.jsonl").read_text().splitlines()]
-    [skipped] = [r for r in rows if r["action"] == "RemoveImage"]
-    assert skipped["image"] == "dialogue:1" and skipped["outcome"] == "skipped" and "being used by running container" in skipped["message"]
+    assert sorted(w.pruned) == ["dialogue:2", "dialogue:3", "dialogue:4", "dialogue:5"]  # :1 was refused (now in use)
+    skipped = [r for r in _removed(tmp_path) if r["outcome"] == "skipped"]
+    assert [r["image"] for r in skipped] == ["dialogue:1"] and "being used by running container" in skipped[0]["message"]
     # The next pass sees it in use and plans nothing for it.
     w.mutations.clear()
     assert rec.reconcile(app).result == "converged" and w.mutations == []
@@ -177,16 +213,17 @@ def test_an_image_taken_into_use_after_the_observation_is_skipped_never_forced(t
 def test_plan_shows_what_would_be_removed_and_says_changes_are_pending(tmp_path: Path, capsys: Any) -> None:
     from controller.cli.modes import plan as _plan
 
-    app, w, rec = _deployed(tmp_path, keep=7)  # nothing pruned at the deploy: 7 unused images, 7 kept
-    assert w.pruned == set()
-    tighter = make_app(image="dialogue:1", keepImages=5)
+    app, w, rec = _deployed(tmp_path, keep=2)
     capsys.readouterr()
-    assert _plan(rec, [tighter], as_json=False) == 1
+    assert _plan(rec, [app], as_json=True) == 0 and json.loads(capsys.readouterr().out)[0]["prune"] == []  # all seen with #1
+    # The same images, seen before release #1 took traffic (an earlier run saw them): all but #1's may go.
+    ledger = rec.store.load_releases("dialogue")
+    rec.store.save_releases("dialogue", replace(ledger, seen=dict.fromkeys(ledger.seen, 0.0)))
+    assert _plan(rec, [app], as_json=False) == 1
     out = capsys.readouterr().out.splitlines()
     assert out[0] == "dialogue: in sync (blue serves)"
-    assert [ln.split(" (")[0] for ln in out[1:]] == ["  - would remove image dialogue:0", "  - would remove image dialogue:2"]
+    assert [ln.split(" (")[0] for ln in out[1:]] == [f"  - would remove image dialogue:{i}" for i in (0, 2, 3, 4, 5, 6, 7)]
     assert w.pruned == set()  # --plan changes nothing
-    assert _plan(rec, [app], as_json=True) == 0 and json.loads(capsys.readouterr().out)[0]["prune"] == []
 
 
 class ListingWorld(CheckedWorld):
@@ -201,36 +238,41 @@ class ListingWorld(CheckedWorld):
 
 def test_a_pass_that_changes_nothing_sweeps_at_most_every_prune_every_seconds_one_that_changes_at_once(tmp_path: Path) -> None:
     app = make_app(image="dialogue:1", keepImages=2)
+    v2 = make_app(image="dialogue:2", activeColor="green", keepImages=2)
     w = ListingWorld(images={f"dialogue:{i}": FakeImage(created=float(i)) for i in range(1, 8)})
     w.include_paths.add(app.upstream_file)
     state = StateStore(tmp_path / "state")
 
-    def cron_run(a: Any = app) -> str:  # a fresh reconciler, as each cron run starts one: the cadence is in the state dir
+    def cron_run(a: Any = v2) -> str:  # a fresh reconciler, as each cron run starts one: the cadence is in the state dir
         return Reconciler(w, state, Metrics(), prune_every=3600.0).reconcile(a).result
 
-    assert cron_run() == "converged"  # the deploy changed something: swept at once
-    assert (w.listings, sorted(w.pruned)) == (1, ["dialogue:2", "dialogue:3", "dialogue:4", "dialogue:5"])
-    w.images["dialogue:0"] = FakeImage(created=0.5)  # an old unused image appears
+    assert cron_run(app) == "converged"  # release #1 changed something: swept at once (every image first seen now)
+    assert (w.listings, w.pruned) == (1, set())
+    w.clock += 10
+    assert cron_run() == "converged"  # release #2: swept at once; what was seen before it and is no release's goes
+    assert (w.listings, sorted(w.pruned)) == (2, [f"dialogue:{i}" for i in range(3, 8)])
+    w.images["dialogue:0"] = FakeImage(created=0.5)  # an old image appears (pulled for the next release?)
     w.clock += 3599
     assert cron_run() == "converged"  # a no-op run within the interval: no listing, nothing removed
-    assert (w.listings, "dialogue:0" in w.pruned) == (1, False)
+    assert w.listings == 2
     w.clock += 1
-    assert cron_run() == "converged"  # the interval passed: the sweep
-    assert (w.listings, "dialogue:0" in w.pruned) == (2, True)
-    assert cron_run() == "converged" and w.listings == 2  # and the next no-op run waits again
+    assert cron_run() == "converged"  # the interval passed: the sweep, the first to see dialogue:0 (kept: it is new)
+    assert (w.listings, "dialogue:0" in w.pruned) == (3, False)
+    assert cron_run() == "converged" and w.listings == 3  # and the next no-op run waits again
 
-    w.images["dialogue:00"] = FakeImage(created=0.4)
+    back = make_app(image="dialogue:1", activeColor="blue", keepImages=1)
+    w.clock += 60
     w.mutations.clear()
-    assert cron_run(make_app(image="dialogue:7", activeColor="green", keepImages=1)) == "converged"  # a deploy
-    assert w.listings == 3 and "dialogue:00" in w.pruned and any(m.startswith("create") for m in w.mutations)
+    assert cron_run(back) == "converged"  # a rollback (release #3): swept at once; dialogue:0 was seen before it
+    assert w.listings == 4 and "dialogue:0" in w.pruned and any(m.startswith("write") for m in w.mutations)
 
     # An unreadable sweep time is a sweep due (state files: treated as absent).
     (tmp_path / "state" / "apps" / "dialogue" / "pruned.json").write_text("{torn")
-    assert cron_run(make_app(image="dialogue:7", activeColor="green", keepImages=1)) == "converged" and w.listings == 4
+    assert cron_run(back) == "converged" and w.listings == 5
     # prune_every 0 (Reconciler's default, `--prune-interval 0`): every converged pass sweeps.
     rec = Reconciler(w, state, Metrics())
-    assert [rec.reconcile(make_app(image="dialogue:7", activeColor="green", keepImages=1)).result for _ in range(2)] == ["converged"] * 2
-    assert w.listings == 6
+    assert [rec.reconcile(back).result for _ in range(2)] == ["converged"] * 2
+    assert w.listings == 7
 
 
 class FailingRemoval(ListingWorld):
@@ -243,7 +285,12 @@ def test_a_sweep_that_failed_is_due_again_on_the_next_run(tmp_path: Path) -> Non
     w = FailingRemoval(images={f"dialogue:{i}": FakeImage(created=float(i)) for i in range(1, 8)})
     w.include_paths.add(app.upstream_file)
     state = StateStore(tmp_path / "state")
-    for expected in (1, 2):
-        assert Reconciler(w, state, Metrics(), prune_every=3600.0).reconcile(app).result == "converged"  # never fails it
+    assert Reconciler(w, state, Metrics(), prune_every=3600.0).reconcile(app).result == "converged"  # release #1
+    assert w.listings == 1  # swept: nothing older than release #1 to remove
+    (tmp_path / "state" / "apps" / "dialogue" / "pruned.json").unlink()
+    w.clock += 60
+    v2 = make_app(image="dialogue:2", activeColor="green", keepImages=2)
+    for expected in (2, 3):  # release #2, then a no-op run: the sweep (removals failing) is due on each
+        assert Reconciler(w, state, Metrics(), prune_every=3600.0).reconcile(v2).result == "converged"  # never fails it
         assert w.listings == expected
     assert not (tmp_path / "state" / "apps" / "dialogue" / "pruned.json").exists()

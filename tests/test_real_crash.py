@@ -290,6 +290,32 @@ def test_rollback_is_a_switch_onto_a_steady_color_and_waits_a_window_for_one_doc
     w.assert_converged_on("green", "v2")
 
 
+def test_rollback_refuses_a_standby_docker_restarted(
+    docker_client: Any, test_images: dict[str, str], app_name: str, nginx: NginxInstance, tmp_path: Path, session_id: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 19 #11: `reconcile rollback` accepts only a warm standby. One Docker restarted (its main process
+    exited; restart policy) passes its check again, yet is refused: exit 2, one line, the file untouched."""
+    from controller.cli.main import main
+
+    w = World(docker_client, app_name, nginx, tmp_path, session_id, restartPolicy="unless-stopped", healthCheck={"stableSeconds": 1})
+    w.once()
+    w.set(image="bgtest:v2", activeColor="green")
+    w.once()
+    w.assert_serving("green", "v2")
+    before = _restarts(w, "blue")
+    w.container("blue").exec_run(["kill", "-TERM", "1"])
+    assert _fresh_run_answering_up(w, "blue", timeout=30, before=before) == 1
+    text = w.spec_path.read_text()
+    capsys.readouterr()
+    assert main(["rollback", "-f", str(w.spec_path), "--state-dir", str(w.state)]) == 2
+    out, errs = capsys.readouterr()
+    assert out == "" and len(errs.splitlines()) == 1, (out, errs)
+    assert f"refused: no warm standby to roll back to: {app_name}-blue " in errs and "restart" in errs, errs
+    assert w.spec_path.read_text() == text
+    w.assert_serving("green", "v2")
+
+
 def test_container_with_our_name_but_not_our_labels_is_left_alone(
     docker_client: Any,
     test_images: dict[str, str],

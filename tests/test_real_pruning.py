@@ -1,13 +1,12 @@
-"""Image pruning on a real dockerd: both colors' images and N others kept, across a kill -9 mid-prune.
+"""Image pruning on a real dockerd: the releases' images and every protected one kept, across a kill -9 mid-prune.
 
 Images are this test's own (repository `bgtest-hygiene-<session>`, never the shared `bgtest:*`): the two
-colors are runnable test images; the old ones are tiny images loaded with a chosen creation time, so that
-"the N most recent" is exact. They are removed at the end whatever happens.
+colors are runnable test images; the old ones are tiny images loaded with a chosen creation time. They are
+removed at the end whatever happens.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -26,7 +25,7 @@ from controller.drivers.containers import DockerDriver
 from controller.world.fake import FakeImage, FakeWorld
 from controller.world.protocol import ContainerRequest
 from tests.support.controller_run import World, history, start_reconcile
-from tests.support.images import build_test_image
+from tests.support.images import build_test_image, remove_repositories
 from tests.support.nginx import NginxInstance
 
 pytestmark = [pytest.mark.docker, pytest.mark.nginx]
@@ -62,19 +61,9 @@ def load_image(client: Any, tags: list[str], created: str) -> str:
 @pytest.fixture
 def repo(docker_client: Any, session_id: str) -> Iterator[str]:
     """This test's repositories (`<repo>` and `<repo>-other`): every image in them is removed at the end."""
-    import docker.errors
-
     name = f"bgtest-hygiene-{session_id}-{os.urandom(3).hex()}"
     yield name
-    for r in (name, f"{name}-other"):
-        images = docker_client.api.images(name=r)
-        ours = {img["Id"] for img in images}
-        for c in docker_client.api.containers(all=True):
-            if c.get("ImageID") in ours:
-                docker_client.api.remove_container(c["Id"], force=True)
-        for img in images:
-            with contextlib.suppress(docker.errors.NotFound):
-                docker_client.api.remove_image(img["Id"], force=True)
+    remove_repositories(docker_client, [name, f"{name}-other"])
 
 
 def present(client: Any, ids: dict[str, str]) -> set[str]:
@@ -82,43 +71,31 @@ def present(client: Any, ids: dict[str, str]) -> set[str]:
     return {k for k, v in ids.items() if v in have}
 
 
-def test_pruning_keeps_both_colors_and_n_others_across_a_kill_9_mid_prune(
+def test_pruning_keeps_the_releases_images_and_protected_ones_across_a_kill_9_mid_prune(
     docker_client: Any, test_images: dict[str, str], app_name: str, nginx: NginxInstance, tmp_path: Path, session_id: str, repo: str
 ) -> None:
     ids = {c: build_test_image(docker_client, f"{repo}:{c}", version=c) for c in ("c1", "c2")}
-    w = World(docker_client, app_name, nginx, tmp_path, session_id, keepImages=2, healthCheck={"stableSeconds": 0})
-    w.set(image=f"{repo}:c1")
-    w.once()
-    w.set(image=f"{repo}:c2", activeColor="green")
-    w.once()
-    w.assert_serving("green", "c2")
-
-    # Twelve old unused images (o01 oldest), and old ones that must stay whatever their age: one a stopped
-    # container of no app uses, one another repository names too, one of another repository only.
+    # Twelve old unused images, and old ones that must stay whatever their age: one a stopped container of no app
+    # uses, one another repository names too, one of another repository only. All present before release #1.
     for i in range(1, 13):
         ids[f"o{i:02}"] = load_image(docker_client, [f"{repo}:o{i:02}"], f"2001-01-01T00:{i:02}:00Z")
     ids["used"] = load_image(docker_client, [f"{repo}:used"], "2000-01-01T00:00:00Z")
     ids["shared"] = load_image(docker_client, [f"{repo}:shared", f"{repo}-other:shared"], "2000-01-01T00:00:01Z")
     ids["other"] = load_image(docker_client, [f"{repo}-other:x"], "2000-01-01T00:00:02Z")
     stopped = docker_client.containers.create(f"{repo}:used", labels={"bluegreen.test": session_id})
+    w = World(docker_client, app_name, nginx, tmp_path, session_id, keepImages=2, healthCheck={"stableSeconds": 0})
     try:
-        doomed = {f"o{i:02}" for i in range(1, 11)}  # o11 and o12 are the 2 most recent unused
-        kept = set(ids) - doomed
-
-        # --plan shows what would go (and says changes are pending); nothing is removed by it.
-        plan = w.run("--plan", "--json")
-        assert plan.returncode == 1, plan.explain()
-        [shown] = json.loads(plan.stdout)
-        assert shown["inSync"] and [p["references"] for p in shown["prune"]] == [[f"{repo}:{n}"] for n in sorted(doomed)], shown
-        assert [p["imageId"] for p in shown["prune"]] == [ids[n] for n in sorted(doomed)]
-        assert present(docker_client, ids) == set(ids)
-        # A cron run that changes nothing sweeps at most every --prune-interval (default 1 h; the deploy above
-        # swept): it removes nothing yet.
+        # Release #1: every image is first seen in its pass, none is known to be older than it: nothing goes.
+        w.set(image=f"{repo}:c1")
         w.once()
         assert present(docker_client, ids) == set(ids)
+        doomed = {f"o{i:02}" for i in range(1, 13)}  # not the image of a release, seen before release #2
+        kept = set(ids) - doomed
 
-        # kill -9 a sweep (--prune-interval 0: due on every pass) right after Docker reports its first image removal.
-        proc = start_reconcile(w.spec_path, w.state, "--once", "--prune-interval", "0")
+        # Release #2 (a pass that changes something sweeps at once), killed (-9) right after Docker reports its first
+        # image removal.
+        w.set(image=f"{repo}:c2", activeColor="green")
+        proc = start_reconcile(w.spec_path, w.state, "--once")
         killed_after: list[str] = []
 
         def kill_on_first_removal() -> None:
@@ -134,17 +111,32 @@ def test_pruning_keeps_both_colors_and_n_others_across_a_kill_9_mid_prune(
         t.start()
         assert proc.wait(timeout=60) == -signal.SIGKILL
         t.join(timeout=5)
+        w.assert_serving("green", "c2")
         after_kill = present(docker_client, ids)
         assert kept <= after_kill, "a kept image was removed"
         assert "o01" not in after_kill and doomed & after_kill, f"not killed mid-prune: {sorted(set(ids) - after_kill)} removed"
 
-        # The next sweep plans again from what is there, finishes, and keeps exactly the same images.
+        # --plan shows what is left to go (and says changes are pending); nothing is removed by it.
+        left = sorted(doomed & after_kill)
+        plan = w.run("--plan", "--json")
+        assert plan.returncode == 1, plan.explain()
+        [shown] = json.loads(plan.stdout)
+        assert shown["inSync"] and [p["references"] for p in shown["prune"]] == [[f"{repo}:{n}"] for n in left], shown
+        assert [p["imageId"] for p in shown["prune"]] == [ids[n] for n in left]
+        assert present(docker_client, ids) == after_kill
+        # A cron run that changes nothing sweeps at most every --prune-interval (default 1 h since the last completed
+        # sweep, release #1's): it removes nothing yet.
+        w.once()
+        assert present(docker_client, ids) == after_kill
+
+        # The next sweep (--prune-interval 0: due on every pass) plans again from what is there, finishes, and keeps
+        # exactly the same images.
         r = w.once("--prune-interval", "0")
         assert present(docker_client, ids) == kept, r.explain()
         w.assert_serving("green", "c2")
         rids = {line.get("reconcile_id") for line in r.logs()} - {None}
         rows = [h for h in history(w.state, w.app) if h["action"] == "RemoveImage" and h["reconcileId"] in rids]
-        assert {h["image"] for h in rows} == {f"{repo}:{n}" for n in doomed & after_kill}
+        assert {h["image"] for h in rows} == {f"{repo}:{n}" for n in left}
         assert all(h["outcome"] == "ok" and h["imageId"] == ids[h["image"].split(":")[-1]] for h in rows), rows
     finally:
         stopped.remove(force=True)

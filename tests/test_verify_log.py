@@ -18,6 +18,7 @@ from controller.spec.app import BlueGreenApp, VerifySpec
 from controller.store.state import StateStore
 from controller.world.actions import StopContainer, SwitchRoute
 from controller.world.facts import Failure, Memory
+from controller.world.fake import FakeImage
 from controller.world.verification import (
     FAILED_REASON,
     WINDOW,
@@ -30,7 +31,7 @@ from controller.world.verification import (
     window_closed,
 )
 from tests.factories import make_app
-from tests.fakes import CheckedWorld, reconciler, switched_back, world_for
+from tests.fakes import CheckedWorld, SickAfterSwitch, reconciler, switched_back, world_for
 from tests.support.plans import decide_on, inputs_for
 
 GREEN = "127.0.0.1:18082"
@@ -255,6 +256,8 @@ def test_traffic_the_world_logs_fails_the_window_and_switches_back(tmp_path: Pat
     w.include_paths |= base.include_paths
     w.log_access(log, line(w.clock, BLUE, "500"))  # before the switch: not the new color's
     rec = reconciler(w, tmp_path / "s")
+    events: list[dict[str, Any]] = []
+    rec.notify = events.append
     assert rec.reconcile(make_app()).result == "converged"
     v2 = make_app(image="dialogue:2", activeColor="green", verify={"windowSeconds": 10, "minRequests": 4, "maxErrorRate": 0.1, "accessLog": str(log)})
     r = rec.reconcile(v2)
@@ -265,3 +268,60 @@ def test_traffic_the_world_logs_fails_the_window_and_switches_back(tmp_path: Pat
     assert window.counts.requests >= 4 and window.counts.errors == window.counts.requests  # green's 502s only
     assert "access log:" not in window.figures and not log.exists()
     assert mem.failures[v2.revision("green")].reason == FAILED_REASON
+    # The releases: green's ended switched back, with the figures; blue's revision took traffic again.
+    rel = rec.store.load_releases("dialogue").releases
+    assert [(x.number, x.color, x.began, x.ended) for x in rel] == [
+        (1, "blue", "deploy", "replaced"), (2, "green", "deploy", "switched-back"), (3, "blue", "switch-back", "live")
+    ]
+    assert rel[1].detail == window.figures and rel[2].revision == rel[0].revision
+    assert [e["event"] for e in events] == ["cutover", "cutover", "switch-back"] and events[2]["figures"] == window.figures
+
+
+def test_a_preview_waits_for_the_window_the_switch_back_target_stays(tmp_path: Path) -> None:
+    """Issue 19 #3: a preview in the spec never replaces the previous color (the switch-back target) while the
+    window is open: the failing release is switched back from, and the preview takes the idle color only after."""
+    base = world_for(make_app(), images={"dialogue:1": FakeImage(), "dialogue:2": FakeImage(), "dialogue:3": FakeImage()})
+    w = SickAfterSwitch(images=base.images)
+    w.include_paths |= base.include_paths
+    rec = reconciler(w, tmp_path / "s")
+    assert rec.reconcile(make_app()).result == "converged"
+    blue = w.containers["dialogue-blue"].fact
+    verify = {"windowSeconds": 10, "healthFailures": 2, "accessLog": str(tmp_path / "none.log")}
+    v2 = make_app(image="dialogue:2", activeColor="green", verify=verify, preview={"image": "dialogue:3"})
+    r = rec.reconcile(v2)
+    assert r.plan is not None and r.plan.blockers[0].reason == FAILED_REASON, r.plan
+    assert "not available" not in r.plan.blockers[0].message
+    assert w.routed("dialogue") == ["127.0.0.1:18081"] and w.violations == []
+    assert w.containers["dialogue-blue"].fact == blue  # never replaced nor stopped: it serves again
+    assert r.plan.preview is not None and r.plan.preview.reason == "WaitingForLive"
+
+
+@dataclass
+class SickAfterSwitchBlueRestarted(SickAfterSwitch):
+    """As SickAfterSwitch, and Docker restarts blue's app (the way back) the moment green falls sick."""
+
+    restarted_at: float | None = None
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        green = self.containers.get("dialogue-green")
+        if self.restarted_at is None and green is not None and green.broken:
+            self.docker_restarted("dialogue-blue")
+            self.restarted_at = self.clock
+
+
+def test_switch_back_onto_a_color_docker_restarted_waits_a_full_window_first(tmp_path: Path) -> None:
+    """Issue 19 #2: rule 1 holds for the switch back too: a previous color Docker restarted less than stableSeconds
+    ago passes its check, yet gets traffic only after a full stability window."""
+    base = world_for(make_app())
+    w = SickAfterSwitchBlueRestarted(images=base.images, stable_seconds=2.0)
+    w.include_paths |= base.include_paths
+    rec = reconciler(w, tmp_path / "s")
+    assert rec.reconcile(make_app()).result == "converged"
+    v2 = make_app(image="dialogue:2", activeColor="green", verify={"windowSeconds": 10, "healthFailures": 2, "accessLog": str(tmp_path / "none.log")})
+    r = rec.reconcile(v2)
+    assert w.restarted_at is not None and w.containers["dialogue-blue"].restart_count == 1
+    assert r.result == "degraded" and w.routed("dialogue") == ["127.0.0.1:18081"] and w.violations == []
+    history = [json.loads(line) for line in (tmp_path / "s" / "history.jsonl").read_text().splitlines()]
+    back = [(h["action"], h["color"], h["outcome"]) for h in history if h["color"] == "blue"][-3:]
+    assert back == [("WaitHealthy", "blue", "ok"), ("SwitchRoute", "blue", "ok"), ("WriteMarker", "blue", "ok")], back

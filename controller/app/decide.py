@@ -17,7 +17,8 @@ module puts them together, in this order (earlier rules take precedence):
 8. maintenance: spec.maintenance, a wrapped migration around the gates and the switch placed in 7, else off first
    (rules/maintenance.py)
 9. `dependsOn` holds a new color back (rules/depends_on.py)
-10. pruning, for a converged plan whose image facts were gathered (rules/pruning.py)
+10. a marker that disagrees with what Nginx serves, corrected before all of the above (rules/route.py)
+11. pruning, for a converged plan whose image facts (and the release ledger) were gathered (rules/pruning.py)
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from controller.app.rules.switchback import Hold, hold
 from controller.kernel.backoff import DEFAULT_POLICY, BackoffPolicy
 from controller.spec.base import COLORS, Color, other
 from controller.store.documents import FailedOver, FailoverState
+from controller.store.releases import Releases
 from controller.world.actions import CreatePreview, StartPreview, SwitchRoute
 from controller.world.facts import ImagesObserved, Memory, Observed
 from controller.world.verification import window_closed
@@ -65,6 +67,7 @@ class PassInputs:
     not_ready: dict[str, str] = field(default_factory=dict)  # dependsOn: accessory -> why it is not ready
     images: ImagesObserved | None = None  # for pruning; None: not gathered (nothing is pruned)
     policy: BackoffPolicy = DEFAULT_POLICY  # when a failed revision is tried again (--backoff-base, --backoff-max)
+    releases: Releases | None = None  # for pruning, with `images`: the release ledger, the images just seen noted
     # A failover this observation found done (its switch announced, traffic on its color): the caller that saves
     # `failover` records it, once (history, metric).
     failed_over: FailedOver | None = None
@@ -146,10 +149,11 @@ def decide(i: PassInputs) -> Plan:
     target: Color | None = want if will_be_ready else serving
     if c.held is not None:
         target = c.held.target
+        actions = (*actions, *c.held.proof)  # the way back proven steady first (rule 1)
     s = steer(app, obs, c.failover, target, now, actions, blockers)
     r = route(app, obs, None if s.target in c.foreign.colors else s.target)  # never onto a container not ours
     sb = standby(app, obs, mem, r.target, rev, c.foreign.colors)
-    actions = (*r.first, *s.actions, *r.then, *((sb.stop,) if sb.stop is not None else ()))
+    actions = (*s.actions, *r.then, *((sb.stop,) if sb.stop is not None else ()))
     blockers = (*s.blockers, *r.blockers)
     diffs = (*d.diffs, *s.diffs, *r.diffs, *((sb.diff,) if sb.diff is not None else ()))
 
@@ -177,6 +181,10 @@ def decide(i: PassInputs) -> Plan:
     if held is not None:
         actions, blockers = held.actions, (*blockers, held.blocker)
 
+    # A marker that disagrees with what Nginx serves now: corrected before every other step, which may fail, and
+    # never held back (safety rule 3; rules/route.py).
+    actions = (*r.first, *actions)
+
     converged = not actions and not blockers
     return Plan(
         app=app.name,
@@ -192,5 +200,9 @@ def decide(i: PassInputs) -> Plan:
         failover=c.failover,
         preview=pv.state,
         maintenance=mt.state,
-        prune=plan_pruning(app, obs, i.images, verification_open=i.verification_open) if converged and i.images is not None else (),
+        prune=(
+            plan_pruning(app, obs, i.images, i.releases, verification_open=i.verification_open)
+            if converged and i.images is not None and i.releases is not None
+            else ()
+        ),
     )

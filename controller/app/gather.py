@@ -8,7 +8,8 @@ verification step, `deploy/rollback/promote`); tests/test_one_plan.py keeps it s
   `PassInputs.failover_changed` tells the caller to save it (only modes that write do);
 - the host's capacity, only when the plan starts a new color (`decide.needs_capacity`);
 - the accessories an app `dependsOn` that are not ready (`Dependencies`, the accessory runner's);
-- the images, for pruning, only when asked (after a converged pass, and for `--plan`).
+- the images, for pruning, only when asked (after a converged pass, and for `--plan`), with the release ledger
+  (`releases.json`: which images pruning keeps).
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from controller.app.failover import track
 from controller.app.observe import index_containers, observe
 from controller.app.steps.prune import observe_images
 from controller.kernel.backoff import DEFAULT_POLICY, BackoffPolicy
+from controller.kernel.imageref import local_repository
 from controller.store.documents import FailoverState
+from controller.store.releases import Releases, note_seen
 from controller.world.facts import CapacityFact, ContainerFact, Memory, Observed
 from controller.world.protocol import World
 
@@ -44,6 +47,8 @@ class Memories(Protocol):
     def load_memory(self, app: str) -> Memory: ...
 
     def load_failover(self, app: str) -> FailoverState: ...
+
+    def load_releases(self, app: str) -> Releases: ...
 
 
 def gather(
@@ -69,12 +74,17 @@ def gather(
         inputs = replace(inputs, observed=replace(obs, capacity=_capacity(app, world, obs)), now=world.now(), mono=world.monotonic())
     if app.spec.dependsOn:
         inputs = replace(inputs, not_ready=dependencies(app))
-    return with_images(inputs, world) if images else inputs
+    return with_images(inputs, world, store.load_releases(app.name)) if images else inputs
 
 
-def with_images(inputs: PassInputs, world: World) -> PassInputs:
-    """`inputs` with the image facts pruning plans from (after a pass found nothing left to do)."""
-    return replace(inputs, images=observe_images(world))
+def with_images(inputs: PassInputs, world: World, releases: Releases) -> PassInputs:
+    """`inputs` with the image facts pruning plans from (after a pass found nothing left to do), and the release
+    ledger with the app's images not seen before noted as seen now (the caller saves it when it changed)."""
+    images = observe_images(world)
+    repo = local_repository(inputs.app.spec.image)
+    ids = [img.id for img in images.images if repo in {local_repository(r) for r in img.references}]
+    seen = note_seen(releases, ids, world.now())  # the app's repository's images only: the file stays small
+    return replace(inputs, images=images, releases=seen)
 
 
 def _capacity(app: BlueGreenApp, world: World, obs: Observed) -> CapacityFact:

@@ -44,10 +44,11 @@ def observe(app: BlueGreenApp, world: World, containers: dict[str, ContainerFact
                 c = replace(c, healthy=result.ok, health_detail=result.detail)
                 # One inspect, only where it matters: a failing container needs its start time (health deadline);
                 # a passing one that may get traffic and does not serve yet must show it is no crash loop.
-                # With spec.failover the color that does not serve may get traffic too (failover.py: stability).
-                # (A preview on the idle color is proven the same way before preview requests reach it.)
+                # With spec.failover or spec.verify the color that does not serve may get traffic too (a failover,
+                # a switch back: rules/stability.py). (A preview on the idle color is proven the same way before
+                # preview requests reach it.)
                 if not result.ok or (color == app.spec.activeColor and serving != color) or (
-                    app.spec.failover != "none" and serving is not None and serving != color
+                    (app.spec.failover != "none" or app.spec.verify is not None) and serving is not None and serving != color
                 ) or (
                     app.spec.preview is not None and color != app.spec.activeColor
                 ):

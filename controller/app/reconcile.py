@@ -39,6 +39,17 @@ from controller.store.documents import (
     iso,
 )
 from controller.store.metrics import Metrics
+from controller.store.releases import (
+    EVENT_OF,
+    Began,
+    Origin,
+    Releases,
+    Taken,
+    begin,
+    classify,
+    event,
+    local_actor,
+)
 from controller.store.state import HistoryEntry, Ledger, StateStore
 from controller.world.actions import (
     PREVIEW_ACTIONS,
@@ -73,6 +84,8 @@ class SourceView(Protocol):
     def history_fields(self, app: str) -> dict[str, Any]: ...
 
     def status_for(self, app: str) -> tuple[SourceStatus, Condition]: ...
+
+    def origin(self, app: str) -> Origin: ...
 
 
 @dataclass
@@ -147,6 +160,7 @@ class Reconciler:
         resolver: Resolver | None = None,
         source: SourceView | None = None,
         dependencies: Dependencies | None = None,
+        notify: Callable[[dict[str, Any]], None] | None = None,
         prune_every: float = 0.0,
     ) -> None:
         self.world = world
@@ -161,6 +175,9 @@ class Reconciler:
         self.ledger = Ledger(store, lambda app: source.history_fields(app).get("commit") if source is not None else None)
         self.verifier = Verifier(world, store, self.metrics, self.ledger)
         self.dependencies = dependencies or no_dependencies  # dependsOn (issue 13): the accessory runner's, gathered every pass
+        # Release events (controller/releases.py event): queued, never waited on (drivers/notify.py posts them).
+        self.notify: Callable[[dict[str, Any]], None] = notify or (lambda body: None)
+        self.actor = local_actor()
 
     # Read-only ---------------------------------------------------------------------------
     def inputs(
@@ -309,6 +326,8 @@ class Reconciler:
                 outcome = apply(context(p, hooks), cleanup)
                 done += [o.action.describe() for o in outcome.outcomes if o.ok]
                 continue
+            if not p.actions and error is None:
+                self._observed_release(app, obs)
             if not p.actions or error is not None:
                 break
             if any(isinstance(a, (CreateContainer, RunHook)) for a in p.actions) and env is None:
@@ -351,6 +370,7 @@ class Reconciler:
             self.verifier.switched(app, outcome)
             done += [o.action.describe() for o in outcome.outcomes if o.ok]
             error = outcome.error
+            self._released(app, p, obs, outcome.outcomes, log)
             preview_error = None
             if isinstance(outcome.failed, PREVIEW_ACTIONS) and error is not None and not isinstance(error, Interrupted):
                 # spec.preview failed: remembered against its revision (backoff), PreviewReady False; not the pass's error.
@@ -405,7 +425,11 @@ class Reconciler:
             if last is not None and 0 <= now - last < self.prune_every:
                 return
         try:
-            removals = decide(with_images(inputs, self.world)).prune  # the same plan, with the images gathered
+            ledger = self.store.load_releases(app.name)
+            inputs = with_images(inputs, self.world, ledger)  # the same plan, with the images gathered
+            if inputs.releases is not None and inputs.releases != ledger:
+                self.store.save_releases(app.name, inputs.releases)  # the images first seen now
+            removals = decide(inputs).prune
         except ControllerError as e:
             log.warning("image.prune_unobserved", error=str(e))
             return
@@ -421,6 +445,75 @@ class Reconciler:
         prune(self.world, removals, record=record, should_stop=stop, log=log)
         if self.prune_every > 0 and not failed and not stop():  # else due again on the next pass
             self.store.save_swept_at(app.name, now)
+
+    # Releases (controller/releases.py) -----------------------------------------------------------
+    def _origin(self, app: str) -> Origin:
+        """The git commit the app's spec came from (--git-url), else the user who ran the controller."""
+        o = self.source.origin(app) if self.source is not None else Origin()
+        return o if o.commit is not None else Origin(actor=self.actor)
+
+    def _begin(self, app: BlueGreenApp, ledger: Releases, taken: Taken, began: Began, detail: str | None, log: Any) -> None:
+        after = begin(ledger, taken, began, self._origin(app.name), detail=detail)
+        if after is ledger:
+            return
+        self.store.save_releases(app.name, after)
+        new, previous = after.releases[-1], ledger.live
+        log.info("release.began", release=new.number, revision=new.revision, color=new.color, began=began,
+                 ended=previous.number if previous is not None else None)
+        if began != "observed":
+            self.notify(event(EVENT_OF[began], app.name, taken.at, release=new, previous=ledger.live, figures=detail))
+
+    def _released(self, app: BlueGreenApp, p: Plan, obs: Observed, outcomes: list[Any], log: Any) -> None:
+        """After a pass's actions: a confirmed switch to another revision began a release (and ended the one before).
+        Called after the switch and its marker: the ledger and the notification never delay a switch."""
+        want = app.spec.activeColor
+        for o in outcomes:
+            a = o.action
+            if not (o.ok and isinstance(a, SwitchRoute)):
+                continue
+            c = obs.containers[a.color]
+            if a.color == want:
+                revision, image = p.revisions[want], app.spec.image
+            elif c is not None and c.revision is not None:
+                revision, image = c.revision, c.image  # a switch back or a failover: what the color runs
+            else:
+                continue
+            ledger = self.store.load_releases(app.name)
+            live = ledger.live
+            if a.color == p.serving and (live is None or live.revision == revision):
+                continue  # the route repaired, or the live color recreated on a ledger that has no release yet
+            # (A live color recreated with a new revision, the route on it all along, is a release too.)
+            failover = p.failover.kind in ("switch", "pending") and p.failover.color == a.color
+            began = classify(ledger, revision, desired=a.color == want and not failover, failover=failover)
+            detail = None
+            if began == "switch-back":
+                w = self.store.load_window(app.name)
+                detail = w.figures if w is not None and w.state == "failed" else None
+            elif began == "failover":
+                active = self.store.load_failover(app.name).active
+                detail = active.reason if active is not None else None
+            same = c is not None and c.revision == revision
+            taken = Taken(revision, image, a.color, self.world.now(),
+                          digest=c.repo_digests[0] if same and c is not None and c.repo_digests else None,
+                          image_id=c.image_id if same and c is not None and c.image_id else None)
+            self._begin(app, ledger, taken, began, detail, log)
+
+    def _observed_release(self, app: BlueGreenApp, obs: Observed) -> None:
+        """Level-triggered: the ledger names live what Nginx serves. A release the controller did not see begin (a
+        run killed between its switch and the ledger, a switch by hand, the first run of this version) is recorded
+        as "observed"; the live release's digest and image id are filled in once its container is seen."""
+        color = obs.route.color if obs.route.reachable else None
+        c = obs.containers[color] if color is not None else None
+        if color is None or c is None or c.revision is None or not c.running or not c.ours(app.name):
+            return
+        ledger = self.store.load_releases(app.name)
+        live = ledger.live
+        if live is None or live.revision != c.revision or live.color != color:
+            taken = Taken(c.revision, c.image, color, self.world.now(), c.repo_digests[0] if c.repo_digests else None, c.image_id or None)
+            self._begin(app, ledger, taken, "observed", None, get_logger(app=app.name))
+        elif (live.digest is None and c.repo_digests) or (live.image_id is None and c.image_id):
+            filled = replace(live, digest=live.digest or (c.repo_digests[0] if c.repo_digests else None), image_id=live.image_id or c.image_id or None)
+            self.store.save_releases(app.name, replace(ledger, releases=[*ledger.releases[:-1], filled]))
 
     def requeue(self, app: str, p: Plan | None, error: BaseException | None, retry_at: float | None = None) -> Requeue:
         """When to come back for `app` after a pass (or an attempt that did not run: `p` None), counting its failures."""
@@ -481,6 +574,8 @@ class Reconciler:
             ok = error is None
             if cutover:
                 self.metrics.cutovers.labels(app=app.name, result="success" if ok else "failed").inc()
+            if not ok:
+                self.notify(event("deploy-failed", app.name, now, image=app.spec.image, revision=rev, message=str(error), origin=self._origin(app.name)))
             last_deploy = LastDeploy(
                 at=iso(now),
                 reconcile_id=rid,
@@ -538,6 +633,8 @@ class Reconciler:
 
     def _export(self, app: BlueGreenApp, obs: Observed, status: Status) -> None:
         self.metrics.set_live_color(app.name, obs.route.color if obs.route.reachable else None)
+        live = self.store.load_releases(app.name).live
+        self.metrics.set_release(app.name, (live.number, live.image, live.began, live.started_at) if live is not None else None)
         self.metrics.set_conditions(app.name, {c.type: c.status for c in status.conditions})
 
 

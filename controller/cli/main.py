@@ -1,6 +1,7 @@
 """Command line: `reconcile --once | --plan | --status | --watch -f PATH`, and
-`reconcile deploy -f SPEC --image IMG | rollback -f SPEC | promote -f SPEC | maintenance on|off -f SPEC` (edit the spec;
-see controller/cli/release.py),
+`reconcile deploy -f SPEC --image IMG | rollback -f SPEC [--to REF] | promote -f SPEC | maintenance on|off -f SPEC`
+(edit the spec; see controller/cli/release.py), `reconcile releases -f SPEC [--json]` (what served, and what a
+rollback to each would be),
 `reconcile export -f PATH --to argo-rollouts [-o DIR] [--namespace NS]` (manifests; see controller/export/).
 
 Exit codes
@@ -26,6 +27,7 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from controller import __version__
 from controller.cli import modes
@@ -37,6 +39,7 @@ from controller.runtime.options import (
     RELEASE_COMMANDS,
     Options,
     Parser,
+    add_notify_argument,
     add_state_dir,
     err,
     nonneg,
@@ -46,6 +49,9 @@ from controller.runtime.options import (
 from controller.spec.cache import SpecCache
 from controller.spec.directory import Selection, select
 from controller.store.metrics import Metrics, NullMetrics, SourceMetrics
+
+if TYPE_CHECKING:
+    from controller.drivers.notify import Notifier
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "every this many seconds (default %(default)s; 0: after every converged pass; --watch: every --resync)",
     )
     p.add_argument("--docker-url", default=None, help="Docker daemon URL (default: DOCKER_HOST or the local socket)")
+    add_notify_argument(p)
     add_source_arguments(p)
     return p
 
@@ -142,13 +149,23 @@ def started() -> None:
 
 
 def _run(opts: Options) -> int:
+    """--notify-url's notifier (--once, --watch), open for the whole run and closed after it (lock released)."""
+    notifier = runtime.open_notifier(opts.run) if opts.mode in ("once", "watch") else None
+    try:
+        return _compose(opts, notifier)
+    finally:
+        if notifier is not None:
+            notifier.close(runtime.NOTIFY_CLOSE_WAIT)
+
+
+def _compose(opts: Options, notifier: Notifier | None) -> int:
     """The composition root: the source, then the specs, then the Runtime, built once and handed to the mode."""
     source = None
     path = opts.path
     watch = opts.mode == "watch"
     if opts.git is not None:
         try:  # fetched now for --once and --watch; the path is its checkout
-            source = runtime.open_git(opts.git, opts.run, fetch=opts.mode in ("once", "watch"))
+            source = runtime.open_git(opts.git, opts.run, fetch=opts.mode in ("once", "watch"), notifier=notifier)
         except ControllerError as e:
             err(str(e))
             return e.exit_code
@@ -189,7 +206,7 @@ def _run(opts: Options) -> int:
         return EXIT_INVALID
     # The accessory reconciler only when the specs need it (--watch: always; an edit may add one).
     needed = watch or runtime.needs_accessories(loaded.accessories, loaded.apps)
-    rt = runtime.build(opts.run, metrics, accessories=loaded.accessories if needed else None, source=source)
+    rt = runtime.build(opts.run, metrics, accessories=loaded.accessories if needed else None, source=source, notifier=notifier)
     started()
     try:
         if watch:

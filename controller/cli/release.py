@@ -14,7 +14,15 @@ same path as `reconcile --once -f SPEC`.
   failed: deploying on top of it would flip to the color that never took traffic); `--force` skips that, and
   without `--apply` looks at nothing on the host (no Docker needed: a CI job editing a checkout).
 - rollback: activeColor <- the other color, image <- what that color's container runs. Refused unless that
-  container exists, is ours, runs and passes its health check (a warm standby: the rollback is a switch).
+  container exists, is ours, runs, passes its health check and is steady (Docker shows it running `stableSeconds`
+  without a restart: a warm standby, the rollback is a switch). The host is gathered for the spec as it will be, so
+  the standby is inspected as the color that is to take traffic (restart count, start time).
+- rollback --to REF (a release number from `reconcile releases`, a revision or an image): image <- that
+  release's image, activeColor <- the other color. Checked like a deploy, and refused unless the table says the
+  release can be rolled back to now (controller/store/releases.py `assess`: a switch, or a deploy of an image present
+  or pullable with the spec's configuration unchanged since).
+- releases (no edit): the table of the app's releases (state dir), newest first, with what rolling back to each
+  would be now; `--json`.
 - maintenance on|off [--message TEXT]: the `spec.maintenance` block <- {enabled: true|false, message} (the message
   kept unless --message gives another; the block's own comments are not kept). Nothing on the host is looked at:
   maintenance is desired state like the rest, and the next pass turns it on or off (at once with --apply).
@@ -29,18 +37,33 @@ invalid input or the host could not be observed: one line on stderr, the file un
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from controller.cli import modes
 from controller.kernel.errors import EXIT_INVALID, EXIT_OK, ControllerError, SpecError
 from controller.kernel.logs import configure
 from controller.runtime import build as runtime
-from controller.runtime.options import Parser, ReleaseOptions, Settings, add_state_dir, err, nonneg, positive
+from controller.runtime.options import (
+    Parser,
+    ReleaseOptions,
+    Settings,
+    add_notify_argument,
+    add_state_dir,
+    err,
+    nonneg,
+    positive,
+)
 from controller.spec.app import BlueGreenApp, Color, other
 from controller.spec.directory import host_problem, select, state_dir_problem
 from controller.spec.edit import Current, Edited, edit, read_current, unified_diff
-from controller.world.facts import ContainerFact, Observed
+from controller.store.releases import Host, Release, Releases, Row, assess, render_table, table_json
+from controller.world.facts import Observed
+
+if TYPE_CHECKING:
+    from controller.drivers.notify import Notifier
 
 
 class Refused(SpecError):
@@ -54,21 +77,29 @@ def build_parser() -> argparse.ArgumentParser:
         "deploy": "image <- --image, flip activeColor (refused while the spec and Nginx disagree, unless --force)",
         "rollback": "flip activeColor back to the warm standby, image <- what it runs (refused when there is none)",
         "promote": "image <- spec.preview.image, flip activeColor, remove spec.preview",
+        "releases": "the app's releases, newest first: how each ended, and what rolling back to it would be now",
         "maintenance": "spec.maintenance.enabled <- on|off (the site answers every request with 503 and the maintenance page)",
     }
     for name, text in helps.items():
         c = sub.add_parser(name, help=text, description=text)
-        c.add_argument("-f", "--file", dest="path", type=Path, required=True, help="the spec file to edit (one file, not a directory)")
+        c.add_argument("-f", "--file", dest="path", type=Path, required=True, help="the spec file (one file, not a directory)")
         if name == "deploy":
             c.add_argument("--image", required=True, help="the image to deploy: name[:tag] or name@sha256:digest")
+        if name == "rollback":
+            c.add_argument("--to", metavar="REF", help="a release (its number in `reconcile releases`, a revision or an "
+                           "image); default: the warm standby")
         if name == "maintenance":
             c.add_argument("state", choices=("on", "off"), help="on: the site answers 503; off: the live color answers again")
             c.add_argument("--message", help='the page\'s message (one line, without " \\ < > &); default: the one in the spec')
-        if name not in ("rollback", "maintenance"):
+        if name in ("deploy", "promote"):
             c.add_argument("--force", action="store_true", help="write even when the spec and what Nginx serves disagree")
-        how = c.add_mutually_exclusive_group()
-        how.add_argument("--apply", action="store_true", help="after writing, converge at once (the path of --once)")
-        how.add_argument("--dry-run", action="store_true", help="print the diff; write nothing")
+        if name == "releases":
+            c.add_argument("--json", action="store_true", help="machine-readable output")
+        else:
+            how = c.add_mutually_exclusive_group()
+            how.add_argument("--apply", action="store_true", help="after writing, converge at once (the path of --once)")
+            how.add_argument("--dry-run", action="store_true", help="print the diff; write nothing")
+        add_notify_argument(c)  # --apply: the release events of the converge
         add_state_dir(c)
         c.add_argument("--lock-timeout", type=nonneg, default=30.0, help="--apply: seconds to wait for another run's lock")
         c.add_argument("--log-format", choices=("auto", "json", "console"), default="auto")
@@ -82,7 +113,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     opts = ReleaseOptions.from_args(build_parser().parse_args(argv))  # the Namespace ends here
-    host = _Host(opts.run)
+    host = _Host(opts.run, runtime.open_notifier(opts.run) if opts.apply else None)  # --apply: the converge's events
+    if opts.command == "releases":
+        try:
+            return _releases(opts, host)
+        except ControllerError as e:
+            err(str(e))
+            return EXIT_INVALID
+        finally:
+            host.close()
     try:
         try:
             before, text, cur = _read(opts.path)
@@ -119,18 +158,21 @@ class _Host:
     """The run's parts (controller/runtime/build.py), built once, when the host is first looked at: `deploy --force`
     edits a checkout in CI, without Docker."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, notifier: Notifier | None = None) -> None:
         self.settings = settings
         self.rt: runtime.Runtime | None = None
+        self.notifier = notifier  # --apply with --notify-url
 
     def get(self) -> runtime.Runtime:
         if self.rt is None:
-            self.rt = runtime.build(self.settings)
+            self.rt = runtime.build(self.settings, notifier=self.notifier)
         return self.rt
 
     def close(self) -> None:
         if self.rt is not None:
             self.rt.close()
+        if self.notifier is not None:
+            self.notifier.close(runtime.NOTIFY_CLOSE_WAIT)  # after the converge: its lock is released
 
 
 def _read(path: Path) -> tuple[bytes, str, Current]:
@@ -176,15 +218,28 @@ def _decide(opts: ReleaseOptions, text: str, cur: Current, host: _Host) -> Edite
         _note_preview_env(cur)
         return edited  # forced: nothing on this host is looked at (a CI job editing a checkout)
     # The host is observed with the app as it will be (same names, ports and Nginx files; only image and color differ).
-    app = edited.app if edited is not None else _validated(text, source)
+    app = edited.app if edited is not None else edit(text, source, {"activeColor": to}).app
     problem = host_problem(app) or state_dir_problem(app, opts.run.state_dir)
     if problem:
         raise SpecError(f"{source}: {problem}")
     rt = host.get()
     obs = _observe(app, rt)
+    if opts.command == "rollback" and opts.to is not None:
+        _check_agreement(source, app, cur, active, obs)
+        ledger = rt.store.load_releases(app.name)
+        target = ledger.find(opts.to)
+        if target is None:
+            raise Refused(f"{source}: refused: no release of {app.name} matches {opts.to!r} (see reconcile releases -f {source})")
+        row = next(r for r in _table(rt, app, obs, ledger) if r.release is target)
+        if row.way == "live":
+            raise Refused(f"{source}: refused: release #{target.number} ({target.image}) is the live release ({row.why})")
+        if row.way == "no":
+            raise Refused(f"{source}: refused: release #{target.number} ({target.image}) cannot be rolled back to: {row.why}")
+        err(f"note: rollback to release #{target.number} ({target.image}): {row.why}")
+        return edit(text, source, {"image": target.image, "activeColor": to})
     if opts.command == "rollback":
         standby = obs.containers[to]
-        why = _not_warm(app, standby)
+        why = _not_warm(app, to, obs)
         if why is not None or standby is None:
             raise Refused(f"{source}: refused: no warm standby to roll back to: {app.container_name(to)} {why}")
         edited = edit(text, source, {"image": standby.image, "activeColor": to})
@@ -196,7 +251,7 @@ def _decide(opts: ReleaseOptions, text: str, cur: Current, host: _Host) -> Edite
     if opts.command == "promote":
         _note_preview_env(cur)
         idle = obs.containers[to]
-        if idle is None or _not_warm(app, idle) is not None or idle.image != cur.preview_image:
+        if idle is None or _not_warm(app, to, obs) is not None or idle.image != cur.preview_image:
             err(f"note: {app.container_name(to)} does not run a healthy {cur.preview_image}: the switch waits for a deploy of it")
     return edited
 
@@ -234,8 +289,10 @@ def _observe(app: BlueGreenApp, rt: runtime.Runtime) -> Observed:
     return gather(app, rt.world, rt.apps.store).observed
 
 
-def _not_warm(app: BlueGreenApp, c: ContainerFact | None) -> str | None:
-    """Why `c` is no warm standby (a switch to it would not be instant and safe), or None."""
+def _not_warm(app: BlueGreenApp, color: Color, obs: Observed) -> str | None:
+    """Why `color`'s container is no warm standby (a switch to it would not be instant and safe), or None. `obs` was
+    gathered for the spec that makes `color` the active one: a running standby that passes is inspected (rule 1)."""
+    c = obs.containers[color]
     if c is None:
         return "does not exist"
     if not c.ours(app.name):
@@ -244,8 +301,15 @@ def _not_warm(app: BlueGreenApp, c: ContainerFact | None) -> str | None:
         return f"is not running ({c.state})"
     if c.healthy is not True:
         return f"fails its health check ({c.health_detail or 'no answer'})"
+    if obs.serving == color:
+        return None  # it serves already: no switch to prove
+    stable = app.spec.healthCheck.stableSeconds
+    if c.restart_count is None or c.started_at is None:
+        return "could not be inspected (removed or exited meanwhile?)"
     if c.restart_count:
-        return f"was restarted {c.restart_count} times by Docker since it was proven"
+        return f"was restarted {c.restart_count} times by Docker since it was started: not steady (a crash loop?)"
+    if not c.steady(obs.at, stable):
+        return f"has run {max(0.0, obs.at - c.started_at):.1f}s since it was started, not stableSeconds ({stable:g}s)"
     return None
 
 
@@ -261,6 +325,47 @@ def _check_agreement(source: str, app: BlueGreenApp, cur: Current, active: Color
         raise Refused(f"{source}: refused: Nginx serves {active}, but {app.container_name(active)} is not the controller's container ({hint})")
     if live.image != cur.image:
         raise Refused(f"{source}: refused: {app.container_name(active)} runs {live.image}, not the spec's image {cur.image} ({hint})")
+
+
+def _table(rt: runtime.Runtime, app: BlueGreenApp, obs: Observed, ledger: Releases) -> list[Row]:
+    """The releases and what rolling back to each would be now, judged on the observed host. `obs` was gathered for
+    `app` with the idle color active (the standby is inspected as the color that is to take traffic: rule 1)."""
+    extra = rt.apps.resolver(app).revision_extra
+    idle = other(obs.serving or app.spec.activeColor)
+    standby = obs.containers[idle]
+
+    def with_image(r: Release) -> BlueGreenApp:
+        return app.model_copy(update={"spec": app.spec.model_copy(update={"image": r.image})})
+
+    return assess(
+        ledger,
+        Host(
+            config_revision=lambda r: with_image(r).revision(r.color, extra),
+            idle_revision=lambda r: with_image(r).revision(idle, extra),
+            obtainable=rt.world.image_obtainable,
+            warm_revision=standby.revision if standby is not None and _not_warm(app, idle, obs) is None else None,
+            idle=idle,
+        ),
+    )
+
+
+def _releases(opts: ReleaseOptions, host: _Host) -> int:
+    """`reconcile releases -f SPEC [--json]`: the table; reads the spec, the state dir and the host, writes nothing."""
+    _, text, _ = _read(opts.path)
+    app = _validated(text, str(opts.path))
+    problem = host_problem(app) or state_dir_problem(app, opts.run.state_dir)
+    if problem:
+        raise SpecError(f"{opts.path}: {problem}")
+    rt = host.get()
+    flipped = app.model_copy(update={"spec": app.spec.model_copy(update={"activeColor": other(app.spec.activeColor)})})
+    obs = _observe(flipped, rt)  # gathered as for `rollback`: the idle color inspected as the one to take traffic
+    rows = _table(rt, flipped, obs, rt.store.load_releases(app.name))
+    now = rt.world.now()
+    if opts.json:
+        print(json.dumps(table_json(app.name, rows, now), indent=2))
+    else:
+        sys.stdout.write(render_table(app.name, rows, now))
+    return EXIT_OK
 
 
 def _apply(opts: ReleaseOptions, host: _Host) -> int:

@@ -306,6 +306,23 @@ class DockerDriver:
                 facts.append(ImageFact(id=row["Id"], references=refs, created=float(created) if isinstance(created, (int, float)) else 0.0))
         return facts
 
+    def image_obtainable(self, image: str) -> str | None:
+        client = self.client()
+        try:
+            self._call(f"image {image}", lambda: client.images.get(image))
+            return None
+        except ImageError:
+            pass
+        from controller.drivers.aws import redacted_line
+        from controller.drivers.registry import auth_for  # ECR via boto3, else ~/.docker/config.json
+
+        try:
+            # The daemon asks the registry for the manifest (GET /distribution/{name}/json): nothing is pulled.
+            self._call(f"image {image}", lambda: client.api.inspect_distribution(image, auth_config=auth_for(image)))
+            return None
+        except (ImageError, DockerError) as e:
+            return f"image {image} is not present locally and cannot be pulled: {redacted_line(str(e))}"
+
     def image_ids_in_use(self) -> frozenset[str]:
         api = self.client().api
         rows = self._call("list containers", lambda: api.containers(all=True))

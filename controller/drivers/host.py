@@ -214,6 +214,9 @@ class HostWorld:
     def list_images(self) -> list[ImageFact]:
         return self.docker.list_images()
 
+    def image_obtainable(self, image: str) -> str | None:
+        return self.docker.image_obtainable(image)
+
     def image_ids_in_use(self) -> frozenset[str]:
         return self.docker.image_ids_in_use()
 

@@ -415,6 +415,12 @@ def export_app(app: BlueGreenApp, accessories: dict[str, Accessory], opts: Optio
             "a job metric of the new image in prePromotionAnalysis: Argo may run it again (a retried or restarted "
             "analysis), not once per revision, and beside the checks rather than before them",
         )
+        if hooks.beforeSwitch.maintenance:
+            notes.add(
+                "spec.hooks.beforeSwitch.maintenance",
+                "no equivalent: the active Service keeps serving the old release while prePromotionAnalysis runs the "
+                "migration; put the site in maintenance yourself around it",
+            )
     for n, check in enumerate(checks):
         pre_metrics.append(_check_metric(app, n, check, notes))
     if checks:
@@ -461,6 +467,12 @@ def export_app(app: BlueGreenApp, accessories: dict[str, Accessory], opts: Optio
             "spec.standby",
             f"stop: the previous ReplicaSet is scaled down {delay} s after a promotion (scaleDownDelaySeconds), "
             "not as soon as its connections end",
+        )
+    if s.maintenance is not None and s.maintenance.enabled:
+        notes.add(
+            "spec.maintenance",
+            "no equivalent: ingress-nginx has no maintenance page without snippets; scale the Rollout's Ingress to a "
+            "static maintenance backend yourself",
         )
     for key, suffix, metrics, args in (("prePromotionAnalysis", "pre", pre_metrics, pre_args), ("postPromotionAnalysis", "post", post_metrics, post_args)):
         if metrics:

@@ -72,3 +72,33 @@ def is_valid(image: str) -> bool:
     except InvalidImageRef:
         return False
     return True
+
+
+_DOCKER_HUB = (None, "docker.io", "index.docker.io", "registry-1.docker.io")
+
+
+def local_repository(reference: str) -> str | None:
+    """The repository a reference names, as Docker lists it locally (`docker.io/library/x` is `x`); None if
+    unparsable."""
+    try:
+        ref = ImageRef.parse(reference)
+    except InvalidImageRef:
+        return None
+    if ref.registry in _DOCKER_HUB:
+        return ref.path.removeprefix("library/")
+    return ref.repository
+
+
+def local_names(reference: str) -> set[str]:
+    """The names under which Docker lists the image `reference` means (`x` is `x:latest`; a digest its own)."""
+    try:
+        ref = ImageRef.parse(reference)
+    except InvalidImageRef:
+        return set()
+    repo = local_repository(reference)
+    out = set()
+    if ref.digest:
+        out.add(f"{repo}@{ref.digest}")
+    if ref.tag or not ref.digest:
+        out.add(f"{repo}:{ref.tag or 'latest'}")
+    return out

@@ -6,6 +6,7 @@ deploy, rollback and promote (controller/cli/release.py).
                  ├─ accessories: AccessoryRunner   only with accessories, an app's dependsOn or network (--watch: always)
                  └─ apps: Reconciler(world, store, metrics, resolver, source, dependencies=accessories.dependencies)
     --git-url ─> GitSource (open_git; the reconciler's status and history name its commit)
+    --notify-url ─> Notifier (open_notifier: drivers.notify; the reconciler and the source queue release events)
 
 Drivers (Docker SDK, httpx, boto3) load here, at build time, not when the module is imported.
 """
@@ -26,6 +27,7 @@ from controller.world.secrets import SecretsResolver
 
 if TYPE_CHECKING:
     from controller.accessory.reconcile import AccessoryRunner
+    from controller.drivers.notify import Notifier
     from controller.runtime.source import GitSource
     from controller.spec.accessory import Accessory
     from controller.world.protocol import World
@@ -58,11 +60,12 @@ def build(
     accessories: Sequence[Accessory] | None = None,
     source: GitSource | None = None,
     world: World | None = None,
+    notifier: Notifier | None = None,
 ) -> Runtime:
     """The run's parts. `metrics`: the run's registry (a new one unless given; the source's metrics are bound to it
     by the caller, before a run without a valid spec exports it). `accessories`: the accessories in force (None: no
     accessory reconciler; a list, even an empty one: one, whose facts feed the apps' dependsOn). `world`: the
-    host's unless given (tests)."""
+    host's unless given (tests). `notifier`: --notify-url's (open_notifier), closed by its opener."""
     from controller.drivers.ssm import SsmSource  # boto3 itself only once an app has secrets
 
     close: Callable[[], None] = _nothing
@@ -89,8 +92,11 @@ def build(
         resolver=SecretsResolver(world.write_file, SsmSource()),
         source=source,
         dependencies=runner.dependencies if runner is not None else None,
+        notify=notifier,
         prune_every=settings.prune_interval,
     )
+    if notifier is not None:
+        notifier.on_failure = metrics.notification_failed
     return Runtime(settings, world, store, metrics, apps, runner, source, docker, close)
 
 
@@ -98,12 +104,25 @@ def _nothing() -> None:
     """A World given by the caller is closed by the caller."""
 
 
-def open_git(opts: SourceOptions, settings: Settings, *, fetch: bool) -> GitSource:
+def open_git(opts: SourceOptions, settings: Settings, *, fetch: bool, notifier: Notifier | None = None) -> GitSource:
     """The --git-url source (--git-token-ssm read first, through the secrets code)."""
     from controller.runtime.source import open_source
 
     token = ssm_token(opts.token_ssm, opts.token_ssm_region) if opts.token_ssm is not None else None
-    return open_source(opts, settings.state_dir, token=token, fetch=fetch)
+    return open_source(opts, settings.state_dir, token=token, fetch=fetch, notify=notifier)
+
+
+NOTIFY_CLOSE_WAIT = 10.0  # seconds a run gives what is still queued, after it released the lock
+
+
+def open_notifier(settings: Settings) -> Notifier | None:
+    """--notify-url: the one Notifier of the run (httpx loads here); None without a URL. Its opener closes it
+    (`Notifier.close(NOTIFY_CLOSE_WAIT)`) once the run is over and the lock released."""
+    if not settings.notify_urls:
+        return None
+    from controller.drivers.notify import Notifier
+
+    return Notifier(settings.notify_urls, on_failure=lambda reason: None)  # counted once build() has the metrics
 
 
 def git_checkout(url: str, ref: str, path: str, state_dir: Path) -> tuple[Path, str]:

@@ -16,6 +16,7 @@ from typing import Literal, NoReturn, get_args
 
 from controller.kernel.errors import EXIT_INVALID
 from controller.kernel.logs import redact_text
+from controller.store.releases import check_notify_url
 from controller.store.state import DEFAULT_STATE_DIR
 
 PRUNE_INTERVAL = 3600.0  # cron: seconds between image sweeps of runs that change nothing
@@ -71,6 +72,27 @@ def add_state_dir(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_notify_argument(p: argparse.ArgumentParser) -> None:
+    """--notify-url (repeatable): where release events are posted (controller/releases.py, drivers/notify.py)."""
+    p.add_argument(
+        "--notify-url",
+        dest="notify_urls",
+        action="append",
+        type=notify_url,
+        default=[],
+        metavar="URL",
+        help="POST each release event (cutover, switch-back, failover, rollback, deploy failed, source commit refused) "
+        "as JSON here, while converging; repeatable; https://, or http:// to a loopback address",
+    )
+
+
+def notify_url(v: str) -> str:
+    try:
+        return check_notify_url(v)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"--notify-url: {e}") from None
+
+
 @dataclass(frozen=True)
 class Settings:
     """What a converging run is built with, whichever command asked for it (--once, --watch, deploy --apply)."""
@@ -86,11 +108,13 @@ class Settings:
     # Seconds between image sweeps of passes that change nothing (docs/operations.md#image-pruning): cron's
     # --prune-interval; --watch sweeps on its resync period; 0: after every converged pass.
     prune_interval: float = PRUNE_INTERVAL
+    notify_urls: tuple[str, ...] = ()  # --notify-url
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> Settings:
         # The same names as the arguments' (a parser without one of them: the default).
-        return cls(**{f.name: getattr(a, f.name) for f in fields(cls) if hasattr(a, f.name)})
+        values = {f.name: getattr(a, f.name) for f in fields(cls) if hasattr(a, f.name)}
+        return cls(**{**values, "notify_urls": tuple(values.get("notify_urls", ()))})
 
 
 @dataclass(frozen=True)
@@ -146,13 +170,13 @@ class Options:
         )
 
 
-ReleaseCommand = Literal["deploy", "rollback", "promote", "maintenance"]
+ReleaseCommand = Literal["deploy", "rollback", "promote", "maintenance", "releases"]
 RELEASE_COMMANDS: tuple[ReleaseCommand, ...] = get_args(ReleaseCommand)  # `reconcile <word> -f SPEC`: cli/release.py
 
 
 @dataclass(frozen=True)
 class ReleaseOptions:
-    """`reconcile deploy | rollback | promote | maintenance on|off -f SPEC` (controller/cli/release.py)."""
+    """`reconcile deploy | rollback | promote | maintenance on|off | releases -f SPEC` (controller/cli/release.py)."""
 
     command: ReleaseCommand
     path: Path
@@ -163,6 +187,8 @@ class ReleaseOptions:
     dry_run: bool = False
     maintenance: bool | None = None  # maintenance on (True) | off (False)
     message: str | None = None  # maintenance --message
+    to: str | None = None  # rollback --to REF
+    json: bool = False  # releases --json
 
     @classmethod
     def from_args(cls, a: argparse.Namespace) -> ReleaseOptions:
@@ -172,8 +198,10 @@ class ReleaseOptions:
             run=Settings.from_args(a),
             image=getattr(a, "image", None),
             force=bool(getattr(a, "force", False)),
-            apply=a.apply,
-            dry_run=a.dry_run,
+            apply=bool(getattr(a, "apply", False)),
+            dry_run=bool(getattr(a, "dry_run", False)),
             maintenance={"on": True, "off": False}.get(getattr(a, "state", None) or ""),
             message=getattr(a, "message", None),
+            to=getattr(a, "to", None),
+            json=bool(getattr(a, "json", False)),
         )

@@ -48,6 +48,7 @@ from controller.spec.directory import Problem, Selection
 from controller.spec.directory import select as select_specs
 from controller.store.documents import Condition, InvalidAt, SourceStatus, iso
 from controller.store.metrics import SourceMetrics
+from controller.store.releases import Origin, event
 
 HEAD_REF = "refs/bluegreen/head"
 APPLIED_REF = "refs/bluegreen/applied"
@@ -238,17 +239,18 @@ class Commit:
     author_date: str
     subject: str
     signer: str | None = None
+    author: str = ""  # "Name <email>"
 
     def to_json(self) -> dict[str, Any]:
-        return {"commit": self.sha, "authorDate": self.author_date, "subject": self.subject, "signer": self.signer}
+        return {"commit": self.sha, "authorDate": self.author_date, "subject": self.subject, "signer": self.signer, "author": self.author}
 
     @classmethod
     def from_json(cls, raw: Any) -> Commit | None:
         if not isinstance(raw, dict) or not isinstance(raw.get("commit"), str) or not re.fullmatch(r"[0-9a-f]{40,64}", raw["commit"]):
             return None
-        text = {k: str(raw[k]) if isinstance(raw.get(k), str) else "" for k in ("authorDate", "subject")}
+        text = {k: str(raw[k]) if isinstance(raw.get(k), str) else "" for k in ("authorDate", "subject", "author")}
         signer = raw.get("signer") if isinstance(raw.get("signer"), str) else None
-        return cls(raw["commit"], text["authorDate"], text["subject"], signer)
+        return cls(raw["commit"], text["authorDate"], text["subject"], signer, text["author"])
 
 
 @dataclass
@@ -305,6 +307,9 @@ class SourceState:
         )
 
 
+REFUSALS = ("HistoryRewritten", "SignatureRefused", "PathNotFound")  # a fetched commit refused, not a failed fetch
+
+
 class GitSource:
     """One git source in one state dir; thread-safe (`sync` from the poll thread, the rest from workers)."""
 
@@ -325,6 +330,7 @@ class GitSource:
         self.app_commit: dict[str, Commit] = {}
         self.app_invalid: dict[str, tuple[str, str]] = {}
         self.poke_event = threading.Event()
+        self.notify: Callable[[dict[str, Any]], None] = lambda body: None  # release events (drivers/notify.py)
 
     # State ------------------------------------------------------------------------------------
     def _load(self) -> SourceState:
@@ -354,7 +360,7 @@ class GitSource:
             commit=s.applied.sha if s.applied else None,
             last_fetch_ok=s.last_fetch_ok_at,
             ok=s.problem_reason is None,
-            refused=s.problem_reason in ("HistoryRewritten", "SignatureRefused", "PathNotFound"),
+            refused=s.problem_reason in REFUSALS,
         )
 
     @property
@@ -410,6 +416,8 @@ class GitSource:
         if s.problem_reason != reason or s.problem_message != message:
             kept = s.applied.sha[:12] if s.applied else None
             self.log.error("source.unavailable", reason=reason, error=message, url=self.cfg.shown_url, ref=self.cfg.ref, in_force=kept)
+            if reason in REFUSALS:
+                self.notify(event("source-refused", "", now, message=f"{self.cfg.shown_url} {self.cfg.ref}: {reason}: {message}"))
         s.problem_reason, s.problem_message = reason, message
 
     def _sync_locked(self) -> None:
@@ -482,9 +490,10 @@ class GitSource:
         raise SourceError("SignatureRefused", f"commit {sha[:12]} on {self.cfg.ref}: {why}: refused{where}")
 
     def _describe(self, sha: str, signer: str | None) -> Commit:
-        out = self.git.check(["log", "-1", "--no-show-signature", "--format=%aI%x00%s", sha])
-        date, _, subject = out.rstrip("\n").partition("\x00")
-        return Commit(sha, date, one_line(subject, 200), signer)
+        out = self.git.check(["log", "-1", "--no-show-signature", "--format=%aI%x00%an <%ae>%x00%s", sha])
+        date, _, rest = out.rstrip("\n").partition("\x00")
+        author, _, subject = rest.partition("\x00")
+        return Commit(sha, date, one_line(subject, 200), signer, one_line(author, 200))
 
     def _checkout(self, c: Commit) -> None:
         """The tree of `c` in checkouts/<sha>, made aside and renamed in; then `current` switched (if it has --git-path)."""
@@ -564,6 +573,13 @@ class GitSource:
         c = self.app_commit.get(app) or self.state.applied
         return {"commit": c.sha} if c is not None else {}
 
+    def origin(self, app: str) -> Origin:
+        """Where `app`'s spec in force came from (a release records it)."""
+        c = self.app_commit.get(app) or self.state.applied
+        if c is None:
+            return Origin()
+        return Origin(commit=c.sha, author=c.author or None, signer=c.signer, subject=c.subject)
+
     def status_for(self, app: str) -> tuple[SourceStatus, Condition]:
         s = self.state
         c = self.app_commit.get(app) or s.applied
@@ -622,10 +638,20 @@ class GitSource:
                 on_change()  # a new commit, or the source's condition changed: status must say so
 
 
-def open_source(opts: SourceOptions, state_dir: Path, *, token: str | None = None, fetch: bool) -> GitSource:
+def open_source(
+    opts: SourceOptions,
+    state_dir: Path,
+    *,
+    token: str | None = None,
+    fetch: bool,
+    notify: Callable[[dict[str, Any]], None] | None = None,
+) -> GitSource:
     """The source from the command line; fetched once now when `fetch` (--once and --watch: --plan/--status read
-    the commit in force without touching the network). InvalidInput (exit 2) for malformed options."""
+    the commit in force without touching the network). InvalidInput (exit 2) for malformed options. `notify`: a
+    refused commit's release event (drivers/notify.py)."""
     src = GitSource(config_from_options(opts, token), state_dir)
+    if notify is not None:
+        src.notify = notify
     if fetch:
         src.sync()
     return src

@@ -27,6 +27,7 @@ from controller.spec.app import (
     _digest,
     _Model,
     _one_line,
+    ip_address,
     load_yaml,
 )
 
@@ -129,10 +130,7 @@ class AccessorySpec(_Model):
     @field_validator("bindAddress")
     @classmethod
     def _addr(cls, v: str) -> str:
-        try:
-            return str(ipaddress.ip_address(v))
-        except ValueError:
-            raise ValueError(f"{v!r} is not an IP address") from None
+        return ip_address(v)
 
     @field_validator("network", mode="before")
     @classmethod

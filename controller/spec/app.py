@@ -34,6 +34,7 @@ from controller.spec.base import (  # noqa: F401  (re-exported: the pydantic-fre
     _digest,
     canonical_ip,
     check_path,
+    ip_address,
     other,
     preview_app,
 )
@@ -454,15 +455,16 @@ class AppSpec(_Model):
         description="Maintenance mode of the site of nginx/ (nginx.switch: flag): every public request answered with 503, "
         "Retry-After and the maintenance page while enabled; the colors keep running.",
     )
-    # Image pruning (controller/app/steps/prune.py): not part of the revision, it shapes no container.
+    # Image pruning (controller/app/steps/prune.py; which images stay: app/rules/pruning.py, store/releases.py): not part
+    # of the revision, it shapes no container.
     keepImages: int = Field(
         3,
         strict=True,  # `true` or "3" is a mistake, not 1 or 3
         ge=1,
         le=10_000,
-        description="After a converged pass, unused images of this app's repository beyond the N most recent (by "
-        "creation) are removed; images any container uses (any app, running or stopped), the spec's image and a "
-        "preview's are never removed.",
+        description="After a converged pass, unused images of this app's repository are removed, except the images "
+        "of the N most recent releases and any image created or first seen after the newest release took traffic; "
+        "images any container uses (any app, running or stopped), the spec's image and a preview's are never removed.",
     )
     resources: Resources | None = Field(
         None,
@@ -492,11 +494,7 @@ class AppSpec(_Model):
     @field_validator("bindAddress")
     @classmethod
     def _addr(cls, v: str) -> str:
-        # Canonical form: Docker reports the HostIp it was given, and the planner compares it with this.
-        try:
-            return str(ipaddress.ip_address(v))
-        except ValueError:
-            raise ValueError(f"{v!r} is not an IP address") from None
+        return ip_address(v)
 
     @field_validator("marker", mode="before")
     @classmethod

@@ -86,6 +86,15 @@ def canonical_ip(text: str | None) -> str:
         return text
 
 
+def ip_address(v: str) -> str:
+    """A spec's bind address in canonical form (Docker reports the HostIp it was given, and the planner compares
+    it with this); ValueError naming the text otherwise."""
+    try:
+        return str(ipaddress.ip_address(v))
+    except ValueError:
+        raise ValueError(f"{v!r} is not an IP address") from None
+
+
 def other(color: Color) -> Color:
     return "green" if color == "blue" else "blue"
 

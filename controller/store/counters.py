@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
-from pydantic import Field
+from annotated_types import Interval, MaxLen
 
 from controller.kernel import files
 from controller.kernel.document import Corrupt, Document, Stored
@@ -50,13 +50,13 @@ def counters_of(metrics: Metrics) -> dict[str, Counter]:
     return out
 
 
-Label = Annotated[str, Field(max_length=MAX_LABEL)]
+Label = Annotated[str, MaxLen(MAX_LABEL)]
 
 
 @dataclass(frozen=True)
 class Series(Stored):
     labels: dict[Label, Label]  # label name -> value ({} for a counter without labels)
-    value: Annotated[float, Field(ge=0, le=MAX_VALUE)]
+    value: Annotated[float, Interval(ge=0, le=MAX_VALUE)]
 
 
 @dataclass(frozen=True)

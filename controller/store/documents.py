@@ -7,18 +7,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
-from pydantic import (
-    AfterValidator,
-    Field,
-    PlainSerializer,
-    PlainValidator,
-    SerializerFunctionWrapHandler,
-    model_serializer,
-)
+from annotated_types import Interval
 
-from controller.kernel.document import MAX_INT, Document, Epoch, Stored, omit_none
+from controller.kernel.document import MAX_INT, TRUE_FALSE, After, Alias, Document, Epoch, Stored
 from controller.kernel.elapsed import Elapsed
 from controller.spec.base import COLORS, Color
 from controller.world.actions import Blocker
@@ -27,14 +20,8 @@ if TYPE_CHECKING:  # the models load with the first spec validated (none on a sp
     from controller.spec.app import BlueGreenApp
 
 
-def _true_false(v: object) -> bool:
-    if v == "True" or v == "False":
-        return v == "True"
-    raise ValueError("not True or False")
-
-
 # A condition's status: a bool here, "True" or "False" in JSON (as Kubernetes writes it).
-TrueFalse = Annotated[bool, PlainValidator(_true_false), PlainSerializer(lambda b: "True" if b else "False", return_type=str)]
+TrueFalse = Annotated[bool, TRUE_FALSE]
 
 
 @dataclass(frozen=True)
@@ -43,7 +30,7 @@ class Condition(Stored):
     status: TrueFalse
     reason: str
     message: str
-    last_transition_time: Annotated[str, Field(alias="lastTransitionTime")] = ""  # set by build_status: when `status` last changed
+    last_transition_time: Annotated[str, Alias("lastTransitionTime")] = ""  # set by build_status: when `status` last changed
 
 
 def iso(ts: float) -> str:
@@ -58,11 +45,11 @@ class LastDeploy(Stored):
 
     at: str
     color: Color
-    from_color: Annotated[Color | None, Field(alias="from")]  # the color that served before
+    from_color: Annotated[Color | None, Alias("from")]  # the color that served before
     image: str
     message: str | None
     outcome: str  # success | failed
-    reconcile_id: Annotated[str, Field(alias="reconcileId")]
+    reconcile_id: Annotated[str, Alias("reconcileId")]
     revision: str
 
 
@@ -71,13 +58,11 @@ class Limits(Stored):
     """spec.resources in status: the limits both colors are created with (only those set appear)."""
 
     memory: str | None = None
-    memory_reservation: Annotated[str | None, Field(alias="memoryReservation")] = None
-    cpus: Annotated[float | None, Field(ge=0, le=1024)] = None
-    pids_limit: Annotated[int | None, Field(alias="pidsLimit", ge=1, le=MAX_INT)] = None
+    memory_reservation: Annotated[str | None, Alias("memoryReservation")] = None
+    cpus: Annotated[float | None, Interval(ge=0, le=1024)] = None
+    pids_limit: Annotated[int | None, Alias("pidsLimit"), Interval(ge=1, le=MAX_INT)] = None
 
-    @model_serializer(mode="wrap")
-    def _json(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return omit_none(handler, self, frozenset({"memory", "memoryReservation", "cpus", "pidsLimit"}))
+    OMIT_NONE = frozenset({"memory", "memoryReservation", "cpus", "pidsLimit"})
 
     @classmethod
     def of(cls, app: BlueGreenApp) -> Limits | None:
@@ -94,15 +79,13 @@ class Limits(Stored):
 @dataclass(frozen=True)
 class Desired(Stored):
     image: str
-    active_color: Annotated[Color, Field(alias="activeColor")]
+    active_color: Annotated[Color, Alias("activeColor")]
     revision: str
     standby: str
     secrets: tuple[str, ...] | None = None  # secret env names with their SSM versions, never values
     resources: Limits | None = None  # spec.resources limits as written (issue 14); None when none is set
 
-    @model_serializer(mode="wrap")
-    def _json(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return omit_none(handler, self, frozenset({"secrets", "resources"}))
+    OMIT_NONE = frozenset({"secrets", "resources"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,15 +93,15 @@ class ContainerStatus(Stored):
     name: str
     id: str  # short id
     image: str
-    image_id: Annotated[str, Field(alias="imageId")]
+    image_id: Annotated[str, Alias("imageId")]
     digest: str | None = None  # None only in files written before the digest was reported
     state: str
     running: bool
     healthy: bool | None
     health: str
     revision: str | None
-    up_to_date: Annotated[bool, Field(alias="upToDate")]
-    port: Annotated[int | None, Field(ge=0, le=65535)]
+    up_to_date: Annotated[bool, Alias("upToDate")]
+    port: Annotated[int | None, Interval(ge=0, le=65535)]
 
 
 @dataclass(frozen=True)
@@ -152,7 +135,7 @@ def _both_colors(containers: dict[Color, ContainerStatus | None]) -> dict[Color,
 @dataclass(frozen=True)
 class ObservedStatus(Stored):
     # both colors, None when missing
-    containers: Annotated[dict[Color, ContainerStatus | None], AfterValidator(_both_colors)]
+    containers: Annotated[dict[Color, ContainerStatus | None], After(_both_colors)]
     route: RouteStatus
     include: IncludeStatus
     marker: MarkerStatus
@@ -182,13 +165,13 @@ class SourceStatus(Stored):
     ref: str
     path: str
     commit: str | None = None  # the commit the app's spec in force was read at
-    author_date: Annotated[str | None, Field(alias="authorDate")] = None
+    author_date: Annotated[str | None, Alias("authorDate")] = None
     subject: str | None = None
     signer: str | None = None
     # the last commit fetched (differs from `commit` while it is refused)
-    head: Annotated[str | None, Field(alias="headCommit")] = None
-    last_fetch_ok_at: Annotated[str | None, Field(alias="lastFetchSuccessAt")] = None
-    invalid: Annotated[InvalidAt | None, Field(alias="invalidAt")] = None
+    head: Annotated[str | None, Alias("headCommit")] = None
+    last_fetch_ok_at: Annotated[str | None, Alias("lastFetchSuccessAt")] = None
+    invalid: Annotated[InvalidAt | None, Alias("invalidAt")] = None
 
 
 @dataclass(frozen=True)
@@ -198,9 +181,9 @@ class HookStatus(Stored):
     phase: str
     revision: str
     state: str
-    exit_code: Annotated[int | None, Field(alias="exitCode", ge=-(2**31), le=MAX_INT)]
-    started_at: Annotated[str, Field(alias="startedAt")]
-    finished_at: Annotated[str | None, Field(alias="finishedAt")]
+    exit_code: Annotated[int | None, Alias("exitCode"), Interval(ge=-(2**31), le=MAX_INT)]
+    started_at: Annotated[str, Alias("startedAt")]
+    finished_at: Annotated[str | None, Alias("finishedAt")]
     output: tuple[str, ...]
 
 
@@ -210,20 +193,18 @@ class Status(Stored):
 
     app: str
     generation: str
-    observed_generation: Annotated[str, Field(alias="observedGeneration")]
-    reconcile_id: Annotated[str, Field(alias="reconcileId")]  # "status" when built by --status
-    updated_at: Annotated[str, Field(alias="updatedAt")]
+    observed_generation: Annotated[str, Alias("observedGeneration")]
+    reconcile_id: Annotated[str, Alias("reconcileId")]  # "status" when built by --status
+    updated_at: Annotated[str, Alias("updatedAt")]
     desired: Desired
     observed: ObservedStatus
     conditions: tuple[Condition, ...]
     plan: PlanStatus
-    last_deploy: Annotated[LastDeploy | None, Field(alias="lastDeploy")] = None
+    last_deploy: Annotated[LastDeploy | None, Alias("lastDeploy")] = None
     source: SourceStatus | None = None  # --git-url only
     hooks: tuple[HookStatus, ...] | None = None  # status.json only: the hook runs remembered, newest first
 
-    @model_serializer(mode="wrap")
-    def _json(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return omit_none(handler, self, frozenset({"source", "hooks"}))
+    OMIT_NONE = frozenset({"source", "hooks"})
 
     def condition(self, type_: str) -> Condition | None:
         return next((c for c in self.conditions if c.type == type_), None)
@@ -242,8 +223,8 @@ class FailedOver(Stored):
     """An active failover: traffic moved from `from_color` to `to_color` while the spec was `generation`."""
 
     generation: str
-    from_color: Annotated[Color, Field(alias="from")]
-    to_color: Annotated[Color, Field(alias="to")]
+    from_color: Annotated[Color, Alias("from")]
+    to_color: Annotated[Color, Alias("to")]
     revision: str  # the revision routed to
     at: Epoch
     reason: str
@@ -253,19 +234,17 @@ class FailedOver(Stored):
 class FailoverState(Stored):
     """What the failover rule needs to remember between passes (failover.json)."""
 
-    failing_color: Annotated[Color | None, Field(alias="failingColor")] = None
-    failing_since: Annotated[Epoch | None, Field(alias="failingSince")] = None  # wall clock, shown
+    failing_color: Annotated[Color | None, Alias("failingColor")] = None
+    failing_since: Annotated[Epoch | None, Alias("failingSince")] = None  # wall clock, shown
     # how long it has failed, on the monotonic clock (controller/kernel/elapsed.py): what failoverAfterSeconds judges
-    failing_for: Annotated[Elapsed | None, Field(alias="failingFor")] = None
+    failing_for: Annotated[Elapsed | None, Alias("failingFor")] = None
     served: dict[Color, str] = field(default_factory=dict)  # color -> revision it last served while passing
     active: FailedOver | None = None
     # A failover about to switch (saved before the switch runs): the next observation that finds traffic on its
     # `to_color` makes it `active`, whatever instant a kill -9 hit; one that does not drops it (issue 19 #5).
     switching: FailedOver | None = None
 
-    @model_serializer(mode="wrap")
-    def _json(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return omit_none(handler, self, frozenset({"switching", "failingFor"}))
+    OMIT_NONE = frozenset({"switching", "failingFor"})
     # Served revisions the failure memory held as failed (revision -> reason), for every app (failover on or not),
     # kept here as long as a color's last served revision is one (memory.json forgets a failure once no color runs
     # its revision and the spec names it no more).

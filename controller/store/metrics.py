@@ -34,6 +34,8 @@ LAST_SUCCESS = f"{PREFIX}_last_success_timestamp_seconds"  # gauge {app}: last c
 LAST_RUN = f"{PREFIX}_last_run_timestamp_seconds"  # gauge: last pass of any result
 FAILOVERS = f"{PREFIX}_failovers"  # counter {app}: traffic moved to the previous color by spec.failover
 VERIFICATIONS = f"{PREFIX}_verifications"  # counter {app, result=passed|failed|abandoned}: post-switch windows closed
+RELEASE_STARTED = f"{PREFIX}_release_start_timestamp_seconds"  # gauge {app, release, image, began}: the live release
+NOTIFICATIONS_FAILED = f"{PREFIX}_notifications_failed"  # counter {reason=failed|dropped}: release notifications not delivered
 BUILD_INFO = f"{PREFIX}_build"  # info -> bluegreen_build_info{version, python}
 # --watch only (WatchMetrics): absent from the --once textfile.
 WATCH_TRIGGERS = f"{PREFIX}_watch_triggers"  # counter {source}: what asked for a pass
@@ -49,6 +51,7 @@ SOURCE_REFUSED = f"{PREFIX}_source_commit_refused"  # gauge: 1 while the fetched
 RESULTS = ("converged", "progressing", "degraded", "blocked", "error", "invalid")
 CUTOVER_RESULTS = ("success", "failed")
 VERIFY_RESULTS = ("passed", "failed", "abandoned")
+NOTIFY_FAILURES = ("failed", "dropped")
 DRIFT_KINDS = ("container", "route", "include", "marker", "standby")
 CONDITIONS = ("Ready", "Progressing", "Degraded", "RollbackReady", "SecretsStale", "FailedOver")
 COLORS = ("blue", "green")
@@ -91,6 +94,19 @@ class Metrics:
         self.failovers = Counter(
             FAILOVERS, "Failovers: traffic moved to the previous color because the live one kept failing.", ["app"], registry=r
         )
+        self.release_started = Gauge(
+            RELEASE_STARTED,
+            "Unix time the live release took traffic (one series per app; Grafana's release annotations).",
+            ["app", "release", "image", "began"],
+            registry=r,
+        )
+        self._release_labels: dict[str, tuple[str, str, str]] = {}
+        self.notifications_failed = Counter(
+            NOTIFICATIONS_FAILED,
+            "Release notifications not delivered: failed (every attempt), dropped (queue full, or still queued at the end of a run).",
+            ["reason"],
+            registry=r,
+        )
         self.build_info = Info(BUILD_INFO, "Controller build.", registry=r)
         self.build_info.info({"version": __version__, "python": platform.python_version()})
 
@@ -101,6 +117,20 @@ class Metrics:
     def set_conditions(self, app: str, conditions: dict[str, bool]) -> None:
         for name in CONDITIONS:
             self.app_condition.labels(app=app, condition=name).set(1 if conditions.get(name) else 0)
+
+    def set_release(self, app: str, live: tuple[int, str, str, float] | None) -> None:
+        """The live release (number, image, began, start time): one series per app, the previous one removed."""
+        labels = (str(live[0]), live[1], live[2]) if live is not None else None
+        old = self._release_labels.get(app)
+        if old is not None and old != labels:
+            self.release_started.remove(app, *old)
+            del self._release_labels[app]
+        if live is not None and labels is not None:
+            self.release_started.labels(app, *labels).set(live[3])
+            self._release_labels[app] = labels
+
+    def notification_failed(self, reason: str) -> None:
+        self.notifications_failed.labels(reason=reason).inc()
 
     def exposition(self) -> bytes:
         from prometheus_client.exposition import generate_latest
@@ -146,6 +176,9 @@ class _Discarded:
     def observe(self, amount: float) -> None:
         pass
 
+    def remove(self, *values: str) -> None:
+        pass
+
 
 _DISCARDED = _Discarded()
 
@@ -156,6 +189,7 @@ class NullMetrics(Metrics):
 
     def __init__(self) -> None:  # no super().__init__(): that is what builds the real metrics
         self.registry = cast("CollectorRegistry", None)
+        self._release_labels = {}  # set_release's bookkeeping (its metric discards what it is given)
 
     def __getattr__(self, name: str) -> Any:
         if name.startswith("_"):

@@ -9,11 +9,13 @@
     <state-dir>/apps/<app>/verify.json   the last post-switch verification window (controller/world/verification.py)
     <state-dir>/apps/<app>/pruned.json   when unused images were last swept (spec.keepImages, controller/app/steps/prune.py)
     <state-dir>/cache/specs/<key>.json   validated specs (controller/spec/cache.py)
+    <state-dir>/apps/<app>/releases.json the releases: what served, when, how it ended (controller/store/releases.py)
 """
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import threading
@@ -23,14 +25,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
-
 from controller.kernel import files
-from controller.kernel.document import Corrupt, Document, Epoch, Stored, omit_none
+from controller.kernel.document import Alias, Corrupt, Document, Epoch, Stored
 from controller.kernel.errors import HostError, LockBusy
 from controller.kernel.logs import get_logger, redact_json_text
 from controller.spec.base import Color
 from controller.store.documents import FAILOVER, STATUS, FailoverState, LastDeploy, Status
+from controller.store.releases import RELEASES, Releases
 from controller.world.facts import Failure, HookRecord, Memory
 from controller.world.verification import WINDOW, Window
 
@@ -97,13 +98,11 @@ class MemoryFile(Stored):
     """memory.json: what `Memory` keeps of it, and the last deploy."""
 
     failures: dict[str, Failure] = field(default_factory=dict)
-    converged_generation: Annotated[str | None, Field(alias="convergedGeneration")] = None
-    last_deploy: Annotated[LastDeploy | None, Field(alias="lastDeploy")] = None  # absent until a first deploy
+    converged_generation: Annotated[str | None, Alias("convergedGeneration")] = None
+    last_deploy: Annotated[LastDeploy | None, Alias("lastDeploy")] = None  # absent until a first deploy
     hooks: dict[str, HookRecord] | None = None  # absent until a first hook ran
 
-    @model_serializer(mode="wrap")
-    def _json(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return omit_none(handler, self, frozenset({"lastDeploy", "hooks"}))
+    OMIT_NONE = frozenset({"lastDeploy", "hooks"})
 
 
 MEMORY = Document(MemoryFile)
@@ -116,7 +115,7 @@ class HistoryEntry(Stored):
 
     time: str  # ISO 8601, UTC
     app: str  # the app's (or the accessory's) name
-    reconcile_id: Annotated[str, Field(alias="reconcileId")]
+    reconcile_id: Annotated[str, Alias("reconcileId")]
     action: str  # the step's verb, RemoveImage, FailedOver, Verify
     color: Color | None  # None: an accessory's step, an image
     image: str  # the image deployed; for RemoveImage the removed image's names
@@ -124,12 +123,10 @@ class HistoryEntry(Stored):
     message: str
     kind: str | None = None  # "Accessory" for an accessory's step
     target: str | None = None  # an accessory step's target (network, volume, container)
-    image_id: Annotated[str | None, Field(alias="imageId")] = None  # RemoveImage
+    image_id: Annotated[str | None, Alias("imageId")] = None  # RemoveImage
     commit: str | None = None  # --git-url: the commit the app's spec came from
 
-    @model_serializer(mode="wrap")
-    def _json(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return omit_none(handler, self, frozenset({"kind", "target", "imageId", "commit"}))
+    OMIT_NONE = frozenset({"kind", "target", "imageId", "commit"})
 
 
 HISTORY = Document(HistoryEntry)
@@ -139,7 +136,7 @@ HISTORY = Document(HistoryEntry)
 class SweptFile(Stored):
     """pruned.json: when the app's unused images were last swept (reconcile.Reconciler._prune)."""
 
-    swept_at: Annotated[Epoch, Field(alias="sweptAt")]
+    swept_at: Annotated[Epoch, Alias("sweptAt")]
 
 
 SWEPT = Document(SweptFile)
@@ -171,7 +168,7 @@ class StateStore:
     def app_dir(self, app: str) -> Path:
         return self.root / "apps" / app
 
-    def _load(self, app: str, name: str, parse: Callable[[str], T]) -> T | None:
+    def _load(self, app: str, name: str, parse: Callable[[str], T] | Document[T]) -> T | None:
         """The parsed file; None when it is absent or corrupt (a corrupt one is logged once as a warning).
 
         A state file is a cache of what the controller wrote: when it cannot be read back, the controller
@@ -180,7 +177,13 @@ class StateStore:
         path = self.app_dir(app) / name
         try:
             text = _read(path)
-            value = parse(text) if text is not None else None
+            if text is None:
+                value = None
+            elif isinstance(parse, Document):
+                # bytes this controller wrote (their digest is on file) need no validation; any other is validated
+                value = parse.decode_trusted(text) if _digest(text) == _read_digest(path) else parse.parse(text)
+            else:
+                value = parse(text)
         except Corrupt as e:
             with self._corrupt_lock:
                 first = self._corrupt.get(path) != str(e)
@@ -194,10 +197,10 @@ class StateStore:
 
     # Memory -----------------------------------------------------------------------------
     def _memory(self, app: str) -> MemoryFile:
-        return self._load(app, "memory.json", MEMORY.parse) or MemoryFile()
+        return self._load(app, "memory.json", MEMORY) or MemoryFile()
 
     def _save_memory(self, app: str, m: MemoryFile) -> None:
-        files.write_atomic(self.app_dir(app) / "memory.json", redact_json_text(MEMORY.text(m).rstrip("\n")) + "\n")
+        _write(self.app_dir(app) / "memory.json", redact_json_text(MEMORY.text(m).rstrip("\n")) + "\n")
 
     def load_memory(self, app: str) -> Memory:
         m = self._memory(app)
@@ -233,32 +236,40 @@ class StateStore:
 
     # Failover ---------------------------------------------------------------------------
     def load_failover(self, app: str) -> FailoverState:
-        return self._load(app, "failover.json", FAILOVER.parse) or FailoverState()
+        return self._load(app, "failover.json", FAILOVER) or FailoverState()
 
     def save_failover(self, app: str, state: FailoverState) -> None:
-        files.write_atomic(self.app_dir(app) / "failover.json", FAILOVER.text(state))
+        _write(self.app_dir(app) / "failover.json", FAILOVER.text(state))
 
     # Verification window ----------------------------------------------------------------
     def load_window(self, app: str) -> Window | None:
         """The last verification window (None: none, or a corrupt file); `verify.window_closed` says if it ended."""
-        return self._load(app, "verify.json", WINDOW.parse)
+        return self._load(app, "verify.json", WINDOW)
 
     def save_window(self, app: str, window: Window) -> None:
-        files.write_atomic(self.app_dir(app) / "verify.json", WINDOW.text(window))
+        _write(self.app_dir(app) / "verify.json", WINDOW.text(window))
+
+    # Releases ---------------------------------------------------------------------------
+    def load_releases(self, app: str) -> Releases:
+        """The releases (none when the file is absent, or corrupt: warned once, like every state file)."""
+        return self._load(app, "releases.json", RELEASES) or Releases()
+
+    def save_releases(self, app: str, releases: Releases) -> None:
+        _write(self.app_dir(app) / "releases.json", redact_json_text(RELEASES.text(releases).rstrip("\n")) + "\n")
 
     # Image sweeps (controller/app/steps/prune.py) ------------------------------------------------
     def load_swept_at(self, app: str) -> float | None:
         """When the app's unused images were last swept (Unix time); None when never, or unreadable."""
-        f = self._load(app, "pruned.json", SWEPT.parse)
+        f = self._load(app, "pruned.json", SWEPT)
         return f.swept_at if f is not None else None
 
     def save_swept_at(self, app: str, at: float) -> None:
-        files.write_atomic(self.app_dir(app) / "pruned.json", SWEPT.text(SweptFile(at)))
+        _write(self.app_dir(app) / "pruned.json", SWEPT.text(SweptFile(at)))
 
     # Status -----------------------------------------------------------------------------
     def load_status(self, app: str) -> Status | None:
         """The last status written; None when absent or corrupt."""
-        return self._load(app, "status.json", STATUS.parse)
+        return self._load(app, "status.json", STATUS)
 
     def save_status(self, app: str, status: Status) -> None:
         self._save_status(app, STATUS.dump(status))
@@ -271,7 +282,7 @@ class StateStore:
         self._save_status(name, doc)
 
     def _save_status(self, app: str, doc: Mapping[str, Any]) -> None:
-        files.write_atomic(self.app_dir(app) / "status.json", redact_json_text(json.dumps(doc, indent=2, sort_keys=True)) + "\n")
+        _write(self.app_dir(app) / "status.json", redact_json_text(json.dumps(doc, indent=2, sort_keys=True)) + "\n")
 
     # History ----------------------------------------------------------------------------
     def append_history(self, entry: dict[str, Any]) -> None:
@@ -323,6 +334,27 @@ def _read(path: Path) -> str | None:
     if isinstance(text, files.Garbage):
         raise Corrupt(f"garbage ({text.what})")
     return text
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _digest_path(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def _read_digest(path: Path) -> str | None:
+    """The digest kept beside `path` when it was last written; None when absent or not ours (a mismatch)."""
+    text = files.read_text(_digest_path(path), 128)
+    return None if text is None or isinstance(text, files.Garbage) else text.strip()
+
+
+def _write(path: Path, text: str) -> None:
+    """Write a state document, then the digest of its bytes beside it (what lets the next read skip validation).
+    A crash between the two leaves a digest that does not match: the next read validates, nothing is trusted."""
+    files.write_atomic(path, text)
+    files.write_atomic(_digest_path(path), _digest(text) + "\n")
 
 
 def _json_object(text: str) -> dict[str, Any]:

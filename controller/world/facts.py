@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from typing import Annotated, Any
+from typing import Annotated
 
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
+from annotated_types import Interval
 
 from controller.kernel.backoff import BackoffPolicy
-from controller.kernel.document import MAX_INT, Epoch, Stored, omit_none
+from controller.kernel.document import MAX_INT, Alias, Epoch, Stored
 from controller.spec.base import COLORS, Color
 from controller.world.verification import Window
 
@@ -205,7 +205,7 @@ class Failure(Stored):
 
     revision: str
     color: Color
-    count: Annotated[int, Field(ge=1, le=MAX_INT)]
+    count: Annotated[int, Interval(ge=1, le=MAX_INT)]
     last_failed_at: Epoch
     reason: str
     message: str
@@ -226,14 +226,12 @@ class HookRecord(Stored):
     phase: str
     revision: str
     state: str
-    started_at: Annotated[Epoch, Field(alias="startedAt")]
-    exit_code: Annotated[int | None, Field(alias="exitCode", ge=-(2**31), le=MAX_INT)] = None
-    finished_at: Annotated[Epoch | None, Field(alias="finishedAt")] = None
+    started_at: Annotated[Epoch, Alias("startedAt")]
+    exit_code: Annotated[int | None, Alias("exitCode"), Interval(ge=-(2**31), le=MAX_INT)] = None
+    finished_at: Annotated[Epoch | None, Alias("finishedAt")] = None
     output: tuple[str, ...] = ()
 
-    @model_serializer(mode="wrap")
-    def _json(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return omit_none(handler, self, frozenset({"finishedAt"}))
+    OMIT_NONE = frozenset({"finishedAt"})
 
     @property
     def key(self) -> str:

@@ -703,6 +703,10 @@ class FakeWorld:
         self._docker()
         return [ImageFact(self.image_id_of(ref), (ref,), img.created) for ref, img in self.images.items() if ref not in self.pruned]
 
+    def image_obtainable(self, image: str) -> str | None:
+        self._docker()  # `images` is what the registry has too: a pruned one is pulled again (ensure_image)
+        return None if image in self.images else f"image {image} is not present locally and cannot be pulled: not found"
+
     def image_ids_in_use(self) -> frozenset[str]:
         self._docker()
         return frozenset(c.fact.image_id for c in self.containers.values())

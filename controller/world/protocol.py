@@ -296,6 +296,11 @@ class World(Protocol):
         """Every local image that has a name (tag or digest); dangling ones are left out. One daemon call."""
         ...
 
+    def image_obtainable(self, image: str) -> str | None:
+        """None when `image` is present locally or its registry has it (asked, not pulled: with the pull's
+        credentials); else why it cannot be had (`reconcile releases`: whether a release can be rolled back to)."""
+        ...
+
     def image_ids_in_use(self) -> frozenset[str]:
         """The image id of every container on the host: any app or none, running or stopped. One daemon call."""
         ...

@@ -14,9 +14,9 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
+from annotated_types import Interval
 
-from controller.kernel.document import Count, Document, Epoch, Stored, omit_none
+from controller.kernel.document import Alias, Count, Document, Epoch, Stored
 from controller.kernel.elapsed import Elapsed
 from controller.kernel.errors import one_line
 from controller.spec.base import COLORS, Color
@@ -37,7 +37,7 @@ class Counts(Stored):
     requests: Count = 0
     errors: Count = 0  # 5xx answered by the color (or by Nginx for it: 502/504 when it failed)
     slow: Count = 0  # slower than maxLatencyP99Ms
-    health_failures: Annotated[Count, Field(alias="healthFailures")] = 0  # consecutive failed probes
+    health_failures: Annotated[Count, Alias("healthFailures")] = 0  # consecutive failed probes
     probes: Count = 0
     skipped: Count = 0  # lines that are not ours: not JSON, other fields, other upstreams
 
@@ -65,27 +65,25 @@ class Window(Stored):
 
     color: Color  # the new color, judged
     revision: str
-    from_color: Annotated[Color, Field(alias="fromColor")]  # served before the switch: where traffic goes back to
+    from_color: Annotated[Color, Alias("fromColor")]  # served before the switch: where traffic goes back to
     # the revision it ran then (None: not ours / unknown, no switch-back)
-    from_revision: Annotated[str | None, Field(alias="fromRevision")]
+    from_revision: Annotated[str | None, Alias("fromRevision")]
     generation: str
-    started_at: Annotated[Epoch, Field(alias="startedAt")]  # wall clock, shown; the window's time is `elapsed`
+    started_at: Annotated[Epoch, Alias("startedAt")]  # wall clock, shown; the window's time is `elapsed`
     deadline: Epoch  # wall clock, shown (started_at + windowSeconds)
     log: LogPos = LogPos(0, 0)  # the access log when last read
     counts: Counts = field(default_factory=Counts)
     state: State = "open"
     figures: str = ""  # the measured figures behind the verdict
     # failed windows of this revision before this one (its backoff keeps growing)
-    prior_failures: Annotated[int, Field(alias="priorFailures", ge=0, le=1_000_000)] = 0
+    prior_failures: Annotated[int, Alias("priorFailures"), Interval(ge=0, le=1_000_000)] = 0
     # the window's time judged so far, on the monotonic clock (None in files written before it: the wall clock's)
     elapsed: Elapsed | None = None
     # True from the note before the switch until its confirmation: a window a kill left so counts from its resumption
     # (the time before the switch, a deploy's, is no traffic of the new color)
     pending: bool | None = None
 
-    @model_serializer(mode="wrap")
-    def _json(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        return omit_none(handler, self, frozenset({"elapsed", "pending"}))
+    OMIT_NONE = frozenset({"elapsed", "pending"})
 
     @property
     def open(self) -> bool:

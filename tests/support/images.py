@@ -227,3 +227,20 @@ def build_standard_images(client: Any, prefix: str = "bgtest") -> dict[str, str]
         build_test_image(client, tag, **params)
         tags[name] = tag
     return tags
+
+
+def remove_repositories(client: Any, names: list[str]) -> None:
+    """Remove every image of these repositories, and every container that uses one (a test's own images)."""
+    import contextlib
+
+    import docker.errors
+
+    for r in names:
+        images = client.api.images(name=r)
+        ours = {img["Id"] for img in images}
+        for c in client.api.containers(all=True):
+            if c.get("ImageID") in ours:
+                client.api.remove_container(c["Id"], force=True)
+        for img in images:
+            with contextlib.suppress(docker.errors.NotFound):
+                client.api.remove_image(img["Id"], force=True)

@@ -16,6 +16,7 @@ from controller.app.plan import Plan
 from controller.kernel.backoff import DEFAULT_POLICY, BackoffPolicy
 from controller.spec.app import BlueGreenApp
 from controller.store.documents import FailoverState
+from controller.store.releases import Releases
 from controller.store.state import StateStore
 from controller.world.facts import ImagesObserved, Memory, Observed
 from controller.world.protocol import World
@@ -27,12 +28,16 @@ class Remembered:
 
     memory: Memory = field(default_factory=Memory)
     failover: FailoverState = field(default_factory=FailoverState)
+    releases: Releases = field(default_factory=Releases)
 
     def load_memory(self, app: str) -> Memory:
         return self.memory
 
     def load_failover(self, app: str) -> FailoverState:
         return self.failover
+
+    def load_releases(self, app: str) -> Releases:
+        return self.releases
 
 
 def inputs_for(
@@ -45,8 +50,10 @@ def inputs_for(
     not_ready: dict[str, str] | None = None,
     images: bool = False,
     policy: BackoffPolicy = DEFAULT_POLICY,
+    releases: Releases | None = None,
 ) -> PassInputs:
-    store = memory if isinstance(memory, StateStore) else Remembered(memory or Memory(), failover or FailoverState())
+    """`releases`: the release ledger pruning keeps images by (with `images`; a StateStore reads its own)."""
+    store = memory if isinstance(memory, StateStore) else Remembered(memory or Memory(), failover or FailoverState(), releases or Releases())
     deps = dict(not_ready or {})
     return gather(app, world, store, revision_extra=revision_extra, dependencies=lambda a: deps, images=images, policy=policy)
 
@@ -67,8 +74,10 @@ def decide_on(
     not_ready: dict[str, str] | None = None,
     images: ImagesObserved | None = None,
     policy: BackoffPolicy = DEFAULT_POLICY,
+    releases: Releases | None = None,
 ) -> Plan:
     fo = failover or FailoverState()
     return decide(
-        PassInputs(app, obs, memory or Memory(), fo, False, now, dict(revision_extra or {}), dict(not_ready or {}), images, policy)
+        PassInputs(app, obs, memory or Memory(), fo, False, now, dict(revision_extra or {}), dict(not_ready or {}), images, policy,
+                   releases)
     )

@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from controller.app.failover import FAILED_OVER, OFF, Decision, Kind, WaitLiveOrFailover, failed_for, passing
+from controller.app.rules.stability import prove_window
 from controller.spec.base import Color, other
 from controller.store.documents import FailoverState
 from controller.world.actions import Action, Blocker, StartContainer, WaitHealthy
@@ -139,12 +140,4 @@ def steer(
 
 def _prove_window(app: BlueGreenApp, d: Decision) -> tuple[Action, ...]:
     """A color that does not serve keeps the stability rule: one Docker restarted proves a full window first."""
-    if d.steady or d.color is None:
-        return ()
-    return (
-        WaitHealthy(
-            d.color,
-            f"{app.container_name(d.color)} passes but has not run {app.spec.healthCheck.stableSeconds:g}s "
-            "without a restart: it must keep passing for a full window before the failover",
-        ),
-    )
+    return () if d.color is None else prove_window(app, d.color, d.steady, "the failover")

@@ -8,7 +8,8 @@ route (the same test) confirms it, as `/bluegreen/<app>/` confirms the live rout
 
 Rules, on top of the app's own (which keep precedence; composed by controller/app/decide.py):
 1. A preview never touches the live color: nothing happens to the idle color for it until the active color
-   serves and no switch is pending (a deploy or rollback in progress leaves the idle color alone).
+   serves and no switch is pending (a deploy or rollback in progress leaves the idle color alone), nor while a
+   verification window is open (spec.verify): the idle color is then the previous color, the way back.
 2. Preview requests reach only a preview that has passed its check and run `stableSeconds` without a restart;
    the flag is removed first whenever that stops being true, and before anything replaces the idle color.
 3. A failing preview degrades the preview only: its revision is remembered with the same backoff as a failed
@@ -37,6 +38,7 @@ from controller.world.actions import (
     WaitPreview,
 )
 from controller.world.facts import ContainerFact, Memory, Observed
+from controller.world.verification import window_closed
 
 if TYPE_CHECKING:  # the models load with the first spec validated (none on a spec-cache hit)
     from controller.spec.app import BlueGreenApp
@@ -85,6 +87,10 @@ def plan_preview(
         return PreviewPlan(
             before=off, revision=rev, state=PreviewState(False, "WaitingForLive", f"the preview starts once {want} serves {spec.image}")
         )
+    if not window_closed(mem.verify):
+        # Rule 1: the switch-back target is never replaced or stopped while the window that may need it is open.
+        why = f"the preview starts once the verification window closes: {app.container_name(idle)} is the way back until then"
+        return PreviewPlan(before=off, revision=rev, state=PreviewState(False, "WaitingForVerification", why))
 
     cur = obs.containers[idle]
     good = matches(view, idle, cur, rev)

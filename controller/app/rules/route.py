@@ -1,7 +1,8 @@
 """Where traffic goes: the Nginx side (include, flag, reload) and the marker. Pure.
 
 Safety rule 3: the marker names the color Nginx really serves, never what we hoped it serves: before a switch
-and after it. A route that cannot be confirmed switches nothing and leaves the marker alone (`RouteUnverified`).
+and after it. A wrong marker is corrected first in the plan (`Route.first`, placed by controller/app/decide.py
+ahead of every other step), a switch's marker right after the switch (`Route.then`). A route that cannot be confirmed switches nothing and leaves the marker alone (`RouteUnverified`).
 """
 
 from __future__ import annotations
@@ -58,14 +59,17 @@ def route(app: BlueGreenApp, obs: Observed, target: Color | None) -> Route:
             )
             target = None  # unknown: the marker stays as it is
 
-    # The marker names what Nginx serves at every moment: fix it first when a switch is still to come,
-    # so a deploy that fails half-way cannot leave it naming the wrong color.
+    # The marker names what Nginx serves at every moment: one that disagrees with the color Nginx answered
+    # through is fixed first, before any step that can fail (a wait, a create, a hook), whether or not a switch
+    # is still to come (a switch rewrites it right after). Else a failed step stops the pass with the marker
+    # wrong: a kill -9 between a switch and its marker, then a deploy onto that live color that never gets healthy.
+    # Always safe: it writes what Nginx serves now, and nothing before the switch changes that.
     first: tuple[Action, ...] = ()
     live = obs.route.color if obs.route.reachable else None
     marker = obs.marker_color  # what the marker will say when the step below runs
-    if live is not None and live != target and marker != live:
+    if live is not None and marker != live:
         diffs.append(f"marker {app.marker_path}: {describe_file(obs.marker)}; Nginx serves {live}")
-        first = (WriteMarker(live, f"Nginx serves {live} until the switch"),)
+        first = (WriteMarker(live, f"Nginx serves {live}" + ("" if live == target else " until the switch")),)
         marker = live
 
     if target is not None and marker != target:
