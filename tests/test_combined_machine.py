@@ -69,10 +69,6 @@ from tests.fakes import CheckedWorld
 
 # Issue 19's defects not fixed on main yet (number -> what the machine sees). Remove an entry when its fix lands.
 KNOWN_DEFECTS: dict[int, str] = {
-    2: "switch-back routes to a previous color Docker restarted less than stableSeconds ago",
-    3: "with a preview, the pass after the switch replaces the switch-back target while the window is open",
-    11: "rollback accepts a standby Docker restarted since it was proven",
-    12: "an accessory down: the dependsOn gate drops SwitchPreview(off); preview requests go to a dead preview",
     # Found by this machine, not in issue 19's table:
     14: "a wall-clock step forward makes a color Docker restarted look steady: StartedAt is wall time (the stability rule)",
 }

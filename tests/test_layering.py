@@ -48,7 +48,7 @@ NO_OP_MODULES = frozenset(
         "controller.app.rules", "controller.app.rules.capacity", "controller.app.rules.depends_on",
         "controller.app.rules.desired", "controller.app.rules.failover", "controller.app.rules.foreign", "controller.app.rules.maintenance",
         "controller.app.rules.gates", "controller.app.rules.preview", "controller.app.rules.pruning",
-        "controller.app.rules.route", "controller.app.rules.secrets", "controller.app.rules.standby",
+        "controller.app.rules.route", "controller.app.rules.secrets", "controller.app.rules.stability", "controller.app.rules.standby",
         "controller.app.rules.switchback",
         "controller.app.status", "controller.app.steps", "controller.app.steps.gates", "controller.app.steps.prune",
         "controller.app.steps.verify",

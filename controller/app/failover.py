@@ -109,6 +109,13 @@ def intend(app: BlueGreenApp, state: FailoverState, d: Decision, now: float) -> 
     return replace(state, switching=FailedOver(app.generation(), other(d.color), d.color, revision, now, d.message))
 
 
+def failed_over(app: BlueGreenApp, state: FailoverState, now: float, mono: float) -> FailedOver | None:
+    """The failover `state` holds: the active one, or the one announced as the next observation would make it."""
+    if state.active is not None or state.switching is None:
+        return state.active
+    return activate(app, state, state.switching.to_color, state.switching.revision, now, mono).active
+
+
 def activate(app: BlueGreenApp, state: FailoverState, to: Color, revision: str, now: float, mono: float) -> FailoverState:
     """The state once traffic has moved to `to` by a failover."""
     failed = other(to)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from controller.app.apply import Context, apply
 from controller.app.decide import PassInputs, decide
-from controller.app.failover import FAILED_OVER, intend
+from controller.app.failover import FAILED_OVER, failed_over, intend
 from controller.app.gates import gates_fingerprint
 from controller.app.gather import Dependencies, gather, no_dependencies, with_images
 from controller.app.maintenance import cleanup_after_failure
@@ -490,8 +490,8 @@ class Reconciler:
                 w = self.store.load_window(app.name)
                 detail = w.figures if w is not None and w.state == "failed" else None
             elif began == "failover":
-                active = self.store.load_failover(app.name).active
-                detail = active.reason if active is not None else None
+                done = failed_over(app, self.store.load_failover(app.name), self.world.now(), self.world.monotonic())
+                detail = done.reason if done is not None else None
             same = c is not None and c.revision == revision
             taken = Taken(revision, image, a.color, self.world.now(),
                           digest=c.repo_digests[0] if same and c is not None and c.repo_digests else None,
