@@ -7,12 +7,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.app.reconcile import Reconciler
+from controller.app.reconcile import AppResult, Reconciler
 from controller.spec.app import BlueGreenApp
 from controller.store.metrics import Metrics
 from controller.store.state import StateStore
 from controller.world.facts import port_of
 from controller.world.fake import Crash, FakeContainer, FakeImage, FakeWorld
+from tests.factories import make_app
 
 
 @dataclass
@@ -57,6 +58,29 @@ class CheckedWorld(FakeWorld):
 
     def remove_file(self, path: Path) -> None:
         self._checked(lambda: FakeWorld.remove_file(self, path))
+
+
+@dataclass
+class SickAfterSwitch(CheckedWorld):
+    """green's app stops answering its health check once traffic is on it (a leak that kills it soon after):
+    a post-switch verification fails it."""
+
+    def sleep(self, seconds: float) -> None:
+        super().sleep(seconds)
+        c = self.containers.get("dialogue-green")
+        if c is not None and self.routed("dialogue") == ["127.0.0.1:18082"]:
+            c.broken = True
+
+
+def switched_back(state: Path) -> tuple[SickAfterSwitch, Reconciler, BlueGreenApp, AppResult]:
+    """blue dialogue:1 served, then green dialogue:2 with `verify`, whose window fails: the result of that pass."""
+    base = world_for(make_app())
+    w = SickAfterSwitch(images=base.images)
+    w.include_paths |= base.include_paths
+    rec = reconciler(w, state)
+    assert rec.reconcile(make_app()).result == "converged"
+    v2 = make_app(image="dialogue:2", activeColor="green", verify={"windowSeconds": 10, "healthFailures": 2, "accessLog": str(state / "none.log")})
+    return w, rec, v2, rec.reconcile(v2)
 
 
 def world_for(*apps: BlueGreenApp, images: dict[str, FakeImage] | None = None) -> CheckedWorld:

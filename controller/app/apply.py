@@ -189,8 +189,11 @@ def _wait(ctx: Context, a: Action) -> None:
     hc = ctx.app.spec.healthCheck
     w = ctx.world
     name = ctx.app.container_name(a.color)
-    begun = w.now()
-    deadline = a.deadline if a.deadline is not None else begun + hc.timeoutSeconds
+    # The wait runs on the monotonic clock; a deadline the plan set on the wall clock (from Docker's StartedAt) leaves
+    # at most timeoutSeconds: a wall clock stepped back never makes it wait a day (issue 19 #10).
+    begun = w.monotonic()
+    left = hc.timeoutSeconds if a.deadline is None else min(max(0.0, a.deadline - w.now()), hc.timeoutSeconds)
+    deadline = begun + left
     url = health_url(ctx.app, a.color)
     last_note = begun
     probes = 0
@@ -199,7 +202,7 @@ def _wait(ctx: Context, a: Action) -> None:
     while True:
         result = w.probe_health(url, hc.expectStatus, hc.requestTimeoutSeconds)
         probes += 1
-        now = w.now()
+        now = w.monotonic()
         if result.ok:
             if passing_since is None:
                 passing_since, run = now, w.run_state(name)
@@ -246,12 +249,12 @@ def _wait_live(ctx: Context, a: Action) -> None:
         result = w.probe_health(url, hc.expectStatus, hc.requestTimeoutSeconds)
         if result.ok:
             raise Superseded(f"{ctx.app.container_name(a.color)} passes again: failover called off")
-        now = w.now()
+        now = w.monotonic()  # the failover instant is on the monotonic clock
         if now + hc.intervalSeconds >= a.deadline and (passed_at is None or now - passed_at > fresh):
             target = w.probe_health(to_url, hc.expectStatus, hc.requestTimeoutSeconds)
             if not target.ok:
                 raise Superseded(f"{ctx.app.container_name(a.to)} fails its health check ({target.detail}): no failover now")
-            passed_at = now = w.now()
+            passed_at = now = w.monotonic()
         if now >= a.deadline:
             ctx.log.warning("failover.due", color=a.color, last=result.detail, to=a.to)
             return

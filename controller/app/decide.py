@@ -43,7 +43,7 @@ from controller.app.rules.standby import standby
 from controller.app.rules.switchback import Hold, hold
 from controller.kernel.backoff import DEFAULT_POLICY, BackoffPolicy
 from controller.spec.base import COLORS, Color, other
-from controller.store.documents import FailoverState
+from controller.store.documents import FailedOver, FailoverState
 from controller.store.releases import Releases
 from controller.world.actions import CreatePreview, StartPreview, SwitchRoute
 from controller.world.facts import ImagesObserved, Memory, Observed
@@ -68,6 +68,14 @@ class PassInputs:
     images: ImagesObserved | None = None  # for pruning; None: not gathered (nothing is pruned)
     policy: BackoffPolicy = DEFAULT_POLICY  # when a failed revision is tried again (--backoff-base, --backoff-max)
     releases: Releases | None = None  # for pruning, with `images`: the release ledger, the images just seen noted
+    # A failover this observation found done (its switch announced, traffic on its color): the caller that saves
+    # `failover` records it, once (history, metric).
+    failed_over: FailedOver | None = None
+    mono: float | None = None  # the monotonic clock at `now` (World.monotonic); None: hand-built inputs, `now` stands in
+
+    @property
+    def monotonic(self) -> float:
+        return self.mono if self.mono is not None else self.now
 
     @property
     def verification_open(self) -> bool:
@@ -94,7 +102,7 @@ def _core(i: PassInputs) -> _Core:
     extra, stale = hold_live_secrets(app, obs.containers[want], obs.serving, i.revision_extra)
     revisions = {c: app.revision(c, extra) for c in COLORS}
     rev = revisions[want]
-    fo = failover(app, obs, mem, i.failover, now)
+    fo = failover(app, obs, mem, i.failover, now, i.monotonic)
     fr = foreign(app, obs)
     held = hold(app, obs, mem, now, rev, obs.serving, i.policy)
     return _Core(extra, stale, revisions, fr, fo, held, desired(app, obs, mem, now, rev, fo, fr.colors, held, i.policy))

@@ -10,6 +10,8 @@ since `failing_since`; once that is `failoverAfterSeconds` old, traffic moves to
 - it runs the revision that color last served (`served`: recorded while it served and passed), i.e. the
   release that served before the failing one, not something deployed there since,
 - the failure memory holds no failure of that revision (a deploy that failed, VerificationFailed, ...).
+The failover is announced (`intend`, saved before its switch runs) and made active by the first observation
+that finds traffic on its color (`track`), so a kill -9 at any instant never loses it.
 Once failed over, nothing moves back by itself (no flapping): the failover holds until the spec document
 changes (a new generation), which the operator does to flip to the healthy color or to redeploy.
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Literal
 
+from controller.kernel.elapsed import Elapsed
 from controller.spec.base import Color, other
 from controller.store.documents import FailedOver, FailoverState
 from controller.world.actions import WaitHealthy
@@ -34,7 +37,7 @@ Kind = Literal["off", "ok", "pending", "switch", "held", "unavailable"]
 class Decision:
     kind: Kind
     color: Color | None = None  # switch/held: where traffic goes
-    deadline: float | None = None  # pending/switch: failing_since + failoverAfterSeconds
+    deadline: float | None = None  # pending/switch: the failover instant, on the monotonic clock (World.monotonic)
     message: str = ""
     steady: bool = True  # switch: the target ran a full stability window (else it must prove one first)
 
@@ -57,15 +60,18 @@ def passing(app: BlueGreenApp, c: ContainerFact | None) -> bool:
     return c is not None and c.ours(app.name) and c.running and c.healthy is True
 
 
-def track(app: BlueGreenApp, obs: Observed, state: FailoverState, now: float, mem: Memory | None = None) -> FailoverState:
+def track(app: BlueGreenApp, obs: Observed, state: FailoverState, now: float, mono: float, mem: Memory | None = None) -> FailoverState:
     """The state after observing `obs`: what each color served (for every app, so that a failover enabled later
-    knows the standby's release), and with spec.failover when the live color began failing and which served
-    revision `mem` holds as failed; the end of a failover whose spec has changed. Pure: the caller saves it when
-    it differs (for an app without failover, only at a cutover)."""
+    knows the standby's release) and which served revision `mem` holds as failed; with spec.failover when the
+    live color began failing; the end of a failover whose spec has changed. Pure: the caller saves it when
+    it differs (for an app without failover: at a cutover, or when a served revision is remembered as failed)."""
     serving = obs.serving
+    intent, state = state.switching, replace(state, switching=None)
+    if intent is not None and state.active is None and intent.generation == app.generation() and serving == intent.to_color:
+        state = activate(app, state, intent.to_color, intent.revision, now, mono)  # the switch it announced happened
     active = state.active if state.active is not None and state.active.generation == app.generation() else None
     served = dict(state.served)
-    failing_color, failing_since = None, None
+    failing_color, failing_since, failing_for = None, None, None
     if serving is not None:
         live = obs.containers[serving]
         if passing(app, live) and live is not None and live.revision:
@@ -73,23 +79,49 @@ def track(app: BlueGreenApp, obs: Observed, state: FailoverState, now: float, me
         elif app.spec.failover != "none" and (live is None or live.ours(app.name)):
             # Not running, restarting, or failing its probe: failing since the first pass that saw it so.
             failing_color = serving
-            failing_since = state.failing_since if state.failing_color == serving and state.failing_since is not None else now
+            if state.failing_color == serving and state.failing_since is not None:
+                failing_since, failing_for = state.failing_since, failed_for(app, state, now, mono)
+            else:
+                failing_since, failing_for = now, Elapsed(0.0, mono)
     failed = {rev: why for rev, why in state.failed.items() if rev in served.values()}
-    for rev in served.values() if app.spec.failover != "none" else ():
+    for rev in served.values():  # for every app: a failover enabled later knows what failed before (issue 19 #4)
         f = mem.failures.get(rev) if mem is not None else None
         if f is not None:
             failed[rev] = f"{f.reason}: {f.message}"
-    return FailoverState(failing_color=failing_color, failing_since=failing_since, served=served, active=active, failed=failed)
-
-
-def activate(app: BlueGreenApp, state: FailoverState, d: Decision, revision: str, now: float) -> FailoverState:
-    """The state once traffic has moved by decision `d` (a `switch`, or a `pending` one whose instant came)."""
-    assert d.kind in ("switch", "pending") and d.color is not None
-    failed = other(d.color)
-    since = state.failing_since if state.failing_since is not None else now
-    reason = (
-        f"{app.container_name(failed)} failed its health check for {now - since:.1f}s (failoverAfterSeconds "
-        f"{app.spec.failoverAfterSeconds:g}); {app.container_name(d.color)} passes and runs revision {revision}, which served before"
+    return FailoverState(
+        failing_color=failing_color, failing_since=failing_since, failing_for=failing_for, served=served, active=active, failed=failed
     )
-    rec = FailedOver(app.generation(), failed, d.color, revision, now, reason)
-    return replace(state, active=rec, failing_color=None, failing_since=None)
+
+
+def failed_for(app: BlueGreenApp, state: FailoverState, now: float, mono: float) -> Elapsed:
+    """How long the failing color has failed, counted up to monotonic reading `mono` (a state written without it:
+    the wall clock's age of failing-since, within [0, failoverAfterSeconds]: a step either way is harmless)."""
+    if state.failing_for is not None:
+        return state.failing_for.at(mono)
+    return Elapsed.since_wall(state.failing_since if state.failing_since is not None else now, now, mono, app.spec.failoverAfterSeconds)
+
+
+def intend(app: BlueGreenApp, state: FailoverState, d: Decision, now: float) -> FailoverState:
+    """The state to save before the switch of decision `d` (a `switch`, or a `pending` one) runs: the failover it
+    announces, made `active` by the first observation that finds traffic on `d.color` (`track`)."""
+    assert d.kind in ("switch", "pending") and d.color is not None
+    revision = state.served.get(d.color, "")  # the rule checked that the container runs this one
+    return replace(state, switching=FailedOver(app.generation(), other(d.color), d.color, revision, now, d.message))
+
+
+def failed_over(app: BlueGreenApp, state: FailoverState, now: float, mono: float) -> FailedOver | None:
+    """The failover `state` holds: the active one, or the one announced as the next observation would make it."""
+    if state.active is not None or state.switching is None:
+        return state.active
+    return activate(app, state, state.switching.to_color, state.switching.revision, now, mono).active
+
+
+def activate(app: BlueGreenApp, state: FailoverState, to: Color, revision: str, now: float, mono: float) -> FailoverState:
+    """The state once traffic has moved to `to` by a failover."""
+    failed = other(to)
+    reason = (
+        f"{app.container_name(failed)} failed its health check for {failed_for(app, state, now, mono).seconds:.1f}s (failoverAfterSeconds "
+        f"{app.spec.failoverAfterSeconds:g}); {app.container_name(to)} passes and runs revision {revision}, which served before"
+    )
+    rec = FailedOver(app.generation(), failed, to, revision, now, reason)
+    return replace(state, active=rec, failing_color=None, failing_since=None, failing_for=None)

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from controller.app.apply import Context, apply
 from controller.app.decide import PassInputs, decide
-from controller.app.failover import FAILED_OVER, activate
+from controller.app.failover import FAILED_OVER, failed_over, intend
 from controller.app.gates import gates_fingerprint
 from controller.app.gather import Dependencies, gather, no_dependencies, with_images
 from controller.app.maintenance import cleanup_after_failure
@@ -31,7 +31,7 @@ from controller.kernel.logs import get_logger
 from controller.spec.base import other, preview_app
 from controller.store.documents import (
     Condition,
-    FailoverState,
+    FailedOver,
     HookStatus,
     LastDeploy,
     SourceStatus,
@@ -314,6 +314,8 @@ class Reconciler:
             inputs = self.inputs(app, resolved, containers if pass_no == 0 else None)
             if inputs.failover_changed:
                 self.store.save_failover(app.name, inputs.failover)  # failing-since survives passes and cron runs
+            if inputs.failed_over is not None:
+                self._failed_over(app, inputs.failed_over, rid, log)
             mem, obs = inputs.memory, inputs.observed
             hooks = _Hooks(self.store, app.name, mem.hooks)
             p = decide(inputs)
@@ -361,11 +363,13 @@ class Reconciler:
                 for a in p.actions:
                     self.metrics.drift_repairs.labels(app=app.name, kind=drift_kind(a, obs)).inc()
             self.verifier.note_switch(app, p, obs, mem)
+            if p.failover.kind in ("switch", "pending") and any(isinstance(a, SwitchRoute) and a.color == p.failover.color for a in p.actions):
+                # Announced before the switch runs: the next observation that finds traffic moved records it.
+                self.store.save_failover(app.name, intend(app, inputs.failover, p.failover, self.world.now()))
             outcome = apply(ctx, p.actions)
             self.verifier.switched(app, outcome)
             done += [o.action.describe() for o in outcome.outcomes if o.ok]
             error = outcome.error
-            self._failed_over(app, p, inputs.failover, outcome.outcomes, rid, log)
             self._released(app, p, obs, outcome.outcomes, log)
             preview_error = None
             if isinstance(outcome.failed, PREVIEW_ACTIONS) and error is not None and not isinstance(error, Interrupted):
@@ -403,21 +407,11 @@ class Reconciler:
         return AppResult(app=app.name, result=res, plan=p, observed=obs, status=status, error=message, actions_done=done, requeue=requeue)
 
     # Failover (controller/app/failover.py) -------------------------------------------------
-    def _failed_over(self, app: BlueGreenApp, p: Plan, fo: FailoverState, outcomes: list[Any], rid: str, log: Any) -> None:
-        """After a pass whose plan failed over and whose switch was confirmed: remember, record, count."""
-        d = p.failover
-        if d.kind not in ("switch", "pending") or d.color is None:
-            return
-        if not any(o.ok and isinstance(o.action, SwitchRoute) and o.action.color == d.color for o in outcomes):
-            return
-        revision = fo.served.get(d.color, "")  # the rule checked that the container runs this one
-        now = self.world.now()
-        done = activate(app, fo, d, revision, now)
-        assert done.active is not None
-        self.store.save_failover(app.name, done)
+    def _failed_over(self, app: BlueGreenApp, done: FailedOver, rid: str, log: Any) -> None:
+        """A failover observed done (controller/app/failover.py `track`), its state saved: recorded and counted, once."""
         self.metrics.failovers.labels(app=app.name).inc()
-        self.ledger.record(HistoryEntry(iso(now), app.name, rid, FAILED_OVER, d.color, app.spec.image, "ok", done.active.reason))
-        log.warning("failover.done", color=d.color, reason=done.active.reason)
+        self.ledger.record(HistoryEntry(iso(done.at), app.name, rid, FAILED_OVER, done.to_color, app.spec.image, "ok", done.reason))
+        log.warning("failover.done", color=done.to_color, reason=done.reason)
 
     # Image pruning (controller/app/steps/prune.py) ------------------------------------------------------
     def _prune(self, app: BlueGreenApp, inputs: PassInputs, rid: str, log: Any, stop: Callable[[], bool], *, changed: bool) -> None:
@@ -496,8 +490,8 @@ class Reconciler:
                 w = self.store.load_window(app.name)
                 detail = w.figures if w is not None and w.state == "failed" else None
             elif began == "failover":
-                active = self.store.load_failover(app.name).active
-                detail = active.reason if active is not None else None
+                done = failed_over(app, self.store.load_failover(app.name), self.world.now(), self.world.monotonic())
+                detail = done.reason if done is not None else None
             same = c is not None and c.revision == revision
             taken = Taken(revision, image, a.color, self.world.now(),
                           digest=c.repo_digests[0] if same and c is not None and c.repo_digests else None,
@@ -592,8 +586,10 @@ class Reconciler:
                 outcome="success" if ok else "failed",
                 message=None if ok else str(error),
             )
-        # Forget failures of revisions that are no longer wanted, so the file cannot grow forever.
-        mem = replace(mem, failures={r: f for r, f in mem.failures.items() if r in p.revisions.values()})
+        # Forget failures of revisions that no longer matter, so the file cannot grow forever: never one the spec
+        # names, nor one a color still runs (failover and switch-back must still know it failed: issue 19 #4).
+        running = {c.revision for c in obs.containers.values() if c is not None and c.revision}
+        mem = mem.keep_failures({*p.revisions.values(), *running})
         self.store.save_memory(app.name, mem, last_deploy)
         return mem, last_deploy
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 from annotated_types import Interval
 
 from controller.kernel.document import MAX_INT, TRUE_FALSE, After, Alias, Document, Epoch, Stored
+from controller.kernel.elapsed import Elapsed
 from controller.spec.base import COLORS, Color
 from controller.world.actions import Blocker
 
@@ -234,11 +235,19 @@ class FailoverState(Stored):
     """What the failover rule needs to remember between passes (failover.json)."""
 
     failing_color: Annotated[Color | None, Alias("failingColor")] = None
-    failing_since: Annotated[Epoch | None, Alias("failingSince")] = None
+    failing_since: Annotated[Epoch | None, Alias("failingSince")] = None  # wall clock, shown
+    # how long it has failed, on the monotonic clock (controller/kernel/elapsed.py): what failoverAfterSeconds judges
+    failing_for: Annotated[Elapsed | None, Alias("failingFor")] = None
     served: dict[Color, str] = field(default_factory=dict)  # color -> revision it last served while passing
     active: FailedOver | None = None
-    # Served revisions the failure memory held as failed (revision -> reason), kept here because memory.json
-    # forgets failures of revisions the spec no longer names, which the previous release's soon is.
+    # A failover about to switch (saved before the switch runs): the next observation that finds traffic on its
+    # `to_color` makes it `active`, whatever instant a kill -9 hit; one that does not drops it (issue 19 #5).
+    switching: FailedOver | None = None
+
+    OMIT_NONE = frozenset({"switching", "failingFor"})
+    # Served revisions the failure memory held as failed (revision -> reason), for every app (failover on or not),
+    # kept here as long as a color's last served revision is one (memory.json forgets a failure once no color runs
+    # its revision and the spec names it no more).
     failed: dict[str, str] = field(default_factory=dict)
 
 

@@ -263,6 +263,10 @@ class Memory:
         failure = Failure(revision, color, count, at, reason, message, gates=gates or "")
         return replace(self, failures={**self.failures, revision: failure})
 
+    def keep_failures(self, revisions: set[str]) -> Memory:
+        """Only the failures of `revisions` (those the spec names and those a color runs: a handful, so bounded)."""
+        return replace(self, failures={r: f for r, f in self.failures.items() if r in revisions})
+
 
 _SERVER_RE = re.compile(r"^\s*server\s+([^\s;]+)\s*([^;]*);", re.MULTILINE)
 

@@ -2,7 +2,7 @@
 
 `FakeWorld` behaves like the host as far as the controller can observe it, for both kinds: an app's colors
 and hooks, and accessories (containers by name, named volumes, networks, one-offs, in-container checks), plus
-the access log, Prometheus and the host's capacity. One clock (`sleep` advances it) and one crash budget
+the access log, Prometheus and the host's capacity. One clock (`sleep` advances it; the wall clock can be stepped apart from it: `step_wall`) and one crash budget
 (`crash_after`: every mutation of either kind counts) serve both, so apps and accessories are property-tested
 together. `tests/test_contract.py` calls every `World` method on it and on the real drivers with the same
 assertions, so the two cannot drift apart.
@@ -122,7 +122,10 @@ class FakeWorld:
     images: dict[str, FakeImage] = field(default_factory=dict)
     containers: dict[str, FakeContainer] = field(default_factory=dict)
     files: dict[Path, str] = field(default_factory=dict)
+    # The time that passes (`sleep` and the tests advance it): the monotonic clock; the wall clock (`now`) is it
+    # plus `wall_step` (step_wall). Docker's timestamps (created, StartedAt) are on `clock`.
     clock: float = 1_000_000.0
+    wall_step: float = 0.0
     docker_up: bool = True
     nginx_up: bool = True
     nginx_test_fails: bool = False
@@ -722,7 +725,14 @@ class FakeWorld:
         return None
 
     def now(self) -> float:
+        return self.clock + self.wall_step
+
+    def monotonic(self) -> float:
         return self.clock
+
+    def step_wall(self, seconds: float) -> None:
+        """A perturbation: the wall clock (`now`) steps by `seconds` (NTP, an operator); the monotonic clock does not."""
+        self.wall_step += seconds
 
     def sleep(self, seconds: float) -> None:
         self.clock += seconds

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 from annotated_types import Interval
 
 from controller.kernel.document import Alias, Count, Document, Epoch, Stored
+from controller.kernel.elapsed import Elapsed
 from controller.kernel.errors import one_line
 from controller.spec.base import COLORS, Color
 
@@ -38,7 +39,7 @@ class Counts(Stored):
     slow: Count = 0  # slower than maxLatencyP99Ms
     health_failures: Annotated[Count, Alias("healthFailures")] = 0  # consecutive failed probes
     probes: Count = 0
-    skipped: Count = 0  # lines that are not ours: not JSON, other fields, other upstreams, before the window
+    skipped: Count = 0  # lines that are not ours: not JSON, other fields, other upstreams
 
     def add(self, other: Counts) -> Counts:
         return replace(
@@ -68,18 +69,34 @@ class Window(Stored):
     # the revision it ran then (None: not ours / unknown, no switch-back)
     from_revision: Annotated[str | None, Alias("fromRevision")]
     generation: str
-    started_at: Annotated[Epoch, Alias("startedAt")]
-    deadline: Epoch
+    started_at: Annotated[Epoch, Alias("startedAt")]  # wall clock, shown; the window's time is `elapsed`
+    deadline: Epoch  # wall clock, shown (started_at + windowSeconds)
     log: LogPos = LogPos(0, 0)  # the access log when last read
     counts: Counts = field(default_factory=Counts)
     state: State = "open"
     figures: str = ""  # the measured figures behind the verdict
     # failed windows of this revision before this one (its backoff keeps growing)
     prior_failures: Annotated[int, Alias("priorFailures"), Interval(ge=0, le=1_000_000)] = 0
+    # the window's time judged so far, on the monotonic clock (None in files written before it: the wall clock's)
+    elapsed: Elapsed | None = None
+    # True from the note before the switch until its confirmation: a window a kill left so counts from its resumption
+    # (the time before the switch, a deploy's, is no traffic of the new color)
+    pending: bool | None = None
+
+    OMIT_NONE = frozenset({"elapsed", "pending"})
 
     @property
     def open(self) -> bool:
         return self.state == "open"
+
+    def judged(self, length: float, now: float, mono: float) -> Elapsed:
+        """The window's time counted up to monotonic reading `mono` (`length`: windowSeconds; `now`: the wall clock,
+        for a window written without `elapsed` only)."""
+        if self.pending:
+            return Elapsed(0.0, mono)
+        if self.elapsed is None:
+            return Elapsed.since_wall(self.started_at, now, mono, length)
+        return self.elapsed.at(mono)
 
 
 WINDOW = Document(Window)  # verify.json
@@ -146,12 +163,13 @@ def _ms(text: str) -> float | None:
     return v * 1000.0 if math.isfinite(v) and v >= 0 else None
 
 
-def tally(lines: list[bytes], address: str, since: float, spec: VerifySpec) -> Counts:
-    """Counts for the color at upstream `address` ("127.0.0.1:18082") from lines logged at or after `since`."""
+def tally(lines: list[bytes], address: str, spec: VerifySpec) -> Counts:
+    """Counts for the color at upstream `address` ("127.0.0.1:18082") from `lines`, read past the offset noted at
+    the switch: what Nginx logged after it. Never by the time a line carries: Nginx's clock is not ours."""
     requests = errors = slow = skipped = 0
     for line in lines:
         e = parse_line(line)
-        if e is None or e.time < since:
+        if e is None:
             skipped += 1
             continue
         mine = [(s, ms) for a, s, ms in e.tries if a == address]
@@ -236,8 +254,9 @@ def figures(spec: VerifySpec, c: Counts, prom: PromAnswer | None = None) -> str:
     return text
 
 
-def judge(spec: VerifySpec, c: Counts, now: float, deadline: float, prom: PromAnswer | None = None) -> Verdict:
-    """Failed as soon as a threshold is crossed; passed when the window ends without one; else open.
+def judge(spec: VerifySpec, c: Counts, elapsed: float, length: float, prom: PromAnswer | None = None) -> Verdict:
+    """Failed as soon as a threshold is crossed; passed when the window (`length` seconds, `elapsed` of them
+    judged) ends without one; else open.
 
     `prom` is the last verify.prometheus answer. One that is not a number (the query failed, Prometheus is down)
     does not fail the window by itself: monitoring being away must not take a healthy release off the air."""
@@ -253,7 +272,7 @@ def judge(spec: VerifySpec, c: Counts, now: float, deadline: float, prom: PromAn
         # p99 above the limit exactly when more than 1% of the requests are slower than it.
         if spec.maxLatencyP99Ms is not None and c.slow / c.requests > 0.01:
             return Verdict("failed", f"p99 latency above {spec.maxLatencyP99Ms:g} ms: {shown}")
-    if now >= deadline:
+    if elapsed >= length:
         judged = "" if c.requests >= spec.minRequests else f" (error rate not judged: fewer than minRequests {spec.minRequests})"
         return Verdict("passed", shown + judged)
     return Verdict("open", shown)

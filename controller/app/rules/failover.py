@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
-from controller.app.failover import FAILED_OVER, OFF, Decision, Kind, WaitLiveOrFailover, passing
+from controller.app.failover import FAILED_OVER, OFF, Decision, Kind, WaitLiveOrFailover, failed_for, passing
 from controller.app.rules.stability import prove_window
 from controller.spec.base import Color, other
 from controller.store.documents import FailoverState
@@ -20,8 +20,9 @@ if TYPE_CHECKING:  # the models load with the first spec validated (none on a sp
     from controller.spec.app import BlueGreenApp
 
 
-def failover(app: BlueGreenApp, obs: Observed, mem: Memory, state: FailoverState, now: float) -> Decision:
-    """What the failover rule says for this observation (`state` already `track`ed for it)."""
+def failover(app: BlueGreenApp, obs: Observed, mem: Memory, state: FailoverState, now: float, mono: float) -> Decision:
+    """What the failover rule says for this observation (`state` already `track`ed for it; `mono`: the monotonic
+    clock then, which the failover instant is on)."""
     spec = app.spec
     if spec.failover == "none":
         return OFF
@@ -37,7 +38,8 @@ def failover(app: BlueGreenApp, obs: Observed, mem: Memory, state: FailoverState
         )
     if serving != want or state.failing_color != want or state.failing_since is None:
         return Decision("ok")
-    deadline = state.failing_since + spec.failoverAfterSeconds
+    failing = failed_for(app, state, now, mono).seconds
+    deadline = mono + max(0.0, spec.failoverAfterSeconds - failing)
     live = app.container_name(want)
     cand_color = other(want)
     cand = obs.containers[cand_color]
@@ -46,8 +48,7 @@ def failover(app: BlueGreenApp, obs: Observed, mem: Memory, state: FailoverState
     if why_not:
         return Decision("unavailable", deadline=deadline, message=f"{live} fails its health check; no failover: {why_not}")
     assert cand is not None and cand.revision is not None
-    failing = now - state.failing_since
-    if now < deadline:
+    if failing < spec.failoverAfterSeconds:
         kind: Kind = "pending"
         message = (
             f"{live} fails its health check for {failing:.1f}s; failover to {name} "

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from controller.app.apply import ApplyResult
 from controller.app.plan import Plan
 from controller.app.routing import health_url, upstream_address
+from controller.kernel.elapsed import Elapsed
 from controller.kernel.errors import HostError, one_line
 from controller.spec.base import other
 from controller.store.documents import LastDeploy, iso
@@ -70,6 +71,8 @@ class Verifier:
                 deadline=now + v.windowSeconds,
                 log=pos,
                 prior_failures=prior.count if prior is not None and prior.reason == FAILED_REASON else 0,
+                elapsed=Elapsed(0.0, self.world.monotonic()),
+                pending=True,
             ),
         )
 
@@ -81,7 +84,8 @@ class Verifier:
             return
         if any(o.ok and isinstance(o.action, SwitchRoute) and o.action.color == w.color for o in outcome.outcomes):
             now = self.world.now()
-            self.store.save_window(app.name, replace(w, started_at=now, deadline=now + v.windowSeconds))
+            restart = Elapsed(0.0, self.world.monotonic())
+            self.store.save_window(app.name, replace(w, started_at=now, deadline=now + v.windowSeconds, elapsed=restart, pending=None))
 
     def run(self, app: BlueGreenApp, p: Plan, obs: Observed, log: Any, rid: str, should_stop: Any) -> Window | None:
         """Judge the open window to its verdict; the closed window, or None (none open, or stopped: it resumes)."""
@@ -97,39 +101,42 @@ class Verifier:
         url = health_url(app, w.color)
         pause = min(hc.intervalSeconds, 0.5)
         note = ""
-        last_progress = self.world.now()
+        last_progress = self.world.monotonic()
         pm = v.prometheus
         prom: PromAnswer | None = None  # its last answer, asked at prom_at
         prom_at: float | None = None
         prom_query = render_query(pm.query, app.name, w.color, w.revision) if pm is not None else ""
-        log.info("verify.start", color=w.color, revision=w.revision, left=round(max(0.0, w.deadline - self.world.now()), 1))
+        length = v.windowSeconds
+        w = replace(w, elapsed=w.judged(length, self.world.now(), self.world.monotonic()), pending=None)  # it serves: counting
+        log.info("verify.start", color=w.color, revision=w.revision, left=round(max(0.0, length - _seconds(w)), 1))
         while True:
             try:
                 read = self.world.read_access_log(app.access_log, w.log)
                 note = read.note
-                counts = w.counts.add(tally(read.lines, address, w.started_at, v))
+                counts = w.counts.add(tally(read.lines, address, v))
                 w = replace(w, log=read.pos, counts=counts)
             except HostError as e:
                 note = one_line(str(e))  # judged on health alone
             probe = self.world.probe_health(url, hc.expectStatus, hc.requestTimeoutSeconds)
             c = w.counts
             w = replace(w, counts=replace(c, probes=c.probes + 1, health_failures=0 if probe.ok else c.health_failures + 1))
-            if pm is not None and (prom_at is None or self.world.now() - prom_at >= PROM_EVERY):
-                prom_at = self.world.now()
+            if pm is not None and (prom_at is None or self.world.monotonic() - prom_at >= PROM_EVERY):
+                prom_at = self.world.monotonic()
                 prom = self.world.query_prometheus(pm.url, prom_query, PROM_TIMEOUT)
-            now = self.world.now()
-            verdict = judge(v, w.counts, now, w.deadline, prom)
+            w = replace(w, elapsed=w.judged(length, self.world.now(), self.world.monotonic()))
+            left = length - _seconds(w)
+            verdict = judge(v, w.counts, _seconds(w), length, prom)
             w = replace(w, figures=verdict.figures + (f"; access log: {note}" if note else ""))
             if verdict.state != "open":
                 return self._close(app, w, verdict.state, w.figures, rid, log)
             self.store.save_window(app.name, w)
             if should_stop():
-                log.info("verify.interrupted", left=round(w.deadline - now, 1))
+                log.info("verify.interrupted", left=round(left, 1))
                 return None
-            if now - last_progress >= PROGRESS_EVERY:
-                log.info("verify.progress", color=w.color, left=round(w.deadline - now, 1), figures=w.figures)
-                last_progress = now
-            self.world.sleep(max(0.05, min(pause, w.deadline - now)))
+            if self.world.monotonic() - last_progress >= PROGRESS_EVERY:
+                log.info("verify.progress", color=w.color, left=round(left, 1), figures=w.figures)
+                last_progress = self.world.monotonic()
+            self.world.sleep(max(0.05, min(pause, left)))
 
     def _close(self, app: BlueGreenApp, w: Window, state: str, figures: str, rid: str, log: Any) -> Window:
         closed = replace(w, state=state, figures=figures)  # type: ignore[arg-type]  # one of verify.STATES
@@ -156,3 +163,9 @@ class Verifier:
         self.ledger.record(HistoryEntry(iso(now), app.name, rid, "Verify", w.color, app.spec.image, outcome, figures))
         (log.warning if state == "failed" else log.info)("verify.done", result=state, color=w.color, figures=figures)
         return closed
+
+
+def _seconds(w: Window) -> float:
+    """The window's time judged so far (`run` has counted it)."""
+    assert w.elapsed is not None
+    return w.elapsed.seconds
