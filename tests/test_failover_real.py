@@ -68,7 +68,10 @@ class Deployed:
         write_spec(self.spec, self.doc)
         r = run_reconcile(self.spec, self.state)
         assert r.returncode == 0, r.explain()
-        assert self.version() == ("v1" if color == "blue" else "v2")
+        # Polled (bounded): the first answer through a site nginx has just reloaded may come from a worker that is
+        # still starting; what this set-up needs is that the color it deployed is the one served.
+        want = "v1" if color == "blue" else "v2"
+        wait_until(lambda: self.version() == want, timeout=10, message=f"the site serving {want}")
 
     def version(self) -> str | None:
         try:

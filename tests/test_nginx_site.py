@@ -37,6 +37,7 @@ from tests.support.net import free_port
 from tests.support.nginx import NginxInstance
 from tests.support.plans import plan_for
 from tests.support.shipped_site import SHIPPED, start_shipped, write_htpasswd
+from tests.support.wait import wait_until
 
 USERS = {"ops": "correct horse"}
 AUTH = ("ops", "correct horse")
@@ -275,9 +276,12 @@ def test_sse_stream_survives_cutover_and_old_color_stops_after_drain(
         tmp_path, app_name, shipped, test_images["v1"], "blue", session_id, switch, standby="stop", drainSeconds=25
     )
     n = 50
+    # The stream opens once the site answers (polled, bounded): what is tested is the cutover under an open stream.
+    wait_until(lambda: httpx.get(shipped.public_url_for(app_name) + "/", auth=AUTH, timeout=2, trust_env=False).status_code == 200,
+               timeout=10, message="the site answering 200")
     stream = SseReader(f"{shipped.public_url_for(app_name)}/sse?n={n}&ms=120", AUTH)
     stream.start()
-    assert stream.first.wait(10) and stream.events, stream.error
+    assert stream.first.wait(10) and stream.events, f"status {stream.status}, error {stream.error}"
     write_spec(spec_path, with_spec(doc, image=test_images["v2"], activeColor="green"))
     r = run_reconcile(spec_path, tmp_path / "state", timeout=90)
     assert r.returncode == 0, r.explain()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import stat
 import subprocess
 import sys
@@ -157,11 +158,18 @@ def test_a_parameter_name_that_is_no_env_name_needs_rename(moto: MotoServer, aws
 
 
 @pytest.mark.parametrize("case", ["unreachable", "no-region", "no-credentials"])
-def test_aws_failures_are_one_line_naming_the_path(case: str, moto: MotoServer, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_aws_failures_are_one_line_naming_the_path(
+    case: str, moto: MotoServer, aws_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest
+) -> None:
     base = f"/{uuid.uuid4().hex[:8]}/prod/"
     region: str | None = REGION
+    # A port bound but never listening, held for the whole test: connections to it are refused, and no other process
+    # (another xdist worker's server) can take it between choosing it and using it, as a merely free port could be.
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    request.addfinalizer(closed.close)
     if case == "unreachable":
-        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
+        monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{closed.getsockname()[1]}")
         monkeypatch.setenv("AWS_MAX_ATTEMPTS", "2")
         expect = "AWS endpoint unreachable"
     elif case == "no-region":

@@ -588,7 +588,10 @@ class Reconciler:
             )
         # Forget failures of revisions that no longer matter, so the file cannot grow forever: never one the spec
         # names, nor one a color still runs (failover and switch-back must still know it failed: issue 19 #4).
-        running = {c.revision for c in obs.containers.values() if c is not None and c.revision}
+        # A color this pass replaced (its container recreated or removed, the pass not failed) no longer runs the
+        # revision it was observed with.
+        replaced = {a.color for a in p.actions if isinstance(a, (CreateContainer, RemoveContainer))} if error is None else set()
+        running = {c.revision for color, c in obs.containers.items() if c is not None and c.revision and color not in replaced}
         mem = mem.keep_failures({*p.revisions.values(), *running})
         self.store.save_memory(app.name, mem, last_deploy)
         return mem, last_deploy
