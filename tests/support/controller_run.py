@@ -29,6 +29,7 @@ import yaml
 from .containers import LABEL_TEST
 from .net import free_port
 from .nginx import NginxInstance
+from .wait import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent.parent
 
@@ -416,7 +417,9 @@ class World:
 
     def assert_serving(self, color: str, version: str) -> None:
         """Traffic, route, marker, include and container all agree on `color` running `version`."""
-        assert self.served() == version
+        # Polled (bounded): for a moment after `nginx -s reload`, a new connection can still be accepted by a retiring
+        # worker, which serves the previous configuration (the previous color, still healthy) until it exits.
+        wait_until(lambda: self.served() == version, timeout=10, message=f"nginx serving {version}")
         assert self.routed() == color
         assert read(self.marker) == f"{color}\n"
         assert f":{self.ports[color]};" in (read(self.include) or "")
