@@ -239,22 +239,13 @@ class FileLock:
         self._fd: int | None = None
 
     def __enter__(self) -> FileLock:
-        import fcntl
-        import time
 
         from controller.kernel import files
 
         fd = files.open_state_file(self.path, os.O_RDWR | os.O_CREAT, purpose=f"open lock {self.path}")
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise SourceError("LockBusy", f"{self.path}: another run is fetching") from None
-                time.sleep(0.1)
+        if not files.flock_within(fd, self.timeout):
+            os.close(fd)
+            raise SourceError("LockBusy", f"{self.path}: another run is fetching")
         self._fd = fd
         return self
 

@@ -22,8 +22,10 @@ The trust model, in the spirit of sshd's StrictModes:
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
 import stat
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -421,3 +423,16 @@ def _check_spec(path: Path, depth: int) -> None:
         raise Untrusted("read", f"{path} is owned by uid {st.st_uid}, not root")
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise Untrusted("read", f"{path} is writable by {_writable_by(st.st_mode)} (mode {stat.S_IMODE(st.st_mode):04o})")
+
+
+def flock_within(fd: int, timeout: float) -> bool:
+    """Take an exclusive flock on `fd`, waiting at most `timeout` seconds (polled every 0.1 s); False if not taken."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.1)

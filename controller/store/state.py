@@ -19,7 +19,6 @@ import hashlib
 import json
 import os
 import threading
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -61,17 +60,10 @@ class Lock:
             fd = files.open_state_file(self.path, os.O_RDWR | os.O_CREAT, purpose=f"open lock {self.path}")
         except OSError as e:
             raise HostError(f"cannot open lock {self.path}: {e.strerror}") from e
-        deadline = time.monotonic() + self.timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    holder = _read_holder(fd)
-                    os.close(fd)
-                    raise LockBusy(str(self.path), holder, self.timeout) from None
-                time.sleep(0.1)
+        if not files.flock_within(fd, self.timeout):
+            holder = _read_holder(fd)
+            os.close(fd)
+            raise LockBusy(str(self.path), holder, self.timeout)
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
