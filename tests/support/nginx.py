@@ -129,6 +129,15 @@ def _children(ppid: int) -> list[int]:
     return sorted(pids)
 
 
+def _retiring(pid: int) -> bool:
+    """Whether a worker has begun its graceful exit (nginx retitles it when it gets the quit signal)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"shutting down" in f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return True
+
+
 def _render(template: str, values: dict[str, str]) -> str:
     out = template
     for key, value in values.items():
@@ -358,11 +367,22 @@ class NginxInstance:
                 raise NginxError(f"nginx did not reload within {timeout:g}s: {text[-2000:]}")
             time.sleep(0.02)
 
-    def worker_pids(self) -> list[int]:
-        """Live child processes of the master (workers, old and new)."""
+    def worker_pids(self, timeout: float = 10.0) -> list[int]:
+        """The current configuration's workers: a reload replaces them, so equal lists mean no reload.
+
+        A reload's old workers retire at their own pace (one finishing a keep-alive or SSE request
+        lives on), and right after a reload an old one may not have been told to go yet. Workers that
+        retitled themselves "is shutting down" are left out, and this waits (bounded, on what /proc
+        shows) until no more than `worker_processes` others remain.
+        """
         if not self.running or self.process is None:
             return []
-        return _children(self.process.pid)
+        deadline = time.monotonic() + timeout
+        while True:
+            current = [pid for pid in _children(self.process.pid) if not _retiring(pid)]
+            if len(current) <= 1 or time.monotonic() >= deadline:  # the template runs worker_processes 1
+                return current
+            time.sleep(0.02)
 
     @property
     def running(self) -> bool:
