@@ -386,6 +386,10 @@ class World:
     def once(self, *args: str, expect: int = 0, timeout: float = 60.0) -> Run:
         r = self.run("--once", *args, timeout=timeout)
         assert r.returncode == expect, r.explain()
+        # A reload by the pass has taken effect in nginx's master, but an old worker may not have been told to go
+        # yet and can accept one more connection under the previous configuration (before the first deploy: no
+        # upstream, a 502). What the test does next sees the site as the pass left it.
+        self.nginx.worker_pids()
         return r
 
     def container(self, color: str) -> Any:
