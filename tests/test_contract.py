@@ -213,10 +213,13 @@ def test_world_contract(rig: Rig) -> None:
     assert run is not None and (run.running, run.restarting, run.restart_count) == (True, False, 0)
     started = run.started_at
     assert started is not None and abs(started - w.now()) < 120
+    # Its process's age on the boot clock, which wall-clock steps do not move, agrees with StartedAt's.
+    assert run.uptime is not None and 0 <= run.uptime < 120 and abs((w.now() - started) - run.uptime) < 5
     assert w.run_state(green) is None
     # Observation inspects the color that may get traffic and does not serve (Nginx has only its placeholder).
     seen = inputs_for(app, w).observed.containers["blue"]
     assert seen is not None and seen.healthy and (seen.restart_count, seen.started_at, seen.restarting) == (0, run.started_at, False)
+    assert seen.uptime is not None and seen.uptime >= run.uptime
 
     # A never-healthy image answers, but not healthy.
     w.create_container(rig.request("green", rig.images["never"]))
@@ -249,7 +252,7 @@ def test_world_contract(rig: Rig) -> None:
     assert (c.host_ip, c.host_port) == ("127.0.0.1", pb)
     assert not health("blue").ok
     stopped = w.run_state(blue)
-    assert stopped is not None and (stopped.running, stopped.restarting) == (False, False)
+    assert stopped is not None and (stopped.running, stopped.restarting, stopped.uptime) == (False, False, None)
 
     # Start again: running and healthy.
     w.start_container(blue)
@@ -259,6 +262,8 @@ def test_world_contract(rig: Rig) -> None:
     restarted = w.run_state(blue)
     assert restarted is not None and restarted.running and restarted.restart_count == 0  # `docker start` resets it
     assert restarted.started_at is not None and started is not None and restarted.started_at > started
+    # A new process: its age counts from this start, not from the container's first.
+    assert restarted.uptime is not None and restarted.uptime <= w.now() - started
 
     # Remove: gone; removing what is gone is not an error.
     w.remove_container(blue)

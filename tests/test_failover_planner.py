@@ -154,6 +154,25 @@ def test_a_restarted_previous_color_proves_a_stability_window_first(tmp_path: Pa
     assert shown == ["WaitHealthy:blue", "SwitchRoute:blue", "WriteMarker:blue", "!FailedOver"]
 
 
+def test_a_forward_wall_clock_step_does_not_make_a_just_started_previous_color_steady(tmp_path: Path) -> None:
+    """StartedAt is wall time: stepped forward (NTP, an operator), a color started by hand 0.5 s ago looks old.
+    Its process's age on the boot clock (RunState.uptime) still says 0.5 s: a full window first (defect #14)."""
+    app, w, r = deployed(tmp_path, **FO)
+    w.containers["dialogue-green"].broken = True
+    w.stop_container("dialogue-blue", 1)
+    w.start_container("dialogue-blue")  # `docker start`: a restart count of 0 again
+    w.clock += 0.5
+    w.step_wall(3600.0)
+    rs = w.run_state("dialogue-blue")
+    assert rs is not None and rs.restart_count == 0 and rs.started_at is not None
+    assert w.now() - rs.started_at > 3600 and rs.uptime == 0.5
+    shown, _p = planned(app, w, failing(r, app, w.now() - 60))
+    assert shown == ["WaitHealthy:blue", "SwitchRoute:blue", "WriteMarker:blue", "!FailedOver"]
+    w.clock += app.spec.healthCheck.stableSeconds  # once it has run a window on the boot clock: steady
+    shown, _p = planned(app, w, failing(r, app, w.now() - 60))
+    assert shown == ["SwitchRoute:blue", "WriteMarker:blue", "!FailedOver"]
+
+
 def test_without_a_remembered_failing_time_nothing_moves(tmp_path: Path) -> None:
     """The delay counts from a pass that saw the failure: a fresh state starts the clock, never switches."""
     app, w, r = deployed(tmp_path, **FO)

@@ -107,7 +107,7 @@ def _with_run_state(c: ContainerFact, rs: RunState | None) -> ContainerFact:
         return replace(c, started_at=None, restart_count=None)
     # Exited between the listing and the inspect: its count says nothing about a run that has ended (unknown).
     count = rs.restart_count if rs.running else None
-    return replace(c, started_at=rs.started_at, restart_count=count, restarting=rs.restarting)
+    return replace(c, started_at=rs.started_at, restart_count=count, restarting=rs.restarting, uptime=rs.uptime)
 
 
 def _route(app: BlueGreenApp, world: World, configured: Color | None) -> RouteFact:

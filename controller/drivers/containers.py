@@ -6,6 +6,7 @@ nowhere above `controller/drivers/` does any code know them.
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -96,6 +97,20 @@ def _parse_time(value: str | None) -> float | None:
     base = datetime.fromisoformat(m.group(1) + ("+00:00" if m.group(3) == "Z" else m.group(3)))
     frac = float("0." + m.group(2)) if m.group(2) else 0.0
     return base.astimezone(timezone.utc).timestamp() + frac
+
+
+def process_uptime(pid: object) -> float | None:
+    """How long host process `pid` (a container's State.Pid) has run, on the boot clock: /proc's start time in clock
+    ticks since boot against CLOCK_BOOTTIME. None when it cannot be read (gone, no /proc, not a pid)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            fields = f.read(4096).rsplit(b")", 1)[1].split()  # the command name, in parentheses, may hold anything
+        started = int(fields[19]) / os.sysconf("SC_CLK_TCK")  # field 22 of stat(5); fields[0] is field 3
+        return max(0.0, time.clock_gettime(time.CLOCK_BOOTTIME) - started)
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def restart_policy(name: str) -> dict[str, Any]:
@@ -227,6 +242,7 @@ class DockerDriver:
             started_at=_parse_time(state.get("StartedAt")),
             # Unknown counts as restarted: a fact we cannot read must not make a container look steady.
             restart_count=count if isinstance(count, int) and not isinstance(count, bool) and count >= 0 else 1,
+            uptime=process_uptime(state.get("Pid")) if state.get("Running") else None,
         )
 
     def ensure_image(self, image: str) -> None:

@@ -58,6 +58,7 @@ class ContainerFact:
     # (and for one that fails its check): None means not inspected. Docker resets the count on `docker start`.
     restart_count: int | None = None
     restarting: bool = False  # Docker is between two runs of a crashed container (restart policy)
+    uptime: float | None = None  # its process's age when inspected, on the boot clock (RunState.uptime)
 
     @property
     def running(self) -> bool:
@@ -81,6 +82,8 @@ class ContainerFact:
 
         A restart moves StartedAt, so its age is the time since the last (re)start; a restart count above 0
         means Docker restarted it since it was created or last started by hand, i.e. since it was proven.
+        StartedAt is wall time, which a forward step of the clock ages at once: the age on the boot clock, when
+        inspection could read it, must say so too.
         """
         return (
             self.running
@@ -88,6 +91,7 @@ class ContainerFact:
             and self.restart_count == 0
             and self.started_at is not None
             and now - self.started_at >= window
+            and (self.uptime is None or self.uptime >= window)
         )
 
 

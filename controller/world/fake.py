@@ -256,7 +256,8 @@ class FakeWorld:
         if c is None:
             return None
         state = c.fact.state
-        return RunState(state == "running", state == "restarting", c.started_at, c.restart_count)
+        uptime = self.clock - c.started_at if state == "running" and c.started_at is not None else None  # `clock` is the boot clock
+        return RunState(state == "running", state == "restarting", c.started_at, c.restart_count, uptime)
 
     def ensure_image(self, image: str) -> None:
         self._docker()

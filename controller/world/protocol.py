@@ -101,6 +101,9 @@ class RunState:
     restarting: bool  # exited, Docker will start it again (restart policy)
     started_at: float | None  # last (re)start, epoch seconds
     restart_count: int  # restarts by Docker since it was created or last started by hand
+    # How long its process has run when inspected, on the host's boot clock, which a wall-clock step (NTP, an
+    # operator) does not move, unlike StartedAt; None when unknown (not running, /proc unreadable).
+    uptime: float | None = None
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import yaml
 
 from .containers import LABEL_TEST
 from .net import free_port
-from .nginx import NginxInstance
+from .nginx import NginxInstance, settle_running
 from .wait import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent.parent
@@ -167,6 +167,7 @@ def run_reconcile(
     )
     run = Run(p.args, p.returncode, p.stdout, p.stderr)
     run.elapsed = time.monotonic() - started
+    settle_running()  # a reload by the run: its old workers told to go before the test looks at the site
     return run
 
 
@@ -386,10 +387,6 @@ class World:
     def once(self, *args: str, expect: int = 0, timeout: float = 60.0) -> Run:
         r = self.run("--once", *args, timeout=timeout)
         assert r.returncode == expect, r.explain()
-        # A reload by the pass has taken effect in nginx's master, but an old worker may not have been told to go
-        # yet and can accept one more connection under the previous configuration (before the first deploy: no
-        # upstream, a 502). What the test does next sees the site as the pass left it.
-        self.nginx.worker_pids()
         return r
 
     def container(self, color: str) -> Any:

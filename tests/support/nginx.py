@@ -129,6 +129,16 @@ def _children(ppid: int) -> list[int]:
     return sorted(pids)
 
 
+_RUNNING: dict[int, NginxInstance] = {}  # this process's started instances, until stopped
+
+
+def settle_running() -> None:
+    """Wait (bounded) until every running instance's reload, if one was just done (by a controller run), has told
+    its old workers to go: what a test asks next is answered under the configuration the run left."""
+    for instance in list(_RUNNING.values()):
+        instance.worker_pids()
+
+
 def _retiring(pid: int) -> bool:
     """Whether a worker has begun its graceful exit (nginx retitles it when it gets the quit signal)."""
     try:
@@ -235,6 +245,7 @@ class NginxInstance:
             )
         finally:
             stdio.close()
+        _RUNNING[id(self)] = self
         deadline = time.monotonic() + timeout
         while True:
             if self.process.poll() is not None:
@@ -403,6 +414,7 @@ class NginxInstance:
                     os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=5)
         self.process = None
+        _RUNNING.pop(id(self), None)
 
     def _error_log_size(self) -> int:
         try:
