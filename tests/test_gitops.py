@@ -325,6 +325,21 @@ def test_an_invalid_spec_at_a_commit_keeps_that_apps_last_valid_spec(
     assert st.commit == first and st.invalid is not None and st.invalid.commit == second
 
 
+def test_accessories_at_the_commit_are_read_with_the_apps(gitserver: GitHttpServer, tmp_path: Path) -> None:
+    """An Accessory committed beside the apps is in force like them (--once and --watch reconcile it; the apps'
+    dependsOn is checked against it): the git source used to hand on the apps only."""
+    up = Upstream(gitserver.root, f"acc{time.monotonic_ns()}", None)
+    accessory = "apiVersion: bluegreen/v1\nkind: Accessory\nmetadata: {name: redis}\nspec: {image: 'redis:7.2'}\n"
+    up.commit({"specs/a.yaml": spec_text("a", dependsOn=["redis"]), "specs/redis.yaml": accessory}, "an app and its redis")
+    up.push()
+    src = GitSource(config_from_options(source_args(gitserver.url(up.bare.name), token_file=token_file(tmp_path))), tmp_path / "state")
+    src.sync()
+    sel = src.select(src.stable_path, state_dir=tmp_path / "state")
+    assert not sel.problems, sel.problems
+    assert [a.name for a in sel.apps] == ["a"] and [a.name for a in sel.accessories] == ["redis"]
+    assert list(sel.accessories_by_file) == [src.stable_path / "redis.yaml"]  # keyed by the stable path, like the apps
+
+
 # ------------------------------------------------------------------------------------ end to end: --watch on real Docker and nginx
 
 

@@ -555,6 +555,7 @@ class GitSource:
         out = Selection(
             apps_by_file={to_stable(f): a for f, a in sel.apps_by_file.items()},
             problems=[Problem(to_stable(p.file), p.app, p.message, p.conflict) for p in sel.problems],
+            accessories_by_file={to_stable(f): a for f, a in sel.accessories_by_file.items()},
         )
         with self._apps_lock:
             troubled = {p.app for p in sel.problems if p.app}
