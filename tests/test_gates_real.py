@@ -8,7 +8,7 @@
 - Secret values (moto SSM) printed by a hook never reach a log line, status.json or memory.json: not even a
   fragment of 16 characters of a long one (an 800-character JWT, longer than a kept line) or of a multi-line one
   (a PEM key, printed whole by `env`, indented line by line, base64-encoded), nor of one the 64 KiB output cap
-  cuts in two.
+  cuts in two, nor the 8-character last row of a PEM key that begins above the 50 lines kept.
 """
 
 from __future__ import annotations
@@ -207,6 +207,14 @@ def _pem(lines: int) -> str:
     return "\n".join(["-----BEGIN PRIVATE KEY-----", *rows, "-----END PRIVATE KEY-----"])
 
 
+def _short_rowed_pem() -> tuple[str, str]:
+    """A PEM key whose last base64 row is 8 characters (too short to be masked on its own), and that row."""
+    body = base64.b64encode(random_secrets.token_bytes(486)).decode()  # 648 characters: 10 rows of 64, then 8
+    rows = [body[i : i + 64] for i in range(0, len(body), 64)]
+    assert len(rows[-1]) == 8
+    return "\n".join(["-----BEGIN PRIVATE KEY-----", *rows, "-----END PRIVATE KEY-----"]), rows[-1]
+
+
 def _fragments(secret: str, size: int = 16) -> set[str]:
     """Every `size`-character piece of `secret`, as text and as JSON escapes it (a newline spanned)."""
     return {t[i : i + size] for t in (secret, json.dumps(secret)[1:-1]) for i in range(len(t) - size + 1)}
@@ -218,10 +226,12 @@ def test_no_fragment_of_a_long_or_multi_line_secret_printed_by_a_hook_reaches_lo
     base = f"/{app_name}/prod/"
     jwt, pem = _jwt(800), _pem(10)
     assert len(jwt) == 800 and pem.count("\n") == 12
+    short_pem, short_row = _short_rowed_pem()
     ssm = moto.client("ssm")
     ssm.put_parameter(Name=base + "API_JWT", Value=jwt, Type="SecureString", Overwrite=True)
     ssm.put_parameter(Name=base + "TLS_KEY", Value=pem, Type="SecureString", Overwrite=True)
-    # beforeSwitch prints its environment (a JWT line longer than a kept line; the PEM whole) and the PEM
+    ssm.put_parameter(Name=base + "SIGNING_KEY", Value=short_pem, Type="SecureString", Overwrite=True)
+    # beforeSwitch prints its environment (a JWT line longer than a kept line; the PEMs whole) and the PEM
     # indented; afterSwitch the secrets base64-encoded, whole and in `base64`'s 76-column lines.
     env_dump = 'env; echo "$TLS_KEY" | sed "s/^/key> /"; echo dumped'
     encoded = 'printf %s "$API_JWT" | base64 -w0; echo; echo "$API_JWT" | base64; printf %s "$TLS_KEY" | base64 -w0; echo; echo encoded'
@@ -239,8 +249,18 @@ def test_no_fragment_of_a_long_or_multi_line_secret_printed_by_a_hook_reaches_lo
     # The next revision's hook prints the JWT so that the 64 KiB cap on its output cuts it in two: 8 lines
     # of 8100 characters follow it, so the cap keeps its last ~720 characters.
     cut = 'printf "jwt=%s\\n" "$API_JWT"; x=$(printf "%8099s" "" | tr " " x); for i in 1 2 3 4 5 6 7 8; do echo "$i$x"; done'
-    w.set(image=test_images["v2"], activeColor="green", hooks={**hooks, "beforeSwitch": {"command": ["sh", "-c", cut], "timeoutSeconds": 20}})
+    # Its afterSwitch prints the PEM whose last row is 8 characters, then lines enough that only that row and the
+    # END line are among the 50 kept.
+    tail_cut = 'echo "$SIGNING_KEY"; i=0; while [ $i -lt 48 ]; do echo "filler $i"; i=$((i+1)); done'
+    w.set(image=test_images["v2"], activeColor="green", hooks={
+        "beforeSwitch": {"command": ["sh", "-c", cut], "timeoutSeconds": 20},
+        "afterSwitch": {"command": ["sh", "-c", tail_cut], "timeoutSeconds": 20},
+    })  # fmt: skip
     runs.append(w.once())
+    # The PEM began above the 50 lines kept: redacted whole all the same (the output is read further back than it
+    # is kept), so its short last row is not left bare.
+    after = [e["line"] for e in runs[1].logs() if e.get("event") == "hook.output" and e.get("phase") == "afterSwitch"]
+    assert len(after) == 49 and after[0] == "[REDACTED]" and after[1] == "filler 0" and after[-1] == "filler 47", after
     assert (w.served(), w.routed()) == ("v2", "green")
     before = next(h for h in w.status()["hooks"] if h["phase"] == "beforeSwitch")  # newest first
     # The line the cut began in is dropped; the others are kept, each cut to 500 characters after redaction.
@@ -249,7 +269,9 @@ def test_no_fragment_of_a_long_or_multi_line_secret_printed_by_a_hook_reaches_lo
     channels = {f"run{i}.{k}": getattr(x, k) for i, x in enumerate(runs) for k in ("stdout", "stderr")}
     channels.update({str(p): p.read_text(errors="replace") for p in sorted(w.state.rglob("*")) if p.is_file()})
     assert any("memory.json" in k for k in channels) and any("history" in k for k in channels), sorted(channels)
-    for name, secret in (("API_JWT", jwt), ("TLS_KEY", pem)):
+    for where, text in channels.items():
+        assert short_row not in text, f"SIGNING_KEY: its last row leaked into {where}"
+    for name, secret in (("API_JWT", jwt), ("TLS_KEY", pem), ("SIGNING_KEY", short_pem)):
         pieces = _fragments(secret)
         for where, text in channels.items():
             leaked = sorted(f for f in pieces if f in text)

@@ -21,7 +21,7 @@ from controller.drivers.containers import DockerDriver, _mapped, _parse_time
 from controller.kernel.errors import DockerError
 from controller.world.protocol import (
     CHECK_PATH,
-    HOOK_OUTPUT_LINES,
+    HOOK_LOG_LINES_READ,
     OUTPUT_CAP,
     CommandResult,
     HookRequest,
@@ -93,7 +93,7 @@ def hook_logs(docker: DockerDriver, name: str) -> tuple[str, ...]:
     api = docker.client().api
     data = _Tail()
     with _mapped(f"logs of {name}"):
-        stream = api.logs(name, stdout=True, stderr=True, stream=True, follow=False, tail=HOOK_OUTPUT_LINES)
+        stream = api.logs(name, stdout=True, stderr=True, stream=True, follow=False, tail=HOOK_LOG_LINES_READ)
         try:
             for chunk in stream:
                 data.add(chunk)

@@ -39,6 +39,7 @@ from controller.world.facts import (
     port_of,
 )
 from controller.world.protocol import (
+    HOOK_LOG_LINES_READ,
     AccessoryRequest,
     CommandResult,
     ContainerRequest,
@@ -675,7 +676,7 @@ class FakeWorld:
 
     def hook_logs(self, name: str) -> tuple[str, ...]:
         self._docker()
-        return self._get(name).output[-50:]
+        return self._get(name).output[-HOOK_LOG_LINES_READ:]
 
     def probe_check(self, url: str, expect_status: int, body_contains: str | None, timeout: float) -> HealthResult:
         self._settle()

@@ -149,6 +149,9 @@ def exec_result(code: int | None, output: str) -> HealthResult:
 
 
 HOOK_OUTPUT_LINES = 50  # lines of a hook's or check's output kept (and logged)
+# Lines of a hook's output read (within OUTPUT_CAP bytes): more than are kept, so that a multi-line secret that
+# begins above the kept lines is still in the text redacted as a whole before the cut.
+HOOK_LOG_LINES_READ = 2000
 OUTPUT_CAP = 64 * 1024  # bytes of it read at most
 # A check command's PATH: it sees nothing else of the controller's environment (root's: no credentials leak).
 
@@ -283,7 +286,8 @@ class World(Protocol):
         ...
 
     def hook_logs(self, name: str) -> tuple[str, ...]:
-        """The last HOOK_OUTPUT_LINES lines of its output (stdout and stderr), at most OUTPUT_CAP bytes read."""
+        """The end of its output (stdout and stderr): its last HOOK_LOG_LINES_READ lines, at most OUTPUT_CAP bytes,
+        whole lines only. The caller redacts them as one text, then keeps HOOK_OUTPUT_LINES."""
         ...
 
     def probe_check(self, url: str, expect_status: int, body_contains: str | None, timeout: float) -> HealthResult:
