@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -20,9 +22,18 @@ import pytest
 from controller.accessory.reconcile import AccessoryResult, AccessoryRunner
 from controller.spec.accessory import Accessory
 from controller.store.state import StateStore
-from tests.support.controller_run import app_spec, run_reconcile, served_version, start_reconcile, write_spec
+from tests.support.controller_run import (
+    ROOT,
+    Run,
+    app_spec,
+    run_reconcile,
+    served_version,
+    start_reconcile,
+    subprocess_env,
+    write_spec,
+)
 from tests.support.net import free_port
-from tests.support.nginx import NginxInstance
+from tests.support.nginx import NginxInstance, settle_running
 from tests.support.redis_image import RedisImageUnavailable, build_redis_image, build_redis_volume_image
 
 CLI = "/usr/bin/redis-cli"
@@ -270,6 +281,52 @@ def test_a_dependency_down_keeps_a_new_color_from_starting_and_the_live_one_serv
     assert not docker_client.containers.list(all=True, filters={"name": f"{app_name}-green"})
     assert served_version(nginx, app_name) == "v1"
     assert docker_client.containers.get(f"{app_name}-blue").status == "running"
+
+
+def test_deploy_apply_checks_dependson_against_the_accessories_beside_the_spec(
+    docker_client: Any,
+    redis_image: str,
+    acc: str,
+    tmp_path: Path,
+    nginx: NginxInstance,
+    app_name: str,
+    test_images: dict[str, str],
+    session_id: str,
+) -> None:
+    """`deploy --apply` converges like `--once` on the spec's directory: the accessory the app depends on is there
+    (it used to read the one file, and refuse dependsOn as naming "no accessory in this directory"), its gate holds,
+    and another app's broken file in the directory is not this run's problem."""
+    specs, state = tmp_path / "specs", tmp_path / "state"
+    specs.mkdir()
+    hc = {"command": ["/bin/busybox", "test", "-f", "/data/ready"], "timeoutSeconds": 1, "intervalSeconds": 0.2}
+    write_spec(specs / "redis.yaml", accessory_doc(acc, redis_image, free_port(), healthCheck=hc))
+    app = app_spec(app_name, nginx, tmp_path, test_images["v1"], "blue", session_id=session_id, dependsOn=[acc], network=f"{acc}-net")
+    spec = write_spec(specs / "app.yaml", app)
+    (specs / "other.yaml").write_text("apiVersion: bluegreen/v1\nkind: BlueGreenApp\nmetadata: {name: other}\nspec: {image: [}\n")
+    run_reconcile(specs, state, "--once")  # creates the accessory; the app waits for it (the other file: exit 2)
+    docker_client.containers.get(acc).exec_run(["/bin/busybox", "touch", "/data/ready"])
+    r = run_reconcile(specs, state, "--once")
+    assert served_version(nginx, app_name) == "v1", r.explain()
+
+    def deploy(image: str) -> Run:
+        argv = [sys.executable, "-m", "controller", "deploy", "--image", image, "--apply", "-f", str(spec), "--state-dir", str(state)]
+        p = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=subprocess_env(None), cwd=str(ROOT), stdin=subprocess.DEVNULL)
+        settle_running()
+        return Run(p.args, p.returncode, p.stdout, p.stderr)
+
+    docker_client.containers.get(acc).exec_run(["/bin/busybox", "rm", "/data/ready"])
+    r = deploy(test_images["v2"])
+    assert r.returncode == 1 and f"{app_name}: DependencyNotReady" in r.stderr, r.explain()
+    assert "other.yaml" not in r.stderr and "no accessory" not in r.stderr, r.explain()
+    assert not docker_client.containers.list(all=True, filters={"name": f"{app_name}-green"})
+    assert served_version(nginx, app_name) == "v1"
+
+    # The accessory ready again, the same deploy from the spec as it was: converged through the gate.
+    docker_client.containers.get(acc).exec_run(["/bin/busybox", "touch", "/data/ready"])
+    write_spec(spec, app)
+    r = deploy(test_images["v2"])
+    assert r.returncode == 0, r.explain()
+    assert served_version(nginx, app_name) == "v2"
 
 
 def test_watch_heals_a_killed_accessory_on_its_docker_event(docker_client: Any, redis_image: str, acc: str, tmp_path: Path) -> None:

@@ -57,13 +57,14 @@ from controller.runtime.options import (
     positive,
 )
 from controller.spec.app import BlueGreenApp, Color, other
-from controller.spec.directory import host_problem, select, state_dir_problem
+from controller.spec.directory import Selection, host_problem, select, state_dir_problem
 from controller.spec.edit import Current, Edited, edit, read_current, unified_diff
 from controller.store.releases import Host, Release, Releases, Row, assess, render_table, table_json
 from controller.world.facts import Observed
 
 if TYPE_CHECKING:
     from controller.drivers.notify import Notifier
+    from controller.spec.accessory import Accessory
 
 
 class Refused(SpecError):
@@ -163,9 +164,14 @@ class _Host:
         self.rt: runtime.Runtime | None = None
         self.notifier = notifier  # --apply with --notify-url
 
-    def get(self) -> runtime.Runtime:
+    def get(self, accessories: list[Accessory] | None = None) -> runtime.Runtime:
+        """`accessories`: as `runtime.build` takes them (a list: an accessory reconciler, feeding dependsOn). A
+        Runtime built without one, to look at the host first, is built again when one is asked for."""
+        if self.rt is not None and accessories is not None and self.rt.accessories is None:
+            self.rt.close()
+            self.rt = None
         if self.rt is None:
-            self.rt = runtime.build(self.settings, notifier=self.notifier)
+            self.rt = runtime.build(self.settings, notifier=self.notifier, accessories=accessories)
         return self.rt
 
     def close(self) -> None:
@@ -369,11 +375,24 @@ def _releases(opts: ReleaseOptions, host: _Host) -> int:
 
 
 def _apply(opts: ReleaseOptions, host: _Host) -> int:
-    """Converge the written spec now: exactly what `reconcile --once -f SPEC` does, on the same Runtime."""
-    loaded = select(opts.path, state_dir=opts.run.state_dir)
-    for line in modes.problem_lines(loaded, opts.path):
-        err(line)
-    if not loaded.apps:
+    """Converge the written spec now, as `reconcile --once -f DIR` converges it (DIR: the spec's directory), on the
+    same Runtime: the accessories there that it depends on (`dependsOn`) or whose network it joins first, its
+    dependsOn gate checked against them; the directory's other apps and accessories are left alone."""
+    spec = opts.path.resolve()
+    try:
+        loaded = select(spec.parent, state_dir=opts.run.state_dir)
+    except ControllerError as e:
+        err(str(e))
         return EXIT_INVALID
-    rt = host.get()
-    return modes.once(rt, loaded.apps, loaded.accessories)
+    apps = [a for f, a in loaded.apps_by_file.items() if f.resolve() == spec]
+    wanted = {d for a in apps for d in a.spec.dependsOn or []}
+    nets = {a.spec.network for a in apps if a.spec.network}
+    # Its own problems and those of the accessories it depends on; the rest of the directory's are not this run's.
+    ours = [p for p in loaded.problems if p.app in wanted or (p.file is not None and p.file.resolve() == spec)]
+    for line in modes.problem_lines(Selection(problems=ours), opts.path):
+        err(line)
+    if not apps:
+        return EXIT_INVALID
+    accessories = [acc for acc in loaded.accessories if acc.name in wanted or (acc.spec.network is not None and acc.spec.network in nets)]
+    rt = host.get(accessories if runtime.needs_accessories(accessories, apps) else None)
+    return modes.once(rt, apps, accessories)
