@@ -5,8 +5,9 @@ labelled with its app, phase and revision. Kill -9 safety: the container is foun
 before one is created, so a pass that resumes after a killed one waits for (or collects) the same run; the
 run is remembered (memory.json "hooks": started, then its exit code and last lines) before its container is
 removed, so a later pass never starts it again for that revision. Output is read further back than it is kept
-(HOOK_LOG_LINES_READ) and redacted whole (a multi-line secret spans lines) before any cut, then trimmed to its last HOOK_OUTPUT_LINES lines of at most LINE_CAP characters:
-those go to the log line by line, and the last STATUS_LINES to the record that status.json shows.
+(HOOK_LOG_LINES_READ) and redacted whole (a multi-line secret spans lines) before any cut, then trimmed to its
+last HOOK_OUTPUT_LINES lines of at most LINE_CAP characters: those go to the log line by line, and the last
+STATUS_LINES to the record that status.json shows.
 
 Output is read only once the secrets of the run's revision are registered with the redactor (`Context.secrets`,
 loaded by the reconciler for any plan that reads output); a hook container carries its revision's secrets
