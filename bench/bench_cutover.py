@@ -68,6 +68,7 @@ class Sample:
     at: float
     seconds: float
     status: int  # 0 = connection error
+    error: str = ""  # what the client saw when there was no HTTP answer (the retry's, after a retry)
 
 
 @dataclass
@@ -163,7 +164,7 @@ class PythonClient(threading.Thread):
         try:
             while not self.stop.is_set():
                 t0 = time.monotonic()
-                status, retried = self._once(client)
+                status, retried, error = self._once(client)
                 dt = time.monotonic() - t0
                 with self.lock:
                     st = self.stats
@@ -173,26 +174,27 @@ class PythonClient(threading.Thread):
                         st.conn_errors += 1
                     elif not 200 <= status < 300:
                         st.non_2xx += 1
-                    st.samples.append(Sample(time.time(), dt, status))
+                    st.samples.append(Sample(time.time(), dt, status, error))
                 nxt += self.period
                 self.stop.wait(max(0.0, nxt - time.monotonic()))
         finally:
             client.close()
 
-    def _once(self, client: httpx.Client) -> tuple[int, int]:
+    def _once(self, client: httpx.Client) -> tuple[int, int, str]:
+        """(status or 0, whether it was retried, what failed when there was no answer)."""
         try:
-            return client.get(self.url).status_code, 0
-        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+            return client.get(self.url).status_code, 0, ""
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError) as e:
             if self.kind != "keepalive":
-                return 0, 0
+                return 0, 0, repr(e)
             # The server closed an idle reused connection (an nginx reload does): RFC 9110 §9.2.2 allows
             # retrying an idempotent request; browsers do it automatically.
             try:
-                return client.get(self.url).status_code, 1
-            except httpx.HTTPError:
-                return 0, 1
-        except httpx.HTTPError:
-            return 0, 0
+                return client.get(self.url).status_code, 1, ""
+            except httpx.HTTPError as again:
+                return 0, 1, f"{e!r}, then {again!r}"
+        except httpx.HTTPError as e:
+            return 0, 0, repr(e)
 
 
 WRK_LUA = """

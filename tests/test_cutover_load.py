@@ -33,5 +33,16 @@ def test_cutovers_under_load_fail_no_request(
     assert not r.errors, r.errors
     for kind in ("keepalive", "fresh") if mode == "reload" else ("wrk", "keepalive", "fresh"):
         assert r.kinds[kind].requests > 50, s
-        assert r.failures(kind) == 0, s
+        assert r.failures(kind) == 0, (s["clients"][kind], _failed(r, kind))
     assert s["streams"] == 6 and s["streams_intact"] == 6, s
+
+
+def _failed(r: Any, kind: str) -> list[str]:
+    """Each failed request of `kind`: its status (0: no HTTP answer) and when, against the cutover windows."""
+    out = []
+    for x in r.kinds[kind].samples:
+        if not 200 <= x.status < 300:
+            near = min(r.windows, key=lambda w: abs(x.at - w[0]), default=(x.at, x.at))
+            when = f"{x.at - near[0]:+.3f}s from a cutover's start ({near[1] - near[0]:.2f}s long)"
+            out.append(f"status {x.status} after {x.seconds:.3f}s, {when}" + (f": {x.error}" if x.error else ""))
+    return out
