@@ -323,6 +323,11 @@ def test_world_contract(rig: Rig) -> None:
     t0, m0 = w.now(), w.monotonic()
     w.sleep(0.05)
     assert w.now() >= t0 + 0.04 and w.monotonic() >= m0 + 0.04
+    # The boot those readings are of: one id, the same while the host runs (a reboot changes it).
+    boot = w.boot_id()
+    assert boot and len(boot) <= 64 and w.boot_id() == boot
+    if rig.kind == "host":
+        assert boot == Path("/proc/sys/kernel/random/boot_id").read_text().strip()
 
 
 def test_capacity_contract(rig: Rig, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,6 +14,7 @@ from controller.app.decide import decide
 from controller.app.failover import WaitLiveOrFailover
 from controller.app.reconcile import Reconciler
 from controller.drivers import accesslog
+from controller.kernel.elapsed import Elapsed
 from controller.spec.app import BlueGreenApp
 from controller.store.state import StateStore
 from controller.world.fake import Crash
@@ -257,6 +258,31 @@ def test_a_wall_clock_step_forward_while_the_live_color_fails_does_not_fail_over
     wait = p.actions[0]
     assert isinstance(wait, WaitLiveOrFailover) and wait.deadline is not None
     assert wait.deadline == pytest.approx(w.monotonic() + 1.5)  # the instant on the monotonic clock
+
+
+def test_a_reboot_counts_no_failing_time_even_when_the_new_uptime_is_past_the_last_reading(tmp_path: Path) -> None:
+    """The monotonic clock restarts at a reboot; the first pass after it can read more than the last one did (the
+    host was up 40 s when it saw green failing, the pass comes 500 s into the next boot). The boot id tells the
+    readings apart: the time counted is what each boot saw, not the difference of two boots' readings."""
+    w, r, app = _failing(tmp_path)
+    first = inputs_for(app, w, r.store)  # green seen failing
+    r.store.save_failover(app.name, first.failover)
+    assert first.failover.failing_for is not None and first.failover.failing_for.boot == w.boot_id()
+    w.reboot(uptime=w.monotonic() + 500.0)
+    p = decide(inputs_for(app, w, r.store))
+    assert p.failover.kind == "pending", p.failover  # 0 s counted across the reboot, not 500 s: no failover yet
+    wait = p.actions[0]
+    assert isinstance(wait, WaitLiveOrFailover) and wait.deadline == pytest.approx(w.monotonic() + 2.0)
+
+
+def test_a_reboot_mid_window_counts_no_time_across_it(tmp_path: Path) -> None:
+    """The same for a verification window: only the time each boot saw counts toward windowSeconds."""
+    e = Elapsed(12.0, 40.0, "boot-a")
+    assert e.at(45.0, "boot-a") == Elapsed(17.0, 45.0, "boot-a")
+    assert e.at(540.0, "boot-b") == Elapsed(12.0, 540.0, "boot-b")  # another boot: nothing counted, then from here
+    assert e.at(540.0, "boot-b").at(541.0, "boot-b").seconds == 13.0
+    assert Elapsed(12.0, 40.0).at(45.0, "boot-a").seconds == 17.0  # written before the boot was kept: as before
+    assert e.at(30.0, "boot-a").seconds == 12.0  # a reading below the last adds nothing
 
 
 def test_a_wall_clock_step_back_never_stretches_a_health_wait(tmp_path: Path) -> None:

@@ -72,6 +72,7 @@ class PassInputs:
     # `failover` records it, once (history, metric).
     failed_over: FailedOver | None = None
     mono: float | None = None  # the monotonic clock at `now` (World.monotonic); None: hand-built inputs, `now` stands in
+    boot: str | None = None  # the boot `mono` is of (World.boot_id); None: unknown
 
     @property
     def monotonic(self) -> float:
@@ -102,7 +103,7 @@ def _core(i: PassInputs) -> _Core:
     extra, stale = hold_live_secrets(app, obs.containers[want], obs.serving, i.revision_extra)
     revisions = {c: app.revision(c, extra) for c in COLORS}
     rev = revisions[want]
-    fo = failover(app, obs, mem, i.failover, now, i.monotonic)
+    fo = failover(app, obs, mem, i.failover, now, i.monotonic, i.boot)
     fr = foreign(app, obs)
     held = hold(app, obs, mem, now, rev, obs.serving, i.policy)
     return _Core(extra, stale, revisions, fr, fo, held, desired(app, obs, mem, now, rev, fo, fr.colors, held, i.policy))

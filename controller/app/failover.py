@@ -60,7 +60,9 @@ def passing(app: BlueGreenApp, c: ContainerFact | None) -> bool:
     return c is not None and c.ours(app.name) and c.running and c.healthy is True
 
 
-def track(app: BlueGreenApp, obs: Observed, state: FailoverState, now: float, mono: float, mem: Memory | None = None) -> FailoverState:
+def track(
+    app: BlueGreenApp, obs: Observed, state: FailoverState, now: float, mono: float, mem: Memory | None = None, boot: str | None = None
+) -> FailoverState:
     """The state after observing `obs`: what each color served (for every app, so that a failover enabled later
     knows the standby's release) and which served revision `mem` holds as failed; with spec.failover when the
     live color began failing; the end of a failover whose spec has changed. Pure: the caller saves it when
@@ -68,7 +70,7 @@ def track(app: BlueGreenApp, obs: Observed, state: FailoverState, now: float, mo
     serving = obs.serving
     intent, state = state.switching, replace(state, switching=None)
     if intent is not None and state.active is None and intent.generation == app.generation() and serving == intent.to_color:
-        state = activate(app, state, intent.to_color, intent.revision, now, mono)  # the switch it announced happened
+        state = activate(app, state, intent.to_color, intent.revision, now, mono, boot)  # the switch it announced happened
     active = state.active if state.active is not None and state.active.generation == app.generation() else None
     served = dict(state.served)
     failing_color, failing_since, failing_for = None, None, None
@@ -80,9 +82,9 @@ def track(app: BlueGreenApp, obs: Observed, state: FailoverState, now: float, mo
             # Not running, restarting, or failing its probe: failing since the first pass that saw it so.
             failing_color = serving
             if state.failing_color == serving and state.failing_since is not None:
-                failing_since, failing_for = state.failing_since, failed_for(app, state, now, mono)
+                failing_since, failing_for = state.failing_since, failed_for(app, state, now, mono, boot)
             else:
-                failing_since, failing_for = now, Elapsed(0.0, mono)
+                failing_since, failing_for = now, Elapsed(0.0, mono, boot)
     failed = {rev: why for rev, why in state.failed.items() if rev in served.values()}
     for rev in served.values():  # for every app: a failover enabled later knows what failed before (issue 19 #4)
         f = mem.failures.get(rev) if mem is not None else None
@@ -93,12 +95,12 @@ def track(app: BlueGreenApp, obs: Observed, state: FailoverState, now: float, mo
     )
 
 
-def failed_for(app: BlueGreenApp, state: FailoverState, now: float, mono: float) -> Elapsed:
+def failed_for(app: BlueGreenApp, state: FailoverState, now: float, mono: float, boot: str | None = None) -> Elapsed:
     """How long the failing color has failed, counted up to monotonic reading `mono` (a state written without it:
     the wall clock's age of failing-since, within [0, failoverAfterSeconds]: a step either way is harmless)."""
     if state.failing_for is not None:
-        return state.failing_for.at(mono)
-    return Elapsed.since_wall(state.failing_since if state.failing_since is not None else now, now, mono, app.spec.failoverAfterSeconds)
+        return state.failing_for.at(mono, boot)
+    return Elapsed.since_wall(state.failing_since if state.failing_since is not None else now, now, mono, app.spec.failoverAfterSeconds, boot)
 
 
 def intend(app: BlueGreenApp, state: FailoverState, d: Decision, now: float) -> FailoverState:
@@ -109,18 +111,18 @@ def intend(app: BlueGreenApp, state: FailoverState, d: Decision, now: float) -> 
     return replace(state, switching=FailedOver(app.generation(), other(d.color), d.color, revision, now, d.message))
 
 
-def failed_over(app: BlueGreenApp, state: FailoverState, now: float, mono: float) -> FailedOver | None:
+def failed_over(app: BlueGreenApp, state: FailoverState, now: float, mono: float, boot: str | None = None) -> FailedOver | None:
     """The failover `state` holds: the active one, or the one announced as the next observation would make it."""
     if state.active is not None or state.switching is None:
         return state.active
-    return activate(app, state, state.switching.to_color, state.switching.revision, now, mono).active
+    return activate(app, state, state.switching.to_color, state.switching.revision, now, mono, boot).active
 
 
-def activate(app: BlueGreenApp, state: FailoverState, to: Color, revision: str, now: float, mono: float) -> FailoverState:
+def activate(app: BlueGreenApp, state: FailoverState, to: Color, revision: str, now: float, mono: float, boot: str | None = None) -> FailoverState:
     """The state once traffic has moved to `to` by a failover."""
     failed = other(to)
     reason = (
-        f"{app.container_name(failed)} failed its health check for {failed_for(app, state, now, mono).seconds:.1f}s (failoverAfterSeconds "
+        f"{app.container_name(failed)} failed its health check for {failed_for(app, state, now, mono, boot).seconds:.1f}s (failoverAfterSeconds "
         f"{app.spec.failoverAfterSeconds:g}); {app.container_name(to)} passes and runs revision {revision}, which served before"
     )
     rec = FailedOver(app.generation(), failed, to, revision, now, reason)

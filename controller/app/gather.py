@@ -63,13 +63,13 @@ def gather(
     policy: BackoffPolicy = DEFAULT_POLICY,
 ) -> PassInputs:
     """`containers`: one Docker listing shared by the apps of a pass (else listed here)."""
-    looked, looked_mono = world.now(), world.monotonic()  # failover: a failure seen by this observation is seen from its start
+    looked, looked_mono, boot = world.now(), world.monotonic(), world.boot_id()  # failover: a failure is seen from the observation's start
     obs = observe(app, world, containers if containers is not None else index_containers(world))
     mem = store.load_memory(app.name)
     old = store.load_failover(app.name)
-    fo = track(app, obs, old, looked, looked_mono, mem)
+    fo = track(app, obs, old, looked, looked_mono, mem, boot)
     done = fo.active if old.switching is not None and fo.active is not None and fo.active != old.active else None
-    inputs = PassInputs(app, obs, mem, fo, fo != old, world.now(), dict(revision_extra or {}), policy=policy, failed_over=done, mono=world.monotonic())
+    inputs = PassInputs(app, obs, mem, fo, fo != old, world.now(), dict(revision_extra or {}), policy=policy, failed_over=done, mono=world.monotonic(), boot=boot)
     if needs_capacity(inputs):
         inputs = replace(inputs, observed=replace(obs, capacity=_capacity(app, world, obs)), now=world.now(), mono=world.monotonic())
     if app.spec.dependsOn:

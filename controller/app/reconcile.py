@@ -490,7 +490,7 @@ class Reconciler:
                 w = self.store.load_window(app.name)
                 detail = w.figures if w is not None and w.state == "failed" else None
             elif began == "failover":
-                done = failed_over(app, self.store.load_failover(app.name), self.world.now(), self.world.monotonic())
+                done = failed_over(app, self.store.load_failover(app.name), self.world.now(), self.world.monotonic(), self.world.boot_id())
                 detail = done.reason if done is not None else None
             same = c is not None and c.revision == revision
             taken = Taken(revision, image, a.color, self.world.now(),

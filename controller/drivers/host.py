@@ -44,6 +44,7 @@ class HostWorld:
         self.probes = Prober()
         self._accessories: DockerAccessories | None = None
         self._prometheus: PromClient | None = None
+        self._boot: str | None = None  # boot_id(), read once
 
     @property
     def accessories(self) -> DockerAccessories:
@@ -228,6 +229,15 @@ class HostWorld:
 
     def monotonic(self) -> float:
         return time.monotonic()
+
+    def boot_id(self) -> str:
+        if self._boot is None:
+            try:
+                with open("/proc/sys/kernel/random/boot_id", "rb") as f:
+                    self._boot = f.read(64).decode("ascii", "replace").strip()
+            except OSError:
+                self._boot = ""
+        return self._boot
 
     def sleep(self, seconds: float) -> None:
         time.sleep(seconds)

@@ -127,6 +127,8 @@ class FakeWorld:
     # plus `wall_step` (step_wall). Docker's timestamps (created, StartedAt) are on `clock`.
     clock: float = 1_000_000.0
     wall_step: float = 0.0
+    boots: int = 0  # reboot()
+    boot_at: float = 0.0  # `clock` when the monotonic clock read 0
     docker_up: bool = True
     nginx_up: bool = True
     nginx_test_fails: bool = False
@@ -730,7 +732,16 @@ class FakeWorld:
         return self.clock + self.wall_step
 
     def monotonic(self) -> float:
-        return self.clock
+        return self.clock - self.boot_at
+
+    def boot_id(self) -> str:
+        return f"boot-{self.boots}"
+
+    def reboot(self, uptime: float) -> None:
+        """A perturbation: the host booted again `uptime` seconds ago (its monotonic clock restarted; nothing else
+        of the fake's, containers included, is touched: a test that wants them gone removes them)."""
+        self.boots += 1
+        self.boot_at = self.clock - uptime
 
     def step_wall(self, seconds: float) -> None:
         """A perturbation: the wall clock (`now`) steps by `seconds` (NTP, an operator); the monotonic clock does not."""

@@ -89,14 +89,14 @@ class Window(Stored):
     def open(self) -> bool:
         return self.state == "open"
 
-    def judged(self, length: float, now: float, mono: float) -> Elapsed:
+    def judged(self, length: float, now: float, mono: float, boot: str | None = None) -> Elapsed:
         """The window's time counted up to monotonic reading `mono` (`length`: windowSeconds; `now`: the wall clock,
         for a window written without `elapsed` only)."""
         if self.pending:
-            return Elapsed(0.0, mono)
+            return Elapsed(0.0, mono, boot)
         if self.elapsed is None:
-            return Elapsed.since_wall(self.started_at, now, mono, length)
-        return self.elapsed.at(mono)
+            return Elapsed.since_wall(self.started_at, now, mono, length, boot)
+        return self.elapsed.at(mono, boot)
 
 
 WINDOW = Document(Window)  # verify.json

@@ -20,7 +20,7 @@ if TYPE_CHECKING:  # the models load with the first spec validated (none on a sp
     from controller.spec.app import BlueGreenApp
 
 
-def failover(app: BlueGreenApp, obs: Observed, mem: Memory, state: FailoverState, now: float, mono: float) -> Decision:
+def failover(app: BlueGreenApp, obs: Observed, mem: Memory, state: FailoverState, now: float, mono: float, boot: str | None = None) -> Decision:
     """What the failover rule says for this observation (`state` already `track`ed for it; `mono`: the monotonic
     clock then, which the failover instant is on)."""
     spec = app.spec
@@ -38,7 +38,7 @@ def failover(app: BlueGreenApp, obs: Observed, mem: Memory, state: FailoverState
         )
     if serving != want or state.failing_color != want or state.failing_since is None:
         return Decision("ok")
-    failing = failed_for(app, state, now, mono).seconds
+    failing = failed_for(app, state, now, mono, boot).seconds
     deadline = mono + max(0.0, spec.failoverAfterSeconds - failing)
     live = app.container_name(want)
     cand_color = other(want)

@@ -71,7 +71,7 @@ class Verifier:
                 deadline=now + v.windowSeconds,
                 log=pos,
                 prior_failures=prior.count if prior is not None and prior.reason == FAILED_REASON else 0,
-                elapsed=Elapsed(0.0, self.world.monotonic()),
+                elapsed=Elapsed(0.0, self.world.monotonic(), self.world.boot_id()),
                 pending=True,
             ),
         )
@@ -84,7 +84,7 @@ class Verifier:
             return
         if any(o.ok and isinstance(o.action, SwitchRoute) and o.action.color == w.color for o in outcome.outcomes):
             now = self.world.now()
-            restart = Elapsed(0.0, self.world.monotonic())
+            restart = Elapsed(0.0, self.world.monotonic(), self.world.boot_id())
             self.store.save_window(app.name, replace(w, started_at=now, deadline=now + v.windowSeconds, elapsed=restart, pending=None))
 
     def run(self, app: BlueGreenApp, p: Plan, obs: Observed, log: Any, rid: str, should_stop: Any) -> Window | None:
@@ -107,7 +107,8 @@ class Verifier:
         prom_at: float | None = None
         prom_query = render_query(pm.query, app.name, w.color, w.revision) if pm is not None else ""
         length = v.windowSeconds
-        w = replace(w, elapsed=w.judged(length, self.world.now(), self.world.monotonic()), pending=None)  # it serves: counting
+        boot = self.world.boot_id()
+        w = replace(w, elapsed=w.judged(length, self.world.now(), self.world.monotonic(), boot), pending=None)  # it serves: counting
         log.info("verify.start", color=w.color, revision=w.revision, left=round(max(0.0, length - _seconds(w)), 1))
         while True:
             try:
@@ -123,7 +124,7 @@ class Verifier:
             if pm is not None and (prom_at is None or self.world.monotonic() - prom_at >= PROM_EVERY):
                 prom_at = self.world.monotonic()
                 prom = self.world.query_prometheus(pm.url, prom_query, PROM_TIMEOUT)
-            w = replace(w, elapsed=w.judged(length, self.world.now(), self.world.monotonic()))
+            w = replace(w, elapsed=w.judged(length, self.world.now(), self.world.monotonic(), boot))
             left = length - _seconds(w)
             verdict = judge(v, w.counts, _seconds(w), length, prom)
             w = replace(w, figures=verdict.figures + (f"; access log: {note}" if note else ""))
